@@ -1,0 +1,64 @@
+// pasyn-writerd: serves one SQLite database's writes on a Unix socket. See README "Daemon flags".
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <map>
+
+#include "log.hpp"
+#include "paths.hpp"
+#include "server.hpp"
+
+int main(int argc, char** argv) {
+  using pasyn::server::log;
+  pasyn::server::Config config;
+  config.handle_signals = true;
+  std::string synchronous = "full";
+  std::string log_level = "info";
+  std::int64_t busy_ms = config.busy_timeout.count();
+  std::int64_t handshake_ms = config.handshake_timeout.count();
+  std::int64_t drain_ms = config.drain_timeout.count();
+
+  CLI::App app{"pasyn-writerd: the single writer of a SQLite database, serving many clients"};
+  app.set_version_flag("--version", "pasyn-writerd " PASYN_VERSION);
+  app.add_option("--database", config.database_path, "SQLite database file (created if missing)")
+      ->required();
+  app.add_option("--socket", config.socket_path,
+                 "Unix socket to listen on (default: <database>-pasyn.sock)");
+  app.add_option("--synchronous", synchronous,
+                 "full: acknowledged writes survive power loss; normal: they survive crashes")
+      ->check(CLI::IsMember({"full", "normal"}))
+      ->capture_default_str();
+  app.add_option("--busy-timeout", busy_ms,
+                 "milliseconds to wait for other processes writing the file directly")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-frame", config.max_frame, "largest protocol frame in bytes")
+      ->check(CLI::Range(pasyn::proto::kMinMaxFrame, 1u << 30))
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", handshake_ms,
+                 "milliseconds a new connection has to send HELLO")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--drain-timeout", drain_ms,
+                 "milliseconds to finish queued work on shutdown before interrupting it")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  config.synchronous_full = synchronous == "full";
+  config.busy_timeout = std::chrono::milliseconds(busy_ms);
+  config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
+  config.drain_timeout = std::chrono::milliseconds(drain_ms);
+  log().set_level(spdlog::level::from_str(log_level));
+
+  try {
+    pasyn::server::Server server(std::move(config));
+    server.run();
+  } catch (const pasyn::server::StartError& e) {
+    std::fprintf(stderr, "pasyn-writerd: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

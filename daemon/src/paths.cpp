@@ -1,0 +1,119 @@
+// Default socket path, lock file and stale-socket handling.
+#include "paths.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "log.hpp"
+
+namespace pasyn::server {
+namespace {
+
+constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+std::string absolute_path(const std::string& path) {
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(path, ec);
+  if (ec) return path;
+  return abs.lexically_normal().string();
+}
+
+}  // namespace
+
+std::string default_socket_path(const std::string& database_path) {
+  std::string abs = absolute_path(database_path);
+  std::string beside = abs + "-pasyn.sock";
+  if (beside.size() <= kMaxSocketPath) return beside;
+  // 64-bit FNV-1a of the absolute path: stable across processes and runs.
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : abs) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char name[64];
+  std::snprintf(name, sizeof name, "/tmp/pasyn-%016llx.sock", static_cast<unsigned long long>(h));
+  return name;
+}
+
+LockFile::LockFile(const std::string& database_path) : path_(database_path + "-pasyn.lock") {
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    throw StartError(StartError::Kind::kDatabase,
+                     "cannot open lock file " + path_ + ": " + errno_text(errno));
+  }
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char pid[32] = {};
+    [[maybe_unused]] auto n = ::pread(fd_, pid, sizeof pid - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK) {
+      std::string owner = pid[0] ? std::string(" (pid ") + std::strtok(pid, "\n") + ")" : "";
+      throw StartError(StartError::Kind::kLocked, "database " + database_path +
+                                                      " is already served by another pasyn writer" +
+                                                      owner + "; lock file " + path_);
+    }
+    throw StartError(StartError::Kind::kDatabase, "cannot lock " + path_ + ": " + errno_text(err));
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+    log().warn("cannot record pid in lock file {}: {}", path_, errno_text(errno));
+  }
+}
+
+LockFile::~LockFile() {
+  // The file stays: unlinking a lock file races with the next owner opening it.
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void free_socket_path(const std::string& socket_path) {
+  if (socket_path.empty()) throw StartError(StartError::Kind::kSocket, "empty socket path");
+  if (socket_path.size() > kMaxSocketPath) {
+    throw StartError(
+        StartError::Kind::kSocket,
+        "socket path is longer than " + std::to_string(kMaxSocketPath) + " bytes: " + socket_path);
+  }
+  struct stat st {};
+  if (::lstat(socket_path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot inspect socket path " + socket_path + ": " + errno_text(errno));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    throw StartError(StartError::Kind::kSocket,
+                     "refusing to replace " + socket_path + ": it exists and is not a socket");
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw StartError(StartError::Kind::kSocket, "socket(): " + errno_text(errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0) {
+    throw StartError(StartError::Kind::kSocket,
+                     "socket " + socket_path + " is in use by a running server");
+  }
+  if (err != ECONNREFUSED) {
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot tell whether " + socket_path + " is stale: " + errno_text(err));
+  }
+  if (::unlink(socket_path.c_str()) != 0 && errno != ENOENT) {
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot remove stale socket " + socket_path + ": " + errno_text(errno));
+  }
+  log().info("removed stale socket {}", socket_path);
+}
+
+}  // namespace pasyn::server

@@ -1,0 +1,44 @@
+// Filesystem helpers of the server: the default socket path, the lock file, the socket path check.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace pasyn::server {
+
+/// Raised when the server cannot start; `what()` is meant for the operator.
+class StartError : public std::runtime_error {
+ public:
+  enum class Kind { kDatabase, kLocked, kSocket };
+  StartError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  Kind kind() const noexcept { return kind_; }
+
+ private:
+  Kind kind_;
+};
+
+/// See pasyn::default_socket_path.
+std::string default_socket_path(const std::string& database_path);
+
+/// An exclusive flock on "<database>-pasyn.lock", held for the object's lifetime, so that two
+/// servers never serve one database. The file holds the owner's pid, for the error message.
+class LockFile {
+ public:
+  /// Throws StartError(kLocked) naming the other owner's pid when the lock is held.
+  explicit LockFile(const std::string& database_path);
+  ~LockFile();
+  LockFile(const LockFile&) = delete;
+  LockFile& operator=(const LockFile&) = delete;
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+/// Makes `socket_path` free to bind: nothing there, or a stale socket (one nobody accepts on),
+/// which is removed. Throws StartError(kSocket) if a server answers there, if the path is not a
+/// socket (it is never removed then), or if the path is too long for a Unix socket address.
+void free_socket_path(const std::string& socket_path);
+
+}  // namespace pasyn::server

@@ -1,0 +1,423 @@
+// Asio side of the server: acceptor, sessions, shutdown; the writer thread lives in writer.cpp.
+//
+// Threading model
+// ---------------
+// * The I/O thread is the one that calls Server::run(). It alone runs the io_context, which owns
+//   the acceptor, every Session (socket reads, frame parsing, socket writes), the timers and the
+//   signal set. Session state is only ever touched on this thread, so it has no locks.
+// * The writer thread (Writer) alone owns the read-write sqlite3*. Requests cross from the I/O
+//   thread to the writer through Writer::submit (a mutex-guarded queue, one lock per socket
+//   read, not per request). Replies cross back through ReplySink::deliver, which posts the
+//   encoded frames of one batch for one connection to the io_context as a single handler.
+// * request_stop() may come from any thread (a handle, a signal, the writer after SHUTDOWN): it
+//   posts to the io_context. Shutdown order: stop accepting and refuse new requests, let the
+//   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
+#include "server.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <optional>
+#include <unordered_map>
+
+#include "log.hpp"
+#include "paths.hpp"
+#include "writer.hpp"
+
+namespace pasyn::server {
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using local = asio::local::stream_protocol;
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr auto kFlushGrace = std::chrono::seconds(5);
+
+}  // namespace
+
+class Session;
+
+class Server::Impl {
+ public:
+  explicit Impl(Config config);
+  void run();
+  void request_stop();
+  void on_session_closed(std::uint64_t id);
+
+  Config config_;
+  LockFile lock_;
+  Writer writer_;
+  asio::io_context io_{1};
+  local::acceptor acceptor_{io_};
+  std::optional<asio::signal_set> signals_;
+  asio::steady_timer drain_timer_{io_};
+  std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions_;
+  std::uint64_t next_session_id_ = 1;
+  bool stopping_ = false;
+  struct stat socket_stat_ {};
+
+ private:
+  void do_accept();
+  void begin_stop(const char* why);
+  void on_writer_drained();
+  void remove_socket();
+};
+
+/// One client connection. Lives on the I/O thread; kept alive by its pending handlers and by
+/// the requests it has in the writer's queue.
+class Session : public ReplySink, public std::enable_shared_from_this<Session> {
+ public:
+  Session(Server::Impl& server, local::socket socket, std::uint64_t id)
+      : server_(server),
+        socket_(std::move(socket)),
+        handshake_timer_(server.io_),
+        decoder_(server.config_.max_frame),
+        id_(id) {}
+
+  void start() {
+    describe_peer();
+    log().info("connection {} opened{}", id_, peer_);
+    handshake_timer_.expires_after(server_.config_.handshake_timeout);
+    handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec && !self->hello_done_) self->protocol_error("no HELLO within the handshake timeout");
+    });
+    do_read();
+  }
+
+  // Writer thread: hand the frames to the I/O thread.
+  void deliver(std::vector<std::uint8_t> frames) override {
+    asio::post(server_.io_, [self = shared_from_this(), frames = std::move(frames)]() mutable {
+      self->enqueue(std::move(frames));
+    });
+  }
+
+  void close_after_flush() {
+    closing_ = true;
+    if (!writing_ && pending_.empty()) {
+      close_now();
+      return;
+    }
+    error_code ignored;
+    socket_.shutdown(local::socket::shutdown_receive, ignored);
+    handshake_timer_.expires_after(kFlushGrace);  // reuse the timer to bound the flush
+    handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->close_now();
+    });
+  }
+
+  void close_now() {
+    if (closed_) return;
+    closed_ = true;
+    error_code ignored;
+    handshake_timer_.cancel();
+    socket_.shutdown(local::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    log().info("connection {} closed", id_);
+    server_.on_session_closed(id_);
+  }
+
+ private:
+  void describe_peer() {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer_ = " from pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
+    }
+  }
+
+  void do_read() {
+    if (closing_ || closed_) return;
+    auto space = decoder_.prepare(kReadChunk);
+    socket_.async_read_some(
+        asio::buffer(space.data(), space.size()),
+        [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
+  }
+
+  void on_read(error_code ec, std::size_t n) {
+    if (closed_) return;
+    if (ec) {
+      if (closing_) return;  // we shut the receive side ourselves; writes finish the close
+      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+        log().warn("connection {}: read failed: {}", id_, ec.message());
+      }
+      close_now();
+      return;
+    }
+    decoder_.commit(n);
+    std::vector<Request> requests;
+    proto::FrameView frame;
+    for (;;) {
+      const auto status = decoder_.next(frame);
+      if (status == proto::FrameDecoder::Status::kNeedMore) break;
+      if (status == proto::FrameDecoder::Status::kError) {
+        protocol_error(decoder_.error());
+        break;
+      }
+      if (!handle_frame(frame, requests)) break;
+    }
+    if (!requests.empty() && !server_.writer_.submit(requests)) refuse(requests);
+    do_read();
+  }
+
+  // Returns false after a protocol error (the session is then closing).
+  bool handle_frame(const proto::FrameView& f, std::vector<Request>& out) {
+    using proto::MsgType;
+    std::string why;
+    const auto type = static_cast<MsgType>(f.type);
+    if (!hello_done_) {
+      proto::Hello hello;
+      if (type != MsgType::kHello) {
+        return protocol_error("the first frame must be HELLO, got type " + hex(f.type));
+      }
+      if (!proto::decode_hello(f.payload, hello, why)) return protocol_error("bad HELLO: " + why);
+      if (hello.magic != proto::kMagic) return protocol_error("bad magic in HELLO");
+      if (hello.version != proto::kVersion) {
+        return protocol_error("unsupported protocol version " + std::to_string(hello.version) +
+                              " (this server speaks " + std::to_string(proto::kVersion) + ")");
+      }
+      hello_done_ = true;
+      handshake_timer_.cancel();
+      std::vector<std::uint8_t> reply;
+      proto::encode_hello_ok(
+          reply, {proto::kVersion, 0, server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
+      enqueue(std::move(reply));
+      return true;
+    }
+    Request r;
+    r.type = type;
+    r.id = f.request_id;
+    bool ok = false;
+    switch (type) {
+      case MsgType::kPing: {
+        if (!(ok = proto::decode_empty(f.payload, why))) break;
+        std::vector<std::uint8_t> reply;
+        proto::encode_empty(reply, MsgType::kPong, f.request_id);
+        enqueue(std::move(reply));
+        return true;
+      }
+      case MsgType::kExecute:
+      case MsgType::kExecuteRowid:
+      case MsgType::kExecuteFetch: {
+        proto::Statement s;
+        if ((ok = proto::decode_statement(f.payload, s, why))) {
+          r.sql = std::move(s.sql);
+          r.params = std::move(s.params);
+        }
+        break;
+      }
+      case MsgType::kExecuteMany: {
+        proto::Many m;
+        if ((ok = proto::decode_many(f.payload, m, why))) {
+          r.sql = std::move(m.sql);
+          r.many_rows = std::move(m.rows);
+        }
+        break;
+      }
+      case MsgType::kExecuteScript:
+        ok = proto::decode_script(f.payload, r.sql, why);
+        break;
+      case MsgType::kShutdown:
+        ok = proto::decode_empty(f.payload, why);
+        if (ok) log().info("connection {} asked the server to shut down", id_);
+        break;
+      case MsgType::kHello:
+        return protocol_error("HELLO sent twice");
+      default:
+        return protocol_error("unknown message type " + hex(f.type));
+    }
+    if (!ok) return protocol_error(std::string("bad ") + proto::to_string(type) + ": " + why);
+    r.sink = shared_from_this();
+    out.push_back(std::move(r));
+    return true;
+  }
+
+  void refuse(std::vector<Request>& requests) {
+    std::vector<std::uint8_t> replies;
+    for (const auto& r : requests) {
+      proto::encode_pasyn_error(replies, r.id, proto::PasynCode::kShuttingDown,
+                                "pasyn-writerd is shutting down; the request was not executed");
+    }
+    enqueue(std::move(replies));
+  }
+
+  bool protocol_error(const std::string& why) {
+    if (closing_ || closed_) return false;
+    log().warn("connection {}{}: protocol error: {}; closing it", id_, peer_, why);
+    std::vector<std::uint8_t> reply;
+    proto::encode_pasyn_error(reply, 0, proto::PasynCode::kProtocol, why);
+    enqueue(std::move(reply));
+    close_after_flush();
+    return false;
+  }
+
+  void enqueue(std::vector<std::uint8_t> frames) {
+    if (closed_ || frames.empty()) return;
+    if (pending_.empty()) {
+      pending_.swap(frames);
+    } else {
+      pending_.insert(pending_.end(), frames.begin(), frames.end());
+    }
+    if (!writing_) do_write();
+  }
+
+  // Exactly one async_write in flight; whatever arrives meanwhile is sent next, in one write.
+  void do_write() {
+    writing_ = true;
+    writing_buf_.clear();
+    writing_buf_.swap(pending_);
+    asio::async_write(
+        socket_, asio::buffer(writing_buf_),
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
+  }
+
+  void on_write(error_code ec) {
+    writing_ = false;
+    if (closed_) return;
+    if (ec) {
+      log().info("connection {}: write failed: {}", id_, ec.message());
+      close_now();
+      return;
+    }
+    if (!pending_.empty()) {
+      do_write();
+    } else if (closing_) {
+      close_now();
+    }
+  }
+
+  static std::string hex(std::uint8_t v) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "0x%02x", v);
+    return buf;
+  }
+
+  Server::Impl& server_;
+  local::socket socket_;
+  asio::steady_timer handshake_timer_;
+  proto::FrameDecoder decoder_;
+  std::uint64_t id_;
+  std::string peer_;
+  bool hello_done_ = false;
+  bool closing_ = false;  // no more reads; close once the replies are written
+  bool closed_ = false;
+  bool writing_ = false;
+  std::vector<std::uint8_t> pending_;      // frames waiting for the next write
+  std::vector<std::uint8_t> writing_buf_;  // frames of the write in flight
+};
+
+Server::Impl::Impl(Config config)
+    : config_(std::move(config)), lock_(config_.database_path), writer_(config_) {
+  if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
+  free_socket_path(config_.socket_path);
+  error_code ec;
+  const local::endpoint endpoint(config_.socket_path);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot listen on " + config_.socket_path + ": " + ec.message());
+  }
+  // Clients of the same user or group may connect (SPEC §4); tightened further in later work.
+  ::chmod(config_.socket_path.c_str(), 0660);
+  ::lstat(config_.socket_path.c_str(), &socket_stat_);
+  if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
+}
+
+void Server::Impl::run() {
+  writer_.start([this] { request_stop(); },
+                [this] { asio::post(io_, [this] { on_writer_drained(); }); });
+  log().info("serving {} on {} (synchronous={})", config_.database_path, config_.socket_path,
+             config_.synchronous_full ? "full" : "normal");
+  do_accept();
+  if (signals_) {
+    signals_->async_wait([this](error_code ec, int signo) {
+      if (!ec) begin_stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    });
+  }
+  for (;;) {
+    try {
+      io_.run();
+      break;
+    } catch (const std::exception& e) {  // a bug, not input: keep serving the others
+      log().error("unexpected exception in an I/O handler: {}", e.what());
+    }
+  }
+  writer_.join();
+  log().info("stopped");
+}
+
+void Server::Impl::do_accept() {
+  acceptor_.async_accept([this](error_code ec, local::socket socket) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || stopping_) return;
+      log().error("accept failed: {}", ec.message());
+    } else if (stopping_) {
+      return;
+    } else {
+      const auto id = next_session_id_++;
+      auto session = std::make_shared<Session>(*this, std::move(socket), id);
+      sessions_.emplace(id, session);
+      session->start();
+    }
+    do_accept();
+  });
+}
+
+void Server::Impl::request_stop() {
+  asio::post(io_, [this] { begin_stop("stop requested"); });
+}
+
+void Server::Impl::begin_stop(const char* why) {
+  if (stopping_) return;
+  stopping_ = true;
+  log().info("shutting down ({}): finishing queued work", why);
+  error_code ignored;
+  acceptor_.close(ignored);
+  if (signals_) signals_->cancel(ignored);
+  writer_.stop();
+  drain_timer_.expires_after(config_.drain_timeout);
+  drain_timer_.async_wait([this](error_code ec) {
+    if (ec) return;
+    log().warn("drain timeout ({} ms) reached: interrupting the writer",
+               config_.drain_timeout.count());
+    writer_.abort();
+  });
+}
+
+void Server::Impl::on_writer_drained() {
+  drain_timer_.cancel();
+  remove_socket();
+  // Copy: closing a session erases it from sessions_.
+  std::vector<std::shared_ptr<Session>> live;
+  for (auto& [id, weak] : sessions_) {
+    if (auto s = weak.lock()) live.push_back(std::move(s));
+  }
+  for (auto& s : live) s->close_after_flush();
+}
+
+void Server::Impl::on_session_closed(std::uint64_t id) { sessions_.erase(id); }
+
+void Server::Impl::remove_socket() {
+  struct stat st {};
+  if (::lstat(config_.socket_path.c_str(), &st) == 0 && st.st_ino == socket_stat_.st_ino &&
+      st.st_dev == socket_stat_.st_dev) {
+    ::unlink(config_.socket_path.c_str());
+  }
+}
+
+Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Server::~Server() = default;
+void Server::run() { impl_->run(); }
+void Server::request_stop() { impl_->request_stop(); }
+const std::string& Server::socket_path() const noexcept { return impl_->config_.socket_path; }
+
+}  // namespace pasyn::server

@@ -1,0 +1,579 @@
+// The writer thread: batching, savepoints, commit, replies. See writer.hpp for the design.
+#include "writer.hpp"
+
+#include <cctype>
+#include <cstring>
+#include <unordered_map>
+
+#include "log.hpp"
+#include "paths.hpp"
+
+namespace pasyn::server {
+namespace {
+
+constexpr std::size_t kMaxBatch = 4096;
+constexpr std::size_t kMaxCachedStatements = 512;
+
+constexpr std::string_view kTransactionSqlMessage =
+    "BEGIN, COMMIT, ROLLBACK, SAVEPOINT and RELEASE cannot be sent as SQL: every request already "
+    "runs atomically in the daemon's own transaction; use executescript() or execute_many() to "
+    "make several statements atomic";
+
+/// Resets a statement and clears its bindings when the scope ends, on every path.
+class ResetGuard {
+ public:
+  explicit ResetGuard(sqlite3_stmt* s) : s_(s) {}
+  ~ResetGuard() {
+    if (s_) {
+      sqlite3_reset(s_);
+      sqlite3_clear_bindings(s_);
+    }
+  }
+  ResetGuard(const ResetGuard&) = delete;
+  ResetGuard& operator=(const ResetGuard&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+bool only_space_or_comments(const char* p, const char* end) {
+  while (p < end) {
+    if (std::isspace(static_cast<unsigned char>(*p)) || *p == ';') {
+      ++p;
+    } else if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
+      while (p < end && *p != '\n') ++p;
+    } else if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
+      p += 2;
+      while (end - p >= 2 && !(p[0] == '*' && p[1] == '/')) ++p;
+      p = end - p >= 2 ? p + 2 : end;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+void encode_column(proto::FrameWriter& w, sqlite3_stmt* stmt, int col) {
+  switch (sqlite3_column_type(stmt, col)) {
+    case SQLITE_INTEGER:
+      w.u8(static_cast<std::uint8_t>(ValueType::kInteger));
+      w.i64(sqlite3_column_int64(stmt, col));
+      break;
+    case SQLITE_FLOAT:
+      w.u8(static_cast<std::uint8_t>(ValueType::kReal));
+      w.f64(sqlite3_column_double(stmt, col));
+      break;
+    case SQLITE_TEXT: {
+      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, col));
+      w.u8(static_cast<std::uint8_t>(ValueType::kText));
+      w.string({p ? p : "", static_cast<std::size_t>(sqlite3_column_bytes(stmt, col))});
+      break;
+    }
+    case SQLITE_BLOB: {
+      const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, col));
+      w.u8(static_cast<std::uint8_t>(ValueType::kBlob));
+      w.bytes({p, static_cast<std::size_t>(sqlite3_column_bytes(stmt, col))});
+      break;
+    }
+    default:
+      w.u8(static_cast<std::uint8_t>(ValueType::kNull));
+      break;
+  }
+}
+
+std::uint32_t frame_size_at(const std::vector<std::uint8_t>& buf, std::size_t offset) {
+  std::uint32_t length;
+  std::memcpy(&length, buf.data() + offset, sizeof length);
+  return length + static_cast<std::uint32_t>(proto::kLengthFieldSize);
+}
+
+}  // namespace
+
+Writer::Writer(const Config& config) : config_(config) {
+  const int rc =
+      sqlite3_open_v2(config_.database_path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  auto fail = [&](const std::string& what) {
+    std::string msg = "cannot open database " + config_.database_path + ": " + what +
+                      (db_ ? std::string(" (") + sqlite3_errmsg(db_) + ")" : std::string());
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    throw StartError(StartError::Kind::kDatabase, msg);
+  };
+  if (rc != SQLITE_OK) fail(sqlite3_errstr(rc));
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
+
+  sqlite3_stmt* mode = nullptr;
+  if (sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &mode, nullptr) != SQLITE_OK ||
+      sqlite3_step(mode) != SQLITE_ROW) {
+    sqlite3_finalize(mode);
+    fail("cannot switch to WAL mode");
+  }
+  const std::string journal = reinterpret_cast<const char*>(sqlite3_column_text(mode, 0));
+  sqlite3_finalize(mode);
+  if (journal != "wal") fail("journal mode is " + journal + ", WAL is required");
+  const char* sync =
+      config_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
+  if (sqlite3_exec(db_, sync, nullptr, nullptr, nullptr) != SQLITE_OK)
+    fail("cannot set synchronous");
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+
+  begin_ = prepare_internal("BEGIN IMMEDIATE");
+  commit_ = prepare_internal("COMMIT");
+  rollback_ = prepare_internal("ROLLBACK");
+  savepoint_ = prepare_internal("SAVEPOINT pasyn_request");
+  release_ = prepare_internal("RELEASE pasyn_request");
+  rollback_to_ = prepare_internal("ROLLBACK TO pasyn_request");
+  if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_) {
+    fail("cannot prepare transaction statements");
+  }
+  sqlite3_set_authorizer(db_, &Writer::authorize, this);
+}
+
+Writer::~Writer() {
+  if (thread_.joinable()) {
+    stop();
+    thread_.join();
+  } else if (db_) {
+    checkpoint_and_close();
+  }
+}
+
+sqlite3_stmt* Writer::prepare_internal(const char* sql) {
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  return stmt;
+}
+
+int Writer::authorize(void* self, int action, const char*, const char*, const char*, const char*) {
+  auto* w = static_cast<Writer*>(self);
+  if (w->internal_) return SQLITE_OK;
+  if (action == SQLITE_TRANSACTION || action == SQLITE_SAVEPOINT) {
+    w->denied_ = kTransactionSqlMessage.data();
+    return SQLITE_DENY;
+  }
+  return SQLITE_OK;
+}
+
+void Writer::start(std::function<void()> on_shutdown_request, std::function<void()> on_drained) {
+  on_shutdown_request_ = std::move(on_shutdown_request);
+  on_drained_ = std::move(on_drained);
+  thread_ = std::thread([this] { run(); });
+}
+
+bool Writer::submit(std::vector<Request>& requests) {
+  if (requests.empty()) return true;
+  bool wake = false;
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return false;
+    if (queue_.empty()) {
+      queue_.swap(requests);
+    } else {
+      for (auto& r : requests) queue_.push_back(std::move(r));
+    }
+    wake = waiting_;
+  }
+  requests.clear();
+  if (wake) cv_.notify_one();
+  return true;
+}
+
+void Writer::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Writer::abort() {
+  aborted_ = true;
+  std::lock_guard lk(mu_);
+  if (db_) sqlite3_interrupt(db_);
+}
+
+void Writer::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+std::size_t Writer::queue_depth() const {
+  std::lock_guard lk(mu_);
+  return queue_.size();
+}
+
+void Writer::run() {
+  std::vector<Request> batch;
+  for (;;) {
+    {
+      std::unique_lock lk(mu_);
+      while (queue_.empty() && !stopping_) {
+        waiting_ = true;
+        cv_.wait(lk);
+        waiting_ = false;
+      }
+      if (queue_.empty()) break;  // stopping, and everything queued has run
+      if (queue_.size() <= kMaxBatch) {
+        batch.swap(queue_);
+      } else {
+        auto first = queue_.begin(), last = queue_.begin() + kMaxBatch;
+        batch.assign(std::make_move_iterator(first), std::make_move_iterator(last));
+        queue_.erase(first, last);
+      }
+    }
+    if (aborted_) {
+      finish_pending_with(batch, proto::PasynCode::kShuttingDown,
+                          "pasyn-writerd is shutting down; the request was not executed");
+    } else {
+      run_batch(batch);
+    }
+    batch.clear();
+  }
+  checkpoint_and_close();
+  if (on_drained_) on_drained_();
+}
+
+void Writer::run_batch(std::vector<Request>& batch) {
+  std::vector<Outcome> outcomes;
+  for (;;) {
+    replies_.clear();
+    outcomes.assign(batch.size(), Outcome{});
+    const std::size_t broke = attempt(batch, outcomes);
+    if (broke == batch.size()) break;
+    // Request `broke` ended the batch transaction, undoing every request before it. It gets an
+    // error now; the others run again in a fresh transaction.
+    Request& r = batch[broke];
+    std::vector<std::uint8_t> frame;
+    if (outcomes[broke].ok) {
+      proto::encode_pasyn_error(frame, r.id, proto::PasynCode::kMisuse,
+                                "the statement ended the daemon's transaction; nothing of it "
+                                "was committed");
+    } else {
+      const std::size_t off = outcomes[broke].offset;
+      frame.assign(replies_.begin() + off, replies_.begin() + off + frame_size_at(replies_, off));
+    }
+    log().warn("request {} ended the batch transaction; re-running {} other requests", r.id,
+               batch.size() - 1);
+    if (r.sink) r.sink->deliver(std::move(frame));
+    batch.erase(batch.begin() + broke);
+    if (batch.empty()) return;
+  }
+  deliver(batch, outcomes);
+}
+
+std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes) {
+  if (!exec_internal(begin_)) {
+    capture_sqlite_error();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      outcomes[i].offset = replies_.size();
+      proto::encode_error(replies_, batch[i].id, failure_);
+    }
+    return batch.size();
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Request& r = batch[i];
+    outcomes[i].offset = replies_.size();
+    if (r.type == proto::MsgType::kShutdown) {
+      proto::encode_empty(replies_, proto::MsgType::kShutdownOk, r.id);
+      outcomes[i].ok = true;
+      continue;
+    }
+    if (!exec_internal(savepoint_)) {
+      capture_sqlite_error();
+      proto::encode_error(replies_, r.id, failure_);
+      continue;
+    }
+    const bool ok = run_request(r);
+    if (!ok) {
+      replies_.resize(outcomes[i].offset);  // drop a partly written RESULT
+      proto::encode_error(replies_, r.id, failure_);
+    }
+    outcomes[i].ok = ok;
+    if (sqlite3_get_autocommit(db_)) return i;
+    if (!ok) exec_internal(rollback_to_);
+    exec_internal(release_);
+  }
+  if (!exec_internal(commit_)) {
+    capture_sqlite_error();
+    failure_.message = "commit failed, nothing of this batch was written: " + failure_.message;
+    if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
+    log().error("batch of {} requests not committed: {}", batch.size(), failure_.message);
+    replies_.clear();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      outcomes[i] = Outcome{replies_.size(), false};
+      proto::encode_error(replies_, batch[i].id, failure_);
+    }
+  }
+  return batch.size();
+}
+
+void Writer::capture_sqlite_error() {
+  const int ext = sqlite3_extended_errcode(db_);
+  failure_ = {proto::ErrorDomain::kSqlite, ext & 0xff, ext, sqlite3_errmsg(db_)};
+}
+
+void Writer::set_failure(proto::PasynCode code, std::string_view message) {
+  failure_ = {proto::ErrorDomain::kPasyn, static_cast<std::int32_t>(code),
+              static_cast<std::int32_t>(code), std::string(message)};
+}
+
+bool Writer::run_request(Request& r) {
+  using proto::MsgType;
+  if (r.type == MsgType::kExecuteScript) {
+    std::int64_t changes = 0;
+    if (!run_script(r.sql, changes)) return false;
+    proto::encode_result(replies_, r.id, proto::Result{changes, 0, {}, {}});
+    return true;
+  }
+  sqlite3_stmt* stmt = nullptr;
+  if (!prepare_one(r.sql, stmt)) return false;
+  if (r.type == MsgType::kExecuteMany) {
+    std::int64_t changes = 0;
+    for (const auto& row : r.many_rows) {
+      const auto before = sqlite3_total_changes64(db_);
+      if (!run_statement(stmt, row, nullptr)) return false;
+      if (sqlite3_total_changes64(db_) != before) changes += sqlite3_changes64(db_);
+    }
+    proto::encode_result(replies_, r.id, proto::Result{changes, 0, {}, {}});
+    return true;
+  }
+
+  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH: one RESULT frame; rows are streamed straight into it.
+  proto::FrameWriter w(replies_, MsgType::kResult, r.id);
+  const std::size_t changes_at = w.position();
+  w.i64(0);  // changes, patched below
+  w.i64(0);  // last_rowid, patched below
+  const bool fetch = r.type == MsgType::kExecuteFetch;
+  if (r.type == MsgType::kExecuteRowid) sqlite3_set_last_insert_rowid(db_, 0);
+  const auto before = sqlite3_total_changes64(db_);
+  if (!run_statement(stmt, r.params, fetch ? &w : nullptr)) return false;
+  if (!fetch) {
+    w.u32(0);  // no columns
+    w.u32(0);  // no rows
+  }
+  // sqlite3_changes64 keeps the count of the last INSERT/UPDATE/DELETE, which may be another
+  // request's: trust it only when this statement changed something.
+  const std::int64_t changes = sqlite3_total_changes64(db_) != before ? sqlite3_changes64(db_) : 0;
+  w.patch_u64(changes_at, static_cast<std::uint64_t>(changes));
+  if (r.type == MsgType::kExecuteRowid) {
+    w.patch_u64(changes_at + 8, static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)));
+  }
+  w.finish();
+  return true;
+}
+
+bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) {
+    if (cache_.size() >= kMaxCachedStatements) clear_cache();
+    Cached c;
+    const char* tail = nullptr;
+    denied_ = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &c.stmt, &tail);
+    if (rc != SQLITE_OK) {
+      if (denied_) {
+        set_failure(proto::PasynCode::kMisuse, denied_);
+      } else {
+        capture_sqlite_error();
+      }
+      return false;
+    }
+    c.several = !only_space_or_comments(tail, sql.data() + sql.size());
+    it = cache_.emplace(std::string(sql), c).first;
+  }
+  if (it->second.several) {
+    set_failure(proto::PasynCode::kMisuse,
+                "execute() takes exactly one SQL statement; use executescript() for several");
+    return false;
+  }
+  stmt = it->second.stmt;  // nullptr for SQL that is only whitespace or comments
+  return true;
+}
+
+void Writer::clear_cache() {
+  for (auto& [sql, c] : cache_) sqlite3_finalize(c.stmt);
+  cache_.clear();
+}
+
+bool Writer::bind(sqlite3_stmt* stmt, const Params& params) {
+  const int expected = sqlite3_bind_parameter_count(stmt);
+  if (static_cast<std::size_t>(expected) != params.size()) {
+    failure_ = {proto::ErrorDomain::kSqlite, SQLITE_RANGE, SQLITE_RANGE,
+                "the statement takes " + std::to_string(expected) + " parameters, " +
+                    std::to_string(params.size()) + " were given"};
+    return false;
+  }
+  for (int i = 0; i < expected; ++i) {
+    const Value& v = params[static_cast<std::size_t>(i)];
+    int rc = SQLITE_OK;
+    switch (type_of(v)) {
+      case ValueType::kNull:
+        rc = sqlite3_bind_null(stmt, i + 1);
+        break;
+      case ValueType::kInteger:
+        rc = sqlite3_bind_int64(stmt, i + 1, std::get<std::int64_t>(v));
+        break;
+      case ValueType::kReal:
+        rc = sqlite3_bind_double(stmt, i + 1, std::get<double>(v));
+        break;
+      case ValueType::kText: {
+        const auto& s = std::get<std::string>(v);
+        rc = sqlite3_bind_text64(stmt, i + 1, s.data(), s.size(), SQLITE_STATIC, SQLITE_UTF8);
+        break;
+      }
+      case ValueType::kBlob: {
+        const auto& b = std::get<Blob>(v);
+        rc = b.empty() ? sqlite3_bind_zeroblob(stmt, i + 1, 0)
+                       : sqlite3_bind_blob64(stmt, i + 1, b.data(), b.size(), SQLITE_STATIC);
+        break;
+      }
+    }
+    if (rc != SQLITE_OK) {
+      capture_sqlite_error();
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Writer::run_statement(sqlite3_stmt* stmt, const Params& params, proto::FrameWriter* rows) {
+  if (!stmt) {  // SQL that is only whitespace or comments: nothing to run
+    if (!bind(stmt, params)) return false;  // takes 0 parameters
+    if (rows) {
+      rows->u32(0);
+      rows->u32(0);
+    }
+    return true;
+  }
+  ResetGuard guard(stmt);
+  if (!bind(stmt, params)) return false;
+  std::size_t row_count_at = 0;
+  std::uint32_t row_count = 0;
+  const int ncols = rows ? sqlite3_column_count(stmt) : 0;
+  if (rows) {
+    rows->u32(static_cast<std::uint32_t>(ncols));
+    for (int c = 0; c < ncols; ++c) {
+      const char* name = sqlite3_column_name(stmt, c);
+      rows->string(name ? name : "");
+    }
+    row_count_at = rows->position();
+    rows->u32(0);
+  }
+  for (;;) {
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) {
+      capture_sqlite_error();
+      return false;
+    }
+    if (!rows) continue;
+    for (int c = 0; c < ncols; ++c) encode_column(*rows, stmt, c);
+    ++row_count;
+    if (rows->position() - rows->start() > config_.max_frame) {
+      set_failure(proto::PasynCode::kTooLarge,
+                  "the result does not fit in one frame (max " + std::to_string(config_.max_frame) +
+                      " bytes); the statement was rolled back, select fewer rows");
+      return false;
+    }
+  }
+  if (rows) rows->patch_u32(row_count_at, row_count);
+  return true;
+}
+
+bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
+  const auto before = sqlite3_total_changes64(db_);
+  const char* p = sql.data();
+  const char* end = sql.data() + sql.size();
+  while (p < end) {
+    sqlite3_stmt* stmt = nullptr;
+    const char* tail = nullptr;
+    denied_ = nullptr;
+    if (sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &stmt, &tail) != SQLITE_OK) {
+      if (denied_) {
+        set_failure(proto::PasynCode::kMisuse, denied_);
+      } else {
+        capture_sqlite_error();
+      }
+      return false;
+    }
+    p = tail;
+    if (!stmt) continue;  // whitespace or a comment
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    }
+    if (rc != SQLITE_DONE) {
+      capture_sqlite_error();
+      sqlite3_finalize(stmt);
+      return false;
+    }
+    sqlite3_finalize(stmt);
+  }
+  changes = sqlite3_total_changes64(db_) - before;
+  return true;
+}
+
+bool Writer::exec_internal(sqlite3_stmt* stmt) {
+  internal_ = true;
+  const int rc = sqlite3_step(stmt);
+  internal_ = false;
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+    sqlite3_reset(stmt);
+    return true;
+  }
+  sqlite3_reset(stmt);  // leaves the error code and message in place for capture_sqlite_error()
+  return false;
+}
+
+void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes) {
+  // One buffer per sink, in request order, so each connection gets one coalesced write.
+  std::vector<std::pair<ReplySink*, std::vector<std::uint8_t>>> per_sink;
+  std::unordered_map<ReplySink*, std::size_t> index;
+  bool shutdown = false;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Request& r = batch[i];
+    shutdown = shutdown || r.type == proto::MsgType::kShutdown;
+    if (!r.sink) continue;
+    auto [it, inserted] = index.try_emplace(r.sink.get(), per_sink.size());
+    if (inserted) per_sink.emplace_back(r.sink.get(), std::vector<std::uint8_t>{});
+    const std::size_t off = outcomes[i].offset;
+    auto& out = per_sink[it->second].second;
+    out.insert(out.end(), replies_.begin() + off,
+               replies_.begin() + off + frame_size_at(replies_, off));
+  }
+  for (auto& [sink, bytes] : per_sink) sink->deliver(std::move(bytes));
+  if (shutdown && on_shutdown_request_) on_shutdown_request_();
+}
+
+void Writer::finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
+                                 std::string_view message) {
+  replies_.clear();
+  std::vector<Outcome> outcomes;
+  for (auto& r : batch) {
+    outcomes.push_back({replies_.size(), false});
+    proto::encode_pasyn_error(replies_, r.id, code, message);
+  }
+  deliver(batch, outcomes);
+}
+
+void Writer::checkpoint_and_close() {
+  clear_cache();
+  for (auto* s : {begin_, commit_, rollback_, savepoint_, release_, rollback_to_}) {
+    sqlite3_finalize(s);
+  }
+  begin_ = commit_ = rollback_ = savepoint_ = release_ = rollback_to_ = nullptr;
+  int wal_frames = 0, checkpointed = 0;
+  internal_ = true;
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
+                                           &checkpointed);
+  if (rc != SQLITE_OK) {
+    log().warn("final checkpoint incomplete: {} (readers may still hold the WAL)",
+               sqlite3_errmsg(db_));
+  }
+  std::lock_guard lk(mu_);  // abort() may call sqlite3_interrupt concurrently
+  if (sqlite3_close_v2(db_) != SQLITE_OK) log().error("closing the database failed");
+  db_ = nullptr;
+}
+
+}  // namespace pasyn::server

@@ -1,0 +1,155 @@
+// The writer: owns the database's only read-write connection and group-commits queued requests.
+//
+// Design (LevelDB's BuildBatchGroup, adapted to a dedicated thread):
+//  * Sessions on the I/O thread parse requests and submit() them; the queue is the only state
+//    shared between the I/O thread and the writer thread, guarded by mu_.
+//  * The writer thread takes everything queued (up to kMaxBatch requests), opens one
+//    `BEGIN IMMEDIATE` transaction, and runs each request inside its own savepoint: a request
+//    that fails is rolled back to its savepoint and answered with its own error, the others
+//    stay. Then it commits once and only then hands the replies to each request's ReplySink,
+//    one buffer per sink per batch (so a connection gets one coalesced write per batch).
+//  * If the commit fails, every request of the batch gets that error: a success reply always
+//    means committed.
+//  * Transaction-control SQL from clients (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is
+//    refused at prepare time by an authorizer, so no client statement can end the batch
+//    transaction. As a backstop (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O errors), the writer
+//    checks after each request that the transaction is still open; if it is not, that request
+//    fails and the rest of the batch is run again in a new transaction.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <pasyn/proto/codec.hpp>
+
+#include "config.hpp"
+
+namespace pasyn::server {
+
+/// Where a request's reply goes. deliver() is called on the writer thread with one or more
+/// complete frames; implementations hand them to their own thread.
+class ReplySink {
+ public:
+  virtual ~ReplySink() = default;
+  virtual void deliver(std::vector<std::uint8_t> frames) = 0;
+};
+
+/// One parsed write request. Only the fields of its type are used.
+struct Request {
+  proto::MsgType type = proto::MsgType::kExecute;
+  std::uint64_t id = 0;
+  std::shared_ptr<ReplySink> sink;
+  std::string sql;
+  Params params;                  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
+  std::vector<Params> many_rows;  // EXECUTE_MANY
+};
+
+class Writer {
+ public:
+  /// Opens the database read-write (creating it), in WAL mode with the configured synchronous
+  /// level. Throws StartError(kDatabase) with SQLite's message if it cannot.
+  explicit Writer(const Config& config);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  /// Starts the writer thread. `on_shutdown_request` runs (on the writer thread) after a
+  /// SHUTDOWN request was answered; `on_drained` runs (on the writer thread) once stop() was
+  /// called, the queue is empty, the WAL is checkpointed and the database closed.
+  void start(std::function<void()> on_shutdown_request, std::function<void()> on_drained);
+
+  /// Queues requests; false (nothing queued) once stop() was called.
+  /// Thread-safe.
+  bool submit(std::vector<Request>& requests);
+
+  /// Finish what is queued, then checkpoint, close, and call on_drained. Thread-safe.
+  void stop();
+  /// Interrupt the statement running now and fail what is still queued (drain timeout).
+  /// Thread-safe.
+  void abort();
+  void join();
+
+  std::size_t queue_depth() const;
+
+ private:
+  struct Cached {
+    sqlite3_stmt* stmt = nullptr;
+    bool several = false;  // the SQL holds more than one statement
+  };
+  struct Outcome {
+    std::size_t offset = 0;  // of this request's reply frame in replies_
+    bool ok = false;
+  };
+
+  void run();
+  void run_batch(std::vector<Request>& batch);
+  /// One attempt at a batch: returns the index of a request that ended the batch transaction,
+  /// or batch.size() when it reached the commit.
+  std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes);
+  // The run_* helpers return false on failure, with the error in failure_.
+  bool run_request(Request& r);
+  bool run_statement(sqlite3_stmt* stmt, const Params& params, proto::FrameWriter* rows);
+  bool run_script(std::string_view sql, std::int64_t& changes);
+  bool prepare_one(std::string_view sql, sqlite3_stmt*& stmt);
+  bool bind(sqlite3_stmt* stmt, const Params& params);
+  void capture_sqlite_error();
+  void set_failure(proto::PasynCode code, std::string_view message);
+  void deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes);
+  void finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
+                           std::string_view message);
+
+  bool exec_internal(sqlite3_stmt* stmt);
+  sqlite3_stmt* prepare_internal(const char* sql);
+  void clear_cache();
+  void checkpoint_and_close();
+
+  static int authorize(void* self, int action, const char* a, const char* b, const char* c,
+                       const char* d);
+
+  Config config_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* begin_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* rollback_ = nullptr;
+  sqlite3_stmt* savepoint_ = nullptr;
+  sqlite3_stmt* release_ = nullptr;
+  sqlite3_stmt* rollback_to_ = nullptr;
+
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::unordered_map<std::string, Cached, StringHash, std::equal_to<>> cache_;
+
+  // Writer-thread state.
+  bool internal_ = false;              // our own control statements are being prepared/run
+  const char* denied_ = nullptr;       // what the authorizer refused last
+  std::vector<std::uint8_t> replies_;  // reply frames of the current batch attempt
+  proto::ErrorReply failure_;          // the error of the last failed run_* call
+
+  std::function<void()> on_shutdown_request_;
+  std::function<void()> on_drained_;
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Request> queue_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;       // GUARDED_BY(mu_)
+  bool waiting_ = false;        // GUARDED_BY(mu_): the writer sleeps on cv_
+  std::atomic<bool> aborted_{false};
+};
+
+}  // namespace pasyn::server

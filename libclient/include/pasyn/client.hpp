@@ -1,0 +1,95 @@
+// MultiplexedClient: the thread-safe write client of pasyn-writerd.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pasyn/errors.hpp>
+#include <pasyn/export.hpp>
+#include <pasyn/value.hpp>
+
+namespace pasyn {
+
+/// Settings of a MultiplexedClient.
+struct ClientOptions {
+  /// How long connecting plus the protocol handshake may take.
+  std::chrono::milliseconds connect_timeout{5000};
+  /// How long a blocking call waits for its reply; zero waits until the reply arrives or the
+  /// connection is lost. A call that times out throws TimeoutError; its write may still commit.
+  std::chrono::milliseconds request_timeout{0};
+};
+
+/// A connection to pasyn-writerd shared by every thread of the process that uses it.
+///
+/// Thread-safety: all methods may be called concurrently from any number of threads.
+/// Requests from all threads travel over one Unix socket: they are pipelined (a thread does not
+/// wait for another's reply before sending), coalesced into few writes, and replies are matched
+/// to callers by request id. Requests sent on this client run in the daemon in the order they
+/// were submitted. Ownership: owns the socket and one I/O thread; the destructor closes both,
+/// failing calls still waiting with ConnectionClosedError.
+///
+/// Every write is answered only after the transaction containing it has committed, so a
+/// returned call (or a ready future) means the write is durable per the daemon's
+/// `--synchronous` setting. Errors are thrown as `pasyn::Error` subclasses: SqliteError
+/// subclasses for SQL errors (with SQLite's codes), ConnectionLostError when the daemon goes
+/// away (the outcome of the writes in flight is then unknown; nothing is re-sent silently),
+/// TimeoutError when `request_timeout` runs out, ConnectionClosedError after close().
+/// The `_async` variants return at once; their futures carry the same results and exceptions.
+class PASYN_EXPORT MultiplexedClient {
+ public:
+  /// Connects and performs the protocol handshake. Throws ConnectionLostError if the daemon
+  /// cannot be reached, ProtocolError if it speaks another protocol version.
+  explicit MultiplexedClient(const std::string& socket_path, ClientOptions options = {});
+  MultiplexedClient(MultiplexedClient&&) noexcept;
+  MultiplexedClient& operator=(MultiplexedClient&&) noexcept;
+  MultiplexedClient(const MultiplexedClient&) = delete;
+  MultiplexedClient& operator=(const MultiplexedClient&) = delete;
+  ~MultiplexedClient();
+
+  /// Runs exactly one statement; returns the number of rows it changed.
+  std::int64_t execute(std::string_view sql, const Params& params = {});
+  /// Runs exactly one statement; returns the rowid of the row *this* request inserted
+  /// (0 if it inserted none), never another client's.
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params = {});
+  /// Runs one statement once per parameter list, atomically: all rows or none.
+  /// Returns the total number of rows changed.
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch);
+  /// Runs several statements (no parameters) atomically: all of them or none.
+  void executescript(std::string_view sql);
+  /// Runs one statement through the writer and returns its rows (a SELECT, or a write with
+  /// RETURNING). Reads that need no writer belong on a `Connection`.
+  std::vector<Row> execute_fetchall(std::string_view sql, const Params& params = {});
+  std::optional<Row> execute_fetchone(std::string_view sql, const Params& params = {});
+  /// Round trip to the daemon; true when it answered.
+  bool ping();
+  /// Asks the daemon to finish queued work and exit. Returns once it has acknowledged.
+  void shutdown_server();
+
+  std::future<std::int64_t> execute_async(std::string_view sql, const Params& params = {});
+  std::future<std::int64_t> execute_returning_rowid_async(std::string_view sql,
+                                                          const Params& params = {});
+  std::future<std::int64_t> execute_many_async(std::string_view sql,
+                                               const std::vector<Params>& params_batch);
+  std::future<void> executescript_async(std::string_view sql);
+  std::future<std::vector<Row>> execute_fetchall_async(std::string_view sql,
+                                                       const Params& params = {});
+  std::future<void> ping_async();
+
+  /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
+  void close();
+  /// False after close() or once the connection was lost.
+  bool connected() const noexcept;
+  const std::string& socket_path() const noexcept;
+
+ private:
+  class Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace pasyn

@@ -1,0 +1,509 @@
+// MultiplexedClient: one socket, one I/O thread, many calling threads.
+//
+// Design
+// ------
+// * Calling threads encode their request straight into the shared outbox under mu_, register a
+//   completion under the request id, and, if no write is scheduled, schedule one on the I/O
+//   thread. The I/O thread swaps the whole outbox out and writes it with one async_write, then
+//   looks again; it clears `write_scheduled_` only under mu_ and only when the outbox is empty,
+//   so a request appended while a write is in flight is always sent (no lost wake-up), and
+//   requests from many threads are coalesced into few syscalls.
+// * The I/O thread reads replies, matches them to completions by id and completes them outside
+//   the lock. Completions only fulfil promises; no user code runs on the I/O thread.
+// * When the connection fails, every pending completion fails with ConnectionLostError at once,
+//   and later calls fail fast with it too. Nothing is ever re-sent.
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <functional>
+#include <mutex>
+#include <pasyn/client.hpp>
+#include <pasyn/proto/codec.hpp>
+#include <thread>
+#include <unordered_map>
+
+namespace pasyn {
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using local = asio::local::stream_protocol;
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+/// Completes one request: with its reply frame, or with the error that ended the connection.
+using Completion = std::function<void(const proto::FrameView*, std::exception_ptr)>;
+
+std::exception_ptr error_from_reply(const proto::ErrorReply& e) {
+  try {
+    if (e.domain == proto::ErrorDomain::kSqlite) {
+      throw_sqlite_error(e.message, e.code, e.extended_code);
+    }
+    switch (static_cast<proto::PasynCode>(e.code)) {
+      case proto::PasynCode::kProtocol:
+        throw ProtocolError("pasyn-writerd reported a protocol error: " + e.message);
+      case proto::PasynCode::kMisuse:
+        throw ProgrammingError(e.message, SQLITE_MISUSE, SQLITE_MISUSE);
+      case proto::PasynCode::kShuttingDown:
+        throw OperationalError(e.message, SQLITE_ABORT, SQLITE_ABORT);
+      case proto::PasynCode::kTimeout:
+        throw TimeoutError(e.message);
+      case proto::PasynCode::kTooLarge:
+        throw DataError(e.message, SQLITE_TOOBIG, SQLITE_TOOBIG);
+    }
+    throw Error("pasyn-writerd error " + std::to_string(e.code) + ": " + e.message);
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+[[noreturn]] void throw_protocol(const std::string& why) {
+  throw ProtocolError("malformed reply from pasyn-writerd: " + why);
+}
+
+// Reply decoders: turn a frame into the call's value, or throw the error it carries.
+void expect(const proto::FrameView& f, proto::MsgType type) {
+  const auto got = static_cast<proto::MsgType>(f.type);
+  if (got == proto::MsgType::kError) {
+    proto::ErrorReply e;
+    std::string why;
+    if (!proto::decode_error(f.payload, e, why)) throw_protocol(why);
+    std::rethrow_exception(error_from_reply(e));
+  }
+  if (got != type) {
+    throw_protocol(std::string("expected ") + proto::to_string(type) + ", got " +
+                   proto::to_string(got));
+  }
+}
+
+proto::Result decode_result(const proto::FrameView& f) {
+  expect(f, proto::MsgType::kResult);
+  proto::Result r;
+  std::string why;
+  if (!proto::decode_result(f.payload, r, why)) throw_protocol(why);
+  return r;
+}
+
+void decode_nothing(const proto::FrameView& f, proto::MsgType type) {
+  expect(f, type);
+  std::string why;
+  if (!proto::decode_empty(f.payload, why)) throw_protocol(why);
+}
+
+}  // namespace
+
+class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(std::string path, ClientOptions options)
+      : path_(std::move(path)), options_(options), work_(asio::make_work_guard(io_)) {}
+
+  ~Impl() { close(); }
+
+  void connect() {
+    error_code ec;
+    socket_.connect(local::endpoint(path_), ec);
+    if (ec) {
+      throw ConnectionLostError("cannot connect to pasyn-writerd at " + path_ + ": " +
+                                ec.message());
+    }
+    handshake();
+    thread_ = std::thread([this] { io_.run(); });
+    asio::post(io_, [self = shared_from_this()] { self->do_read(); });
+  }
+
+  /// Encodes a request into the outbox and registers its completion. `encode(out, id)` appends
+  /// exactly one frame.
+  template <typename Encode>
+  void submit(Encode&& encode, Completion completion) {
+    std::unique_lock lk(mu_);
+    check_open();
+    const std::uint64_t id = next_id_++;
+    const std::size_t before = outbox_.size();
+    encode(outbox_, id);
+    const std::size_t size = outbox_.size() - before;
+    if (size > max_frame_) {
+      outbox_.resize(before);
+      throw DataError("request of " + std::to_string(size) +
+                          " bytes exceeds the daemon's maximum frame size of " +
+                          std::to_string(max_frame_) + " bytes (--max-frame)",
+                      SQLITE_TOOBIG, SQLITE_TOOBIG);
+    }
+    pending_.emplace(id, std::move(completion));
+    if (!write_scheduled_) {
+      write_scheduled_ = true;
+      lk.unlock();
+      asio::post(io_, [self = shared_from_this()] { self->do_write(); });
+    }
+  }
+
+  template <typename T>
+  T wait(std::future<T> f) {
+    if (options_.request_timeout.count() > 0 &&
+        f.wait_for(options_.request_timeout) == std::future_status::timeout) {
+      throw TimeoutError("no reply from pasyn-writerd within " +
+                         std::to_string(options_.request_timeout.count()) +
+                         " ms; the request may still be executed");
+    }
+    return f.get();
+  }
+
+  void close() {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ == State::kClosed) return;
+      state_ = State::kClosed;
+    }
+    if (thread_.joinable()) {
+      asio::post(io_, [this] {
+        error_code ignored;
+        socket_.shutdown(local::socket::shutdown_both, ignored);
+        socket_.close(ignored);
+      });
+      work_.reset();
+      thread_.join();
+    }
+    fail_all(std::make_exception_ptr(ConnectionClosedError("the client was closed")));
+  }
+
+  bool connected() const {
+    std::lock_guard lk(mu_);
+    return state_ == State::kOpen;
+  }
+
+  const std::string& path() const { return path_; }
+
+ private:
+  enum class State { kOpen, kLost, kClosed };
+
+  void check_open() const {  // REQUIRES: mu_ held
+    if (state_ == State::kClosed) throw ConnectionClosedError("the client is closed");
+    if (state_ == State::kLost) {
+      throw ConnectionLostError("the connection to pasyn-writerd at " + path_ +
+                                " was lost: " + lost_reason_);
+    }
+  }
+
+  // Blocking HELLO / HELLO_OK exchange, bounded by connect_timeout through socket timeouts.
+  void handshake() {
+    const auto ms = options_.connect_timeout.count();
+    timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+    const int fd = socket_.native_handle();
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::vector<std::uint8_t> hello;
+    proto::encode_hello(hello, proto::Hello{});
+    error_code ec;
+    asio::write(socket_, asio::buffer(hello), ec);
+    proto::FrameDecoder decoder(proto::kDefaultMaxFrame);
+    proto::FrameView frame;
+    auto status = proto::FrameDecoder::Status::kNeedMore;
+    while (!ec && (status = decoder.next(frame)) == proto::FrameDecoder::Status::kNeedMore) {
+      auto buf = decoder.prepare(4096);
+      const std::size_t n = socket_.read_some(asio::buffer(buf.data(), buf.size()), ec);
+      decoder.commit(n);
+    }
+    if (ec) {
+      throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
+                                " failed: " + ec.message());
+    }
+    if (status == proto::FrameDecoder::Status::kError) throw_protocol(decoder.error());
+    expect(frame, proto::MsgType::kHelloOk);
+    proto::HelloOk ok;
+    std::string why;
+    if (!proto::decode_hello_ok(frame.payload, ok, why)) throw_protocol(why);
+    if (ok.version != proto::kVersion) {
+      throw ProtocolError("pasyn-writerd speaks protocol version " + std::to_string(ok.version));
+    }
+    max_frame_ = ok.max_frame;
+    decoder_ = proto::FrameDecoder(std::max(ok.max_frame, proto::kDefaultMaxFrame));
+    timeval none{0, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  }
+
+  void do_write() {
+    {
+      std::lock_guard lk(mu_);
+      if (outbox_.empty() || state_ != State::kOpen) {
+        write_scheduled_ = false;
+        return;
+      }
+      writing_.clear();
+      writing_.swap(outbox_);
+    }
+    asio::async_write(socket_, asio::buffer(writing_),
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                        if (ec) return self->lose("write failed: " + ec.message());
+                        self->do_write();
+                      });
+  }
+
+  void do_read() {
+    auto space = decoder_.prepare(kReadChunk);
+    socket_.async_read_some(
+        asio::buffer(space.data(), space.size()),
+        [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
+  }
+
+  void on_read(error_code ec, std::size_t n) {
+    if (ec) {
+      return lose(ec == asio::error::eof ? std::string("the daemon closed the connection")
+                                         : "read failed: " + ec.message());
+    }
+    decoder_.commit(n);
+    proto::FrameView frame;
+    for (;;) {
+      const auto status = decoder_.next(frame);
+      if (status == proto::FrameDecoder::Status::kNeedMore) break;
+      if (status == proto::FrameDecoder::Status::kError) {
+        return lose("malformed reply: " + decoder_.error());
+      }
+      Completion done;
+      {
+        std::lock_guard lk(mu_);
+        auto it = pending_.find(frame.request_id);
+        if (it != pending_.end()) {
+          done = std::move(it->second);
+          pending_.erase(it);
+        }
+      }
+      if (!done) {
+        // Request id 0 carries a connection-level error (the daemon closes after it).
+        proto::ErrorReply e;
+        std::string why;
+        if (frame.request_id == 0 &&
+            frame.type == static_cast<std::uint8_t>(proto::MsgType::kError) &&
+            proto::decode_error(frame.payload, e, why)) {
+          return lose("the daemon reported: " + e.message);
+        }
+        return lose("reply for unknown request id " + std::to_string(frame.request_id));
+      }
+      done(&frame, nullptr);
+    }
+    do_read();
+  }
+
+  // I/O thread: the connection is gone; fail everything waiting, promptly.
+  void lose(const std::string& why) {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ == State::kClosed) return;  // close() fails what is pending
+      state_ = State::kLost;
+      lost_reason_ = why;
+    }
+    error_code ignored;
+    socket_.close(ignored);
+    fail_all(std::make_exception_ptr(
+        ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" + why +
+                            "); the outcome of requests in flight is unknown")));
+  }
+
+  void fail_all(std::exception_ptr error) {
+    std::unordered_map<std::uint64_t, Completion> failed;
+    {
+      std::lock_guard lk(mu_);
+      failed.swap(pending_);
+    }
+    for (auto& [id, done] : failed) done(nullptr, error);
+  }
+
+  const std::string path_;
+  const ClientOptions options_;
+  asio::io_context io_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  local::socket socket_{io_};
+  std::thread thread_;
+  proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
+  std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
+
+  mutable std::mutex mu_;
+  State state_ = State::kOpen;                             // GUARDED_BY(mu_)
+  std::string lost_reason_;                                // GUARDED_BY(mu_)
+  std::uint64_t next_id_ = 1;                              // GUARDED_BY(mu_)
+  std::uint32_t max_frame_ = proto::kDefaultMaxFrame;      // set before the I/O thread starts
+  std::vector<std::uint8_t> outbox_;                       // GUARDED_BY(mu_)
+  bool write_scheduled_ = false;                           // GUARDED_BY(mu_)
+  std::unordered_map<std::uint64_t, Completion> pending_;  // GUARDED_BY(mu_)
+};
+
+namespace {
+
+// Makes a completion that fulfils `promise` with decode(frame).
+template <typename T, typename Decode>
+Completion complete_with(std::shared_ptr<std::promise<T>> promise, Decode decode) {
+  return
+      [promise = std::move(promise), decode](const proto::FrameView* f, std::exception_ptr error) {
+        if (error) return promise->set_exception(error);
+        try {
+          if constexpr (std::is_void_v<T>) {
+            decode(*f);
+            promise->set_value();
+          } else {
+            promise->set_value(decode(*f));
+          }
+        } catch (...) {
+          promise->set_exception(std::current_exception());
+        }
+      };
+}
+
+}  // namespace
+
+// ---- MultiplexedClient ------------------------------------------------------------------------
+
+MultiplexedClient::MultiplexedClient(const std::string& socket_path, ClientOptions options)
+    : impl_(std::make_shared<Impl>(socket_path, options)) {
+  impl_->connect();
+}
+
+MultiplexedClient::MultiplexedClient(MultiplexedClient&&) noexcept = default;
+MultiplexedClient& MultiplexedClient::operator=(MultiplexedClient&& other) noexcept {
+  if (this != &other) {
+    if (impl_) impl_->close();
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+MultiplexedClient::~MultiplexedClient() {
+  if (impl_) impl_->close();
+}
+
+#define PASYN_IMPL() (impl_ ? *impl_ : throw ConnectionClosedError("the client was moved from"))
+
+std::future<std::int64_t> MultiplexedClient::execute_async(std::string_view sql,
+                                                           const Params& params) {
+  auto p = std::make_shared<std::promise<std::int64_t>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecute, id, sql, params);
+      },
+      complete_with(std::move(p),
+                    [](const proto::FrameView& fr) { return decode_result(fr).changes; }));
+  return f;
+}
+
+std::future<std::int64_t> MultiplexedClient::execute_returning_rowid_async(std::string_view sql,
+                                                                           const Params& params) {
+  auto p = std::make_shared<std::promise<std::int64_t>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecuteRowid, id, sql, params);
+      },
+      complete_with(std::move(p),
+                    [](const proto::FrameView& fr) { return decode_result(fr).last_rowid; }));
+  return f;
+}
+
+std::future<std::int64_t> MultiplexedClient::execute_many_async(
+    std::string_view sql, const std::vector<Params>& params_batch) {
+  auto p = std::make_shared<std::promise<std::int64_t>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit([&](std::vector<std::uint8_t>& out,
+                          std::uint64_t id) { proto::encode_many(out, id, sql, params_batch); },
+                      complete_with(std::move(p), [](const proto::FrameView& fr) {
+                        return decode_result(fr).changes;
+                      }));
+  return f;
+}
+
+std::future<void> MultiplexedClient::executescript_async(std::string_view sql) {
+  auto p = std::make_shared<std::promise<void>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) { proto::encode_script(out, id, sql); },
+      complete_with(std::move(p), [](const proto::FrameView& fr) { decode_result(fr); }));
+  return f;
+}
+
+std::future<std::vector<Row>> MultiplexedClient::execute_fetchall_async(std::string_view sql,
+                                                                        const Params& params) {
+  auto p = std::make_shared<std::promise<std::vector<Row>>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
+      },
+      complete_with(std::move(p),
+                    [](const proto::FrameView& fr) { return std::move(decode_result(fr).rows); }));
+  return f;
+}
+
+std::future<void> MultiplexedClient::ping_async() {
+  auto p = std::make_shared<std::promise<void>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_empty(out, proto::MsgType::kPing, id);
+      },
+      complete_with(std::move(p),
+                    [](const proto::FrameView& fr) { decode_nothing(fr, proto::MsgType::kPong); }));
+  return f;
+}
+
+std::int64_t MultiplexedClient::execute(std::string_view sql, const Params& params) {
+  return PASYN_IMPL().wait(execute_async(sql, params));
+}
+
+std::int64_t MultiplexedClient::execute_returning_rowid(std::string_view sql,
+                                                        const Params& params) {
+  return PASYN_IMPL().wait(execute_returning_rowid_async(sql, params));
+}
+
+std::int64_t MultiplexedClient::execute_many(std::string_view sql,
+                                             const std::vector<Params>& params_batch) {
+  return PASYN_IMPL().wait(execute_many_async(sql, params_batch));
+}
+
+void MultiplexedClient::executescript(std::string_view sql) {
+  PASYN_IMPL().wait(executescript_async(sql));
+}
+
+std::vector<Row> MultiplexedClient::execute_fetchall(std::string_view sql, const Params& params) {
+  return PASYN_IMPL().wait(execute_fetchall_async(sql, params));
+}
+
+std::optional<Row> MultiplexedClient::execute_fetchone(std::string_view sql, const Params& params) {
+  auto rows = execute_fetchall(sql, params);
+  if (rows.empty()) return std::nullopt;
+  return std::move(rows.front());
+}
+
+bool MultiplexedClient::ping() {
+  PASYN_IMPL().wait(ping_async());
+  return true;
+}
+
+void MultiplexedClient::shutdown_server() {
+  auto p = std::make_shared<std::promise<void>>();
+  auto f = p->get_future();
+  PASYN_IMPL().submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_empty(out, proto::MsgType::kShutdown, id);
+      },
+      complete_with(std::move(p), [](const proto::FrameView& fr) {
+        decode_nothing(fr, proto::MsgType::kShutdownOk);
+      }));
+  PASYN_IMPL().wait(std::move(f));
+}
+
+void MultiplexedClient::close() {
+  if (impl_) impl_->close();
+}
+
+bool MultiplexedClient::connected() const noexcept { return impl_ && impl_->connected(); }
+
+const std::string& MultiplexedClient::socket_path() const noexcept {
+  static const std::string empty;
+  return impl_ ? impl_->path() : empty;
+}
+
+}  // namespace pasyn

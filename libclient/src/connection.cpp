@@ -1,0 +1,395 @@
+// pasyn::Connection: a direct SQLite connection with a prepared-statement cache.
+#include <pasyn/connection.hpp>
+
+#include <sqlite3.h>
+
+#include <climits>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+
+namespace pasyn {
+namespace {
+
+// Applications that build SQL dynamically would grow the cache without bound; starting over when
+// it is full is simpler than LRU and costs only re-preparation.
+constexpr std::size_t kMaxCachedStatements = 256;
+constexpr int kBusyTimeoutMs = 5000;
+
+// Lets the cache be searched with the caller's std::string_view without building a std::string.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const noexcept { sqlite3_finalize(stmt); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// Resets the statement however the call that ran it ends: a statement left mid-result would keep
+// its read transaction (a WAL snapshot that blocks checkpoints), and its bindings point into the
+// caller's Params, which do not outlive the call.
+class ResetGuard {
+ public:
+  explicit ResetGuard(sqlite3_stmt* stmt) noexcept : stmt_(stmt) {}
+  ResetGuard(const ResetGuard&) = delete;
+  ResetGuard& operator=(const ResetGuard&) = delete;
+  ~ResetGuard() {
+    // reset() repeats the error of the last step, which has already been thrown if it mattered.
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+[[noreturn]] void throw_db_error(sqlite3* db) {
+  const int extended = sqlite3_extended_errcode(db);
+  throw_sqlite_error(sqlite3_errmsg(db), extended & 0xff, extended);
+}
+
+[[noreturn]] void throw_misuse(const std::string& message) {
+  throw ProgrammingError(message, SQLITE_MISUSE, SQLITE_MISUSE);
+}
+
+// prepare_v2/v3 take the length as an int, and SQLite stops at a NUL byte, which would silently
+// drop the rest of the text; both are rejected before SQLite sees them.
+void check_sql_text(std::string_view sql) {
+  if (sql.size() > static_cast<std::size_t>(INT_MAX)) {
+    throw DataError("SQL text is too long", SQLITE_TOOBIG, SQLITE_TOOBIG);
+  }
+  if (sql.find('\0') != std::string_view::npos) throw_misuse("SQL text contains a NUL character");
+}
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+// True when `rest` holds no further statement: only whitespace, comments, and the empty
+// statements `;` that SQLite itself skips.
+bool holds_no_statement(std::string_view rest) {
+  std::size_t i = 0;
+  while (i < rest.size()) {
+    if (is_space(rest[i]) || rest[i] == ';') {
+      ++i;
+    } else if (rest.substr(i, 2) == "--") {
+      const std::size_t end = rest.find('\n', i + 2);
+      if (end == std::string_view::npos) return true;
+      i = end + 1;
+    } else if (rest.substr(i, 2) == "/*") {
+      // SQLite accepts a comment left open at the end of the input; so do we.
+      const std::size_t end = rest.find("*/", i + 2);
+      if (end == std::string_view::npos) return true;
+      i = end + 2;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+void check_param_count(int expected, std::size_t given) {
+  if (given != static_cast<std::size_t>(expected)) {
+    throw ProgrammingError("incorrect number of parameters: the statement uses " +
+                               std::to_string(expected) + ", " + std::to_string(given) +
+                               " were given",
+                           SQLITE_RANGE, SQLITE_RANGE);
+  }
+}
+
+struct Binder {
+  sqlite3_stmt* stmt;
+  int index;
+  int operator()(std::nullptr_t) const { return sqlite3_bind_null(stmt, index); }
+  int operator()(std::int64_t v) const { return sqlite3_bind_int64(stmt, index, v); }
+  int operator()(double v) const { return sqlite3_bind_double(stmt, index, v); }
+  // SQLITE_STATIC: the value outlives the statement's use of it (ResetGuard clears bindings).
+  int operator()(const std::string& v) const {
+    return sqlite3_bind_text64(stmt, index, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
+  }
+  int operator()(const Blob& v) const {
+    // An empty vector may have a null data(), which SQLite would bind as NULL, not as a blob.
+    if (v.empty()) return sqlite3_bind_zeroblob(stmt, index, 0);
+    return sqlite3_bind_blob64(stmt, index, v.data(), v.size(), SQLITE_STATIC);
+  }
+};
+
+void bind_params(sqlite3* db, sqlite3_stmt* stmt, const Params& params) {
+  const int count = sqlite3_bind_parameter_count(stmt);
+  check_param_count(count, params.size());
+  for (int i = 0; i < count; ++i) {
+    const int rc = std::visit(Binder{stmt, i + 1}, params[static_cast<std::size_t>(i)]);
+    if (rc != SQLITE_OK) {
+      throw_sqlite_error(
+          "cannot bind parameter " + std::to_string(i + 1) + ": " + sqlite3_errmsg(db), rc & 0xff,
+          rc);
+    }
+  }
+}
+
+// Steps once: true for a row, false when the statement is done.
+bool step(sqlite3* db, sqlite3_stmt* stmt) {
+  const int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  throw_db_error(db);
+}
+
+// Column accessors return null both for an empty value and when out of memory; only the error
+// code tells them apart.
+void check_not_out_of_memory(sqlite3* db) {
+  if (sqlite3_errcode(db) == SQLITE_NOMEM) throw_db_error(db);
+}
+
+Row read_row(sqlite3* db, sqlite3_stmt* stmt) {
+  const int count = sqlite3_column_count(stmt);
+  Row row;
+  row.reserve(static_cast<std::size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    switch (sqlite3_column_type(stmt, i)) {
+      case SQLITE_INTEGER:
+        row.emplace_back(static_cast<std::int64_t>(sqlite3_column_int64(stmt, i)));
+        break;
+      case SQLITE_FLOAT:
+        row.emplace_back(sqlite3_column_double(stmt, i));
+        break;
+      case SQLITE_TEXT: {
+        // Pointer first, then size: the documented order that avoids a second conversion.
+        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+        const auto size = static_cast<std::size_t>(sqlite3_column_bytes(stmt, i));
+        if (text == nullptr) check_not_out_of_memory(db);
+        row.emplace_back(text == nullptr ? std::string() : std::string(text, size));
+        break;
+      }
+      case SQLITE_BLOB: {
+        const auto* data = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, i));
+        const auto size = static_cast<std::size_t>(sqlite3_column_bytes(stmt, i));
+        if (data == nullptr) check_not_out_of_memory(db);
+        row.emplace_back(data == nullptr ? Blob() : Blob(data, data + size));
+        break;
+      }
+      default:
+        row.emplace_back(nullptr);
+        break;
+    }
+  }
+  return row;
+}
+
+}  // namespace
+
+struct Connection::Impl {
+  std::string path_;
+  sqlite3* db_ = nullptr;  // null once closed
+  std::unordered_map<std::string, sqlite3_stmt*, StringHash, std::equal_to<>> cache_;
+  std::vector<std::string> last_column_names_;
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  // Also runs when a Connection is move-assigned over, so closing lives here.
+  ~Impl() {
+    if (db_ != nullptr) close();
+  }
+
+  static Impl& open(const std::unique_ptr<Impl>& impl) {
+    if (!impl || impl->db_ == nullptr) throw ConnectionClosedError("connection is closed");
+    return *impl;
+  }
+
+  // Returns the cached statement for `sql`, preparing it on first use; null when `sql` holds
+  // no statement at all.
+  sqlite3_stmt* prepare_cached(std::string_view sql) {
+    if (auto it = cache_.find(sql); it != cache_.end()) return it->second;
+    check_sql_text(sql);
+    if (sql.empty()) return nullptr;  // prepare rejects a null pointer, which "" may have
+
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &raw, &tail);
+    StmtPtr stmt(raw);
+    if (rc != SQLITE_OK) throw_db_error(db_);
+    const std::string_view rest(tail, static_cast<std::size_t>(sql.data() + sql.size() - tail));
+    if (!holds_no_statement(rest)) {
+      throw_misuse("execute() takes exactly one SQL statement; use executescript() for several");
+    }
+    if (!stmt) return nullptr;  // only whitespace and comments: cheap to prepare again
+
+    if (cache_.size() >= kMaxCachedStatements) finalize_cached();
+    cache_.emplace(std::string(sql), stmt.get());
+    return stmt.release();
+  }
+
+  void finalize_cached() noexcept {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    cache_.clear();
+  }
+
+  // Returns sqlite3_close_v2's result code; the connection counts as closed either way.
+  int close() noexcept {
+    finalize_cached();
+    last_column_names_.clear();
+    return sqlite3_close_v2(std::exchange(db_, nullptr));
+  }
+
+  void record_column_names(sqlite3_stmt* stmt) {
+    const int count = sqlite3_column_count(stmt);
+    last_column_names_.clear();
+    last_column_names_.reserve(static_cast<std::size_t>(count));
+    for (int i = 0; i < count; ++i) {
+      const char* name = sqlite3_column_name(stmt, i);
+      if (name == nullptr) check_not_out_of_memory(db_);
+      last_column_names_.emplace_back(name == nullptr ? "" : name);
+    }
+  }
+};
+
+Connection::Connection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Connection::Connection(Connection&&) noexcept = default;
+Connection& Connection::operator=(Connection&&) noexcept = default;
+Connection::~Connection() = default;  // Impl's destructor closes, swallowing errors
+
+std::int64_t Connection::execute(std::string_view sql, const Params& params) {
+  Impl& impl = Impl::open(impl_);
+  sqlite3_stmt* stmt = impl.prepare_cached(sql);
+  if (stmt == nullptr) {
+    check_param_count(0, params.size());
+    return 0;
+  }
+  ResetGuard guard(stmt);
+  bind_params(impl.db_, stmt, params);
+  const sqlite3_int64 total_before = sqlite3_total_changes64(impl.db_);
+  while (step(impl.db_, stmt)) {
+  }
+  if (sqlite3_stmt_readonly(stmt)) return 0;
+  // sqlite3_changes64 still reports the last INSERT/UPDATE/DELETE after DDL such as CREATE TABLE;
+  // an unchanged total shows that this statement changed nothing.
+  if (sqlite3_total_changes64(impl.db_) == total_before) return 0;
+  return sqlite3_changes64(impl.db_);
+}
+
+std::vector<Row> Connection::execute_fetchall(std::string_view sql, const Params& params) {
+  Impl& impl = Impl::open(impl_);
+  impl.last_column_names_.clear();
+  sqlite3_stmt* stmt = impl.prepare_cached(sql);
+  if (stmt == nullptr) {
+    check_param_count(0, params.size());
+    return {};
+  }
+  ResetGuard guard(stmt);
+  bind_params(impl.db_, stmt, params);
+  std::vector<Row> rows;
+  bool has_row = step(impl.db_, stmt);
+  // After the first step: if the schema changed, that step re-prepared the statement and the
+  // columns (e.g. of SELECT *) may differ from those seen before it.
+  impl.record_column_names(stmt);
+  while (has_row) {
+    rows.push_back(read_row(impl.db_, stmt));
+    has_row = step(impl.db_, stmt);
+  }
+  return rows;
+}
+
+std::optional<Row> Connection::execute_fetchone(std::string_view sql, const Params& params) {
+  Impl& impl = Impl::open(impl_);
+  impl.last_column_names_.clear();
+  sqlite3_stmt* stmt = impl.prepare_cached(sql);
+  if (stmt == nullptr) {
+    check_param_count(0, params.size());
+    return std::nullopt;
+  }
+  ResetGuard guard(stmt);
+  bind_params(impl.db_, stmt, params);
+  const bool has_row = step(impl.db_, stmt);
+  impl.record_column_names(stmt);
+  if (!has_row) return std::nullopt;
+  return read_row(impl.db_, stmt);
+}
+
+void Connection::executescript(std::string_view sql) {
+  Impl& impl = Impl::open(impl_);
+  check_sql_text(sql);
+  const char* pos = sql.data();
+  const char* const end = sql.data() + sql.size();
+  while (pos < end) {
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    // Not cached: scripts are mostly run once (schema set-up, migrations).
+    const int rc = sqlite3_prepare_v2(impl.db_, pos, static_cast<int>(end - pos), &raw, &tail);
+    StmtPtr stmt(raw);
+    if (rc != SQLITE_OK) throw_db_error(impl.db_);
+    if (!stmt) break;  // only whitespace and comments were left
+    while (step(impl.db_, stmt.get())) {
+    }
+    pos = tail;
+  }
+}
+
+void Connection::begin() { execute("BEGIN"); }
+void Connection::commit() { execute("COMMIT"); }
+void Connection::rollback() { execute("ROLLBACK"); }
+
+bool Connection::in_transaction() const {
+  return sqlite3_get_autocommit(Impl::open(impl_).db_) == 0;
+}
+
+const std::vector<std::string>& Connection::last_column_names() const {
+  return Impl::open(impl_).last_column_names_;
+}
+
+void Connection::close() {
+  if (!impl_ || impl_->db_ == nullptr) return;
+  const int rc = impl_->close();
+  if (rc != SQLITE_OK) throw_sqlite_error(sqlite3_errstr(rc), rc & 0xff, rc);
+}
+
+bool Connection::closed() const noexcept { return !impl_ || impl_->db_ == nullptr; }
+
+const std::string& Connection::path() const noexcept {
+  static const std::string kNoPath;  // a moved-from Connection has no Impl
+  return impl_ ? impl_->path_ : kNoPath;
+}
+
+Connection connect(const std::string& path, OpenFlags flags) {
+  // Each Connection is used by one thread at a time, so SQLite's own mutexes would be waste.
+  int open_flags = SQLITE_OPEN_NOMUTEX;
+  if (flags.has(OpenFlags::readonly())) {
+    if (flags.has(OpenFlags::readwrite()) || flags.has(OpenFlags::create())) {
+      throw_misuse("OpenFlags::readonly() cannot be combined with readwrite() or create()");
+    }
+    open_flags |= SQLITE_OPEN_READONLY;
+  } else if (flags.has(OpenFlags::create())) {
+    open_flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  } else {
+    open_flags |= SQLITE_OPEN_READWRITE;
+  }
+
+  // Impl first, so that its destructor closes the handle if anything below throws.
+  auto impl = std::make_unique<Connection::Impl>();
+  impl->path_ = path;
+  const int rc = sqlite3_open_v2(path.c_str(), &impl->db_, open_flags, nullptr);
+  if (rc != SQLITE_OK) {
+    if (impl->db_ == nullptr) {
+      throw OperationalError("out of memory opening " + path, SQLITE_NOMEM, SQLITE_NOMEM);
+    }
+    const std::string message = std::string(sqlite3_errmsg(impl->db_)) + ": " + path;
+    const int extended = sqlite3_extended_errcode(impl->db_);
+    impl->close();
+    throw_sqlite_error(message, extended & 0xff, extended);
+  }
+  sqlite3_extended_result_codes(impl->db_, 1);
+  sqlite3_busy_timeout(impl->db_, kBusyTimeoutMs);
+  return Connection(std::move(impl));
+}
+
+}  // namespace pasyn

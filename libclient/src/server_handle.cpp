@@ -1,0 +1,98 @@
+// start_writer_server: the daemon's server core run on a thread of the calling process.
+#include <sqlite3.h>
+
+#include <atomic>
+#include <pasyn/errors.hpp>
+#include <pasyn/server.hpp>
+#include <thread>
+
+#include "paths.hpp"
+#include "server.hpp"
+
+namespace pasyn {
+
+struct WriterServerHandle::Impl {
+  std::unique_ptr<server::Server> server;
+  std::thread thread;
+  std::string socket_path;
+  std::atomic<bool> running{true};
+};
+
+WriterServerHandle::WriterServerHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WriterServerHandle::WriterServerHandle(WriterServerHandle&&) noexcept = default;
+WriterServerHandle& WriterServerHandle::operator=(WriterServerHandle&& other) noexcept {
+  if (this != &other) {
+    if (impl_) stop();
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+WriterServerHandle::~WriterServerHandle() {
+  if (impl_) stop();
+}
+
+const std::string& WriterServerHandle::socket_path() const noexcept {
+  static const std::string empty;
+  return impl_ ? impl_->socket_path : empty;
+}
+
+void WriterServerHandle::shutdown() noexcept {
+  if (impl_ && impl_->server) impl_->server->request_stop();
+}
+
+void WriterServerHandle::join() {
+  if (impl_ && impl_->thread.joinable()) impl_->thread.join();
+}
+
+void WriterServerHandle::stop() {
+  shutdown();
+  join();
+}
+
+bool WriterServerHandle::running() const noexcept { return impl_ && impl_->running; }
+
+WriterServerHandle start_writer_server(const std::string& database_path,
+                                       const std::string& socket_path) {
+  ServerOptions options;
+  options.socket_path = socket_path;
+  return start_writer_server(database_path, options);
+}
+
+WriterServerHandle start_writer_server(const std::string& database_path,
+                                       const ServerOptions& options) {
+  server::Config config;
+  config.database_path = database_path;
+  config.socket_path = options.socket_path;
+  config.synchronous_full = options.synchronous == Synchronous::kFull;
+  config.busy_timeout = options.busy_timeout;
+  config.max_frame = options.max_frame;
+  config.handshake_timeout = options.handshake_timeout;
+  config.drain_timeout = options.drain_timeout;
+  auto impl = std::make_unique<WriterServerHandle::Impl>();
+  try {
+    impl->server = std::make_unique<server::Server>(std::move(config));
+  } catch (const server::StartError& e) {
+    switch (e.kind()) {
+      case server::StartError::Kind::kLocked:
+        throw OperationalError(e.what(), SQLITE_BUSY, SQLITE_BUSY);
+      case server::StartError::Kind::kDatabase:
+        throw OperationalError(e.what(), SQLITE_CANTOPEN, SQLITE_CANTOPEN);
+      case server::StartError::Kind::kSocket:
+        throw Error(e.what());
+    }
+    throw Error(e.what());
+  }
+  impl->socket_path = impl->server->socket_path();
+  auto* raw = impl.get();
+  impl->thread = std::thread([raw] {
+    raw->server->run();
+    raw->running = false;
+  });
+  return WriterServerHandle(std::move(impl));
+}
+
+std::string default_socket_path(const std::string& database_path) {
+  return server::default_socket_path(database_path);
+}
+
+}  // namespace pasyn

@@ -1,0 +1,246 @@
+// The I/O-free codec of proto/PROTOCOL.md: feed bytes, take frames; encode and decode messages.
+//
+// Shared by pasyn-writerd and libpasyn-client as a private static library. Nothing here reads or
+// writes a socket, allocates on the strength of an unchecked length, or throws on bad input:
+// decoders report failure with a status and a reason.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pasyn/value.hpp>
+
+namespace pasyn::proto {
+
+inline constexpr std::uint32_t kMagic = 0x4E595350;  // "PSYN" read as a little-endian u32
+inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::uint32_t kDefaultMaxFrame = 16u << 20;
+inline constexpr std::size_t kLengthFieldSize = 4;
+inline constexpr std::size_t kHeaderSize = 13;     // u32 length + u8 type + u64 request id
+inline constexpr std::uint32_t kMinLength = 9;     // type + request id
+inline constexpr std::uint32_t kMinMaxFrame = 64;  // smallest --max-frame that makes sense
+
+enum class MsgType : std::uint8_t {
+  kHello = 0x01,
+  kPing = 0x02,
+  kExecute = 0x03,
+  kExecuteRowid = 0x04,
+  kExecuteFetch = 0x05,
+  kExecuteMany = 0x06,
+  kExecuteScript = 0x07,
+  kShutdown = 0x08,
+  kHelloOk = 0x81,
+  kPong = 0x82,
+  kResult = 0x83,
+  kShutdownOk = 0x84,
+  kError = 0xFF,
+};
+
+/// Name of a message type for logs ("EXECUTE"), or "UNKNOWN".
+const char* to_string(MsgType type) noexcept;
+
+enum class ErrorDomain : std::uint8_t { kSqlite = 0, kPasyn = 1 };
+
+/// Error codes of the pasyn domain (PROTOCOL.md §5).
+enum class PasynCode : std::int32_t {
+  kProtocol = 1,
+  kMisuse = 2,
+  kShuttingDown = 3,
+  kTimeout = 4,
+  kTooLarge = 5,
+};
+
+/// One complete frame; `payload` points into the decoder's buffer and stays valid until the
+/// next call of any non-const FrameDecoder method.
+struct FrameView {
+  std::uint8_t type = 0;
+  std::uint64_t request_id = 0;
+  std::span<const std::uint8_t> payload;
+};
+
+/// Splits a byte stream into frames, checking each length against the maximum before the body
+/// is buffered. Once it reports an error it stays in that state.
+///
+/// Thread-safety: none; one decoder per connection. Zero-copy use: `prepare(n)`, read into the
+/// returned span, `commit(bytes_read)`, then call `next()` until it stops returning kFrame.
+class FrameDecoder {
+ public:
+  enum class Status { kFrame, kNeedMore, kError };
+
+  explicit FrameDecoder(std::uint32_t max_frame = kDefaultMaxFrame);
+
+  /// Writable space of at least `n` bytes at the end of the buffer.
+  std::span<std::uint8_t> prepare(std::size_t n);
+  /// Marks `n` bytes of the last prepare() span as received.
+  void commit(std::size_t n);
+  /// Copies `bytes` in (prepare + memcpy + commit).
+  void feed(std::span<const std::uint8_t> bytes);
+  /// Takes the next complete frame, if any.
+  Status next(FrameView& out);
+
+  /// Why the stream was rejected, once next() returned kError.
+  const std::string& error() const noexcept { return error_; }
+  /// Bytes received but not yet returned as frames.
+  std::size_t buffered() const noexcept { return end_ - begin_; }
+  std::uint32_t max_frame() const noexcept { return max_frame_; }
+
+ private:
+  std::vector<std::uint8_t> buf_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+  std::uint32_t max_frame_;
+  std::string error_;
+};
+
+/// Appends one frame to a byte vector: begin(), the payload fields, end().
+/// Several frames may be appended to the same vector back to back (coalesced writes).
+class FrameWriter {
+ public:
+  FrameWriter(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id);
+  FrameWriter(const FrameWriter&) = delete;
+  FrameWriter& operator=(const FrameWriter&) = delete;
+
+  void u8(std::uint8_t v);
+  void u16(std::uint16_t v);
+  void u32(std::uint32_t v);
+  void u64(std::uint64_t v);
+  void i32(std::int32_t v) { u32(static_cast<std::uint32_t>(v)); }
+  void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+  void f64(double v);
+  void string(std::string_view s);
+  void bytes(std::span<const std::uint8_t> b);
+  void value(const Value& v);
+  void params(const Params& p);
+  /// Overwrites a u32 written earlier at byte `offset` of the output vector (for counts that
+  /// are known only at the end, such as a row count).
+  void patch_u32(std::size_t offset, std::uint32_t v);
+  void patch_u64(std::size_t offset, std::uint64_t v);
+  /// Byte offset of this frame's first byte in the output vector.
+  std::size_t start() const noexcept { return start_; }
+  std::size_t position() const noexcept { return out_.size(); }
+
+  /// Writes the length field; returns the size of the whole frame.
+  std::size_t finish();
+  /// Removes the frame from the output again (used when it would be too large).
+  void abandon();
+
+ private:
+  std::vector<std::uint8_t>& out_;
+  std::size_t start_;
+};
+
+/// Bounds-checked reading of one payload. The first failure sticks: every later read fails, and
+/// error() names the first problem.
+class PayloadReader {
+ public:
+  explicit PayloadReader(std::span<const std::uint8_t> payload) : data_(payload) {}
+
+  bool u8(std::uint8_t& v);
+  bool u16(std::uint16_t& v);
+  bool u32(std::uint32_t& v);
+  bool u64(std::uint64_t& v);
+  bool i32(std::int32_t& v);
+  bool i64(std::int64_t& v);
+  bool f64(double& v);
+  /// A string that points into the payload.
+  bool string(std::string_view& v);
+  bool value(Value& v);
+  bool params(Params& p);
+  /// A count of items each at least `min_item_size` bytes: fails if they cannot fit in what
+  /// remains, so that the caller may reserve() safely.
+  bool count(std::uint32_t& n, std::size_t min_item_size);
+  /// Succeeds if every byte was consumed (and nothing failed before).
+  bool finish();
+
+  bool ok() const noexcept { return error_ == nullptr; }
+  const char* error() const noexcept { return error_ ? error_ : ""; }
+  std::size_t remaining() const noexcept { return data_.size() - pos_; }
+
+ private:
+  bool take(std::size_t n, const std::uint8_t*& p);
+  bool fail(const char* why);
+
+  std::span<const std::uint8_t> data_;
+  std::size_t pos_ = 0;
+  const char* error_ = nullptr;
+};
+
+// ---- Messages ---------------------------------------------------------------------------------
+// encode_* append one whole frame to `out`. decode_* parse a payload and return false (with the
+// reader's reason in `why`) if it does not match the layout exactly.
+
+struct Hello {
+  std::uint32_t magic = kMagic;
+  std::uint16_t version = kVersion;
+  std::uint64_t capabilities = 0;
+};
+
+struct HelloOk {
+  std::uint16_t version = kVersion;
+  std::uint64_t capabilities = 0;
+  std::uint32_t max_frame = kDefaultMaxFrame;
+  std::string server;
+};
+
+/// EXECUTE, EXECUTE_ROWID and EXECUTE_FETCH: one statement and its parameters.
+struct Statement {
+  std::string sql;
+  Params params;
+};
+
+/// EXECUTE_MANY: one statement, many parameter lists.
+struct Many {
+  std::string sql;
+  std::vector<Params> rows;
+};
+
+struct Result {
+  std::int64_t changes = 0;
+  std::int64_t last_rowid = 0;
+  std::vector<std::string> columns;
+  std::vector<Row> rows;
+};
+
+struct ErrorReply {
+  ErrorDomain domain = ErrorDomain::kPasyn;
+  std::int32_t code = 0;
+  std::int32_t extended_code = 0;
+  std::string message;
+};
+
+void encode_hello(std::vector<std::uint8_t>& out, const Hello& m);
+bool decode_hello(std::span<const std::uint8_t> payload, Hello& m, std::string& why);
+
+void encode_hello_ok(std::vector<std::uint8_t>& out, const HelloOk& m);
+bool decode_hello_ok(std::span<const std::uint8_t> payload, HelloOk& m, std::string& why);
+
+/// A frame with an empty payload (PING, PONG, SHUTDOWN, SHUTDOWN_OK).
+void encode_empty(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id);
+bool decode_empty(std::span<const std::uint8_t> payload, std::string& why);
+
+void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                      std::string_view sql, const Params& params);
+bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::string& why);
+
+void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql,
+                 const std::vector<Params>& rows);
+bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& why);
+
+void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql);
+bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why);
+
+void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Result& m);
+bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string& why);
+
+void encode_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, const ErrorReply& m);
+bool decode_error(std::span<const std::uint8_t> payload, ErrorReply& m, std::string& why);
+
+/// Shorthand for a pasyn-domain error frame.
+void encode_pasyn_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, PasynCode code,
+                        std::string_view message);
+
+}  // namespace pasyn::proto

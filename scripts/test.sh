@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds pasyn and runs every test (unit, in-process, and against the real pasyn-writerd binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh
+ctest --test-dir build --output-on-failure -j2 --timeout 300
