@@ -315,6 +315,8 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
 
 Server::Impl::Impl(Config config)
     : config_(std::move(config)), lock_(config_.database_path), writer_(config_) {
+  // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
+  if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
   if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
   free_socket_path(config_.socket_path);
   error_code ec;
@@ -329,7 +331,6 @@ Server::Impl::Impl(Config config)
   // Clients of the same user or group may connect (SPEC §4); tightened further in later work.
   ::chmod(config_.socket_path.c_str(), 0660);
   ::lstat(config_.socket_path.c_str(), &socket_stat_);
-  if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
 }
 
 void Server::Impl::run() {
