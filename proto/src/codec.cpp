@@ -411,7 +411,8 @@ bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string
     for (std::uint32_t i = 0; i < ncols && r.string(name); ++i) m.columns.emplace_back(name);
     // Each row takes at least one tag byte per column; a zero-column row takes nothing, so a
     // row count without columns must be zero.
-    if (r.count(nrows, ncols) && ncols == 0 && nrows != 0) {
+    if (!r.count(nrows, ncols)) return done(r, why);  // nrows unchecked: reserve nothing
+    if (ncols == 0 && nrows != 0) {
       why = "rows without columns";
       return false;
     }
