@@ -17,6 +17,10 @@ struct Config {
   std::uint32_t max_frame = proto::kDefaultMaxFrame;
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds drain_timeout{30000};
+  /// How long a request waits for another connection's transaction; 0 fails it at once.
+  std::chrono::milliseconds lock_wait{5000};
+  /// An open transaction with no request for this long is rolled back.
+  std::chrono::milliseconds transaction_idle_timeout{10000};
   /// Install SIGTERM/SIGINT handlers that stop the server (the daemon; not in-process servers).
   bool handle_signals = false;
 };

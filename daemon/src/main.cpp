@@ -16,6 +16,11 @@ int main(int argc, char** argv) {
   std::int64_t busy_ms = config.busy_timeout.count();
   std::int64_t handshake_ms = config.handshake_timeout.count();
   std::int64_t drain_ms = config.drain_timeout.count();
+  std::int64_t lock_wait_ms = config.lock_wait.count();
+  std::int64_t idle_ms = config.transaction_idle_timeout.count();
+  // Durations: a number of milliseconds, or a number with a unit ("250ms", "5s", "2min").
+  const auto duration = CLI::AsNumberWithUnit(
+      std::map<std::string, std::int64_t>{{"ms", 1}, {"s", 1000}, {"min", 60000}});
 
   CLI::App app{"pasyn-writerd: the single writer of a SQLite database, serving many clients"};
   app.set_version_flag("--version", "pasyn-writerd " PASYN_VERSION);
@@ -29,6 +34,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--busy-timeout", busy_ms,
                  "milliseconds to wait for other processes writing the file directly")
+      ->transform(duration)
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--max-frame", config.max_frame, "largest protocol frame in bytes")
@@ -36,10 +42,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--handshake-timeout", handshake_ms,
                  "milliseconds a new connection has to send HELLO")
+      ->transform(duration)
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--drain-timeout", drain_ms,
                  "milliseconds to finish queued work on shutdown before interrupting it")
+      ->transform(duration)
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--lock-wait", lock_wait_ms,
+                 "milliseconds a write waits for another connection's transaction before it "
+                 "fails with a timeout (0: fail at once)")
+      ->transform(duration)
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--transaction-idle-timeout", idle_ms,
+                 "milliseconds an open transaction may go without a request before it is "
+                 "rolled back")
+      ->transform(duration)
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
@@ -51,6 +71,8 @@ int main(int argc, char** argv) {
   config.busy_timeout = std::chrono::milliseconds(busy_ms);
   config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   config.drain_timeout = std::chrono::milliseconds(drain_ms);
+  config.lock_wait = std::chrono::milliseconds(lock_wait_ms);
+  config.transaction_idle_timeout = std::chrono::milliseconds(idle_ms);
   log().set_level(spdlog::level::from_str(log_level));
 
   try {

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
@@ -113,9 +114,19 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     });
   }
 
+  bool alive() const noexcept override { return alive_.load(std::memory_order_acquire); }
+
   void close_now() {
     if (closed_) return;
     closed_ = true;
+    alive_.store(false, std::memory_order_release);
+    if (hello_done_) {
+      // Lets the writer roll back this connection's transaction at once (PROTOCOL.md §6.2).
+      std::vector<Request> notice(1);
+      notice[0].disconnect = true;
+      notice[0].sink = shared_from_this();
+      server_.writer_.submit(notice);
+    }
     error_code ignored;
     handshake_timer_.cancel();
     socket_.shutdown(local::socket::shutdown_both, ignored);
@@ -192,10 +203,11 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       return true;
     }
     Request r;
-    r.type = type;
+    r.type = static_cast<MsgType>(proto::base_type(f.type));
+    r.in_tx = proto::in_transaction(f.type);
     r.id = f.request_id;
     bool ok = false;
-    switch (type) {
+    switch (r.type) {
       case MsgType::kPing: {
         if (!(ok = proto::decode_empty(f.payload, why))) break;
         std::vector<std::uint8_t> reply;
@@ -228,12 +240,17 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         ok = proto::decode_empty(f.payload, why);
         if (ok) log().info("connection {} asked the server to shut down", id_);
         break;
+      case MsgType::kBegin:
+      case MsgType::kCommit:
+      case MsgType::kRollback:
+        ok = proto::decode_empty(f.payload, why);
+        break;
       case MsgType::kHello:
         return protocol_error("HELLO sent twice");
       default:
         return protocol_error("unknown message type " + hex(f.type));
     }
-    if (!ok) return protocol_error(std::string("bad ") + proto::to_string(type) + ": " + why);
+    if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
     r.sink = shared_from_this();
     out.push_back(std::move(r));
     return true;
@@ -305,6 +322,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   proto::FrameDecoder decoder_;
   std::uint64_t id_;
   std::string peer_;
+  std::atomic<bool> alive_{true};
   bool hello_done_ = false;
   bool closing_ = false;  // no more reads; close once the replies are written
   bool closed_ = false;

@@ -14,10 +14,17 @@ namespace {
 constexpr std::size_t kMaxBatch = 4096;
 constexpr std::size_t kMaxCachedStatements = 512;
 
-constexpr std::string_view kTransactionSqlMessage =
-    "BEGIN, COMMIT, ROLLBACK, SAVEPOINT and RELEASE cannot be sent as SQL: every request already "
-    "runs atomically in the daemon's own transaction; use executescript() or execute_many() to "
-    "make several statements atomic";
+constexpr const char* kTransactionSqlMessage =
+    "BEGIN, COMMIT, ROLLBACK and END cannot be sent as SQL: every request already runs "
+    "atomically in the daemon's own transaction. Use MultiplexedClient::begin() for a "
+    "transaction (then tx.commit() or tx.rollback()), or executescript()/execute_many() to make "
+    "several statements atomic";
+constexpr const char* kSavepointSqlMessage =
+    "SAVEPOINT, RELEASE and ROLLBACK TO are only allowed inside a transaction opened with "
+    "MultiplexedClient::begin()";
+constexpr const char* kInternalSavepointMessage =
+    "the savepoint name pasyn_request is reserved by pasyn-writerd";
+constexpr std::string_view kInternalSavepoint = "pasyn_request";
 
 /// Resets a statement and clears its bindings when the scope ends, on every path.
 class ResetGuard {
@@ -35,6 +42,83 @@ class ResetGuard {
  private:
   sqlite3_stmt* s_;
 };
+
+bool only_space_or_comments(const char* p, const char* end);
+
+const char* skip_space_and_comments(const char* p, const char* end) {
+  while (p < end) {
+    if (std::isspace(static_cast<unsigned char>(*p))) {
+      ++p;
+    } else if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
+      while (p < end && *p != '\n') ++p;
+    } else if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
+      p += 2;
+      while (end - p >= 2 && !(p[0] == '*' && p[1] == '/')) ++p;
+      p = end - p >= 2 ? p + 2 : end;
+    } else {
+      break;
+    }
+  }
+  return p;
+}
+
+// Reads an identifier at `p`, lower-cased; advances `p` past it.
+std::string read_word(const char*& p, const char* end) {
+  std::string word;
+  while (p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_')) {
+    word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(*p++))));
+  }
+  return word;
+}
+
+}  // namespace
+
+bool is_single_statement(std::string_view sql) {
+  const char* p = sql.data();
+  const char* end = p + sql.size();
+  while (p < end && *p != ';') {  // find the end of the first statement
+    const char c = *p;
+    if (c == '\'' || c == '"' || c == '`' || c == '[') {
+      const char close = c == '[' ? ']' : c;
+      for (++p; p < end && *p != close; ++p) {
+      }
+    } else if (end - p >= 2 && ((p[0] == '-' && p[1] == '-') || (p[0] == '/' && p[1] == '*'))) {
+      p = skip_space_and_comments(p, end);
+      continue;
+    }
+    if (p < end) ++p;
+  }
+  return only_space_or_comments(p, end);
+}
+
+bool is_vacuum(std::string_view sql) {
+  const char* end = sql.data() + sql.size();
+  const char* p = skip_space_and_comments(sql.data(), end);
+  return read_word(p, end) == "vacuum";
+}
+
+bool must_run_alone(std::string_view sql) {
+  const char* end = sql.data() + sql.size();
+  const char* p = skip_space_and_comments(sql.data(), end);
+  const std::string first = read_word(p, end);
+  if (first == "vacuum") return true;
+  if (first != "pragma") return false;
+  p = skip_space_and_comments(p, end);
+  std::string name = read_word(p, end);
+  p = skip_space_and_comments(p, end);
+  if (p < end && *p == '.') {  // schema.pragma
+    p = skip_space_and_comments(p + 1, end);
+    name = read_word(p, end);
+  }
+  static constexpr std::string_view kAlone[] = {"journal_mode", "foreign_keys", "locking_mode",
+                                                "page_size",    "auto_vacuum",  "wal_checkpoint"};
+  for (auto n : kAlone) {
+    if (name == n) return true;
+  }
+  return false;
+}
+
+namespace {
 
 bool only_space_or_comments(const char* p, const char* end) {
   while (p < end) {
@@ -146,12 +230,27 @@ sqlite3_stmt* Writer::prepare_internal(const char* sql) {
   return stmt;
 }
 
-int Writer::authorize(void* self, int action, const char*, const char*, const char*, const char*) {
+int Writer::authorize(void* self, int action, const char* arg1, const char* arg2, const char*,
+                      const char*) {
   auto* w = static_cast<Writer*>(self);
   if (w->internal_) return SQLITE_OK;
-  if (action == SQLITE_TRANSACTION || action == SQLITE_SAVEPOINT) {
-    w->denied_ = kTransactionSqlMessage.data();
+  if (action == SQLITE_TRANSACTION) {
+    w->denied_ = kTransactionSqlMessage;
     return SQLITE_DENY;
+  }
+  if (action == SQLITE_SAVEPOINT) {
+    if (!w->in_tx_request_) {
+      w->denied_ = kSavepointSqlMessage;
+      return SQLITE_DENY;
+    }
+    (void)arg1;  // "BEGIN", "RELEASE" or "ROLLBACK"
+    if (arg2 && kInternalSavepoint == arg2) {
+      w->denied_ = kInternalSavepointMessage;
+      return SQLITE_DENY;
+    }
+    // Allowed only because we are inside a client transaction: never cache this statement,
+    // or a later request outside any transaction could run it without asking us again.
+    w->saw_savepoint_ = true;
   }
   return SQLITE_OK;
 }
@@ -165,6 +264,8 @@ void Writer::start(std::function<void()> on_shutdown_request, std::function<void
 bool Writer::submit(std::vector<Request>& requests) {
   if (requests.empty()) return true;
   bool wake = false;
+  const auto now = Clock::now();
+  for (auto& r : requests) r.arrived = now;
   {
     std::lock_guard lk(mu_);
     if (stopping_) return false;
@@ -204,34 +305,258 @@ std::size_t Writer::queue_depth() const {
 }
 
 void Writer::run() {
-  std::vector<Request> batch;
+  std::deque<Request> work;
+  std::vector<Request> incoming;
   for (;;) {
+    bool stopping = false;
     {
       std::unique_lock lk(mu_);
       while (queue_.empty() && !stopping_) {
+        const auto deadline = next_deadline();
         waiting_ = true;
-        cv_.wait(lk);
+        const bool timed_out = deadline ? cv_.wait_until(lk, *deadline) == std::cv_status::timeout
+                                        : (cv_.wait(lk), false);
         waiting_ = false;
+        if (timed_out) break;
       }
-      if (queue_.empty()) break;  // stopping, and everything queued has run
-      if (queue_.size() <= kMaxBatch) {
-        batch.swap(queue_);
-      } else {
-        auto first = queue_.begin(), last = queue_.begin() + kMaxBatch;
-        batch.assign(std::make_move_iterator(first), std::make_move_iterator(last));
-        queue_.erase(first, last);
-      }
+      incoming.swap(queue_);
+      stopping = stopping_;
     }
+    for (auto& r : incoming) work.push_back(std::move(r));
+    incoming.clear();
+    expire(Clock::now(), work);
+    if (stopping && tx_) end_transaction(work, "the daemon is shutting down");
     if (aborted_) {
-      finish_pending_with(batch, proto::PasynCode::kShuttingDown,
+      std::vector<Request> rest(std::make_move_iterator(work.begin()),
+                                std::make_move_iterator(work.end()));
+      for (auto& r : deferred_) rest.push_back(std::move(r));
+      work.clear();
+      deferred_.clear();
+      std::erase_if(rest, [](const Request& r) { return r.disconnect; });
+      finish_pending_with(rest, proto::PasynCode::kShuttingDown,
                           "pasyn-writerd is shutting down; the request was not executed");
     } else {
-      run_batch(batch);
+      process(work);
     }
-    batch.clear();
+    if (stopping && work.empty() && deferred_.empty() && !tx_) {
+      std::lock_guard lk(mu_);
+      if (queue_.empty()) break;  // everything queued before stop() has run
+    }
   }
   checkpoint_and_close();
   if (on_drained_) on_drained_();
+}
+
+void Writer::process(std::deque<Request>& work) {
+  std::vector<Request> batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    run_batch(batch);
+    batch.clear();
+  };
+  while (!work.empty()) {
+    Request r = std::move(work.front());
+    work.pop_front();
+    const bool owner = tx_ && tx_->owner.get() == r.sink.get();
+    if (r.disconnect) {
+      if (owner) {
+        log().info("rolling back the transaction of a closed connection");
+        end_transaction(work, std::nullopt);
+      }
+      ended_.erase(r.sink.get());
+      continue;
+    }
+    const bool tx_request =
+        r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
+    if (tx_request) {
+      flush();
+      if (owner) {
+        run_in_transaction(r, work);
+      } else {
+        refuse_transaction_request(r);
+      }
+    } else if (tx_) {
+      defer(r);
+    } else if (r.type == proto::MsgType::kBegin) {
+      flush();
+      begin_transaction(r);
+    } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
+               must_run_alone(r.sql) && is_single_statement(r.sql)) {
+      flush();
+      run_alone(r);
+    } else {
+      batch.push_back(std::move(r));
+      if (batch.size() >= kMaxBatch) flush();
+    }
+  }
+  flush();
+}
+
+void Writer::reply(Request& r, std::vector<std::uint8_t> frames) {
+  if (r.sink) r.sink->deliver(std::move(frames));
+}
+
+void Writer::reply_error(Request& r, proto::PasynCode code, std::string_view message) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_pasyn_error(frame, r.id, code, message);
+  reply(r, std::move(frame));
+}
+
+void Writer::run_alone(Request& r) {
+  replies_.clear();
+  // VACUUM runs ATTACH and BEGIN of its own inside SQLite, which the authorizer would refuse.
+  internal_ = is_vacuum(r.sql);
+  alone_ = true;
+  const bool ok = run_request(r);
+  alone_ = internal_ = false;
+  if (!ok) {
+    replies_.clear();
+    proto::encode_error(replies_, r.id, failure_);
+  }
+  reply(r, std::move(replies_));
+  replies_ = {};
+}
+
+void Writer::begin_transaction(Request& r) {
+  if (!r.sink || !r.sink->alive()) return;  // its connection is gone: nobody to own it
+  if (!exec_internal(begin_)) {
+    capture_sqlite_error();
+    std::vector<std::uint8_t> frame;
+    proto::encode_error(frame, r.id, failure_);
+    reply(r, std::move(frame));
+    return;
+  }
+  tx_ = OpenTransaction{r.sink, Clock::now()};
+  ended_.erase(r.sink.get());
+  std::vector<std::uint8_t> frame;
+  proto::encode_empty(frame, proto::MsgType::kOk, r.id);
+  reply(r, std::move(frame));
+}
+
+void Writer::refuse_transaction_request(Request& r) {
+  auto it = ended_.find(r.sink.get());
+  if (it == ended_.end()) {
+    reply_error(r, proto::PasynCode::kMisuse, "no transaction is open on this connection");
+    return;
+  }
+  if (r.type == proto::MsgType::kRollback) {  // rolling back what is already rolled back
+    ended_.erase(it);
+    std::vector<std::uint8_t> frame;
+    proto::encode_empty(frame, proto::MsgType::kOk, r.id);
+    reply(r, std::move(frame));
+    return;
+  }
+  const std::string message = "the transaction was rolled back: " + it->second;
+  if (r.type == proto::MsgType::kCommit) ended_.erase(it);  // the owner has been told
+  reply_error(r, proto::PasynCode::kTransactionEnded, message);
+}
+
+void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
+  tx_->last_activity = Clock::now();
+  std::vector<std::uint8_t> frame;
+  if (r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback) {
+    const bool commit = r.type == proto::MsgType::kCommit;
+    if (exec_internal(commit ? commit_ : rollback_)) {
+      proto::encode_empty(frame, proto::MsgType::kOk, r.id);
+    } else {
+      capture_sqlite_error();
+      failure_.message =
+          (commit ? "commit failed, the transaction was rolled back: " : "rollback failed: ") +
+          failure_.message;
+      proto::encode_error(frame, r.id, failure_);
+    }
+    end_transaction(work, std::nullopt);  // rolls back if the commit failed
+    reply(r, std::move(frame));
+    return;
+  }
+  if (must_run_alone(r.sql)) {
+    reply_error(r, proto::PasynCode::kMisuse,
+                "this statement cannot run inside a transaction; send it outside one");
+    return;
+  }
+  // A single statement is atomic by itself; several need a savepoint to be all-or-nothing.
+  const bool wrap =
+      r.type == proto::MsgType::kExecuteMany || r.type == proto::MsgType::kExecuteScript;
+  if (wrap && !exec_internal(savepoint_)) {
+    capture_sqlite_error();
+    proto::encode_error(frame, r.id, failure_);
+    reply(r, std::move(frame));
+    return;
+  }
+  replies_.clear();
+  in_tx_request_ = true;
+  const bool ok = run_request(r);
+  in_tx_request_ = false;
+  if (!ok) {
+    replies_.clear();
+    proto::encode_error(replies_, r.id, failure_);
+  }
+  if (sqlite3_get_autocommit(db_)) {
+    // The statement ended the transaction (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O error).
+    const std::string why =
+        "a statement ended it (" + (ok ? std::string("no error reported") : failure_.message) + ")";
+    replies_.clear();
+    proto::encode_pasyn_error(replies_, r.id, proto::PasynCode::kTransactionEnded,
+                              "the transaction was rolled back: " + why);
+    reply(r, std::move(replies_));
+    replies_ = {};
+    end_transaction(work, why);
+    ended_.erase(r.sink.get());  // told just now
+    return;
+  }
+  if (wrap) {
+    if (!ok) exec_internal(rollback_to_);
+    exec_internal(release_);
+  }
+  reply(r, std::move(replies_));
+  replies_ = {};
+}
+
+void Writer::end_transaction(std::deque<Request>& work, std::optional<std::string> reason) {
+  if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
+  if (reason) ended_[tx_->owner.get()] = *reason;
+  tx_.reset();
+  work.insert(work.begin(), std::make_move_iterator(deferred_.begin()),
+              std::make_move_iterator(deferred_.end()));
+  deferred_.clear();
+}
+
+void Writer::defer(Request& r) {
+  if (config_.lock_wait.count() == 0) {
+    reply_error(r, proto::PasynCode::kTimeout,
+                "the database is locked by another connection's transaction and --lock-wait is "
+                "0; the request was not executed");
+    return;
+  }
+  deferred_.push_back(std::move(r));
+}
+
+void Writer::expire(Clock::time_point now, std::deque<Request>& work) {
+  while (!deferred_.empty() && deferred_.front().arrived + config_.lock_wait <= now) {
+    Request r = std::move(deferred_.front());
+    deferred_.pop_front();
+    reply_error(r, proto::PasynCode::kTimeout,
+                "waited " + std::to_string(config_.lock_wait.count()) +
+                    " ms (--lock-wait) for another connection's transaction; the request was "
+                    "not executed");
+  }
+  if (tx_ && tx_->last_activity + config_.transaction_idle_timeout <= now) {
+    log().warn("rolling back a transaction idle for {} ms",
+               config_.transaction_idle_timeout.count());
+    end_transaction(work, "it was idle for more than " +
+                              std::to_string(config_.transaction_idle_timeout.count()) +
+                              " ms (--transaction-idle-timeout)");
+  }
+}
+
+std::optional<Clock::time_point> Writer::next_deadline() const {
+  std::optional<Clock::time_point> next;
+  if (!deferred_.empty()) next = deferred_.front().arrived + config_.lock_wait;
+  if (tx_) {
+    const auto idle = tx_->last_activity + config_.transaction_idle_timeout;
+    if (!next || idle < *next) next = idle;
+  }
+  return next;
 }
 
 void Writer::run_batch(std::vector<Request>& batch) {
@@ -363,6 +688,12 @@ bool Writer::run_request(Request& r) {
   return true;
 }
 
+bool Writer::several_statements() {
+  set_failure(proto::PasynCode::kMisuse,
+              "execute() takes exactly one SQL statement; use executescript() for several");
+  return false;
+}
+
 bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
   auto it = cache_.find(sql);
   if (it == cache_.end()) {
@@ -370,6 +701,9 @@ bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
     Cached c;
     const char* tail = nullptr;
     denied_ = nullptr;
+    saw_savepoint_ = false;
+    sqlite3_finalize(oneshot_);
+    oneshot_ = nullptr;
     const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
                                       SQLITE_PREPARE_PERSISTENT, &c.stmt, &tail);
     if (rc != SQLITE_OK) {
@@ -381,13 +715,16 @@ bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
       return false;
     }
     c.several = !only_space_or_comments(tail, sql.data() + sql.size());
+    if (saw_savepoint_) {  // see authorize(): used once, never cached
+      oneshot_ = c.stmt;
+      cache_.erase(std::string(sql));
+      if (c.several) return several_statements();
+      stmt = c.stmt;
+      return true;
+    }
     it = cache_.emplace(std::string(sql), c).first;
   }
-  if (it->second.several) {
-    set_failure(proto::PasynCode::kMisuse,
-                "execute() takes exactly one SQL statement; use executescript() for several");
-    return false;
-  }
+  if (it->second.several) return several_statements();
   stmt = it->second.stmt;  // nullptr for SQL that is only whitespace or comments
   return true;
 }
@@ -500,6 +837,13 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
     }
     p = tail;
     if (!stmt) continue;  // whitespace or a comment
+    if (!alone_ && must_run_alone(sqlite3_sql(stmt))) {
+      sqlite3_finalize(stmt);
+      set_failure(proto::PasynCode::kMisuse,
+                  "VACUUM and pragmas such as journal_mode cannot be part of an atomic script; "
+                  "send them alone with execute()");
+      return false;
+    }
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     }
@@ -559,6 +903,8 @@ void Writer::finish_pending_with(std::vector<Request>& batch, proto::PasynCode c
 
 void Writer::checkpoint_and_close() {
   clear_cache();
+  sqlite3_finalize(oneshot_);
+  oneshot_ = nullptr;
   for (auto* s : {begin_, commit_, rollback_, savepoint_, release_, rollback_to_}) {
     sqlite3_finalize(s);
   }

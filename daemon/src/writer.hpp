@@ -10,21 +10,37 @@
 //    one buffer per sink per batch (so a connection gets one coalesced write per batch).
 //  * If the commit fails, every request of the batch gets that error: a success reply always
 //    means committed.
-//  * Transaction-control SQL from clients (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is
-//    refused at prepare time by an authorizer, so no client statement can end the batch
-//    transaction. As a backstop (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O errors), the writer
-//    checks after each request that the transaction is still open; if it is not, that request
-//    fails and the rest of the batch is run again in a new transaction.
+//  * Transaction-control SQL from clients (BEGIN, COMMIT, ROLLBACK; SAVEPOINT and RELEASE outside
+//    a client transaction) is refused at prepare time by an authorizer, so no client statement
+//    can end the batch transaction. As a backstop (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O
+//    errors), the writer checks after each request that the transaction is still open; if it is
+//    not, that request fails and the rest of the batch is run again in a new transaction.
+//  * Statements SQLite cannot run in a transaction (VACUUM, some pragmas) run alone, between
+//    batches, in autocommit mode.
+//
+// Client transactions (PROTOCOL.md §6.2) are a state of this same loop: BEGIN from connection C
+// commits the batch before it and opens `BEGIN IMMEDIATE` for C. From then on the loop runs C's
+// transaction requests (and its COMMIT/ROLLBACK) at once, one by one, replying to each, and
+// moves every other request to `deferred_`, in arrival order. When the transaction ends, the
+// deferred requests go back to the front of the work, ahead of anything that arrived later, and
+// group commit resumes. The loop wakes up on its own for the two deadlines: a deferred request
+// that has waited `lock_wait` is answered TIMEOUT, and a transaction idle for
+// `transaction_idle_timeout` is rolled back (its owner is told on its next transaction request).
+// A connection that closes sends a disconnect notice through the queue, which rolls back its
+// transaction at once.
 #pragma once
 
 #include <sqlite3.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -43,17 +59,33 @@ class ReplySink {
  public:
   virtual ~ReplySink() = default;
   virtual void deliver(std::vector<std::uint8_t> frames) = 0;
+  /// False once the connection behind the sink has closed. Thread-safe.
+  virtual bool alive() const noexcept = 0;
 };
 
-/// One parsed write request. Only the fields of its type are used.
+using Clock = std::chrono::steady_clock;
+
+/// One parsed request for the writer. Only the fields of its type are used.
 struct Request {
-  proto::MsgType type = proto::MsgType::kExecute;
+  proto::MsgType type = proto::MsgType::kExecute;  // without the transaction bit
+  bool in_tx = false;                              // the frame carried proto::kInTransaction
+  bool disconnect = false;  // not a request: the notice that `sink`'s connection closed
   std::uint64_t id = 0;
   std::shared_ptr<ReplySink> sink;
+  Clock::time_point arrived;  // set by submit(); for the lock wait
   std::string sql;
   Params params;                  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
   std::vector<Params> many_rows;  // EXECUTE_MANY
 };
+
+/// True for SQL that SQLite cannot run inside a transaction (VACUUM, PRAGMA journal_mode, ...),
+/// judged from its first statement's leading keywords.
+bool must_run_alone(std::string_view sql);
+/// True when `sql` holds at most one statement (judged from its text: quotes and comments are
+/// skipped, the first top-level ';' ends the statement).
+bool is_single_statement(std::string_view sql);
+/// True when the first keyword of `sql` is VACUUM.
+bool is_vacuum(std::string_view sql);
 
 class Writer {
  public:
@@ -93,7 +125,21 @@ class Writer {
   };
 
   void run();
+  void process(std::deque<Request>& work);
   void run_batch(std::vector<Request>& batch);
+  void run_alone(Request& r);
+  void begin_transaction(Request& r);
+  void run_in_transaction(Request& r, std::deque<Request>& work);
+  /// Rolls back the open transaction (if SQLite has not already), tells its owner `reason` on
+  /// its next transaction request (none: it ended normally), and puts the deferred requests
+  /// back at the front of `work`.
+  void end_transaction(std::deque<Request>& work, std::optional<std::string> reason);
+  void refuse_transaction_request(Request& r);
+  void defer(Request& r);
+  void expire(Clock::time_point now, std::deque<Request>& work);
+  std::optional<Clock::time_point> next_deadline() const;
+  void reply(Request& r, std::vector<std::uint8_t> frames);
+  void reply_error(Request& r, proto::PasynCode code, std::string_view message);
   /// One attempt at a batch: returns the index of a request that ended the batch transaction,
   /// or batch.size() when it reached the commit.
   std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes);
@@ -102,6 +148,7 @@ class Writer {
   bool run_statement(sqlite3_stmt* stmt, const Params& params, proto::FrameWriter* rows);
   bool run_script(std::string_view sql, std::int64_t& changes);
   bool prepare_one(std::string_view sql, sqlite3_stmt*& stmt);
+  bool several_statements();
   bool bind(sqlite3_stmt* stmt, const Params& params);
   void capture_sqlite_error();
   void set_failure(proto::PasynCode code, std::string_view message);
@@ -135,8 +182,21 @@ class Writer {
   std::unordered_map<std::string, Cached, StringHash, std::equal_to<>> cache_;
 
   // Writer-thread state.
-  bool internal_ = false;              // our own control statements are being prepared/run
-  const char* denied_ = nullptr;       // what the authorizer refused last
+  bool internal_ = false;            // our own control statements are being prepared/run
+  bool in_tx_request_ = false;       // running a request inside a client transaction
+  bool alone_ = false;               // running a statement alone, outside any transaction
+  bool saw_savepoint_ = false;       // the last prepare authorized a savepoint statement
+  sqlite3_stmt* oneshot_ = nullptr;  // a statement not to cache (savepoints: see authorize)
+  const char* denied_ = nullptr;     // what the authorizer refused last
+
+  struct OpenTransaction {
+    std::shared_ptr<ReplySink> owner;
+    Clock::time_point last_activity;
+  };
+  std::optional<OpenTransaction> tx_;
+  std::deque<Request> deferred_;  // waiting for tx_ to end, in arrival order
+  // Connections whose transaction the daemon ended, and why; told on their next request.
+  std::unordered_map<ReplySink*, std::string> ended_;
   std::vector<std::uint8_t> replies_;  // reply frames of the current batch attempt
   proto::ErrorReply failure_;          // the error of the last failed run_* call
 

@@ -37,6 +37,8 @@ using boost::system::error_code;
 using local = asio::local::stream_protocol;
 
 constexpr std::size_t kReadChunk = 64 * 1024;
+/// The extended code of the OperationalError for a transaction the daemon rolled back.
+constexpr int kTransactionEndedCode = SQLITE_ABORT_ROLLBACK;
 
 /// Completes one request: with its reply frame, or with the error that ended the connection.
 using Completion = std::function<void(const proto::FrameView*, std::exception_ptr)>;
@@ -57,6 +59,8 @@ std::exception_ptr error_from_reply(const proto::ErrorReply& e) {
         throw TimeoutError(e.message);
       case proto::PasynCode::kTooLarge:
         throw DataError(e.message, SQLITE_TOOBIG, SQLITE_TOOBIG);
+      case proto::PasynCode::kTransactionEnded:
+        throw OperationalError(e.message, SQLITE_ABORT, kTransactionEndedCode);
     }
     throw Error("pasyn-writerd error " + std::to_string(e.code) + ": " + e.message);
   } catch (...) {
@@ -354,9 +358,86 @@ Completion complete_with(std::shared_ptr<std::promise<T>> promise, Decode decode
       };
 }
 
+// Sends one request whose frame `encode(out, id)` appends; the reply is decode(frame).
+template <typename T, typename Encode, typename Decode>
+std::future<T> send(MultiplexedClient::Impl& impl, bool in_tx, Encode encode, Decode decode) {
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  impl.submit(
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        const std::size_t start = out.size();
+        encode(out, id);
+        if (in_tx) out[start + proto::kLengthFieldSize] |= proto::kInTransaction;
+      },
+      complete_with(std::move(promise), decode));
+  return future;
+}
+
+std::future<std::int64_t> send_statement(MultiplexedClient::Impl& impl, bool in_tx,
+                                         proto::MsgType type, std::string_view sql,
+                                         const Params& params) {
+  return send<std::int64_t>(
+      impl, in_tx,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, type, id, sql, params);
+      },
+      [type](const proto::FrameView& f) {
+        const auto r = decode_result(f);
+        return type == proto::MsgType::kExecuteRowid ? r.last_rowid : r.changes;
+      });
+}
+
+std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, bool in_tx,
+                                         std::string_view sql, const Params& params) {
+  return send<std::vector<Row>>(
+      impl, in_tx,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
+      },
+      [](const proto::FrameView& f) { return std::move(decode_result(f).rows); });
+}
+
+std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, bool in_tx, std::string_view sql,
+                                    const std::vector<Params>& rows) {
+  return send<std::int64_t>(
+      impl, in_tx,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_many(out, id, sql, rows);
+      },
+      [](const proto::FrameView& f) { return decode_result(f).changes; });
+}
+
+std::future<void> send_script(MultiplexedClient::Impl& impl, bool in_tx, std::string_view sql) {
+  return send<void>(
+      impl, in_tx,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) { proto::encode_script(out, id, sql); },
+      [](const proto::FrameView& f) { decode_result(f); });
+}
+
+// PING, SHUTDOWN, BEGIN, COMMIT, ROLLBACK: an empty request answered by an empty reply.
+std::future<void> send_empty(MultiplexedClient::Impl& impl, proto::MsgType type,
+                             proto::MsgType reply) {
+  return send<void>(
+      impl, false,
+      [type](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_empty(out, type, id);
+      },
+      [reply](const proto::FrameView& f) { decode_nothing(f, reply); });
+}
+
+std::optional<Row> first_row(std::vector<Row> rows) {
+  if (rows.empty()) return std::nullopt;
+  return std::move(rows.front());
+}
+
 }  // namespace
 
 // ---- MultiplexedClient ------------------------------------------------------------------------
+
+struct Transaction::Impl {
+  std::shared_ptr<MultiplexedClient::Impl> client;
+  bool finished = false;
+};
 
 MultiplexedClient::MultiplexedClient(const std::string& socket_path, ClientOptions options)
     : impl_(std::make_shared<Impl>(socket_path, options)) {
@@ -375,124 +456,80 @@ MultiplexedClient::~MultiplexedClient() {
   if (impl_) impl_->close();
 }
 
-#define PASYN_IMPL() (impl_ ? *impl_ : throw ConnectionClosedError("the client was moved from"))
+MultiplexedClient::Impl& MultiplexedClient::impl() const {
+  if (!impl_) throw ConnectionClosedError("the client was moved from");
+  return *impl_;
+}
 
 std::future<std::int64_t> MultiplexedClient::execute_async(std::string_view sql,
                                                            const Params& params) {
-  auto p = std::make_shared<std::promise<std::int64_t>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit(
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
-        proto::encode_statement(out, proto::MsgType::kExecute, id, sql, params);
-      },
-      complete_with(std::move(p),
-                    [](const proto::FrameView& fr) { return decode_result(fr).changes; }));
-  return f;
+  return send_statement(impl(), false, proto::MsgType::kExecute, sql, params);
 }
 
 std::future<std::int64_t> MultiplexedClient::execute_returning_rowid_async(std::string_view sql,
                                                                            const Params& params) {
-  auto p = std::make_shared<std::promise<std::int64_t>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit(
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
-        proto::encode_statement(out, proto::MsgType::kExecuteRowid, id, sql, params);
-      },
-      complete_with(std::move(p),
-                    [](const proto::FrameView& fr) { return decode_result(fr).last_rowid; }));
-  return f;
+  return send_statement(impl(), false, proto::MsgType::kExecuteRowid, sql, params);
 }
 
 std::future<std::int64_t> MultiplexedClient::execute_many_async(
     std::string_view sql, const std::vector<Params>& params_batch) {
-  auto p = std::make_shared<std::promise<std::int64_t>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit([&](std::vector<std::uint8_t>& out,
-                          std::uint64_t id) { proto::encode_many(out, id, sql, params_batch); },
-                      complete_with(std::move(p), [](const proto::FrameView& fr) {
-                        return decode_result(fr).changes;
-                      }));
-  return f;
+  return send_many(impl(), false, sql, params_batch);
 }
 
 std::future<void> MultiplexedClient::executescript_async(std::string_view sql) {
-  auto p = std::make_shared<std::promise<void>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit(
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) { proto::encode_script(out, id, sql); },
-      complete_with(std::move(p), [](const proto::FrameView& fr) { decode_result(fr); }));
-  return f;
+  return send_script(impl(), false, sql);
 }
 
 std::future<std::vector<Row>> MultiplexedClient::execute_fetchall_async(std::string_view sql,
                                                                         const Params& params) {
-  auto p = std::make_shared<std::promise<std::vector<Row>>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit(
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
-        proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
-      },
-      complete_with(std::move(p),
-                    [](const proto::FrameView& fr) { return std::move(decode_result(fr).rows); }));
-  return f;
+  return send_fetch(impl(), false, sql, params);
 }
 
 std::future<void> MultiplexedClient::ping_async() {
-  auto p = std::make_shared<std::promise<void>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit(
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
-        proto::encode_empty(out, proto::MsgType::kPing, id);
-      },
-      complete_with(std::move(p),
-                    [](const proto::FrameView& fr) { decode_nothing(fr, proto::MsgType::kPong); }));
-  return f;
+  return send_empty(impl(), proto::MsgType::kPing, proto::MsgType::kPong);
 }
 
 std::int64_t MultiplexedClient::execute(std::string_view sql, const Params& params) {
-  return PASYN_IMPL().wait(execute_async(sql, params));
+  return impl().wait(execute_async(sql, params));
 }
 
 std::int64_t MultiplexedClient::execute_returning_rowid(std::string_view sql,
                                                         const Params& params) {
-  return PASYN_IMPL().wait(execute_returning_rowid_async(sql, params));
+  return impl().wait(execute_returning_rowid_async(sql, params));
 }
 
 std::int64_t MultiplexedClient::execute_many(std::string_view sql,
                                              const std::vector<Params>& params_batch) {
-  return PASYN_IMPL().wait(execute_many_async(sql, params_batch));
+  return impl().wait(execute_many_async(sql, params_batch));
 }
 
 void MultiplexedClient::executescript(std::string_view sql) {
-  PASYN_IMPL().wait(executescript_async(sql));
+  impl().wait(executescript_async(sql));
 }
 
 std::vector<Row> MultiplexedClient::execute_fetchall(std::string_view sql, const Params& params) {
-  return PASYN_IMPL().wait(execute_fetchall_async(sql, params));
+  return impl().wait(execute_fetchall_async(sql, params));
 }
 
 std::optional<Row> MultiplexedClient::execute_fetchone(std::string_view sql, const Params& params) {
-  auto rows = execute_fetchall(sql, params);
-  if (rows.empty()) return std::nullopt;
-  return std::move(rows.front());
+  return first_row(execute_fetchall(sql, params));
 }
 
 bool MultiplexedClient::ping() {
-  PASYN_IMPL().wait(ping_async());
+  impl().wait(ping_async());
   return true;
 }
 
 void MultiplexedClient::shutdown_server() {
-  auto p = std::make_shared<std::promise<void>>();
-  auto f = p->get_future();
-  PASYN_IMPL().submit(
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
-        proto::encode_empty(out, proto::MsgType::kShutdown, id);
-      },
-      complete_with(std::move(p), [](const proto::FrameView& fr) {
-        decode_nothing(fr, proto::MsgType::kShutdownOk);
-      }));
-  PASYN_IMPL().wait(std::move(f));
+  impl().wait(send_empty(impl(), proto::MsgType::kShutdown, proto::MsgType::kShutdownOk));
+}
+
+Transaction MultiplexedClient::begin() {
+  auto& i = impl();
+  i.wait(send_empty(i, proto::MsgType::kBegin, proto::MsgType::kOk));
+  auto tx = std::make_unique<Transaction::Impl>();
+  tx->client = impl_;
+  return Transaction(std::move(tx));
 }
 
 void MultiplexedClient::close() {
@@ -504,6 +541,98 @@ bool MultiplexedClient::connected() const noexcept { return impl_ && impl_->conn
 const std::string& MultiplexedClient::socket_path() const noexcept {
   static const std::string empty;
   return impl_ ? impl_->path() : empty;
+}
+
+// ---- Transaction ------------------------------------------------------------------------------
+
+Transaction::Transaction(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Transaction::Transaction(Transaction&&) noexcept = default;
+Transaction& Transaction::operator=(Transaction&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+Transaction::~Transaction() { abandon(); }
+
+void Transaction::abandon() noexcept {
+  if (!impl_ || impl_->finished) return;
+  try {
+    rollback();
+  } catch (...) {  // the daemon rolls back anyway when the connection or the transaction ends
+  }
+}
+
+bool Transaction::finished() const noexcept { return !impl_ || impl_->finished; }
+
+MultiplexedClient::Impl& Transaction::open() const {
+  if (!impl_)
+    throw ProgrammingError("the transaction was moved from", SQLITE_MISUSE, SQLITE_MISUSE);
+  if (impl_->finished) {
+    throw ProgrammingError("the transaction is finished (committed or rolled back)", SQLITE_MISUSE,
+                           SQLITE_MISUSE);
+  }
+  return *impl_->client;
+}
+
+template <typename Send>
+auto Transaction::call(Send send) {
+  auto& client = open();
+  try {
+    return client.wait(send(client));
+  } catch (const OperationalError& e) {
+    // The daemon rolled the transaction back (idle timeout, a statement that ended it, ...).
+    if (e.extended_code() == kTransactionEndedCode) impl_->finished = true;
+    throw;
+  } catch (const ConnectionLostError&) {
+    impl_->finished = true;  // the daemon rolls back the transaction of a lost connection
+    throw;
+  } catch (const ConnectionClosedError&) {
+    impl_->finished = true;
+    throw;
+  }
+}
+
+std::int64_t Transaction::execute(std::string_view sql, const Params& params) {
+  return call(
+      [&](auto& c) { return send_statement(c, true, proto::MsgType::kExecute, sql, params); });
+}
+
+std::int64_t Transaction::execute_returning_rowid(std::string_view sql, const Params& params) {
+  return call(
+      [&](auto& c) { return send_statement(c, true, proto::MsgType::kExecuteRowid, sql, params); });
+}
+
+std::int64_t Transaction::execute_many(std::string_view sql,
+                                       const std::vector<Params>& params_batch) {
+  return call([&](auto& c) { return send_many(c, true, sql, params_batch); });
+}
+
+void Transaction::executescript(std::string_view sql) {
+  call([&](auto& c) { return send_script(c, true, sql); });
+}
+
+std::vector<Row> Transaction::execute_fetchall(std::string_view sql, const Params& params) {
+  return call([&](auto& c) { return send_fetch(c, true, sql, params); });
+}
+
+std::optional<Row> Transaction::execute_fetchone(std::string_view sql, const Params& params) {
+  return first_row(execute_fetchall(sql, params));
+}
+
+void Transaction::commit() {
+  call([&](auto& c) {
+    impl_->finished = true;  // whatever the outcome, the daemon ends the transaction
+    return send_empty(c, proto::MsgType::kCommit, proto::MsgType::kOk);
+  });
+}
+
+void Transaction::rollback() {
+  call([&](auto& c) {
+    impl_->finished = true;
+    return send_empty(c, proto::MsgType::kRollback, proto::MsgType::kOk);
+  });
 }
 
 }  // namespace pasyn

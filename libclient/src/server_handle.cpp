@@ -68,6 +68,8 @@ WriterServerHandle start_writer_server(const std::string& database_path,
   config.max_frame = options.max_frame;
   config.handshake_timeout = options.handshake_timeout;
   config.drain_timeout = options.drain_timeout;
+  config.lock_wait = options.lock_wait;
+  config.transaction_idle_timeout = options.transaction_idle_timeout;
   auto impl = std::make_unique<WriterServerHandle::Impl>();
   try {
     impl->server = std::make_unique<server::Server>(std::move(config));

@@ -27,6 +27,14 @@ const char* to_string(MsgType type) noexcept {
       return "EXECUTE_SCRIPT";
     case MsgType::kShutdown:
       return "SHUTDOWN";
+    case MsgType::kBegin:
+      return "BEGIN";
+    case MsgType::kCommit:
+      return "COMMIT";
+    case MsgType::kRollback:
+      return "ROLLBACK";
+    case MsgType::kOk:
+      return "OK";
     case MsgType::kHelloOk:
       return "HELLO_OK";
     case MsgType::kPong:

@@ -198,12 +198,13 @@ TEST_F(ClientTest, TransactionControlSqlIsRefusedWithAPointerToTheApi) {
   auto server = pasyn::start_writer_server(db_);
   pasyn::MultiplexedClient client(server.socket_path());
   client.executescript("CREATE TABLE t (x)");
-  for (const char* sql : {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s"}) {
+  for (const char* sql : {"BEGIN", "COMMIT", "ROLLBACK", "END", "BEGIN EXCLUSIVE", "SAVEPOINT s",
+                          "RELEASE s", "ROLLBACK TO s"}) {
     try {
       client.execute(sql);
       ADD_FAILURE() << sql << " was accepted";
     } catch (const pasyn::ProgrammingError& e) {
-      EXPECT_NE(std::string(e.what()).find("executescript"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("begin()"), std::string::npos) << e.what();
     }
   }
   EXPECT_THROW(client.executescript("INSERT INTO t VALUES (1); COMMIT; INSERT INTO t VALUES (2)"),

@@ -448,14 +448,31 @@ TEST(MsgTypeName, NamesEveryTypeAndCallsOthersUnknown) {
   EXPECT_STREQ(to_string(MsgType::kExecuteMany), "EXECUTE_MANY");
   EXPECT_STREQ(to_string(MsgType::kExecuteScript), "EXECUTE_SCRIPT");
   EXPECT_STREQ(to_string(MsgType::kShutdown), "SHUTDOWN");
+  EXPECT_STREQ(to_string(MsgType::kBegin), "BEGIN");
+  EXPECT_STREQ(to_string(MsgType::kCommit), "COMMIT");
+  EXPECT_STREQ(to_string(MsgType::kRollback), "ROLLBACK");
   EXPECT_STREQ(to_string(MsgType::kHelloOk), "HELLO_OK");
   EXPECT_STREQ(to_string(MsgType::kPong), "PONG");
   EXPECT_STREQ(to_string(MsgType::kResult), "RESULT");
   EXPECT_STREQ(to_string(MsgType::kShutdownOk), "SHUTDOWN_OK");
+  EXPECT_STREQ(to_string(MsgType::kOk), "OK");
   EXPECT_STREQ(to_string(MsgType::kError), "ERROR");
   EXPECT_STREQ(to_string(static_cast<MsgType>(0x00)), "UNKNOWN");
-  EXPECT_STREQ(to_string(static_cast<MsgType>(0x09)), "UNKNOWN");
+  EXPECT_STREQ(to_string(static_cast<MsgType>(0x0C)), "UNKNOWN");
   EXPECT_STREQ(to_string(static_cast<MsgType>(0x80)), "UNKNOWN");
+}
+
+TEST(TransactionBit, IsAllowedOnlyOnTheExecuteFamily) {
+  for (std::uint8_t t = 0x03; t <= 0x07; ++t) {
+    EXPECT_TRUE(in_transaction(t | kInTransaction)) << int(t);
+    EXPECT_EQ(base_type(t | kInTransaction), t);
+    EXPECT_FALSE(in_transaction(t));
+  }
+  for (std::uint8_t t : {0x01, 0x02, 0x08, 0x09, 0x0A, 0x0B, 0x3F}) {
+    const auto flagged = static_cast<std::uint8_t>(t | kInTransaction);
+    EXPECT_FALSE(in_transaction(flagged)) << int(t);
+    EXPECT_EQ(base_type(flagged), flagged);  // stays an unknown type
+  }
 }
 
 TEST(HelloCodec, RoundTripsTheDefaultHelloWithRequestIdZero) {

@@ -25,6 +25,8 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{0};
 };
 
+class Transaction;
+
 /// A connection to pasyn-writerd shared by every thread of the process that uses it.
 ///
 /// Thread-safety: all methods may be called concurrently from any number of threads.
@@ -71,6 +73,15 @@ class PASYN_EXPORT MultiplexedClient {
   /// Asks the daemon to finish queued work and exit. Returns once it has acknowledged.
   void shutdown_server();
 
+  /// Opens an exclusive transaction on the daemon and returns its handle; see Transaction.
+  /// Waits while another connection's transaction is open, up to the daemon's `--lock-wait`,
+  /// then throws TimeoutError.
+  ///
+  /// The seed's `client.begin()` / `client.execute(...)` / `client.commit()` becomes
+  /// `auto tx = client.begin(); tx.execute(...); tx.commit();` — statements belong to the
+  /// transaction only when sent through its handle.
+  [[nodiscard]] Transaction begin();
+
   std::future<std::int64_t> execute_async(std::string_view sql, const Params& params = {});
   std::future<std::int64_t> execute_returning_rowid_async(std::string_view sql,
                                                           const Params& params = {});
@@ -87,9 +98,66 @@ class PASYN_EXPORT MultiplexedClient {
   bool connected() const noexcept;
   const std::string& socket_path() const noexcept;
 
+  class Impl;  // the implementation (client.cpp); not part of the API
+
  private:
-  class Impl;
+  friend class Transaction;
+  Impl& impl() const;
   std::shared_ptr<Impl> impl_;
+};
+
+/// An exclusive write transaction, opened by MultiplexedClient::begin().
+///
+/// While it is open, every other write to the database — from other clients, and from threads
+/// of the same client that do not use this handle — waits in the daemon's queue (it does not
+/// fail) and runs after commit() or rollback(); a wait longer than the daemon's `--lock-wait`
+/// fails with TimeoutError. Statements sent through the handle run at once, in order, inside
+/// the transaction, and its queries read its own uncommitted writes. `SAVEPOINT`, `RELEASE`
+/// and `ROLLBACK TO` may be sent through it and nest.
+///
+/// The transaction belongs to the client connection that began it: no other connection can act
+/// in it, commit it or roll it back. The daemon rolls it back when that connection closes or
+/// dies, when it stays idle longer than `--transaction-idle-timeout`, or when a statement ends
+/// it; the next call through the handle then throws OperationalError (extended code
+/// SQLITE_ABORT_ROLLBACK) saying why, and the handle is finished.
+///
+/// Thread-safety: not safe for concurrent use; use it from one thread at a time.
+/// Ownership: shares the client's connection (the client may be destroyed first: calls then
+/// throw ConnectionClosedError). Destroying an unfinished transaction rolls it back, ignoring
+/// errors. After commit() or rollback() every call throws ProgrammingError.
+class PASYN_EXPORT Transaction {
+ public:
+  Transaction(Transaction&&) noexcept;
+  /// Rolls back this transaction if it is unfinished, then takes over `other`.
+  Transaction& operator=(Transaction&& other) noexcept;
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction();
+
+  std::int64_t execute(std::string_view sql, const Params& params = {});
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params = {});
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch);
+  void executescript(std::string_view sql);
+  std::vector<Row> execute_fetchall(std::string_view sql, const Params& params = {});
+  std::optional<Row> execute_fetchone(std::string_view sql, const Params& params = {});
+
+  /// Commits; the writes are durable per the daemon's `--synchronous` when it returns. If the
+  /// commit fails, the transaction is rolled back and the error thrown. Finishes the handle.
+  void commit();
+  /// Rolls back. Finishes the handle.
+  void rollback();
+  /// True after commit(), rollback(), or once the daemon has ended the transaction.
+  bool finished() const noexcept;
+
+ private:
+  friend class MultiplexedClient;
+  struct Impl;
+  explicit Transaction(std::unique_ptr<Impl> impl);
+  MultiplexedClient::Impl& open() const;
+  template <typename Send>
+  auto call(Send send);
+  void abandon() noexcept;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace pasyn

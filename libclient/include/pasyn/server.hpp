@@ -25,6 +25,11 @@ struct ServerOptions {
   std::chrono::milliseconds handshake_timeout{10000};
   /// On shutdown, how long to wait for queued work and unsent replies before closing anyway.
   std::chrono::milliseconds drain_timeout{30000};
+  /// How long a write waits for another connection's transaction before it fails with
+  /// TimeoutError; zero fails it at once.
+  std::chrono::milliseconds lock_wait{5000};
+  /// An open transaction that sends no request for this long is rolled back.
+  std::chrono::milliseconds transaction_idle_timeout{10000};
 };
 
 /// Owns a running writer server: an I/O thread serving the socket and a writer thread owning

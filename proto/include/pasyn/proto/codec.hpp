@@ -33,12 +33,29 @@ enum class MsgType : std::uint8_t {
   kExecuteMany = 0x06,
   kExecuteScript = 0x07,
   kShutdown = 0x08,
+  kBegin = 0x09,
+  kCommit = 0x0A,
+  kRollback = 0x0B,
   kHelloOk = 0x81,
   kPong = 0x82,
   kResult = 0x83,
   kShutdownOk = 0x84,
+  kOk = 0x85,
   kError = 0xFF,
 };
+
+/// Set on EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH, EXECUTE_MANY and EXECUTE_SCRIPT: run the
+/// request inside the transaction this connection opened with BEGIN (PROTOCOL.md §6).
+inline constexpr std::uint8_t kInTransaction = 0x40;
+
+/// The type byte without kInTransaction, when that bit is allowed on the type.
+inline constexpr std::uint8_t base_type(std::uint8_t type) noexcept {
+  const std::uint8_t base = type & ~kInTransaction;
+  return (type & kInTransaction) && base >= 0x03 && base <= 0x07 ? base : type;
+}
+inline constexpr bool in_transaction(std::uint8_t type) noexcept {
+  return base_type(type) != type;
+}
 
 /// Name of a message type for logs ("EXECUTE"), or "UNKNOWN".
 const char* to_string(MsgType type) noexcept;
@@ -52,6 +69,7 @@ enum class PasynCode : std::int32_t {
   kShuttingDown = 3,
   kTimeout = 4,
   kTooLarge = 5,
+  kTransactionEnded = 6,
 };
 
 /// One complete frame; `payload` points into the decoder's buffer and stays valid until the
@@ -218,7 +236,7 @@ bool decode_hello(std::span<const std::uint8_t> payload, Hello& m, std::string& 
 void encode_hello_ok(std::vector<std::uint8_t>& out, const HelloOk& m);
 bool decode_hello_ok(std::span<const std::uint8_t> payload, HelloOk& m, std::string& why);
 
-/// A frame with an empty payload (PING, PONG, SHUTDOWN, SHUTDOWN_OK).
+/// A frame with an empty payload (PING, PONG, SHUTDOWN, SHUTDOWN_OK, BEGIN, COMMIT, ROLLBACK, OK).
 void encode_empty(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id);
 bool decode_empty(std::span<const std::uint8_t> payload, std::string& why);
 
