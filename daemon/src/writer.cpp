@@ -121,20 +121,12 @@ bool must_run_alone(std::string_view sql) {
 namespace {
 
 bool only_space_or_comments(const char* p, const char* end) {
-  while (p < end) {
-    if (std::isspace(static_cast<unsigned char>(*p)) || *p == ';') {
-      ++p;
-    } else if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
-      while (p < end && *p != '\n') ++p;
-    } else if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
-      p += 2;
-      while (end - p >= 2 && !(p[0] == '*' && p[1] == '/')) ++p;
-      p = end - p >= 2 ? p + 2 : end;
-    } else {
-      return false;
-    }
+  for (;;) {  // empty statements (a stray ';') count as nothing too
+    p = skip_space_and_comments(p, end);
+    if (p == end) return true;
+    if (*p != ';') return false;
+    ++p;
   }
-  return true;
 }
 
 void encode_column(proto::FrameWriter& w, sqlite3_stmt* stmt, int col) {
