@@ -1,0 +1,359 @@
+// Shared pieces of the integration tests; see daemon_fixture.hpp.
+#include "daemon_fixture.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace pasyn::itest {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("killed by ") + ::strsignal(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
+
+::testing::AssertionResult wait_for_file_content(const std::string& path, const std::string& text,
+                                                 Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    const std::string content = read_file(path);
+    if (content.find(text) != std::string::npos) return ::testing::AssertionSuccess();
+    if (Clock::now() >= deadline) {
+      return ::testing::AssertionFailure() << path << " does not contain \"" << text
+                                           << "\" in time; it holds \"" << content << "\"";
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+// ---- TempDir ----------------------------------------------------------------------------------
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/pasyn-itest-XXXXXX";
+  const char* made = ::mkdtemp(tmpl);
+  if (made == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+// ---- Process ----------------------------------------------------------------------------------
+
+Process::~Process() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+}
+
+void Process::spawn(const std::vector<std::string>& args, const std::string& out_path,
+                    const std::string& err_path) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (in < 0 || out < 0 || err < 0) ::_exit(126);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+}
+
+void Process::signal(int signo) const {
+  if (pid_ > 0) ::kill(pid_, signo);
+}
+
+std::optional<int> Process::wait_exit(Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    if (r < 0 && errno != EINTR) return std::nullopt;
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+std::pair<int, bool> Process::wait_or_kill(Clock::duration timeout) {
+  if (auto status = wait_exit(timeout)) return {*status, false};
+  signal(SIGKILL);
+  return {wait_exit(kStopTimeout).value_or(-1), true};
+}
+
+// ---- RawPeer ----------------------------------------------------------------------------------
+
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool RawPeer::send(const std::vector<std::uint8_t>& bytes) {
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    sent += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+void RawPeer::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+::testing::AssertionResult RawPeer::handshake() {
+  std::vector<std::uint8_t> hello;
+  proto::encode_hello(hello, proto::Hello{});
+  if (!send(hello)) return ::testing::AssertionFailure() << "cannot send HELLO";
+  auto frame = read_frame(kReplyTimeout);
+  if (!frame) return ::testing::AssertionFailure() << "no reply to HELLO";
+  if (frame->type != static_cast<std::uint8_t>(proto::MsgType::kHelloOk)) {
+    return ::testing::AssertionFailure() << "HELLO answered with type " << int(frame->type);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::optional<Frame> RawPeer::read_frame(Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (frames_.empty() && !closed_ && read_some(deadline)) {
+  }
+  if (frames_.empty()) return std::nullopt;
+  Frame f = std::move(frames_.front());
+  frames_.pop_front();
+  return f;
+}
+
+std::optional<Frame> RawPeer::request(const std::vector<std::uint8_t>& frame,
+                                      Clock::duration timeout) {
+  if (!send(frame)) return std::nullopt;
+  return read_frame(timeout);
+}
+
+RawPeer::UntilClosed RawPeer::read_until_closed(Clock::duration timeout) {
+  const auto start = Clock::now();
+  while (!closed_ && read_some(start + timeout)) {
+  }
+  UntilClosed r;
+  r.elapsed = Clock::now() - start;
+  r.frames.assign(std::make_move_iterator(frames_.begin()), std::make_move_iterator(frames_.end()));
+  frames_.clear();
+  r.closed = closed_;
+  r.decode_error = decode_error_;
+  return r;
+}
+
+bool RawPeer::read_some(Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  if (left <= 0) return false;
+  pollfd p{fd_, POLLIN, 0};
+  const int ready = ::poll(&p, 1, static_cast<int>(left));
+  if (ready < 0) return errno == EINTR;
+  if (ready == 0) return false;
+  auto space = decoder_.prepare(64 * 1024);
+  const ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
+  if (n < 0 && errno == EINTR) return true;
+  if (n <= 0) {  // EOF, or ECONNRESET when the daemon closed with our bytes unread
+    decoder_.commit(0);
+    closed_ = true;
+    return false;
+  }
+  decoder_.commit(static_cast<std::size_t>(n));
+  proto::FrameView view;
+  for (;;) {
+    const auto status = decoder_.next(view);
+    if (status == proto::FrameDecoder::Status::kNeedMore) break;
+    if (status == proto::FrameDecoder::Status::kError) {
+      decode_error_ = decoder_.error();
+      break;
+    }
+    frames_.push_back({view.type, view.request_id, {view.payload.begin(), view.payload.end()}});
+  }
+  return true;
+}
+
+// ---- Frame helpers ----------------------------------------------------------------------------
+
+std::vector<std::uint8_t> empty_frame(proto::MsgType type, std::uint64_t request_id) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_empty(frame, type, request_id);
+  return frame;
+}
+
+std::vector<std::uint8_t> statement_frame(std::uint8_t type, std::uint64_t request_id,
+                                          std::string_view sql, const Params& params) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_statement(frame, static_cast<proto::MsgType>(type), request_id, sql, params);
+  return frame;
+}
+
+std::vector<std::uint8_t> little_endian_u32(std::uint32_t v) {
+  return {static_cast<std::uint8_t>(v), static_cast<std::uint8_t>(v >> 8),
+          static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 24)};
+}
+
+::testing::AssertionResult is_error(const std::optional<Frame>& frame, std::uint64_t request_id,
+                                    proto::ErrorDomain domain, proto::PasynCode code,
+                                    proto::ErrorReply* out) {
+  if (!frame) return ::testing::AssertionFailure() << "no reply within the timeout";
+  if (frame->type != static_cast<std::uint8_t>(proto::MsgType::kError)) {
+    return ::testing::AssertionFailure() << "reply of type " << int(frame->type) << ", not ERROR";
+  }
+  proto::ErrorReply e;
+  std::string why;
+  if (!proto::decode_error(frame->payload, e, why)) {
+    return ::testing::AssertionFailure() << "undecodable ERROR: " << why;
+  }
+  if (out != nullptr) *out = e;
+  if (frame->request_id != request_id || e.domain != domain ||
+      e.code != static_cast<std::int32_t>(code)) {
+    return ::testing::AssertionFailure()
+           << "ERROR for request " << frame->request_id << ", domain " << int(e.domain) << ", code "
+           << e.code << " (\"" << e.message << "\"); expected request " << request_id << ", domain "
+           << int(domain) << ", code " << int(code);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+void expect_protocol_error_and_close(const RawPeer::UntilClosed& r) {
+  EXPECT_TRUE(r.closed) << "the daemon did not close the connection within 5 s";
+  EXPECT_EQ(r.decode_error, "");
+  ASSERT_EQ(r.frames.size(), 1u) << "expected exactly one ERROR frame before the close";
+  const Frame& f = r.frames[0];
+  EXPECT_EQ(f.type, static_cast<std::uint8_t>(proto::MsgType::kError));
+  EXPECT_EQ(f.request_id, 0u);
+  proto::ErrorReply e;
+  std::string why;
+  ASSERT_TRUE(proto::decode_error(f.payload, e, why)) << why;
+  EXPECT_EQ(e.domain, proto::ErrorDomain::kPasyn);
+  EXPECT_EQ(e.code, static_cast<std::int32_t>(proto::PasynCode::kProtocol));
+  EXPECT_EQ(e.extended_code, e.code);
+  EXPECT_FALSE(e.message.empty());
+}
+
+void expect_protocol_error_then_close(RawPeer& peer) {
+  expect_protocol_error_and_close(peer.read_until_closed(kReplyTimeout));
+}
+
+// ---- DaemonTest -------------------------------------------------------------------------------
+
+void DaemonTest::TearDown() {
+  if (daemon_.running()) stop_daemon();
+  if (HasFailure()) {
+    std::cerr << "---- pasyn-writerd output ----\n" << read_file(log_) << "-----------------\n";
+  }
+}
+
+std::vector<std::string> DaemonTest::daemon_args(const std::vector<std::string>& extra,
+                                                 const std::string& socket) const {
+  std::vector<std::string> args{PASYN_WRITERD, "--database",  db_,   "--socket",
+                                socket,        "--log-level", "warn"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+void DaemonTest::start_daemon(const std::vector<std::string>& extra) {
+  daemon_.spawn(daemon_args(extra, sock_), log_, log_);
+  ASSERT_TRUE(wait_until_serving(daemon_, sock_));
+}
+
+::testing::AssertionResult DaemonTest::wait_until_serving(Process& daemon,
+                                                          const std::string& socket) {
+  const auto deadline = Clock::now() + kStartTimeout;
+  while (Clock::now() < deadline) {
+    const int fd = connect_unix(socket);
+    if (fd >= 0) {
+      ::close(fd);
+      return ::testing::AssertionSuccess();
+    }
+    if (auto status = daemon.wait_exit(0s)) {
+      return ::testing::AssertionFailure()
+             << "pasyn-writerd exited before serving (" << describe_status(*status) << ")";
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return ::testing::AssertionFailure() << "pasyn-writerd did not accept connections in 10 s";
+}
+
+void DaemonTest::stop_daemon() {
+  daemon_.signal(SIGTERM);
+  const auto [status, killed] = daemon_.wait_or_kill(kStopTimeout);
+  EXPECT_FALSE(killed) << "pasyn-writerd did not exit within 20 s of SIGTERM";
+  EXPECT_TRUE(exited_with(status, 0)) << describe_status(status);
+}
+
+ClientOptions DaemonTest::bounded_options() {
+  ClientOptions options;
+  options.connect_timeout = 5s;
+  options.request_timeout = 10s;
+  return options;
+}
+
+MultiplexedClient DaemonTest::connect_client() const {
+  return MultiplexedClient(sock_, bounded_options());
+}
+
+std::int64_t DaemonTest::query_int(const std::string& sql, const Params& params) const {
+  auto conn = pasyn::connect(db_, OpenFlags::readonly());
+  auto row = conn.execute_fetchone(sql, params);
+  return row ? as_int(row->at(0)) : -1;
+}
+
+}  // namespace pasyn::itest

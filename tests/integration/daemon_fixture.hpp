@@ -1,0 +1,199 @@
+// Shared pieces of the integration tests: temporary directories, child processes, a raw
+// protocol peer, and DaemonTest, the fixture that runs the real pasyn-writerd binary.
+//
+// Every wait here is bounded, so a misbehaving daemon fails a test instead of hanging the suite,
+// and every process or directory a test creates is removed by a destructor.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <optional>
+#include <pasyn/pasyn.hpp>
+#include <pasyn/proto/codec.hpp>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pasyn::itest {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+inline constexpr auto kStartTimeout = 10s;
+inline constexpr auto kStopTimeout = 20s;
+inline constexpr auto kReplyTimeout = 5s;
+
+/// The whole content of a file ("" if it cannot be read).
+std::string read_file(const std::string& path);
+/// True if something (of any type, even a dangling link) is at `path`.
+bool path_exists(const std::string& path);
+/// "exit status 1", "killed by Killed", ... for a waitpid status.
+std::string describe_status(int status);
+bool exited_with(int status, int code);
+/// Waits (bounded) until the file at `path` contains `text`.
+::testing::AssertionResult wait_for_file_content(const std::string& path, const std::string& text,
+                                                 Clock::duration timeout);
+
+/// A fresh directory under /tmp, removed with its content by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A child process started with fork/exec; killed (SIGKILL) and reaped by the destructor if the
+/// test did not wait for it, so no test leaves a process behind.
+///
+/// Thread-safety: none; use from the thread that owns it.
+class Process {
+ public:
+  Process() = default;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  Process(Process&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+  ~Process();
+
+  /// Runs `args` (args[0] is the binary) with stdout and stderr appended to the given files.
+  void spawn(const std::vector<std::string>& args, const std::string& out_path,
+             const std::string& err_path);
+
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  void signal(int signo) const;
+
+  /// The wait status once the process has exited, or nullopt if it is still running after
+  /// `timeout`.
+  std::optional<int> wait_exit(Clock::duration timeout);
+
+  /// wait_exit(timeout), then SIGKILL as a last resort; returns the status and whether it had
+  /// to be killed.
+  std::pair<int, bool> wait_or_kill(Clock::duration timeout);
+
+ private:
+  pid_t pid_ = -1;
+};
+
+/// A connected AF_UNIX stream socket, or -1.
+int connect_unix(const std::string& path);
+
+struct Frame {
+  std::uint8_t type = 0;
+  std::uint64_t request_id = 0;
+  std::vector<std::uint8_t> payload;
+};
+
+/// A hand-driven protocol peer on a raw socket: sends arbitrary bytes, reads frames with
+/// timeouts, and tells when the daemon closed the connection.
+class RawPeer {
+ public:
+  explicit RawPeer(const std::string& path) : fd_(connect_unix(path)) {}
+  ~RawPeer() { close(); }
+  RawPeer(const RawPeer&) = delete;
+  RawPeer& operator=(const RawPeer&) = delete;
+
+  bool connected() const { return fd_ >= 0; }
+  bool send(const std::vector<std::uint8_t>& bytes);
+  void close();
+
+  /// Sends a good HELLO and waits for HELLO_OK.
+  ::testing::AssertionResult handshake();
+
+  /// The next frame, or nullopt if none arrived within `timeout` or the connection closed.
+  std::optional<Frame> read_frame(Clock::duration timeout);
+
+  /// Sends one request and returns the next frame (nullopt if none within `timeout`).
+  std::optional<Frame> request(const std::vector<std::uint8_t>& frame,
+                               Clock::duration timeout = kReplyTimeout);
+
+  struct UntilClosed {
+    std::vector<Frame> frames;  // every frame received meanwhile
+    bool closed = false;        // EOF (or reset) seen before the timeout
+    std::string decode_error;   // non-empty if the bytes were not valid frames
+    Clock::duration elapsed{};
+  };
+
+  /// Reads until the daemon closes the connection or `timeout` passes.
+  UntilClosed read_until_closed(Clock::duration timeout);
+
+ private:
+  // One bounded read; false on timeout or once the connection is closed.
+  bool read_some(Clock::time_point deadline);
+
+  int fd_;
+  proto::FrameDecoder decoder_;
+  std::deque<Frame> frames_;
+  bool closed_ = false;
+  std::string decode_error_;
+};
+
+// ---- Frame helpers ----------------------------------------------------------------------------
+
+/// A frame with an empty payload (PING, BEGIN, COMMIT, ROLLBACK, ...).
+std::vector<std::uint8_t> empty_frame(proto::MsgType type, std::uint64_t request_id);
+/// A statement frame of any type byte, e.g. 0x43 (EXECUTE with the transaction bit).
+std::vector<std::uint8_t> statement_frame(std::uint8_t type, std::uint64_t request_id,
+                                          std::string_view sql, const Params& params = {});
+std::vector<std::uint8_t> little_endian_u32(std::uint32_t v);
+
+/// Asserts that `frame` is an ERROR for `request_id` in `domain` with `code`; returns its
+/// decoded content through `out` when given.
+::testing::AssertionResult is_error(const std::optional<Frame>& frame, std::uint64_t request_id,
+                                    proto::ErrorDomain domain, proto::PasynCode code,
+                                    proto::ErrorReply* out = nullptr);
+
+/// Asserts that the daemon answered with exactly one ERROR frame (request id 0, domain pasyn,
+/// code PROTOCOL) and then closed the connection.
+void expect_protocol_error_and_close(const RawPeer::UntilClosed& r);
+void expect_protocol_error_then_close(RawPeer& peer);
+
+inline std::int64_t as_int(const Value& v) { return std::get<std::int64_t>(v); }
+
+// ---- The daemon fixture -----------------------------------------------------------------------
+
+/// Starts pasyn-writerd on a fresh database and socket in a temporary directory, and stops it
+/// with SIGTERM after the test, expecting a clean exit.
+class DaemonTest : public ::testing::Test {
+ protected:
+  void TearDown() override;
+
+  /// The daemon's command line for `socket`, with this test's extra flags.
+  std::vector<std::string> daemon_args(const std::vector<std::string>& extra,
+                                       const std::string& socket) const;
+
+  /// Starts the daemon and waits (bounded) until its socket accepts connections.
+  void start_daemon(const std::vector<std::string>& extra = {});
+
+  /// Waits (bounded) until `socket` accepts connections, failing early if `daemon` exits.
+  static ::testing::AssertionResult wait_until_serving(Process& daemon, const std::string& socket);
+
+  /// SIGTERM, a bounded wait, SIGKILL as a last resort; expects exit status 0.
+  void stop_daemon();
+
+  /// Client options whose every wait is bounded: a hanging daemon fails the test, not the suite.
+  static ClientOptions bounded_options();
+  MultiplexedClient connect_client() const;
+
+  /// One integer from a read-only connection opened now.
+  std::int64_t query_int(const std::string& sql, const Params& params = {}) const;
+
+  TempDir dir_;
+  std::string db_ = dir_.file("db.sqlite");
+  std::string sock_ = dir_.file("s.sock");
+  std::string log_ = dir_.file("writerd.log");
+  Process daemon_;
+};
+
+}  // namespace pasyn::itest

@@ -1,0 +1,199 @@
+// Integration tests of transactions (SPEC §2.4, §2.6, §2.8; PROTOCOL.md §6.2) against the real
+// pasyn-writerd binary: ownership by one connection, a dying owner, the lock wait and the idle
+// timeout set on the command line, and reads from another process.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cctype>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+namespace proto = pasyn::proto;
+
+constexpr std::uint8_t kExecuteInTransaction =
+    static_cast<std::uint8_t>(proto::MsgType::kExecute) | proto::kInTransaction;  // 0x43
+
+/// A daemon whose tests all write to kv(k TEXT).
+class TransactionTest : public DaemonTest {
+ protected:
+  void start_with_table(const std::vector<std::string>& flags = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
+    connect_client().execute("CREATE TABLE kv (k TEXT)");
+  }
+
+  /// Rows with key `k`, counted on a read-only connection opened now.
+  std::int64_t rows_with_key(const std::string& k) const {
+    return query_int("SELECT count(*) FROM kv WHERE k = ?", {k});
+  }
+
+  static pasyn::ClientOptions patient_options() {
+    auto options = bounded_options();
+    options.request_timeout = 30s;  // longer than any daemon wait under test, so that a
+                                    // TimeoutError can only come from the daemon
+    return options;
+  }
+};
+
+bool contains_digit(const std::string& s) {
+  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+TEST_F(TransactionTest, OtherConnectionsCanNeitherCommitNorRollBackNorActInATransaction) {
+  // A long lock wait: a request that wrongly queued behind A's transaction would get no reply
+  // within kReplyTimeout, rather than a TIMEOUT that could be mistaken for a refusal.
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "20s"}));
+  auto a = connect_client();
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::string> messages;
+  proto::ErrorReply e;
+
+  EXPECT_TRUE(is_error(peer.request(empty_frame(proto::MsgType::kCommit, 1)), 1,
+                       proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
+      << "COMMIT from another connection";
+  messages.push_back(e.message);
+  EXPECT_TRUE(is_error(peer.request(empty_frame(proto::MsgType::kRollback, 2)), 2,
+                       proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
+      << "ROLLBACK from another connection";
+  messages.push_back(e.message);
+  EXPECT_TRUE(is_error(
+      peer.request(statement_frame(kExecuteInTransaction, 3, "INSERT INTO kv (k) VALUES ('peer')")),
+      3, proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
+      << "EXECUTE with the transaction bit from another connection";
+  messages.push_back(e.message);
+  for (const auto& m : messages) {
+    EXPECT_FALSE(contains_digit(m)) << "an error message may reveal a transaction id: " << m;
+  }
+
+  EXPECT_EQ(rows_with_key("a"), 0) << "an uncommitted row is visible to a reader";
+  EXPECT_FALSE(tx.finished()) << "another connection ended A's transaction";
+  tx.commit();
+  EXPECT_EQ(rows_with_key("a"), 1);
+  EXPECT_EQ(rows_with_key("peer"), 0);
+
+  // MISUSE is not a protocol error: the peer is still served.
+  const auto pong = peer.request(empty_frame(proto::MsgType::kPing, 4));
+  ASSERT_TRUE(pong.has_value()) << "the peer's connection was closed";
+  EXPECT_EQ(pong->type, static_cast<std::uint8_t>(proto::MsgType::kPong));
+  EXPECT_EQ(pong->request_id, 4u);
+}
+
+TEST_F(TransactionTest, KilledOwnerProcessHasItsTransactionRolledBackAndReleasesWaitingWriters) {
+  // Neither limit may be what releases the waiting writer here: only the owner's death.
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_table({"--lock-wait", "20s", "--transaction-idle-timeout", "30s"}));
+  const std::string out = dir_.file("holder.out"), err = dir_.file("holder.err");
+  Process holder;
+  holder.spawn({PASYN_TX_HOLDER, sock_}, out, err);
+  ASSERT_TRUE(wait_for_file_content(out, "ready\n", 10s)) << read_file(err);
+
+  pasyn::MultiplexedClient b(sock_, patient_options());
+  auto insert = b.execute_async("INSERT INTO kv (k) VALUES (?)", {"b"});
+  ASSERT_EQ(insert.wait_for(300ms), std::future_status::timeout)
+      << "a write did not wait for another process's open transaction";
+
+  holder.signal(SIGKILL);
+  const auto status = holder.wait_exit(kStopTimeout);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFSIGNALED(*status)) << describe_status(*status) << "\n" << read_file(err);
+  ASSERT_EQ(insert.wait_for(5s), std::future_status::ready)
+      << "the owner died and the waiting write is still blocked";
+  EXPECT_EQ(insert.get(), 1);
+  EXPECT_EQ(rows_with_key("holder"), 0) << "the dead owner's uncommitted row was kept";
+  EXPECT_EQ(rows_with_key("b"), 1);
+}
+
+TEST_F(TransactionTest, WriteWaitingLongerThanTheLockWaitFailsWithTimeoutAndIsNeverRun) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "300ms"}));
+  auto a = connect_client();
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+
+  pasyn::MultiplexedClient b(sock_, patient_options());
+  const auto start = Clock::now();
+  EXPECT_THROW(b.execute("INSERT INTO kv (k) VALUES (?)", {"b"}), pasyn::TimeoutError);
+  const auto waited = Clock::now() - start;
+  EXPECT_GE(waited, 250ms);
+  EXPECT_LT(waited, 10s);
+
+  tx.commit();
+  EXPECT_EQ(b.execute("INSERT INTO kv (k) VALUES (?)", {"after"}), 1);  // B's queue has drained
+  EXPECT_EQ(rows_with_key("a"), 1);
+  EXPECT_EQ(rows_with_key("b"), 0) << "a write answered TIMEOUT was run after all";
+  EXPECT_EQ(rows_with_key("after"), 1);
+}
+
+TEST_F(TransactionTest, ZeroLockWaitFailsAWriteAtOnceWhileAnotherTransactionIsOpen) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "0"}));
+  auto a = connect_client();
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+
+  pasyn::MultiplexedClient b(sock_, patient_options());
+  const auto start = Clock::now();
+  EXPECT_THROW(b.execute("INSERT INTO kv (k) VALUES (?)", {"b"}), pasyn::TimeoutError);
+  EXPECT_LT(Clock::now() - start, 1s) << "--lock-wait 0 still waited";
+
+  tx.commit();
+  EXPECT_EQ(b.execute("INSERT INTO kv (k) VALUES (?)", {"after"}), 1);
+  EXPECT_EQ(rows_with_key("a"), 1);
+  EXPECT_EQ(rows_with_key("b"), 0);
+}
+
+TEST_F(TransactionTest, IdleTransactionIsRolledBackAndItsOwnerIsToldOnItsNextCall) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_table({"--transaction-idle-timeout", "300ms", "--lock-wait", "20s"}));
+  auto a = connect_client();
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+
+  pasyn::MultiplexedClient b(sock_, patient_options());
+  auto insert = b.execute_async("INSERT INTO kv (k) VALUES (?)", {"b"});
+  std::this_thread::sleep_for(1s);  // A stays idle past the timeout
+  ASSERT_EQ(insert.wait_for(5s), std::future_status::ready)
+      << "the idle transaction still blocks other writers";
+  EXPECT_EQ(insert.get(), 1);
+
+  try {
+    tx.execute("INSERT INTO kv (k) VALUES (?)", {"a2"});
+    ADD_FAILURE() << "a call in a transaction rolled back for idleness succeeded";
+  } catch (const pasyn::OperationalError& e) {
+    EXPECT_EQ(e.extended_code(), 516) << e.what();  // SQLITE_ABORT_ROLLBACK
+    EXPECT_NE(std::string(e.what()).find("idle"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(tx.finished());
+  EXPECT_EQ(rows_with_key("a"), 0) << "the idle transaction's row was kept";
+  EXPECT_EQ(rows_with_key("a2"), 0);
+  EXPECT_EQ(rows_with_key("b"), 1);
+}
+
+TEST_F(TransactionTest, ReadInAnotherProcessSeesEveryAcknowledgedWrite) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = connect_client();
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "key-" + std::to_string(i);
+    ASSERT_EQ(client.execute("INSERT INTO kv (k) VALUES (?)", {key}), 1);
+    const std::string out = dir_.file("read-" + std::to_string(i) + ".out");
+    const std::string err = dir_.file("read.err");
+    Process reader;
+    reader.spawn({PASYN_READ_COUNT, db_, key}, out, err);
+    const auto [status, killed] = reader.wait_or_kill(10s);
+    ASSERT_FALSE(killed) << "pasyn-test-read-count hangs";
+    ASSERT_TRUE(exited_with(status, 0)) << describe_status(status) << "\n" << read_file(err);
+    ASSERT_EQ(read_file(out), "1\n") << "write " << i << " was acknowledged; another process "
+                                     << "reading afterwards does not see it";
+  }
+}
+
+}  // namespace
