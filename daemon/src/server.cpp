@@ -25,11 +25,13 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 
 #include "log.hpp"
 #include "paths.hpp"
+#include "socket_send.hpp"
 #include "writer.hpp"
 
 namespace pasyn::server {
@@ -93,25 +95,24 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     do_read();
   }
 
-  // Writer thread: hand the frames to the I/O thread.
-  void deliver(std::vector<std::uint8_t> frames) override {
-    asio::post(server_.io_, [self = shared_from_this(), frames = std::move(frames)]() mutable {
-      self->enqueue(std::move(frames));
-    });
-  }
+  // Writer thread: the replies of one batch for this connection.
+  void deliver(std::vector<std::uint8_t> frames) override { send(std::move(frames)); }
 
   void close_after_flush() {
     closing_ = true;
-    if (!writing_ && pending_.empty()) {
-      close_now();
-      return;
+    {
+      std::lock_guard lk(out_mu_);
+      if (writing_) {  // do_write() closes once the output is flushed
+        error_code ignored;
+        socket_.shutdown(local::socket::shutdown_receive, ignored);
+        handshake_timer_.expires_after(kFlushGrace);  // reuse the timer to bound the flush
+        handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
+          if (!ec) self->close_now();
+        });
+        return;
+      }
     }
-    error_code ignored;
-    socket_.shutdown(local::socket::shutdown_receive, ignored);
-    handshake_timer_.expires_after(kFlushGrace);  // reuse the timer to bound the flush
-    handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (!ec) self->close_now();
-    });
+    close_now();
   }
 
   bool alive() const noexcept override { return alive_.load(std::memory_order_acquire); }
@@ -129,8 +130,13 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     }
     error_code ignored;
     handshake_timer_.cancel();
-    socket_.shutdown(local::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    {
+      std::lock_guard lk(out_mu_);  // no send() in progress on the descriptor we close
+      out_closed_ = true;
+      pending_.clear();
+      socket_.shutdown(local::socket::shutdown_both, ignored);
+      socket_.close(ignored);
+    }
     log().info("connection {} closed", id_);
     server_.on_session_closed(id_);
   }
@@ -199,7 +205,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       std::vector<std::uint8_t> reply;
       proto::encode_hello_ok(
           reply, {proto::kVersion, 0, server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
-      enqueue(std::move(reply));
+      send(std::move(reply));
       return true;
     }
     Request r;
@@ -212,7 +218,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         if (!(ok = proto::decode_empty(f.payload, why))) break;
         std::vector<std::uint8_t> reply;
         proto::encode_empty(reply, MsgType::kPong, f.request_id);
-        enqueue(std::move(reply));
+        send(std::move(reply));
         return true;
       }
       case MsgType::kExecute:
@@ -262,7 +268,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       proto::encode_pasyn_error(replies, r.id, proto::PasynCode::kShuttingDown,
                                 "pasyn-writerd is shutting down; the request was not executed");
     }
-    enqueue(std::move(replies));
+    send(std::move(replies));
   }
 
   bool protocol_error(const std::string& why) {
@@ -270,44 +276,56 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     log().warn("connection {}{}: protocol error: {}; closing it", id_, peer_, why);
     std::vector<std::uint8_t> reply;
     proto::encode_pasyn_error(reply, 0, proto::PasynCode::kProtocol, why);
-    enqueue(std::move(reply));
+    send(std::move(reply));
     close_after_flush();
     return false;
   }
 
-  void enqueue(std::vector<std::uint8_t> frames) {
-    if (closed_ || frames.empty()) return;
-    if (pending_.empty()) {
-      pending_.swap(frames);
-    } else {
+  // Any thread: sends the frames now, from this thread, if no write is in flight and the
+  // socket takes them; whatever remains goes to the I/O thread's single async_write, behind
+  // which later frames queue up and are written together.
+  void send(std::vector<std::uint8_t> frames) {
+    if (frames.empty()) return;
+    std::unique_lock lk(out_mu_);
+    if (out_closed_) return;
+    if (writing_) {
       pending_.insert(pending_.end(), frames.begin(), frames.end());
-    }
-    if (!writing_) do_write();
-  }
-
-  // Exactly one async_write in flight; whatever arrives meanwhile is sent next, in one write.
-  void do_write() {
-    writing_ = true;
-    writing_buf_.clear();
-    writing_buf_.swap(pending_);
-    asio::async_write(
-        socket_, asio::buffer(writing_buf_),
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
-  }
-
-  void on_write(error_code ec) {
-    writing_ = false;
-    if (closed_) return;
-    if (ec) {
-      log().info("connection {}: write failed: {}", id_, ec.message());
-      close_now();
       return;
     }
-    if (!pending_.empty()) {
-      do_write();
-    } else if (closing_) {
-      close_now();
+    const std::size_t sent =
+        send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
+    if (sent == frames.size()) return;
+    pending_.assign(frames.begin() + static_cast<std::ptrdiff_t>(sent), frames.end());
+    writing_ = true;
+    lk.unlock();
+    asio::post(server_.io_, [self = shared_from_this()] { self->do_write(); });
+  }
+
+  // I/O thread: writes what is pending, or ends the write phase (and a pending close).
+  void do_write() {
+    {
+      std::lock_guard lk(out_mu_);
+      if (!pending_.empty() && !out_closed_) {
+        writing_buf_.clear();
+        writing_buf_.swap(pending_);
+      } else {
+        writing_ = false;
+        writing_buf_.clear();
+      }
     }
+    if (writing_buf_.empty()) {
+      if (closing_) close_now();
+      return;
+    }
+    asio::async_write(socket_, asio::buffer(writing_buf_),
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                        if (ec && !self->closed_) {
+                          log().info("connection {}: write failed: {}", self->id_, ec.message());
+                          self->close_now();
+                        }
+                        if (ec) return;
+                        self->do_write();
+                      });
   }
 
   static std::string hex(std::uint8_t v) {
@@ -326,9 +344,12 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   bool hello_done_ = false;
   bool closing_ = false;  // no more reads; close once the replies are written
   bool closed_ = false;
-  bool writing_ = false;
-  std::vector<std::uint8_t> pending_;      // frames waiting for the next write
-  std::vector<std::uint8_t> writing_buf_;  // frames of the write in flight
+  std::vector<std::uint8_t> writing_buf_;  // I/O thread: frames of the async_write in flight
+
+  std::mutex out_mu_;        // the output state below, and the descriptor while a send() uses it
+  bool writing_ = false;     // GUARDED_BY(out_mu_): an async_write is in flight
+  bool out_closed_ = false;  // GUARDED_BY(out_mu_)
+  std::vector<std::uint8_t> pending_;  // GUARDED_BY(out_mu_): frames for the next write
 };
 
 Server::Impl::Impl(Config config)

@@ -29,6 +29,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "socket_send.hpp"
+
 namespace pasyn {
 namespace {
 
@@ -118,6 +120,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                                 ec.message());
     }
     handshake();
+    fd_ = socket_.native_handle();
     thread_ = std::thread([this] { io_.run(); });
     asio::post(io_, [self = shared_from_this()] { self->do_read(); });
   }
@@ -140,11 +143,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                       SQLITE_TOOBIG, SQLITE_TOOBIG);
     }
     pending_.emplace(id, std::move(completion));
-    if (!write_scheduled_) {
-      write_scheduled_ = true;
-      lk.unlock();
-      asio::post(io_, [self = shared_from_this()] { self->do_write(); });
-    }
+    if (!write_scheduled_) send_now(lk);
   }
 
   template <typename T>
@@ -166,6 +165,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (thread_.joinable()) {
       asio::post(io_, [this] {
+        std::lock_guard lk(mu_);  // no send_now() in progress on this descriptor
         error_code ignored;
         socket_.shutdown(local::socket::shutdown_both, ignored);
         socket_.close(ignored);
@@ -230,6 +230,22 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     timeval none{0, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  }
+
+  // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
+  // wake-up per request when idle). Whatever the socket does not take at once is left to the
+  // I/O thread. The send happens under mu_, so lose() and close() cannot close the descriptor
+  // underneath it. REQUIRES: mu_ held through `lk`, no write scheduled.
+  void send_now(std::unique_lock<std::mutex>& lk) {
+    const std::size_t sent = server::send_nonblocking(fd_, outbox_.data(), outbox_.size());
+    if (sent == outbox_.size()) {
+      outbox_.clear();
+      return;
+    }
+    outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
+    write_scheduled_ = true;
+    lk.unlock();
+    asio::post(io_, [self = shared_from_this()] { self->do_write(); });
   }
 
   void do_write() {
@@ -323,6 +339,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   local::socket socket_{io_};
+  int fd_ = -1;  // socket_'s descriptor, for send_now()
   std::thread thread_;
   proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
   std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
