@@ -41,7 +41,8 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using local = asio::local::stream_protocol;
 
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kReadChunk =
+    4096;  // per read when idle; a frame in progress gets room for all of it
 constexpr auto kFlushGrace = std::chrono::seconds(5);
 
 }  // namespace

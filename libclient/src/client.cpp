@@ -38,7 +38,8 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using local = asio::local::stream_protocol;
 
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kReadChunk =
+    4096;  // per read when idle; a frame in progress gets room for all of it
 /// The extended code of the OperationalError for a transaction the daemon rolled back.
 constexpr int kTransactionEndedCode = SQLITE_ABORT_ROLLBACK;
 

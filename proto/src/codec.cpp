@@ -71,7 +71,15 @@ T load(const std::uint8_t* p) {
 FrameDecoder::FrameDecoder(std::uint32_t max_frame) : max_frame_(max_frame) {}
 
 std::span<std::uint8_t> FrameDecoder::prepare(std::size_t n) {
-  if (begin_ == end_) begin_ = end_ = 0;
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    // Give back the buffer of a large frame once it is consumed: an idle connection keeps
+    // only what a small read needs (1,000 connections must fit in tens of MiB).
+    if (buf_.size() > kKeepBuffer && n <= kKeepBuffer) {
+      buf_.resize(n);
+      buf_.shrink_to_fit();
+    }
+  }
   if (buf_.size() - end_ < n) {
     if (begin_ > 0) {  // slide the unread tail to the front before growing
       std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
@@ -80,7 +88,7 @@ std::span<std::uint8_t> FrameDecoder::prepare(std::size_t n) {
     }
     if (buf_.size() - end_ < n) buf_.resize(end_ + n);
   }
-  return {buf_.data() + end_, n};
+  return {buf_.data() + end_, buf_.size() - end_};
 }
 
 void FrameDecoder::commit(std::size_t n) { end_ += n; }

@@ -53,9 +53,7 @@ inline constexpr std::uint8_t base_type(std::uint8_t type) noexcept {
   const std::uint8_t base = type & ~kInTransaction;
   return (type & kInTransaction) && base >= 0x03 && base <= 0x07 ? base : type;
 }
-inline constexpr bool in_transaction(std::uint8_t type) noexcept {
-  return base_type(type) != type;
-}
+inline constexpr bool in_transaction(std::uint8_t type) noexcept { return base_type(type) != type; }
 
 /// Name of a message type for logs ("EXECUTE"), or "UNKNOWN".
 const char* to_string(MsgType type) noexcept;
@@ -91,7 +89,9 @@ class FrameDecoder {
 
   explicit FrameDecoder(std::uint32_t max_frame = kDefaultMaxFrame);
 
-  /// Writable space of at least `n` bytes at the end of the buffer.
+  /// Writable space of at least `n` bytes at the end of the buffer (all the free space there,
+  /// which after a partial frame's header is room for the whole frame). A buffer grown for a
+  /// large frame shrinks back once that frame has been taken.
   std::span<std::uint8_t> prepare(std::size_t n);
   /// Marks `n` bytes of the last prepare() span as received.
   void commit(std::size_t n);
@@ -107,6 +107,7 @@ class FrameDecoder {
   std::uint32_t max_frame() const noexcept { return max_frame_; }
 
  private:
+  static constexpr std::size_t kKeepBuffer = 64 * 1024;
   std::vector<std::uint8_t> buf_;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
