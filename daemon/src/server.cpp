@@ -41,8 +41,10 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using local = asio::local::stream_protocol;
 
-constexpr std::size_t kReadChunk =
-    4096;  // per read when idle; a frame in progress gets room for all of it
+// Reads offer 4 KiB, or 64 KiB right after a read that filled what it was offered (a busy
+// connection); a frame in progress always gets room for all of it.
+constexpr std::size_t kSmallRead = 4096;
+constexpr std::size_t kLargeRead = 64 * 1024;
 constexpr auto kFlushGrace = std::chrono::seconds(5);
 
 }  // namespace
@@ -153,7 +155,8 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
 
   void do_read() {
     if (closing_ || closed_) return;
-    auto space = decoder_.prepare(kReadChunk);
+    auto space = decoder_.prepare(busy_reads_ ? kLargeRead : kSmallRead);
+    offered_ = space.size();
     socket_.async_read_some(
         asio::buffer(space.data(), space.size()),
         [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
@@ -170,6 +173,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       return;
     }
     decoder_.commit(n);
+    busy_reads_ = n == offered_;
     std::vector<Request> requests;
     proto::FrameView frame;
     for (;;) {
@@ -339,6 +343,8 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   local::socket socket_;
   asio::steady_timer handshake_timer_;
   proto::FrameDecoder decoder_;
+  std::size_t offered_ = 0;  // bytes the read in flight may fill
+  bool busy_reads_ = false;  // the last read filled what it was offered
   std::uint64_t id_;
   std::string peer_;
   std::atomic<bool> alive_{true};

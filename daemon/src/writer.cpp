@@ -13,6 +13,7 @@ namespace {
 
 constexpr std::size_t kMaxBatch = 4096;
 constexpr std::size_t kMaxCachedStatements = 512;
+constexpr std::size_t kRetryWithSavepoints = static_cast<std::size_t>(-1);
 
 constexpr const char* kTransactionSqlMessage =
     "BEGIN, COMMIT, ROLLBACK and END cannot be sent as SQL: every request already runs "
@@ -553,10 +554,18 @@ std::optional<Clock::time_point> Writer::next_deadline() const {
 
 void Writer::run_batch(std::vector<Request>& batch) {
   std::vector<Outcome> outcomes;
+  // First without savepoints: a batch in which nothing fails (the common case) then costs one
+  // statement per request. If a request fails, the whole attempt is rolled back and the batch
+  // runs again with a savepoint around each request, so that only the failing ones are undone.
+  bool savepoints = false;
   for (;;) {
     replies_.clear();
     outcomes.assign(batch.size(), Outcome{});
-    const std::size_t broke = attempt(batch, outcomes);
+    const std::size_t broke = attempt(batch, outcomes, savepoints);
+    if (broke == kRetryWithSavepoints) {
+      savepoints = true;
+      continue;
+    }
     if (broke == batch.size()) break;
     // Request `broke` ended the batch transaction, undoing every request before it. It gets an
     // error now; the others run again in a fresh transaction.
@@ -579,7 +588,8 @@ void Writer::run_batch(std::vector<Request>& batch) {
   deliver(batch, outcomes);
 }
 
-std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes) {
+std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
+                           bool savepoints) {
   if (!exec_internal(begin_)) {
     capture_sqlite_error();
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -596,7 +606,7 @@ std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& o
       outcomes[i].ok = true;
       continue;
     }
-    if (!exec_internal(savepoint_)) {
+    if (savepoints && !exec_internal(savepoint_)) {
       capture_sqlite_error();
       proto::encode_error(replies_, r.id, failure_);
       continue;
@@ -608,6 +618,14 @@ std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& o
     }
     outcomes[i].ok = ok;
     if (sqlite3_get_autocommit(db_)) return i;
+    if (!savepoints) {
+      if (ok) continue;
+      // A failed statement may leave part of its work behind (OR FAIL, RAISE(FAIL), a script
+      // or execute_many stopped half-way): undo everything. A batch of one is then done.
+      exec_internal(rollback_);
+      if (batch.size() == 1) return batch.size();
+      return kRetryWithSavepoints;
+    }
     if (!ok) exec_internal(rollback_to_);
     exec_internal(release_);
   }

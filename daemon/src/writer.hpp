@@ -4,9 +4,11 @@
 //  * Sessions on the I/O thread parse requests and submit() them; the queue is the only state
 //    shared between the I/O thread and the writer thread, guarded by mu_.
 //  * The writer thread takes everything queued (up to kMaxBatch requests), opens one
-//    `BEGIN IMMEDIATE` transaction, and runs each request inside its own savepoint: a request
-//    that fails is rolled back to its savepoint and answered with its own error, the others
-//    stay. Then it commits once and only then hands the replies to each request's ReplySink,
+//    `BEGIN IMMEDIATE` transaction, and runs the requests one after the other. If one fails,
+//    the attempt is rolled back and the batch runs again with each request inside its own
+//    savepoint: the failing one is rolled back to its savepoint and answered with its own
+//    error, the others stay. (Savepoints cost two statements per request, so they are paid
+//    only by batches that need them.) Then it commits once and only then hands the replies to each request's ReplySink,
 //    one buffer per sink per batch (so a connection gets one coalesced write per batch).
 //  * If the commit fails, every request of the batch gets that error: a success reply always
 //    means committed.
@@ -141,8 +143,10 @@ class Writer {
   void reply(Request& r, std::vector<std::uint8_t> frames);
   void reply_error(Request& r, proto::PasynCode code, std::string_view message);
   /// One attempt at a batch: returns the index of a request that ended the batch transaction,
-  /// or batch.size() when it reached the commit.
-  std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes);
+  /// batch.size() when the attempt is over (committed, or a batch of one that failed), or
+  /// kRetryWithSavepoints when a request failed without savepoints (everything rolled back).
+  std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
+                      bool savepoints);
   // The run_* helpers return false on failure, with the error in failure_.
   bool run_request(Request& r);
   bool run_statement(sqlite3_stmt* stmt, const Params& params, proto::FrameWriter* rows);

@@ -38,8 +38,10 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using local = asio::local::stream_protocol;
 
-constexpr std::size_t kReadChunk =
-    4096;  // per read when idle; a frame in progress gets room for all of it
+// Reads offer 4 KiB, or 64 KiB right after a read that filled what it was offered; a frame in
+// progress always gets room for all of it.
+constexpr std::size_t kSmallRead = 4096;
+constexpr std::size_t kLargeRead = 64 * 1024;
 /// The extended code of the OperationalError for a transaction the daemon rolled back.
 constexpr int kTransactionEndedCode = SQLITE_ABORT_ROLLBACK;
 
@@ -144,7 +146,16 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                       SQLITE_TOOBIG, SQLITE_TOOBIG);
     }
     pending_.emplace(id, std::move(completion));
-    if (!write_scheduled_) send_now(lk);
+    if (write_scheduled_) return;  // the I/O thread's write in flight picks this up next
+    if (pending_.size() == 1) {
+      send_now(lk);  // an idle connection: the lowest latency is to send from here
+    } else {
+      // Replies are outstanding, so more requests are likely on the way: let the I/O thread
+      // gather them into one write (one wake-up of the daemon for many requests).
+      write_scheduled_ = true;
+      lk.unlock();
+      asio::post(io_, [self = shared_from_this()] { self->do_write(); });
+    }
   }
 
   template <typename T>
@@ -267,7 +278,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void do_read() {
-    auto space = decoder_.prepare(kReadChunk);
+    auto space = decoder_.prepare(busy_reads_ ? kLargeRead : kSmallRead);
+    offered_ = space.size();
     socket_.async_read_some(
         asio::buffer(space.data(), space.size()),
         [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
@@ -279,6 +291,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                                          : "read failed: " + ec.message());
     }
     decoder_.commit(n);
+    busy_reads_ = n == offered_;
     proto::FrameView frame;
     for (;;) {
       const auto status = decoder_.next(frame);
@@ -343,6 +356,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   int fd_ = -1;  // socket_'s descriptor, for send_now()
   std::thread thread_;
   proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
+  std::size_t offered_ = 0;            // I/O thread: bytes the read in flight may fill
+  bool busy_reads_ = false;            // I/O thread: the last read filled what it was offered
   std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
 
   mutable std::mutex mu_;

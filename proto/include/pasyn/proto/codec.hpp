@@ -107,7 +107,7 @@ class FrameDecoder {
   std::uint32_t max_frame() const noexcept { return max_frame_; }
 
  private:
-  static constexpr std::size_t kKeepBuffer = 64 * 1024;
+  static constexpr std::size_t kKeepBuffer = 16 * 1024;
   std::vector<std::uint8_t> buf_;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
