@@ -229,24 +229,27 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       case MsgType::kExecute:
       case MsgType::kExecuteRowid:
       case MsgType::kExecuteFetch: {
-        proto::Statement s;
-        if ((ok = proto::decode_statement(f.payload, s, why))) {
-          r.sql = std::move(s.sql);
-          r.params = std::move(s.params);
+        // The request keeps one copy of the payload and reads SQL and values in place.
+        r.payload.assign(f.payload.begin(), f.payload.end());
+        proto::StatementView v;
+        if ((ok = proto::decode_statement_view(r.payload, v, why))) {
+          r.sql = v.sql;
+          r.params = v.params;
         }
         break;
       }
       case MsgType::kExecuteMany: {
-        proto::Many m;
-        if ((ok = proto::decode_many(f.payload, m, why))) {
-          r.sql = std::move(m.sql);
-          r.many_rows = std::move(m.rows);
-        }
+        r.payload.assign(f.payload.begin(), f.payload.end());
+        if ((ok = proto::decode_many_view(r.payload, r.many, why))) r.sql = r.many.sql;
         break;
       }
-      case MsgType::kExecuteScript:
-        ok = proto::decode_script(f.payload, r.sql, why);
+      case MsgType::kExecuteScript: {
+        r.payload.assign(f.payload.begin(), f.payload.end());
+        proto::PayloadReader reader(r.payload);
+        ok = reader.string(r.sql) && reader.finish();
+        if (!ok) why = reader.error();
         break;
+      }
       case MsgType::kShutdown:
         ok = proto::decode_empty(f.payload, why);
         if (ok) log().info("connection {} asked the server to shut down", id_);

@@ -589,7 +589,7 @@ void Writer::run_batch(std::vector<Request>& batch) {
 }
 
 std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
-                           bool savepoints) {
+                            bool savepoints) {
   if (!exec_internal(begin_)) {
     capture_sqlite_error();
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -665,7 +665,9 @@ bool Writer::run_request(Request& r) {
   if (!prepare_one(r.sql, stmt)) return false;
   if (r.type == MsgType::kExecuteMany) {
     std::int64_t changes = 0;
-    for (const auto& row : r.many_rows) {
+    proto::PayloadReader rows(r.many.bytes);  // validated by the session
+    proto::ParamsView row;
+    for (std::uint32_t i = 0; i < r.many.rows && rows.params_view(row); ++i) {
       const auto before = sqlite3_total_changes64(db_);
       if (!run_statement(stmt, row, nullptr)) return false;
       if (sqlite3_total_changes64(db_) != before) changes += sqlite3_changes64(db_);
@@ -744,38 +746,38 @@ void Writer::clear_cache() {
   cache_.clear();
 }
 
-bool Writer::bind(sqlite3_stmt* stmt, const Params& params) {
+bool Writer::bind(sqlite3_stmt* stmt, const proto::ParamsView& params) {
   const int expected = sqlite3_bind_parameter_count(stmt);
-  if (static_cast<std::size_t>(expected) != params.size()) {
+  if (static_cast<std::uint32_t>(expected) != params.count) {
     failure_ = {proto::ErrorDomain::kSqlite, SQLITE_RANGE, SQLITE_RANGE,
                 "the statement takes " + std::to_string(expected) + " parameters, " +
-                    std::to_string(params.size()) + " were given"};
+                    std::to_string(params.count) + " were given"};
     return false;
   }
-  for (int i = 0; i < expected; ++i) {
-    const Value& v = params[static_cast<std::size_t>(i)];
+  // Values are bound in place, from the request's payload, which outlives the statement's use.
+  proto::PayloadReader reader(params.bytes);
+  proto::ValueView v;
+  for (int i = 1; i <= expected && reader.value_view(v); ++i) {
     int rc = SQLITE_OK;
-    switch (type_of(v)) {
+    switch (v.type) {
       case ValueType::kNull:
-        rc = sqlite3_bind_null(stmt, i + 1);
+        rc = sqlite3_bind_null(stmt, i);
         break;
       case ValueType::kInteger:
-        rc = sqlite3_bind_int64(stmt, i + 1, std::get<std::int64_t>(v));
+        rc = sqlite3_bind_int64(stmt, i, v.integer);
         break;
       case ValueType::kReal:
-        rc = sqlite3_bind_double(stmt, i + 1, std::get<double>(v));
+        rc = sqlite3_bind_double(stmt, i, v.real);
         break;
-      case ValueType::kText: {
-        const auto& s = std::get<std::string>(v);
-        rc = sqlite3_bind_text64(stmt, i + 1, s.data(), s.size(), SQLITE_STATIC, SQLITE_UTF8);
+      case ValueType::kText:
+        rc = sqlite3_bind_text64(stmt, i, reinterpret_cast<const char*>(v.bytes.data()),
+                                 v.bytes.size(), SQLITE_STATIC, SQLITE_UTF8);
         break;
-      }
-      case ValueType::kBlob: {
-        const auto& b = std::get<Blob>(v);
-        rc = b.empty() ? sqlite3_bind_zeroblob(stmt, i + 1, 0)
-                       : sqlite3_bind_blob64(stmt, i + 1, b.data(), b.size(), SQLITE_STATIC);
+      case ValueType::kBlob:
+        rc = v.bytes.empty()
+                 ? sqlite3_bind_zeroblob(stmt, i, 0)
+                 : sqlite3_bind_blob64(stmt, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
         break;
-      }
     }
     if (rc != SQLITE_OK) {
       capture_sqlite_error();
@@ -785,7 +787,8 @@ bool Writer::bind(sqlite3_stmt* stmt, const Params& params) {
   return true;
 }
 
-bool Writer::run_statement(sqlite3_stmt* stmt, const Params& params, proto::FrameWriter* rows) {
+bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
+                           proto::FrameWriter* rows) {
   if (!stmt) {  // SQL that is only whitespace or comments: nothing to run
     if (!bind(stmt, params)) return false;  // takes 0 parameters
     if (rows) {

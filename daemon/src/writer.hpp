@@ -8,8 +8,9 @@
 //    the attempt is rolled back and the batch runs again with each request inside its own
 //    savepoint: the failing one is rolled back to its savepoint and answered with its own
 //    error, the others stay. (Savepoints cost two statements per request, so they are paid
-//    only by batches that need them.) Then it commits once and only then hands the replies to each request's ReplySink,
-//    one buffer per sink per batch (so a connection gets one coalesced write per batch).
+//    only by batches that need them.) Then it commits once and only then hands the replies to each
+//    request's ReplySink, one buffer per sink per batch (so a connection gets one coalesced write
+//    per batch).
 //  * If the commit fails, every request of the batch gets that error: a success reply always
 //    means committed.
 //  * Transaction-control SQL from clients (BEGIN, COMMIT, ROLLBACK; SAVEPOINT and RELEASE outside
@@ -67,17 +68,26 @@ class ReplySink {
 
 using Clock = std::chrono::steady_clock;
 
-/// One parsed request for the writer. Only the fields of its type are used.
+/// One parsed request for the writer. Only the fields of its type are used. It owns its frame's
+/// payload and refers to the SQL and the parameters in place (no per-value copies), so it can
+/// be moved but not copied.
 struct Request {
+  Request() = default;
+  Request(Request&&) noexcept = default;
+  Request& operator=(Request&&) noexcept = default;
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+
   proto::MsgType type = proto::MsgType::kExecute;  // without the transaction bit
   bool in_tx = false;                              // the frame carried proto::kInTransaction
   bool disconnect = false;  // not a request: the notice that `sink`'s connection closed
   std::uint64_t id = 0;
   std::shared_ptr<ReplySink> sink;
-  Clock::time_point arrived;  // set by submit(); for the lock wait
-  std::string sql;
-  Params params;                  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
-  std::vector<Params> many_rows;  // EXECUTE_MANY
+  Clock::time_point arrived;          // set by submit(); for the lock wait
+  std::vector<std::uint8_t> payload;  // the frame's payload; the views below point into it
+  std::string_view sql;
+  proto::ParamsView params;  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
+  proto::ManyView many;      // EXECUTE_MANY
 };
 
 /// True for SQL that SQLite cannot run inside a transaction (VACUUM, PRAGMA journal_mode, ...),
@@ -145,15 +155,14 @@ class Writer {
   /// One attempt at a batch: returns the index of a request that ended the batch transaction,
   /// batch.size() when the attempt is over (committed, or a batch of one that failed), or
   /// kRetryWithSavepoints when a request failed without savepoints (everything rolled back).
-  std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
-                      bool savepoints);
+  std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes, bool savepoints);
   // The run_* helpers return false on failure, with the error in failure_.
   bool run_request(Request& r);
-  bool run_statement(sqlite3_stmt* stmt, const Params& params, proto::FrameWriter* rows);
+  bool run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params, proto::FrameWriter* rows);
   bool run_script(std::string_view sql, std::int64_t& changes);
   bool prepare_one(std::string_view sql, sqlite3_stmt*& stmt);
   bool several_statements();
-  bool bind(sqlite3_stmt* stmt, const Params& params);
+  bool bind(sqlite3_stmt* stmt, const proto::ParamsView& params);
   void capture_sqlite_error();
   void set_failure(proto::PasynCode code, std::string_view message);
   void deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes);

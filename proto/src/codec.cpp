@@ -272,6 +272,39 @@ bool PayloadReader::value(Value& v) {
   return fail("unknown value tag");
 }
 
+bool PayloadReader::value_view(ValueView& v) {
+  std::uint8_t tag;
+  if (!u8(tag)) return false;
+  v.type = static_cast<ValueType>(tag);
+  switch (v.type) {
+    case ValueType::kNull:
+      return true;
+    case ValueType::kInteger:
+      return i64(v.integer);
+    case ValueType::kReal:
+      return f64(v.real);
+    case ValueType::kText:
+    case ValueType::kBlob: {
+      std::string_view s;
+      if (!string(s)) return false;
+      v.bytes = {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+      return true;
+    }
+  }
+  return fail("unknown value tag");
+}
+
+bool PayloadReader::params_view(ParamsView& p) {
+  if (!count(p.count, 1)) return false;  // every value takes at least its tag byte
+  const std::size_t start = pos_;
+  ValueView v;
+  for (std::uint32_t i = 0; i < p.count; ++i) {
+    if (!value_view(v)) return false;
+  }
+  p.bytes = data_.subspan(start, pos_ - start);
+  return true;
+}
+
 bool PayloadReader::count(std::uint32_t& n, std::size_t min_item_size) {
   if (!u32(n)) return false;
   if (min_item_size > 0 && n > remaining() / min_item_size) {
@@ -387,6 +420,25 @@ bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& wh
     m.rows.reserve(n);
     for (std::uint32_t i = 0; i < n && r.params(m.rows.emplace_back()); ++i) {
     }
+  }
+  return done(r, why);
+}
+
+bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
+                           std::string& why) {
+  PayloadReader r(payload);
+  r.string(m.sql) && r.params_view(m.params);
+  return done(r, why);
+}
+
+bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why) {
+  PayloadReader r(payload);
+  if (r.string(m.sql) && r.count(m.rows, 4)) {  // every parameter list takes at least its count
+    const std::size_t start = payload.size() - r.remaining();
+    ParamsView row;
+    for (std::uint32_t i = 0; i < m.rows && r.params_view(row); ++i) {
+    }
+    m.bytes = payload.subspan(start, payload.size() - r.remaining() - start);
   }
   return done(r, why);
 }

@@ -152,6 +152,21 @@ class FrameWriter {
   std::size_t start_;
 };
 
+/// A value read in place: text and blob bytes point into the payload.
+struct ValueView {
+  ValueType type = ValueType::kNull;
+  std::int64_t integer = 0;
+  double real = 0;
+  std::span<const std::uint8_t> bytes;
+};
+
+/// A parameter list read in place: `count` values encoded back to back in `bytes`, already
+/// validated, to be walked with PayloadReader::value_view.
+struct ParamsView {
+  std::uint32_t count = 0;
+  std::span<const std::uint8_t> bytes;
+};
+
 /// Bounds-checked reading of one payload. The first failure sticks: every later read fails, and
 /// error() names the first problem.
 class PayloadReader {
@@ -169,6 +184,9 @@ class PayloadReader {
   bool string(std::string_view& v);
   bool value(Value& v);
   bool params(Params& p);
+  bool value_view(ValueView& v);
+  /// Validates a parameter list without copying it.
+  bool params_view(ParamsView& p);
   /// A count of items each at least `min_item_size` bytes: fails if they cannot fit in what
   /// remains, so that the caller may reserve() safely.
   bool count(std::uint32_t& n, std::size_t min_item_size);
@@ -217,6 +235,18 @@ struct Many {
   std::vector<Params> rows;
 };
 
+/// The same two messages read in place (what the daemon binds from, without copying values):
+/// the views point into the payload.
+struct StatementView {
+  std::string_view sql;
+  ParamsView params;
+};
+struct ManyView {
+  std::string_view sql;
+  std::uint32_t rows = 0;
+  std::span<const std::uint8_t> bytes;  // `rows` parameter lists back to back, validated
+};
+
 struct Result {
   std::int64_t changes = 0;
   std::int64_t last_rowid = 0;
@@ -244,10 +274,13 @@ bool decode_empty(std::span<const std::uint8_t> payload, std::string& why);
 void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
                       std::string_view sql, const Params& params);
 bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::string& why);
+bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
+                           std::string& why);
 
 void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql,
                  const std::vector<Params>& rows);
 bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& why);
+bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why);
 
 void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql);
 bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why);
