@@ -63,14 +63,24 @@ const char* skip_space_and_comments(const char* p, const char* end) {
   return p;
 }
 
-// Reads an identifier at `p`, lower-cased; advances `p` past it.
-std::string read_word(const char*& p, const char* end) {
-  std::string word;
-  while (p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_')) {
-    word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(*p++))));
+// Reads an identifier at `p`, lower-cased (ASCII), advancing `p` past it. Runs for every request,
+// so it allocates nothing: only short keywords matter, and a longer word matches none of them.
+class Word {
+ public:
+  Word(const char*& p, const char* end) {
+    for (; p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_'); ++p) {
+      if (n_ < sizeof buf_) buf_[n_] = static_cast<char>(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+      ++n_;
+    }
   }
-  return word;
-}
+  bool operator==(std::string_view keyword) const {
+    return n_ <= sizeof buf_ && std::string_view(buf_, n_) == keyword;
+  }
+
+ private:
+  char buf_[16];
+  std::size_t n_ = 0;
+};
 
 }  // namespace
 
@@ -95,21 +105,21 @@ bool is_single_statement(std::string_view sql) {
 bool is_vacuum(std::string_view sql) {
   const char* end = sql.data() + sql.size();
   const char* p = skip_space_and_comments(sql.data(), end);
-  return read_word(p, end) == "vacuum";
+  return Word(p, end) == "vacuum";
 }
 
 bool must_run_alone(std::string_view sql) {
   const char* end = sql.data() + sql.size();
   const char* p = skip_space_and_comments(sql.data(), end);
-  const std::string first = read_word(p, end);
+  const Word first(p, end);
   if (first == "vacuum") return true;
   if (first != "pragma") return false;
   p = skip_space_and_comments(p, end);
-  std::string name = read_word(p, end);
+  Word name(p, end);
   p = skip_space_and_comments(p, end);
   if (p < end && *p == '.') {  // schema.pragma
     p = skip_space_and_comments(p + 1, end);
-    name = read_word(p, end);
+    name = Word(p, end);
   }
   static constexpr std::string_view kAlone[] = {"journal_mode", "foreign_keys", "locking_mode",
                                                 "page_size",    "auto_vacuum",  "wal_checkpoint"};

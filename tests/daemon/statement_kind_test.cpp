@@ -1,0 +1,47 @@
+// The writer's text classifiers: which SQL must run outside a transaction, and what is one
+// statement (daemon/src/writer.cpp).
+#include <gtest/gtest.h>
+
+#include "writer.hpp"
+
+namespace {
+
+using pasyn::server::is_single_statement;
+using pasyn::server::is_vacuum;
+using pasyn::server::must_run_alone;
+
+TEST(MustRunAlone, RecognisesVacuumAndTheTransactionlessPragmasInAnyCase) {
+  EXPECT_TRUE(must_run_alone("VACUUM"));
+  EXPECT_TRUE(must_run_alone("  -- maintenance\n  vacuum"));
+  EXPECT_TRUE(must_run_alone("/* x */ Vacuum main"));
+  EXPECT_TRUE(must_run_alone("PRAGMA journal_mode=WAL"));
+  EXPECT_TRUE(must_run_alone("pragma main.JOURNAL_MODE = delete"));
+  EXPECT_TRUE(must_run_alone("PRAGMA main . foreign_keys = ON"));
+  EXPECT_TRUE(must_run_alone("PRAGMA wal_checkpoint(TRUNCATE)"));
+}
+
+TEST(MustRunAlone, LeavesEverythingElseInTheBatch) {
+  EXPECT_FALSE(must_run_alone("INSERT INTO vacuum VALUES (1)"));
+  EXPECT_FALSE(must_run_alone("PRAGMA user_version = 3"));
+  EXPECT_FALSE(must_run_alone("PRAGMA journal_mode_but_longer_than_any_keyword"));
+  EXPECT_FALSE(must_run_alone("SELECT 'VACUUM'"));
+  EXPECT_FALSE(must_run_alone(""));
+  EXPECT_FALSE(must_run_alone("vacuumx"));
+}
+
+TEST(IsVacuum, LooksAtTheFirstKeywordOnly) {
+  EXPECT_TRUE(is_vacuum("vacuum INTO '/tmp/x'"));
+  EXPECT_FALSE(is_vacuum("PRAGMA journal_mode=WAL"));
+}
+
+TEST(IsSingleStatement, SkipsQuotesCommentsAndTrailingSemicolons) {
+  EXPECT_TRUE(is_single_statement("VACUUM"));
+  EXPECT_TRUE(is_single_statement("VACUUM;"));
+  EXPECT_TRUE(is_single_statement("VACUUM; -- done\n;"));
+  EXPECT_TRUE(is_single_statement("INSERT INTO t VALUES (';', \"a;b\", [c;d], `e;f`)"));
+  EXPECT_TRUE(is_single_statement("SELECT 1 /* ; */"));
+  EXPECT_FALSE(is_single_statement("VACUUM; SELECT 1"));
+  EXPECT_FALSE(is_single_statement("PRAGMA journal_mode=WAL; INSERT INTO t VALUES (1)"));
+}
+
+}  // namespace
