@@ -10,6 +10,8 @@
 //   requests from many threads are coalesced into few syscalls.
 // * The I/O thread reads replies, matches them to completions by id and completes them outside
 //   the lock. Completions only fulfil promises; no user code runs on the I/O thread.
+//   A completion holds its promise by value: a request costs its promise's shared state and a
+//   node in the pending table, nothing else on the heap.
 // * When the connection fails, every pending completion fails with ConnectionLostError at once,
 //   and later calls fail fast with it too. Nothing is ever re-sent.
 #include <sqlite3.h>
@@ -22,12 +24,12 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <functional>
 #include <mutex>
 #include <pasyn/client.hpp>
 #include <pasyn/proto/codec.hpp>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 
 #include "socket_send.hpp"
 
@@ -44,9 +46,6 @@ constexpr std::size_t kSmallRead = 4096;
 constexpr std::size_t kLargeRead = 64 * 1024;
 /// The extended code of the OperationalError for a transaction the daemon rolled back.
 constexpr int kTransactionEndedCode = SQLITE_ABORT_ROLLBACK;
-
-/// Completes one request: with its reply frame, or with the error that ended the connection.
-using Completion = std::function<void(const proto::FrameView*, std::exception_ptr)>;
 
 std::exception_ptr error_from_reply(const proto::ErrorReply& e) {
   try {
@@ -105,6 +104,68 @@ void decode_nothing(const proto::FrameView& f, proto::MsgType type) {
   std::string why;
   if (!proto::decode_empty(f.payload, why)) throw_protocol(why);
 }
+
+/// Completes one request: turns its reply frame into the call's value, or fails it. Holds the
+/// promise by value (no allocation beyond the promise's own state), and is what the pending
+/// table stores per request id.
+class Completion {
+ public:
+  enum class Kind : std::uint8_t {
+    kChanges,  // RESULT -> rows changed
+    kRowid,    // RESULT -> rowid inserted
+    kRows,     // RESULT -> rows
+    kResult,   // RESULT -> nothing
+    kEmpty,    // an empty reply of type `reply`
+  };
+
+  Completion() = default;
+  template <typename T>
+  Completion(Kind kind, proto::MsgType reply, std::promise<T> promise)
+      : kind_(kind), reply_(reply), promise_(std::move(promise)) {}
+
+  void complete(const proto::FrameView& f) noexcept {
+    try {
+      switch (kind_) {
+        case Kind::kChanges:
+          return get<std::int64_t>().set_value(decode_result(f).changes);
+        case Kind::kRowid:
+          return get<std::int64_t>().set_value(decode_result(f).last_rowid);
+        case Kind::kRows:
+          return get<std::vector<Row>>().set_value(std::move(decode_result(f).rows));
+        case Kind::kResult:
+          decode_result(f);
+          return get<void>().set_value();
+        case Kind::kEmpty:
+          decode_nothing(f, reply_);
+          return get<void>().set_value();
+      }
+    } catch (...) {
+      fail(std::current_exception());
+    }
+  }
+
+  void fail(std::exception_ptr error) noexcept {
+    std::visit(
+        [&](auto& p) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(p)>, std::monostate>) {
+            p.set_exception(error);
+          }
+        },
+        promise_);
+  }
+
+ private:
+  template <typename T>
+  std::promise<T>& get() {
+    return std::get<std::promise<T>>(promise_);
+  }
+
+  Kind kind_ = Kind::kResult;
+  proto::MsgType reply_ = proto::MsgType::kResult;
+  std::variant<std::monostate, std::promise<std::int64_t>, std::promise<std::vector<Row>>,
+               std::promise<void>>
+      promise_;
+};
 
 }  // namespace
 
@@ -300,15 +361,17 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         return lose("malformed reply: " + decoder_.error());
       }
       Completion done;
+      bool found = false;
       {
         std::lock_guard lk(mu_);
         auto it = pending_.find(frame.request_id);
         if (it != pending_.end()) {
           done = std::move(it->second);
           pending_.erase(it);
+          found = true;
         }
       }
-      if (!done) {
+      if (!found) {
         // Request id 0 carries a connection-level error (the daemon closes after it).
         proto::ErrorReply e;
         std::string why;
@@ -319,7 +382,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         }
         return lose("reply for unknown request id " + std::to_string(frame.request_id));
       }
-      done(&frame, nullptr);
+      done.complete(frame);
     }
     do_read();
   }
@@ -345,7 +408,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       std::lock_guard lk(mu_);
       failed.swap(pending_);
     }
-    for (auto& [id, done] : failed) done(nullptr, error);
+    for (auto& [id, done] : failed) done.fail(error);
   }
 
   const std::string path_;
@@ -372,37 +435,19 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
 namespace {
 
-// Makes a completion that fulfils `promise` with decode(frame).
-template <typename T, typename Decode>
-Completion complete_with(std::shared_ptr<std::promise<T>> promise, Decode decode) {
-  return
-      [promise = std::move(promise), decode](const proto::FrameView* f, std::exception_ptr error) {
-        if (error) return promise->set_exception(error);
-        try {
-          if constexpr (std::is_void_v<T>) {
-            decode(*f);
-            promise->set_value();
-          } else {
-            promise->set_value(decode(*f));
-          }
-        } catch (...) {
-          promise->set_exception(std::current_exception());
-        }
-      };
-}
-
-// Sends one request whose frame `encode(out, id)` appends; the reply is decode(frame).
-template <typename T, typename Encode, typename Decode>
-std::future<T> send(MultiplexedClient::Impl& impl, bool in_tx, Encode encode, Decode decode) {
-  auto promise = std::make_shared<std::promise<T>>();
-  auto future = promise->get_future();
+// Sends one request whose frame `encode(out, id)` appends; its reply completes as `kind`.
+template <typename T, typename Encode>
+std::future<T> send(MultiplexedClient::Impl& impl, bool in_tx, Encode encode, Completion::Kind kind,
+                    proto::MsgType reply = proto::MsgType::kResult) {
+  std::promise<T> promise;
+  auto future = promise.get_future();
   impl.submit(
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         const std::size_t start = out.size();
         encode(out, id);
         if (in_tx) out[start + proto::kLengthFieldSize] |= proto::kInTransaction;
       },
-      complete_with(std::move(promise), decode));
+      Completion(kind, reply, std::move(promise)));
   return future;
 }
 
@@ -414,10 +459,8 @@ std::future<std::int64_t> send_statement(MultiplexedClient::Impl& impl, bool in_
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_statement(out, type, id, sql, params);
       },
-      [type](const proto::FrameView& f) {
-        const auto r = decode_result(f);
-        return type == proto::MsgType::kExecuteRowid ? r.last_rowid : r.changes;
-      });
+      type == proto::MsgType::kExecuteRowid ? Completion::Kind::kRowid
+                                            : Completion::Kind::kChanges);
 }
 
 std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, bool in_tx,
@@ -427,7 +470,7 @@ std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, bool in_
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
       },
-      [](const proto::FrameView& f) { return std::move(decode_result(f).rows); });
+      Completion::Kind::kRows);
 }
 
 std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, bool in_tx, std::string_view sql,
@@ -437,14 +480,14 @@ std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, bool in_tx, s
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_many(out, id, sql, rows);
       },
-      [](const proto::FrameView& f) { return decode_result(f).changes; });
+      Completion::Kind::kChanges);
 }
 
 std::future<void> send_script(MultiplexedClient::Impl& impl, bool in_tx, std::string_view sql) {
   return send<void>(
       impl, in_tx,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) { proto::encode_script(out, id, sql); },
-      [](const proto::FrameView& f) { decode_result(f); });
+      Completion::Kind::kResult);
 }
 
 // PING, SHUTDOWN, BEGIN, COMMIT, ROLLBACK: an empty request answered by an empty reply.
@@ -455,7 +498,7 @@ std::future<void> send_empty(MultiplexedClient::Impl& impl, proto::MsgType type,
       [type](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_empty(out, type, id);
       },
-      [reply](const proto::FrameView& f) { decode_nothing(f, reply); });
+      Completion::Kind::kEmpty, reply);
 }
 
 std::optional<Row> first_row(std::vector<Row> rows) {
