@@ -402,6 +402,7 @@ void Server::Impl::run() {
     }
   }
   writer_.join();
+  remove_socket();  // also when the I/O loop ran out of work before the writer drained
   log().info("stopped");
 }
 

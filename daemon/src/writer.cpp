@@ -1,6 +1,7 @@
 // The writer thread: batching, savepoints, commit, replies. See writer.hpp for the design.
 #include "writer.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <unordered_map>
@@ -100,6 +101,13 @@ bool is_single_statement(std::string_view sql) {
     if (p < end) ++p;
   }
   return only_space_or_comments(p, end);
+}
+
+bool is_savepoint_sql(std::string_view sql) {
+  const char* end = sql.data() + sql.size();
+  const char* p = skip_space_and_comments(sql.data(), end);
+  const Word first(p, end);
+  return first == "savepoint" || first == "release" || first == "rollback";
 }
 
 bool is_vacuum(std::string_view sql) {
@@ -358,6 +366,14 @@ void Writer::process(std::deque<Request>& work) {
     batch.clear();
   };
   while (!work.empty()) {
+    if (aborted_) {  // the drain timeout ran out: what has not run, does not run
+      for (auto& r : work) batch.push_back(std::move(r));
+      work.clear();
+      std::erase_if(batch, [](const Request& r) { return r.disconnect; });
+      finish_pending_with(batch, proto::PasynCode::kShuttingDown,
+                          "pasyn-writerd is shutting down; the request was not executed");
+      return;
+    }
     Request r = std::move(work.front());
     work.pop_front();
     const bool owner = tx_ && tx_->owner.get() == r.sink.get();
@@ -477,9 +493,12 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
                 "this statement cannot run inside a transaction; send it outside one");
     return;
   }
-  // A single statement is atomic by itself; several need a savepoint to be all-or-nothing.
-  const bool wrap =
-      r.type == proto::MsgType::kExecuteMany || r.type == proto::MsgType::kExecuteScript;
+  // Every request runs inside its own savepoint, so a failing one is undone whole, even a single
+  // statement that fails half-way (OR FAIL, RAISE(FAIL), a RETURNING reply too large to send).
+  // Only a client's own SAVEPOINT / RELEASE / ROLLBACK TO must not be wrapped: releasing ours
+  // would release theirs.
+  const bool wrap = r.type == proto::MsgType::kExecuteMany ||
+                    r.type == proto::MsgType::kExecuteScript || !is_savepoint_sql(r.sql);
   if (wrap && !exec_internal(savepoint_)) {
     capture_sqlite_error();
     proto::encode_error(frame, r.id, failure_);
@@ -507,10 +526,20 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
     ended_.erase(r.sink.get());  // told just now
     return;
   }
-  if (wrap) {
-    if (!ok) exec_internal(rollback_to_);
-    exec_internal(release_);
+  if (wrap && !((ok || exec_internal(rollback_to_)) && exec_internal(release_))) {
+    // The request released our savepoint itself (RELEASE of a savepoint opened before it):
+    // its effects can no longer be undone alone, so the transaction cannot go on.
+    const std::string why = "a request released the savepoint that made it atomic";
+    replies_.clear();
+    proto::encode_pasyn_error(replies_, r.id, proto::PasynCode::kTransactionEnded,
+                              "the transaction was rolled back: " + why);
+    reply(r, std::move(replies_));
+    replies_ = {};
+    end_transaction(work, why);
+    ended_.erase(r.sink.get());  // told just now
+    return;
   }
+  tx_->last_activity = Clock::now();  // idle time counts from the end of the last request
   reply(r, std::move(replies_));
   replies_ = {};
 }
@@ -543,7 +572,11 @@ void Writer::expire(Clock::time_point now, std::deque<Request>& work) {
                     " ms (--lock-wait) for another connection's transaction; the request was "
                     "not executed");
   }
-  if (tx_ && tx_->last_activity + config_.transaction_idle_timeout <= now) {
+  const auto owner_waiting = [&] {
+    return std::any_of(work.begin(), work.end(),
+                       [&](const Request& r) { return r.sink.get() == tx_->owner.get(); });
+  };
+  if (tx_ && tx_->last_activity + config_.transaction_idle_timeout <= now && !owner_waiting()) {
     log().warn("rolling back a transaction idle for {} ms",
                config_.transaction_idle_timeout.count());
     end_transaction(work, "it was idle for more than " +
@@ -572,6 +605,11 @@ void Writer::run_batch(std::vector<Request>& batch) {
     replies_.clear();
     outcomes.assign(batch.size(), Outcome{});
     const std::size_t broke = attempt(batch, outcomes, savepoints);
+    if (broke != batch.size() && aborted_) {  // nothing committed; no time left to run it again
+      finish_pending_with(batch, proto::PasynCode::kShuttingDown,
+                          "pasyn-writerd is shutting down; the request was not executed");
+      return;
+    }
     if (broke == kRetryWithSavepoints) {
       savepoints = true;
       continue;
@@ -900,7 +938,7 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
   bool shutdown = false;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Request& r = batch[i];
-    shutdown = shutdown || r.type == proto::MsgType::kShutdown;
+    shutdown = shutdown || (r.type == proto::MsgType::kShutdown && outcomes[i].ok);
     if (!r.sink) continue;
     auto [it, inserted] = index.try_emplace(r.sink.get(), per_sink.size());
     if (inserted) per_sink.emplace_back(r.sink.get(), std::vector<std::uint8_t>{});

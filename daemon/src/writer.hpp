@@ -96,6 +96,8 @@ bool must_run_alone(std::string_view sql);
 /// True when `sql` holds at most one statement (judged from its text: quotes and comments are
 /// skipped, the first top-level ';' ends the statement).
 bool is_single_statement(std::string_view sql);
+/// True when the first keyword of `sql` is SAVEPOINT, RELEASE or ROLLBACK (TO).
+bool is_savepoint_sql(std::string_view sql);
 /// True when the first keyword of `sql` is VACUUM.
 bool is_vacuum(std::string_view sql);
 

@@ -402,4 +402,49 @@ TEST_F(TransactionTest, RequestsOfOneClientRunInOrderAndAcknowledgedWritesAreVis
   }
 }
 
+TEST_F(TransactionTest, AStatementFailingHalfWayIsUndoneWholeInsideATransaction) {
+  auto server = start();
+  pasyn::MultiplexedClient client(server.socket_path());
+  client.executescript("CREATE TABLE u (k INTEGER PRIMARY KEY)");
+  auto tx = client.begin();
+  tx.execute("INSERT INTO u VALUES (3)");
+  // OR FAIL keeps the rows before the conflicting one unless the request is undone as a whole.
+  EXPECT_THROW(tx.execute("INSERT OR FAIL INTO u VALUES (1), (2), (3), (4)"),
+               pasyn::IntegrityError);
+  tx.commit();
+  auto conn = pasyn::connect(db_, pasyn::OpenFlags::readonly());
+  EXPECT_EQ(conn.execute_fetchall("SELECT k FROM u").size(), 1u);
+}
+
+TEST_F(TransactionTest, AReturningReplyTooLargeToSendUndoesItsWritesInsideATransaction) {
+  pasyn::ServerOptions options;
+  options.max_frame = 4096;
+  auto server = pasyn::start_writer_server(db_, options);
+  pasyn::MultiplexedClient client(server.socket_path());
+  client.executescript("CREATE TABLE u (k INTEGER)");
+  auto tx = client.begin();
+  EXPECT_THROW(tx.execute_fetchall("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                                   "WHERE i < 5000) INSERT INTO u SELECT i FROM r RETURNING k"),
+               pasyn::DataError);
+  tx.commit();
+  auto conn = pasyn::connect(db_, pasyn::OpenFlags::readonly());
+  EXPECT_EQ(std::get<std::int64_t>(conn.execute_fetchone("SELECT count(*) FROM u")->at(0)), 0);
+}
+
+TEST_F(TransactionTest, AStatementRunningLongerThanTheIdleTimeoutDoesNotCountAsIdle) {
+  auto server = start(5s, 200ms);
+  pasyn::MultiplexedClient client(server.socket_path());
+  auto tx = client.begin();
+  tx.execute("INSERT INTO t (x) VALUES (1)");
+  const auto started = Clock::now();
+  tx.execute_fetchall(
+      "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 3000000) "
+      "SELECT count(*) FROM r");
+  const bool slow_enough = Clock::now() - started > 200ms;
+  EXPECT_EQ(tx.execute("INSERT INTO t (x) VALUES (2)"), 1) << "rolled back as idle";
+  tx.commit();
+  EXPECT_EQ(count(), 2);
+  if (!slow_enough) GTEST_SKIP() << "the statement ran faster than the idle timeout";
+}
+
 }  // namespace
