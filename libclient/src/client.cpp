@@ -14,9 +14,11 @@
 //   node in the pending table, nothing else on the heap.
 // * When the connection fails, every pending completion fails with ConnectionLostError at once,
 //   and later calls fail fast with it too. Nothing is ever re-sent.
+#include <poll.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
-#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -24,6 +26,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <chrono>
+#include <cstring>
 #include <mutex>
 #include <pasyn/client.hpp>
 #include <pasyn/proto/codec.hpp>
@@ -177,13 +181,16 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   ~Impl() { close(); }
 
   void connect() {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    const int fd = connect_nonblocking(deadline);
     error_code ec;
-    socket_.connect(local::endpoint(path_), ec);
+    socket_.assign(local(), fd, ec);  // the socket owns the descriptor from here on
     if (ec) {
-      throw ConnectionLostError("cannot connect to pasyn-writerd at " + path_ + ": " +
-                                ec.message());
+      ::close(fd);
+      throw ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message());
     }
-    handshake();
+    handshake(deadline);
     fd_ = socket_.native_handle();
     thread_ = std::thread([this] { io_.run(); });
     asio::post(io_, [self = shared_from_this()] { self->do_read(); });
@@ -267,28 +274,84 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
-  // Blocking HELLO / HELLO_OK exchange, bounded by connect_timeout through socket timeouts.
-  void handshake() {
-    const auto ms = options_.connect_timeout.count();
-    timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  // Connects without blocking past `deadline` (a Unix socket whose listen backlog is full
+  // refuses with EAGAIN until the daemon accepts: retry until the deadline).
+  int connect_nonblocking(std::chrono::steady_clock::time_point deadline) {
+    sockaddr_un addr{};
+    if (path_.size() >= sizeof addr.sun_path) {
+      throw ConnectionLostError("socket path is too long for a Unix socket: " + path_);
+    }
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw ConnectionLostError(std::string("socket(): ") + std::strerror(errno));
+    for (;;) {
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return fd;
+      const int err = errno;
+      if (err == EINTR) continue;
+      if ((err == EAGAIN || err == EINPROGRESS) && std::chrono::steady_clock::now() < deadline) {
+        ::poll(nullptr, 0, 5);
+        continue;
+      }
+      ::close(fd);
+      if (err == EAGAIN || err == EINPROGRESS) {
+        throw TimeoutError("pasyn-writerd at " + path_ + " accepted no connection within " +
+                           std::to_string(options_.connect_timeout.count()) + " ms");
+      }
+      throw ConnectionLostError("cannot connect to pasyn-writerd at " + path_ + ": " +
+                                std::strerror(err));
+    }
+  }
+
+  // Waits until the descriptor is ready for `events`, or throws once `deadline` has passed.
+  void wait_ready(short events, std::chrono::steady_clock::time_point deadline) {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        throw TimeoutError("no handshake from pasyn-writerd at " + path_ + " within " +
+                           std::to_string(options_.connect_timeout.count()) + " ms");
+      }
+      pollfd p{socket_.native_handle(), events, 0};
+      const int rc = ::poll(&p, 1, static_cast<int>(left.count()));
+      if (rc > 0) return;
+      if (rc < 0 && errno != EINTR) {
+        throw ConnectionLostError(std::string("poll(): ") + std::strerror(errno));
+      }
+    }
+  }
+
+  // HELLO / HELLO_OK on the non-blocking socket, all of it bounded by `deadline`.
+  void handshake(std::chrono::steady_clock::time_point deadline) {
     const int fd = socket_.native_handle();
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     std::vector<std::uint8_t> hello;
     proto::encode_hello(hello, proto::Hello{});
-    error_code ec;
-    asio::write(socket_, asio::buffer(hello), ec);
+    std::size_t sent = 0;
+    while ((sent += server::send_nonblocking(fd, hello.data() + sent, hello.size() - sent)) <
+           hello.size()) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
+                                  " failed: " + std::strerror(errno));
+      }
+      wait_ready(POLLOUT, deadline);
+    }
     proto::FrameDecoder decoder(proto::kDefaultMaxFrame);
     proto::FrameView frame;
     auto status = proto::FrameDecoder::Status::kNeedMore;
-    while (!ec && (status = decoder.next(frame)) == proto::FrameDecoder::Status::kNeedMore) {
+    while ((status = decoder.next(frame)) == proto::FrameDecoder::Status::kNeedMore) {
       auto buf = decoder.prepare(4096);
-      const std::size_t n = socket_.read_some(asio::buffer(buf.data(), buf.size()), ec);
-      decoder.commit(n);
-    }
-    if (ec) {
-      throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
-                                " failed: " + ec.message());
+      const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+      if (n > 0) {
+        decoder.commit(static_cast<std::size_t>(n));
+      } else if (n == 0) {
+        throw ConnectionLostError("pasyn-writerd at " + path_ +
+                                  " closed the connection during the handshake");
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        wait_ready(POLLIN, deadline);
+      } else {
+        throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
+                                  " failed: " + std::strerror(errno));
+      }
     }
     if (status == proto::FrameDecoder::Status::kError) throw_protocol(decoder.error());
     expect(frame, proto::MsgType::kHelloOk);
@@ -300,9 +363,6 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
     max_frame_ = ok.max_frame;
     decoder_ = proto::FrameDecoder(std::max(ok.max_frame, proto::kDefaultMaxFrame));
-    timeval none{0, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
   }
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a

@@ -1,6 +1,8 @@
 // MultiplexedClient and start_writer_server through the public API and the shared library.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -309,6 +311,25 @@ TEST_F(ClientTest, CloseFailsNothingThatAlreadySucceeded) {
   client.close();
   client.close();  // idempotent
   EXPECT_FALSE(client.connected());
+}
+
+TEST_F(ClientTest, ADaemonThatNeverAnswersTheHandshakeTimesOutTheConstructor) {
+  // A socket that listens but never accepts: connect() succeeds into the backlog, and no
+  // HELLO_OK ever comes.
+  const std::string path = dir_.file("silent.sock");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  pasyn::ClientOptions options;
+  options.connect_timeout = std::chrono::milliseconds(300);
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(pasyn::MultiplexedClient(path, options), pasyn::TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+  ::close(fd);
 }
 
 TEST(DefaultSocketPath, IsBesideTheDatabaseAndStable) {

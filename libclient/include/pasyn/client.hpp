@@ -18,7 +18,7 @@ namespace pasyn {
 
 /// Settings of a MultiplexedClient.
 struct ClientOptions {
-  /// How long connecting plus the protocol handshake may take.
+  /// How long connecting plus the protocol handshake may take (then TimeoutError).
   std::chrono::milliseconds connect_timeout{5000};
   /// How long a blocking call waits for its reply; zero waits until the reply arrives or the
   /// connection is lost. A call that times out throws TimeoutError; its write may still commit.
@@ -45,8 +45,9 @@ class Transaction;
 /// The `_async` variants return at once; their futures carry the same results and exceptions.
 class PASYN_EXPORT MultiplexedClient {
  public:
-  /// Connects and performs the protocol handshake. Throws ConnectionLostError if the daemon
-  /// cannot be reached, ProtocolError if it speaks another protocol version.
+  /// Connects and performs the protocol handshake, within `options.connect_timeout`. Throws
+  /// ConnectionLostError if the daemon cannot be reached, TimeoutError if it does not accept or
+  /// answer in time, ProtocolError if it speaks another protocol version.
   explicit MultiplexedClient(const std::string& socket_path, ClientOptions options = {});
   MultiplexedClient(MultiplexedClient&&) noexcept;
   MultiplexedClient& operator=(MultiplexedClient&&) noexcept;
