@@ -28,21 +28,24 @@ constexpr const char* kInternalSavepointMessage =
     "the savepoint name pasyn_request is reserved by pasyn-writerd";
 constexpr std::string_view kInternalSavepoint = "pasyn_request";
 
-/// Resets a statement and clears its bindings when the scope ends, on every path.
+/// Resets a statement when the scope ends, on every path, so no statement keeps a read snapshot
+/// or a write cursor open. With `clear_bindings`, also drops its bindings, which point into a
+/// request's payload (done once per request, not per execute_many row).
 class ResetGuard {
  public:
-  explicit ResetGuard(sqlite3_stmt* s) : s_(s) {}
+  explicit ResetGuard(sqlite3_stmt* s, bool clear_bindings = false)
+      : s_(s), clear_(clear_bindings) {}
   ~ResetGuard() {
-    if (s_) {
-      sqlite3_reset(s_);
-      sqlite3_clear_bindings(s_);
-    }
+    if (!s_) return;
+    sqlite3_reset(s_);
+    if (clear_) sqlite3_clear_bindings(s_);
   }
   ResetGuard(const ResetGuard&) = delete;
   ResetGuard& operator=(const ResetGuard&) = delete;
 
  private:
   sqlite3_stmt* s_;
+  bool clear_;
 };
 
 bool only_space_or_comments(const char* p, const char* end);
@@ -711,6 +714,7 @@ bool Writer::run_request(Request& r) {
   }
   sqlite3_stmt* stmt = nullptr;
   if (!prepare_one(r.sql, stmt)) return false;
+  ResetGuard clear(stmt, true);
   if (r.type == MsgType::kExecuteMany) {
     std::int64_t changes = 0;
     proto::PayloadReader rows(r.many.bytes);  // validated by the session
