@@ -59,7 +59,7 @@ class Server::Impl {
   void on_session_closed(std::uint64_t id);
 
   Config config_;
-  LockFile lock_;
+  std::optional<LockFile> lock_;  // held from construction until run() has stopped
   Writer writer_;
   asio::io_context io_{1};
   local::acceptor acceptor_{io_};
@@ -363,7 +363,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
 };
 
 Server::Impl::Impl(Config config)
-    : config_(std::move(config)), lock_(config_.database_path), writer_(config_) {
+    : config_(std::move(config)), lock_(std::in_place, config_.database_path), writer_(config_) {
   // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
   if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
   if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
@@ -403,6 +403,7 @@ void Server::Impl::run() {
   }
   writer_.join();
   remove_socket();  // also when the I/O loop ran out of work before the writer drained
+  lock_.reset();    // the database is closed: another server may take it now
   log().info("stopped");
 }
 

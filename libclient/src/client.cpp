@@ -12,8 +12,10 @@
 //   the lock. Completions only fulfil promises; no user code runs on the I/O thread.
 //   A completion holds its promise by value: a request costs its promise's shared state and a
 //   node in the pending table, nothing else on the heap.
-// * When the connection fails, every pending completion fails with ConnectionLostError at once,
-//   and later calls fail fast with it too. Nothing is ever re-sent.
+// * When the connection fails, every pending completion fails with ConnectionLostError at once.
+//   The next call reconnects (with a backoff while the daemon stays away); the requests of the
+//   old connection are never re-sent, and handlers of the old socket are recognised by their
+//   generation and ignored.
 #include <poll.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
@@ -181,19 +183,52 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   ~Impl() { close(); }
 
   void connect() {
-    using Clock = std::chrono::steady_clock;
-    const auto deadline = Clock::now() + options_.connect_timeout;
+    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
     const int fd = connect_nonblocking(deadline);
-    error_code ec;
-    socket_.assign(local(), fd, ec);  // the socket owns the descriptor from here on
-    if (ec) {
+    std::uint32_t max_frame = 0;
+    try {
+      max_frame = handshake(fd, deadline);
+    } catch (...) {
       ::close(fd);
-      throw ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message());
+      throw;
     }
-    handshake(deadline);
-    fd_ = socket_.native_handle();
     thread_ = std::thread([this] { io_.run(); });
-    asio::post(io_, [self = shared_from_this()] { self->do_read(); });
+    install(fd, max_frame);
+  }
+
+  /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
+  /// anything of the old one. Attempts are spaced by a backoff that doubles from 50 ms to 2 s
+  /// while the daemon stays unreachable; inside it, calls fail at once. REQUIRES: mu_ not held.
+  void reconnect() {
+    std::lock_guard one_at_a_time(connect_mu_);
+    {
+      std::lock_guard lk(mu_);
+      if (state_ != State::kLost) return;  // closed (check_open says so) or already reconnected
+      if (std::chrono::steady_clock::now() < next_attempt_) {
+        throw ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" +
+                                  lost_reason_ + "); reconnecting is backing off");
+      }
+    }
+    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+    int fd = -1;
+    std::uint32_t max_frame = 0;
+    try {
+      fd = connect_nonblocking(deadline);
+      max_frame = handshake(fd, deadline);
+    } catch (...) {
+      if (fd >= 0) ::close(fd);
+      std::lock_guard lk(mu_);
+      backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
+      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+      throw;
+    }
+    install(fd, max_frame);
+  }
+
+  /// The generation of the connection: it changes at every reconnect.
+  std::uint64_t generation() const {
+    std::lock_guard lk(mu_);
+    return generation_;
   }
 
   /// Encodes a request into the outbox and registers its completion. `encode(out, id)` appends
@@ -201,6 +236,11 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   template <typename Encode>
   void submit(Encode&& encode, Completion completion) {
     std::unique_lock lk(mu_);
+    if (state_ == State::kLost) {
+      lk.unlock();
+      reconnect();
+      lk.lock();
+    }
     check_open();
     const std::uint64_t id = next_id_++;
     const std::size_t before = outbox_.size();
@@ -304,7 +344,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // Waits until the descriptor is ready for `events`, or throws once `deadline` has passed.
-  void wait_ready(short events, std::chrono::steady_clock::time_point deadline) {
+  void wait_ready(int fd, short events, std::chrono::steady_clock::time_point deadline) {
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
@@ -312,7 +352,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         throw TimeoutError("no handshake from pasyn-writerd at " + path_ + " within " +
                            std::to_string(options_.connect_timeout.count()) + " ms");
       }
-      pollfd p{socket_.native_handle(), events, 0};
+      pollfd p{fd, events, 0};
       const int rc = ::poll(&p, 1, static_cast<int>(left.count()));
       if (rc > 0) return;
       if (rc < 0 && errno != EINTR) {
@@ -322,8 +362,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // HELLO / HELLO_OK on the non-blocking socket, all of it bounded by `deadline`.
-  void handshake(std::chrono::steady_clock::time_point deadline) {
-    const int fd = socket_.native_handle();
+  // Returns the daemon's maximum frame size.
+  std::uint32_t handshake(int fd, std::chrono::steady_clock::time_point deadline) {
     std::vector<std::uint8_t> hello;
     proto::encode_hello(hello, proto::Hello{});
     std::size_t sent = 0;
@@ -333,7 +373,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
                                   " failed: " + std::strerror(errno));
       }
-      wait_ready(POLLOUT, deadline);
+      wait_ready(fd, POLLOUT, deadline);
     }
     proto::FrameDecoder decoder(proto::kDefaultMaxFrame);
     proto::FrameView frame;
@@ -347,7 +387,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         throw ConnectionLostError("pasyn-writerd at " + path_ +
                                   " closed the connection during the handshake");
       } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        wait_ready(POLLIN, deadline);
+        wait_ready(fd, POLLIN, deadline);
       } else {
         throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
                                   " failed: " + std::strerror(errno));
@@ -361,8 +401,39 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     if (ok.version != proto::kVersion) {
       throw ProtocolError("pasyn-writerd speaks protocol version " + std::to_string(ok.version));
     }
-    max_frame_ = ok.max_frame;
-    decoder_ = proto::FrameDecoder(std::max(ok.max_frame, proto::kDefaultMaxFrame));
+    return ok.max_frame;
+  }
+
+  // Hands a connected descriptor to the I/O thread and waits until it reads from it.
+  void install(int fd, std::uint32_t max_frame) {
+    std::promise<void> installed;
+    auto done = installed.get_future();
+    asio::post(io_, [this, self = shared_from_this(), fd, max_frame, &installed] {
+      error_code ec;
+      socket_.close(ec);
+      socket_.assign(local(), fd, ec);
+      if (ec) {
+        ::close(fd);
+        installed.set_exception(std::make_exception_ptr(
+            ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message())));
+        return;
+      }
+      decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
+      busy_reads_ = false;
+      {
+        std::lock_guard lk(mu_);
+        ++generation_;
+        fd_ = fd;
+        max_frame_ = max_frame;
+        outbox_.clear();
+        write_scheduled_ = false;
+        backoff_ = std::chrono::milliseconds(25);
+        if (state_ != State::kClosed) state_ = State::kOpen;
+      }
+      do_read();
+      installed.set_value();
+    });
+    done.get();
   }
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
@@ -382,6 +453,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void do_write() {
+    std::uint64_t gen;
     {
       std::lock_guard lk(mu_);
       if (outbox_.empty() || state_ != State::kOpen) {
@@ -390,12 +462,20 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       }
       writing_.clear();
       writing_.swap(outbox_);
+      gen = generation_;
     }
     asio::async_write(socket_, asio::buffer(writing_),
-                      [self = shared_from_this()](error_code ec, std::size_t) {
+                      [self = shared_from_this(), gen](error_code ec, std::size_t) {
+                        if (gen != self->io_generation()) return;  // an old connection's write
                         if (ec) return self->lose("write failed: " + ec.message());
                         self->do_write();
                       });
+  }
+
+  // I/O thread: the generation handlers compare with (it only changes on this thread).
+  std::uint64_t io_generation() const {
+    std::lock_guard lk(mu_);
+    return generation_;
   }
 
   void do_read() {
@@ -403,7 +483,10 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     offered_ = space.size();
     socket_.async_read_some(
         asio::buffer(space.data(), space.size()),
-        [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
+        [self = shared_from_this(), gen = io_generation()](error_code ec, std::size_t n) {
+          if (gen != self->io_generation()) return;  // an old connection
+          self->on_read(ec, n);
+        });
   }
 
   void on_read(error_code ec, std::size_t n) {
@@ -454,6 +537,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       if (state_ == State::kClosed) return;  // close() fails what is pending
       state_ = State::kLost;
       lost_reason_ = why;
+      outbox_.clear();  // never sent on a later connection: those calls fail below
+      next_attempt_ = {};
     }
     error_code ignored;
     socket_.close(ignored);
@@ -476,7 +561,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   local::socket socket_{io_};
-  int fd_ = -1;  // socket_'s descriptor, for send_now()
+  int fd_ = -1;  // GUARDED_BY(mu_): socket_'s descriptor, for send_now()
   std::thread thread_;
   proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
   std::size_t offered_ = 0;            // I/O thread: bytes the read in flight may fill
@@ -484,10 +569,14 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
 
   mutable std::mutex mu_;
-  State state_ = State::kOpen;                             // GUARDED_BY(mu_)
-  std::string lost_reason_;                                // GUARDED_BY(mu_)
-  std::uint64_t next_id_ = 1;                              // GUARDED_BY(mu_)
-  std::uint32_t max_frame_ = proto::kDefaultMaxFrame;      // set before the I/O thread starts
+  State state_ = State::kOpen;                         // GUARDED_BY(mu_)
+  std::string lost_reason_;                            // GUARDED_BY(mu_)
+  std::uint64_t next_id_ = 1;                          // GUARDED_BY(mu_)
+  std::uint32_t max_frame_ = proto::kDefaultMaxFrame;  // GUARDED_BY(mu_)
+  std::uint64_t generation_ = 0;           // GUARDED_BY(mu_); written on the I/O thread only
+  std::chrono::milliseconds backoff_{25};  // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point next_attempt_;     // GUARDED_BY(mu_)
+  std::mutex connect_mu_;                                  // one reconnect at a time
   std::vector<std::uint8_t> outbox_;                       // GUARDED_BY(mu_)
   bool write_scheduled_ = false;                           // GUARDED_BY(mu_)
   std::unordered_map<std::uint64_t, Completion> pending_;  // GUARDED_BY(mu_)
@@ -572,6 +661,7 @@ std::optional<Row> first_row(std::vector<Row> rows) {
 
 struct Transaction::Impl {
   std::shared_ptr<MultiplexedClient::Impl> client;
+  std::uint64_t generation = 0;  // the connection that began it
   bool finished = false;
 };
 
@@ -665,6 +755,7 @@ Transaction MultiplexedClient::begin() {
   i.wait(send_empty(i, proto::MsgType::kBegin, proto::MsgType::kOk));
   auto tx = std::make_unique<Transaction::Impl>();
   tx->client = impl_;
+  tx->generation = i.generation();
   return Transaction(std::move(tx));
 }
 
@@ -715,6 +806,13 @@ MultiplexedClient::Impl& Transaction::open() const {
 template <typename Send>
 auto Transaction::call(Send send) {
   auto& client = open();
+  if (client.generation() != impl_->generation) {
+    // The client reconnected since: the daemon rolled this transaction back with the old
+    // connection, and the new one must not be mistaken for it.
+    impl_->finished = true;
+    throw ConnectionLostError(
+        "the connection that began this transaction was lost; the daemon rolled it back");
+  }
   try {
     return client.wait(send(client));
   } catch (const OperationalError& e) {

@@ -269,6 +269,38 @@ TEST_F(ClientTest, StoppedServerFailsWaitingAndLaterCallsWithConnectionLost) {
   EXPECT_FALSE(client.connected());
 }
 
+TEST_F(ClientTest, LaterCallsReconnectOnceTheServerIsBack) {
+  const std::string sock = dir_.file("restart.sock");
+  auto server = pasyn::start_writer_server(db_, sock);
+  pasyn::MultiplexedClient client(sock);
+  client.executescript("CREATE TABLE t (x INTEGER UNIQUE)");
+  client.execute("INSERT INTO t VALUES (1)");
+  auto tx = client.begin();
+  tx.execute("INSERT INTO t VALUES (2)");
+  server.stop();  // rolls back the open transaction
+  EXPECT_THROW(client.ping(), pasyn::ConnectionLostError);
+  EXPECT_FALSE(client.connected());
+
+  auto again = pasyn::start_writer_server(db_, sock);
+  bool reconnected = false;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!reconnected && std::chrono::steady_clock::now() < give_up) {
+    try {
+      reconnected = client.ping();
+    } catch (const pasyn::ConnectionLostError&) {  // inside the backoff
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ASSERT_TRUE(reconnected);
+  EXPECT_TRUE(client.connected());
+  EXPECT_EQ(client.execute("INSERT INTO t VALUES (3)"), 1);
+  // The transaction went with the old connection; its handle says so instead of acting on the
+  // new one.
+  EXPECT_THROW(tx.execute("INSERT INTO t VALUES (4)"), pasyn::ConnectionLostError);
+  EXPECT_TRUE(tx.finished());
+  EXPECT_EQ(count_rows(db_, "t"), 2);  // 1 and 3; 2 was rolled back, 4 never sent
+}
+
 TEST_F(ClientTest, ConnectingToNothingIsConnectionLost) {
   EXPECT_THROW(pasyn::MultiplexedClient(dir_.file("missing.sock")), pasyn::ConnectionLostError);
 }

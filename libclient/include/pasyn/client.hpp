@@ -40,7 +40,9 @@ class Transaction;
 /// returned call (or a ready future) means the write is durable per the daemon's
 /// `--synchronous` setting. Errors are thrown as `pasyn::Error` subclasses: SqliteError
 /// subclasses for SQL errors (with SQLite's codes), ConnectionLostError when the daemon goes
-/// away (the outcome of the writes in flight is then unknown; nothing is re-sent silently),
+/// away (the outcome of the writes in flight is then unknown; nothing is re-sent silently; the
+/// next call reconnects by itself, retrying at most every 25 ms doubling to 2 s while the
+/// daemon stays unreachable),
 /// TimeoutError when `request_timeout` runs out, ConnectionClosedError after close().
 /// The `_async` variants return at once; their futures carry the same results and exceptions.
 class PASYN_EXPORT MultiplexedClient {
@@ -95,7 +97,7 @@ class PASYN_EXPORT MultiplexedClient {
 
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
-  /// False after close() or once the connection was lost.
+  /// False after close(), or once the connection was lost until a later call reconnects.
   bool connected() const noexcept;
   const std::string& socket_path() const noexcept;
 
