@@ -23,7 +23,9 @@
 //
 // Client transactions (PROTOCOL.md §6.2) are a state of this same loop: BEGIN from connection C
 // commits the batch before it and opens `BEGIN IMMEDIATE` for C. From then on the loop runs C's
-// transaction requests (and its COMMIT/ROLLBACK) at once, one by one, replying to each, and
+// transaction requests (and its COMMIT/ROLLBACK) at once, one by one, each inside its own
+// savepoint so that a failing one is undone whole (C's own SAVEPOINT/RELEASE/ROLLBACK TO run
+// bare, or releasing ours would release theirs), replying to each, and
 // moves every other request to `deferred_`, in arrival order. When the transaction ends, the
 // deferred requests go back to the front of the work, ahead of anything that arrived later, and
 // group commit resumes. The loop wakes up on its own for the two deadlines: a deferred request

@@ -21,6 +21,8 @@
 //       └── PoolClosedError
 //
 // All classes are exported from the shared library so that `catch` works across its boundary.
+// Thread-safety and ownership: exceptions are immutable values that own their message; they may
+// be copied and rethrown on any thread (the client hands them from its I/O thread to callers).
 #pragma once
 
 #include <stdexcept>
