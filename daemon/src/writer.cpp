@@ -518,33 +518,27 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
   }
   if (sqlite3_get_autocommit(db_)) {
     // The statement ended the transaction (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O error).
-    const std::string why =
-        "a statement ended it (" + (ok ? std::string("no error reported") : failure_.message) + ")";
-    replies_.clear();
-    proto::encode_pasyn_error(replies_, r.id, proto::PasynCode::kTransactionEnded,
-                              "the transaction was rolled back: " + why);
-    reply(r, std::move(replies_));
-    replies_ = {};
-    end_transaction(work, why);
-    ended_.erase(r.sink.get());  // told just now
-    return;
+    return fail_transaction(r, work,
+                            "a statement ended it (" +
+                                (ok ? std::string("no error reported") : failure_.message) + ")");
   }
   if (wrap && !((ok || exec_internal(rollback_to_)) && exec_internal(release_))) {
     // The request released our savepoint itself (RELEASE of a savepoint opened before it):
     // its effects can no longer be undone alone, so the transaction cannot go on.
-    const std::string why = "a request released the savepoint that made it atomic";
-    replies_.clear();
-    proto::encode_pasyn_error(replies_, r.id, proto::PasynCode::kTransactionEnded,
-                              "the transaction was rolled back: " + why);
-    reply(r, std::move(replies_));
-    replies_ = {};
-    end_transaction(work, why);
-    ended_.erase(r.sink.get());  // told just now
-    return;
+    return fail_transaction(r, work, "a request released the savepoint that made it atomic");
   }
   tx_->last_activity = Clock::now();  // idle time counts from the end of the last request
   reply(r, std::move(replies_));
   replies_ = {};
+}
+
+void Writer::fail_transaction(Request& r, std::deque<Request>& work, const std::string& why) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_pasyn_error(frame, r.id, proto::PasynCode::kTransactionEnded,
+                            "the transaction was rolled back: " + why);
+  reply(r, std::move(frame));
+  end_transaction(work, why);
+  ended_.erase(r.sink.get());  // told just now
 }
 
 void Writer::end_transaction(std::deque<Request>& work, std::optional<std::string> reason) {

@@ -150,6 +150,8 @@ class Writer {
   /// its next transaction request (none: it ended normally), and puts the deferred requests
   /// back at the front of `work`.
   void end_transaction(std::deque<Request>& work, std::optional<std::string> reason);
+  /// Answers `r` with TRANSACTION_ENDED (`why`) and ends the transaction.
+  void fail_transaction(Request& r, std::deque<Request>& work, const std::string& why);
   void refuse_transaction_request(Request& r);
   void defer(Request& r);
   void expire(Clock::time_point now, std::deque<Request>& work);
