@@ -225,7 +225,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     install(fd, max_frame);
   }
 
-  /// The generation of the connection: it changes at every reconnect.
+  /// The generation of the connection: it changes at every reconnect (on the I/O thread).
+  /// Handlers of a socket compare it with the one they started under.
   std::uint64_t generation() const {
     std::lock_guard lk(mu_);
     return generation_;
@@ -466,16 +467,10 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
     asio::async_write(socket_, asio::buffer(writing_),
                       [self = shared_from_this(), gen](error_code ec, std::size_t) {
-                        if (gen != self->io_generation()) return;  // an old connection's write
+                        if (gen != self->generation()) return;  // an old connection's write
                         if (ec) return self->lose("write failed: " + ec.message());
                         self->do_write();
                       });
-  }
-
-  // I/O thread: the generation handlers compare with (it only changes on this thread).
-  std::uint64_t io_generation() const {
-    std::lock_guard lk(mu_);
-    return generation_;
   }
 
   void do_read() {
@@ -483,8 +478,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     offered_ = space.size();
     socket_.async_read_some(
         asio::buffer(space.data(), space.size()),
-        [self = shared_from_this(), gen = io_generation()](error_code ec, std::size_t n) {
-          if (gen != self->io_generation()) return;  // an old connection
+        [self = shared_from_this(), gen = generation()](error_code ec, std::size_t n) {
+          if (gen != self->generation()) return;  // an old connection
           self->on_read(ec, n);
         });
   }
