@@ -1,11 +1,33 @@
 // pasyn-writerd: serves one SQLite database's writes on a Unix socket. See README "Daemon flags".
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "log.hpp"
 #include "paths.hpp"
 #include "server.hpp"
+#include "systemd.hpp"
+
+namespace {
+
+// --instance must be known before the real parse: it sets the defaults of --database, --socket
+// and --config. A first, lenient CLI11 pass reads only it.
+std::string find_instance(int argc, char** argv) {
+  std::string instance;
+  CLI::App pre;
+  pre.set_help_flag();
+  pre.allow_extras();
+  pre.add_option("--instance", instance);
+  try {
+    pre.parse(argc, argv);
+  } catch (const CLI::ParseError&) {
+    // The real parse reports it.
+  }
+  return instance;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using pasyn::server::log;
@@ -22,10 +44,36 @@ int main(int argc, char** argv) {
   const auto duration = CLI::AsNumberWithUnit(
       std::map<std::string, std::int64_t>{{"ms", 1}, {"s", 1000}, {"min", 60000}});
 
+  const std::string instance = find_instance(argc, argv);
+  std::string config_file;
+  if (!instance.empty()) {
+    namespace sd = pasyn::server::systemd;
+    config.database_path = sd::state_directory() + "/" + instance + ".sqlite";
+    config.socket_path = sd::runtime_directory() + "/" + instance + ".sock";
+    config_file = sd::configuration_directory() + "/" + instance + ".conf";
+  }
+
   CLI::App app{"pasyn-writerd: the single writer of a SQLite database, serving many clients"};
   app.set_version_flag("--version", "pasyn-writerd " PASYN_VERSION);
+  app.add_option("--instance",
+                 "serve the service instance NAME (pasyn-writerd@NAME): database "
+                 "/var/lib/pasyn/NAME.sqlite, socket /run/pasyn/NAME.sock, flags "
+                 "from /etc/pasyn/NAME.conf if it exists")
+      ->type_name("NAME")
+      ->check([](const std::string& name) -> std::string {
+        if (name.empty() || name.front() == '.' || name.find('/') != std::string::npos) {
+          return "an instance name is a file name: not empty, no '/', not starting with '.'";
+        }
+        return {};
+      });
+  // Flags in a file, one `name = value` per line with the long flag names (TOML/INI, e.g.
+  // `synchronous = "normal"`); flags on the command line win over the file.
+  app.set_config("--config", config_file,
+                 "read flags from this file (`synchronous = \"normal\"`, one per line); "
+                 "command-line flags win")
+      ->type_name("FILE");
   app.add_option("--database", config.database_path, "SQLite database file (created if missing)")
-      ->required();
+      ->required(instance.empty());
   app.add_option("--socket", config.socket_path,
                  "Unix socket to listen on (default: <database>-pasyn.sock)");
   app.add_option("--synchronous", synchronous,
@@ -75,11 +123,21 @@ int main(int argc, char** argv) {
   config.transaction_idle_timeout = std::chrono::milliseconds(idle_ms);
   log().set_level(spdlog::level::from_str(log_level));
 
+  namespace sd = pasyn::server::systemd;
+  if (sd::stderr_is_journal()) sd::log_to_journal();
+  if (std::getenv("NOTIFY_SOCKET")) config.notify = sd::notify;
+  if (const auto interval = sd::watchdog_interval()) config.watchdog_interval = *interval;
   try {
+    config.listen_fd = sd::take_listen_fd();
     pasyn::server::Server server(std::move(config));
     server.run();
   } catch (const pasyn::server::StartError& e) {
-    std::fprintf(stderr, "pasyn-writerd: %s\n", e.what());
+    if (sd::stderr_is_journal()) {
+      log().critical("cannot start: {}", e.what());
+    } else {
+      std::fprintf(stderr, "pasyn-writerd: %s\n", e.what());
+    }
+    sd::notify(std::string("STATUS=cannot start: ") + e.what());
     return 1;
   }
   return 0;

@@ -28,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "log.hpp"
 #include "paths.hpp"
@@ -65,12 +66,26 @@ class Server::Impl {
   local::acceptor acceptor_{io_};
   std::optional<asio::signal_set> signals_;
   asio::steady_timer drain_timer_{io_};
+  asio::steady_timer status_timer_{io_};
+  asio::steady_timer watchdog_timer_{io_};
+  const Clock::time_point started_ = Clock::now();
+  std::string last_status_;
+  bool socket_passed_ = false;  // the socket came from the service manager: not ours to unlink
   std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions_;
   std::uint64_t next_session_id_ = 1;
   bool stopping_ = false;
   struct stat socket_stat_ {};
 
+  /// STATS: the server's and the writer's figures (PROTOCOL.md §5).
+  proto::Report stats() const;
+
  private:
+  void notify(const std::string& state) const {
+    if (config_.notify) config_.notify(state);
+  }
+  std::string status_line() const;
+  void refresh_status();
+  void watchdog_tick();
   void do_accept();
   void begin_stop(const char* why);
   void on_writer_drained();
@@ -250,6 +265,25 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         if (!ok) why = reader.error();
         break;
       }
+      case MsgType::kStats: {
+        // Answered here, on the I/O thread: figures stay available while the writer is busy.
+        if (!(ok = proto::decode_empty(f.payload, why))) break;
+        std::vector<std::uint8_t> reply;
+        proto::encode_report(reply, f.request_id, server_.stats());
+        send(std::move(reply));
+        return true;
+      }
+      case MsgType::kCheckpoint:
+      case MsgType::kBackup: {
+        r.payload.assign(f.payload.begin(), f.payload.end());
+        proto::PayloadReader reader(r.payload);
+        ok = reader.string(r.sql) && reader.finish();
+        if (!ok) why = reader.error();
+        if (ok && r.type == MsgType::kBackup) {
+          log().info("connection {}{} asked for a backup to {}", id_, peer_, r.sql);
+        }
+        break;
+      }
       case MsgType::kShutdown:
         ok = proto::decode_empty(f.payload, why);
         if (ok) log().info("connection {} asked the server to shut down", id_);
@@ -366,9 +400,21 @@ Server::Impl::Impl(Config config)
     : config_(std::move(config)), lock_(std::in_place, config_.database_path), writer_(config_) {
   // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
   if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
+  error_code ec;
+  if (config_.listen_fd >= 0) {  // socket activation: systemd bound and listens already
+    const int fd = std::exchange(config_.listen_fd, -1);
+    acceptor_.assign(local(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      throw StartError(StartError::Kind::kSocket,
+                       "cannot use the socket systemd passed: " + ec.message());
+    }
+    config_.socket_path = acceptor_.local_endpoint(ec).path();
+    socket_passed_ = true;
+    return;
+  }
   if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
   free_socket_path(config_.socket_path);
-  error_code ec;
   const local::endpoint endpoint(config_.socket_path);
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.bind(endpoint, ec);
@@ -388,6 +434,17 @@ void Server::Impl::run() {
   log().info("serving {} on {} (synchronous={})", config_.database_path, config_.socket_path,
              config_.synchronous_full ? "full" : "normal");
   do_accept();
+  if (config_.notify) {
+    // The database is open, the writer runs and the acceptor is live: clients may come.
+    last_status_ = status_line();
+    notify("READY=1\nSTATUS=" + last_status_);
+    refresh_status();
+    if (config_.watchdog_interval.count() > 0) {
+      notify("WATCHDOG=1");
+      writer_.made_progress();  // the baseline for the first tick
+      watchdog_tick();
+    }
+  }
   if (signals_) {
     signals_->async_wait([this](error_code ec, int signo) {
       if (!ec) begin_stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -432,7 +489,9 @@ void Server::Impl::begin_stop(const char* why) {
   if (stopping_) return;
   stopping_ = true;
   log().info("shutting down ({}): finishing queued work", why);
+  notify(std::string("STOPPING=1\nSTATUS=shutting down (") + why + "): finishing queued work");
   error_code ignored;
+  status_timer_.cancel();
   acceptor_.close(ignored);
   if (signals_) signals_->cancel(ignored);
   writer_.stop();
@@ -447,6 +506,7 @@ void Server::Impl::begin_stop(const char* why) {
 
 void Server::Impl::on_writer_drained() {
   drain_timer_.cancel();
+  watchdog_timer_.cancel();
   remove_socket();
   // Copy: closing a session erases it from sessions_.
   std::vector<std::shared_ptr<Session>> live;
@@ -459,11 +519,85 @@ void Server::Impl::on_writer_drained() {
 void Server::Impl::on_session_closed(std::uint64_t id) { sessions_.erase(id); }
 
 void Server::Impl::remove_socket() {
+  if (socket_passed_) return;  // systemd's socket: it stays for the next activation
   struct stat st {};
   if (::lstat(config_.socket_path.c_str(), &st) == 0 && st.st_ino == socket_stat_.st_ino &&
       st.st_dev == socket_stat_.st_dev) {
     ::unlink(config_.socket_path.c_str());
   }
+}
+
+proto::Report Server::Impl::stats() const {
+  const auto w = writer_.stats();
+  struct stat wal {};
+  const std::int64_t wal_bytes =
+      ::stat((config_.database_path + "-wal").c_str(), &wal) == 0 ? wal.st_size : 0;
+  const auto i64 = [](auto v) { return static_cast<std::int64_t>(v); };
+  const double mean_batch =
+      w.batches ? static_cast<double>(w.batched_requests) / static_cast<double>(w.batches) : 0.0;
+  return {
+      {"version", std::string(PASYN_VERSION)},
+      {"pid", i64(::getpid())},
+      {"database", config_.database_path},
+      {"socket", config_.socket_path},
+      {"synchronous", std::string(config_.synchronous_full ? "full" : "normal")},
+      {"uptime_ms",
+       i64(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count())},
+      {"connections", i64(sessions_.size())},
+      {"requests", i64(w.requests)},
+      {"batches", i64(w.batches)},
+      {"mean_batch_size", mean_batch},
+      {"commit_p50_us", i64(w.commit_p50_us)},
+      {"commit_p99_us", i64(w.commit_p99_us)},
+      {"commit_max_us", i64(w.commit_max_us)},
+      {"queue_depth", i64(w.queue_depth)},
+      {"waiting_for_transaction", i64(w.waiting)},
+      {"transaction_age_ms", i64(w.transaction_age_ms)},
+      {"wal_bytes", wal_bytes},
+  };
+}
+
+std::string Server::Impl::status_line() const {
+  const auto w = writer_.stats();
+  std::string line = "serving " + config_.database_path + ": " + std::to_string(sessions_.size()) +
+                     " connections, " + std::to_string(w.requests) + " requests in " +
+                     std::to_string(w.batches) + " batches, queue " +
+                     std::to_string(w.queue_depth + w.waiting);
+  if (w.transaction_age_ms >= 0) {
+    line += ", transaction open " + std::to_string(w.transaction_age_ms) + " ms";
+  }
+  return line;
+}
+
+void Server::Impl::refresh_status() {
+  status_timer_.expires_after(config_.status_interval);
+  status_timer_.async_wait([this](error_code ec) {
+    if (ec || stopping_) return;
+    auto line = status_line();
+    if (line != last_status_) {
+      notify("STATUS=" + line);
+      last_status_ = std::move(line);
+    }
+    refresh_status();
+  });
+}
+
+void Server::Impl::watchdog_tick() {
+  // Pinged at half the interval (sd_watchdog_enabled(3)); only while the writer moves on, so
+  // that a writer stuck in a statement or on a lock gets the service restarted.
+  watchdog_timer_.expires_after(config_.watchdog_interval / 2);
+  watchdog_timer_.async_wait([this](error_code ec) {
+    if (ec) return;
+    if (writer_.made_progress()) {
+      notify("WATCHDOG=1");
+    } else {
+      log().warn(
+          "watchdog: the writer thread made no progress in the last {} ms; not pinging",
+          std::chrono::duration_cast<std::chrono::milliseconds>(config_.watchdog_interval / 2)
+              .count());
+    }
+    watchdog_tick();
+  });
 }
 
 Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}

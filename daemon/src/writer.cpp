@@ -6,6 +6,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include <sys/stat.h>
+
 #include "log.hpp"
 #include "paths.hpp"
 
@@ -15,6 +17,8 @@ namespace {
 constexpr std::size_t kMaxBatch = 4096;
 constexpr std::size_t kMaxCachedStatements = 512;
 constexpr std::size_t kRetryWithSavepoints = static_cast<std::size_t>(-1);
+// SQLite VM instructions between two progress ticks (the watchdog's sign of life).
+constexpr int kProgressInterval = 1000;
 
 constexpr const char* kTransactionSqlMessage =
     "BEGIN, COMMIT, ROLLBACK and END cannot be sent as SQL: every request already runs "
@@ -227,6 +231,8 @@ Writer::Writer(const Config& config) : config_(config) {
     fail("cannot prepare transaction statements");
   }
   sqlite3_set_authorizer(db_, &Writer::authorize, this);
+  sqlite3_progress_handler(db_, kProgressInterval, &Writer::on_progress, this);
+  commit_us_.reserve(kCommitWindow);
 }
 
 Writer::~Writer() {
@@ -242,6 +248,11 @@ sqlite3_stmt* Writer::prepare_internal(const char* sql) {
   sqlite3_stmt* stmt = nullptr;
   sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   return stmt;
+}
+
+int Writer::on_progress(void* self) {
+  static_cast<Writer*>(self)->progress_.fetch_add(1, std::memory_order_relaxed);
+  return 0;
 }
 
 int Writer::authorize(void* self, int action, const char* arg1, const char* arg2, const char*,
@@ -313,9 +324,61 @@ void Writer::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::size_t Writer::queue_depth() const {
-  std::lock_guard lk(mu_);
-  return queue_.size();
+WriterStats Writer::stats() const {
+  WriterStats s;
+  std::vector<std::uint32_t> commits;
+  {
+    std::lock_guard lk(stats_mu_);
+    s = stats_;
+    commits = commit_us_;
+  }
+  if (!commits.empty()) {
+    std::sort(commits.begin(), commits.end());
+    const auto at = [&](double q) {
+      return commits[std::min(commits.size() - 1, static_cast<std::size_t>(q * commits.size()))];
+    };
+    s.commit_p50_us = at(0.50);
+    s.commit_p99_us = at(0.99);
+    s.commit_max_us = commits.back();
+  }
+  {
+    std::lock_guard lk(mu_);
+    s.queue_depth = queue_.size();
+  }
+  s.waiting = deferred_count_.load(std::memory_order_relaxed);
+  if (const auto started = tx_started_ns_.load(std::memory_order_relaxed); started != 0) {
+    const auto now = Clock::now().time_since_epoch();
+    s.transaction_age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               now - std::chrono::nanoseconds(started))
+                               .count();
+  }
+  return s;
+}
+
+bool Writer::made_progress() {
+  const auto now = progress_.load(std::memory_order_relaxed);
+  const bool moved = now != progress_seen_;
+  progress_seen_ = now;
+  return moved || idle_.load(std::memory_order_relaxed);
+}
+
+void Writer::count_answered(std::size_t n) {
+  std::lock_guard lk(stats_mu_);
+  stats_.requests += n;
+}
+
+void Writer::record_commit(Clock::duration took, std::size_t batch_size) {
+  const auto us = static_cast<std::uint32_t>(std::min<std::int64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(took).count(), UINT32_MAX));
+  std::lock_guard lk(stats_mu_);
+  ++stats_.batches;
+  stats_.batched_requests += batch_size;
+  if (commit_us_.size() < kCommitWindow) {
+    commit_us_.push_back(us);
+  } else {
+    commit_us_[commit_next_] = us;
+  }
+  commit_next_ = (commit_next_ + 1) % kCommitWindow;
 }
 
 void Writer::run() {
@@ -327,15 +390,18 @@ void Writer::run() {
       std::unique_lock lk(mu_);
       while (queue_.empty() && !stopping_) {
         const auto deadline = next_deadline();
+        idle_.store(true, std::memory_order_relaxed);
         waiting_ = true;
         const bool timed_out = deadline ? cv_.wait_until(lk, *deadline) == std::cv_status::timeout
                                         : (cv_.wait(lk), false);
         waiting_ = false;
+        idle_.store(false, std::memory_order_relaxed);
         if (timed_out) break;
       }
       incoming.swap(queue_);
       stopping = stopping_;
     }
+    progress_.fetch_add(1, std::memory_order_relaxed);
     for (auto& r : incoming) work.push_back(std::move(r));
     incoming.clear();
     expire(Clock::now(), work);
@@ -402,6 +468,9 @@ void Writer::process(std::deque<Request>& work) {
     } else if (r.type == proto::MsgType::kBegin) {
       flush();
       begin_transaction(r);
+    } else if (r.type == proto::MsgType::kCheckpoint || r.type == proto::MsgType::kBackup) {
+      flush();
+      run_admin(r);
     } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
                must_run_alone(r.sql) && is_single_statement(r.sql)) {
       flush();
@@ -415,6 +484,7 @@ void Writer::process(std::deque<Request>& work) {
 }
 
 void Writer::reply(Request& r, std::vector<std::uint8_t> frames) {
+  count_answered(1);
   if (r.sink) r.sink->deliver(std::move(frames));
 }
 
@@ -439,6 +509,97 @@ void Writer::run_alone(Request& r) {
   replies_ = {};
 }
 
+void Writer::run_admin(Request& r) {
+  proto::Report report;
+  const bool ok = r.type == proto::MsgType::kCheckpoint ? checkpoint(r.sql, report)
+                                                        : backup(std::string(r.sql), report);
+  std::vector<std::uint8_t> frame;
+  if (ok) {
+    proto::encode_report(frame, r.id, report);
+  } else {
+    proto::encode_error(frame, r.id, failure_);
+  }
+  reply(r, std::move(frame));
+}
+
+bool Writer::checkpoint(std::string_view mode, proto::Report& report) {
+  static constexpr std::pair<std::string_view, int> kModes[] = {
+      {"PASSIVE", SQLITE_CHECKPOINT_PASSIVE},
+      {"FULL", SQLITE_CHECKPOINT_FULL},
+      {"RESTART", SQLITE_CHECKPOINT_RESTART},
+      {"TRUNCATE", SQLITE_CHECKPOINT_TRUNCATE}};
+  const auto* found = std::find_if(std::begin(kModes), std::end(kModes), [&](const auto& m) {
+    return m.first.size() == mode.size() &&
+           std::equal(mode.begin(), mode.end(), m.first.begin(), [](char a, char b) {
+             return std::toupper(static_cast<unsigned char>(a)) == b;
+           });
+  });
+  if (found == std::end(kModes)) {
+    set_failure(proto::PasynCode::kMisuse, "unknown checkpoint mode '" + std::string(mode) +
+                                               "' (PASSIVE, FULL, RESTART or TRUNCATE)");
+    return false;
+  }
+  int wal_frames = 0, checkpointed = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, found->second, &wal_frames, &checkpointed);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    capture_sqlite_error();
+    return false;
+  }
+  // SQLITE_BUSY: readers kept part of the WAL from being copied back; the counts tell how much.
+  report = {{"mode", std::string(found->first)},
+            {"busy", std::int64_t{rc == SQLITE_BUSY}},
+            {"wal_frames", std::int64_t{wal_frames}},
+            {"checkpointed_frames", std::int64_t{checkpointed}}};
+  return true;
+}
+
+bool Writer::backup(const std::string& path, proto::Report& report) {
+  if (path.empty()) {
+    set_failure(proto::PasynCode::kMisuse, "BACKUP needs a destination path");
+    return false;
+  }
+  struct stat dst {
+  }, src{};
+  if (::stat(path.c_str(), &dst) == 0 && ::stat(config_.database_path.c_str(), &src) == 0 &&
+      dst.st_dev == src.st_dev && dst.st_ino == src.st_ino) {
+    set_failure(proto::PasynCode::kMisuse, "the backup destination is the database itself");
+    return false;
+  }
+  const auto started = Clock::now();
+  sqlite3* dest = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  sqlite3_backup* b = rc == SQLITE_OK ? sqlite3_backup_init(dest, "main", db_, "main") : nullptr;
+  if (b) {
+    // All pages in one step: one read snapshot, so the copy is consistent. Requests queue
+    // meanwhile (the writer thread copies) and run right after.
+    rc = sqlite3_backup_step(b, -1);
+    const std::int64_t pages = sqlite3_backup_pagecount(b);
+    sqlite3_backup_finish(b);
+    if (rc == SQLITE_DONE) {
+      rc = sqlite3_errcode(dest);
+      struct stat out {};
+      ::stat(path.c_str(), &out);
+      report = {
+          {"path", path},
+          {"pages", pages},
+          {"bytes", static_cast<std::int64_t>(out.st_size)},
+          {"ms",
+           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count()}};
+    }
+  }
+  if (!b || rc != SQLITE_OK) {
+    const int ext = dest ? sqlite3_extended_errcode(dest) : rc;
+    failure_ = {
+        proto::ErrorDomain::kSqlite, ext & 0xff, ext,
+        "backup to " + path + " failed: " + (dest ? sqlite3_errmsg(dest) : sqlite3_errstr(rc))};
+    sqlite3_close_v2(dest);
+    return false;
+  }
+  sqlite3_close_v2(dest);
+  return true;
+}
+
 void Writer::begin_transaction(Request& r) {
   if (!r.sink || !r.sink->alive()) return;  // its connection is gone: nobody to own it
   if (!exec_internal(begin_)) {
@@ -449,6 +610,7 @@ void Writer::begin_transaction(Request& r) {
     return;
   }
   tx_ = OpenTransaction{r.sink, Clock::now()};
+  tx_started_ns_.store(tx_->last_activity.time_since_epoch().count(), std::memory_order_relaxed);
   ended_.erase(r.sink.get());
   std::vector<std::uint8_t> frame;
   proto::encode_empty(frame, proto::MsgType::kOk, r.id);
@@ -545,9 +707,11 @@ void Writer::end_transaction(std::deque<Request>& work, std::optional<std::strin
   if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
   if (reason) ended_[tx_->owner.get()] = *reason;
   tx_.reset();
+  tx_started_ns_.store(0, std::memory_order_relaxed);
   work.insert(work.begin(), std::make_move_iterator(deferred_.begin()),
               std::make_move_iterator(deferred_.end()));
   deferred_.clear();
+  deferred_count_.store(0, std::memory_order_relaxed);
 }
 
 void Writer::defer(Request& r) {
@@ -558,12 +722,14 @@ void Writer::defer(Request& r) {
     return;
   }
   deferred_.push_back(std::move(r));
+  deferred_count_.store(deferred_.size(), std::memory_order_relaxed);
 }
 
 void Writer::expire(Clock::time_point now, std::deque<Request>& work) {
   while (!deferred_.empty() && deferred_.front().arrived + config_.lock_wait <= now) {
     Request r = std::move(deferred_.front());
     deferred_.pop_front();
+    deferred_count_.store(deferred_.size(), std::memory_order_relaxed);
     reply_error(r, proto::PasynCode::kTimeout,
                 "waited " + std::to_string(config_.lock_wait.count()) +
                     " ms (--lock-wait) for another connection's transaction; the request was "
@@ -626,7 +792,7 @@ void Writer::run_batch(std::vector<Request>& batch) {
     }
     log().warn("request {} ended the batch transaction; re-running {} other requests", r.id,
                batch.size() - 1);
-    if (r.sink) r.sink->deliver(std::move(frame));
+    reply(r, std::move(frame));
     batch.erase(batch.begin() + broke);
     if (batch.empty()) return;
   }
@@ -674,7 +840,10 @@ std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& o
     if (!ok) exec_internal(rollback_to_);
     exec_internal(release_);
   }
-  if (!exec_internal(commit_)) {
+  const auto commit_started = Clock::now();
+  if (exec_internal(commit_)) {
+    record_commit(Clock::now() - commit_started, batch.size());
+  } else {
     capture_sqlite_error();
     failure_.message = "commit failed, nothing of this batch was written: " + failure_.message;
     if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
@@ -934,6 +1103,7 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
   std::vector<std::pair<ReplySink*, std::vector<std::uint8_t>>> per_sink;
   std::unordered_map<ReplySink*, std::size_t> index;
   bool shutdown = false;
+  count_answered(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Request& r = batch[i];
     shutdown = shutdown || (r.type == proto::MsgType::kShutdown && outcomes[i].ok);

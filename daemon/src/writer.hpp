@@ -103,6 +103,19 @@ bool is_savepoint_sql(std::string_view sql);
 /// True when the first keyword of `sql` is VACUUM.
 bool is_vacuum(std::string_view sql);
 
+/// Figures of the writer for STATS and the service status line.
+struct WriterStats {
+  std::uint64_t requests = 0;          // requests answered (writes, transactions, admin)
+  std::uint64_t batches = 0;           // batch transactions committed
+  std::uint64_t batched_requests = 0;  // requests in those batches
+  std::uint64_t commit_p50_us = 0;     // duration of COMMIT over the last kCommitWindow batches
+  std::uint64_t commit_p99_us = 0;
+  std::uint64_t commit_max_us = 0;
+  std::size_t queue_depth = 0;           // submitted, not yet taken by the writer thread
+  std::size_t waiting = 0;               // taken, waiting for another connection's transaction
+  std::int64_t transaction_age_ms = -1;  // age of the open client transaction; -1: none
+};
+
 class Writer {
  public:
   /// Opens the database read-write (creating it), in WAL mode with the configured synchronous
@@ -128,7 +141,14 @@ class Writer {
   void abort();
   void join();
 
-  std::size_t queue_depth() const;
+  /// Thread-safe.
+  WriterStats stats() const;
+  /// For the watchdog: true if the writer thread is waiting for work or has made progress
+  /// (finished a step of its loop, or run SQLite VM instructions) since the previous call.
+  /// Called from one thread (the I/O thread).
+  bool made_progress();
+
+  static constexpr std::size_t kCommitWindow = 1024;
 
  private:
   struct Cached {
@@ -144,6 +164,12 @@ class Writer {
   void process(std::deque<Request>& work);
   void run_batch(std::vector<Request>& batch);
   void run_alone(Request& r);
+  /// CHECKPOINT and BACKUP: run between batches, outside any transaction.
+  void run_admin(Request& r);
+  bool checkpoint(std::string_view mode, proto::Report& report);
+  bool backup(const std::string& path, proto::Report& report);
+  void count_answered(std::size_t n);
+  void record_commit(Clock::duration took, std::size_t batch_size);
   void begin_transaction(Request& r);
   void run_in_transaction(Request& r, std::deque<Request>& work);
   /// Rolls back the open transaction (if SQLite has not already), tells its owner `reason` on
@@ -180,6 +206,7 @@ class Writer {
   void clear_cache();
   void checkpoint_and_close();
 
+  static int on_progress(void* self);
   static int authorize(void* self, int action, const char* a, const char* b, const char* c,
                        const char* d);
 
@@ -229,6 +256,18 @@ class Writer {
   bool stopping_ = false;       // GUARDED_BY(mu_)
   bool waiting_ = false;        // GUARDED_BY(mu_): the writer sleeps on cv_
   std::atomic<bool> aborted_{false};
+
+  // Watchdog: the writer thread bumps progress_; idle_ is set while it waits for work.
+  std::atomic<std::uint64_t> progress_{0};
+  std::atomic<bool> idle_{false};
+  std::uint64_t progress_seen_ = 0;  // I/O thread: progress_ at the previous made_progress()
+
+  mutable std::mutex stats_mu_;
+  WriterStats stats_;                     // GUARDED_BY(stats_mu_), without the live fields
+  std::vector<std::uint32_t> commit_us_;  // GUARDED_BY(stats_mu_): ring of the last commits
+  std::size_t commit_next_ = 0;           // GUARDED_BY(stats_mu_)
+  std::atomic<std::size_t> deferred_count_{0};
+  std::atomic<std::int64_t> tx_started_ns_{0};  // steady clock; 0: no transaction open
 };
 
 }  // namespace pasyn::server

@@ -645,6 +645,30 @@ std::future<void> send_empty(MultiplexedClient::Impl& impl, proto::MsgType type,
       Completion::Kind::kEmpty, reply);
 }
 
+// STATS, CHECKPOINT, BACKUP: answered with a RESULT of (name, value) rows.
+Report send_admin(MultiplexedClient::Impl& impl, proto::MsgType type,
+                  std::optional<std::string_view> text) {
+  auto rows = impl.wait(send<std::vector<Row>>(
+      impl, false,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        if (text) {
+          proto::encode_text(out, type, id, *text);
+        } else {
+          proto::encode_empty(out, type, id);
+        }
+      },
+      Completion::Kind::kRows));
+  Report report;
+  report.reserve(rows.size());
+  for (auto& row : rows) {
+    if (row.size() != 2 || type_of(row[0]) != ValueType::kText) {
+      throw ProtocolError("malformed report from the daemon");
+    }
+    report.emplace_back(std::move(std::get<std::string>(row[0])), std::move(row[1]));
+  }
+  return report;
+}
+
 std::optional<Row> first_row(std::vector<Row> rows) {
   if (rows.empty()) return std::nullopt;
   return std::move(rows.front());
@@ -743,6 +767,18 @@ bool MultiplexedClient::ping() {
 
 void MultiplexedClient::shutdown_server() {
   impl().wait(send_empty(impl(), proto::MsgType::kShutdown, proto::MsgType::kShutdownOk));
+}
+
+Report MultiplexedClient::stats() {
+  return send_admin(impl(), proto::MsgType::kStats, std::nullopt);
+}
+
+Report MultiplexedClient::checkpoint(std::string_view mode) {
+  return send_admin(impl(), proto::MsgType::kCheckpoint, mode);
+}
+
+Report MultiplexedClient::backup(std::string_view path) {
+  return send_admin(impl(), proto::MsgType::kBackup, path);
 }
 
 Transaction MultiplexedClient::begin() {

@@ -33,6 +33,12 @@ const char* to_string(MsgType type) noexcept {
       return "COMMIT";
     case MsgType::kRollback:
       return "ROLLBACK";
+    case MsgType::kStats:
+      return "STATS";
+    case MsgType::kCheckpoint:
+      return "CHECKPOINT";
+    case MsgType::kBackup:
+      return "BACKUP";
     case MsgType::kOk:
       return "OK";
     case MsgType::kHelloOk:
@@ -474,17 +480,26 @@ bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::s
   return done(r, why);
 }
 
-void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql) {
-  FrameWriter w(out, MsgType::kExecuteScript, request_id);
-  w.string(sql);
+void encode_text(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                 std::string_view text) {
+  FrameWriter w(out, type, request_id);
+  w.string(text);
   w.finish();
 }
 
-bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why) {
+bool decode_text(std::span<const std::uint8_t> payload, std::string& text, std::string& why) {
   PayloadReader r(payload);
   std::string_view s;
-  if (r.string(s)) sql = s;
+  if (r.string(s)) text = s;
   return done(r, why);
+}
+
+void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql) {
+  encode_text(out, MsgType::kExecuteScript, request_id, sql);
+}
+
+bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why) {
+  return decode_text(payload, sql, why);
 }
 
 void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Result& m) {
@@ -496,6 +511,22 @@ void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, con
   w.u32(static_cast<std::uint32_t>(m.rows.size()));
   for (const auto& row : m.rows) {
     for (const auto& v : row) w.value(v);
+  }
+  w.finish();
+}
+
+void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m) {
+  FrameWriter w(out, MsgType::kResult, request_id);
+  w.i64(0);
+  w.i64(0);
+  w.u32(2);
+  w.string("name");
+  w.string("value");
+  w.u32(static_cast<std::uint32_t>(m.size()));
+  for (const auto& [name, value] : m) {
+    w.u8(static_cast<std::uint8_t>(ValueType::kText));
+    w.string(name);
+    w.value(value);
   }
   w.finish();
 }

@@ -458,7 +458,10 @@ TEST(MsgTypeName, NamesEveryTypeAndCallsOthersUnknown) {
   EXPECT_STREQ(to_string(MsgType::kOk), "OK");
   EXPECT_STREQ(to_string(MsgType::kError), "ERROR");
   EXPECT_STREQ(to_string(static_cast<MsgType>(0x00)), "UNKNOWN");
-  EXPECT_STREQ(to_string(static_cast<MsgType>(0x0C)), "UNKNOWN");
+  EXPECT_STREQ(to_string(MsgType::kStats), "STATS");
+  EXPECT_STREQ(to_string(MsgType::kCheckpoint), "CHECKPOINT");
+  EXPECT_STREQ(to_string(MsgType::kBackup), "BACKUP");
+  EXPECT_STREQ(to_string(static_cast<MsgType>(0x0F)), "UNKNOWN");
   EXPECT_STREQ(to_string(static_cast<MsgType>(0x80)), "UNKNOWN");
 }
 
@@ -641,6 +644,43 @@ TEST(ScriptCodec, RoundTripsMultiStatementAndEmptySql) {
     std::string why;
     ASSERT_TRUE(decode_script(f.payload, got, why)) << why;
     EXPECT_EQ(got, sql);
+  }
+}
+
+TEST(TextCodec, CarriesTheCheckpointModeAndTheBackupPath) {
+  for (const auto type : {MsgType::kCheckpoint, MsgType::kBackup}) {
+    Bytes wire;
+    encode_text(wire, type, 5, "/var/lib/pasyn/copy of db.sqlite");
+    const Frame f = only_frame(wire);
+    EXPECT_EQ(f.type, byte(type));
+    EXPECT_EQ(f.request_id, 5u);
+    std::string got, why;
+    ASSERT_TRUE(decode_text(f.payload, got, why)) << why;
+    EXPECT_EQ(got, "/var/lib/pasyn/copy of db.sqlite");
+    // Anything after the string is a malformed payload.
+    Bytes longer(f.payload.begin(), f.payload.end());
+    longer.push_back(0);
+    EXPECT_FALSE(decode_text(longer, got, why));
+  }
+}
+
+TEST(ReportCodec, IsAResultWithNameAndValueColumns) {
+  const Report sent{{"requests", std::int64_t{42}},
+                    {"mean_batch_size", 3.5},
+                    {"database", std::string("/var/lib/pasyn/a.sqlite")},
+                    {"nothing", nullptr}};
+  Bytes wire;
+  encode_report(wire, 8, sent);
+  const Frame f = only_frame(wire);
+  EXPECT_EQ(f.type, byte(MsgType::kResult));
+  EXPECT_EQ(f.request_id, 8u);
+  Result m;
+  std::string why;
+  ASSERT_TRUE(decode_result(f.payload, m, why)) << why;
+  EXPECT_EQ(m.columns, (std::vector<std::string>{"name", "value"}));
+  ASSERT_EQ(m.rows.size(), sent.size());
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_TRUE(identical(m.rows[i], Row{sent[i].first, sent[i].second})) << "row " << i;
   }
 }
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <pasyn/errors.hpp>
@@ -26,6 +27,9 @@ struct ClientOptions {
 };
 
 class Transaction;
+
+/// Named figures the daemon reports (stats(), checkpoint(), backup()), in the daemon's order.
+using Report = std::vector<std::pair<std::string, Value>>;
 
 /// A connection to pasyn-writerd shared by every thread of the process that uses it.
 ///
@@ -75,6 +79,19 @@ class PASYN_EXPORT MultiplexedClient {
   bool ping();
   /// Asks the daemon to finish queued work and exit. Returns once it has acknowledged.
   void shutdown_server();
+
+  // Operations (what the `pasyn` CLI sends); see PROTOCOL.md §5.
+  /// The daemon's live figures: requests, batches, mean batch size, commit latency
+  /// percentiles, queue depth, connections, open transaction age, WAL size, ...
+  /// Answered by the daemon's I/O thread, so also while the writer is busy.
+  Report stats();
+  /// Checkpoints the WAL between batches. `mode`: PASSIVE, FULL, RESTART or TRUNCATE. Reports
+  /// `busy` (1 when readers kept part of the WAL), `wal_frames`, `checkpointed_frames`.
+  Report checkpoint(std::string_view mode = "TRUNCATE");
+  /// Copies the database, consistently, to `path` on the daemon's machine (written by the
+  /// daemon's user; an existing file is replaced). Writes wait while the copy runs. Reports
+  /// `pages`, `bytes` and `ms`.
+  Report backup(std::string_view path);
 
   /// Opens an exclusive transaction on the daemon and returns its handle; see Transaction.
   /// Waits while another connection's transaction is open, up to the daemon's `--lock-wait`,

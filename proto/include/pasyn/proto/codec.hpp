@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <pasyn/value.hpp>
@@ -36,6 +37,9 @@ enum class MsgType : std::uint8_t {
   kBegin = 0x09,
   kCommit = 0x0A,
   kRollback = 0x0B,
+  kStats = 0x0C,
+  kCheckpoint = 0x0D,
+  kBackup = 0x0E,
   kHelloOk = 0x81,
   kPong = 0x82,
   kResult = 0x83,
@@ -282,10 +286,19 @@ void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::
 bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& why);
 bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why);
 
+/// A frame whose payload is one string: EXECUTE_SCRIPT (the SQL), CHECKPOINT (the mode), BACKUP
+/// (the destination path).
+void encode_text(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                 std::string_view text);
+bool decode_text(std::span<const std::uint8_t> payload, std::string& text, std::string& why);
 void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql);
 bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why);
 
 void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Result& m);
+/// A report (STATS, CHECKPOINT and BACKUP replies): a RESULT with the columns "name" and "value",
+/// one row per figure.
+using Report = std::vector<std::pair<std::string, Value>>;
+void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m);
 bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string& why);
 
 void encode_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, const ErrorReply& m);
