@@ -11,6 +11,8 @@ packages=(
   libsystemd-dev   # sd_notify, socket activation
   libgtest-dev     # tests
   sqlite3          # the sqlite3 shell, used by the demo to show the database
+  dpkg-dev file    # cpack -G DEB: dpkg-shlibdeps computes the package's Depends
+  systemd          # systemd-socket-activate, systemd-analyze: service tests
 )
 
 missing=()
