@@ -319,7 +319,11 @@ int main(int argc, char** argv) {
       ->required();
   app.add_subcommand("shutdown", "finish queued work and stop the daemon");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; bad usage exits 2
+  }
   if (o.socket.empty() && o.instance.empty()) {
     std::fprintf(stderr, "pasyn: give --socket PATH or --instance NAME\n");
     return 2;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <pasyn/proto/codec.hpp>
 
@@ -22,6 +23,34 @@ struct Config {
   std::chrono::milliseconds lock_wait{5000};
   /// An open transaction with no request for this long is rolled back.
   std::chrono::milliseconds transaction_idle_timeout{10000};
+
+  // Limits (PROTOCOL.md §7). Each one has a flag in pasyn-writerd.
+  /// Longest SQL text of one request; a longer one is answered TOO_LARGE.
+  std::size_t max_sql_length = 1u << 20;
+  /// Most parameters of one statement (of each row of EXECUTE_MANY); more is TOO_LARGE.
+  std::uint32_t max_params = 32766;
+  /// Most open client connections; one more is answered LIMIT and closed.
+  std::size_t max_connections = 4096;
+  /// Requests of one connection the writer has not answered yet; at this many the daemon stops
+  /// reading from that connection until replies go out (backpressure, no unbounded queue).
+  std::size_t max_inflight = 1024;
+  /// Reply bytes waiting for one client that does not read them; beyond this the client is
+  /// disconnected (and its transaction rolled back). At least max_frame.
+  std::size_t max_output = 64u << 20;
+  /// How long one client statement may run before it is interrupted (TIMEOUT); 0: no limit.
+  std::chrono::milliseconds statement_timeout{60000};
+
+  // Access control (PROTOCOL.md §3). Empty lists: whoever can open the socket may connect.
+  /// Mode of the socket file the daemon creates.
+  std::uint32_t socket_mode = 0660;
+  /// Group of the socket file (-1: the daemon's).
+  std::int64_t socket_gid = -1;
+  /// Peers (SO_PEERCRED) allowed to connect when either list is non-empty: by uid, or by a gid
+  /// the peer's user has (primary or supplementary). The daemon's own uid is always allowed.
+  std::vector<std::uint32_t> allow_uids, allow_gids;
+  /// Peers that may only read: PING, STATS, and statements SQLite reports as read-only.
+  std::vector<std::uint32_t> read_only_uids, read_only_gids;
+
   /// Install SIGTERM/SIGINT handlers that stop the server (the daemon; not in-process servers).
   bool handle_signals = false;
 

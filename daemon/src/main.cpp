@@ -1,8 +1,13 @@
 // pasyn-writerd: serves one SQLite database's writes on a Unix socket. See README "Daemon flags".
+#include <grp.h>
+#include <pwd.h>
+
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 
 #include "log.hpp"
 #include "paths.hpp"
@@ -25,6 +30,46 @@ std::string find_instance(int argc, char** argv) {
     // The real parse reports it.
   }
   return instance;
+}
+
+// A user or group given by name or number, as its id.
+std::optional<std::uint32_t> parse_id(const std::string& text, bool group) {
+  std::uint32_t id = 0;
+  if (auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+      ec == std::errc() && end == text.data() + text.size() && !text.empty()) {
+    return id;
+  }
+  std::vector<char> buf(16384);
+  if (group) {
+    struct group g {
+    }, *found = nullptr;
+    if (::getgrnam_r(text.c_str(), &g, buf.data(), buf.size(), &found) == 0 && found) {
+      return found->gr_gid;
+    }
+  } else {
+    passwd p{}, *found = nullptr;
+    if (::getpwnam_r(text.c_str(), &p, buf.data(), buf.size(), &found) == 0 && found) {
+      return found->pw_uid;
+    }
+  }
+  return std::nullopt;
+}
+
+// CLI11 check: every entry names an existing user (or group).
+CLI::Validator known_id(bool group) {
+  return CLI::Validator(
+      [group](std::string& text) -> std::string {
+        return parse_id(text, group)
+                   ? std::string()
+                   : std::string("no such ") + (group ? "group" : "user") + ": " + text;
+      },
+      group ? "GROUP" : "USER");
+}
+
+std::vector<std::uint32_t> ids(const std::vector<std::string>& names, bool group) {
+  std::vector<std::uint32_t> out;
+  for (const auto& n : names) out.push_back(*parse_id(n, group));
+  return out;
 }
 
 }  // namespace
@@ -110,6 +155,68 @@ int main(int argc, char** argv) {
       ->transform(duration)
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  // Limits (PROTOCOL.md §7).
+  std::int64_t statement_ms = config.statement_timeout.count();
+  app.add_option("--max-sql-length", config.max_sql_length,
+                 "longest SQL text of one request in bytes (longer: TOO_LARGE)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000000}))
+      ->capture_default_str();
+  app.add_option("--max-params", config.max_params,
+                 "most parameters of one statement (more: TOO_LARGE)")
+      ->check(CLI::Range(1u, 250000u))
+      ->capture_default_str();
+  app.add_option("--max-connections", config.max_connections,
+                 "most open client connections (one more is refused with LIMIT)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--max-inflight", config.max_inflight,
+                 "unanswered requests per connection before the daemon stops reading from it")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--max-output", config.max_output,
+                 "reply bytes buffered for a client that does not read them before it is "
+                 "disconnected (at least --max-frame)")
+      ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--statement-timeout", statement_ms,
+                 "milliseconds one request's statements may run before they are interrupted "
+                 "(TIMEOUT; 0: no limit)")
+      ->transform(duration)
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+
+  // Access control (PROTOCOL.md §3).
+  std::string socket_mode = "0660", socket_group;
+  std::vector<std::string> allow_uid, allow_gid, read_only_uid, read_only_gid;
+  app.add_option("--socket-mode", socket_mode, "permissions of the socket file (octal)")
+      ->check([](const std::string& m) -> std::string {
+        unsigned v = 0;
+        auto [end, ec] = std::from_chars(m.data(), m.data() + m.size(), v, 8);
+        return ec == std::errc() && end == m.data() + m.size() && v <= 0777
+                   ? std::string()
+                   : "an octal mode such as 0660";
+      })
+      ->capture_default_str();
+  app.add_option("--socket-group", socket_group, "group of the socket file (name or gid)")
+      ->check(known_id(true));
+  app.add_option("--allow-uid", allow_uid,
+                 "only these users (names or uids) may connect, with --allow-gid's groups; "
+                 "repeat or separate with commas")
+      ->delimiter(',')
+      ->check(known_id(false));
+  app.add_option("--allow-gid", allow_gid,
+                 "only members of these groups (names or gids) may connect, with --allow-uid's "
+                 "users")
+      ->delimiter(',')
+      ->check(known_id(true));
+  app.add_option("--read-only-uid", read_only_uid,
+                 "these users may connect but only read (PING, STATS, read-only statements)")
+      ->delimiter(',')
+      ->check(known_id(false));
+  app.add_option("--read-only-gid", read_only_gid, "members of these groups may only read")
+      ->delimiter(',')
+      ->check(known_id(true));
+
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -121,6 +228,18 @@ int main(int argc, char** argv) {
   config.drain_timeout = std::chrono::milliseconds(drain_ms);
   config.lock_wait = std::chrono::milliseconds(lock_wait_ms);
   config.transaction_idle_timeout = std::chrono::milliseconds(idle_ms);
+  config.statement_timeout = std::chrono::milliseconds(statement_ms);
+  if (config.max_output < config.max_frame) {
+    std::fprintf(stderr, "pasyn-writerd: --max-output (%zu) must be at least --max-frame (%u)\n",
+                 config.max_output, config.max_frame);
+    return 2;
+  }
+  config.socket_mode = static_cast<std::uint32_t>(std::stoul(socket_mode, nullptr, 8));
+  if (!socket_group.empty()) config.socket_gid = *parse_id(socket_group, true);
+  config.allow_uids = ids(allow_uid, false);
+  config.allow_gids = ids(allow_gid, true);
+  config.read_only_uids = ids(read_only_uid, false);
+  config.read_only_gids = ids(read_only_gid, true);
   log().set_level(spdlog::level::from_str(log_level));
 
   namespace sd = pasyn::server::systemd;

@@ -14,10 +14,13 @@
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
 #include "server.hpp"
 
+#include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -25,6 +28,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -103,9 +109,19 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         decoder_(server.config_.max_frame),
         id_(id) {}
 
-  void start() {
+  /// `over_limit`: the connection limit is reached; the peer is told so after its HELLO.
+  void start(bool over_limit) {
     describe_peer();
     log().info("connection {} opened{}", id_, peer_);
+    if (over_limit) {
+      refusal_code_ = proto::PasynCode::kLimit;
+      refusal_ = "pasyn-writerd has reached its connection limit (--max-connections " +
+                 std::to_string(server_.config_.max_connections) + "); try again later";
+      log().warn("connection {}{} refused: {} connections open", id_, peer_,
+                 server_.config_.max_connections);
+    } else {
+      check_access();
+    }
     handshake_timer_.expires_after(server_.config_.handshake_timeout);
     handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec && !self->hello_done_) self->protocol_error("no HELLO within the handshake timeout");
@@ -113,8 +129,15 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     do_read();
   }
 
-  // Writer thread: the replies of one batch for this connection.
-  void deliver(std::vector<std::uint8_t> frames) override { send(std::move(frames)); }
+  // Writer thread: the replies of `replies` requests of this connection.
+  void deliver(std::vector<std::uint8_t> frames, std::size_t replies) override {
+    send(std::move(frames));
+    const std::size_t max = server_.config_.max_inflight;
+    const std::size_t before = inflight_.fetch_sub(replies, std::memory_order_acq_rel);
+    if (before >= max && before - replies < max) {  // reading was (or is about to be) paused
+      asio::post(server_.io_, [self = shared_from_this()] { self->resume_reading(); });
+    }
+  }
 
   void close_after_flush() {
     closing_ = true;
@@ -161,11 +184,65 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
 
  private:
   void describe_peer() {
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-      peer_ = " from pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
+    socklen_t len = sizeof cred_;
+    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred_, &len) == 0) {
+      peer_ = " from pid " + std::to_string(cred_.pid) + " uid " + std::to_string(cred_.uid);
+    } else {
+      cred_.uid = static_cast<uid_t>(-1);
+      cred_.gid = static_cast<gid_t>(-1);
     }
+  }
+
+  // --allow-uid/--allow-gid and --read-only-uid/--read-only-gid against the peer's credentials.
+  void check_access() {
+    const auto& c = server_.config_;
+    if (c.allow_uids.empty() && c.allow_gids.empty() && c.read_only_uids.empty() &&
+        c.read_only_gids.empty()) {
+      return;
+    }
+    const std::vector<gid_t> groups = groups_of(cred_.uid, cred_.gid);
+    const auto listed = [&](const std::vector<std::uint32_t>& uids,
+                            const std::vector<std::uint32_t>& gids) {
+      if (std::find(uids.begin(), uids.end(), cred_.uid) != uids.end()) return true;
+      return std::any_of(groups.begin(), groups.end(), [&](gid_t g) {
+        return std::find(gids.begin(), gids.end(), g) != gids.end();
+      });
+    };
+    if (listed(c.read_only_uids, c.read_only_gids)) {
+      read_only_ = true;
+      log().info("connection {}{} may only read (--read-only-uid/--read-only-gid)", id_, peer_);
+      return;
+    }
+    const bool restricted = !c.allow_uids.empty() || !c.allow_gids.empty();
+    if (!restricted || cred_.uid == ::geteuid() || listed(c.allow_uids, c.allow_gids)) return;
+    refusal_code_ = proto::PasynCode::kPermission;
+    refusal_ = "uid " + std::to_string(cred_.uid) +
+               " may not use this pasyn-writerd (not in --allow-uid or --allow-gid)";
+    log().warn("connection {}{} refused: uid {} (gid {}) is not allowed", id_, peer_, cred_.uid,
+               cred_.gid);
+  }
+
+  // The primary and supplementary groups of a user (the peer's process may have dropped some;
+  // SO_PEERCRED only tells its uid and primary gid).
+  static std::vector<gid_t> groups_of(uid_t uid, gid_t gid) {
+    std::vector<gid_t> groups{gid};
+    passwd pw{}, *found = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) return groups;
+    int n = 64;
+    std::vector<gid_t> all(static_cast<std::size_t>(n));
+    if (::getgrouplist(pw.pw_name, gid, all.data(), &n) < 0) {
+      all.resize(static_cast<std::size_t>(n));
+      if (::getgrouplist(pw.pw_name, gid, all.data(), &n) < 0) return groups;
+    }
+    all.resize(static_cast<std::size_t>(n));
+    return all;
+  }
+
+  void resume_reading() {
+    if (!read_paused_ || closing_ || closed_) return;
+    read_paused_ = false;
+    pump();
   }
 
   void do_read() {
@@ -189,9 +266,17 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     }
     decoder_.commit(n);
     busy_reads_ = n == offered_;
+    pump();
+  }
+
+  // Takes the complete frames received, up to the in-flight limit, hands the requests to the
+  // writer, and reads on, or pauses reading (backpressure) until replies bring the number of
+  // unanswered requests under --max-inflight again; unparsed bytes wait in the decoder.
+  void pump() {
+    const std::size_t max = server_.config_.max_inflight;
     std::vector<Request> requests;
     proto::FrameView frame;
-    for (;;) {
+    while (inflight_.load(std::memory_order_acquire) + requests.size() < max) {
       const auto status = decoder_.next(frame);
       if (status == proto::FrameDecoder::Status::kNeedMore) break;
       if (status == proto::FrameDecoder::Status::kError) {
@@ -200,7 +285,19 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       }
       if (!handle_frame(frame, requests)) break;
     }
-    if (!requests.empty() && !server_.writer_.submit(requests)) refuse(requests);
+    if (!requests.empty()) {
+      // Counted before the writer can answer them, so that the count never goes negative.
+      inflight_.fetch_add(requests.size(), std::memory_order_acq_rel);
+      if (!server_.writer_.submit(requests)) {
+        inflight_.fetch_sub(requests.size(), std::memory_order_acq_rel);
+        refuse(requests);
+      }
+    }
+    if (closing_ || closed_) return;
+    if (inflight_.load(std::memory_order_acquire) >= max) {
+      read_paused_ = true;  // deliver() posts resume_reading() when replies go out
+      return;
+    }
     do_read();
   }
 
@@ -219,6 +316,13 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       if (hello.version != proto::kVersion) {
         return protocol_error("unsupported protocol version " + std::to_string(hello.version) +
                               " (this server speaks " + std::to_string(proto::kVersion) + ")");
+      }
+      if (!refusal_.empty()) {  // told after HELLO, so the client reads it as its handshake reply
+        std::vector<std::uint8_t> reply;
+        proto::encode_pasyn_error(reply, 0, refusal_code_, refusal_);
+        send(std::move(reply));
+        close_after_flush();
+        return false;
       }
       hello_done_ = true;
       handshake_timer_.cancel();
@@ -299,9 +403,41 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         return protocol_error("unknown message type " + hex(f.type));
     }
     if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
+    if (const auto refusal = refuse_over_limits(r)) {  // answered here; the connection goes on
+      std::vector<std::uint8_t> reply;
+      proto::encode_pasyn_error(reply, r.id, refusal->first, refusal->second);
+      send(std::move(reply));
+      return true;
+    }
     r.sink = shared_from_this();
     out.push_back(std::move(r));
     return true;
+  }
+
+  // The role and the size limits of a well-formed request: an error to answer it with, if any.
+  std::optional<std::pair<proto::PasynCode, std::string>> refuse_over_limits(Request& r) const {
+    using proto::MsgType;
+    const auto& c = server_.config_;
+    if (read_only_) {
+      if ((r.type != MsgType::kExecute && r.type != MsgType::kExecuteFetch) || r.in_tx) {
+        return std::pair{proto::PasynCode::kPermission,
+                         std::string("this connection may only read (--read-only-uid/gid): ") +
+                             proto::to_string(r.type) + " refused"};
+      }
+      r.read_only = true;  // the writer runs it only if SQLite calls the statement read-only
+    }
+    if (r.sql.size() > c.max_sql_length) {
+      return std::pair{proto::PasynCode::kTooLarge, "the SQL text is " +
+                                                        std::to_string(r.sql.size()) +
+                                                        " bytes, more than --max-sql-length " +
+                                                        std::to_string(c.max_sql_length)};
+    }
+    if (r.params.count > c.max_params) {
+      return std::pair{proto::PasynCode::kTooLarge, std::to_string(r.params.count) +
+                                                        " parameters, more than --max-params " +
+                                                        std::to_string(c.max_params)};
+    }
+    return std::nullopt;
   }
 
   void refuse(std::vector<Request>& requests) {
@@ -331,6 +467,20 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     std::unique_lock lk(out_mu_);
     if (out_closed_) return;
     if (writing_) {
+      if (pending_.size() + frames.size() > server_.config_.max_output) {
+        // The client stopped reading its replies: drop them and disconnect it (its transaction
+        // is rolled back by close_now), rather than buffer without bound.
+        out_closed_ = true;
+        const std::size_t dropped = pending_.size() + frames.size();
+        pending_.clear();
+        lk.unlock();
+        log().warn(
+            "connection {}{} does not read its replies ({} bytes waiting, more than "
+            "--max-output); disconnecting it",
+            id_, peer_, dropped);
+        asio::post(server_.io_, [self = shared_from_this()] { self->close_now(); });
+        return;
+      }
       pending_.insert(pending_.end(), frames.begin(), frames.end());
       return;
     }
@@ -385,6 +535,12 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   std::uint64_t id_;
   std::string peer_;
   std::atomic<bool> alive_{true};
+  ucred cred_{};  // the peer's pid, uid and gid (SO_PEERCRED)
+  bool read_only_ = false;
+  std::string refusal_;  // non-empty: the peer is refused with this after its HELLO
+  proto::PasynCode refusal_code_ = proto::PasynCode::kPermission;
+  std::atomic<std::size_t> inflight_{0};  // requests handed to the writer, not yet answered
+  bool read_paused_ = false;              // backpressure: no read until inflight_ < the limit
   bool hello_done_ = false;
   bool closing_ = false;  // no more reads; close once the replies are written
   bool closed_ = false;
@@ -396,8 +552,23 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   std::vector<std::uint8_t> pending_;  // GUARDED_BY(out_mu_): frames for the next write
 };
 
+namespace {
+
+// The database path made absolute, so that STATS (and the `pasyn query` that opens the file
+// from another working directory) can use it.
+Config with_absolute_database(Config config) {
+  std::error_code ec;
+  auto path = std::filesystem::absolute(config.database_path, ec);
+  if (!ec) config.database_path = path.lexically_normal().string();
+  return config;
+}
+
+}  // namespace
+
 Server::Impl::Impl(Config config)
-    : config_(std::move(config)), lock_(std::in_place, config_.database_path), writer_(config_) {
+    : config_(with_absolute_database(std::move(config))),
+      lock_(std::in_place, config_.database_path),
+      writer_(config_) {
   // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
   if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
   error_code ec;
@@ -423,8 +594,16 @@ Server::Impl::Impl(Config config)
     throw StartError(StartError::Kind::kSocket,
                      "cannot listen on " + config_.socket_path + ": " + ec.message());
   }
-  // Clients of the same user or group may connect (SPEC §4); tightened further in later work.
-  ::chmod(config_.socket_path.c_str(), 0660);
+  // SPEC §4: 0660 by default, so clients of the daemon's user or the socket's group connect.
+  if (config_.socket_gid >= 0 && ::chown(config_.socket_path.c_str(), static_cast<uid_t>(-1),
+                                         static_cast<gid_t>(config_.socket_gid)) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(config_.socket_path.c_str());
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot give " + config_.socket_path + " to group " +
+                         std::to_string(config_.socket_gid) + ": " + why);
+  }
+  ::chmod(config_.socket_path.c_str(), static_cast<mode_t>(config_.socket_mode));
   ::lstat(config_.socket_path.c_str(), &socket_stat_);
 }
 
@@ -473,9 +652,10 @@ void Server::Impl::do_accept() {
       return;
     } else {
       const auto id = next_session_id_++;
+      const bool over_limit = sessions_.size() >= config_.max_connections;
       auto session = std::make_shared<Session>(*this, std::move(socket), id);
       sessions_.emplace(id, session);
-      session->start();
+      session->start(over_limit);
     }
     do_accept();
   });

@@ -31,6 +31,34 @@ constexpr const char* kSavepointSqlMessage =
 constexpr const char* kInternalSavepointMessage =
     "the savepoint name pasyn_request is reserved by pasyn-writerd";
 constexpr std::string_view kInternalSavepoint = "pasyn_request";
+constexpr const char* kAttachMessage =
+    "ATTACH and DETACH are not allowed through pasyn-writerd: it serves one database file";
+constexpr const char* kPragmaMessage =
+    "this pragma changes the daemon's durability, journal, locking or schema-integrity settings "
+    "and cannot be set by a client (pasyn-writerd's flags set them)";
+
+// Pragmas a client may read but not set: durability (synchronous, fullfsync, ...), the journal
+// and locking (journal_mode, locking_mode, wal_autocheckpoint, busy_timeout, query_only), and the
+// schema's integrity (writable_schema, ignore_check_constraints, schema_version, trusted_schema),
+// plus the deprecated directory pragmas.
+bool is_protected_pragma(const char* name, const char* value) {
+  static constexpr std::string_view kProtected[] = {
+      "synchronous",          "fullfsync",
+      "checkpoint_fullfsync", "journal_mode",
+      "locking_mode",         "wal_autocheckpoint",
+      "busy_timeout",         "query_only",
+      "writable_schema",      "ignore_check_constraints",
+      "schema_version",       "trusted_schema",
+      "temp_store_directory", "data_store_directory"};
+  if (!name) return false;
+  const auto lower = [](std::string text) {
+    for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+  };
+  const std::string n = lower(name);
+  if (n == "journal_mode" && lower(value) == "wal") return false;  // what it is already
+  return std::find(std::begin(kProtected), std::end(kProtected), n) != std::end(kProtected);
+}
 
 /// Resets a statement when the scope ends, on every path, so no statement keeps a read snapshot
 /// or a write cursor open. With `clear_bindings`, also drops its bindings, which point into a
@@ -219,7 +247,13 @@ Writer::Writer(const Config& config) : config_(config) {
       config_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
   if (sqlite3_exec(db_, sync, nullptr, nullptr, nullptr) != SQLITE_OK)
     fail("cannot set synchronous");
+  // Hardening (SPEC §4): no way to corrupt the file through SQL, no extensions, and SQLite's own
+  // bound on the parameters of a statement (also of each execute_many row).
   sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
+  // (Not SQLITE_LIMIT_SQL_LENGTH: SQLite's own nested statements for DDL count against it; the
+  // session checks --max-sql-length on what clients send.)
+  sqlite3_limit(db_, SQLITE_LIMIT_VARIABLE_NUMBER, static_cast<int>(config_.max_params));
 
   begin_ = prepare_internal("BEGIN IMMEDIATE");
   commit_ = prepare_internal("COMMIT");
@@ -251,7 +285,12 @@ sqlite3_stmt* Writer::prepare_internal(const char* sql) {
 }
 
 int Writer::on_progress(void* self) {
-  static_cast<Writer*>(self)->progress_.fetch_add(1, std::memory_order_relaxed);
+  auto* w = static_cast<Writer*>(self);
+  w->progress_.fetch_add(1, std::memory_order_relaxed);
+  if (w->deadline_ && Clock::now() >= *w->deadline_) {
+    w->timed_out_ = true;
+    return 1;  // interrupts the statement: SQLITE_INTERRUPT, turned into TIMEOUT by run_request
+  }
   return 0;
 }
 
@@ -259,8 +298,19 @@ int Writer::authorize(void* self, int action, const char* arg1, const char* arg2
                       const char*) {
   auto* w = static_cast<Writer*>(self);
   if (w->internal_) return SQLITE_OK;
+  w->denied_code_ = proto::PasynCode::kMisuse;
   if (action == SQLITE_TRANSACTION) {
     w->denied_ = kTransactionSqlMessage;
+    return SQLITE_DENY;
+  }
+  if (action == SQLITE_ATTACH || action == SQLITE_DETACH) {
+    w->denied_code_ = proto::PasynCode::kPermission;
+    w->denied_ = kAttachMessage;
+    return SQLITE_DENY;
+  }
+  if (action == SQLITE_PRAGMA && arg2 && is_protected_pragma(arg1, arg2)) {  // a setting
+    w->denied_code_ = proto::PasynCode::kPermission;
+    w->denied_ = kPragmaMessage;
     return SQLITE_DENY;
   }
   if (action == SQLITE_SAVEPOINT) {
@@ -485,7 +535,7 @@ void Writer::process(std::deque<Request>& work) {
 
 void Writer::reply(Request& r, std::vector<std::uint8_t> frames) {
   count_answered(1);
-  if (r.sink) r.sink->deliver(std::move(frames));
+  if (r.sink) r.sink->deliver(std::move(frames), 1);
 }
 
 void Writer::reply_error(Request& r, proto::PasynCode code, std::string_view message) {
@@ -764,6 +814,7 @@ void Writer::run_batch(std::vector<Request>& batch) {
   // statement per request. If a request fails, the whole attempt is rolled back and the batch
   // runs again with a savepoint around each request, so that only the failing ones are undone.
   bool savepoints = false;
+  timed_out_at_ = static_cast<std::size_t>(-1);
   for (;;) {
     replies_.clear();
     outcomes.assign(batch.size(), Outcome{});
@@ -794,6 +845,7 @@ void Writer::run_batch(std::vector<Request>& batch) {
                batch.size() - 1);
     reply(r, std::move(frame));
     batch.erase(batch.begin() + broke);
+    if (timed_out_at_ != static_cast<std::size_t>(-1) && timed_out_at_ > broke) --timed_out_at_;
     if (batch.empty()) return;
   }
   deliver(batch, outcomes);
@@ -822,10 +874,20 @@ std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& o
       proto::encode_error(replies_, r.id, failure_);
       continue;
     }
-    const bool ok = run_request(r);
+    bool ok;
+    if (savepoints && i == timed_out_at_) {  // it ran into the timeout in the first attempt
+      failure_ = timed_out_failure_;
+      ok = false;
+    } else {
+      ok = run_request(r);
+    }
     if (!ok) {
       replies_.resize(outcomes[i].offset);  // drop a partly written RESULT
       proto::encode_error(replies_, r.id, failure_);
+      if (!savepoints && timed_out_) {
+        timed_out_at_ = i;
+        timed_out_failure_ = failure_;
+      }
     }
     outcomes[i].ok = ok;
     if (sqlite3_get_autocommit(db_)) return i;
@@ -868,6 +930,21 @@ void Writer::set_failure(proto::PasynCode code, std::string_view message) {
 }
 
 bool Writer::run_request(Request& r) {
+  // --statement-timeout bounds the whole request (all statements of a script or execute_many).
+  if (config_.statement_timeout.count() > 0) deadline_ = Clock::now() + config_.statement_timeout;
+  timed_out_ = false;
+  const bool ok = run_request_body(r);
+  deadline_.reset();
+  if (!ok && timed_out_) {
+    set_failure(proto::PasynCode::kTimeout,
+                "the request ran longer than --statement-timeout (" +
+                    std::to_string(config_.statement_timeout.count()) +
+                    " ms) and was interrupted; nothing of it was written");
+  }
+  return ok;
+}
+
+bool Writer::run_request_body(Request& r) {
   using proto::MsgType;
   if (r.type == MsgType::kExecuteScript) {
     std::int64_t changes = 0;
@@ -878,6 +955,12 @@ bool Writer::run_request(Request& r) {
   sqlite3_stmt* stmt = nullptr;
   if (!prepare_one(r.sql, stmt)) return false;
   ResetGuard clear(stmt, true);
+  if (r.read_only && stmt && !sqlite3_stmt_readonly(stmt)) {
+    set_failure(proto::PasynCode::kPermission,
+                "this connection may only read (--read-only-uid/--read-only-gid): the statement "
+                "writes");
+    return false;
+  }
   if (r.type == MsgType::kExecuteMany) {
     std::int64_t changes = 0;
     proto::PayloadReader rows(r.many.bytes);  // validated by the session
@@ -935,7 +1018,7 @@ bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
                                       SQLITE_PREPARE_PERSISTENT, &c.stmt, &tail);
     if (rc != SQLITE_OK) {
       if (denied_) {
-        set_failure(proto::PasynCode::kMisuse, denied_);
+        set_failure(denied_code_, denied_);
       } else {
         capture_sqlite_error();
       }
@@ -1057,7 +1140,7 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
     denied_ = nullptr;
     if (sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &stmt, &tail) != SQLITE_OK) {
       if (denied_) {
-        set_failure(proto::PasynCode::kMisuse, denied_);
+        set_failure(denied_code_, denied_);
       } else {
         capture_sqlite_error();
       }
@@ -1100,7 +1183,12 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
 
 void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes) {
   // One buffer per sink, in request order, so each connection gets one coalesced write.
-  std::vector<std::pair<ReplySink*, std::vector<std::uint8_t>>> per_sink;
+  struct Replies {
+    ReplySink* sink;
+    std::vector<std::uint8_t> bytes;
+    std::size_t count = 0;
+  };
+  std::vector<Replies> per_sink;
   std::unordered_map<ReplySink*, std::size_t> index;
   bool shutdown = false;
   count_answered(batch.size());
@@ -1109,13 +1197,14 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
     shutdown = shutdown || (r.type == proto::MsgType::kShutdown && outcomes[i].ok);
     if (!r.sink) continue;
     auto [it, inserted] = index.try_emplace(r.sink.get(), per_sink.size());
-    if (inserted) per_sink.emplace_back(r.sink.get(), std::vector<std::uint8_t>{});
+    if (inserted) per_sink.push_back({r.sink.get(), {}, 0});
     const std::size_t off = outcomes[i].offset;
-    auto& out = per_sink[it->second].second;
-    out.insert(out.end(), replies_.begin() + off,
-               replies_.begin() + off + frame_size_at(replies_, off));
+    auto& out = per_sink[it->second];
+    out.bytes.insert(out.bytes.end(), replies_.begin() + off,
+                     replies_.begin() + off + frame_size_at(replies_, off));
+    ++out.count;
   }
-  for (auto& [sink, bytes] : per_sink) sink->deliver(std::move(bytes));
+  for (auto& out : per_sink) out.sink->deliver(std::move(out.bytes), out.count);
   if (shutdown && on_shutdown_request_) on_shutdown_request_();
 }
 

@@ -63,7 +63,8 @@ namespace pasyn::server {
 class ReplySink {
  public:
   virtual ~ReplySink() = default;
-  virtual void deliver(std::vector<std::uint8_t> frames) = 0;
+  /// `frames` holds the replies of `replies` requests.
+  virtual void deliver(std::vector<std::uint8_t> frames, std::size_t replies) = 0;
   /// False once the connection behind the sink has closed. Thread-safe.
   virtual bool alive() const noexcept = 0;
 };
@@ -83,6 +84,7 @@ struct Request {
   proto::MsgType type = proto::MsgType::kExecute;  // without the transaction bit
   bool in_tx = false;                              // the frame carried proto::kInTransaction
   bool disconnect = false;  // not a request: the notice that `sink`'s connection closed
+  bool read_only = false;   // from a read-only peer: run only if SQLite deems it read-only
   std::uint64_t id = 0;
   std::shared_ptr<ReplySink> sink;
   Clock::time_point arrived;          // set by submit(); for the lock wait
@@ -190,6 +192,7 @@ class Writer {
   std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes, bool savepoints);
   // The run_* helpers return false on failure, with the error in failure_.
   bool run_request(Request& r);
+  bool run_request_body(Request& r);
   bool run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params, proto::FrameWriter* rows);
   bool run_script(std::string_view sql, std::int64_t& changes);
   bool prepare_one(std::string_view sql, sqlite3_stmt*& stmt);
@@ -234,6 +237,13 @@ class Writer {
   bool saw_savepoint_ = false;       // the last prepare authorized a savepoint statement
   sqlite3_stmt* oneshot_ = nullptr;  // a statement not to cache (savepoints: see authorize)
   const char* denied_ = nullptr;     // what the authorizer refused last
+  proto::PasynCode denied_code_ = proto::PasynCode::kMisuse;
+  // --statement-timeout: the running client statement's deadline, checked by on_progress.
+  std::optional<Clock::time_point> deadline_;
+  bool timed_out_ = false;  // on_progress interrupted the statement
+  // A request that timed out in a batch's first attempt is not run again in its rerun.
+  std::size_t timed_out_at_ = static_cast<std::size_t>(-1);
+  proto::ErrorReply timed_out_failure_;
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;

@@ -71,6 +71,10 @@ std::exception_ptr error_from_reply(const proto::ErrorReply& e) {
         throw DataError(e.message, SQLITE_TOOBIG, SQLITE_TOOBIG);
       case proto::PasynCode::kTransactionEnded:
         throw OperationalError(e.message, SQLITE_ABORT, kTransactionEndedCode);
+      case proto::PasynCode::kLimit:  // e.g. --max-connections: worth retrying later
+        throw OperationalError(e.message, SQLITE_BUSY, SQLITE_BUSY);
+      case proto::PasynCode::kPermission:
+        throw OperationalError(e.message, SQLITE_PERM, SQLITE_PERM);
     }
     throw Error("pasyn-writerd error " + std::to_string(e.code) + ": " + e.message);
   } catch (...) {

@@ -451,7 +451,8 @@ TEST_F(SigtermTest, RequestsSentJustBeforeSigtermEachSucceedOrFailAndAcknowledge
 }
 
 TEST_F(SigtermTest, WorkQueuedInTheDaemonIsFinishedBeforeItExits) {
-  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  // Every request must be read before SIGTERM: lift the in-flight limit above kRequests.
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-inflight", std::to_string(kRequests + 10)}));
   const auto out = submit_then_sigterm(true);
   EXPECT_EQ(out.acked.size(), std::size_t{kRequests});
 }

@@ -72,6 +72,8 @@ enum class PasynCode : std::int32_t {
   kTimeout = 4,
   kTooLarge = 5,
   kTransactionEnded = 6,
+  kLimit = 7,
+  kPermission = 8,
 };
 
 /// One complete frame; `payload` points into the decoder's buffer and stays valid until the
