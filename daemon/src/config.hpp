@@ -37,6 +37,10 @@ struct Config {
   /// Reply bytes waiting for one client that does not read them; beyond this the client is
   /// disconnected (and its transaction rolled back). At least max_frame.
   std::size_t max_output = 64u << 20;
+  /// Size of the WAL past which the writer checkpoints with TRUNCATE (waiting at most a moment
+  /// for readers) instead of SQLite's passive auto-checkpoint, so the WAL stays bounded while
+  /// readers keep it busy.
+  std::size_t wal_limit = 64u << 20;
   /// How long one client statement may run before it is interrupted (TIMEOUT); 0: no limit.
   std::chrono::milliseconds statement_timeout{60000};
 

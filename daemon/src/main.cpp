@@ -178,6 +178,11 @@ int main(int argc, char** argv) {
                  "disconnected (at least --max-frame)")
       ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 40))
       ->capture_default_str();
+  app.add_option("--wal-limit", config.wal_limit,
+                 "WAL size in bytes past which the writer checkpoints with TRUNCATE, waiting "
+                 "briefly for readers, to keep the WAL bounded")
+      ->check(CLI::Range(std::size_t{1} << 16, std::size_t{1} << 40))
+      ->capture_default_str();
   app.add_option("--statement-timeout", statement_ms,
                  "milliseconds one request's statements may run before they are interrupted "
                  "(TIMEOUT; 0: no limit)")

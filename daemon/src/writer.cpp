@@ -19,6 +19,10 @@ constexpr std::size_t kMaxCachedStatements = 512;
 constexpr std::size_t kRetryWithSavepoints = static_cast<std::size_t>(-1);
 // SQLite VM instructions between two progress ticks (the watchdog's sign of life).
 constexpr int kProgressInterval = 1000;
+// WAL frames from which each commit runs a passive checkpoint (SQLite's default).
+constexpr int kAutoCheckpointFrames = 1000;
+// How long a checkpoint past --wal-limit waits for readers.
+constexpr std::chrono::milliseconds kTruncateWait{50};
 
 constexpr const char* kTransactionSqlMessage =
     "BEGIN, COMMIT, ROLLBACK and END cannot be sent as SQL: every request already runs "
@@ -266,6 +270,18 @@ Writer::Writer(const Config& config) : config_(config) {
   }
   sqlite3_set_authorizer(db_, &Writer::authorize, this);
   sqlite3_progress_handler(db_, kProgressInterval, &Writer::on_progress, this);
+  // Checkpoints (replaces SQLite's auto-checkpoint, which is this same hook): passive from
+  // kAutoCheckpointFrames on, as SQLite would; TRUNCATE past --wal-limit.
+  int page_size = 4096;
+  if (sqlite3_stmt* ps = prepare_internal("PRAGMA page_size")) {
+    internal_ = true;
+    if (sqlite3_step(ps) == SQLITE_ROW) page_size = sqlite3_column_int(ps, 0);
+    internal_ = false;
+    sqlite3_finalize(ps);
+  }
+  wal_limit_frames_ = static_cast<int>(std::min<std::size_t>(
+      config_.wal_limit / static_cast<std::size_t>(page_size > 0 ? page_size : 4096), INT32_MAX));
+  sqlite3_wal_hook(db_, &Writer::on_wal_commit, this);
   commit_us_.reserve(kCommitWindow);
 }
 
@@ -282,6 +298,28 @@ sqlite3_stmt* Writer::prepare_internal(const char* sql) {
   sqlite3_stmt* stmt = nullptr;
   sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   return stmt;
+}
+
+int Writer::on_wal_commit(void* self, sqlite3* db, const char* schema, int frames) {
+  auto* w = static_cast<Writer*>(self);
+  if (frames < kAutoCheckpointFrames) return SQLITE_OK;
+  if (frames < w->wal_limit_frames_) {
+    sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    return SQLITE_OK;
+  }
+  // Readers keep the WAL from being reset. Wait for them only briefly (writes are waiting too):
+  // read connections hold a snapshot only while a statement runs, so a moment usually suffices;
+  // if not, the next commit tries again.
+  sqlite3_busy_timeout(db, static_cast<int>(kTruncateWait.count()));
+  int wal_frames = 0, checkpointed = 0;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames, &checkpointed);
+  sqlite3_busy_timeout(db, static_cast<int>(w->config_.busy_timeout.count()));
+  if (rc != SQLITE_OK) {
+    log().debug("WAL of {} frames over --wal-limit; checkpoint deferred: {}", frames,
+                sqlite3_errstr(rc));
+  }
+  return SQLITE_OK;
 }
 
 int Writer::on_progress(void* self) {

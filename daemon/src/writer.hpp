@@ -210,6 +210,7 @@ class Writer {
   void checkpoint_and_close();
 
   static int on_progress(void* self);
+  static int on_wal_commit(void* self, sqlite3* db, const char* schema, int frames);
   static int authorize(void* self, int action, const char* a, const char* b, const char* c,
                        const char* d);
 
@@ -244,6 +245,7 @@ class Writer {
   // A request that timed out in a batch's first attempt is not run again in its rerun.
   std::size_t timed_out_at_ = static_cast<std::size_t>(-1);
   proto::ErrorReply timed_out_failure_;
+  int wal_limit_frames_ = 0;  // config_.wal_limit in WAL frames (pages)
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;
