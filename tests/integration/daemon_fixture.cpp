@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,9 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
+
+extern char** environ;
 
 namespace pasyn::itest {
 
@@ -82,10 +86,20 @@ Process::~Process() {
 }
 
 void Process::spawn(const std::vector<std::string>& args, const std::string& out_path,
-                    const std::string& err_path) {
+                    const std::string& err_path, const std::vector<std::string>& env) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  // The environment is built here: the child may only make async-signal-safe calls.
+  const auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const bool replaced = std::any_of(
+        env.begin(), env.end(), [&](const std::string& x) { return name_of(x) == name_of(*e); });
+    if (!replaced) envp.push_back(*e);
+  }
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {  // only async-signal-safe calls until exec
@@ -96,7 +110,7 @@ void Process::spawn(const std::vector<std::string>& args, const std::string& out
     ::dup2(in, 0);
     ::dup2(out, 1);
     ::dup2(err, 2);
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   pid_ = pid;
@@ -125,6 +139,103 @@ std::pair<int, bool> Process::wait_or_kill(Clock::duration timeout) {
   if (auto status = wait_exit(timeout)) return {*status, false};
   signal(SIGKILL);
   return {wait_exit(kStopTimeout).value_or(-1), true};
+}
+
+Completed run_to_completion(const std::vector<std::string>& args, const TempDir& dir,
+                            const std::vector<std::string>& env, Clock::duration timeout) {
+  static std::atomic<int> runs{0};
+  const std::string name = "run-" + std::to_string(++runs);
+  const std::string out = dir.file(name + ".out"), err = dir.file(name + ".err");
+  Process p;
+  p.spawn(args, out, err, env);
+  Completed c;
+  std::tie(c.status, c.killed) = p.wait_or_kill(timeout);
+  c.out = read_file(out);
+  c.err = read_file(err);
+  return c;
+}
+
+// ---- NotifyListener ---------------------------------------------------------------------------
+
+bool NotifyListener::Message::has(std::string_view prefix) const {
+  std::string_view rest(text);
+  while (!rest.empty()) {
+    const auto end = rest.find('\n');
+    if (rest.substr(0, end).starts_with(prefix)) return true;
+    if (end == std::string_view::npos) break;
+    rest.remove_prefix(end + 1);
+  }
+  return false;
+}
+
+NotifyListener::NotifyListener(std::string path) : path_(std::move(path)) {
+  fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd_);
+    throw std::runtime_error("bind " + path_ + ": " + why);
+  }
+  thread_ = std::thread([this] { receive(); });
+}
+
+NotifyListener::~NotifyListener() {
+  stop_ = true;
+  thread_.join();
+  ::close(fd_);
+  ::unlink(path_.c_str());
+}
+
+void NotifyListener::receive() {
+  while (!stop_) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;  // short, so that the destructor is not kept waiting
+    char buf[4096];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) continue;
+    std::lock_guard lk(mu_);
+    messages_.push_back({Clock::now(), std::string(buf, static_cast<std::size_t>(n))});
+    cv_.notify_all();
+  }
+}
+
+std::vector<NotifyListener::Message> NotifyListener::messages() const {
+  std::lock_guard lk(mu_);
+  return messages_;
+}
+
+std::optional<NotifyListener::Message> NotifyListener::wait_for(
+    const std::function<bool(const Message&)>& pred, Clock::duration timeout) const {
+  const auto deadline = Clock::now() + timeout;
+  std::unique_lock lk(mu_);
+  std::size_t seen = 0;
+  for (;;) {
+    for (; seen < messages_.size(); ++seen) {
+      if (pred(messages_[seen])) return messages_[seen];
+    }
+    if (cv_.wait_until(lk, deadline) == std::cv_status::timeout && seen == messages_.size()) {
+      return std::nullopt;
+    }
+  }
+}
+
+std::optional<NotifyListener::Message> NotifyListener::wait_for(std::string_view prefix,
+                                                                Clock::duration timeout) const {
+  return wait_for([prefix](const Message& m) { return m.has(prefix); }, timeout);
+}
+
+std::vector<NotifyListener::Message> NotifyListener::between(std::string_view prefix,
+                                                             Clock::time_point from,
+                                                             Clock::time_point to) const {
+  std::vector<Message> out;
+  std::lock_guard lk(mu_);
+  for (const auto& m : messages_) {
+    if (m.at >= from && m.at < to && m.has(prefix)) out.push_back(m);
+  }
+  return out;
 }
 
 // ---- RawPeer ----------------------------------------------------------------------------------
@@ -290,6 +401,14 @@ void expect_protocol_error_and_close(const RawPeer::UntilClosed& r) {
 
 void expect_protocol_error_then_close(RawPeer& peer) {
   expect_protocol_error_and_close(peer.read_until_closed(kReplyTimeout));
+}
+
+Value figure(const Report& report, std::string_view name) {
+  for (const auto& [n, v] : report) {
+    if (n == name) return v;
+  }
+  ADD_FAILURE() << "the report has no figure \"" << name << "\"";
+  return nullptr;
 }
 
 // ---- DaemonTest -------------------------------------------------------------------------------

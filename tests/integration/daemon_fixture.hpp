@@ -1,5 +1,6 @@
 // Shared pieces of the integration tests: temporary directories, child processes, a raw
-// protocol peer, and DaemonTest, the fixture that runs the real pasyn-writerd binary.
+// protocol peer, an sd_notify listener, and DaemonTest, the fixture that runs the real
+// pasyn-writerd binary.
 //
 // Every wait here is bounded, so a misbehaving daemon fails a test instead of hanging the suite,
 // and every process or directory a test creates is removed by a destructor.
@@ -8,15 +9,20 @@
 #include <gtest/gtest.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <pasyn/pasyn.hpp>
 #include <pasyn/proto/codec.hpp>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -66,9 +72,11 @@ class Process {
   Process(Process&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
   ~Process();
 
-  /// Runs `args` (args[0] is the binary) with stdout and stderr appended to the given files.
+  /// Runs `args` (args[0] is the binary) with stdout and stderr appended to the given files,
+  /// in this process's environment plus `env` ("NAME=value" entries, replacing any inherited
+  /// variable of the same name).
   void spawn(const std::vector<std::string>& args, const std::string& out_path,
-             const std::string& err_path);
+             const std::string& err_path, const std::vector<std::string>& env = {});
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
@@ -86,8 +94,68 @@ class Process {
   pid_t pid_ = -1;
 };
 
+/// What a command run to completion left behind.
+struct Completed {
+  int status = -1;      // the wait status
+  bool killed = false;  // it had to be killed after the timeout
+  std::string out;      // its stdout
+  std::string err;      // its stderr
+};
+
+/// Runs `args` to completion (bounded by `timeout`), stdout and stderr captured in files under
+/// `dir`.
+Completed run_to_completion(const std::vector<std::string>& args, const TempDir& dir,
+                            const std::vector<std::string>& env = {},
+                            Clock::duration timeout = 30s);
+
 /// A connected AF_UNIX stream socket, or -1.
 int connect_unix(const std::string& path);
+
+/// Receives what a daemon sends to $NOTIFY_SOCKET (sd_notify(3)): binds a datagram socket at
+/// `path` and collects every datagram, with its arrival time, on a thread of its own.
+///
+/// Thread-safety: all methods may be called from any thread.
+class NotifyListener {
+ public:
+  struct Message {
+    Clock::time_point at;
+    std::string text;  // "READY=1\nSTATUS=...", one or more NAME=value lines
+    /// True when one of its lines starts with `prefix` ("READY=1", "STATUS=serving ").
+    bool has(std::string_view prefix) const;
+  };
+
+  explicit NotifyListener(std::string path);
+  ~NotifyListener();
+  NotifyListener(const NotifyListener&) = delete;
+  NotifyListener& operator=(const NotifyListener&) = delete;
+
+  const std::string& path() const { return path_; }
+  /// "NOTIFY_SOCKET=<path>", for Process::spawn's environment.
+  std::string env() const { return "NOTIFY_SOCKET=" + path_; }
+
+  /// Every message so far, in arrival order.
+  std::vector<Message> messages() const;
+  /// Waits (bounded) until a message satisfies `pred` and returns the first that does. `pred`
+  /// sees each message once, in arrival order, so it may count.
+  std::optional<Message> wait_for(const std::function<bool(const Message&)>& pred,
+                                  Clock::duration timeout) const;
+  /// Shorthand: waits for a message that has a line starting with `prefix`.
+  std::optional<Message> wait_for(std::string_view prefix, Clock::duration timeout) const;
+  /// The messages that have a line starting with `prefix` and arrived in [from, to).
+  std::vector<Message> between(std::string_view prefix, Clock::time_point from,
+                               Clock::time_point to) const;
+
+ private:
+  void receive();
+
+  std::string path_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::vector<Message> messages_;  // GUARDED_BY(mu_)
+  std::thread thread_;
+};
 
 struct Frame {
   std::uint8_t type = 0;
@@ -160,6 +228,10 @@ void expect_protocol_error_and_close(const RawPeer::UntilClosed& r);
 void expect_protocol_error_then_close(RawPeer& peer);
 
 inline std::int64_t as_int(const Value& v) { return std::get<std::int64_t>(v); }
+
+/// The figure `name` of a daemon report (stats(), checkpoint(), backup()); adds a test failure
+/// and returns NULL when the report lacks it.
+Value figure(const Report& report, std::string_view name);
 
 // ---- The daemon fixture -----------------------------------------------------------------------
 

@@ -178,6 +178,46 @@ TEST_F(TransactionTest, IdleTransactionIsRolledBackAndItsOwnerIsToldOnItsNextCal
   EXPECT_EQ(rows_with_key("b"), 1);
 }
 
+TEST_F(TransactionTest, StatsReportTheAgeOfAnotherClientsOpenTransactionUntilItsCommit) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto observer = connect_client();
+  const auto age = [&] { return as_int(figure(observer.stats(), "transaction_age_ms")); };
+  EXPECT_EQ(age(), -1) << "no transaction is open yet";
+
+  auto a = connect_client();
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+  const auto first = age();
+  EXPECT_GE(first, 0);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_GE(age(), first + 90) << "the age does not follow the clock";
+
+  tx.commit();
+  EXPECT_EQ(age(), -1) << "a committed transaction is still reported open";
+}
+
+TEST_F(TransactionTest, CheckpointWaitsForAnotherClientsTransactionAndRunsAfterItsCommit) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "20s"}));
+  auto a = connect_client();
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+
+  pasyn::MultiplexedClient b(sock_, patient_options());
+  auto checkpoint = std::async(std::launch::async, [&] { return b.checkpoint("TRUNCATE"); });
+  ASSERT_EQ(checkpoint.wait_for(300ms), std::future_status::timeout)
+      << "a checkpoint ran while another connection's transaction was open";
+  EXPECT_EQ(as_int(figure(b.stats(), "waiting_for_transaction")), 1);
+
+  tx.commit();
+  ASSERT_EQ(checkpoint.wait_for(5s), std::future_status::ready)
+      << "the checkpoint still waits after the commit";
+  const auto report = checkpoint.get();
+  EXPECT_EQ(as_int(figure(report, "busy")), 0);
+  // It ran after the commit: the committed row is in the database file, the WAL is empty.
+  EXPECT_EQ(as_int(figure(b.stats(), "wal_bytes")), 0);
+  EXPECT_EQ(rows_with_key("a"), 1);
+}
+
 TEST_F(TransactionTest, ReadInAnotherProcessSeesEveryAcknowledgedWrite) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
   auto client = connect_client();

@@ -1,0 +1,313 @@
+// Integration tests of operating a running pasyn-writerd: the `pasyn` command line (cli/pasyn.cpp)
+// run as a separate process, with its output and exit status (0 done, 1 failed, 2 bad usage),
+// and the client API it is built on (MultiplexedClient::stats, checkpoint, backup).
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+
+/// Rows of `table` in the database file at `path`, counted with the sqlite3 C API (-1 on error).
+std::int64_t count_rows(const std::string& path, const std::string& table) {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* stmt = nullptr;
+  std::int64_t n = -1;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, ("SELECT count(*) FROM " + table).c_str(), -1, &stmt, nullptr) ==
+          SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW) {
+    n = sqlite3_column_int64(stmt, 0);
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close_v2(db);
+  return n;
+}
+
+/// The integer after `"name":` in a JSON object printed by the CLI, or -1.
+std::int64_t json_int(const std::string& json, const std::string& name) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + name + "\":(-?[0-9]+)"))) return -1;
+  return std::stoll(m[1]);
+}
+
+/// A daemon with a table t, operated with the `pasyn` binary.
+class CliTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    connect_client().execute("CREATE TABLE t (id INTEGER, name TEXT, score REAL)");
+  }
+
+  /// `pasyn <args>`, to completion.
+  Completed cli(std::vector<std::string> args) const {
+    args.insert(args.begin(), PASYN_CLI);
+    return run_to_completion(args, dir_);
+  }
+  /// `pasyn --socket <the daemon's socket> <args>`.
+  Completed cli_on_daemon(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"--socket", sock_});
+    return cli(std::move(args));
+  }
+};
+
+/// Describes a CLI run for failure messages.
+std::string show(const Completed& r) {
+  return describe_status(r.status) + (r.killed ? " (killed after the timeout)" : "") +
+         "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+TEST_F(CliTest, PingAnswersWithPongAsTextAndAsJson) {
+  auto r = cli_on_daemon({"ping"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_TRUE(r.out.starts_with("pong from " + sock_ + " in ")) << show(r);
+  EXPECT_TRUE(r.out.ends_with(" ms\n")) << show(r);
+  EXPECT_EQ(r.err, "");
+
+  r = cli_on_daemon({"--json", "ping"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_TRUE(r.out.starts_with("{\"ok\":true,\"socket\":\"" + sock_ + "\",\"ms\":")) << show(r);
+}
+
+TEST_F(CliTest, ExecRunsAScriptAndInsertsWithTypedParameters) {
+  auto r = cli_on_daemon({"exec", "--script", "CREATE TABLE a (x); CREATE TABLE b (y)"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "ok  1\n");
+
+  r = cli_on_daemon(
+      {"exec", "INSERT INTO t (id, name, score) VALUES (?, ?, ?)", "1", "ann", "2.5"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "changes  1\n");
+  r = cli_on_daemon(
+      {"--json", "exec", "INSERT INTO t (id, name, score) VALUES (?, ?, ?)", "2", "NULL", "NULL"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "{\"changes\":1}\n");
+
+  EXPECT_EQ(count_rows(db_, "a"), 0) << "the script's first table is missing";
+  EXPECT_EQ(count_rows(db_, "b"), 0) << "the script's second table is missing";
+  auto conn = pasyn::connect(db_, pasyn::OpenFlags::readonly());
+  const auto types = conn.execute_fetchall(
+      "SELECT typeof(id) || ',' || typeof(name) || ',' || typeof(score) FROM t ORDER BY id");
+  ASSERT_EQ(types.size(), 2u);
+  EXPECT_EQ(std::get<std::string>(types[0][0]), "integer,text,real");
+  EXPECT_EQ(std::get<std::string>(types[1][0]), "integer,null,null");
+}
+
+TEST_F(CliTest, QueryPrintsRowsAsTabSeparatedTextAndAsJson) {
+  auto client = connect_client();
+  client.execute("INSERT INTO t (id, name, score) VALUES (1, 'ann', 2.5), (2, NULL, 0.25)");
+
+  auto r = cli_on_daemon({"query", "SELECT id, name, score FROM t ORDER BY id"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "id\tname\tscore\n1\tann\t2.5\n2\tNULL\t0.25\n");
+
+  r = cli_on_daemon({"--json", "query", "SELECT id, name, score FROM t ORDER BY id"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out,
+            "[{\"id\":1,\"name\":\"ann\",\"score\":2.5},"
+            "{\"id\":2,\"name\":null,\"score\":0.25}]\n");
+
+  r = cli_on_daemon({"query", "SELECT name FROM t WHERE id = ?", "1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "name\nann\n");
+}
+
+TEST_F(CliTest, StatsAsJsonReportRequestsAndConnections) {
+  auto client = connect_client();
+  client.execute("INSERT INTO t (id) VALUES (1)");
+  client.execute("INSERT INTO t (id) VALUES (2)");
+
+  const auto r = cli_on_daemon({"--json", "stats"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_TRUE(r.out.starts_with("{") && r.out.ends_with("}\n")) << r.out;
+  EXPECT_GE(json_int(r.out, "requests"), 3) << r.out;     // the CREATE and the two INSERTs
+  EXPECT_GE(json_int(r.out, "connections"), 2) << r.out;  // `client` and the CLI itself
+  EXPECT_NE(r.out.find("\"socket\":\"" + sock_ + "\""), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, CheckpointPassiveAsJsonCopiesEveryFrameWhenNoOneReads) {
+  connect_client().execute("INSERT INTO t (id) VALUES (1)");
+  const auto r = cli_on_daemon({"--json", "checkpoint", "--mode", "PASSIVE"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  const std::regex expected(R"(\{"mode":"PASSIVE","busy":0,"wal_frames":([0-9]+),)"
+                            R"("checkpointed_frames":([0-9]+)\}\n)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, expected)) << r.out;
+  EXPECT_GT(std::stoll(m[1]), 0) << "a write was acknowledged but the WAL is empty";
+  EXPECT_EQ(m[1], m[2]) << "frames were left in the WAL with no reader holding them";
+}
+
+TEST_F(CliTest, BackupWritesACopyThatSqliteCanRead) {
+  connect_client().execute("INSERT INTO t (id) VALUES (1), (2), (3)");
+  const std::string copy = dir_.file("copy.sqlite");
+  const auto r = cli_on_daemon({"backup", copy});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_NE(r.out.find(copy), std::string::npos) << r.out;
+  EXPECT_EQ(count_rows(copy, "t"), 3);
+}
+
+TEST_F(CliTest, BackupOntoTheDatabaseItselfFails) {
+  connect_client().execute("INSERT INTO t (id) VALUES (1)");
+  const auto r = cli_on_daemon({"backup", db_});
+  EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
+  EXPECT_TRUE(r.err.starts_with("pasyn: ")) << show(r);
+  EXPECT_EQ(count_rows(db_, "t"), 1);
+}
+
+TEST_F(CliTest, BadSqlFailsWithSqlitesMessageOnStderrAndInJson) {
+  auto r = cli_on_daemon({"exec", "INSERT INTO nope VALUES (1)"});
+  EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
+  EXPECT_TRUE(r.err.starts_with("pasyn: ")) << show(r);
+  EXPECT_NE(r.err.find("no such table"), std::string::npos) << show(r);
+  EXPECT_EQ(r.out, "");
+
+  r = cli_on_daemon({"--json", "exec", "INSERT INTO nope VALUES (1)"});
+  EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
+  EXPECT_TRUE(r.out.starts_with("{\"ok\":false,\"error\":\"")) << show(r);
+  EXPECT_NE(r.out.find("no such table"), std::string::npos) << show(r);
+}
+
+TEST_F(CliTest, NeitherSocketNorInstanceIsAUsageError) {
+  const auto r = cli({"ping"});
+  EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
+  EXPECT_NE(r.err.find("--socket"), std::string::npos) << show(r);
+}
+
+TEST_F(CliTest, UnknownOrMissingSubcommandIsAUsageError) {
+  auto r = cli_on_daemon({"frobnicate"});
+  EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
+  r = cli_on_daemon({});
+  EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
+}
+
+TEST_F(CliTest, SocketNobodyListensOnFails) {
+  // A stale socket file: bound once, never listened on, its socket closed.
+  const std::string stale = dir_.file("stale.sock");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, stale.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(fd);
+
+  for (const auto& path : {stale, dir_.file("missing.sock")}) {
+    const auto r = cli({"--socket", path, "ping"});
+    EXPECT_TRUE(exited_with(r.status, 1)) << path << ": " << show(r);
+    EXPECT_TRUE(r.err.starts_with("pasyn: ")) << show(r);
+    EXPECT_NE(r.err.find(path), std::string::npos) << "the message does not name the socket";
+  }
+}
+
+TEST_F(CliTest, ShutdownStopsTheDaemonCleanly) {
+  const auto r = cli_on_daemon({"shutdown"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  const auto status = daemon_.wait_exit(kStopTimeout);
+  ASSERT_TRUE(status.has_value()) << "the daemon still runs after `pasyn shutdown`";
+  EXPECT_TRUE(exited_with(*status, 0)) << describe_status(*status);
+  EXPECT_FALSE(path_exists(sock_));
+}
+
+// ---- The operations API -----------------------------------------------------------------------
+
+class OperationsTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    client_.emplace(connect_client());
+    client_->execute("CREATE TABLE kv (k TEXT)");
+  }
+  void TearDown() override {
+    client_.reset();
+    DaemonTest::TearDown();
+  }
+
+  std::int64_t stat(const std::string& name) { return as_int(figure(client_->stats(), name)); }
+
+  std::optional<pasyn::MultiplexedClient> client_;
+};
+
+TEST_F(OperationsTest, StatsCountRequestsAndBatchesThatGrowWithWrites) {
+  const auto requests = stat("requests"), batches = stat("batches");
+  for (int i = 0; i < 5; ++i) client_->execute("INSERT INTO kv (k) VALUES (?)", {std::int64_t{i}});
+  EXPECT_GE(stat("requests"), requests + 5);
+  EXPECT_GT(stat("batches"), batches);
+  const auto stats = client_->stats();
+  EXPECT_GT(std::get<double>(figure(stats, "mean_batch_size")), 0.0);
+  EXPECT_GT(as_int(figure(stats, "commit_max_us")), 0);
+  EXPECT_EQ(as_int(figure(stats, "transaction_age_ms")), -1);
+  EXPECT_EQ(std::get<std::string>(figure(stats, "database")), db_);
+}
+
+TEST_F(OperationsTest, StatsReportTheDatabaseAsAnAbsolutePathWhenStartedWithARelativeOne) {
+  // PROTOCOL.md §5: `database` is absolute, so that `pasyn query` works from any directory.
+  Process relative;
+  const std::string sock = dir_.file("rel.sock");
+  relative.spawn({"/bin/sh", "-c",
+                  "cd \"$0\" && exec \"$1\" --database rel.sqlite --socket rel.sock "
+                  "--log-level warn",
+                  dir_.path().string(), PASYN_WRITERD},
+                 log_, log_);
+  ASSERT_TRUE(wait_until_serving(relative, sock));
+  pasyn::MultiplexedClient client(sock, bounded_options());
+  EXPECT_EQ(std::get<std::string>(figure(client.stats(), "database")), dir_.file("rel.sqlite"));
+  client.shutdown_server();
+  EXPECT_TRUE(relative.wait_exit(kStopTimeout).has_value());
+}
+
+TEST_F(OperationsTest, StatsCountEveryOpenClientConnection) {
+  // Connections close asynchronously in the daemon (the probe of start_daemon, `second`): wait.
+  const auto connections_become = [&](std::int64_t n) {
+    const auto deadline = Clock::now() + 5s;
+    std::int64_t seen = -1;
+    while ((seen = stat("connections")) != n && Clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+    }
+    return seen;
+  };
+  EXPECT_EQ(connections_become(1), 1);
+  {
+    auto second = connect_client();
+    EXPECT_TRUE(second.ping());
+    EXPECT_EQ(connections_become(2), 2);
+  }
+  EXPECT_EQ(connections_become(1), 1);
+}
+
+TEST_F(OperationsTest, CheckpointTruncateEmptiesTheWalWhenNoOneReads) {
+  client_->execute("INSERT INTO kv (k) VALUES ('x')");
+  EXPECT_GT(stat("wal_bytes"), 0) << "a write was acknowledged but the WAL is empty";
+  const auto report = client_->checkpoint("TRUNCATE");
+  EXPECT_EQ(std::get<std::string>(figure(report, "mode")), "TRUNCATE");
+  EXPECT_EQ(as_int(figure(report, "busy")), 0);
+  EXPECT_EQ(stat("wal_bytes"), 0);
+  EXPECT_EQ(query_int("SELECT count(*) FROM kv"), 1);
+}
+
+TEST_F(OperationsTest, CheckpointWithAnUnknownModeThrowsAndTheDaemonKeepsServing) {
+  EXPECT_THROW(client_->checkpoint("bogus"), pasyn::ProgrammingError);
+  EXPECT_EQ(client_->execute("INSERT INTO kv (k) VALUES ('after')"), 1);
+}
+
+TEST_F(OperationsTest, BackupOntoTheDatabaseItselfThrowsAndBackupElsewhereCopies) {
+  client_->execute("INSERT INTO kv (k) VALUES ('x')");
+  EXPECT_THROW(client_->backup(db_), pasyn::ProgrammingError);
+  const std::string copy = dir_.file("copy.sqlite");
+  const auto report = client_->backup(copy);
+  EXPECT_EQ(std::get<std::string>(figure(report, "path")), copy);
+  EXPECT_GT(as_int(figure(report, "pages")), 0);
+  EXPECT_EQ(count_rows(copy, "kv"), 1);
+  EXPECT_EQ(count_rows(db_, "kv"), 1);
+}
+
+}  // namespace
