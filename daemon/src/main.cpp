@@ -183,6 +183,10 @@ int main(int argc, char** argv) {
                  "briefly for readers, to keep the WAL bounded")
       ->check(CLI::Range(std::size_t{1} << 16, std::size_t{1} << 40))
       ->capture_default_str();
+  app.add_option("--idempotency-keys", config.idempotency_keys,
+                 "how many of the most recent idempotency keys the daemon remembers")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))
+      ->capture_default_str();
   app.add_option("--statement-timeout", statement_ms,
                  "milliseconds one request's statements may run before they are interrupted "
                  "(TIMEOUT; 0: no limit)")

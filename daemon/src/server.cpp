@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <utility>
 
@@ -337,6 +338,22 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     r.in_tx = proto::in_transaction(f.type);
     r.id = f.request_id;
     bool ok = false;
+    // The execute family keeps one copy of the payload and reads SQL and values in place; an
+    // idempotency key comes first (PROTOCOL.md §6.3).
+    std::span<const std::uint8_t> body;
+    if (r.type >= MsgType::kExecute && r.type <= MsgType::kExecuteScript) {
+      r.payload.assign(f.payload.begin(), f.payload.end());
+      body = r.payload;
+      if (proto::has_idempotency_key(f.type)) {
+        proto::PayloadReader reader(body);
+        if (!reader.string(r.key) || r.key.empty() || r.key.size() > proto::kMaxIdempotencyKey) {
+          return protocol_error(std::string("bad idempotency key in ") + proto::to_string(r.type) +
+                                " (1 to " + std::to_string(proto::kMaxIdempotencyKey) +
+                                " bytes expected)");
+        }
+        body = body.subspan(body.size() - reader.remaining());
+      }
+    }
     switch (r.type) {
       case MsgType::kPing: {
         if (!(ok = proto::decode_empty(f.payload, why))) break;
@@ -348,23 +365,19 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       case MsgType::kExecute:
       case MsgType::kExecuteRowid:
       case MsgType::kExecuteFetch: {
-        // The request keeps one copy of the payload and reads SQL and values in place.
-        r.payload.assign(f.payload.begin(), f.payload.end());
         proto::StatementView v;
-        if ((ok = proto::decode_statement_view(r.payload, v, why))) {
+        if ((ok = proto::decode_statement_view(body, v, why))) {
           r.sql = v.sql;
           r.params = v.params;
         }
         break;
       }
       case MsgType::kExecuteMany: {
-        r.payload.assign(f.payload.begin(), f.payload.end());
-        if ((ok = proto::decode_many_view(r.payload, r.many, why))) r.sql = r.many.sql;
+        if ((ok = proto::decode_many_view(body, r.many, why))) r.sql = r.many.sql;
         break;
       }
       case MsgType::kExecuteScript: {
-        r.payload.assign(f.payload.begin(), f.payload.end());
-        proto::PayloadReader reader(r.payload);
+        proto::PayloadReader reader(body);
         ok = reader.string(r.sql) && reader.finish();
         if (!ok) why = reader.error();
         break;

@@ -907,6 +907,20 @@ std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& o
       outcomes[i].ok = true;
       continue;
     }
+    if (!r.key.empty()) {
+      if (!prepare_idempotency()) {
+        proto::encode_error(replies_, r.id, failure_);
+        if (!savepoints) {
+          exec_internal(rollback_);
+          return batch.size() == 1 ? batch.size() : kRetryWithSavepoints;
+        }
+        continue;
+      }
+      if (replay(r)) {  // seen before: its recorded outcome, nothing executed
+        outcomes[i].ok = true;
+        continue;
+      }
+    }
     if (savepoints && !exec_internal(savepoint_)) {
       capture_sqlite_error();
       proto::encode_error(replies_, r.id, failure_);
@@ -919,6 +933,8 @@ std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& o
     } else {
       ok = run_request(r);
     }
+    // The key is written in the same transaction as the request's effects: both or neither.
+    if (ok && !r.key.empty() && !record(r, outcomes[i].offset)) ok = false;
     if (!ok) {
       replies_.resize(outcomes[i].offset);  // drop a partly written RESULT
       proto::encode_error(replies_, r.id, failure_);
@@ -1207,6 +1223,75 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
   return true;
 }
 
+bool Writer::prepare_idempotency() {
+  if (!key_table_) {
+    key_table_ = prepare_internal(
+        "CREATE TABLE IF NOT EXISTS pasyn_idempotency ("
+        "id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, reply BLOB NOT NULL)");
+  }
+  // Every time: a rolled-back batch may have rolled back the table's creation.
+  if (!key_table_ || !exec_internal(key_table_)) {
+    capture_sqlite_error();
+    failure_.message = "cannot keep idempotency keys: " + failure_.message;
+    return false;
+  }
+  if (!key_lookup_) {
+    key_lookup_ = prepare_internal("SELECT reply FROM pasyn_idempotency WHERE key = ?");
+    key_insert_ = prepare_internal("INSERT INTO pasyn_idempotency (key, reply) VALUES (?, ?)");
+    key_prune_ = prepare_internal(
+        "DELETE FROM pasyn_idempotency WHERE id <= (SELECT max(id) FROM pasyn_idempotency) - ?");
+  }
+  if (!key_lookup_ || !key_insert_ || !key_prune_) {
+    capture_sqlite_error();
+    return false;
+  }
+  return true;
+}
+
+bool Writer::replay(Request& r) {
+  ResetGuard reset(key_lookup_, true);
+  sqlite3_bind_text(key_lookup_, 1, r.key.data(), static_cast<int>(r.key.size()), SQLITE_STATIC);
+  internal_ = true;
+  const int rc = sqlite3_step(key_lookup_);
+  internal_ = false;
+  if (rc != SQLITE_ROW) return false;
+  // The record: the reply's type byte, then its payload.
+  const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(key_lookup_, 0));
+  const auto n = static_cast<std::size_t>(sqlite3_column_bytes(key_lookup_, 0));
+  if (!p || n == 0) return false;
+  proto::FrameWriter w(replies_, static_cast<proto::MsgType>(p[0]), r.id);
+  replies_.insert(replies_.end(), p + 1, p + n);
+  w.finish();
+  return true;
+}
+
+bool Writer::record(const Request& r, std::size_t offset) {
+  // Frame layout: u32 length, u8 type, u64 id, payload. Record the type and the payload.
+  const std::size_t end = offset + frame_size_at(replies_, offset);
+  std::vector<std::uint8_t> rec;
+  rec.reserve(end - offset - proto::kHeaderSize + 1);
+  rec.push_back(replies_[offset + proto::kLengthFieldSize]);
+  rec.insert(rec.end(), replies_.begin() + static_cast<std::ptrdiff_t>(offset + proto::kHeaderSize),
+             replies_.begin() + static_cast<std::ptrdiff_t>(end));
+  {
+    ResetGuard reset(key_insert_, true);
+    sqlite3_bind_text(key_insert_, 1, r.key.data(), static_cast<int>(r.key.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(key_insert_, 2, rec.data(), static_cast<int>(rec.size()), SQLITE_STATIC);
+    if (!exec_internal(key_insert_)) {
+      capture_sqlite_error();
+      failure_.message = "cannot record the idempotency key: " + failure_.message;
+      return false;
+    }
+  }
+  // Forget all but the most recent keys, in steps (a cheap delete by rowid).
+  if (++keys_recorded_ % 1024 == 0) {
+    ResetGuard reset(key_prune_, true);
+    sqlite3_bind_int64(key_prune_, 1, static_cast<sqlite3_int64>(config_.idempotency_keys));
+    exec_internal(key_prune_);
+  }
+  return true;
+}
+
 bool Writer::exec_internal(sqlite3_stmt* stmt) {
   internal_ = true;
   const int rc = sqlite3_step(stmt);
@@ -1261,9 +1346,11 @@ void Writer::checkpoint_and_close() {
   clear_cache();
   sqlite3_finalize(oneshot_);
   oneshot_ = nullptr;
-  for (auto* s : {begin_, commit_, rollback_, savepoint_, release_, rollback_to_}) {
+  for (auto* s : {begin_, commit_, rollback_, savepoint_, release_, rollback_to_, key_table_,
+                  key_lookup_, key_insert_, key_prune_}) {
     sqlite3_finalize(s);
   }
+  key_table_ = key_lookup_ = key_insert_ = key_prune_ = nullptr;
   begin_ = commit_ = rollback_ = savepoint_ = release_ = rollback_to_ = nullptr;
   int wal_frames = 0, checkpointed = 0;
   internal_ = true;

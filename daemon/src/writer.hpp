@@ -90,6 +90,7 @@ struct Request {
   Clock::time_point arrived;          // set by submit(); for the lock wait
   std::vector<std::uint8_t> payload;  // the frame's payload; the views below point into it
   std::string_view sql;
+  std::string_view key;      // idempotency key; empty: none (PROTOCOL.md §6.3)
   proto::ParamsView params;  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
   proto::ManyView many;      // EXECUTE_MANY
 };
@@ -204,6 +205,14 @@ class Writer {
   void finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
                            std::string_view message);
 
+  // Idempotency keys (PROTOCOL.md §6.3), kept in the table pasyn_idempotency of the database
+  // itself, written in the same transaction as the request they answer.
+  /// If `r`'s key was seen, appends its recorded reply (with r's id) to replies_: true.
+  bool replay(Request& r);
+  /// Records the reply of `r` (the frame at `offset` in replies_) under its key.
+  bool record(const Request& r, std::size_t offset);
+  bool prepare_idempotency();
+
   bool exec_internal(sqlite3_stmt* stmt);
   sqlite3_stmt* prepare_internal(const char* sql);
   void clear_cache();
@@ -222,6 +231,11 @@ class Writer {
   sqlite3_stmt* savepoint_ = nullptr;
   sqlite3_stmt* release_ = nullptr;
   sqlite3_stmt* rollback_to_ = nullptr;
+  sqlite3_stmt* key_table_ = nullptr;  // CREATE TABLE IF NOT EXISTS pasyn_idempotency
+  sqlite3_stmt* key_lookup_ = nullptr;
+  sqlite3_stmt* key_insert_ = nullptr;
+  sqlite3_stmt* key_prune_ = nullptr;
+  std::uint64_t keys_recorded_ = 0;
 
   struct StringHash {
     using is_transparent = void;

@@ -583,9 +583,27 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
 namespace {
 
+// How an execute-family request is sent: inside the connection's transaction, or with an
+// idempotency key (PROTOCOL.md §6), or plainly.
+struct Mode {
+  bool in_tx = false;
+  std::string_view key;
+};
+constexpr Mode kPlain{};
+constexpr Mode kInTx{true, {}};
+
+Mode keyed(const WriteOptions& options) {
+  if (options.idempotency_key.size() > proto::kMaxIdempotencyKey) {
+    throw ProgrammingError(
+        "an idempotency key is at most " + std::to_string(proto::kMaxIdempotencyKey) + " bytes",
+        SQLITE_MISUSE, SQLITE_MISUSE);
+  }
+  return Mode{false, options.idempotency_key};
+}
+
 // Sends one request whose frame `encode(out, id)` appends; its reply completes as `kind`.
 template <typename T, typename Encode>
-std::future<T> send(MultiplexedClient::Impl& impl, bool in_tx, Encode encode, Completion::Kind kind,
+std::future<T> send(MultiplexedClient::Impl& impl, Mode mode, Encode encode, Completion::Kind kind,
                     proto::MsgType reply = proto::MsgType::kResult) {
   std::promise<T> promise;
   auto future = promise.get_future();
@@ -593,17 +611,18 @@ std::future<T> send(MultiplexedClient::Impl& impl, bool in_tx, Encode encode, Co
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         const std::size_t start = out.size();
         encode(out, id);
-        if (in_tx) out[start + proto::kLengthFieldSize] |= proto::kInTransaction;
+        if (mode.in_tx) out[start + proto::kLengthFieldSize] |= proto::kInTransaction;
+        if (!mode.key.empty()) proto::add_idempotency_key(out, start, mode.key);
       },
       Completion(kind, reply, std::move(promise)));
   return future;
 }
 
-std::future<std::int64_t> send_statement(MultiplexedClient::Impl& impl, bool in_tx,
+std::future<std::int64_t> send_statement(MultiplexedClient::Impl& impl, Mode mode,
                                          proto::MsgType type, std::string_view sql,
                                          const Params& params) {
   return send<std::int64_t>(
-      impl, in_tx,
+      impl, mode,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_statement(out, type, id, sql, params);
       },
@@ -611,29 +630,29 @@ std::future<std::int64_t> send_statement(MultiplexedClient::Impl& impl, bool in_
                                             : Completion::Kind::kChanges);
 }
 
-std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, bool in_tx,
+std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, Mode mode,
                                          std::string_view sql, const Params& params) {
   return send<std::vector<Row>>(
-      impl, in_tx,
+      impl, mode,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
       },
       Completion::Kind::kRows);
 }
 
-std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, bool in_tx, std::string_view sql,
+std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, Mode mode, std::string_view sql,
                                     const std::vector<Params>& rows) {
   return send<std::int64_t>(
-      impl, in_tx,
+      impl, mode,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_many(out, id, sql, rows);
       },
       Completion::Kind::kChanges);
 }
 
-std::future<void> send_script(MultiplexedClient::Impl& impl, bool in_tx, std::string_view sql) {
+std::future<void> send_script(MultiplexedClient::Impl& impl, Mode mode, std::string_view sql) {
   return send<void>(
-      impl, in_tx,
+      impl, mode,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) { proto::encode_script(out, id, sql); },
       Completion::Kind::kResult);
 }
@@ -642,7 +661,7 @@ std::future<void> send_script(MultiplexedClient::Impl& impl, bool in_tx, std::st
 std::future<void> send_empty(MultiplexedClient::Impl& impl, proto::MsgType type,
                              proto::MsgType reply) {
   return send<void>(
-      impl, false,
+      impl, kPlain,
       [type](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_empty(out, type, id);
       },
@@ -653,7 +672,7 @@ std::future<void> send_empty(MultiplexedClient::Impl& impl, proto::MsgType type,
 Report send_admin(MultiplexedClient::Impl& impl, proto::MsgType type,
                   std::optional<std::string_view> text) {
   auto rows = impl.wait(send<std::vector<Row>>(
-      impl, false,
+      impl, kPlain,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         if (text) {
           proto::encode_text(out, type, id, *text);
@@ -712,26 +731,67 @@ MultiplexedClient::Impl& MultiplexedClient::impl() const {
 
 std::future<std::int64_t> MultiplexedClient::execute_async(std::string_view sql,
                                                            const Params& params) {
-  return send_statement(impl(), false, proto::MsgType::kExecute, sql, params);
+  return send_statement(impl(), kPlain, proto::MsgType::kExecute, sql, params);
 }
 
 std::future<std::int64_t> MultiplexedClient::execute_returning_rowid_async(std::string_view sql,
                                                                            const Params& params) {
-  return send_statement(impl(), false, proto::MsgType::kExecuteRowid, sql, params);
+  return send_statement(impl(), kPlain, proto::MsgType::kExecuteRowid, sql, params);
 }
 
 std::future<std::int64_t> MultiplexedClient::execute_many_async(
     std::string_view sql, const std::vector<Params>& params_batch) {
-  return send_many(impl(), false, sql, params_batch);
+  return send_many(impl(), kPlain, sql, params_batch);
 }
 
 std::future<void> MultiplexedClient::executescript_async(std::string_view sql) {
-  return send_script(impl(), false, sql);
+  return send_script(impl(), kPlain, sql);
 }
 
 std::future<std::vector<Row>> MultiplexedClient::execute_fetchall_async(std::string_view sql,
                                                                         const Params& params) {
-  return send_fetch(impl(), false, sql, params);
+  return send_fetch(impl(), kPlain, sql, params);
+}
+
+std::future<std::int64_t> MultiplexedClient::execute_async(std::string_view sql,
+                                                           const Params& params,
+                                                           const WriteOptions& options) {
+  return send_statement(impl(), keyed(options), proto::MsgType::kExecute, sql, params);
+}
+
+std::future<std::int64_t> MultiplexedClient::execute_returning_rowid_async(
+    std::string_view sql, const Params& params, const WriteOptions& options) {
+  return send_statement(impl(), keyed(options), proto::MsgType::kExecuteRowid, sql, params);
+}
+
+std::future<std::int64_t> MultiplexedClient::execute_many_async(
+    std::string_view sql, const std::vector<Params>& params_batch, const WriteOptions& options) {
+  return send_many(impl(), keyed(options), sql, params_batch);
+}
+
+std::future<void> MultiplexedClient::executescript_async(std::string_view sql,
+                                                         const WriteOptions& options) {
+  return send_script(impl(), keyed(options), sql);
+}
+
+std::int64_t MultiplexedClient::execute(std::string_view sql, const Params& params,
+                                        const WriteOptions& options) {
+  return impl().wait(execute_async(sql, params, options));
+}
+
+std::int64_t MultiplexedClient::execute_returning_rowid(std::string_view sql, const Params& params,
+                                                        const WriteOptions& options) {
+  return impl().wait(execute_returning_rowid_async(sql, params, options));
+}
+
+std::int64_t MultiplexedClient::execute_many(std::string_view sql,
+                                             const std::vector<Params>& params_batch,
+                                             const WriteOptions& options) {
+  return impl().wait(execute_many_async(sql, params_batch, options));
+}
+
+void MultiplexedClient::executescript(std::string_view sql, const WriteOptions& options) {
+  impl().wait(executescript_async(sql, options));
 }
 
 std::future<void> MultiplexedClient::ping_async() {
@@ -865,25 +925,26 @@ auto Transaction::call(Send send) {
 
 std::int64_t Transaction::execute(std::string_view sql, const Params& params) {
   return call(
-      [&](auto& c) { return send_statement(c, true, proto::MsgType::kExecute, sql, params); });
+      [&](auto& c) { return send_statement(c, kInTx, proto::MsgType::kExecute, sql, params); });
 }
 
 std::int64_t Transaction::execute_returning_rowid(std::string_view sql, const Params& params) {
-  return call(
-      [&](auto& c) { return send_statement(c, true, proto::MsgType::kExecuteRowid, sql, params); });
+  return call([&](auto& c) {
+    return send_statement(c, kInTx, proto::MsgType::kExecuteRowid, sql, params);
+  });
 }
 
 std::int64_t Transaction::execute_many(std::string_view sql,
                                        const std::vector<Params>& params_batch) {
-  return call([&](auto& c) { return send_many(c, true, sql, params_batch); });
+  return call([&](auto& c) { return send_many(c, kInTx, sql, params_batch); });
 }
 
 void Transaction::executescript(std::string_view sql) {
-  call([&](auto& c) { return send_script(c, true, sql); });
+  call([&](auto& c) { return send_script(c, kInTx, sql); });
 }
 
 std::vector<Row> Transaction::execute_fetchall(std::string_view sql, const Params& params) {
-  return call([&](auto& c) { return send_fetch(c, true, sql, params); });
+  return call([&](auto& c) { return send_fetch(c, kInTx, sql, params); });
 }
 
 std::optional<Row> Transaction::execute_fetchone(std::string_view sql, const Params& params) {

@@ -515,6 +515,20 @@ void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, con
   w.finish();
 }
 
+void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
+                         std::string_view key) {
+  std::vector<std::uint8_t> prefix;
+  put<std::uint32_t>(prefix, static_cast<std::uint32_t>(key.size()));
+  prefix.insert(prefix.end(), key.begin(), key.end());
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_start + kHeaderSize), prefix.begin(),
+             prefix.end());
+  std::uint32_t length;
+  std::memcpy(&length, out.data() + frame_start, sizeof length);
+  length += static_cast<std::uint32_t>(prefix.size());
+  std::memcpy(out.data() + frame_start, &length, sizeof length);
+  out[frame_start + kLengthFieldSize] |= kIdempotent;
+}
+
 void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m) {
   FrameWriter w(out, MsgType::kResult, request_id);
   w.i64(0);

@@ -465,6 +465,23 @@ TEST(MsgTypeName, NamesEveryTypeAndCallsOthersUnknown) {
   EXPECT_STREQ(to_string(static_cast<MsgType>(0x80)), "UNKNOWN");
 }
 
+TEST(IdempotentBit, IsAllowedOnlyOnTheExecuteFamilyAndNotWithTheTransactionBit) {
+  for (std::uint8_t t = 0x03; t <= 0x07; ++t) {
+    EXPECT_TRUE(has_idempotency_key(t | kIdempotent)) << int(t);
+    EXPECT_FALSE(in_transaction(t | kIdempotent)) << int(t);
+    EXPECT_EQ(base_type(t | kIdempotent), t);
+    const auto both = static_cast<std::uint8_t>(t | kIdempotent | kInTransaction);
+    EXPECT_EQ(base_type(both), both) << "both bits make an unknown type";
+    EXPECT_FALSE(has_idempotency_key(both));
+    EXPECT_FALSE(in_transaction(both));
+  }
+  for (const std::uint8_t t : {0x01, 0x02, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E}) {
+    const auto flagged = static_cast<std::uint8_t>(t | kIdempotent);
+    EXPECT_FALSE(has_idempotency_key(flagged)) << int(t);
+    EXPECT_EQ(base_type(flagged), flagged);
+  }
+}
+
 TEST(TransactionBit, IsAllowedOnlyOnTheExecuteFamily) {
   for (std::uint8_t t = 0x03; t <= 0x07; ++t) {
     EXPECT_TRUE(in_transaction(t | kInTransaction)) << int(t);

@@ -28,6 +28,17 @@ struct ClientOptions {
 
 class Transaction;
 
+/// Options of one write (outside a transaction).
+struct WriteOptions {
+  /// When not empty (at most 256 bytes): the daemon records the write's reply under this key,
+  /// in the same transaction as the write, and answers a later write with the same key with
+  /// that reply instead of running it. An application can then retry a write whose outcome is
+  /// unknown (ConnectionLostError, TimeoutError) with the same key, even across a daemon
+  /// restart, without applying it twice. The daemon remembers the most recent
+  /// `--idempotency-keys` keys (100,000 by default). Only successful writes are recorded.
+  std::string idempotency_key;
+};
+
 /// Named figures the daemon reports (stats(), checkpoint(), backup()), in the daemon's order.
 using Report = std::vector<std::pair<std::string, Value>>;
 
@@ -71,6 +82,13 @@ class PASYN_EXPORT MultiplexedClient {
   std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch);
   /// Runs several statements (no parameters) atomically: all of them or none.
   void executescript(std::string_view sql);
+  /// The same four writes with WriteOptions (an idempotency key).
+  std::int64_t execute(std::string_view sql, const Params& params, const WriteOptions& options);
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params,
+                                       const WriteOptions& options);
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch,
+                            const WriteOptions& options);
+  void executescript(std::string_view sql, const WriteOptions& options);
   /// Runs one statement through the writer and returns its rows (a SELECT, or a write with
   /// RETURNING). Reads that need no writer belong on a `Connection`.
   std::vector<Row> execute_fetchall(std::string_view sql, const Params& params = {});
@@ -111,6 +129,15 @@ class PASYN_EXPORT MultiplexedClient {
   std::future<std::vector<Row>> execute_fetchall_async(std::string_view sql,
                                                        const Params& params = {});
   std::future<void> ping_async();
+  std::future<std::int64_t> execute_async(std::string_view sql, const Params& params,
+                                          const WriteOptions& options);
+  std::future<std::int64_t> execute_returning_rowid_async(std::string_view sql,
+                                                          const Params& params,
+                                                          const WriteOptions& options);
+  std::future<std::int64_t> execute_many_async(std::string_view sql,
+                                               const std::vector<Params>& params_batch,
+                                               const WriteOptions& options);
+  std::future<void> executescript_async(std::string_view sql, const WriteOptions& options);
 
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();

@@ -51,13 +51,25 @@ enum class MsgType : std::uint8_t {
 /// Set on EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH, EXECUTE_MANY and EXECUTE_SCRIPT: run the
 /// request inside the transaction this connection opened with BEGIN (PROTOCOL.md §6).
 inline constexpr std::uint8_t kInTransaction = 0x40;
+/// Set on the same five types outside a transaction (not together with kInTransaction): the
+/// payload starts with a string, the request's idempotency key (PROTOCOL.md §6.3), followed by
+/// the type's usual payload.
+inline constexpr std::uint8_t kIdempotent = 0x20;
+inline constexpr std::size_t kMaxIdempotencyKey = 256;
 
-/// The type byte without kInTransaction, when that bit is allowed on the type.
+/// The type byte without kInTransaction or kIdempotent, when one of them is allowed on the type.
 inline constexpr std::uint8_t base_type(std::uint8_t type) noexcept {
-  const std::uint8_t base = type & ~kInTransaction;
-  return (type & kInTransaction) && base >= 0x03 && base <= 0x07 ? base : type;
+  const std::uint8_t flags = type & (kInTransaction | kIdempotent);
+  const std::uint8_t base = type & ~(kInTransaction | kIdempotent);
+  const bool one_flag = flags == kInTransaction || flags == kIdempotent;
+  return one_flag && base >= 0x03 && base <= 0x07 ? base : type;
 }
-inline constexpr bool in_transaction(std::uint8_t type) noexcept { return base_type(type) != type; }
+inline constexpr bool in_transaction(std::uint8_t type) noexcept {
+  return base_type(type) != type && (type & kInTransaction);
+}
+inline constexpr bool has_idempotency_key(std::uint8_t type) noexcept {
+  return base_type(type) != type && (type & kIdempotent);
+}
 
 /// Name of a message type for logs ("EXECUTE"), or "UNKNOWN".
 const char* to_string(MsgType type) noexcept;
@@ -305,6 +317,11 @@ bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string
 
 void encode_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, const ErrorReply& m);
 bool decode_error(std::span<const std::uint8_t> payload, ErrorReply& m, std::string& why);
+
+/// Turns the execute-family frame that starts at `frame_start` in `out` (the last frame there)
+/// into its idempotent form: sets kIdempotent and puts `key` before its payload.
+void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
+                         std::string_view key);
 
 /// Shorthand for a pasyn-domain error frame.
 void encode_pasyn_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, PasynCode code,
