@@ -1,6 +1,7 @@
 // pasyn-writerd: serves one SQLite database's writes on a Unix socket. See README "Daemon flags".
 #include <grp.h>
 #include <pwd.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -250,6 +251,13 @@ int main(int argc, char** argv) {
   config.read_only_uids = ids(read_only_uid, false);
   config.read_only_gids = ids(read_only_gid, true);
   log().set_level(spdlog::level::from_str(log_level));
+
+  // One descriptor per client: take every descriptor the hard limit allows (--max-connections
+  // is the real bound).
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   namespace sd = pasyn::server::systemd;
   if (sd::stderr_is_journal()) sd::log_to_journal();
