@@ -110,13 +110,14 @@ else
 fi
 
 echo "== building two applications against the installed files"
-cp -r tests/packaging/consumer-pkgconfig tests/packaging/consumer-cmake "$work/"
+cp -r tests/packaging/consumer.cpp tests/packaging/consumer-cmake "$work/"
 unset PKG_CONFIG_PATH CMAKE_PREFIX_PATH CPATH LIBRARY_PATH LD_LIBRARY_PATH
 echo "pkg-config --cflags --libs pasyn-client: $(pkg-config --cflags --libs pasyn-client)"
+mkdir -p "$work/consumer-pkgconfig"
 # shellcheck disable=SC2046  # pkg-config's output is meant to be split into arguments
-(cd "$work/consumer-pkgconfig" &&
-  g++ -std=c++20 -Wall -Wextra -Werror -o consumer-pkgconfig main.cpp \
-    $(pkg-config --cflags --libs pasyn-client))
+g++ -std=c++20 -Wall -Wextra -Werror -o "$work/consumer-pkgconfig/consumer-pkgconfig" \
+  -DPASYN_CONSUMER='"consumer-pkgconfig"' -DPASYN_CONSUMER_TABLE='"consumer_pkgconfig"' \
+  "$work/consumer.cpp" $(pkg-config --cflags --libs pasyn-client)
 cmake -S "$work/consumer-cmake" -B "$work/consumer-cmake/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 grep '^pasyn_DIR' "$work/consumer-cmake/build/CMakeCache.txt"
 cmake --build "$work/consumer-cmake/build"

@@ -1,7 +1,8 @@
-// An application built against the installed pasyn package with its CMake package
-// (scripts/package-test.sh): find_package(pasyn) and pasyn::client, see CMakeLists.txt.
+// An application built against the installed pasyn package (scripts/package-test.sh), twice:
+// as consumer-pkgconfig with  g++ -std=c++20 consumer.cpp $(pkg-config --cflags --libs
+// pasyn-client), and as consumer-cmake with find_package(pasyn) (consumer-cmake/CMakeLists.txt).
 //
-//   consumer-cmake SOCKET DATABASE
+//   consumer-NAME SOCKET DATABASE
 // writes rows through the pasyn-writerd serving SOCKET, reads them back directly from DATABASE
 // on a read-only connection, and exits non-zero unless it reads exactly what it wrote.
 #include <cstdio>
@@ -12,8 +13,9 @@
 #include <pasyn/pasyn.hpp>
 
 namespace {
-constexpr const char* kName = "consumer-cmake";
-constexpr const char* kTable = "consumer_cmake";
+// Passed by the build line: each build writes its own table.
+constexpr const char* kName = PASYN_CONSUMER;
+constexpr const char* kTable = PASYN_CONSUMER_TABLE;
 constexpr int kRows = 5;
 }  // namespace
 
