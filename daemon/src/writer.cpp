@@ -21,8 +21,10 @@ constexpr std::size_t kRetryWithSavepoints = static_cast<std::size_t>(-1);
 constexpr int kProgressInterval = 1000;
 // WAL frames from which each commit runs a passive checkpoint (SQLite's default).
 constexpr int kAutoCheckpointFrames = 1000;
-// How long a checkpoint past --wal-limit waits for readers.
-constexpr std::chrono::milliseconds kTruncateWait{50};
+// How long a checkpoint past --wal-limit first waits for readers (see on_wal_commit).
+constexpr std::chrono::milliseconds kTruncateWait{100};
+// After a reader outlasted the longest wait, writes go on this long before the next attempt.
+constexpr std::chrono::seconds kTruncateBackoff{60};
 
 constexpr const char* kTransactionSqlMessage =
     "BEGIN, COMMIT, ROLLBACK and END cannot be sent as SQL: every request already runs "
@@ -302,24 +304,63 @@ sqlite3_stmt* Writer::prepare_internal(const char* sql) {
 
 int Writer::on_wal_commit(void* self, sqlite3* db, const char* schema, int frames) {
   auto* w = static_cast<Writer*>(self);
-  if (frames < kAutoCheckpointFrames) return SQLITE_OK;
-  if (frames < w->wal_limit_frames_) {
+  w->wal_frames_ = frames;
+  if (frames >= kAutoCheckpointFrames) {  // what SQLite's auto-checkpoint would do
     sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-    return SQLITE_OK;
-  }
-  // Readers keep the WAL from being reset. Wait for them only briefly (writes are waiting too):
-  // read connections hold a snapshot only while a statement runs, so a moment usually suffices;
-  // if not, the next commit tries again.
-  sqlite3_busy_timeout(db, static_cast<int>(kTruncateWait.count()));
-  int wal_frames = 0, checkpointed = 0;
-  const int rc =
-      sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames, &checkpointed);
-  sqlite3_busy_timeout(db, static_cast<int>(w->config_.busy_timeout.count()));
-  if (rc != SQLITE_OK) {
-    log().debug("WAL of {} frames over --wal-limit; checkpoint deferred: {}", frames,
-                sqlite3_errstr(rc));
   }
   return SQLITE_OK;
+}
+
+void Writer::bound_wal() {
+  // Past --wal-limit. A passive checkpoint cannot reset a WAL that readers keep using, so this
+  // one waits for them: while it holds the write lock no frame is added, new readers read from
+  // the database file, and it succeeds once the readers already running are done. (It runs
+  // here, after the commit statement was reset, not in the WAL hook: there the writer still
+  // holds its own read lock and would wait for itself.) Writes wait meanwhile, so the wait
+  // starts short (a query is usually shorter) and doubles after each failure, retrying at once:
+  // nothing is written during the waits, so the WAL cannot grow past the limit by more than one
+  // round of batches. Only a reader that keeps one snapshot longer than --busy-timeout (a long
+  // read transaction) outlasts the longest wait; then writes go on for kTruncateBackoff before
+  // the next attempt, and the WAL grows meanwhile.
+  if (wal_frames_ < wal_limit_frames_) return;
+  const auto now = Clock::now();
+  if (now < next_truncate_) return;
+  // SQLite's own busy handler sleeps ever longer between tries and keeps missing the short
+  // gaps between a busy reader's queries; this one retries every 100 µs until the deadline.
+  struct Wait {
+    Clock::time_point deadline;
+  } wait{now + truncate_wait_};
+  sqlite3_busy_handler(
+      db_,
+      [](void* arg, int) {
+        if (Clock::now() >= static_cast<Wait*>(arg)->deadline) return 0;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        return 1;
+      },
+      &wait);
+  internal_ = true;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  internal_ = false;
+  sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
+  if (rc == SQLITE_OK) {
+    wal_frames_ = 0;
+    truncate_wait_ = kTruncateWait;
+    return;
+  }
+  const auto longest = std::max(kTruncateWait, config_.busy_timeout);
+  if (truncate_wait_ >= longest) {
+    log().warn(
+        "the WAL is over --wal-limit ({} frames) and a reader has kept its snapshot for "
+        "more than {} ms; trying again in {} s",
+        wal_frames_, truncate_wait_.count(), kTruncateBackoff.count());
+    truncate_wait_ = kTruncateWait;
+    next_truncate_ = Clock::now() + kTruncateBackoff;
+    return;
+  }
+  log().debug("WAL over --wal-limit ({} frames): readers outlasted a {} ms wait ({})", wal_frames_,
+              truncate_wait_.count(), sqlite3_errstr(rc));
+  truncate_wait_ = std::min(2 * truncate_wait_, longest);
 }
 
 int Writer::on_progress(void* self) {
@@ -505,6 +546,12 @@ void Writer::run() {
                           "pasyn-writerd is shutting down; the request was not executed");
     } else {
       process(work);
+      // Between batches, never inside a client transaction; again at once after a failed
+      // attempt (with a longer wait), before more writes.
+      while (!tx_ && wal_frames_ >= wal_limit_frames_ && Clock::now() >= next_truncate_ &&
+             !aborted_) {
+        bound_wal();
+      }
     }
     if (stopping && work.empty() && deferred_.empty() && !tx_) {
       std::lock_guard lk(mu_);

@@ -172,6 +172,8 @@ class Writer {
   bool checkpoint(std::string_view mode, proto::Report& report);
   bool backup(const std::string& path, proto::Report& report);
   void count_answered(std::size_t n);
+  /// Truncating checkpoint once the WAL passed --wal-limit (see writer.cpp).
+  void bound_wal();
   void record_commit(Clock::duration took, std::size_t batch_size);
   void begin_transaction(Request& r);
   void run_in_transaction(Request& r, std::deque<Request>& work);
@@ -260,6 +262,9 @@ class Writer {
   std::size_t timed_out_at_ = static_cast<std::size_t>(-1);
   proto::ErrorReply timed_out_failure_;
   int wal_limit_frames_ = 0;  // config_.wal_limit in WAL frames (pages)
+  int wal_frames_ = 0;        // frames in the WAL after the last commit (on_wal_commit)
+  std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
+  Clock::time_point next_truncate_{};
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;

@@ -1,0 +1,891 @@
+// Integration tests of pasyn-writerd's hardening against the real binary: the size and connection
+// limits, backpressure (--max-inflight) and the output bound (--max-output), the statement
+// timeout, access control by peer credentials, the SQL authorizer, the bounded WAL and
+// idempotency keys (PROTOCOL.md §3, §5, §6.3, §7; README "Daemon flags").
+//
+// Every limit test also shows that a client connected before the limit was hit is still served.
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+namespace proto = pasyn::proto;
+
+constexpr std::uint8_t kExecute = static_cast<std::uint8_t>(proto::MsgType::kExecute);
+constexpr std::uint8_t kExecuteInTransaction = kExecute | proto::kInTransaction;  // 0x43
+constexpr std::uint8_t kExecuteFetchInTransaction =
+    static_cast<std::uint8_t>(proto::MsgType::kExecuteFetch) | proto::kInTransaction;  // 0x45
+
+/// A query that never ends on its own.
+constexpr const char* kEndless =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+
+/// Polls `done` every 5 ms until it returns true (then true) or `timeout` passes (then false).
+bool eventually(const std::function<bool()>& done, Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+/// An integer figure of the daemon's STATS.
+std::int64_t stat_int(pasyn::MultiplexedClient& client, std::string_view name) {
+  const pasyn::Value v = figure(client.stats(), name);
+  return std::holds_alternative<std::int64_t>(v) ? std::get<std::int64_t>(v) : -1;
+}
+
+bool contains(const std::string& text, std::string_view part) {
+  return text.find(part) != std::string::npos;
+}
+
+/// "ok", or the class, SQLite code and message of the pasyn::Error that `step` threw.
+std::string outcome_of(const std::function<void()>& step) {
+  const auto coded = [](const char* kind, const pasyn::SqliteError& e) {
+    return std::string(kind) + " code " + std::to_string(e.code()) + ": " + e.what();
+  };
+  try {
+    step();
+    return "ok";
+  } catch (const pasyn::OperationalError& e) {
+    return coded("OperationalError", e);
+  } catch (const pasyn::DataError& e) {
+    return coded("DataError", e);
+  } catch (const pasyn::ProgrammingError& e) {
+    return coded("ProgrammingError", e);
+  } catch (const pasyn::SqliteError& e) {
+    return coded("SqliteError", e);
+  } catch (const pasyn::ConnectionLostError& e) {
+    return std::string("ConnectionLostError: ") + e.what();
+  } catch (const pasyn::TimeoutError& e) {
+    return std::string("TimeoutError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other exception: ") + e.what();
+  }
+}
+
+/// The outcome_of() prefix of a refusal for lack of permission (PERMISSION → SQLITE_PERM).
+const std::string kRefusedPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
+
+// ---- Fixtures ---------------------------------------------------------------------------------
+
+/// A daemon with a test's flags, a table probe (v TEXT), and `before_`, a client connected
+/// before anything under test happens, which must still be served afterwards.
+class HardeningTest : public DaemonTest {
+ protected:
+  void start_with_probe(const std::vector<std::string>& flags = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
+    before_.emplace(connect_client());
+    before_->execute("CREATE TABLE probe (v TEXT)");
+  }
+
+  void TearDown() override {
+    before_.reset();
+    DaemonTest::TearDown();
+  }
+
+  /// The client connected before still gets a ping and a write answered, and the write is stored.
+  void expect_still_served() {
+    try {
+      EXPECT_TRUE(before_->ping());
+      const std::int64_t rows = query_int("SELECT count(*) FROM probe");
+      EXPECT_EQ(before_->execute("INSERT INTO probe (v) VALUES ('served')"), 1);
+      EXPECT_EQ(query_int("SELECT count(*) FROM probe"), rows + 1);
+    } catch (const pasyn::Error& e) {
+      ADD_FAILURE() << "the client connected before is no longer served: " << e.what();
+    }
+  }
+
+  std::optional<pasyn::MultiplexedClient> before_;
+};
+
+class LimitTest : public HardeningTest {};
+class AuthorizerTest : public HardeningTest {};
+class IdempotencyTest : public HardeningTest {};
+
+// ---- Size limits ------------------------------------------------------------------------------
+
+TEST_F(LimitTest, SqlLongerThanMaxSqlLengthIsADataErrorAndTheConnectionGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-sql-length", "100"}));
+  auto client = connect_client();
+  const std::string head = "INSERT INTO probe (v) VALUES ('", tail = "')";
+  const std::string at_limit = head + std::string(100 - head.size() - tail.size(), 'a') + tail;
+  const std::string over_limit = head + std::string(101 - head.size() - tail.size(), 'o') + tail;
+  ASSERT_EQ(at_limit.size(), 100u);
+  ASSERT_EQ(over_limit.size(), 101u);
+
+  try {
+    client.execute(over_limit);
+    ADD_FAILURE() << "101 bytes of SQL ran under --max-sql-length 100";
+  } catch (const pasyn::DataError& e) {
+    EXPECT_EQ(e.code(), SQLITE_TOOBIG);
+    EXPECT_TRUE(contains(e.what(), "--max-sql-length")) << e.what();
+  }
+  const std::string long_script = "INSERT INTO probe (v) VALUES ('s1'); " + over_limit;
+  EXPECT_THROW(client.executescript(long_script), pasyn::DataError);
+  EXPECT_THROW(client.execute_fetchall("SELECT '" + std::string(120, 'f') + "'"), pasyn::DataError);
+
+  // The same connection goes on, and SQL of exactly the limit runs.
+  EXPECT_TRUE(client.ping());
+  EXPECT_EQ(client.execute(at_limit), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v LIKE 'o%' OR v = 's1'"), 0);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v LIKE 'a%'"), 1);
+  expect_still_served();
+}
+
+TEST_F(LimitTest, MoreParametersThanMaxParamsIsADataErrorAndTheConnectionGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-params", "3"}));
+  auto client = connect_client();
+  client.execute("CREATE TABLE quad (a, b, c, d)");
+
+  try {
+    client.execute("INSERT INTO quad VALUES (?, ?, ?, ?)", {1, 2, 3, 4});
+    ADD_FAILURE() << "4 parameters ran under --max-params 3";
+  } catch (const pasyn::DataError& e) {
+    EXPECT_EQ(e.code(), SQLITE_TOOBIG);
+    EXPECT_TRUE(contains(e.what(), "--max-params")) << e.what();
+  }
+  EXPECT_THROW(client.execute_fetchall("SELECT ?, ?, ?, ?", {1, 2, 3, 4}), pasyn::DataError);
+  // Each EXECUTE_MANY row meets SQLite's variable limit, which the daemon sets to the same value
+  // (PROTOCOL.md §7): refused by SQLite, not by the session, so with SQLite's error.
+  EXPECT_THROW(client.execute_many("INSERT INTO quad VALUES (?, ?, ?, ?)", {{1, 2, 3, 4}}),
+               pasyn::SqliteError);
+  EXPECT_EQ(query_int("SELECT count(*) FROM quad"), 0);
+
+  EXPECT_TRUE(client.ping());
+  EXPECT_EQ(client.execute("INSERT INTO quad VALUES (?, ?, ?, 0)", {1, 2, 3}), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM quad"), 1);
+  expect_still_served();
+}
+
+// ---- Connections, backpressure, output --------------------------------------------------------
+
+TEST_F(LimitTest, AConnectionOverMaxConnectionsIsRefusedAsBusyAndAFreedSlotIsReused) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-connections", "2"}));
+  auto first = connect_client();
+  // start_daemon()'s probe connection counts until the daemon has seen it close.
+  ASSERT_TRUE(eventually([&] { return stat_int(first, "connections") == 1; }, kReplyTimeout));
+  std::optional<pasyn::MultiplexedClient> second(connect_client());
+  first.execute("CREATE TABLE t (who TEXT)");
+
+  try {
+    pasyn::MultiplexedClient third(sock_, bounded_options());
+    ADD_FAILURE() << "a third connection was admitted under --max-connections 2";
+  } catch (const pasyn::OperationalError& e) {
+    EXPECT_EQ(e.code(), SQLITE_BUSY) << e.what();
+    EXPECT_TRUE(contains(e.what(), "connection limit")) << e.what();
+  }
+  EXPECT_TRUE(first.ping());
+  EXPECT_TRUE(second->ping());
+  EXPECT_EQ(first.execute("INSERT INTO t VALUES ('first')"), 1);
+  EXPECT_EQ(second->execute("INSERT INTO t VALUES ('second')"), 1);
+
+  // Closing is asynchronous: the daemon frees the slot once it has seen the close.
+  second.reset();
+  std::optional<pasyn::MultiplexedClient> fourth;
+  std::string refusal;
+  const auto deadline = Clock::now() + kReplyTimeout;
+  while (!fourth && Clock::now() < deadline) {
+    try {
+      fourth.emplace(sock_, bounded_options());
+    } catch (const pasyn::OperationalError& e) {
+      if (e.code() != SQLITE_BUSY) throw;
+      refusal = e.what();
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  ASSERT_TRUE(fourth.has_value()) << "no slot after a client closed; last refusal: " << refusal;
+  EXPECT_EQ(fourth->execute("INSERT INTO t VALUES ('fourth')"), 1);
+  EXPECT_TRUE(first.ping());
+  EXPECT_EQ(first.execute("INSERT INTO t VALUES ('first again')"), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 4);
+}
+
+TEST_F(LimitTest, MaxInflightStopsReadingFromAConnectionAndLosesNoRequest) {
+  constexpr int kRequests = 200;
+  constexpr std::int64_t kMaxInflight = 8;
+  // Long waits: the requests wait behind a transaction on purpose, for as long as the test says.
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--max-inflight", std::to_string(kMaxInflight), "--lock-wait", "60s",
+                        "--transaction-idle-timeout", "60s"}));
+  before_->execute("CREATE TABLE seq (id INTEGER PRIMARY KEY, n INTEGER)");
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  tx.execute("INSERT INTO probe (v) VALUES ('holder')");
+
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> bytes;
+  for (int i = 1; i <= kRequests; ++i) {
+    proto::encode_statement(bytes, proto::MsgType::kExecute, i, "INSERT INTO seq (n) VALUES (?)",
+                            {i});
+  }
+  ASSERT_TRUE(peer.send(bytes));
+
+  // Requests the daemon has read and not answered: none can be answered while the transaction
+  // is open, so this is what it took from the socket.
+  const auto taken = [&] {
+    const auto report = before_->stats();
+    return as_int(figure(report, "queue_depth")) +
+           as_int(figure(report, "waiting_for_transaction"));
+  };
+  // First until the requests taken wait for the transaction: the daemon reads the two figures
+  // one after the other, and a request moving from the queue to the waiting list in between
+  // would be counted twice.
+  std::int64_t waiting = 0;
+  ASSERT_TRUE(eventually(
+      [&] {
+        waiting = stat_int(*before_, "waiting_for_transaction");
+        return waiting >= kMaxInflight;
+      },
+      kReplyTimeout))
+      << "only " << waiting << " requests wait for the transaction";
+  // Watch for a while: a daemon that kept reading would take all 200 meanwhile.
+  std::int64_t most = taken();
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(10ms);
+    most = std::max(most, taken());
+  }
+  EXPECT_EQ(most, kMaxInflight) << "requests taken from a connection over --max-inflight";
+  EXPECT_TRUE(before_->ping()) << "the client connected before is not served while paused";
+
+  tx.commit();
+  for (int i = 1; i <= kRequests; ++i) {
+    const auto frame = peer.read_frame(kReplyTimeout);
+    ASSERT_TRUE(frame.has_value()) << "no reply to request " << i;
+    ASSERT_EQ(frame->type, static_cast<std::uint8_t>(proto::MsgType::kResult)) << "request " << i;
+    EXPECT_EQ(frame->request_id, static_cast<std::uint64_t>(i));
+    proto::Result result;
+    std::string why;
+    ASSERT_TRUE(proto::decode_result(frame->payload, result, why)) << why;
+    EXPECT_EQ(result.changes, 1) << "request " << i;
+  }
+  auto conn = pasyn::connect(db_, pasyn::OpenFlags::readonly());
+  const auto rows = conn.execute_fetchall("SELECT n FROM seq ORDER BY id");
+  ASSERT_EQ(rows.size(), std::size_t{kRequests});
+  for (int i = 0; i < kRequests; ++i) EXPECT_EQ(as_int(rows[i][0]), i + 1) << "row " << i;
+  expect_still_served();
+}
+
+TEST_F(LimitTest, AClientThatDoesNotReadItsRepliesIsDisconnectedAndItsTransactionRolledBack) {
+  constexpr int kFetches = 100;  // 30 KB replies: 3 MB, far beyond socket buffer + --max-output
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--max-output", "65536", "--max-frame", "65536", "--lock-wait", "30s"}));
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  const auto begun = peer.request(empty_frame(proto::MsgType::kBegin, 1));
+  ASSERT_TRUE(begun && begun->type == static_cast<std::uint8_t>(proto::MsgType::kOk));
+  const auto inserted = peer.request(
+      statement_frame(kExecuteInTransaction, 2, "INSERT INTO probe (v) VALUES ('unread')"));
+  ASSERT_TRUE(inserted && inserted->type == static_cast<std::uint8_t>(proto::MsgType::kResult));
+
+  // From here on the peer only sends.
+  std::vector<std::uint8_t> bytes;
+  for (int i = 0; i < kFetches; ++i) {
+    proto::encode_statement(bytes, static_cast<proto::MsgType>(kExecuteFetchInTransaction), 100 + i,
+                            "SELECT zeroblob(30000)", {});
+  }
+  ASSERT_TRUE(peer.send(bytes));
+  // Queued behind the peer's transaction; runs once the daemon has rolled it back.
+  auto queued = before_->execute_async("INSERT INTO probe (v) VALUES ('queued')");
+
+  EXPECT_TRUE(wait_for_file_content(log_, "does not read its replies", 10s));
+  EXPECT_TRUE(contains(read_file(log_), "more than --max-output"));
+  EXPECT_TRUE(before_->ping());
+  ASSERT_EQ(queued.wait_for(10s), std::future_status::ready)
+      << "the peer's transaction still blocks other writers";
+  EXPECT_EQ(queued.get(), 1);
+  EXPECT_EQ(stat_int(*before_, "transaction_age_ms"), -1) << "the transaction is still open";
+
+  const auto r = peer.read_until_closed(kReplyTimeout);
+  EXPECT_TRUE(r.closed) << "the daemon did not close the connection of a peer that never read";
+  EXPECT_LT(r.frames.size(), std::size_t{kFetches}) << "every reply was kept for the peer";
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'unread'"), 0)
+      << "the disconnected peer's transaction was committed";
+
+  auto other = connect_client();
+  auto tx = other.begin();
+  EXPECT_EQ(tx.execute("INSERT INTO probe (v) VALUES ('next transaction')"), 1);
+  tx.commit();
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'next transaction'"), 1);
+  expect_still_served();
+}
+
+// ---- Statement timeout ------------------------------------------------------------------------
+
+TEST_F(LimitTest, StatementTimeoutInterruptsARunawayQueryAndTheRestOfItsBatchCommits) {
+  constexpr int kWritesAround = 20;  // before and after the runaway query
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--statement-timeout", "200", "--lock-wait", "30s"}));
+  auto client = connect_client();
+  try {
+    client.execute_fetchall(kEndless);
+    ADD_FAILURE() << "an endless query returned";
+  } catch (const pasyn::TimeoutError& e) {
+    EXPECT_TRUE(contains(e.what(), "--statement-timeout")) << e.what();
+  }
+
+  // A transaction on another connection holds every request back until all are queued, so
+  // that they run as one batch when it commits.
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  const std::int64_t batches_before = stat_int(client, "batches");
+  std::vector<std::future<std::int64_t>> writes;
+  for (int i = 0; i < kWritesAround; ++i) {
+    writes.push_back(
+        client.execute_async("INSERT INTO probe (v) VALUES (?)", {"w" + std::to_string(i)}));
+  }
+  auto runaway = client.execute_fetchall_async(kEndless);
+  for (int i = kWritesAround; i < 2 * kWritesAround; ++i) {
+    writes.push_back(
+        client.execute_async("INSERT INTO probe (v) VALUES (?)", {"w" + std::to_string(i)}));
+  }
+  ASSERT_TRUE(eventually(
+      [&] { return stat_int(client, "waiting_for_transaction") == 2 * kWritesAround + 1; },
+      kReplyTimeout));
+  tx.commit();
+
+  ASSERT_EQ(runaway.wait_for(20s), std::future_status::ready);
+  try {
+    runaway.get();
+    ADD_FAILURE() << "an endless query returned";
+  } catch (const pasyn::TimeoutError& e) {
+    EXPECT_TRUE(contains(e.what(), "--statement-timeout")) << e.what();
+  }
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    ASSERT_EQ(writes[i].wait_for(20s), std::future_status::ready) << "write " << i;
+    EXPECT_EQ(writes[i].get(), 1) << "write " << i;
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v LIKE 'w%'"), 2 * kWritesAround);
+  // One group commit for all of them: the runaway query was undone alone, not the batch.
+  EXPECT_EQ(stat_int(client, "batches") - batches_before, 1);
+  expect_still_served();
+}
+
+// ---- Access control ---------------------------------------------------------------------------
+
+/// What a sequence of steps run as another user did: each step's outcome_of(), by name.
+class StepLog {
+ public:
+  void run(const std::string& name, const std::function<void()>& step) {
+    std::string outcome = outcome_of(step);
+    std::replace(outcome.begin(), outcome.end(), '\n', ' ');
+    text_ += name + '\t' + outcome + '\n';
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+struct AsUser {
+  pid_t pid = -1;
+  std::map<std::string, std::string> outcomes;  // step name → outcome
+  std::string problem;                          // non-empty if the child did not report
+
+  std::string operator[](const std::string& step) const {
+    const auto it = outcomes.find(step);
+    return it == outcomes.end() ? "(step not run; " + problem + ")" : it->second;
+  }
+};
+
+/// Runs `script` in a child process that switched to `uid`/`gid` (no supplementary groups) and
+/// returns what its steps did. The child only runs the script and reports through a pipe; it
+/// leaves with _exit, so nothing the parent owns is touched there.
+AsUser run_as(uid_t uid, gid_t gid, const std::function<void(StepLog&)>& script) {
+  AsUser result;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    result.problem = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    StepLog log;
+    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
+      log.run("switch user", [] { throw std::runtime_error(std::strerror(errno)); });
+    } else {
+      script(log);
+    }
+    const std::string& text = log.text();
+    for (std::size_t sent = 0; sent < text.size();) {
+      const ssize_t n = ::write(fds[1], text.data() + sent, text.size() - sent);
+      if (n <= 0) break;
+      sent += static_cast<std::size_t>(n);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    result.problem = std::string("fork: ") + std::strerror(errno);
+    return result;
+  }
+  result.pid = pid;
+  std::string text;
+  const auto deadline = Clock::now() + 60s;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd p{fds[0], POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) == 0) {
+      result.problem = "the child did not finish within 60 s";
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    char buf[4096];
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (result.problem.empty() && !exited_with(status, 0)) {
+    result.problem = "the child ended with " + describe_status(status);
+  }
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t end = text.find('\n', at);
+    const std::string line = text.substr(at, end - at);
+    const std::size_t tab = line.find('\t');
+    if (tab != std::string::npos) result.outcomes[line.substr(0, tab)] = line.substr(tab + 1);
+    at = end == std::string::npos ? text.size() : end + 1;
+  }
+  return result;
+}
+
+/// Peers of another user. The tests run as root in CI (the daemon too), and root may become
+/// `nobody`; the socket is made reachable for it with --socket-mode 0666 and a searchable
+/// directory.
+class AccessTest : public HardeningTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) {
+      GTEST_SKIP() << "needs root, to run a client as another user (nobody)";
+    }
+    const passwd* pw = ::getpwnam("nobody");
+    ASSERT_NE(pw, nullptr) << "no user nobody";
+    uid_ = pw->pw_uid;
+    gid_ = pw->pw_gid;
+    ASSERT_NE(uid_, ::geteuid());
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0) << std::strerror(errno);
+  }
+
+  AsUser as_nobody(const std::function<void(StepLog&)>& script) const {
+    return run_as(uid_, gid_, script);
+  }
+
+  /// As nobody: connects, then pings and writes a row ('nobody') with the same client.
+  AsUser nobody_connects_and_writes() const {
+    const std::string sock = sock_;
+    return as_nobody([sock](StepLog& log) {
+      std::optional<pasyn::MultiplexedClient> client;
+      log.run("connect", [&] { client.emplace(sock, bounded_options()); });
+      if (!client) return;
+      log.run("ping", [&] { client->ping(); });
+      log.run("insert", [&] { client->execute("INSERT INTO probe (v) VALUES ('nobody')"); });
+    });
+  }
+
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+};
+
+TEST_F(AccessTest, APeerNotInAllowUidIsRefusedWithPermissionAndLoggedWithPidAndUid) {
+  const passwd* other = ::getpwnam("daemon");
+  ASSERT_NE(other, nullptr) << "no user daemon";
+  ASSERT_NE(other->pw_uid, uid_);
+  // The test's own uid (root) is not listed either: the daemon's own uid is always admitted.
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--socket-mode", "0666", "--allow-uid", "daemon"}));
+
+  const AsUser nobody = nobody_connects_and_writes();
+  ASSERT_EQ(nobody.problem, "");
+  EXPECT_TRUE(nobody["connect"].starts_with(kRefusedPermission)) << nobody["connect"];
+  EXPECT_TRUE(contains(nobody["connect"], "may not use")) << nobody["connect"];
+  const std::string peer =
+      "from pid " + std::to_string(nobody.pid) + " uid " + std::to_string(uid_);
+  EXPECT_TRUE(wait_for_file_content(log_, peer + " refused", kReplyTimeout));
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'nobody'"), 0);
+  expect_still_served();
+}
+
+TEST_F(AccessTest, AllowUidAdmitsTheListedUser) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--socket-mode", "0666", "--allow-uid", "nobody"}));
+  const AsUser nobody = nobody_connects_and_writes();
+  ASSERT_EQ(nobody.problem, "");
+  EXPECT_EQ(nobody["connect"], "ok");
+  EXPECT_EQ(nobody["ping"], "ok");
+  EXPECT_EQ(nobody["insert"], "ok");
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'nobody'"), 1);
+  expect_still_served();
+}
+
+TEST_F(AccessTest, AllowGidAdmitsMembersOfTheListedGroup) {
+  const group* gr = ::getgrgid(gid_);
+  ASSERT_NE(gr, nullptr);
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--socket-mode", "0666", "--allow-gid", gr->gr_name}));
+  const AsUser nobody = nobody_connects_and_writes();
+  ASSERT_EQ(nobody.problem, "");
+  EXPECT_EQ(nobody["connect"], "ok");
+  EXPECT_EQ(nobody["insert"], "ok");
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'nobody'"), 1);
+  expect_still_served();
+}
+
+TEST_F(AccessTest, AReadOnlyPeerMayPingReadStatsAndSelectButNothingElse) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--socket-mode", "0666", "--read-only-uid", "nobody"}));
+  before_->execute("INSERT INTO probe (v) VALUES ('visible')");
+  const std::string sock = sock_;
+  const AsUser nobody = as_nobody([sock](StepLog& log) {
+    std::optional<pasyn::MultiplexedClient> client;
+    log.run("connect", [&] { client.emplace(sock, bounded_options()); });
+    if (!client) return;
+    auto& c = *client;
+    log.run("ping", [&] { c.ping(); });
+    log.run("stats", [&] { c.stats(); });
+    log.run("select", [&] {
+      const auto rows = c.execute_fetchall("SELECT v FROM probe WHERE v = 'visible'");
+      if (rows.size() != 1) throw std::runtime_error(std::to_string(rows.size()) + " rows");
+    });
+    log.run("insert", [&] { c.execute("INSERT INTO probe (v) VALUES ('nobody')"); });
+    log.run("insert returning",
+            [&] { c.execute_fetchall("INSERT INTO probe (v) VALUES ('nobody') RETURNING v"); });
+    log.run("insert rowid",
+            [&] { c.execute_returning_rowid("INSERT INTO probe (v) VALUES ('nobody')"); });
+    log.run("execute_many",
+            [&] { c.execute_many("INSERT INTO probe (v) VALUES (?)", {{"nobody"}}); });
+    log.run("executescript", [&] { c.executescript("INSERT INTO probe (v) VALUES ('nobody')"); });
+    log.run("begin", [&] { auto tx = c.begin(); });
+    log.run("checkpoint", [&] { c.checkpoint("PASSIVE"); });
+    log.run("shutdown_server", [&] { c.shutdown_server(); });
+    log.run("ping after", [&] { c.ping(); });
+  });
+  ASSERT_EQ(nobody.problem, "");
+  for (const char* allowed : {"connect", "ping", "stats", "select", "ping after"}) {
+    EXPECT_EQ(nobody[allowed], "ok") << allowed;
+  }
+  for (const char* refused : {"insert", "insert returning", "insert rowid", "execute_many",
+                              "executescript", "begin", "checkpoint", "shutdown_server"}) {
+    EXPECT_TRUE(nobody[refused].starts_with(kRefusedPermission))
+        << refused << ": " << nobody[refused];
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'nobody'"), 0);
+  EXPECT_TRUE(daemon_.running()) << "a read-only peer shut the daemon down";
+  expect_still_served();
+}
+
+TEST_F(AccessTest, SocketModeAndSocketGroupApplyToTheSocketFile) {
+  const group* gr = ::getgrgid(gid_);
+  ASSERT_NE(gr, nullptr);
+  ASSERT_NE(gr->gr_gid, ::getegid()) << "the group must differ from the daemon's own";
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--socket-mode", "0600", "--socket-group", gr->gr_name}));
+  struct stat st {};
+  ASSERT_EQ(::stat(sock_.c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_gid, gr->gr_gid);
+  // 0600 and owned by root: nobody, in the socket's group, still cannot connect.
+  const AsUser nobody = nobody_connects_and_writes();
+  ASSERT_EQ(nobody.problem, "");
+  EXPECT_TRUE(nobody["connect"].starts_with("ConnectionLostError")) << nobody["connect"];
+  EXPECT_TRUE(contains(nobody["connect"], std::strerror(EACCES))) << nobody["connect"];
+  expect_still_served();
+}
+
+// ---- Authorizer -------------------------------------------------------------------------------
+
+TEST_F(AuthorizerTest, AttachDetachAndProtectedPragmasAreRefusedWithPermission) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  auto client = connect_client();
+  const std::string attached = dir_.file("attached.sqlite");
+  const std::vector<std::string> refused = {
+      "ATTACH '" + attached + "' AS y", "DETACH y",
+      "PRAGMA synchronous=OFF",         "pragma Synchronous = off",
+      "PRAGMA main.synchronous=OFF",    "PRAGMA journal_mode=DELETE",
+      "PRAGMA writable_schema=ON",      "PRAGMA wal_autocheckpoint=0",
+  };
+  for (const auto& sql : refused) {
+    const std::string outcome = outcome_of([&] { client.execute(sql); });
+    EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
+  }
+  // The same through a script and inside a transaction.
+  const std::string script = outcome_of(
+      [&] { client.executescript("INSERT INTO probe (v) VALUES ('s'); PRAGMA synchronous=OFF;"); });
+  EXPECT_TRUE(script.starts_with(kRefusedPermission)) << script;
+  {
+    auto tx = client.begin();
+    const std::string in_tx = outcome_of([&] { tx.execute("ATTACH '" + attached + "' AS y"); });
+    EXPECT_TRUE(in_tx.starts_with(kRefusedPermission)) << in_tx;
+    tx.rollback();
+  }
+  EXPECT_FALSE(path_exists(attached)) << "ATTACH created its file";
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 's'"), 0);
+
+  // Reading a protected pragma, and setting journal_mode to what it is, are allowed; nothing
+  // refused above took effect.
+  const auto sync = client.execute_fetchall("PRAGMA synchronous");
+  ASSERT_EQ(sync.size(), 1u);
+  EXPECT_EQ(sync[0][0], pasyn::Value(std::int64_t{2}));  // FULL, the daemon's default
+  const auto wal = client.execute_fetchall("PRAGMA journal_mode=WAL");
+  ASSERT_EQ(wal.size(), 1u);
+  EXPECT_EQ(wal[0][0], pasyn::Value(std::string("wal")));
+  EXPECT_EQ(query_int("PRAGMA writable_schema"), 0);
+
+  EXPECT_THROW(client.execute_fetchall("SELECT load_extension('x')"), pasyn::SqliteError);
+  EXPECT_TRUE(client.ping());
+  expect_still_served();
+}
+
+// ---- Bounded WAL ------------------------------------------------------------------------------
+
+/// 20,000 rows of 1 KB from four threads of one client, with the WAL's size sampled every 20 ms,
+/// while a reader scans the table without pause (or without any reader).
+class WalLimitTest : public DaemonTest {
+ protected:
+  static constexpr std::int64_t kWalLimit = 1 << 20;
+  static constexpr std::int64_t kBound = 8 * kWalLimit;
+  static constexpr int kThreads = 4, kRowsPerThread = 5000;
+
+  struct Run {
+    std::int64_t largest_wal = 0;
+    std::int64_t reads = 0;
+    std::vector<std::string> errors;  // of the writers and the reader
+  };
+
+  Run run_workload(std::int64_t wal_limit, bool with_reader = true) {
+    Run run;
+    start_daemon({"--wal-limit", std::to_string(wal_limit), "--synchronous", "normal"});
+    if (HasFatalFailure()) return run;
+    auto client = connect_client();
+    client.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, pad BLOB)");
+
+    std::mutex mu;
+    const auto failed = [&](const std::string& who, const std::exception& e) {
+      std::lock_guard lk(mu);
+      if (run.errors.size() < 10) run.errors.push_back(who + ": " + e.what());
+    };
+    std::atomic<bool> stop{false};
+    std::atomic<std::int64_t> largest{0}, reads{0};
+    std::thread sampler([&] {
+      const std::string wal = db_ + "-wal";
+      while (!stop) {
+        struct stat st {};
+        if (::stat(wal.c_str(), &st) == 0 && st.st_size > largest) largest = st.st_size;
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+    std::thread reader([&] {
+      if (!with_reader) return;
+      try {
+        auto conn = pasyn::connect(db_, pasyn::OpenFlags::readonly());
+        while (!stop) {
+          try {
+            conn.execute_fetchone("SELECT count(*), sum(length(pad)) FROM t");
+            ++reads;
+          } catch (const pasyn::Error& e) {
+            failed("reader", e);
+          }
+        }
+      } catch (const pasyn::Error& e) {
+        failed("reader", e);
+      }
+    });
+    std::vector<std::thread> writers;
+    for (int w = 0; w < kThreads; ++w) {
+      writers.emplace_back([&, w] {
+        const pasyn::Blob pad(1024, static_cast<std::uint8_t>('a' + w));
+        try {
+          for (int i = 0; i < kRowsPerThread; ++i) {
+            client.execute("INSERT INTO t (pad) VALUES (?)", {pad});
+          }
+        } catch (const pasyn::Error& e) {
+          failed("writer " + std::to_string(w), e);
+        }
+      });
+    }
+    for (auto& w : writers) w.join();
+    stop = true;
+    reader.join();
+    sampler.join();
+    run.largest_wal = largest;
+    run.reads = reads;
+    EXPECT_EQ(query_int("SELECT count(*) FROM t"), kThreads * kRowsPerThread);
+    return run;
+  }
+};
+
+TEST_F(WalLimitTest, TheWalStaysBoundedWhileAReaderQueriesWithoutPause) {
+  const Run run = run_workload(kWalLimit);
+  std::cout << "[          ] --wal-limit " << kWalLimit << ": largest WAL " << run.largest_wal
+            << " bytes, " << run.reads << " reads\n";
+  EXPECT_TRUE(run.errors.empty()) << run.errors.front();
+  EXPECT_GT(run.reads, 0);
+  EXPECT_GT(run.largest_wal, 0);
+  EXPECT_LT(run.largest_wal, kBound);
+}
+
+/// The control: without a limit, the same workload grows the WAL past the bound that the test
+/// above checks, so that test can fail.
+/// Without readers nothing keeps the checkpoint from truncating the WAL once it passes the limit:
+/// it stays within the limit plus the last batches.
+TEST_F(WalLimitTest, WithoutReadersTheWalIsTruncatedOnceItPassesTheLimit) {
+  const Run run = run_workload(kWalLimit, false);
+  std::cout << "[          ] --wal-limit " << kWalLimit << ", no reader: largest WAL "
+            << run.largest_wal << " bytes\n";
+  EXPECT_TRUE(run.errors.empty()) << run.errors.front();
+  EXPECT_GT(run.largest_wal, 0);
+  EXPECT_LT(run.largest_wal, 2 * kWalLimit);
+}
+
+TEST_F(WalLimitTest, WithoutAWalLimitTheSameWorkloadGrowsTheWalPastTheBound) {
+  const Run run = run_workload(std::int64_t{1} << 40);
+  std::cout << "[          ] --wal-limit 1 TiB: largest WAL " << run.largest_wal << " bytes, "
+            << run.reads << " reads\n";
+  EXPECT_TRUE(run.errors.empty()) << run.errors.front();
+  EXPECT_GT(run.reads, 0);
+  EXPECT_GT(run.largest_wal, kBound);
+}
+
+// ---- Idempotency keys -------------------------------------------------------------------------
+
+TEST_F(IdempotencyTest, ARepeatedKeyGetsTheFirstReplyWithoutRunningAgain) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  auto client = connect_client();
+  client.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  const pasyn::WriteOptions k1{.idempotency_key = "k1"};
+  const std::int64_t rowid =
+      client.execute_returning_rowid("INSERT INTO t (v) VALUES ('a')", {}, k1);
+  EXPECT_GT(rowid, 0);
+  EXPECT_EQ(client.execute_returning_rowid("INSERT INTO t (v) VALUES ('a')", {}, k1), rowid);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 1);
+
+  const pasyn::WriteOptions k2{.idempotency_key = "k2"};
+  EXPECT_EQ(client.execute("INSERT INTO t (v) VALUES ('b')", {}, k2), 1);
+  EXPECT_EQ(client.execute("INSERT INTO t (v) VALUES ('b')", {}, k2), 1);  // the recorded reply
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v = 'b'"), 1);
+  // No key, or another key: runs.
+  EXPECT_EQ(client.execute("INSERT INTO t (v) VALUES ('b')"), 1);
+  EXPECT_EQ(client.execute("INSERT INTO t (v) VALUES ('b')", {}, {.idempotency_key = "k3"}), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v = 'b'"), 3);
+}
+
+TEST_F(IdempotencyTest, TwoWritesWithTheSameKeyInOneBatchApplyOnceAndGetTheSameReply) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--lock-wait", "30s"}));
+  auto client = connect_client();
+  client.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  // Held back by a transaction until both are queued: they then run in one batch.
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  const pasyn::WriteOptions key{.idempotency_key = "together"};
+  auto first = client.execute_returning_rowid_async("INSERT INTO t (v) VALUES ('x')", {}, key);
+  auto second = client.execute_returning_rowid_async("INSERT INTO t (v) VALUES ('x')", {}, key);
+  ASSERT_TRUE(
+      eventually([&] { return stat_int(client, "waiting_for_transaction") == 2; }, kReplyTimeout));
+  tx.commit();
+  ASSERT_EQ(first.wait_for(10s), std::future_status::ready);
+  ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
+  const std::int64_t rowid = first.get();
+  EXPECT_GT(rowid, 0);
+  EXPECT_EQ(second.get(), rowid);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 1);
+}
+
+TEST_F(IdempotencyTest, AFailedKeyedWriteRecordsNothingSoItsRetryRuns) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  auto client = connect_client();
+  client.execute("CREATE TABLE u (k INTEGER UNIQUE)");
+  client.execute("INSERT INTO u (k) VALUES (1)");
+  const pasyn::WriteOptions key{.idempotency_key = "retry"};
+  EXPECT_THROW(client.execute("INSERT INTO u (k) VALUES (1)", {}, key), pasyn::IntegrityError);
+  EXPECT_EQ(client.execute("INSERT INTO u (k) VALUES (2)", {}, key), 1);  // the fixed retry
+  EXPECT_EQ(query_int("SELECT count(*) FROM u WHERE k = 2"), 1);
+  // Now recorded: a third write with the key is answered from the record.
+  EXPECT_EQ(client.execute("INSERT INTO u (k) VALUES (3)", {}, key), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM u WHERE k = 3"), 0);
+}
+
+TEST_F(IdempotencyTest, AKeySurvivesADaemonRestart) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  const pasyn::WriteOptions key{.idempotency_key = "across a restart"};
+  std::int64_t rowid = 0;
+  {
+    auto client = connect_client();
+    client.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+    client.execute("INSERT INTO t (v) VALUES ('earlier')");
+    rowid = client.execute_returning_rowid("INSERT INTO t (v) VALUES ('once')", {}, key);
+    EXPECT_EQ(rowid, 2);
+  }
+  stop_daemon();
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto client = connect_client();
+  EXPECT_EQ(client.execute_returning_rowid("INSERT INTO t (v) VALUES ('once')", {}, key), rowid);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 2);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v = 'once'"), 1);
+}
+
+TEST_F(IdempotencyTest, AnEmptyOrOverlongKeyIsAProtocolErrorThatClosesOnlyThatConnection) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  for (const std::string& key : {std::string(), std::string(proto::kMaxIdempotencyKey + 1, 'k')}) {
+    SCOPED_TRACE("key of " + std::to_string(key.size()) + " bytes");
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.handshake());
+    auto frame = statement_frame(kExecute, 1, "INSERT INTO probe (v) VALUES ('bad key')");
+    proto::add_idempotency_key(frame, 0, key);
+    ASSERT_EQ(frame[proto::kLengthFieldSize], kExecute | proto::kIdempotent);
+    ASSERT_TRUE(peer.send(frame));
+    expect_protocol_error_then_close(peer);
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'bad key'"), 0);
+  expect_still_served();
+}
+
+TEST_F(IdempotencyTest, TheKeyBitTogetherWithTheTransactionBitIsAnUnknownType) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  ASSERT_TRUE(peer.request(empty_frame(proto::MsgType::kBegin, 1)).has_value());
+  auto frame =
+      statement_frame(kExecuteInTransaction, 2, "INSERT INTO probe (v) VALUES ('both bits')");
+  proto::add_idempotency_key(frame, 0, "k");
+  ASSERT_EQ(frame[proto::kLengthFieldSize], 0x63);
+  ASSERT_TRUE(peer.send(frame));
+  const auto r = peer.read_until_closed(kReplyTimeout);
+  expect_protocol_error_and_close(r);
+  if (r.frames.size() == 1) {
+    proto::ErrorReply e;
+    std::string why;
+    ASSERT_TRUE(proto::decode_error(r.frames[0].payload, e, why)) << why;
+    EXPECT_TRUE(contains(e.message, "unknown message type 0x63")) << e.message;
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'both bits'"), 0);
+  expect_still_served();
+}
+
+}  // namespace
