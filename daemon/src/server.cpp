@@ -439,6 +439,9 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       }
       r.read_only = true;  // the writer runs it only if SQLite calls the statement read-only
     }
+    if (r.sql.find('\0') != std::string_view::npos) {  // SQLite would stop reading there
+      return std::pair{proto::PasynCode::kMisuse, std::string("the SQL text contains a NUL byte")};
+    }
     if (r.sql.size() > c.max_sql_length) {
       return std::pair{proto::PasynCode::kTooLarge, "the SQL text is " +
                                                         std::to_string(r.sql.size()) +

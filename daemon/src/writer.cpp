@@ -1247,6 +1247,10 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
       }
       return false;
     }
+    if (!stmt && tail == p) {  // SQLite read nothing (it stops at a NUL byte): no progress
+      set_failure(proto::PasynCode::kMisuse, "the SQL text contains a NUL byte");
+      return false;
+    }
     p = tail;
     if (!stmt) continue;  // whitespace or a comment
     if (!alone_ && must_run_alone(sqlite3_sql(stmt))) {

@@ -158,6 +158,27 @@ TEST_F(LimitTest, SqlLongerThanMaxSqlLengthIsADataErrorAndTheConnectionGoesOn) {
   expect_still_served();
 }
 
+// Found by pasyn-fuzz-session: SQLite stops reading at a NUL byte, so a script with one made the
+// writer loop forever on the same spot and every later write of every client hung.
+TEST_F(LimitTest, SqlWithANulByteIsRefusedAndTheWriterGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  auto client = connect_client();
+  using namespace std::string_view_literals;
+  for (const auto sql : {"SELECT 1;\0"sv, "\0"sv, "INSERT INTO probe (v) VALUES ('x')\0; x"sv}) {
+    EXPECT_THROW(client.executescript(sql), pasyn::ProgrammingError);
+    EXPECT_THROW(client.execute(sql), pasyn::ProgrammingError);
+  }
+  {
+    auto tx = client.begin();
+    EXPECT_THROW(tx.executescript("SELECT 1;\0"sv), pasyn::ProgrammingError);
+    tx.rollback();
+  }
+  // The writer still answers writes, on this connection and on the one connected before.
+  EXPECT_EQ(client.execute("INSERT INTO probe (v) VALUES ('after')"), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'x'"), 0);
+  expect_still_served();
+}
+
 TEST_F(LimitTest, MoreParametersThanMaxParamsIsADataErrorAndTheConnectionGoesOn) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-params", "3"}));
   auto client = connect_client();
