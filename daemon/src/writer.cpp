@@ -693,12 +693,20 @@ bool Writer::backup(const std::string& path, proto::Report& report) {
     set_failure(proto::PasynCode::kMisuse, "BACKUP needs a destination path");
     return false;
   }
-  struct stat dst {
-  }, src{};
-  if (::stat(path.c_str(), &dst) == 0 && ::stat(config_.database_path.c_str(), &src) == 0 &&
-      dst.st_dev == src.st_dev && dst.st_ino == src.st_ino) {
-    set_failure(proto::PasynCode::kMisuse, "the backup destination is the database itself");
-    return false;
+  // Not the database, nor one of the files that go with it (overwriting its WAL would lose
+  // committed writes).
+  struct stat dst {};
+  if (::stat(path.c_str(), &dst) == 0) {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal", "-pasyn.lock"}) {
+      struct stat own {};
+      if (::stat((config_.database_path + suffix).c_str(), &own) == 0 && dst.st_dev == own.st_dev &&
+          dst.st_ino == own.st_ino) {
+        set_failure(proto::PasynCode::kMisuse,
+                    std::string("the backup destination is the database's own file ") +
+                        config_.database_path + suffix);
+        return false;
+      }
+    }
   }
   const auto started = Clock::now();
   sqlite3* dest = nullptr;

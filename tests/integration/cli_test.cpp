@@ -302,6 +302,11 @@ TEST_F(OperationsTest, CheckpointWithAnUnknownModeThrowsAndTheDaemonKeepsServing
 TEST_F(OperationsTest, BackupOntoTheDatabaseItselfThrowsAndBackupElsewhereCopies) {
   client_->execute("INSERT INTO kv (k) VALUES ('x')");
   EXPECT_THROW(client_->backup(db_), pasyn::ProgrammingError);
+  // Nor the files that go with it: overwriting the WAL would lose committed writes.
+  for (const char* suffix : {"-wal", "-shm", "-pasyn.lock"}) {
+    EXPECT_THROW(client_->backup(db_ + suffix), pasyn::ProgrammingError) << suffix;
+  }
+  EXPECT_EQ(count_rows(db_, "kv"), 1);
   const std::string copy = dir_.file("copy.sqlite");
   const auto report = client_->backup(copy);
   EXPECT_EQ(std::get<std::string>(figure(report, "path")), copy);
