@@ -39,6 +39,9 @@ constexpr const char* kInternalSavepointMessage =
 constexpr std::string_view kInternalSavepoint = "pasyn_request";
 constexpr const char* kAttachMessage =
     "ATTACH and DETACH are not allowed through pasyn-writerd: it serves one database file";
+constexpr const char* kVacuumIntoMessage =
+    "VACUUM INTO is not allowed through pasyn-writerd (an operator copies the database with "
+    "BACKUP: `pasyn backup PATH`)";
 constexpr const char* kPragmaMessage =
     "this pragma changes the daemon's durability, journal, locking or schema-integrity settings "
     "and cannot be set by a client (pasyn-writerd's flags set them)";
@@ -377,6 +380,17 @@ int Writer::authorize(void* self, int action, const char* arg1, const char* arg2
                       const char*) {
   auto* w = static_cast<Writer*>(self);
   if (w->internal_) return SQLITE_OK;
+  w->denied_code_ = proto::PasynCode::kPermission;
+  if (w->vacuum_) {
+    // Its own statements, but for the database it attaches: VACUUM attaches '' (a temporary
+    // file); VACUUM INTO 'path' attaches the path, which would let a client write a copy of the
+    // database anywhere the daemon may write (BACKUP is the operators' way to copy it).
+    if (action == SQLITE_ATTACH && arg1 && *arg1) {
+      w->denied_ = kVacuumIntoMessage;
+      return SQLITE_DENY;
+    }
+    return SQLITE_OK;
+  }
   w->denied_code_ = proto::PasynCode::kMisuse;
   if (action == SQLITE_TRANSACTION) {
     w->denied_ = kTransactionSqlMessage;
@@ -631,11 +645,11 @@ void Writer::reply_error(Request& r, proto::PasynCode code, std::string_view mes
 
 void Writer::run_alone(Request& r) {
   replies_.clear();
-  // VACUUM runs ATTACH and BEGIN of its own inside SQLite, which the authorizer would refuse.
-  internal_ = is_vacuum(r.sql);
+  // VACUUM runs ATTACH and BEGIN of its own inside SQLite; see authorize().
+  vacuum_ = is_vacuum(r.sql);
   alone_ = true;
   const bool ok = run_request(r);
-  alone_ = internal_ = false;
+  alone_ = vacuum_ = false;
   if (!ok) {
     replies_.clear();
     proto::encode_error(replies_, r.id, failure_);
@@ -1042,8 +1056,13 @@ bool Writer::run_request(Request& r) {
   // --statement-timeout bounds the whole request (all statements of a script or execute_many).
   if (config_.statement_timeout.count() > 0) deadline_ = Clock::now() + config_.statement_timeout;
   timed_out_ = false;
+  denied_ = nullptr;
   const bool ok = run_request_body(r);
   deadline_.reset();
+  if (!ok && denied_ && failure_.domain == proto::ErrorDomain::kSqlite &&
+      failure_.code == SQLITE_AUTH) {
+    set_failure(denied_code_, denied_);  // refused while running (VACUUM INTO's attach)
+  }
   if (!ok && timed_out_) {
     set_failure(proto::PasynCode::kTimeout,
                 "the request ran longer than --statement-timeout (" +

@@ -251,6 +251,7 @@ class Writer {
   bool internal_ = false;            // our own control statements are being prepared/run
   bool in_tx_request_ = false;       // running a request inside a client transaction
   bool alone_ = false;               // running a statement alone, outside any transaction
+  bool vacuum_ = false;              // running VACUUM (alone): see authorize()
   bool saw_savepoint_ = false;       // the last prepare authorized a savepoint statement
   sqlite3_stmt* oneshot_ = nullptr;  // a statement not to cache (savepoints: see authorize)
   const char* denied_ = nullptr;     // what the authorizer refused last

@@ -647,6 +647,20 @@ TEST_F(AccessTest, SocketModeAndSocketGroupApplyToTheSocketFile) {
 
 // ---- Authorizer -------------------------------------------------------------------------------
 
+TEST_F(AuthorizerTest, VacuumRunsButVacuumIntoAPathIsRefusedWithPermission) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  auto client = connect_client();
+  client.execute("INSERT INTO probe (v) VALUES ('kept')");
+  const std::string copy = dir_.file("vacuumed-copy.sqlite");
+  const std::string outcome = outcome_of([&] { client.execute("VACUUM INTO '" + copy + "'"); });
+  EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << outcome;
+  EXPECT_TRUE(contains(outcome, "VACUUM INTO")) << outcome;
+  EXPECT_NE(::access(copy.c_str(), F_OK), 0) << "VACUUM INTO wrote " << copy;
+  EXPECT_EQ(client.execute("VACUUM"), 0);  // plain VACUUM (a temporary copy) still runs
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'kept'"), 1);
+  expect_still_served();
+}
+
 TEST_F(AuthorizerTest, AttachDetachAndProtectedPragmasAreRefusedWithPermission) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
   auto client = connect_client();
