@@ -83,6 +83,37 @@ class Server::Impl {
   bool stopping_ = false;
   struct stat socket_stat_ {};
 
+  /// At most kBurst warnings per second for one kind of event, so that a local client sending
+  /// malformed frames in a loop cannot flood the log; how many were left out is logged with the
+  /// next one admitted. I/O thread only.
+  class LogLimiter {
+   public:
+    explicit LogLimiter(const char* what) : what_(what) {}
+    bool admit(Clock::time_point now) {
+      if (now - window_ >= std::chrono::seconds(1)) {
+        if (suppressed_ > 0) {
+          log().warn("{} more {} in the last second were not logged", suppressed_, what_);
+        }
+        window_ = now;
+        in_window_ = suppressed_ = 0;
+      }
+      if (in_window_ < kBurst) {
+        ++in_window_;
+        return true;
+      }
+      ++suppressed_;
+      return false;
+    }
+
+   private:
+    static constexpr int kBurst = 10;
+    const char* what_;
+    Clock::time_point window_{};
+    int in_window_ = 0;
+    std::uint64_t suppressed_ = 0;
+  };
+  LogLimiter protocol_errors_{"protocol errors"};
+
   /// STATS: the server's and the writer's figures (PROTOCOL.md §5).
   proto::Report stats() const;
 
@@ -467,7 +498,9 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
 
   bool protocol_error(const std::string& why) {
     if (closing_ || closed_) return false;
-    log().warn("connection {}{}: protocol error: {}; closing it", id_, peer_, why);
+    if (server_.protocol_errors_.admit(Clock::now())) {
+      log().warn("connection {}{}: protocol error: {}; closing it", id_, peer_, why);
+    }
     std::vector<std::uint8_t> reply;
     proto::encode_pasyn_error(reply, 0, proto::PasynCode::kProtocol, why);
     send(std::move(reply));

@@ -78,6 +78,31 @@ TEST_F(BadInputTest, AbsurdFrameLengthIsRefusedBeforeTheBodyArrives) {
   expect_still_serving();
 }
 
+TEST_F(BadInputTest, AFloodOfProtocolErrorsIsLoggedAtMostTenTimesASecond) {
+  constexpr int kPeers = 40;
+  for (int i = 0; i < kPeers; ++i) {
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.send(little_endian_u32(0xFFFFFFFF)));
+    expect_protocol_error_then_close(peer);  // every peer still gets its error frame
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  RawPeer last(sock_);  // the next one after the second: logged, with the count left out
+  ASSERT_TRUE(last.send(little_endian_u32(0xFFFFFFFF)));
+  expect_protocol_error_then_close(last);
+  expect_still_serving();
+
+  const std::string log = read_file(log_);
+  int logged = 0;
+  for (std::size_t at = 0; (at = log.find("protocol error:", at)) != std::string::npos; ++at) {
+    ++logged;
+  }
+  // The 40 peers took well under a second, or the 10-per-second bound let more of them through.
+  EXPECT_LE(logged, 2 * 10 + 1) << log;
+  EXPECT_GE(logged, 11) << log;
+  EXPECT_NE(log.find("more protocol errors in the last second were not logged"), std::string::npos)
+      << log;
+}
+
 TEST_F(BadInputTest, AbsurdFrameLengthInsteadOfHelloIsRefusedToo) {
   RawPeer peer(sock_);
   ASSERT_TRUE(peer.send(little_endian_u32(0xFFFFFFFF)));
