@@ -15,6 +15,9 @@ struct Config {
   std::string database_path;
   std::string socket_path;  // empty: default_socket_path(database_path)
   bool synchronous_full = true;
+  /// --foreign-keys: the writer connection enforces foreign keys (SQLite's default: off).
+  /// Clients cannot change it (PRAGMA foreign_keys is query-only for them).
+  bool foreign_keys = false;
   std::chrono::milliseconds busy_timeout{5000};
   std::uint32_t max_frame = proto::kDefaultMaxFrame;
   std::chrono::milliseconds handshake_timeout{10000};
