@@ -406,6 +406,21 @@ TEST_F(AllowListTest, ForeignKeysOnEnforcesThemAndTheDefaultDoesNot) {
   }
 }
 
+TEST(InProcessServer, ServerOptionsForeignKeysEnforcesThem) {
+  TempDir dir;
+  pasyn::ServerOptions options;
+  options.socket_path = dir.file("s.sock");
+  options.foreign_keys = true;
+  auto server = pasyn::start_writer_server(dir.file("db.sqlite"), options);
+  pasyn::MultiplexedClient c(options.socket_path);
+  c.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)");
+  c.execute("CREATE TABLE child (p INTEGER REFERENCES parent (id))");
+  EXPECT_THROW(c.execute("INSERT INTO child VALUES (7)"), pasyn::IntegrityError);
+  const std::string refused = outcome_of([&] { c.execute("PRAGMA foreign_keys = OFF"); });
+  EXPECT_TRUE(refused.starts_with(kRefusedPermission)) << refused;
+  EXPECT_THROW(c.execute("INSERT INTO child VALUES (7)"), pasyn::IntegrityError);
+}
+
 // ---- Roles ------------------------------------------------------------------------------------
 
 /// Every byte of the database and its WAL.
