@@ -55,6 +55,7 @@
 #include <pasyn/proto/codec.hpp>
 
 #include "config.hpp"
+#include "memory_budget.hpp"
 
 namespace pasyn::server {
 
@@ -93,6 +94,7 @@ struct Request {
   std::string_view key;      // idempotency key; empty: none (PROTOCOL.md §6.3)
   proto::ParamsView params;  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
   proto::ManyView many;      // EXECUTE_MANY
+  ByteCharge charge;         // the bytes it costs its connection until dropped (memory_budget.hpp)
 };
 
 /// True for SQL that SQLite cannot run inside a transaction (VACUUM, PRAGMA journal_mode, ...),
