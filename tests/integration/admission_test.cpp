@@ -26,13 +26,20 @@
 namespace pasyn::itest {
 namespace {
 
+constexpr std::uint32_t kAnnounced = proto::kDefaultMaxFrame;  // the largest a frame may be
+constexpr std::size_t kPeers = 100;
+// 100 peers × 16 MiB was 1.6 GiB allocated (and partly resident); bounds far below that, far
+// above noise.
+constexpr std::size_t kRssBoundKib = 64 * 1024;
+constexpr std::size_t kDataBoundKib = 256 * 1024;
+
 // ---- /proc figures ----------------------------------------------------------------------------
 
-std::size_t rss_kib(pid_t pid) {
+std::size_t status_kib(pid_t pid, const std::string& name) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+    if (line.rfind(name + ":", 0) == 0) return std::stoul(line.substr(name.size() + 1));
   }
   return 0;
 }
@@ -60,15 +67,33 @@ std::size_t open_fds(pid_t pid) {
   return n;
 }
 
-// The largest RSS of `pid` seen over `window` (sampled every 10 ms).
-std::size_t peak_rss_kib(pid_t pid, Clock::duration window) {
-  std::size_t peak = 0;
+struct Memory {
+  std::size_t rss_kib = 0;   // VmRSS: resident
+  std::size_t data_kib = 0;  // VmData: allocated, touched or not (untouched allocations may
+                             // be granted without becoming resident)
+};
+
+Memory memory(pid_t pid) { return {status_kib(pid, "VmRSS"), status_kib(pid, "VmData")}; }
+
+// The largest RSS and data size of `pid` seen over `window` (sampled every 10 ms).
+Memory peak_memory(pid_t pid, Clock::duration window) {
+  Memory peak;
   const auto end = Clock::now() + window;
   while (Clock::now() < end) {
-    peak = std::max(peak, rss_kib(pid));
+    const Memory now = memory(pid);
+    peak.rss_kib = std::max(peak.rss_kib, now.rss_kib);
+    peak.data_kib = std::max(peak.data_kib, now.data_kib);
     std::this_thread::sleep_for(10ms);
   }
   return peak;
+}
+
+// Growth from `before` to `peak` within the bounds (RSS and allocations).
+void expect_bounded_growth(const Memory& before, const Memory& peak) {
+  EXPECT_LT(peak.rss_kib - std::min(peak.rss_kib, before.rss_kib), kRssBoundKib)
+      << "RSS grew from " << before.rss_kib << " KiB to " << peak.rss_kib << " KiB";
+  EXPECT_LT(peak.data_kib - std::min(peak.data_kib, before.data_kib), kDataBoundKib)
+      << "allocations grew from " << before.data_kib << " KiB to " << peak.data_kib << " KiB";
 }
 
 // Only a frame header: 13 bytes announcing a frame of `frame_size` bytes (EXECUTE).
@@ -79,11 +104,6 @@ std::vector<std::uint8_t> header_announcing(std::uint32_t frame_size) {
   h[5] = 1;  // request id 1
   return h;
 }
-
-constexpr std::uint32_t kAnnounced = proto::kDefaultMaxFrame;  // the largest a frame may be
-constexpr std::size_t kPeers = 100;
-// 100 peers × 16 MiB was 1.6 GiB of RSS; a bound far below that, far above noise.
-constexpr std::size_t kRssBoundKib = 64 * 1024;
 
 bool send_all(int fd, const std::vector<std::uint8_t>& bytes) {
   std::size_t sent = 0;
@@ -155,8 +175,8 @@ TEST_F(AdmissionTest, RefusedPeersAnnouncingHugeFramesGetPermissionAtAcceptAndCo
   ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0) << std::strerror(errno);
   ASSERT_NO_FATAL_FAILURE(start_daemon(
       {"--socket-mode", "0666", "--allow-uid", "daemon", "--handshake-timeout", "60s"}));
-  const std::size_t before = rss_kib(daemon_.pid());
-  ASSERT_GT(before, 0u);
+  const Memory before = memory(daemon_.pid());
+  ASSERT_GT(before.rss_kib, 0u);
 
   int ready[2], go[2], result[2];
   ASSERT_EQ(::pipe(ready), 0);
@@ -193,7 +213,7 @@ TEST_F(AdmissionTest, RefusedPeersAnnouncingHugeFramesGetPermissionAtAcceptAndCo
   ::close(result[1]);
   char c = 0;
   ASSERT_EQ(::read(ready[0], &c, 1), 1) << "the peers could not connect";
-  const std::size_t peak = peak_rss_kib(daemon_.pid(), 500ms);
+  const Memory peak = peak_memory(daemon_.pid(), 500ms);
   ASSERT_EQ(::write(go[1], &c, 1), 1);
   unsigned refused = 0;
   const ssize_t got = ::read(result[0], &refused, sizeof refused);
@@ -204,8 +224,7 @@ TEST_F(AdmissionTest, RefusedPeersAnnouncingHugeFramesGetPermissionAtAcceptAndCo
   ASSERT_EQ(got, static_cast<ssize_t>(sizeof refused));
 
   EXPECT_EQ(refused, kPeers) << "each refused peer gets one ERROR PERMISSION and the close";
-  EXPECT_LT(peak - std::min(peak, before), kRssBoundKib)
-      << "RSS grew from " << before << " KiB to " << peak << " KiB";
+  expect_bounded_growth(before, peak);
   EXPECT_TRUE(wait_for_file_content(log_, "refused: uid " + std::to_string(uid), kReplyTimeout));
   auto client = connect_client();
   EXPECT_NO_THROW(client.ping());
@@ -215,7 +234,7 @@ TEST_F(AdmissionTest, RefusedPeersAnnouncingHugeFramesGetPermissionAtAcceptAndCo
 // a HELLO-sized frame may come first), and the daemon does not grow by what they announced.
 TEST_F(AdmissionTest, BeforeHelloOnlyAHandshakeSizedFrameIsReadAndAnnouncedLengthsCostNothing) {
   ASSERT_NO_FATAL_FAILURE(start_daemon({"--handshake-timeout", "60s"}));
-  const std::size_t before = rss_kib(daemon_.pid());
+  const Memory before = memory(daemon_.pid());
   std::vector<std::unique_ptr<RawPeer>> peers;
   for (std::size_t i = 0; i < kPeers; ++i) {
     peers.push_back(std::make_unique<RawPeer>(sock_));
@@ -224,13 +243,12 @@ TEST_F(AdmissionTest, BeforeHelloOnlyAHandshakeSizedFrameIsReadAndAnnouncedLengt
     const std::uint32_t size = i % 2 ? kAnnounced : proto::kMaxHandshakeFrame + 1;
     ASSERT_TRUE(peers.back()->send(header_announcing(size)));
   }
-  const std::size_t peak = peak_rss_kib(daemon_.pid(), 500ms);
+  const Memory peak = peak_memory(daemon_.pid(), 500ms);
   for (auto& peer : peers) {
     const auto r = peer->read_until_closed(kReplyTimeout);
     expect_protocol_error_and_close(r);
   }
-  EXPECT_LT(peak - std::min(peak, before), kRssBoundKib)
-      << "RSS grew from " << before << " KiB to " << peak << " KiB";
+  expect_bounded_growth(before, peak);
   // A HELLO still fits, and the frame limit is the full one after it.
   RawPeer good(sock_);
   ASSERT_TRUE(good.handshake());
