@@ -40,6 +40,18 @@ struct Config {
   /// Reply bytes waiting for one client that does not read them; beyond this the client is
   /// disconnected (and its transaction rolled back). At least max_frame.
   std::size_t max_output = 64u << 20;
+  /// Bytes one connection may have queued (request payloads not yet answered, replies not yet
+  /// written, the write in flight included); past it the daemon stops reading from it until
+  /// they go out (backpressure). At least max_frame.
+  std::size_t max_queued_bytes = 64u << 20;
+  /// The same bytes over all connections; past it no connection is read from, and if clients
+  /// that do not read their replies hold most of it, the largest of them is disconnected.
+  /// At least max_queued_bytes.
+  /// Defaults: 4 frames of 16 MiB per connection keeps a client pipelining maximal requests
+  /// busy; 256 MiB in total bounds what abusive clients can make the daemon hold, while 1,000
+  /// honest clients with a few small requests each in flight use a few MiB of it (SPEC §6:
+  /// RSS <= 64 MiB for 1,000 writing clients).
+  std::size_t max_total_bytes = 256u << 20;
   /// Size of the WAL past which the writer checkpoints with TRUNCATE (waiting at most a moment
   /// for readers) instead of SQLite's passive auto-checkpoint, so the WAL stays bounded while
   /// readers keep it busy.

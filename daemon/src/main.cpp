@@ -185,6 +185,17 @@ int main(int argc, char** argv) {
                  "disconnected (at least --max-frame)")
       ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 40))
       ->capture_default_str();
+  app.add_option("--max-queued-bytes", config.max_queued_bytes,
+                 "bytes of unanswered requests and unsent replies per connection before the "
+                 "daemon stops reading from it (at least --max-frame)")
+      ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--max-total-bytes", config.max_total_bytes,
+                 "the same bytes over all connections: past it no connection is read from, and "
+                 "the client holding the most unread replies is disconnected (at least "
+                 "--max-queued-bytes)")
+      ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 44))
+      ->capture_default_str();
   app.add_option("--wal-limit", config.wal_limit,
                  "WAL size in bytes past which the writer checkpoints with TRUNCATE, waiting "
                  "briefly for readers, to keep the WAL bounded")
@@ -253,6 +264,19 @@ int main(int argc, char** argv) {
   if (config.max_output < config.max_frame) {
     std::fprintf(stderr, "pasyn-writerd: --max-output (%zu) must be at least --max-frame (%u)\n",
                  config.max_output, config.max_frame);
+    return 2;
+  }
+  if (config.max_queued_bytes < config.max_frame) {
+    std::fprintf(stderr,
+                 "pasyn-writerd: --max-queued-bytes (%zu) must be at least --max-frame (%u)\n",
+                 config.max_queued_bytes, config.max_frame);
+    return 2;
+  }
+  if (config.max_total_bytes < config.max_queued_bytes) {
+    std::fprintf(stderr,
+                 "pasyn-writerd: --max-total-bytes (%zu) must be at least --max-queued-bytes "
+                 "(%zu)\n",
+                 config.max_total_bytes, config.max_queued_bytes);
     return 2;
   }
   config.socket_mode = static_cast<std::uint32_t>(std::stoul(socket_mode, nullptr, 8));

@@ -14,8 +14,6 @@
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
 #include "server.hpp"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +35,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "admission.hpp"
 #include "log.hpp"
 #include "paths.hpp"
 #include "socket_send.hpp"
@@ -65,12 +64,20 @@ class Server::Impl {
   void run();
   void request_stop();
   void on_session_closed(std::uint64_t id);
+  void wake_sessions();
+  void shed_unread_replies();
 
   Config config_;
+  /// Queued request and unsent reply bytes of every connection (--max-total-bytes). Declared
+  /// before the writer, whose queued requests return their bytes here when destroyed.
+  MemoryBudget budget_{config_.max_total_bytes,
+                       [this] { asio::post(io_, [this] { wake_sessions(); }); },
+                       [this] { asio::post(io_, [this] { shed_unread_replies(); }); }};
   std::optional<LockFile> lock_;  // held from construction until run() has stopped
   Writer writer_;
   asio::io_context io_{1};
   local::acceptor acceptor_{io_};
+  asio::steady_timer accept_timer_{io_};  // the back-off after a failed accept (EMFILE, ...)
   std::optional<asio::signal_set> signals_;
   asio::steady_timer drain_timer_{io_};
   asio::steady_timer status_timer_{io_};
@@ -83,12 +90,12 @@ class Server::Impl {
   bool stopping_ = false;
   struct stat socket_stat_ {};
 
-  /// At most kBurst warnings per second for one kind of event, so that a local client sending
+  /// At most `burst` warnings per second for one kind of event, so that a local client sending
   /// malformed frames in a loop cannot flood the log; how many were left out is logged with the
   /// next one admitted. I/O thread only.
   class LogLimiter {
    public:
-    explicit LogLimiter(const char* what) : what_(what) {}
+    explicit LogLimiter(const char* what, int burst = 10) : what_(what), burst_(burst) {}
     bool admit(Clock::time_point now) {
       if (now - window_ >= std::chrono::seconds(1)) {
         if (suppressed_ > 0) {
@@ -97,7 +104,7 @@ class Server::Impl {
         window_ = now;
         in_window_ = suppressed_ = 0;
       }
-      if (in_window_ < kBurst) {
+      if (in_window_ < burst_) {
         ++in_window_;
         return true;
       }
@@ -106,13 +113,15 @@ class Server::Impl {
     }
 
    private:
-    static constexpr int kBurst = 10;
     const char* what_;
+    int burst_;
     Clock::time_point window_{};
     int in_window_ = 0;
     std::uint64_t suppressed_ = 0;
   };
   LogLimiter protocol_errors_{"protocol errors"};
+  LogLimiter refusals_{"refused connections"};
+  LogLimiter accept_errors_{"accept errors", 1};
 
   /// STATS: the server's and the writer's figures (PROTOCOL.md §5).
   proto::Report stats() const;
@@ -132,28 +141,21 @@ class Server::Impl {
 
 /// One client connection. Lives on the I/O thread; kept alive by its pending handlers and by
 /// the requests it has in the writer's queue.
-class Session : public ReplySink, public std::enable_shared_from_this<Session> {
+class Session : public ReplySink, public ByteAccount, public std::enable_shared_from_this<Session> {
  public:
   Session(Server::Impl& server, local::socket socket, std::uint64_t id)
       : server_(server),
         socket_(std::move(socket)),
         handshake_timer_(server.io_),
-        decoder_(server.config_.max_frame),
+        // Before HELLO_OK only a frame of HELLO's size is read (PROTOCOL.md §2).
+        decoder_(std::min(server.config_.max_frame, proto::kMaxHandshakeFrame)),
         id_(id) {}
 
-  /// `over_limit`: the connection limit is reached; the peer is told so after its HELLO.
-  void start(bool over_limit) {
+  /// The peer was admitted at accept (admission.hpp).
+  void start() {
     describe_peer();
     log().info("connection {} opened{}", id_, peer_);
-    if (over_limit) {
-      refusal_code_ = proto::PasynCode::kLimit;
-      refusal_ = "pasyn-writerd has reached its connection limit (--max-connections " +
-                 std::to_string(server_.config_.max_connections) + "); try again later";
-      log().warn("connection {}{} refused: {} connections open", id_, peer_,
-                 server_.config_.max_connections);
-    } else {
-      check_access();
-    }
+    check_access();
     handshake_timer_.expires_after(server_.config_.handshake_timeout);
     handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec && !self->hello_done_) self->protocol_error("no HELLO within the handshake timeout");
@@ -164,11 +166,42 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   // Writer thread: the replies of `replies` requests of this connection.
   void deliver(std::vector<std::uint8_t> frames, std::size_t replies) override {
     send(std::move(frames));
-    const std::size_t max = server_.config_.max_inflight;
-    const std::size_t before = inflight_.fetch_sub(replies, std::memory_order_acq_rel);
-    if (before >= max && before - replies < max) {  // reading was (or is about to be) paused
-      asio::post(server_.io_, [self = shared_from_this()] { self->resume_reading(); });
+    inflight_.fetch_sub(replies);
+    wake();
+  }
+
+  // Any thread: a queued request was dropped (ByteCharge) or replies were written.
+  void release_bytes(std::size_t n) noexcept override {
+    queued_bytes_.fetch_sub(n);
+    server_.budget_.release(n, false);
+    wake();
+  }
+
+  // Any thread: resumes reading (on the I/O thread) if it was paused for a limit that may now
+  // have room; pump() checks again.
+  void wake() {
+    if (read_paused_.load() && !wake_posted_.exchange(true)) {
+      asio::post(server_.io_, [self = shared_from_this()] {
+        self->wake_posted_.store(false);
+        self->resume_reading();
+      });
     }
+  }
+
+  // Reply bytes waiting to be written to this client (the write in flight included).
+  std::size_t unsent_bytes() {
+    std::lock_guard lk(out_mu_);
+    return unsent_;
+  }
+
+  // I/O thread: disconnects this client, the largest holder of unread replies while
+  // --max-total-bytes is reached (its transaction is rolled back by close_now).
+  void shed(std::size_t unsent) {
+    log().warn(
+        "connection {}{} does not read its replies and holds the most of them ({} bytes) while "
+        "--max-total-bytes ({}) is reached; disconnecting it",
+        id_, peer_, unsent, server_.config_.max_total_bytes);
+    close_now();
   }
 
   void close_after_flush() {
@@ -205,8 +238,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     handshake_timer_.cancel();
     {
       std::lock_guard lk(out_mu_);  // no send() in progress on the descriptor we close
-      out_closed_ = true;
-      pending_.clear();
+      drop_output_locked();
       socket_.shutdown(local::socket::shutdown_both, ignored);
       socket_.close(ignored);
     }
@@ -218,20 +250,18 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   void describe_peer() {
     socklen_t len = sizeof cred_;
     if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred_, &len) == 0) {
-      peer_ = " from pid " + std::to_string(cred_.pid) + " uid " + std::to_string(cred_.uid);
+      peer_ = describe(cred_);
     } else {
       cred_.uid = static_cast<uid_t>(-1);
       cred_.gid = static_cast<gid_t>(-1);
     }
   }
 
-  // --allow-uid/--allow-gid and --read-only-uid/--read-only-gid against the peer's credentials.
+  // --read-only-uid/--read-only-gid against the peer's credentials (--allow-uid/--allow-gid
+  // were checked at accept: admission.cpp).
   void check_access() {
     const auto& c = server_.config_;
-    if (c.allow_uids.empty() && c.allow_gids.empty() && c.read_only_uids.empty() &&
-        c.read_only_gids.empty()) {
-      return;
-    }
+    if (c.read_only_uids.empty() && c.read_only_gids.empty()) return;
     const std::vector<gid_t> groups = groups_of(cred_.uid, cred_.gid);
     const auto listed = [&](const std::vector<std::uint32_t>& uids,
                             const std::vector<std::uint32_t>& gids) {
@@ -243,38 +273,27 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     if (listed(c.read_only_uids, c.read_only_gids)) {
       read_only_ = true;
       log().info("connection {}{} may only read (--read-only-uid/--read-only-gid)", id_, peer_);
-      return;
     }
-    const bool restricted = !c.allow_uids.empty() || !c.allow_gids.empty();
-    if (!restricted || cred_.uid == ::geteuid() || listed(c.allow_uids, c.allow_gids)) return;
-    refusal_code_ = proto::PasynCode::kPermission;
-    refusal_ = "uid " + std::to_string(cred_.uid) +
-               " may not use this pasyn-writerd (not in --allow-uid or --allow-gid)";
-    log().warn("connection {}{} refused: uid {} (gid {}) is not allowed", id_, peer_, cred_.uid,
-               cred_.gid);
-  }
-
-  // The primary and supplementary groups of a user (the peer's process may have dropped some;
-  // SO_PEERCRED only tells its uid and primary gid).
-  static std::vector<gid_t> groups_of(uid_t uid, gid_t gid) {
-    std::vector<gid_t> groups{gid};
-    passwd pw{}, *found = nullptr;
-    std::vector<char> buf(16384);
-    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) return groups;
-    int n = 64;
-    std::vector<gid_t> all(static_cast<std::size_t>(n));
-    if (::getgrouplist(pw.pw_name, gid, all.data(), &n) < 0) {
-      all.resize(static_cast<std::size_t>(n));
-      if (::getgrouplist(pw.pw_name, gid, all.data(), &n) < 0) return groups;
-    }
-    all.resize(static_cast<std::size_t>(n));
-    return all;
   }
 
   void resume_reading() {
-    if (!read_paused_ || closing_ || closed_) return;
-    read_paused_ = false;
+    if (!read_paused_.load() || closing_ || closed_) return;
+    read_paused_.store(false);
     pump();
+  }
+
+  // A limit that stops reading: unanswered requests (--max-inflight), this connection's bytes
+  // (--max-queued-bytes) or everyone's (--max-total-bytes).
+  bool reading_blocked(std::size_t parsed = 0) const {
+    const auto& c = server_.config_;
+    return inflight_.load() + parsed >= c.max_inflight ||
+           queued_bytes_.load() >= c.max_queued_bytes || server_.budget_.full();
+  }
+
+  ByteCharge charge(std::size_t n) {
+    queued_bytes_.fetch_add(n);
+    server_.budget_.add(n, false);
+    return ByteCharge(shared_from_this(), n);
   }
 
   void do_read() {
@@ -301,21 +320,28 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     pump();
   }
 
-  // Takes the complete frames received, up to the in-flight limit, hands the requests to the
-  // writer, and reads on, or pauses reading (backpressure) until replies bring the number of
-  // unanswered requests under --max-inflight again; unparsed bytes wait in the decoder.
+  // Takes the complete frames received, up to the in-flight and byte limits, hands the
+  // requests to the writer, and reads on, or pauses reading (backpressure) until replies and
+  // answered requests bring this connection under --max-inflight and --max-queued-bytes, and
+  // the daemon under --max-total-bytes, again; unparsed bytes wait in the decoder.
   void pump() {
-    const std::size_t max = server_.config_.max_inflight;
     std::vector<Request> requests;
     proto::FrameView frame;
-    while (inflight_.load(std::memory_order_acquire) + requests.size() < max) {
+    while (!reading_blocked(requests.size())) {
       const auto status = decoder_.next(frame);
       if (status == proto::FrameDecoder::Status::kNeedMore) break;
       if (status == proto::FrameDecoder::Status::kError) {
-        protocol_error(decoder_.error());
+        protocol_error(hello_done_ ? decoder_.error()
+                                   : "before the handshake: " + decoder_.error());
         break;
       }
-      if (!handle_frame(frame, requests)) break;
+      const std::size_t before = requests.size();
+      const bool go_on = handle_frame(frame, requests);
+      // Counted from now until the writer has answered and dropped the request.
+      if (requests.size() > before) {
+        requests.back().charge = charge(proto::kHeaderSize + frame.payload.size());
+      }
+      if (!go_on) break;
     }
     if (!requests.empty()) {
       // Counted before the writer can answer them, so that the count never goes negative.
@@ -326,9 +352,12 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       }
     }
     if (closing_ || closed_) return;
-    if (inflight_.load(std::memory_order_acquire) >= max) {
-      read_paused_ = true;  // deliver() posts resume_reading() when replies go out
-      return;
+    if (reading_blocked()) {
+      // Paused first, then checked again: a release from now on sees the flag and wakes us.
+      read_paused_.store(true);
+      if (server_.budget_.full()) server_.budget_.wait_for_room();
+      if (reading_blocked()) return;
+      read_paused_.store(false);
     }
     do_read();
   }
@@ -349,14 +378,8 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         return protocol_error("unsupported protocol version " + std::to_string(hello.version) +
                               " (this server speaks " + std::to_string(proto::kVersion) + ")");
       }
-      if (!refusal_.empty()) {  // told after HELLO, so the client reads it as its handshake reply
-        std::vector<std::uint8_t> reply;
-        proto::encode_pasyn_error(reply, 0, refusal_code_, refusal_);
-        send(std::move(reply));
-        close_after_flush();
-        return false;
-      }
       hello_done_ = true;
+      decoder_.set_max_frame(server_.config_.max_frame);
       handshake_timer_.cancel();
       std::vector<std::uint8_t> reply;
       proto::encode_hello_ok(
@@ -525,9 +548,8 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       if (pending_.size() + frames.size() > server_.config_.max_output) {
         // The client stopped reading its replies: drop them and disconnect it (its transaction
         // is rolled back by close_now), rather than buffer without bound.
-        out_closed_ = true;
         const std::size_t dropped = pending_.size() + frames.size();
-        pending_.clear();
+        drop_output_locked();
         lk.unlock();
         log().warn(
             "connection {}{} does not read its replies ({} bytes waiting, more than "
@@ -537,12 +559,14 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         return;
       }
       pending_.insert(pending_.end(), frames.begin(), frames.end());
+      add_unsent_locked(frames.size());
       return;
     }
     const std::size_t sent =
         send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
     if (sent == frames.size()) return;
     pending_.assign(frames.begin() + static_cast<std::ptrdiff_t>(sent), frames.end());
+    add_unsent_locked(pending_.size());
     writing_ = true;
     lk.unlock();
     asio::post(server_.io_, [self = shared_from_this()] { self->do_write(); });
@@ -565,14 +589,41 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       return;
     }
     asio::async_write(socket_, asio::buffer(writing_buf_),
-                      [self = shared_from_this()](error_code ec, std::size_t) {
+                      [self = shared_from_this()](error_code ec, std::size_t written) {
                         if (ec && !self->closed_) {
                           log().info("connection {}: write failed: {}", self->id_, ec.message());
                           self->close_now();
                         }
                         if (ec) return;
+                        {
+                          std::lock_guard lk(self->out_mu_);
+                          if (!self->out_closed_) self->release_unsent_locked(written);
+                        }
                         self->do_write();
                       });
+  }
+
+  // out_mu_ held: reply bytes now waiting in pending_ (or in the write in flight).
+  void add_unsent_locked(std::size_t n) {
+    unsent_ += n;
+    queued_bytes_.fetch_add(n);
+    server_.budget_.add(n, true);
+  }
+
+  // out_mu_ held: reply bytes written, or dropped.
+  void release_unsent_locked(std::size_t n) {
+    unsent_ -= n;
+    queued_bytes_.fetch_sub(n);
+    server_.budget_.release(n, true);
+    wake();
+  }
+
+  // out_mu_ held: no more output; what was waiting (the write in flight too, which the close
+  // cancels) leaves the budgets.
+  void drop_output_locked() {
+    out_closed_ = true;
+    pending_.clear();
+    if (unsent_ > 0) release_unsent_locked(unsent_);
   }
 
   static std::string hex(std::uint8_t v) {
@@ -592,10 +643,11 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   std::atomic<bool> alive_{true};
   ucred cred_{};  // the peer's pid, uid and gid (SO_PEERCRED)
   bool read_only_ = false;
-  std::string refusal_;  // non-empty: the peer is refused with this after its HELLO
-  proto::PasynCode refusal_code_ = proto::PasynCode::kPermission;
   std::atomic<std::size_t> inflight_{0};  // requests handed to the writer, not yet answered
-  bool read_paused_ = false;              // backpressure: no read until inflight_ < the limit
+  /// Request payloads not yet answered and unsent reply bytes (--max-queued-bytes).
+  std::atomic<std::size_t> queued_bytes_{0};
+  std::atomic<bool> read_paused_{false};  // backpressure: no read until reading_blocked() ends
+  std::atomic<bool> wake_posted_{false};  // a resume_reading() is posted
   bool hello_done_ = false;
   bool closing_ = false;  // no more reads; close once the replies are written
   bool closed_ = false;
@@ -605,6 +657,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   bool writing_ = false;     // GUARDED_BY(out_mu_): an async_write is in flight
   bool out_closed_ = false;  // GUARDED_BY(out_mu_)
   std::vector<std::uint8_t> pending_;  // GUARDED_BY(out_mu_): frames for the next write
+  std::size_t unsent_ = 0;  // GUARDED_BY(out_mu_): bytes of pending_ and of the write in flight
 };
 
 namespace {
@@ -700,20 +753,65 @@ void Server::Impl::run() {
 
 void Server::Impl::do_accept() {
   acceptor_.async_accept([this](error_code ec, local::socket socket) {
+    if (stopping_ || ec == asio::error::operation_aborted) return;
     if (ec) {
-      if (ec == asio::error::operation_aborted || stopping_) return;
-      log().error("accept failed: {}", ec.message());
-    } else if (stopping_) {
+      // EMFILE, ENFILE, ENOBUFS...: the connection stays in the backlog and would be reported
+      // again at once; wait a moment instead of spinning (review M5).
+      if (accept_errors_.admit(Clock::now())) {
+        log().error("accept failed: {}; retrying in 100 ms", ec.message());
+      }
+      accept_timer_.expires_after(std::chrono::milliseconds(100));
+      accept_timer_.async_wait([this](error_code timer_ec) {
+        if (!timer_ec && !stopping_) do_accept();
+      });
       return;
+    }
+    // Admission before a byte is read: a refused or over-limit peer gets its ERROR frame and
+    // the close, no Session, no slot (PROTOCOL.md §3).
+    const Admission admission = admit(config_, socket.native_handle(), sessions_.size());
+    if (!admission.admitted()) {
+      if (refusals_.admit(Clock::now())) log().warn("{}", admission.log_line);
+      send_refusal(socket.native_handle(), admission);
+      error_code ignored;
+      socket.close(ignored);
     } else {
       const auto id = next_session_id_++;
-      const bool over_limit = sessions_.size() >= config_.max_connections;
       auto session = std::make_shared<Session>(*this, std::move(socket), id);
       sessions_.emplace(id, session);
-      session->start(over_limit);
+      session->start();
     }
     do_accept();
   });
+}
+
+// Bytes were released below --max-total-bytes: every connection paused for it reads again
+// (each checks its own limits first).
+void Server::Impl::wake_sessions() {
+  for (auto& [id, weak] : sessions_) {
+    if (auto s = weak.lock()) s->wake();
+  }
+}
+
+// --max-total-bytes is reached. When clients that do not read their replies hold most of it,
+// disconnect the largest of them (rolling back its transaction) until it is not, so that the
+// others keep being served; request bytes alone only pause reading (backpressure).
+void Server::Impl::shed_unread_replies() {
+  budget_.rearm();
+  while (budget_.full() && budget_.unsent() >= budget_.limit() / 2) {
+    std::shared_ptr<Session> largest;
+    std::size_t most = 0;
+    for (auto& [id, weak] : sessions_) {
+      auto s = weak.lock();
+      if (!s) continue;
+      if (const std::size_t unsent = s->unsent_bytes(); unsent > most) {
+        most = unsent;
+        largest = std::move(s);
+      }
+    }
+    if (!largest) break;
+    largest->shed(most);
+    if (largest->unsent_bytes() != 0) break;  // not released: never loop on the same one
+  }
 }
 
 void Server::Impl::request_stop() {
@@ -727,6 +825,7 @@ void Server::Impl::begin_stop(const char* why) {
   notify(std::string("STOPPING=1\nSTATUS=shutting down (") + why + "): finishing queued work");
   error_code ignored;
   status_timer_.cancel();
+  accept_timer_.cancel();
   acceptor_.close(ignored);
   if (signals_) signals_->cancel(ignored);
   writer_.stop();

@@ -59,6 +59,7 @@
 #include "authorizer.hpp"
 #include "config.hpp"
 #include "idempotency.hpp"
+#include "memory_budget.hpp"
 
 namespace pasyn::server {
 
@@ -98,6 +99,7 @@ struct Request {
   std::string_view key;      // idempotency key; empty: none (PROTOCOL.md §6.3)
   proto::ParamsView params;  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
   proto::ManyView many;      // EXECUTE_MANY
+  ByteCharge charge;         // the bytes it costs its connection until dropped (memory_budget.hpp)
 };
 
 /// True for SQL that SQLite cannot run inside a transaction (VACUUM, PRAGMA journal_mode, ...),

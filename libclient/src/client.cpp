@@ -374,6 +374,9 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     std::size_t sent = 0;
     while ((sent += server::send_nonblocking(fd, hello.data() + sent, hello.size() - sent)) <
            hello.size()) {
+      // A daemon that refuses the peer at accept writes its ERROR and closes before reading
+      // anything: the HELLO then meets EPIPE, and the reply is read below.
+      if (errno == EPIPE || errno == ECONNRESET) break;
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
                                   " failed: " + std::strerror(errno));

@@ -1,6 +1,7 @@
 // Implementation of the frame decoder, writer and message layouts of proto/PROTOCOL.md.
 #include <pasyn/proto/codec.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -81,20 +82,34 @@ std::span<std::uint8_t> FrameDecoder::prepare(std::size_t n) {
     begin_ = end_ = 0;
     // Give back the buffer of a large frame once it is consumed: an idle connection keeps
     // only what a small read needs (1,000 connections must fit in tens of MiB).
-    if (buf_.size() > kKeepBuffer && n <= kKeepBuffer) {
-      buf_.resize(n);
-      buf_.shrink_to_fit();
-    }
+    if (capacity_ > kKeepBuffer && n <= kKeepBuffer) reallocate(n);
   }
-  if (buf_.size() - end_ < n) {
-    if (begin_ > 0) {  // slide the unread tail to the front before growing
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
+  if (capacity_ - end_ < n) {
+    const std::size_t live = end_ - begin_;
+    const std::size_t wanted = live + n;
+    if (capacity_ >= wanted) {  // slide the unread tail to the front: that makes room
+      std::memmove(buf_.get(), buf_.get() + begin_, live);
+      end_ = live;
       begin_ = 0;
+    } else {
+      // Grow with the bytes received (doubling amortizes the copies), never towards the length
+      // a peer merely announced: at most to the end of the partial frame, if `n` fits in it.
+      std::size_t size = std::max(wanted, capacity_ * 2);
+      if (partial_ > 0) size = std::max(wanted, std::min(size, partial_));
+      reallocate(size);
     }
-    if (buf_.size() - end_ < n) buf_.resize(end_ + n);
   }
-  return {buf_.data() + end_, buf_.size() - end_};
+  return {buf_.get() + end_, capacity_ - end_};
+}
+
+void FrameDecoder::reallocate(std::size_t size) {
+  auto fresh = std::make_unique_for_overwrite<std::uint8_t[]>(size);
+  const std::size_t live = end_ - begin_;
+  if (live > 0) std::memcpy(fresh.get(), buf_.get() + begin_, live);
+  buf_ = std::move(fresh);
+  capacity_ = size;
+  begin_ = 0;
+  end_ = live;
 }
 
 void FrameDecoder::commit(std::size_t n) { end_ += n; }
@@ -110,7 +125,7 @@ FrameDecoder::Status FrameDecoder::next(FrameView& out) {
   if (!error_.empty()) return Status::kError;
   const std::size_t avail = end_ - begin_;
   if (avail < kLengthFieldSize) return Status::kNeedMore;
-  const auto* p = buf_.data() + begin_;
+  const auto* p = buf_.get() + begin_;
   const std::uint32_t length = load<std::uint32_t>(p);
   if (length < kMinLength) {
     error_ = "frame length " + std::to_string(length) + " is below the minimum of 9";
@@ -122,12 +137,10 @@ FrameDecoder::Status FrameDecoder::next(FrameView& out) {
     return Status::kError;
   }
   if (avail < kLengthFieldSize + length) {
-    // Reserve room for the rest of this (bounded) frame so the next read can take it whole.
-    if (buf_.size() - begin_ < kLengthFieldSize + length) {
-      prepare(kLengthFieldSize + length - avail);
-    }
+    partial_ = kLengthFieldSize + length;  // bounds the growth of the buffer, see prepare()
     return Status::kNeedMore;
   }
+  partial_ = 0;
   out.type = p[4];
   out.request_id = load<std::uint64_t>(p + 5);
   out.payload = {p + kHeaderSize, length - kMinLength};

@@ -1187,6 +1187,74 @@ TEST(FrameDecoder, DoesNotBufferTowardsAnOversizedFrameFedWithPartOfItsBody) {
   EXPECT_LT(largest, std::size_t{4096});
 }
 
+// Review C3: four bytes announcing a frame within the maximum cost the memory of the bytes
+// that arrived, not of the announced length (which used to be allocated and zero-filled).
+TEST(FrameDecoder, AnAnnouncedLengthDoesNotAllocateBeyondTheBytesReceived) {
+  FrameDecoder decoder(kDefaultMaxFrame);
+  const Bytes header = Raw().u32(kDefaultMaxFrame - kLengthFieldSize).u8(0x03).u64(1).bytes();
+  std::size_t largest = 0;
+  {
+    AllocationWatch watch(kSaneAllocation);
+    decoder.feed(header);
+    FrameView view;
+    ASSERT_EQ(decoder.next(view), Status::kNeedMore);
+    // What the daemon's read loop does next: ask for room for one more read.
+    const auto space = decoder.prepare(64 * 1024);
+    EXPECT_GE(space.size(), 64u * 1024);
+    largest = watch.largest();
+  }
+  EXPECT_LT(largest, std::size_t{256 * 1024});
+  EXPECT_LT(decoder.capacity(), std::size_t{256 * 1024});
+}
+
+TEST(FrameDecoder, GrowsGeometricallyWithTheBytesOfALargeFrameAndStillReassemblesIt) {
+  Bytes wire;
+  encode_script(wire, 7, std::string(3 << 20, 'g'));
+  FrameDecoder decoder(kDefaultMaxFrame);
+  std::size_t reallocations = 0;
+  std::size_t last_capacity = 0;
+  std::size_t pos = 0;
+  FrameView view;
+  Status status = Status::kNeedMore;
+  while (status == Status::kNeedMore && pos < wire.size()) {
+    const auto space = decoder.prepare(4096);
+    // Never more than twice what was received plus one read: growth follows the bytes.
+    EXPECT_LE(decoder.capacity(), 2 * decoder.buffered() + 2 * 4096 + 64);
+    if (decoder.capacity() != last_capacity) ++reallocations;
+    last_capacity = decoder.capacity();
+    const std::size_t n = std::min(space.size(), wire.size() - pos);
+    std::memcpy(space.data(), wire.data() + pos, n);
+    decoder.commit(n);
+    pos += n;
+    status = decoder.next(view);
+  }
+  ASSERT_EQ(status, Status::kFrame) << decoder.error();
+  EXPECT_EQ(view.request_id, 7u);
+  EXPECT_EQ(view.payload.size(), wire.size() - kHeaderSize);
+  EXPECT_LE(decoder.capacity(), wire.size());  // capped at the frame's own size
+  EXPECT_LT(reallocations, 20u);               // doubling, not one step per read
+}
+
+TEST(FrameDecoder, SetMaxFrameCapsTheHandshakeThenRaisesTheLimit) {
+  FrameDecoder decoder(kMaxHandshakeFrame);
+  Bytes hello;
+  encode_hello(hello, Hello{});
+  ASSERT_LE(hello.size(), std::size_t{kMaxHandshakeFrame});
+  decoder.feed(hello);
+  FrameView view;
+  ASSERT_EQ(decoder.next(view), Status::kFrame) << decoder.error();
+  decoder.set_max_frame(kDefaultMaxFrame);
+  Bytes big;
+  encode_script(big, 1, std::string(4096, 'b'));
+  decoder.feed(big);
+  EXPECT_EQ(decoder.next(view), Status::kFrame) << decoder.error();
+
+  FrameDecoder early(kMaxHandshakeFrame);
+  early.feed(std::span(big).first(kLengthFieldSize));
+  EXPECT_EQ(early.next(view), Status::kError);
+  EXPECT_NE(early.error().find("exceeds the maximum of 256"), std::string::npos) << early.error();
+}
+
 TEST(FrameDecoder, AcceptsAFrameOfExactlyMaxFrameAndRejectsOneByteMore) {
   const std::size_t sql_size = kMinMaxFrame - kHeaderSize - 4;  // the string's own length field
   Bytes fits;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,6 +21,9 @@ namespace pasyn::proto {
 inline constexpr std::uint32_t kMagic = 0x4E595350;  // "PSYN" read as a little-endian u32
 inline constexpr std::uint16_t kVersion = 1;
 inline constexpr std::uint32_t kDefaultMaxFrame = 16u << 20;
+/// Largest frame (header included) the daemon reads before it has sent HELLO_OK: a HELLO is
+/// 27 bytes; the rest is room for fields a later version may add. PROTOCOL.md §2.
+inline constexpr std::uint32_t kMaxHandshakeFrame = 256;
 inline constexpr std::size_t kLengthFieldSize = 4;
 inline constexpr std::size_t kHeaderSize = 13;     // u32 length + u8 type + u64 request id
 inline constexpr std::uint32_t kMinLength = 9;     // type + request id
@@ -99,6 +103,9 @@ struct FrameView {
 /// Splits a byte stream into frames, checking each length against the maximum before the body
 /// is buffered. Once it reports an error it stays in that state.
 ///
+/// Memory follows the bytes received, never a length the peer announces: the buffer grows
+/// geometrically as data arrives (up to the frame in progress), without zero-filling.
+///
 /// Thread-safety: none; one decoder per connection. Zero-copy use: `prepare(n)`, read into the
 /// returned span, `commit(bytes_read)`, then call `next()` until it stops returning kFrame.
 class FrameDecoder {
@@ -107,9 +114,10 @@ class FrameDecoder {
 
   explicit FrameDecoder(std::uint32_t max_frame = kDefaultMaxFrame);
 
-  /// Writable space of at least `n` bytes at the end of the buffer (all the free space there,
-  /// which after a partial frame's header is room for the whole frame). A buffer grown for a
-  /// large frame shrinks back once that frame has been taken.
+  /// Writable space of at least `n` bytes at the end of the buffer (all the free space there).
+  /// When the buffer must grow it at least doubles, but never past the end of a partial frame
+  /// whose header has been seen, unless `n` asks for more. A buffer grown for a large frame
+  /// shrinks back once that frame has been taken.
   std::span<std::uint8_t> prepare(std::size_t n);
   /// Marks `n` bytes of the last prepare() span as received.
   void commit(std::size_t n);
@@ -122,13 +130,22 @@ class FrameDecoder {
   const std::string& error() const noexcept { return error_; }
   /// Bytes received but not yet returned as frames.
   std::size_t buffered() const noexcept { return end_ - begin_; }
+  /// Bytes the decoder holds allocated (for memory accounting and tests).
+  std::size_t capacity() const noexcept { return capacity_; }
   std::uint32_t max_frame() const noexcept { return max_frame_; }
+  /// Changes the largest frame accepted from the next frame on (the daemon raises it from
+  /// kMaxHandshakeFrame once the handshake is done).
+  void set_max_frame(std::uint32_t max_frame) noexcept { max_frame_ = max_frame; }
 
  private:
   static constexpr std::size_t kKeepBuffer = 16 * 1024;
-  std::vector<std::uint8_t> buf_;
+  void reallocate(std::size_t size);
+
+  std::unique_ptr<std::uint8_t[]> buf_;  // capacity_ bytes, not zero-filled
+  std::size_t capacity_ = 0;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
+  std::size_t partial_ = 0;  // size of the frame starting at begin_ once its header is seen
   std::uint32_t max_frame_;
   std::string error_;
 };
