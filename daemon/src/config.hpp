@@ -56,6 +56,13 @@ struct Config {
   std::vector<std::uint32_t> allow_uids, allow_gids;
   /// Peers that may only read: PING, STATS, and statements SQLite reports as read-only.
   std::vector<std::uint32_t> read_only_uids, read_only_gids;
+  /// Peers that may send SHUTDOWN, CHECKPOINT and BACKUP (by uid, or by a gid the peer's user
+  /// has). Both empty: the daemon's own effective uid and root. See access_control.hpp.
+  std::vector<std::uint32_t> admin_uids, admin_gids;
+
+  /// Where BACKUP writes: a request names a file in this directory. Empty: `backups/` beside
+  /// the database (created 0750 at the first BACKUP). Never the database's own directory.
+  std::string backup_dir;
 
   /// Install SIGTERM/SIGINT handlers that stop the server (the daemon; not in-process servers).
   bool handle_signals = false;

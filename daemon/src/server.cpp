@@ -14,8 +14,6 @@
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
 #include "server.hpp"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +35,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "access_control.hpp"
 #include "log.hpp"
 #include "paths.hpp"
 #include "socket_send.hpp"
@@ -225,50 +224,21 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     }
   }
 
-  // --allow-uid/--allow-gid and --read-only-uid/--read-only-gid against the peer's credentials.
+  // The peer's role from its credentials (access_control.hpp); a refused peer is told after its
+  // HELLO.
   void check_access() {
-    const auto& c = server_.config_;
-    if (c.allow_uids.empty() && c.allow_gids.empty() && c.read_only_uids.empty() &&
-        c.read_only_gids.empty()) {
-      return;
-    }
-    const std::vector<gid_t> groups = groups_of(cred_.uid, cred_.gid);
-    const auto listed = [&](const std::vector<std::uint32_t>& uids,
-                            const std::vector<std::uint32_t>& gids) {
-      if (std::find(uids.begin(), uids.end(), cred_.uid) != uids.end()) return true;
-      return std::any_of(groups.begin(), groups.end(), [&](gid_t g) {
-        return std::find(gids.begin(), gids.end(), g) != gids.end();
-      });
-    };
-    if (listed(c.read_only_uids, c.read_only_gids)) {
-      read_only_ = true;
+    PeerAccess access = assess_peer(server_.config_, cred_.uid, cred_.gid);
+    role_ = access.role;
+    if (access.refusal) {
+      refusal_code_ = proto::PasynCode::kPermission;
+      refusal_ = std::move(*access.refusal);
+      log().warn("connection {}{} refused: uid {} (gid {}) is not allowed", id_, peer_, cred_.uid,
+                 cred_.gid);
+    } else if (role_ == Role::read_only) {
       log().info("connection {}{} may only read (--read-only-uid/--read-only-gid)", id_, peer_);
-      return;
+    } else if (role_ == Role::admin) {
+      log().debug("connection {}{} is an admin (SHUTDOWN, CHECKPOINT, BACKUP)", id_, peer_);
     }
-    const bool restricted = !c.allow_uids.empty() || !c.allow_gids.empty();
-    if (!restricted || cred_.uid == ::geteuid() || listed(c.allow_uids, c.allow_gids)) return;
-    refusal_code_ = proto::PasynCode::kPermission;
-    refusal_ = "uid " + std::to_string(cred_.uid) +
-               " may not use this pasyn-writerd (not in --allow-uid or --allow-gid)";
-    log().warn("connection {}{} refused: uid {} (gid {}) is not allowed", id_, peer_, cred_.uid,
-               cred_.gid);
-  }
-
-  // The primary and supplementary groups of a user (the peer's process may have dropped some;
-  // SO_PEERCRED only tells its uid and primary gid).
-  static std::vector<gid_t> groups_of(uid_t uid, gid_t gid) {
-    std::vector<gid_t> groups{gid};
-    passwd pw{}, *found = nullptr;
-    std::vector<char> buf(16384);
-    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) return groups;
-    int n = 64;
-    std::vector<gid_t> all(static_cast<std::size_t>(n));
-    if (::getgrouplist(pw.pw_name, gid, all.data(), &n) < 0) {
-      all.resize(static_cast<std::size_t>(n));
-      if (::getgrouplist(pw.pw_name, gid, all.data(), &n) < 0) return groups;
-    }
-    all.resize(static_cast<std::size_t>(n));
-    return all;
   }
 
   void resume_reading() {
@@ -427,9 +397,6 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         proto::PayloadReader reader(r.payload);
         ok = reader.string(r.sql) && reader.finish();
         if (!ok) why = reader.error();
-        if (ok && r.type == MsgType::kBackup) {
-          log().info("connection {}{} asked for a backup to {}", id_, peer_, r.sql);
-        }
         break;
       }
       case MsgType::kShutdown:
@@ -447,7 +414,9 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         return protocol_error("unknown message type " + hex(f.type));
     }
     if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
-    if (const auto refusal = refuse_over_limits(r)) {  // answered here; the connection goes on
+    auto refusal = refuse_by_role(r);
+    if (!refusal) refusal = refuse_over_limits(r);
+    if (refusal) {  // answered here; the connection goes on
       std::vector<std::uint8_t> reply;
       proto::encode_pasyn_error(reply, r.id, refusal->first, refusal->second);
       send(std::move(reply));
@@ -458,11 +427,11 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     return true;
   }
 
-  // The role and the size limits of a well-formed request: an error to answer it with, if any.
-  std::optional<std::pair<proto::PasynCode, std::string>> refuse_over_limits(Request& r) const {
+  // What the connection's role allows: an error to answer a well-formed request with, if any.
+  // Also marks the request with the role, for the writer's own checks.
+  std::optional<std::pair<proto::PasynCode, std::string>> refuse_by_role(Request& r) const {
     using proto::MsgType;
-    const auto& c = server_.config_;
-    if (read_only_) {
+    if (role_ == Role::read_only) {
       if ((r.type != MsgType::kExecute && r.type != MsgType::kExecuteFetch) || r.in_tx) {
         return std::pair{proto::PasynCode::kPermission,
                          std::string("this connection may only read (--read-only-uid/gid): ") +
@@ -470,6 +439,19 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       }
       r.read_only = true;  // the writer runs it only if SQLite calls the statement read-only
     }
+    r.admin = role_ == Role::admin;  // the writer checks it again
+    if (auto refusal = refuse_admin_request(r.type, r.admin)) {
+      log().debug("connection {}{}: {} refused: not an admin", id_, peer_,
+                  proto::to_string(r.type));
+      return std::pair{proto::PasynCode::kPermission, std::move(*refusal)};
+    }
+    return std::nullopt;
+  }
+
+  // The size limits of a well-formed request: an error to answer it with, if any.
+  std::optional<std::pair<proto::PasynCode, std::string>> refuse_over_limits(
+      const Request& r) const {
+    const auto& c = server_.config_;
     if (r.sql.find('\0') != std::string_view::npos) {  // SQLite would stop reading there
       return std::pair{proto::PasynCode::kMisuse, std::string("the SQL text contains a NUL byte")};
     }
@@ -584,9 +566,9 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
   std::uint64_t id_;
   std::string peer_;
   std::atomic<bool> alive_{true};
-  ucred cred_{};  // the peer's pid, uid and gid (SO_PEERCRED)
-  bool read_only_ = false;
-  std::string refusal_;  // non-empty: the peer is refused with this after its HELLO
+  ucred cred_{};              // the peer's pid, uid and gid (SO_PEERCRED)
+  Role role_ = Role::writer;  // set by check_access() at accept
+  std::string refusal_;       // non-empty: the peer is refused with this after its HELLO
   proto::PasynCode refusal_code_ = proto::PasynCode::kPermission;
   std::atomic<std::size_t> inflight_{0};  // requests handed to the writer, not yet answered
   bool read_paused_ = false;              // backpressure: no read until inflight_ < the limit
@@ -783,6 +765,8 @@ proto::Report Server::Impl::stats() const {
       {"waiting_for_transaction", i64(w.waiting)},
       {"transaction_age_ms", i64(w.transaction_age_ms)},
       {"wal_bytes", wal_bytes},
+      {"backup_pages_done", w.backup_pages_done},
+      {"backup_pages_total", w.backup_pages_total},
   };
 }
 
