@@ -361,8 +361,8 @@ TEST_F(AdminTest, BackupDirFlagChoosesTheDirectory) {
 TEST_F(AdminTest, ABackupDirThatIsTheDatabasesDirectoryIsRefusedAtStart) {
   const auto r =
       run_to_completion(daemon_args({"--backup-dir", dir_.path().string()}, sock_), dir_, {}, 20s);
-  EXPECT_FALSE(exited_with(r.status, 0)) << describe_status(r.status);
-  EXPECT_NE(r.err.find("--backup-dir"), std::string::npos) << r.err;
+  EXPECT_TRUE(exited_with(r.status, 1)) << describe_status(r.status);  // cannot start
+  EXPECT_NE(r.err.find("the database's own directory"), std::string::npos) << r.err;
 }
 
 TEST_F(AdminTest, ASymlinkAtTheTargetNameIsReplacedNotFollowed) {
@@ -408,6 +408,9 @@ TEST_F(AdminTest, ASymlinkedBackupDirectoryEntryToTheDatabaseCannotOverwriteIt) 
   ASSERT_EQ(::mkdir(backups().c_str(), 0750), 0);
   ASSERT_EQ(::symlink(db_.c_str(), backup_file("db.sqlite").c_str()), 0);
   EXPECT_EQ(outcome_of([&] { client.backup("db.sqlite"); }), "ok");
+  struct stat st {};
+  ASSERT_EQ(::lstat(backup_file("db.sqlite").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the symlink was not replaced";
   client.execute("INSERT INTO t (b) VALUES (2)");
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), 2);
   EXPECT_EQ(query_text(db_, "PRAGMA integrity_check"), "ok");
