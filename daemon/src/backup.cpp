@@ -283,13 +283,8 @@ bool BackupRunner::start(std::string name, Done done) {
     pages_done_ = 0;
     pages_total_ = 0;
     finished = std::move(thread_);
-    thread_ = std::thread([this, name = std::move(name), done = std::move(done)] {
-      run(name, done);
-      pages_done_ = -1;
-      pages_total_ = -1;
-      std::lock_guard lk(mu_);
-      running_ = false;
-    });
+    thread_ =
+        std::thread([this, name = std::move(name), done = std::move(done)] { run(name, done); });
   }
   if (finished.joinable()) finished.join();  // the previous backup's thread, already done
   return true;
@@ -421,6 +416,14 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     log().info("backup of {} pages written to {}/{} in {} ms", pages, dir_path, name, ms);
   } else {
     log().warn("backup to {}/{} failed: {}", dir_path, name, error->reply.message);
+  }
+  // Over before the reply goes out: a client that got it sees STATS without this backup, and
+  // may start the next one.
+  pages_done_ = -1;
+  pages_total_ = -1;
+  {
+    std::lock_guard lk(mu_);
+    running_ = false;
   }
   done(!error, report, error ? error->reply : proto::ErrorReply{});
 }

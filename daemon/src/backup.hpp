@@ -58,7 +58,8 @@ class BackupRunner {
       std::function<void(bool ok, const proto::Report& report, const proto::ErrorReply& failure)>;
 
   /// Starts copying the database into `name`. False (nothing started, `done` not called) when a
-  /// backup is running already.
+  /// backup is running already. `done` is called once the backup is over (progress figures back
+  /// to -1, start() accepts the next one).
   bool start(std::string name, Done done);
   /// Stops the running backup at its next step (its temporary file is removed; `done` reports
   /// SHUTTING_DOWN).
