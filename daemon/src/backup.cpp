@@ -304,7 +304,8 @@ void BackupRunner::join() {
 void BackupRunner::run(const std::string& name, const Done& done) {
   const auto started = Clock::now();
   const std::string dir_path = backup_directory(config_);
-  const std::string tmp = "." + name + ".pasyn-tmp";
+  // Unique to this process: daemons of other instances may share the directory.
+  const std::string tmp = "." + name + "." + std::to_string(::getpid()) + ".pasyn-tmp";
   Fd dir, file;
   sqlite3* src = nullptr;
   sqlite3* dest = nullptr;
@@ -387,6 +388,17 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     sqlite3_close_v2(dest);
     dest = nullptr;
     if (::fsync(file.fd) != 0) return pasyn_error(proto::PasynCode::kMisuse, errno_text("fsync"));
+    // The name must still be our file: never publish what someone else put there.
+    struct stat ours {
+    }, named{};
+    if (::fstat(file.fd, &ours) != 0 ||
+        ::fstatat(dir.fd, tmp.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !same_file(ours, named)) {
+      created = false;  // not ours to remove
+      return pasyn_error(proto::PasynCode::kMisuse,
+                         "the temporary file " + dir_path + "/" + tmp +
+                             " was replaced during the backup; nothing was published");
+    }
     if (::renameat(dir.fd, tmp.c_str(), dir.fd, name.c_str()) != 0) {
       return pasyn_error(proto::PasynCode::kMisuse,
                          errno_text("cannot rename " + tmp + " to " + name + " in " + dir_path));

@@ -8,11 +8,11 @@
 //    descriptor without following symlinks (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or,
 //    where the kernel or a seccomp filter refuses openat2, openat with O_CREAT|O_EXCL|O_NOFOLLOW
 //    on a single component, which cannot follow one either);
-//  * the copy goes into a temporary file ".NAME.pasyn-tmp" created O_EXCL with the database's
+//  * the copy goes into a temporary file ".NAME.PID.pasyn-tmp" created O_EXCL with the database's
 //    mode; SQLite writes it through a VFS that only knows that descriptor (it cannot open any
-//    other file: no journal, no temporary files), then the file is fsynced, renamed over NAME
-//    with renameat (which replaces a symlink at NAME, never follows it) and the directory is
-//    fsynced.
+//    other file: no journal, no temporary files), then the file is fsynced, checked to be still
+//    the one at the temporary name, renamed over NAME with renameat (which replaces a symlink
+//    at NAME, never follows it) and the directory is fsynced.
 //
 // Consistency without stopping writes: the source connection opens a read transaction first,
 // so every step copies pages of that one WAL snapshot while the writer goes on committing (in

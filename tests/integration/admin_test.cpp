@@ -388,7 +388,8 @@ TEST_F(AdminTest, ASymlinkAtTheTemporaryNameIsNotFollowed) {
   const std::string victim = dir_.file("victim");
   { std::ofstream(victim) << "precious"; }
   ASSERT_EQ(::mkdir(backups().c_str(), 0750), 0);
-  const std::string tmp = backup_file(".copy.sqlite.pasyn-tmp");
+  const std::string tmp =
+      backup_file(".copy.sqlite." + std::to_string(daemon_.pid()) + ".pasyn-tmp");
   ASSERT_EQ(::symlink(victim.c_str(), tmp.c_str()), 0);
   auto client = connect_client();
   client.execute("INSERT INTO t (b) VALUES (1)");
