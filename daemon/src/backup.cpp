@@ -65,9 +65,10 @@ int fd_read(sqlite3_file* f, void* buf, int n, sqlite3_int64 offset) {
 
 int fd_write(sqlite3_file* f, const void* buf, int n, sqlite3_int64 offset) {
   const auto* in = static_cast<const unsigned char*>(buf);
-  // The copy is a rollback-journal database (file format bytes 18/19 = 1), as SQLite writes a
-  // database that is not in WAL mode: this VFS has no shared memory, so a WAL header would make
-  // SQLite look for a WAL it cannot open. Whoever opens the backup may switch it to WAL.
+  // The copy is a rollback-journal database (file format bytes 18/19 = 1), a single
+  // self-contained file: sqlite3_backup copies page 1 with the source's WAL marks, and a copy
+  // in WAL mode grows -wal and -shm files beside it as soon as anyone opens it. Whoever uses the
+  // backup may switch it to WAL.
   std::vector<unsigned char> first_page;
   if (offset == 0 && n >= 20) {
     first_page.assign(in, in + n);
