@@ -263,10 +263,8 @@ int run(CLI::App& app, const Options& o) {
     return 0;
   }
   if (app.got_subcommand("backup")) {
-    // The daemon writes the file: resolve a relative path against *our* working directory.
-    print_report(
-        connect(o).backup(std::filesystem::absolute(o.backup_path).lexically_normal().string()),
-        o.json);
+    // A file name inside the daemon's --backup-dir, sent as given (a path is refused there).
+    print_report(connect(o).backup(o.backup_path), o.json);
     return 0;
   }
   if (app.got_subcommand("shutdown")) {
@@ -314,8 +312,10 @@ int main(int argc, char** argv) {
   checkpoint_cmd->add_option("--mode", o.mode, "PASSIVE, FULL, RESTART or TRUNCATE")
       ->check(CLI::IsMember({"PASSIVE", "FULL", "RESTART", "TRUNCATE"}, CLI::ignore_case))
       ->capture_default_str();
-  auto* backup_cmd = app.add_subcommand("backup", "copy the database online to PATH");
-  backup_cmd->add_option("path", o.backup_path, "destination file (written by the daemon)")
+  auto* backup_cmd =
+      app.add_subcommand("backup", "copy the database online to NAME in the daemon's --backup-dir");
+  backup_cmd
+      ->add_option("name", o.backup_path, "file name in --backup-dir (no '/', no leading '.')")
       ->required();
   app.add_subcommand("shutdown", "finish queued work and stop the daemon");
 

@@ -11,9 +11,9 @@
 // not answer is a finding: the harness aborts.
 //
 // Safety: SHUTDOWN frames in the input are turned into PING frames (a stopped server is not a
-// bug; see defuse()). BACKUP and `VACUUM INTO` write files where the input says (relative
-// paths: in the current directory): scripts/fuzz.sh runs this target in a scratch directory, as
-// an unprivileged user when it runs as root.
+// bug; see defuse()). BACKUP writes only files named by the input inside backups/ beside the
+// temporary database (`VACUUM INTO` is refused); scripts/fuzz.sh still runs this target in a
+// scratch directory, as an unprivileged user when it runs as root.
 // The database is replaced with a fresh one when it grows past kMaxDatabaseBytes.
 //
 // PASYN_FUZZ_LOG=1 in the environment keeps the server's log (warnings and up) on stderr.

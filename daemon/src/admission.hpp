@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "access_control.hpp"
 #include "config.hpp"
 
 namespace pasyn::server {
@@ -34,9 +35,5 @@ void send_refusal(int fd, const Admission& admission);
 
 /// " from pid P uid U" for log lines ("" when the credentials are unknown).
 std::string describe(const ucred& peer);
-
-/// The primary and supplementary groups of a user (the peer's process may have dropped some;
-/// SO_PEERCRED only tells its uid and primary gid).
-std::vector<gid_t> groups_of(uid_t uid, gid_t gid);
 
 }  // namespace pasyn::server

@@ -72,6 +72,13 @@ struct Config {
   /// Peers that may only read (Role::kReadOnly): PING, STATS, and statements the authorizer's
   /// read-only mode allows and SQLite reports as read-only; no idempotency keys.
   std::vector<std::uint32_t> read_only_uids, read_only_gids;
+  /// Peers that may send SHUTDOWN, CHECKPOINT and BACKUP (by uid, or by a gid the peer's user
+  /// has). Both empty: the daemon's own effective uid and root. See access_control.hpp.
+  std::vector<std::uint32_t> admin_uids, admin_gids;
+
+  /// Where BACKUP writes: a request names a file in this directory. Empty: `backups/` beside
+  /// the database (created 0750 at the first BACKUP). Never the database's own directory.
+  std::string backup_dir;
 
   /// Install SIGTERM/SIGINT handlers that stop the server (the daemon; not in-process servers).
   bool handle_signals = false;

@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
 
   // Access control (PROTOCOL.md §3).
   std::string socket_mode = "0660", socket_group;
-  std::vector<std::string> allow_uid, allow_gid, read_only_uid, read_only_gid;
+  std::vector<std::string> allow_uid, allow_gid, read_only_uid, read_only_gid, admin_uid, admin_gid;
   app.add_option("--socket-mode", socket_mode, "permissions of the socket file (octal)")
       ->check([](const std::string& m) -> std::string {
         unsigned v = 0;
@@ -243,6 +243,18 @@ int main(int argc, char** argv) {
   app.add_option("--read-only-gid", read_only_gid, "members of these groups may only read")
       ->delimiter(',')
       ->check(known_id(true));
+  app.add_option("--admin-uid", admin_uid,
+                 "only these users may send SHUTDOWN, CHECKPOINT and BACKUP, with --admin-gid's "
+                 "groups (default, when both are unset: the daemon's own user and root)")
+      ->delimiter(',')
+      ->check(known_id(false));
+  app.add_option("--admin-gid", admin_gid,
+                 "members of these groups may send SHUTDOWN, CHECKPOINT and BACKUP")
+      ->delimiter(',')
+      ->check(known_id(true));
+  app.add_option("--backup-dir", config.backup_dir,
+                 "directory BACKUP writes into; a request names a file in it (default: "
+                 "backups/ beside the database, created 0750)");
 
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
@@ -285,6 +297,8 @@ int main(int argc, char** argv) {
   config.allow_gids = ids(allow_gid, true);
   config.read_only_uids = ids(read_only_uid, false);
   config.read_only_gids = ids(read_only_gid, true);
+  config.admin_uids = ids(admin_uid, false);
+  config.admin_gids = ids(admin_gid, true);
   log().set_level(spdlog::level::from_str(log_level));
 
   // One descriptor per client: take every descriptor the hard limit allows (--max-connections

@@ -35,6 +35,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "access_control.hpp"
 #include "admission.hpp"
 #include "log.hpp"
 #include "paths.hpp"
@@ -257,22 +258,14 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
     }
   }
 
-  // --read-only-uid/--read-only-gid against the peer's credentials (--allow-uid/--allow-gid
-  // were checked at accept: admission.cpp).
+  // The peer's role from its credentials (access_control.hpp). Whether it may connect at all
+  // was decided at accept (admission.cpp), with the same rules.
   void check_access() {
-    const auto& c = server_.config_;
-    if (c.read_only_uids.empty() && c.read_only_gids.empty()) return;
-    const std::vector<gid_t> groups = groups_of(cred_.uid, cred_.gid);
-    const auto listed = [&](const std::vector<std::uint32_t>& uids,
-                            const std::vector<std::uint32_t>& gids) {
-      if (std::find(uids.begin(), uids.end(), cred_.uid) != uids.end()) return true;
-      return std::any_of(groups.begin(), groups.end(), [&](gid_t g) {
-        return std::find(gids.begin(), gids.end(), g) != gids.end();
-      });
-    };
-    if (listed(c.read_only_uids, c.read_only_gids)) {
-      read_only_ = true;
+    role_ = assess_peer(server_.config_, cred_.uid, cred_.gid).role;
+    if (role_ == Role::kReadOnly) {
       log().info("connection {}{} may only read (--read-only-uid/--read-only-gid)", id_, peer_);
+    } else if (role_ == Role::kAdmin) {
+      log().debug("connection {}{} is an admin (SHUTDOWN, CHECKPOINT, BACKUP)", id_, peer_);
     }
   }
 
@@ -451,9 +444,6 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
         proto::PayloadReader reader(r.payload);
         ok = reader.string(r.sql) && reader.finish();
         if (!ok) why = reader.error();
-        if (ok && r.type == MsgType::kBackup) {
-          log().info("connection {}{} asked for a backup to {}", id_, peer_, r.sql);
-        }
         break;
       }
       case MsgType::kShutdown:
@@ -471,7 +461,9 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
         return protocol_error("unknown message type " + hex(f.type));
     }
     if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
-    if (const auto refusal = refuse_over_limits(r)) {  // answered here; the connection goes on
+    auto refusal = refuse_by_role(r);
+    if (!refusal) refusal = refuse_over_limits(r);
+    if (refusal) {  // answered here; the connection goes on
       std::vector<std::uint8_t> reply;
       proto::encode_pasyn_error(reply, r.id, refusal->first, refusal->second);
       send(std::move(reply));
@@ -482,11 +474,12 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
     return true;
   }
 
-  // The role and the size limits of a well-formed request: an error to answer it with, if any.
-  std::optional<std::pair<proto::PasynCode, std::string>> refuse_over_limits(Request& r) const {
+  // What the connection's role allows: an error to answer a well-formed request with, if any.
+  // Also marks the request with the role, for the writer's own checks.
+  std::optional<std::pair<proto::PasynCode, std::string>> refuse_by_role(Request& r) const {
     using proto::MsgType;
-    const auto& c = server_.config_;
-    if (read_only_) {
+    r.role = role_;  // the writer's authorizer and admin checks use it
+    if (role_ == Role::kReadOnly) {
       if ((r.type != MsgType::kExecute && r.type != MsgType::kExecuteFetch) || r.in_tx) {
         return std::pair{proto::PasynCode::kPermission,
                          std::string("this connection may only read (--read-only-uid/gid): ") +
@@ -497,8 +490,19 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
                          std::string("this connection may only read (--read-only-uid/gid): an "
                                      "idempotency key is recorded in the database, refused")};
       }
-      r.role = Role::kReadOnly;  // the writer's authorizer allows it reads only
     }
+    if (auto refusal = refuse_admin_request(r.type, role_ == Role::kAdmin)) {
+      log().debug("connection {}{}: {} refused: not an admin", id_, peer_,
+                  proto::to_string(r.type));
+      return std::pair{proto::PasynCode::kPermission, std::move(*refusal)};
+    }
+    return std::nullopt;
+  }
+
+  // The size limits of a well-formed request: an error to answer it with, if any.
+  std::optional<std::pair<proto::PasynCode, std::string>> refuse_over_limits(
+      const Request& r) const {
+    const auto& c = server_.config_;
     if (r.sql.find('\0') != std::string_view::npos) {  // SQLite would stop reading there
       return std::pair{proto::PasynCode::kMisuse, std::string("the SQL text contains a NUL byte")};
     }
@@ -641,8 +645,8 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
   std::uint64_t id_;
   std::string peer_;
   std::atomic<bool> alive_{true};
-  ucred cred_{};  // the peer's pid, uid and gid (SO_PEERCRED)
-  bool read_only_ = false;
+  ucred cred_{};                          // the peer's pid, uid and gid (SO_PEERCRED)
+  Role role_ = Role::kWriter;             // set by check_access() when the session starts
   std::atomic<std::size_t> inflight_{0};  // requests handed to the writer, not yet answered
   /// Request payloads not yet answered and unsent reply bytes (--max-queued-bytes).
   std::atomic<std::size_t> queued_bytes_{0};
@@ -888,6 +892,8 @@ proto::Report Server::Impl::stats() const {
       {"waiting_for_transaction", i64(w.waiting)},
       {"transaction_age_ms", i64(w.transaction_age_ms)},
       {"wal_bytes", wal_bytes},
+      {"backup_pages_done", w.backup_pages_done},
+      {"backup_pages_total", w.backup_pages_total},
   };
 }
 

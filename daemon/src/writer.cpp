@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 
+#include "access_control.hpp"
 #include "log.hpp"
 #include "paths.hpp"
 
@@ -378,6 +379,7 @@ void Writer::stop() {
 
 void Writer::abort() {
   aborted_ = true;
+  backup_.cancel();
   std::lock_guard lk(mu_);
   if (db_) sqlite3_interrupt(db_);
 }
@@ -414,6 +416,8 @@ WriterStats Writer::stats() const {
                                now - std::chrono::nanoseconds(started))
                                .count();
   }
+  s.backup_pages_done = backup_.pages_done();
+  s.backup_pages_total = backup_.pages_total();
   return s;
 }
 
@@ -491,6 +495,7 @@ void Writer::run() {
       if (queue_.empty()) break;  // everything queued before stop() has run
     }
   }
+  backup_.join();  // a running BACKUP is queued work too (abort() cancels it)
   checkpoint_and_close();
   if (on_drained_) on_drained_();
 }
@@ -520,6 +525,24 @@ void Writer::process(std::deque<Request>& work) {
         end_transaction(work, std::nullopt);
       }
       ended_.erase(r.sink.get());
+      continue;
+    }
+    if (auto refusal = refuse_admin_request(r.type, r.role == Role::kAdmin)) {
+      reply_error(r, proto::PasynCode::kPermission, *refusal);  // the session refused it already
+      continue;
+    }
+    if (r.type == proto::MsgType::kBackup) {  // on its own thread: no need to wait for tx_
+      flush();
+      start_backup(r);
+      continue;
+    }
+    if (r.type == proto::MsgType::kShutdown && tx_) {
+      // As on SIGTERM: the open transaction is rolled back and the requests that waited for it
+      // run (they came before the SHUTDOWN), then SHUTDOWN is answered and the daemon stops.
+      log().info("SHUTDOWN requested: rolling back the open client transaction");
+      const auto waited = static_cast<std::ptrdiff_t>(deferred_.size());
+      end_transaction(work, "the daemon was shut down (SHUTDOWN)");
+      work.insert(work.begin() + waited, std::move(r));
       continue;
     }
     const bool tx_request =
@@ -579,8 +602,7 @@ void Writer::run_alone(Request& r) {
 
 void Writer::run_admin(Request& r) {
   proto::Report report;
-  const bool ok = r.type == proto::MsgType::kCheckpoint ? checkpoint(r.sql, report)
-                                                        : backup(std::string(r.sql), report);
+  const bool ok = checkpoint(r.sql, report);
   std::vector<std::uint8_t> frame;
   if (ok) {
     proto::encode_report(frame, r.id, report);
@@ -621,59 +643,29 @@ bool Writer::checkpoint(std::string_view mode, proto::Report& report) {
   return true;
 }
 
-bool Writer::backup(const std::string& path, proto::Report& report) {
-  if (path.empty()) {
-    set_failure(proto::PasynCode::kMisuse, "BACKUP needs a destination path");
-    return false;
+void Writer::start_backup(Request& r) {
+  if (auto why = invalid_backup_name(r.sql)) {
+    reply_error(r, proto::PasynCode::kMisuse, *why);
+    return;
   }
-  // Not the database, nor one of the files that go with it (overwriting its WAL would lose
-  // committed writes).
-  struct stat dst {};
-  if (::stat(path.c_str(), &dst) == 0) {
-    for (const char* suffix : {"", "-wal", "-shm", "-journal", "-pasyn.lock"}) {
-      struct stat own {};
-      if (::stat((config_.database_path + suffix).c_str(), &own) == 0 && dst.st_dev == own.st_dev &&
-          dst.st_ino == own.st_ino) {
-        set_failure(proto::PasynCode::kMisuse,
-                    std::string("the backup destination is the database's own file ") +
-                        config_.database_path + suffix);
-        return false;
-      }
-    }
+  log().info("BACKUP to {} in {}", r.sql, backup_directory(config_));
+  // Requests are move-only; the callback (a std::function) must be copyable.
+  auto request = std::make_shared<Request>(std::move(r));
+  const bool started = backup_.start(
+      std::string(request->sql),
+      [this, request](bool ok, const proto::Report& report, const proto::ErrorReply& failure) {
+        std::vector<std::uint8_t> frame;
+        if (ok) {
+          proto::encode_report(frame, request->id, report);
+        } else {
+          proto::encode_error(frame, request->id, failure);
+        }
+        reply(*request, std::move(frame));  // on the backup's thread: reply() is thread-safe
+      });
+  if (!started) {
+    reply_error(*request, proto::PasynCode::kLimit,
+                "a backup is running already (one at a time); try again when it has finished");
   }
-  const auto started = Clock::now();
-  sqlite3* dest = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-  sqlite3_backup* b = rc == SQLITE_OK ? sqlite3_backup_init(dest, "main", db_, "main") : nullptr;
-  if (b) {
-    // All pages in one step: one read snapshot, so the copy is consistent. Requests queue
-    // meanwhile (the writer thread copies) and run right after.
-    rc = sqlite3_backup_step(b, -1);
-    const std::int64_t pages = sqlite3_backup_pagecount(b);
-    sqlite3_backup_finish(b);
-    if (rc == SQLITE_DONE) {
-      rc = sqlite3_errcode(dest);
-      struct stat out {};
-      ::stat(path.c_str(), &out);
-      report = {
-          {"path", path},
-          {"pages", pages},
-          {"bytes", static_cast<std::int64_t>(out.st_size)},
-          {"ms",
-           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count()}};
-    }
-  }
-  if (!b || rc != SQLITE_OK) {
-    const int ext = dest ? sqlite3_extended_errcode(dest) : rc;
-    failure_ = {
-        proto::ErrorDomain::kSqlite, ext & 0xff, ext,
-        "backup to " + path + " failed: " + (dest ? sqlite3_errmsg(dest) : sqlite3_errstr(rc))};
-    sqlite3_close_v2(dest);
-    return false;
-  }
-  sqlite3_close_v2(dest);
-  return true;
 }
 
 void Writer::begin_transaction(Request& r) {
@@ -806,6 +798,10 @@ void Writer::expire(Clock::time_point now, std::deque<Request>& work) {
     Request r = std::move(deferred_.front());
     deferred_.pop_front();
     deferred_count_.store(deferred_.size(), std::memory_order_relaxed);
+    if (r.type == proto::MsgType::kCheckpoint) {
+      log().warn("CHECKPOINT waited {} ms (--lock-wait) for a client transaction; not run",
+                 config_.lock_wait.count());
+    }
     reply_error(r, proto::PasynCode::kTimeout,
                 "waited " + std::to_string(config_.lock_wait.count()) +
                     " ms (--lock-wait) for another connection's transaction; the request was "

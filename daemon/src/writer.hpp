@@ -57,6 +57,7 @@
 #include <pasyn/proto/codec.hpp>
 
 #include "authorizer.hpp"
+#include "backup.hpp"
 #include "config.hpp"
 #include "idempotency.hpp"
 #include "memory_budget.hpp"
@@ -124,6 +125,8 @@ struct WriterStats {
   std::size_t queue_depth = 0;           // submitted, not yet taken by the writer thread
   std::size_t waiting = 0;               // taken, waiting for another connection's transaction
   std::int64_t transaction_age_ms = -1;  // age of the open client transaction; -1: none
+  std::int64_t backup_pages_done = -1;   // of the running BACKUP; -1: none runs
+  std::int64_t backup_pages_total = -1;
 };
 
 class Writer {
@@ -181,10 +184,11 @@ class Writer {
   void process(std::deque<Request>& work);
   void run_batch(std::vector<Request>& batch);
   void run_alone(Request& r);
-  /// CHECKPOINT and BACKUP: run between batches, outside any transaction.
+  /// CHECKPOINT: runs between batches, outside any transaction.
   void run_admin(Request& r);
   bool checkpoint(std::string_view mode, proto::Report& report);
-  bool backup(const std::string& path, proto::Report& report);
+  /// BACKUP: hands the request to backup_ (its own thread and connection); answered from there.
+  void start_backup(Request& r);
   void count_answered(std::size_t n);
   /// Truncating checkpoint once the WAL passed --wal-limit (see writer.cpp).
   void bound_wal();
@@ -301,6 +305,9 @@ class Writer {
   std::size_t commit_next_ = 0;           // GUARDED_BY(stats_mu_)
   std::atomic<std::size_t> deferred_count_{0};
   std::atomic<std::int64_t> tx_started_ns_{0};  // steady clock; 0: no transaction open
+
+  // Last, so that it is destroyed first: a running backup answers through reply().
+  BackupRunner backup_{config_};
 };
 
 }  // namespace pasyn::server

@@ -844,8 +844,8 @@ Report MultiplexedClient::checkpoint(std::string_view mode) {
   return send_admin(impl(), proto::MsgType::kCheckpoint, mode);
 }
 
-Report MultiplexedClient::backup(std::string_view path) {
-  return send_admin(impl(), proto::MsgType::kBackup, path);
+Report MultiplexedClient::backup(std::string_view name) {
+  return send_admin(impl(), proto::MsgType::kBackup, name);
 }
 
 Transaction MultiplexedClient::begin() {

@@ -149,14 +149,15 @@ TEST_F(CliTest, CheckpointPassiveAsJsonCopiesEveryFrameWhenNoOneReads) {
 
 TEST_F(CliTest, BackupWritesACopyThatSqliteCanRead) {
   connect_client().execute("INSERT INTO t (id) VALUES (1), (2), (3)");
-  const std::string copy = dir_.file("copy.sqlite");
-  const auto r = cli_on_daemon({"backup", copy});
+  const std::string copy = dir_.file("backups/copy.sqlite");  // the default --backup-dir
+  const auto r = cli_on_daemon({"backup", "copy.sqlite"});
   EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
   EXPECT_NE(r.out.find(copy), std::string::npos) << r.out;
   EXPECT_EQ(count_rows(copy, "t"), 3);
 }
 
-TEST_F(CliTest, BackupOntoTheDatabaseItselfFails) {
+TEST_F(CliTest, BackupToAPathFails) {
+  // A name inside --backup-dir, not a path: not the database itself, nor anything else.
   connect_client().execute("INSERT INTO t (id) VALUES (1)");
   const auto r = cli_on_daemon({"backup", db_});
   EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
@@ -299,16 +300,17 @@ TEST_F(OperationsTest, CheckpointWithAnUnknownModeThrowsAndTheDaemonKeepsServing
   EXPECT_EQ(client_->execute("INSERT INTO kv (k) VALUES ('after')"), 1);
 }
 
-TEST_F(OperationsTest, BackupOntoTheDatabaseItselfThrowsAndBackupElsewhereCopies) {
+TEST_F(OperationsTest, BackupOfAPathThrowsAndBackupOfANameCopiesIntoTheBackupDir) {
   client_->execute("INSERT INTO kv (k) VALUES ('x')");
+  // Not the database, nor the files that go with it (overwriting the WAL would lose committed
+  // writes), nor any path at all: BACKUP takes a file name inside --backup-dir.
   EXPECT_THROW(client_->backup(db_), pasyn::ProgrammingError);
-  // Nor the files that go with it: overwriting the WAL would lose committed writes.
   for (const char* suffix : {"-wal", "-shm", "-pasyn.lock"}) {
     EXPECT_THROW(client_->backup(db_ + suffix), pasyn::ProgrammingError) << suffix;
   }
   EXPECT_EQ(count_rows(db_, "kv"), 1);
-  const std::string copy = dir_.file("copy.sqlite");
-  const auto report = client_->backup(copy);
+  const std::string copy = dir_.file("backups/copy.sqlite");
+  const auto report = client_->backup("copy.sqlite");
   EXPECT_EQ(std::get<std::string>(figure(report, "path")), copy);
   EXPECT_GT(as_int(figure(report, "pages")), 0);
   EXPECT_EQ(count_rows(copy, "kv"), 1);

@@ -95,7 +95,8 @@ class PASYN_EXPORT MultiplexedClient {
   std::optional<Row> execute_fetchone(std::string_view sql, const Params& params = {});
   /// Round trip to the daemon; true when it answered.
   bool ping();
-  /// Asks the daemon to finish queued work and exit. Returns once it has acknowledged.
+  /// Asks the daemon to finish queued work and exit. Returns once it has acknowledged. Admin
+  /// only (see backup()); an open client transaction is rolled back, as on SIGTERM.
   void shutdown_server();
 
   // Operations (what the `pasyn` CLI sends); see PROTOCOL.md §5.
@@ -103,13 +104,18 @@ class PASYN_EXPORT MultiplexedClient {
   /// percentiles, queue depth, connections, open transaction age, WAL size, ...
   /// Answered by the daemon's I/O thread, so also while the writer is busy.
   Report stats();
-  /// Checkpoints the WAL between batches. `mode`: PASSIVE, FULL, RESTART or TRUNCATE. Reports
+  /// Checkpoints the WAL between batches (admin only, see backup(); it waits for an open client
+  /// transaction like a write). `mode`: PASSIVE, FULL, RESTART or TRUNCATE. Reports
   /// `busy` (1 when readers kept part of the WAL), `wal_frames`, `checkpointed_frames`.
   Report checkpoint(std::string_view mode = "TRUNCATE");
-  /// Copies the database, consistently, to `path` on the daemon's machine (written by the
-  /// daemon's user; an existing file is replaced). Writes wait while the copy runs. Reports
+  /// Copies the database, consistently (one snapshot: every write committed before the backup
+  /// started), into the file `name` inside the daemon's --backup-dir: a file name, not a
+  /// path (no '/', no leading '.'; else ProgrammingError). An existing file of that name is
+  /// replaced atomically. Writes go on while the copy runs (STATS shows `backup_pages_done` of
+  /// `backup_pages_total`). Admin only: SHUTDOWN, CHECKPOINT and BACKUP from a peer not in
+  /// --admin-uid/--admin-gid throw OperationalError (PERMISSION). Reports `name`, `path`,
   /// `pages`, `bytes` and `ms`.
-  Report backup(std::string_view path);
+  Report backup(std::string_view name);
 
   /// Opens an exclusive transaction on the daemon and returns its handle; see Transaction.
   /// Waits while another connection's transaction is open, up to the daemon's `--lock-wait`,

@@ -73,6 +73,9 @@ class PASYN_EXPORT WriterServerHandle {
 /// (empty: `default_socket_path(database_path)`). Returns once the socket accepts connections.
 /// Throws OperationalError if the database cannot be opened or another server holds it, and
 /// Error if the socket path is taken by something that is not a stale socket.
+/// The administrative requests (a client's shutdown_server(), checkpoint(), backup()) are
+/// accepted only from this process's own user and root; backup() writes into `backups/` beside
+/// the database (SECURITY.md).
 PASYN_EXPORT WriterServerHandle start_writer_server(const std::string& database_path,
                                                     const std::string& socket_path = {});
 PASYN_EXPORT WriterServerHandle start_writer_server(const std::string& database_path,
