@@ -172,8 +172,14 @@ class RoleTest : public AllowListTest {
 
 // ---- Pragmas ----------------------------------------------------------------------------------
 
+TEST_F(AllowListTest, AnAdminMayCheckpointThroughThePragma) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());  // the daemon's own user: an admin
+  EXPECT_EQ(outcome_of([&] { client_->execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"); }), "ok");
+}
+
 TEST_F(AllowListTest, PragmasThatSetConnectionStateAreRefusedAndTheWriterIsUnaffected) {
-  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--foreign-keys", "on"}));
+  // The test runs as the daemon's own user, an admin by default: --admin-uid makes it a writer.
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--foreign-keys", "on", "--admin-uid", "nobody"}));
   client_->execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)");
   client_->execute("CREATE TABLE child (p INTEGER REFERENCES parent (id))");
   expect_permission({"PRAGMA hard_heap_limit=1",
