@@ -37,9 +37,9 @@
 #include <unordered_map>
 #include <utility>
 
+#include <pasyn/proto/socket_send.hpp>
 #include "log.hpp"
 #include "paths.hpp"
-#include "socket_send.hpp"
 #include "writer.hpp"
 
 namespace pasyn::server {
@@ -359,8 +359,10 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       hello_done_ = true;
       handshake_timer_.cancel();
       std::vector<std::uint8_t> reply;
-      proto::encode_hello_ok(
-          reply, {proto::kVersion, 0, server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
+      // The daemon announces every capability it supports (PROTOCOL.md §3), whatever the
+      // client asked for.
+      proto::encode_hello_ok(reply, {proto::kVersion, proto::kServerCapabilities,
+                                     server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
       send(std::move(reply));
       return true;
     }
@@ -381,6 +383,14 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
           return protocol_error(std::string("bad idempotency key in ") + proto::to_string(r.type) +
                                 " (1 to " + std::to_string(proto::kMaxIdempotencyKey) +
                                 " bytes expected)");
+        }
+        body = body.subspan(body.size() - reader.remaining());
+      }
+      if (r.in_tx) {  // the transaction number comes first (PROTOCOL.md §6.2)
+        proto::PayloadReader reader(body);
+        if (!reader.u64(r.transaction)) {
+          return protocol_error(std::string("no transaction number in ") +
+                                proto::to_string(r.type));
         }
         body = body.subspan(body.size() - reader.remaining());
       }
@@ -437,9 +447,11 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
         if (ok) log().info("connection {} asked the server to shut down", id_);
         break;
       case MsgType::kBegin:
+        ok = proto::decode_empty(f.payload, why);
+        break;
       case MsgType::kCommit:
       case MsgType::kRollback:
-        ok = proto::decode_empty(f.payload, why);
+        ok = proto::decode_transaction_end(f.payload, r.transaction, why);
         break;
       case MsgType::kHello:
         return protocol_error("HELLO sent twice");
@@ -534,7 +546,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
       return;
     }
     const std::size_t sent =
-        send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
+        proto::send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
     if (sent == frames.size()) return;
     pending_.assign(frames.begin() + static_cast<std::ptrdiff_t>(sent), frames.end());
     writing_ = true;

@@ -17,11 +17,13 @@
 //   old connection are never re-sent, and handlers of the old socket are recognised by their
 //   generation and ignored.
 #include <poll.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -29,15 +31,18 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <pasyn/client.hpp>
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/socket_send.hpp>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 
-#include "socket_send.hpp"
+#include "process.hpp"
 
 namespace pasyn {
 namespace {
@@ -128,10 +133,25 @@ class Completion {
     kEmpty,    // an empty reply of type `reply`
   };
 
+  /// States of a BEGIN's claim: its caller still waits, gave up (wait_begin), or the reply
+  /// was taken for it.
+  static constexpr int kWaiting = 0;
+  static constexpr int kAbandoned = 1;
+  static constexpr int kDelivered = 2;
+
   Completion() = default;
   template <typename T>
-  Completion(Kind kind, proto::MsgType reply, std::promise<T> promise)
-      : kind_(kind), reply_(reply), promise_(std::move(promise)) {}
+  Completion(Kind kind, proto::MsgType reply, std::promise<T> promise,
+             std::shared_ptr<std::atomic<int>> claim = nullptr)
+      : kind_(kind), reply_(reply), promise_(std::move(promise)), claim_(std::move(claim)) {}
+
+  /// Takes the reply for the caller; false if the caller has abandoned the request (only a
+  /// BEGIN can be abandoned).
+  bool claim() noexcept {
+    if (!claim_) return true;
+    int expected = kWaiting;
+    return claim_->compare_exchange_strong(expected, kDelivered) || expected != kAbandoned;
+  }
 
   void complete(const proto::FrameView& f) noexcept {
     try {
@@ -175,16 +195,30 @@ class Completion {
   std::variant<std::monostate, std::promise<std::int64_t>, std::promise<std::vector<Row>>,
                std::promise<void>>
       promise_;
+  std::shared_ptr<std::atomic<int>> claim_;  // BEGIN only
 };
 
 }  // namespace
 
 class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
  public:
-  Impl(std::string path, ClientOptions options)
-      : path_(std::move(path)), options_(options), work_(asio::make_work_guard(io_)) {}
+  /// What submit() reports about a request it sent.
+  struct Sent {
+    std::uint64_t id = 0;          // its request id (for BEGIN: the transaction number)
+    std::uint64_t generation = 0;  // the connection it went out on
+  };
 
-  ~Impl() { close(); }
+  Impl(std::string path, ClientOptions options)
+      : path_(std::move(path)),
+        options_(std::move(options)),
+        max_in_flight_(std::max<std::size_t>(options_.max_in_flight, 1)) {
+    registry().add(this);
+  }
+
+  ~Impl() {
+    close();
+    registry().remove(this);
+  }
 
   void connect() {
     const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
@@ -192,16 +226,17 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     std::uint32_t max_frame = 0;
     try {
       max_frame = handshake(fd, deadline);
+      std::lock_guard lk(mu_);
+      start_io();
     } catch (...) {
       ::close(fd);
       throw;
     }
-    thread_ = std::thread([this] { io_.run(); });
     install(fd, max_frame);
   }
 
   /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
-  /// anything of the old one. Attempts are spaced by a backoff that doubles from 50 ms to 2 s
+  /// anything of the old one. Attempts are spaced by a backoff that doubles from 25 ms to 2 s
   /// while the daemon stays unreachable; inside it, calls fail at once. REQUIRES: mu_ not held.
   void reconnect() {
     std::lock_guard one_at_a_time(connect_mu_);
@@ -222,34 +257,46 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     } catch (...) {
       if (fd >= 0) ::close(fd);
       std::lock_guard lk(mu_);
-      backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
       next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
       throw;
     }
     install(fd, max_frame);
   }
 
-  /// The generation of the connection: it changes at every reconnect (on the I/O thread).
-  /// Handlers of a socket compare it with the one they started under.
-  std::uint64_t generation() const {
-    std::lock_guard lk(mu_);
-    return generation_;
-  }
-
-  /// Encodes a request into the outbox and registers its completion. `encode(out, id)` appends
-  /// exactly one frame.
+  /// Encodes a request into the outbox and registers its completion; `encode(out, id)` appends
+  /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
+  /// began it: it is sent on that connection or not at all (ConnectionLostError), never on a
+  /// new one. Other requests reconnect a lost connection first. A `bounded` request waits while
+  /// `max_in_flight` requests are unanswered.
   template <typename Encode>
-  void submit(Encode&& encode, Completion completion) {
+  Sent submit(Encode&& encode, Completion completion, std::optional<std::uint64_t> tx_generation,
+              bool bounded) {
     std::unique_lock lk(mu_);
-    if (state_ == State::kLost) {
-      lk.unlock();
-      reconnect();
-      lk.lock();
+    for (;;) {
+      if (forked_) leave_parent_connection();
+      if (state_ == State::kLost && !tx_generation) {
+        lk.unlock();
+        reconnect();
+        lk.lock();
+        continue;  // closed, reconnected, or lost again meanwhile: look again
+      }
+      check_open();
+      if (tx_generation && *tx_generation != generation_) {
+        throw ConnectionLostError(
+            "the connection that began this transaction was lost; the daemon rolled it back");
+      }
+      if (!bounded || pending_.size() < max_in_flight_) break;
+      wait_for_slot(lk);
     }
-    check_open();
     const std::uint64_t id = next_id_++;
     const std::size_t before = outbox_.size();
-    encode(outbox_, id);
+    try {
+      encode(outbox_, id);
+    } catch (...) {  // never leave half a frame in the stream
+      outbox_.resize(before);
+      throw;
+    }
     const std::size_t size = outbox_.size() - before;
     if (size > max_frame_) {
       outbox_.resize(before);
@@ -259,16 +306,17 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                       SQLITE_TOOBIG, SQLITE_TOOBIG);
     }
     pending_.emplace(id, std::move(completion));
-    if (write_scheduled_) return;  // the I/O thread's write in flight picks this up next
+    const Sent sent{id, generation_};
+    if (write_scheduled_) return sent;  // the I/O thread's write in flight picks this up next
     if (pending_.size() == 1) {
       send_now(lk);  // an idle connection: the lowest latency is to send from here
     } else {
       // Replies are outstanding, so more requests are likely on the way: let the I/O thread
       // gather them into one write (one wake-up of the daemon for many requests).
       write_scheduled_ = true;
-      lk.unlock();
-      asio::post(io_, [self = shared_from_this()] { self->do_write(); });
+      asio::post(io_->context, [self = shared_from_this()] { self->do_write(); });
     }
+    return sent;
   }
 
   template <typename T>
@@ -282,34 +330,185 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return f.get();
   }
 
+  /// Waits for the reply to BEGIN. If `request_timeout` runs out first, the BEGIN is marked
+  /// abandoned: should the daemon grant it later, the I/O thread rolls it back at once (see
+  /// on_read), so no transaction is ever left without an owner.
+  void wait_begin(std::future<void> f, std::atomic<int>& claim) {
+    if (options_.request_timeout.count() > 0 &&
+        f.wait_for(options_.request_timeout) == std::future_status::timeout) {
+      int expected = Completion::kWaiting;
+      if (claim.compare_exchange_strong(expected, Completion::kAbandoned)) {
+        throw TimeoutError("no reply to BEGIN from pasyn-writerd within " +
+                           std::to_string(options_.request_timeout.count()) +
+                           " ms; if the daemon grants it later, it is rolled back at once");
+      }
+      // The reply is being delivered right now: take it.
+    }
+    f.get();
+  }
+
   void close() {
-    {
-      std::lock_guard lk(mu_);
-      if (state_ == State::kClosed) return;
-      state_ = State::kClosed;
+    std::unique_lock lk(mu_);
+    if (state_ == State::kClosed) return;
+    state_ = State::kClosed;
+    slot_free_.notify_all();
+    if (forked_) {  // the parent's socket, event loop and thread: leave them all alone
+      abandon_parent_io();
+      return;
     }
-    if (thread_.joinable()) {
-      asio::post(io_, [this] {
-        std::lock_guard lk(mu_);  // no send_now() in progress on this descriptor
-        error_code ignored;
-        socket_.shutdown(local::socket::shutdown_both, ignored);
-        socket_.close(ignored);
-      });
-      work_.reset();
-      thread_.join();
-    }
+    if (!io_) return;  // the first connection failed before the I/O thread started
+    // Posted under mu_: a reconnect's install() either posted before (its handler runs before
+    // run() returns and sees kClosed) or sees kClosed and never posts.
+    asio::post(io_->context, [this] {
+      std::lock_guard lk(mu_);  // no send_now() in progress on this descriptor
+      error_code ignored;
+      io_->socket.shutdown(local::socket::shutdown_both, ignored);
+      io_->socket.close(ignored);
+      fd_ = -1;
+    });
+    io_->work.reset();
+    lk.unlock();
+    if (io_->thread.joinable()) io_->thread.join();
     fail_all(std::make_exception_ptr(ConnectionClosedError("the client was closed")));
   }
 
   bool connected() const {
     std::lock_guard lk(mu_);
-    return state_ == State::kOpen;
+    return state_ == State::kOpen && !forked_;
   }
 
   const std::string& path() const { return path_; }
 
+  // pthread_atfork handlers (see Registry): every Impl's state is consistent at fork() because
+  // the forking thread holds every mu_ across it.
+  void lock_for_fork() { mu_.lock(); }
+  void unlock_in_parent() { mu_.unlock(); }
+  void mark_forked_in_child() {
+    // Only the forking thread exists here: a mutex or condition variable another thread held
+    // or waited on is made anew; the next use of this client leaves the parent's connection.
+    new (&connect_mu_) std::mutex;
+    new (&slot_free_) std::condition_variable;
+    slot_waiters_ = 0;
+    forked_ = true;
+    mu_.unlock();
+  }
+
  private:
   enum class State { kOpen, kLost, kClosed };
+
+  /// The event loop, the socket and the thread of one process. Replaced only in a forked child,
+  /// where the parent's are abandoned (leaked): destroying them there would deregister the
+  /// socket from the epoll instance the parent shares, and joining would wait for a thread that
+  /// does not exist in the child.
+  struct Io {
+    asio::io_context context{1};
+    asio::executor_work_guard<asio::io_context::executor_type> work{asio::make_work_guard(context)};
+    local::socket socket{context};
+    std::thread thread;
+  };
+
+  /// Every live Impl of the process, for the fork handlers.
+  class Registry {
+   public:
+    Registry() { ::pthread_atfork(&Registry::prepare, &Registry::parent, &Registry::child); }
+    void add(Impl* impl) {
+      std::lock_guard lk(mu_);
+      impls_.insert(impl);
+    }
+    void remove(Impl* impl) {
+      std::lock_guard lk(mu_);
+      impls_.erase(impl);
+    }
+
+   private:
+    static void prepare() {
+      auto& r = registry();
+      r.mu_.lock();
+      for (auto* impl : r.impls_) impl->lock_for_fork();
+    }
+    static void parent() {
+      auto& r = registry();
+      for (auto* impl : r.impls_) impl->unlock_in_parent();
+      r.mu_.unlock();
+    }
+    static void child() {
+      auto& r = registry();
+      for (auto* impl : r.impls_) impl->mark_forked_in_child();
+      r.mu_.unlock();
+    }
+    std::mutex mu_;
+    std::unordered_set<Impl*> impls_;  // GUARDED_BY(mu_)
+  };
+
+  static Registry& registry() {
+    static Registry* r = new Registry;  // never destroyed: Impls may outlive static destruction
+    return *r;
+  }
+
+  // A new event loop and its thread (signals blocked). REQUIRES: mu_ held.
+  void start_io() {
+    io_ = std::make_unique<Io>();
+    Io* io = io_.get();
+    io->thread = detail::start_library_thread([this, io] {
+      for (;;) {
+        try {
+          io->context.run();
+          return;
+        } catch (...) {  // bad_alloc in a handler: fail what waits, keep serving
+          lose("internal error in the client's I/O thread");
+        }
+      }
+    });
+  }
+
+  // In a forked child, on the first use of this client: abandons the parent's connection
+  // untouched and marks the connection lost, so that the call reconnects on a connection of
+  // this process. REQUIRES: mu_ held, forked_.
+  void leave_parent_connection() {
+    abandon_parent_io();
+    if (state_ != State::kClosed) {
+      state_ = State::kLost;
+      lost_reason_ = "the process forked; the parent keeps its connection";
+      next_attempt_ = {};
+      backoff_ = std::chrono::milliseconds(25);
+      start_io();
+    }
+  }
+
+  // REQUIRES: mu_ held, forked_.
+  void abandon_parent_io() {
+    (void)io_.release();  // deliberately leaked; see Io
+    // The parent's requests: their callers live in the parent. Leaked too: completing a
+    // promise another (absent) thread may have been using is not safe here.
+    (void)new std::unordered_map<std::uint64_t, Completion>(std::move(pending_));
+    pending_.clear();
+    outbox_.clear();
+    write_scheduled_ = false;
+    fd_ = -1;
+    forked_ = false;
+  }
+
+  // REQUIRES: mu_ held through `lk`.
+  void wait_for_slot(std::unique_lock<std::mutex>& lk) {
+    ++slot_waiters_;
+    if (options_.request_timeout.count() > 0) {
+      const bool got = slot_free_.wait_for(lk, options_.request_timeout, [&] {
+        return pending_.size() < max_in_flight_ || state_ != State::kOpen || forked_;
+      });
+      --slot_waiters_;
+      if (!got) {
+        throw TimeoutError("the client's " + std::to_string(max_in_flight_) +
+                           " requests in flight (ClientOptions::max_in_flight) were not answered "
+                           "within " +
+                           std::to_string(options_.request_timeout.count()) +
+                           " ms; the request was not sent");
+      }
+      return;
+    }
+    slot_free_.wait(
+        lk, [&] { return pending_.size() < max_in_flight_ || state_ != State::kOpen || forked_; });
+    --slot_waiters_;
+  }
 
   void check_open() const {  // REQUIRES: mu_ held
     if (state_ == State::kClosed) throw ConnectionClosedError("the client is closed");
@@ -331,7 +530,10 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) throw ConnectionLostError(std::string("socket(): ") + std::strerror(errno));
     for (;;) {
-      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return fd;
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+        check_server_uid(fd);
+        return fd;
+      }
       const int err = errno;
       if (err == EINTR) continue;
       if ((err == EAGAIN || err == EINPROGRESS) && std::chrono::steady_clock::now() < deadline) {
@@ -345,6 +547,27 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       }
       throw ConnectionLostError("cannot connect to pasyn-writerd at " + path_ + ": " +
                                 std::strerror(err));
+    }
+  }
+
+  // ClientOptions::expect_server_uid: the peer's credentials, as the kernel recorded them when
+  // the server called listen(). Closes `fd` and throws on a mismatch.
+  void check_server_uid(int fd) {
+    if (!options_.expect_server_uid) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw ConnectionLostError("cannot read the credentials of the server at " + path_ + ": " +
+                                std::strerror(err));
+    }
+    if (cred.uid != *options_.expect_server_uid) {
+      ::close(fd);
+      throw ConnectionLostError("the server at " + path_ + " runs as uid " +
+                                std::to_string(cred.uid) + ", not the expected uid " +
+                                std::to_string(*options_.expect_server_uid) +
+                                " (ClientOptions::expect_server_uid); refusing to use it");
     }
   }
 
@@ -372,7 +595,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     std::vector<std::uint8_t> hello;
     proto::encode_hello(hello, proto::Hello{});
     std::size_t sent = 0;
-    while ((sent += server::send_nonblocking(fd, hello.data() + sent, hello.size() - sent)) <
+    while ((sent += proto::send_nonblocking(fd, hello.data() + sent, hello.size() - sent)) <
            hello.size()) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         throw ConnectionLostError("handshake with pasyn-writerd at " + path_ +
@@ -404,40 +627,60 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     std::string why;
     if (!proto::decode_hello_ok(frame.payload, ok, why)) throw_protocol(why);
     if (ok.version != proto::kVersion) {
-      throw ProtocolError("pasyn-writerd speaks protocol version " + std::to_string(ok.version));
+      throw ProtocolError("pasyn-writerd speaks protocol version " + std::to_string(ok.version) +
+                          ", this client " + std::to_string(proto::kVersion));
     }
     return ok.max_frame;
   }
 
-  // Hands a connected descriptor to the I/O thread and waits until it reads from it.
+  // Hands a connected descriptor to the I/O thread and waits until it reads from it. Never
+  // waits on an event loop that may have stopped: the handler is posted under mu_ only while
+  // the client is not closed, and close() posts its own under mu_ before stopping the loop.
   void install(int fd, std::uint32_t max_frame) {
     std::promise<void> installed;
     auto done = installed.get_future();
-    asio::post(io_, [this, self = shared_from_this(), fd, max_frame, &installed] {
-      error_code ec;
-      socket_.close(ec);
-      socket_.assign(local(), fd, ec);
-      if (ec) {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ == State::kClosed || forked_) {
         ::close(fd);
-        installed.set_exception(std::make_exception_ptr(
-            ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message())));
-        return;
+        throw ConnectionClosedError("the client is closed");
       }
-      decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
-      busy_reads_ = false;
-      {
-        std::lock_guard lk(mu_);
-        ++generation_;
-        fd_ = fd;
-        max_frame_ = max_frame;
-        outbox_.clear();
-        write_scheduled_ = false;
-        backoff_ = std::chrono::milliseconds(25);
-        if (state_ != State::kClosed) state_ = State::kOpen;
-      }
-      do_read();
-      installed.set_value();
-    });
+      asio::post(io_->context, [this, self = shared_from_this(), fd, max_frame, &installed] {
+        std::unique_lock lk(mu_);
+        if (state_ == State::kClosed) {  // close() came first: arm nothing, keep no descriptor
+          lk.unlock();
+          ::close(fd);
+          installed.set_exception(
+              std::make_exception_ptr(ConnectionClosedError("the client is closed")));
+          return;
+        }
+        lk.unlock();
+        error_code ec;
+        io_->socket.close(ec);
+        io_->socket.assign(local(), fd, ec);
+        if (ec) {
+          ::close(fd);
+          installed.set_exception(std::make_exception_ptr(
+              ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message())));
+          return;
+        }
+        decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
+        busy_reads_ = false;
+        std::uint64_t gen;
+        {
+          std::lock_guard relock(mu_);
+          gen = ++generation_;
+          fd_ = fd;
+          max_frame_ = max_frame;
+          outbox_.clear();
+          write_scheduled_ = false;
+          backoff_ = std::chrono::milliseconds(25);
+          if (state_ != State::kClosed) state_ = State::kOpen;
+        }
+        do_read(gen);
+        installed.set_value();
+      });
+    }
     done.get();
   }
 
@@ -446,7 +689,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // I/O thread. The send happens under mu_, so lose() and close() cannot close the descriptor
   // underneath it. REQUIRES: mu_ held through `lk`, no write scheduled.
   void send_now(std::unique_lock<std::mutex>& lk) {
-    const std::size_t sent = server::send_nonblocking(fd_, outbox_.data(), outbox_.size());
+    const std::size_t sent = proto::send_nonblocking(fd_, outbox_.data(), outbox_.size());
     if (sent == outbox_.size()) {
       outbox_.clear();
       return;
@@ -454,7 +697,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
     write_scheduled_ = true;
     lk.unlock();
-    asio::post(io_, [self = shared_from_this()] { self->do_write(); });
+    asio::post(io_->context, [self = shared_from_this()] { self->do_write(); });
   }
 
   void do_write() {
@@ -469,7 +712,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       writing_.swap(outbox_);
       gen = generation_;
     }
-    asio::async_write(socket_, asio::buffer(writing_),
+    asio::async_write(io_->socket, asio::buffer(writing_),
                       [self = shared_from_this(), gen](error_code ec, std::size_t) {
                         if (gen != self->generation()) return;  // an old connection's write
                         if (ec) return self->lose("write failed: " + ec.message());
@@ -477,18 +720,22 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                       });
   }
 
-  void do_read() {
-    auto space = decoder_.prepare(busy_reads_ ? kLargeRead : kSmallRead);
-    offered_ = space.size();
-    socket_.async_read_some(
-        asio::buffer(space.data(), space.size()),
-        [self = shared_from_this(), gen = generation()](error_code ec, std::size_t n) {
-          if (gen != self->generation()) return;  // an old connection
-          self->on_read(ec, n);
-        });
+  std::uint64_t generation() const {
+    std::lock_guard lk(mu_);
+    return generation_;
   }
 
-  void on_read(error_code ec, std::size_t n) {
+  void do_read(std::uint64_t gen) {
+    auto space = decoder_.prepare(busy_reads_ ? kLargeRead : kSmallRead);
+    offered_ = space.size();
+    io_->socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                [self = shared_from_this(), gen](error_code ec, std::size_t n) {
+                                  if (gen != self->generation()) return;  // an old connection
+                                  self->on_read(ec, n, gen);
+                                });
+  }
+
+  void on_read(error_code ec, std::size_t n, std::uint64_t gen) {
     if (ec) {
       return lose(ec == asio::error::eof ? std::string("the daemon closed the connection")
                                          : "read failed: " + ec.message());
@@ -511,6 +758,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
           done = std::move(it->second);
           pending_.erase(it);
           found = true;
+          if (slot_waiters_ > 0 && pending_.size() < max_in_flight_) slot_free_.notify_all();
         }
       }
       if (!found) {
@@ -524,23 +772,41 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         }
         return lose("reply for unknown request id " + std::to_string(frame.request_id));
       }
+      if (!done.claim() && frame.type == static_cast<std::uint8_t>(proto::MsgType::kOk)) {
+        roll_back_abandoned(frame.request_id, gen);
+      }
       done.complete(frame);
     }
-    do_read();
+    do_read(gen);
+  }
+
+  // I/O thread: the daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody
+  // owns that transaction: roll it back now, so that it holds up no writer.
+  void roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen) {
+    try {
+      submit(
+          [transaction](std::vector<std::uint8_t>& out, std::uint64_t id) {
+            proto::encode_transaction_end(out, proto::MsgType::kRollback, id, transaction);
+          },
+          Completion(Completion::Kind::kEmpty, proto::MsgType::kOk, std::promise<void>()), gen,
+          false);
+    } catch (...) {  // the connection is gone or closed: the daemon rolls back by itself
+    }
   }
 
   // I/O thread: the connection is gone; fail everything waiting, promptly.
   void lose(const std::string& why) {
     {
       std::lock_guard lk(mu_);
-      if (state_ == State::kClosed) return;  // close() fails what is pending
+      if (state_ != State::kOpen) return;  // closed (close() fails what is pending), or lost
       state_ = State::kLost;
-      lost_reason_ = why;
-      outbox_.clear();  // never sent on a later connection: those calls fail below
+      lost_reason_ = why;  // the first reason: a cancelled read afterwards does not replace it
+      outbox_.clear();     // never sent on a later connection: those calls fail below
       next_attempt_ = {};
+      slot_free_.notify_all();
     }
     error_code ignored;
-    socket_.close(ignored);
+    io_->socket.close(ignored);
     fail_all(std::make_exception_ptr(
         ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" + why +
                             "); the outcome of requests in flight is unknown")));
@@ -551,17 +817,16 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lk(mu_);
       failed.swap(pending_);
+      slot_free_.notify_all();
     }
     for (auto& [id, done] : failed) done.fail(error);
   }
 
   const std::string path_;
   const ClientOptions options_;
-  asio::io_context io_{1};
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
-  local::socket socket_{io_};
-  int fd_ = -1;  // GUARDED_BY(mu_): socket_'s descriptor, for send_now()
-  std::thread thread_;
+  const std::size_t max_in_flight_;
+  std::unique_ptr<Io> io_;             // GUARDED_BY(mu_) for replacement; see Io
+  int fd_ = -1;                        // GUARDED_BY(mu_): the socket's descriptor, for send_now()
   proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
   std::size_t offered_ = 0;            // I/O thread: bytes the read in flight may fill
   bool busy_reads_ = false;            // I/O thread: the last read filled what it was offered
@@ -569,6 +834,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
   mutable std::mutex mu_;
   State state_ = State::kOpen;                         // GUARDED_BY(mu_)
+  bool forked_ = false;                                // GUARDED_BY(mu_): see mark_forked_in_child
   std::string lost_reason_;                            // GUARDED_BY(mu_)
   std::uint64_t next_id_ = 1;                          // GUARDED_BY(mu_)
   std::uint32_t max_frame_ = proto::kDefaultMaxFrame;  // GUARDED_BY(mu_)
@@ -579,18 +845,27 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::vector<std::uint8_t> outbox_;                       // GUARDED_BY(mu_)
   bool write_scheduled_ = false;                           // GUARDED_BY(mu_)
   std::unordered_map<std::uint64_t, Completion> pending_;  // GUARDED_BY(mu_)
+  std::condition_variable slot_free_;  // pending_ dropped below max_in_flight_, or not kOpen
+  std::size_t slot_waiters_ = 0;       // GUARDED_BY(mu_)
 };
 
 namespace {
 
-// How an execute-family request is sent: inside the connection's transaction, or with an
-// idempotency key (PROTOCOL.md §6), or plainly.
+// Which transaction a request belongs to: the connection that began it and its number (the
+// request id of its BEGIN, PROTOCOL.md §6.2).
+struct TxRef {
+  std::uint64_t generation = 0;
+  std::uint64_t number = 0;
+};
+
+// How an execute-family request is sent: inside a transaction, or with an idempotency key
+// (PROTOCOL.md §6), or plainly.
 struct Mode {
-  bool in_tx = false;
+  const TxRef* tx = nullptr;
   std::string_view key;
 };
 constexpr Mode kPlain{};
-constexpr Mode kInTx{true, {}};
+Mode in_tx(const TxRef& tx) { return Mode{&tx, {}}; }
 
 Mode keyed(const WriteOptions& options) {
   if (options.idempotency_key.size() > proto::kMaxIdempotencyKey) {
@@ -598,7 +873,7 @@ Mode keyed(const WriteOptions& options) {
         "an idempotency key is at most " + std::to_string(proto::kMaxIdempotencyKey) + " bytes",
         SQLITE_MISUSE, SQLITE_MISUSE);
   }
-  return Mode{false, options.idempotency_key};
+  return Mode{nullptr, options.idempotency_key};
 }
 
 // Sends one request whose frame `encode(out, id)` appends; its reply completes as `kind`.
@@ -607,14 +882,17 @@ std::future<T> send(MultiplexedClient::Impl& impl, Mode mode, Encode encode, Com
                     proto::MsgType reply = proto::MsgType::kResult) {
   std::promise<T> promise;
   auto future = promise.get_future();
+  // A transaction's requests go out on its own connection or not at all, and do not wait for
+  // an in-flight slot: the transaction can always finish, and so release the writes waiting.
   impl.submit(
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         const std::size_t start = out.size();
         encode(out, id);
-        if (mode.in_tx) out[start + proto::kLengthFieldSize] |= proto::kInTransaction;
+        if (mode.tx) proto::add_transaction_number(out, start, mode.tx->number);
         if (!mode.key.empty()) proto::add_idempotency_key(out, start, mode.key);
       },
-      Completion(kind, reply, std::move(promise)));
+      Completion(kind, reply, std::move(promise)),
+      mode.tx ? std::optional(mode.tx->generation) : std::nullopt, mode.tx == nullptr);
   return future;
 }
 
@@ -657,7 +935,19 @@ std::future<void> send_script(MultiplexedClient::Impl& impl, Mode mode, std::str
       Completion::Kind::kResult);
 }
 
-// PING, SHUTDOWN, BEGIN, COMMIT, ROLLBACK: an empty request answered by an empty reply.
+// COMMIT and ROLLBACK of transaction `tx`, answered by OK.
+std::future<void> send_transaction_end(MultiplexedClient::Impl& impl, const TxRef& tx,
+                                       proto::MsgType type) {
+  std::promise<void> promise;
+  auto future = promise.get_future();
+  impl.submit([&](std::vector<std::uint8_t>& out,
+                  std::uint64_t id) { proto::encode_transaction_end(out, type, id, tx.number); },
+              Completion(Completion::Kind::kEmpty, proto::MsgType::kOk, std::move(promise)),
+              tx.generation, false);
+  return future;
+}
+
+// PING and SHUTDOWN: an empty request answered by an empty reply.
 std::future<void> send_empty(MultiplexedClient::Impl& impl, proto::MsgType type,
                              proto::MsgType reply) {
   return send<void>(
@@ -703,7 +993,7 @@ std::optional<Row> first_row(std::vector<Row> rows) {
 
 struct Transaction::Impl {
   std::shared_ptr<MultiplexedClient::Impl> client;
-  std::uint64_t generation = 0;  // the connection that began it
+  TxRef tx;  // the connection that began it, and its number there
   bool finished = false;
 };
 
@@ -847,10 +1137,18 @@ Report MultiplexedClient::backup(std::string_view path) {
 
 Transaction MultiplexedClient::begin() {
   auto& i = impl();
-  i.wait(send_empty(i, proto::MsgType::kBegin, proto::MsgType::kOk));
+  auto claim = std::make_shared<std::atomic<int>>(Completion::kWaiting);
+  std::promise<void> promise;
+  auto granted = promise.get_future();
+  const auto sent =
+      i.submit([](std::vector<std::uint8_t>& out,
+                  std::uint64_t id) { proto::encode_empty(out, proto::MsgType::kBegin, id); },
+               Completion(Completion::Kind::kEmpty, proto::MsgType::kOk, std::move(promise), claim),
+               std::nullopt, true);
+  i.wait_begin(std::move(granted), *claim);
   auto tx = std::make_unique<Transaction::Impl>();
   tx->client = impl_;
-  tx->generation = i.generation();
+  tx->tx = TxRef{sent.generation, sent.id};
   return Transaction(std::move(tx));
 }
 
@@ -878,10 +1176,14 @@ Transaction& Transaction::operator=(Transaction&& other) noexcept {
 }
 Transaction::~Transaction() { abandon(); }
 
+// Sends ROLLBACK without waiting for its reply (requests of one connection run in order, so
+// nothing sent later can run inside this transaction), on the transaction's own connection
+// only: never a round trip, never a reconnect, whatever the state of the connection.
 void Transaction::abandon() noexcept {
   if (!impl_ || impl_->finished) return;
+  impl_->finished = true;
   try {
-    rollback();
+    (void)send_transaction_end(*impl_->client, impl_->tx, proto::MsgType::kRollback);
   } catch (...) {  // the daemon rolls back anyway when the connection or the transaction ends
   }
 }
@@ -901,15 +1203,8 @@ MultiplexedClient::Impl& Transaction::open() const {
 template <typename Send>
 auto Transaction::call(Send send) {
   auto& client = open();
-  if (client.generation() != impl_->generation) {
-    // The client reconnected since: the daemon rolled this transaction back with the old
-    // connection, and the new one must not be mistaken for it.
-    impl_->finished = true;
-    throw ConnectionLostError(
-        "the connection that began this transaction was lost; the daemon rolled it back");
-  }
   try {
-    return client.wait(send(client));
+    return client.wait(send(client, impl_->tx));
   } catch (const OperationalError& e) {
     // The daemon rolled the transaction back (idle timeout, a statement that ended it, ...).
     if (e.extended_code() == kTransactionEndedCode) impl_->finished = true;
@@ -924,27 +1219,28 @@ auto Transaction::call(Send send) {
 }
 
 std::int64_t Transaction::execute(std::string_view sql, const Params& params) {
-  return call(
-      [&](auto& c) { return send_statement(c, kInTx, proto::MsgType::kExecute, sql, params); });
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement(c, in_tx(tx), proto::MsgType::kExecute, sql, params);
+  });
 }
 
 std::int64_t Transaction::execute_returning_rowid(std::string_view sql, const Params& params) {
-  return call([&](auto& c) {
-    return send_statement(c, kInTx, proto::MsgType::kExecuteRowid, sql, params);
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement(c, in_tx(tx), proto::MsgType::kExecuteRowid, sql, params);
   });
 }
 
 std::int64_t Transaction::execute_many(std::string_view sql,
                                        const std::vector<Params>& params_batch) {
-  return call([&](auto& c) { return send_many(c, kInTx, sql, params_batch); });
+  return call([&](auto& c, const TxRef& tx) { return send_many(c, in_tx(tx), sql, params_batch); });
 }
 
 void Transaction::executescript(std::string_view sql) {
-  call([&](auto& c) { return send_script(c, kInTx, sql); });
+  call([&](auto& c, const TxRef& tx) { return send_script(c, in_tx(tx), sql); });
 }
 
 std::vector<Row> Transaction::execute_fetchall(std::string_view sql, const Params& params) {
-  return call([&](auto& c) { return send_fetch(c, kInTx, sql, params); });
+  return call([&](auto& c, const TxRef& tx) { return send_fetch(c, in_tx(tx), sql, params); });
 }
 
 std::optional<Row> Transaction::execute_fetchone(std::string_view sql, const Params& params) {
@@ -952,16 +1248,16 @@ std::optional<Row> Transaction::execute_fetchone(std::string_view sql, const Par
 }
 
 void Transaction::commit() {
-  call([&](auto& c) {
+  call([&](auto& c, const TxRef& tx) {
     impl_->finished = true;  // whatever the outcome, the daemon ends the transaction
-    return send_empty(c, proto::MsgType::kCommit, proto::MsgType::kOk);
+    return send_transaction_end(c, tx, proto::MsgType::kCommit);
   });
 }
 
 void Transaction::rollback() {
-  call([&](auto& c) {
+  call([&](auto& c, const TxRef& tx) {
     impl_->finished = true;
-    return send_empty(c, proto::MsgType::kRollback, proto::MsgType::kOk);
+    return send_transaction_end(c, tx, proto::MsgType::kRollback);
   });
 }
 
