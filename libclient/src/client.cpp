@@ -447,8 +447,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
   // A new event loop and its thread (signals blocked). REQUIRES: mu_ held.
   void start_io() {
-    io_ = std::make_unique<Io>();
-    Io* io = io_.get();
+    auto fresh = std::make_unique<Io>();
+    Io* io = fresh.get();
     io->thread = detail::start_library_thread([this, io] {
       for (;;) {
         try {
@@ -459,6 +459,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         }
       }
     });
+    io_ = std::move(fresh);  // only with its thread running
   }
 
   // In a forked child, on the first use of this client: abandons the parent's connection
@@ -471,7 +472,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       lost_reason_ = "the process forked; the parent keeps its connection";
       next_attempt_ = {};
       backoff_ = std::chrono::milliseconds(25);
-      start_io();
+      start_io();  // if this throws, io_ stays empty and install() tries again
     }
   }
 
@@ -644,6 +645,14 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       if (state_ == State::kClosed || forked_) {
         ::close(fd);
         throw ConnectionClosedError("the client is closed");
+      }
+      if (!io_) {  // starting a thread failed earlier (after a fork): try again
+        try {
+          start_io();
+        } catch (...) {
+          ::close(fd);
+          throw;
+        }
       }
       asio::post(io_->context, [this, self = shared_from_this(), fd, max_frame, &installed] {
         std::unique_lock lk(mu_);
