@@ -251,6 +251,17 @@ void check_payload(const Frame& f) {
     }
   }
   check(proto::decode_empty(payload, why) == payload.empty(), "decode_empty disagrees with size");
+  {
+    std::uint64_t tx = 0;
+    const bool ok = proto::decode_transaction_end(payload, tx, why);
+    check(ok == (payload.size() == proto::kTransactionNumberSize),
+          "decode_transaction_end disagrees with size");
+    if (ok) {
+      Bytes out;
+      proto::encode_transaction_end(out, type, f.request_id, tx);
+      check_reencoded(out, f, "COMMIT/ROLLBACK");
+    }
+  }
 
   {
     proto::Statement m;

@@ -18,8 +18,19 @@ using namespace pasyn;
 using proto::MsgType;
 using Bytes = std::vector<std::uint8_t>;
 
-constexpr std::uint8_t in_tx(MsgType t) {
-  return static_cast<std::uint8_t>(static_cast<std::uint8_t>(t) | proto::kInTransaction);
+// A statement of transaction number `tx` (the request id of its BEGIN).
+Bytes in_tx(MsgType t, std::uint64_t id, std::uint64_t tx, std::string_view sql,
+            const Params& params = {}) {
+  Bytes out;
+  proto::encode_statement(out, t, id, sql, params);
+  proto::add_transaction_number(out, 0, tx);
+  return out;
+}
+
+Bytes tx_end(MsgType t, std::uint64_t id, std::uint64_t tx) {
+  Bytes out;
+  proto::encode_transaction_end(out, t, id, tx);
+  return out;
 }
 
 // A frame whose type byte is `type` as is (the encoders take a MsgType; any byte goes).
@@ -94,15 +105,15 @@ std::vector<Seed> requests() {
                     "INSERT OR IGNORE INTO u(y) VALUES ('a'), ('b');")});
   s.push_back({"begin-commit", 0,
                cat({statement(MsgType::kExecute, 1, kCreate), empty(MsgType::kBegin, 2),
-                    statement(in_tx(MsgType::kExecute), 3, kInsert, kAllTypes),
-                    statement(in_tx(MsgType::kExecuteFetch), 4, "SELECT count(*) FROM t", {}),
-                    empty(MsgType::kCommit, 5)})});
-  s.push_back({"begin-savepoint-rollback", 0,
-               cat({statement(MsgType::kExecute, 1, kCreate), empty(MsgType::kBegin, 2),
-                    statement(in_tx(MsgType::kExecute), 3, "SAVEPOINT s1", {}),
-                    statement(in_tx(MsgType::kExecute), 4, kInsert, kAllTypes),
-                    statement(in_tx(MsgType::kExecute), 5, "ROLLBACK TO s1", {}),
-                    empty(MsgType::kRollback, 6)})});
+                    in_tx(MsgType::kExecute, 3, 2, kInsert, kAllTypes),
+                    in_tx(MsgType::kExecuteFetch, 4, 2, "SELECT count(*) FROM t"),
+                    tx_end(MsgType::kCommit, 5, 2)})});
+  s.push_back(
+      {"begin-savepoint-rollback", 0,
+       cat({statement(MsgType::kExecute, 1, kCreate), empty(MsgType::kBegin, 2),
+            in_tx(MsgType::kExecute, 3, 2, "SAVEPOINT s1"),
+            in_tx(MsgType::kExecute, 4, 2, kInsert, kAllTypes),
+            in_tx(MsgType::kExecute, 5, 2, "ROLLBACK TO s1"), tx_end(MsgType::kRollback, 6, 2)})});
   s.push_back({"stats-checkpoint", 0,
                cat({empty(MsgType::kStats, 1), text(MsgType::kCheckpoint, 2, "PASSIVE")})});
   s.push_back({"transaction-sql", 0, statement(MsgType::kExecute, 1, "BEGIN", {})});
@@ -127,8 +138,8 @@ std::vector<Seed> replies() {
   std::vector<Seed> s;
   {
     Bytes out;
-    proto::encode_hello_ok(out,
-                           {proto::kVersion, 0, proto::kDefaultMaxFrame, "pasyn-writerd 0.1.0"});
+    proto::encode_hello_ok(out, {proto::kVersion, proto::kServerCapabilities,
+                                 proto::kDefaultMaxFrame, "pasyn-writerd 0.1.0"});
     s.push_back({"reply-hello-ok", 0, out});
   }
   {

@@ -3,7 +3,7 @@
 
 #include <unistd.h>
 
-#include "socket_send.hpp"
+#include <pasyn/proto/socket_send.hpp>
 
 namespace pasyn::server {
 
@@ -42,7 +42,7 @@ Admission admit(const Config& config, int fd, std::size_t open) {
 void send_refusal(int fd, const Admission& admission) {
   std::vector<std::uint8_t> frame;
   proto::encode_pasyn_error(frame, 0, admission.code, admission.refusal);
-  send_nonblocking(fd, frame.data(), frame.size());
+  proto::send_nonblocking(fd, frame.data(), frame.size());
 }
 
 }  // namespace pasyn::server

@@ -30,6 +30,33 @@ std::string absolute_path(const std::string& path) {
 
 }  // namespace
 
+std::string private_socket_dir() {
+  const auto uid = ::geteuid();
+  const std::string dir = "/tmp/pasyn-" + std::to_string(uid);
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    ::chmod(dir.c_str(), 0700);  // whatever the umask left
+  } else if (errno != EEXIST) {
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot create the socket directory " + dir + ": " + errno_text(errno));
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {  // lstat: a symlink planted there is refused below
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot inspect the socket directory " + dir + ": " + errno_text(errno));
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if (!S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 077) != 0) {
+    throw StartError(StartError::Kind::kSocket,
+                     "refusing the socket directory " + dir +
+                         ": it must be a directory owned by uid " + std::to_string(uid) +
+                         " with mode 0700, but it is " +
+                         (S_ISDIR(st.st_mode) ? "a directory" : "not a directory") +
+                         " owned by uid " + std::to_string(st.st_uid) + " with mode " + mode);
+  }
+  return dir;
+}
+
 std::string default_socket_path(const std::string& database_path) {
   std::string abs = absolute_path(database_path);
   std::string beside = abs + "-pasyn.sock";
@@ -40,9 +67,9 @@ std::string default_socket_path(const std::string& database_path) {
     h ^= c;
     h *= 1099511628211ull;
   }
-  char name[64];
-  std::snprintf(name, sizeof name, "/tmp/pasyn-%016llx.sock", static_cast<unsigned long long>(h));
-  return name;
+  char name[32];
+  std::snprintf(name, sizeof name, "/%016llx.sock", static_cast<unsigned long long>(h));
+  return private_socket_dir() + name;
 }
 
 LockFile::LockFile(const std::string& database_path) : path_(database_path + "-pasyn.lock") {

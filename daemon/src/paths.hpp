@@ -17,8 +17,15 @@ class StartError : public std::runtime_error {
   Kind kind_;
 };
 
-/// See pasyn::default_socket_path.
+/// See pasyn::default_socket_path. Throws StartError(kSocket) if the fallback directory is
+/// unsafe (see private_socket_dir).
 std::string default_socket_path(const std::string& database_path);
+
+/// "/tmp/pasyn-<euid>", the directory of the fallback socket paths: created with mode 0700 if
+/// missing, and refused (StartError(kSocket)) unless it is a directory (not a symlink) owned by
+/// the effective uid with no permission for group or others, so that no other user can plant
+/// or replace a socket there.
+std::string private_socket_dir();
 
 /// An exclusive flock on "<database>-pasyn.lock", held for the object's lifetime, so that two
 /// servers never serve one database. The file holds the owner's pid, for the error message.

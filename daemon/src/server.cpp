@@ -35,11 +35,12 @@
 #include <unordered_map>
 #include <utility>
 
+#include <pasyn/proto/socket_send.hpp>
+
 #include "access_control.hpp"
 #include "admission.hpp"
 #include "log.hpp"
 #include "paths.hpp"
-#include "socket_send.hpp"
 #include "writer.hpp"
 
 namespace pasyn::server {
@@ -375,8 +376,10 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
       decoder_.set_max_frame(server_.config_.max_frame);
       handshake_timer_.cancel();
       std::vector<std::uint8_t> reply;
-      proto::encode_hello_ok(
-          reply, {proto::kVersion, 0, server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
+      // The daemon announces every capability it supports (PROTOCOL.md §3), whatever the
+      // client asked for.
+      proto::encode_hello_ok(reply, {proto::kVersion, proto::kServerCapabilities,
+                                     server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
       send(std::move(reply));
       return true;
     }
@@ -398,6 +401,14 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
           return protocol_error(std::string("bad idempotency key in ") + proto::to_string(r.type) +
                                 " (1 to " + std::to_string(proto::kMaxIdempotencyKey) +
                                 " bytes expected)");
+        }
+        body = body.subspan(body.size() - reader.remaining());
+      }
+      if (r.in_tx) {  // the transaction number comes first (PROTOCOL.md §6.2)
+        proto::PayloadReader reader(body);
+        if (!reader.u64(r.transaction)) {
+          return protocol_error(std::string("no transaction number in ") +
+                                proto::to_string(r.type));
         }
         body = body.subspan(body.size() - reader.remaining());
       }
@@ -451,9 +462,11 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
         if (ok) log().info("connection {} asked the server to shut down", id_);
         break;
       case MsgType::kBegin:
+        ok = proto::decode_empty(f.payload, why);
+        break;
       case MsgType::kCommit:
       case MsgType::kRollback:
-        ok = proto::decode_empty(f.payload, why);
+        ok = proto::decode_transaction_end(f.payload, r.transaction, why);
         break;
       case MsgType::kHello:
         return protocol_error("HELLO sent twice");
@@ -567,7 +580,7 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
       return;
     }
     const std::size_t sent =
-        send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
+        proto::send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
     if (sent == frames.size()) return;
     pending_.assign(frames.begin() + static_cast<std::ptrdiff_t>(sent), frames.end());
     add_unsent_locked(pending_.size());

@@ -549,7 +549,7 @@ void Writer::process(std::deque<Request>& work) {
         r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
     if (tx_request) {
       flush();
-      if (owner) {
+      if (owner && tx_->number == r.transaction) {
         run_in_transaction(r, work);
       } else {
         refuse_transaction_request(r);
@@ -677,30 +677,33 @@ void Writer::begin_transaction(Request& r) {
     reply(r, std::move(frame));
     return;
   }
-  tx_ = OpenTransaction{r.sink, Clock::now()};
+  tx_ = OpenTransaction{r.sink, Clock::now(), r.id};
   tx_started_ns_.store(tx_->last_activity.time_since_epoch().count(), std::memory_order_relaxed);
-  ended_.erase(r.sink.get());
   std::vector<std::uint8_t> frame;
   proto::encode_empty(frame, proto::MsgType::kOk, r.id);
   reply(r, std::move(frame));
 }
 
+// A transaction request that names no transaction open on its connection: the connection's
+// own earlier transaction (a stale handle), or none at all. Nothing in the answer depends on
+// another connection.
 void Writer::refuse_transaction_request(Request& r) {
+  const bool owner = tx_ && tx_->owner.get() == r.sink.get();
   auto it = ended_.find(r.sink.get());
-  if (it == ended_.end()) {
+  if (!owner && it == ended_.end()) {
     reply_error(r, proto::PasynCode::kMisuse, "no transaction is open on this connection");
     return;
   }
-  if (r.type == proto::MsgType::kRollback) {  // rolling back what is already rolled back
-    ended_.erase(it);
+  if (r.type == proto::MsgType::kRollback) {  // rolling back what has already ended
     std::vector<std::uint8_t> frame;
     proto::encode_empty(frame, proto::MsgType::kOk, r.id);
     reply(r, std::move(frame));
     return;
   }
-  const std::string message = "the transaction was rolled back: " + it->second;
-  if (r.type == proto::MsgType::kCommit) ended_.erase(it);  // the owner has been told
-  reply_error(r, proto::PasynCode::kTransactionEnded, message);
+  const bool known = it != ended_.end() && it->second.number == r.transaction;
+  reply_error(r, proto::PasynCode::kTransactionEnded,
+              known ? "the transaction was rolled back: " + it->second.reason
+                    : std::string("the transaction has ended"));
 }
 
 void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
@@ -768,12 +771,11 @@ void Writer::fail_transaction(Request& r, std::deque<Request>& work, const std::
                             "the transaction was rolled back: " + why);
   reply(r, std::move(frame));
   end_transaction(work, why);
-  ended_.erase(r.sink.get());  // told just now
 }
 
 void Writer::end_transaction(std::deque<Request>& work, std::optional<std::string> reason) {
   if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
-  if (reason) ended_[tx_->owner.get()] = *reason;
+  if (reason) ended_[tx_->owner.get()] = EndedTransaction{tx_->number, *reason};
   tx_.reset();
   tx_started_ns_.store(0, std::memory_order_relaxed);
   work.insert(work.begin(), std::make_move_iterator(deferred_.begin()),

@@ -89,9 +89,10 @@ struct Request {
 
   proto::MsgType type = proto::MsgType::kExecute;  // without the transaction bit
   bool in_tx = false;                              // the frame carried proto::kInTransaction
-  bool disconnect = false;    // not a request: the notice that `sink`'s connection closed
-  Role role = Role::kWriter;  // of the peer, fixed at accept: selects the authorizer's mode
-  std::uint32_t uid = 0;      // the peer's uid (SO_PEERCRED): idempotency keys are per uid
+  std::uint64_t transaction = 0;  // in_tx, COMMIT, ROLLBACK: the transaction number it names
+  bool disconnect = false;        // not a request: the notice that `sink`'s connection closed
+  Role role = Role::kWriter;      // of the peer, fixed at accept: selects the authorizer's mode
+  std::uint32_t uid = 0;          // the peer's uid (SO_PEERCRED): idempotency keys are per uid
   std::uint64_t id = 0;
   std::shared_ptr<ReplySink> sink;
   Clock::time_point arrived;          // set by submit(); for the lock wait
@@ -275,11 +276,17 @@ class Writer {
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;
     Clock::time_point last_activity;
+    std::uint64_t number = 0;  // the request id of its BEGIN (PROTOCOL.md §6.2)
   };
   std::optional<OpenTransaction> tx_;
   std::deque<Request> deferred_;  // waiting for tx_ to end, in arrival order
-  // Connections whose transaction the daemon ended, and why; told on their next request.
-  std::unordered_map<ReplySink*, std::string> ended_;
+  // The last transaction the daemon ended on each connection, and why; kept until the
+  // connection closes, so that any later request naming it is told.
+  struct EndedTransaction {
+    std::uint64_t number = 0;
+    std::string reason;
+  };
+  std::unordered_map<ReplySink*, EndedTransaction> ended_;
   std::vector<std::uint8_t> replies_;  // reply frames of the current batch attempt
   proto::ErrorReply failure_;          // the error of the last failed run_* call
 

@@ -13,6 +13,8 @@
 #include <utility>
 #include <variant>
 
+#include "process.hpp"
+
 namespace pasyn {
 namespace {
 
@@ -192,6 +194,10 @@ struct Connection::Impl {
   sqlite3* db_ = nullptr;  // null once closed
   std::unordered_map<std::string, sqlite3_stmt*, StringHash, std::equal_to<>> cache_;
   std::vector<std::string> last_column_names_;
+  // The process that opened db_ (detail::fork_count()). SQLite forbids carrying an open
+  // connection across fork(): in a child, db_ is never used nor closed (closing would run
+  // SQLite's unlock and WAL clean-up on files the parent is using); it is left to the parent.
+  const std::uint64_t forks_ = detail::fork_count();
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -201,8 +207,16 @@ struct Connection::Impl {
     if (db_ != nullptr) close();
   }
 
+  bool forked() const noexcept { return forks_ != detail::fork_count(); }
+
   static Impl& open(const std::unique_ptr<Impl>& impl) {
     if (!impl || impl->db_ == nullptr) throw ConnectionClosedError("connection is closed");
+    if (impl->forked()) {
+      throw ProgrammingError(
+          "this Connection was opened before fork(); SQLite connections must not cross fork(): "
+          "connect() again in the child",
+          SQLITE_MISUSE, SQLITE_MISUSE);
+    }
     return *impl;
   }
 
@@ -237,6 +251,11 @@ struct Connection::Impl {
 
   // Returns sqlite3_close_v2's result code; the connection counts as closed either way.
   int close() noexcept {
+    if (forked()) {    // the parent's handle: forget it without touching it (see forks_)
+      cache_.clear();  // raw pointers only: nothing is finalized
+      db_ = nullptr;
+      return SQLITE_OK;
+    }
     finalize_cached();
     last_column_names_.clear();
     return sqlite3_close_v2(std::exchange(db_, nullptr));

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "paths.hpp"
+#include "process.hpp"
 #include "server.hpp"
 
 namespace pasyn {
@@ -16,19 +17,32 @@ struct WriterServerHandle::Impl {
   std::thread thread;
   std::string socket_path;
   std::atomic<bool> running{true};
+  // The process that started the server. In a forked child the server's threads, sockets, event
+  // loop and SQLite handle are the parent's: the handle never touches them there (stopping
+  // would write to the event loop and unlink the socket the parent serves).
+  const std::uint64_t forks = detail::fork_count();
+  bool in_child() const noexcept { return forks != detail::fork_count(); }
+
+  /// In a forked child: gives up the parent's server without touching it (deliberately
+  /// leaked). False in the process that started it.
+  static bool leave_in_child(std::unique_ptr<Impl>& impl) noexcept {
+    if (!impl || !impl->in_child()) return false;
+    (void)impl.release();
+    return true;
+  }
 };
 
 WriterServerHandle::WriterServerHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WriterServerHandle::WriterServerHandle(WriterServerHandle&&) noexcept = default;
 WriterServerHandle& WriterServerHandle::operator=(WriterServerHandle&& other) noexcept {
   if (this != &other) {
-    if (impl_) stop();
+    if (impl_ && !Impl::leave_in_child(impl_)) stop();
     impl_ = std::move(other.impl_);
   }
   return *this;
 }
 WriterServerHandle::~WriterServerHandle() {
-  if (impl_) stop();
+  if (impl_ && !Impl::leave_in_child(impl_)) stop();
 }
 
 const std::string& WriterServerHandle::socket_path() const noexcept {
@@ -37,10 +51,14 @@ const std::string& WriterServerHandle::socket_path() const noexcept {
 }
 
 void WriterServerHandle::shutdown() noexcept {
-  if (impl_ && impl_->server) impl_->server->request_stop();
+  if (impl_ && impl_->server && !impl_->in_child()) impl_->server->request_stop();
 }
 
 void WriterServerHandle::join() {
+  if (impl_ && impl_->in_child()) {
+    throw ProgrammingError("this server runs in the parent process; a forked child cannot join it",
+                           SQLITE_MISUSE, SQLITE_MISUSE);
+  }
   if (impl_ && impl_->thread.joinable()) impl_->thread.join();
 }
 
@@ -72,6 +90,9 @@ WriterServerHandle start_writer_server(const std::string& database_path,
   config.transaction_idle_timeout = options.transaction_idle_timeout;
   config.foreign_keys = options.foreign_keys;
   auto impl = std::make_unique<WriterServerHandle::Impl>();
+  // The server's threads (the ones it starts and the one below) take no signals: they belong
+  // to the application's threads.
+  const detail::AllSignalsBlocked blocked;
   try {
     impl->server = std::make_unique<server::Server>(std::move(config));
   } catch (const server::StartError& e) {
@@ -87,15 +108,22 @@ WriterServerHandle start_writer_server(const std::string& database_path,
   }
   impl->socket_path = impl->server->socket_path();
   auto* raw = impl.get();
-  impl->thread = std::thread([raw] {
-    raw->server->run();
+  impl->thread = detail::start_library_thread([raw] {
+    try {
+      raw->server->run();
+    } catch (...) {  // never terminate the application from a library thread
+    }
     raw->running = false;
   });
   return WriterServerHandle(std::move(impl));
 }
 
 std::string default_socket_path(const std::string& database_path) {
-  return server::default_socket_path(database_path);
+  try {
+    return server::default_socket_path(database_path);
+  } catch (const server::StartError& e) {
+    throw Error(e.what());
+  }
 }
 
 }  // namespace pasyn

@@ -542,6 +542,33 @@ void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start
   out[frame_start + kLengthFieldSize] |= kIdempotent;
 }
 
+void add_transaction_number(std::vector<std::uint8_t>& out, std::size_t frame_start,
+                            std::uint64_t transaction) {
+  std::vector<std::uint8_t> prefix;
+  put<std::uint64_t>(prefix, transaction);
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_start + kHeaderSize), prefix.begin(),
+             prefix.end());
+  std::uint32_t length;
+  std::memcpy(&length, out.data() + frame_start, sizeof length);
+  length += static_cast<std::uint32_t>(prefix.size());
+  std::memcpy(out.data() + frame_start, &length, sizeof length);
+  out[frame_start + kLengthFieldSize] |= kInTransaction;
+}
+
+void encode_transaction_end(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::uint64_t transaction) {
+  FrameWriter w(out, type, request_id);
+  w.u64(transaction);
+  w.finish();
+}
+
+bool decode_transaction_end(std::span<const std::uint8_t> payload, std::uint64_t& transaction,
+                            std::string& why) {
+  PayloadReader r(payload);
+  r.u64(transaction);
+  return done(r, why);
+}
+
 void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m) {
   FrameWriter w(out, MsgType::kResult, request_id);
   w.i64(0);

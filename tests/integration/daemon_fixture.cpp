@@ -355,6 +355,22 @@ std::vector<std::uint8_t> statement_frame(std::uint8_t type, std::uint64_t reque
   return frame;
 }
 
+std::vector<std::uint8_t> tx_statement_frame(proto::MsgType type, std::uint64_t request_id,
+                                             std::uint64_t transaction, std::string_view sql,
+                                             const Params& params) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_statement(frame, type, request_id, sql, params);
+  proto::add_transaction_number(frame, 0, transaction);
+  return frame;
+}
+
+std::vector<std::uint8_t> tx_end_frame(proto::MsgType type, std::uint64_t request_id,
+                                       std::uint64_t transaction) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_transaction_end(frame, type, request_id, transaction);
+  return frame;
+}
+
 std::vector<std::uint8_t> little_endian_u32(std::uint32_t v) {
   return {static_cast<std::uint8_t>(v), static_cast<std::uint8_t>(v >> 8),
           static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 24)};

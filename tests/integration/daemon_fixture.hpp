@@ -215,6 +215,14 @@ std::vector<std::uint8_t> empty_frame(proto::MsgType type, std::uint64_t request
 std::vector<std::uint8_t> statement_frame(std::uint8_t type, std::uint64_t request_id,
                                           std::string_view sql, const Params& params = {});
 std::vector<std::uint8_t> little_endian_u32(std::uint32_t v);
+/// A statement frame of base type `type` inside transaction number `transaction` (the request
+/// id of its BEGIN): the transaction bit set and the number before the payload.
+std::vector<std::uint8_t> tx_statement_frame(proto::MsgType type, std::uint64_t request_id,
+                                             std::uint64_t transaction, std::string_view sql,
+                                             const Params& params = {});
+/// COMMIT or ROLLBACK of transaction number `transaction`.
+std::vector<std::uint8_t> tx_end_frame(proto::MsgType type, std::uint64_t request_id,
+                                       std::uint64_t transaction);
 
 /// Asserts that `frame` is an ERROR for `request_id` in `domain` with `code`; returns its
 /// decoded content through `out` when given.

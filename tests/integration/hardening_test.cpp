@@ -37,8 +37,6 @@ namespace proto = pasyn::proto;
 
 constexpr std::uint8_t kExecute = static_cast<std::uint8_t>(proto::MsgType::kExecute);
 constexpr std::uint8_t kExecuteInTransaction = kExecute | proto::kInTransaction;  // 0x43
-constexpr std::uint8_t kExecuteFetchInTransaction =
-    static_cast<std::uint8_t>(proto::MsgType::kExecuteFetch) | proto::kInTransaction;  // 0x45
 
 /// A query that never ends on its own.
 constexpr const char* kEndless =
@@ -321,15 +319,16 @@ TEST_F(LimitTest, AClientThatDoesNotReadItsRepliesIsDisconnectedAndItsTransactio
   ASSERT_TRUE(peer.handshake());
   const auto begun = peer.request(empty_frame(proto::MsgType::kBegin, 1));
   ASSERT_TRUE(begun && begun->type == static_cast<std::uint8_t>(proto::MsgType::kOk));
-  const auto inserted = peer.request(
-      statement_frame(kExecuteInTransaction, 2, "INSERT INTO probe (v) VALUES ('unread')"));
+  const auto inserted = peer.request(tx_statement_frame(proto::MsgType::kExecute, 2, 1,
+                                                        "INSERT INTO probe (v) VALUES ('unread')"));
   ASSERT_TRUE(inserted && inserted->type == static_cast<std::uint8_t>(proto::MsgType::kResult));
 
   // From here on the peer only sends.
   std::vector<std::uint8_t> bytes;
   for (int i = 0; i < kFetches; ++i) {
-    proto::encode_statement(bytes, static_cast<proto::MsgType>(kExecuteFetchInTransaction), 100 + i,
-                            "SELECT zeroblob(30000)", {});
+    const auto f =
+        tx_statement_frame(proto::MsgType::kExecuteFetch, 100 + i, 1, "SELECT zeroblob(30000)");
+    bytes.insert(bytes.end(), f.begin(), f.end());
   }
   ASSERT_TRUE(peer.send(bytes));
   // Queued behind the peer's transaction; runs once the daemon has rolled it back.

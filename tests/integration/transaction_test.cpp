@@ -18,9 +18,6 @@ namespace {
 using namespace pasyn::itest;
 namespace proto = pasyn::proto;
 
-constexpr std::uint8_t kExecuteInTransaction =
-    static_cast<std::uint8_t>(proto::MsgType::kExecute) | proto::kInTransaction;  // 0x43
-
 /// A daemon whose tests all write to kv(k TEXT).
 class TransactionTest : public DaemonTest {
  protected:
@@ -59,17 +56,18 @@ TEST_F(TransactionTest, OtherConnectionsCanNeitherCommitNorRollBackNorActInATran
   std::vector<std::string> messages;
   proto::ErrorReply e;
 
-  EXPECT_TRUE(is_error(peer.request(empty_frame(proto::MsgType::kCommit, 1)), 1,
+  // Whatever transaction number it names: the peer has none of its own.
+  EXPECT_TRUE(is_error(peer.request(tx_end_frame(proto::MsgType::kCommit, 1, 1)), 1,
                        proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
       << "COMMIT from another connection";
   messages.push_back(e.message);
-  EXPECT_TRUE(is_error(peer.request(empty_frame(proto::MsgType::kRollback, 2)), 2,
+  EXPECT_TRUE(is_error(peer.request(tx_end_frame(proto::MsgType::kRollback, 2, 1)), 2,
                        proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
       << "ROLLBACK from another connection";
   messages.push_back(e.message);
-  EXPECT_TRUE(is_error(
-      peer.request(statement_frame(kExecuteInTransaction, 3, "INSERT INTO kv (k) VALUES ('peer')")),
-      3, proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
+  EXPECT_TRUE(is_error(peer.request(tx_statement_frame(proto::MsgType::kExecute, 3, 1,
+                                                       "INSERT INTO kv (k) VALUES ('peer')")),
+                       3, proto::ErrorDomain::kPasyn, proto::PasynCode::kMisuse, &e))
       << "EXECUTE with the transaction bit from another connection";
   messages.push_back(e.message);
   for (const auto& m : messages) {

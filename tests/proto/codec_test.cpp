@@ -495,6 +495,44 @@ TEST(TransactionBit, IsAllowedOnlyOnTheExecuteFamily) {
   }
 }
 
+TEST(TransactionNumber, PrecedesTheStatementPayloadAndSetsTheTransactionBit) {
+  Bytes plain;
+  encode_statement(plain, MsgType::kExecute, 5, "SELECT ?", {std::int64_t{1}});
+  Bytes wire = plain;
+  add_transaction_number(wire, 0, 0x0102030405060708ull);
+  const Frame f = only_frame(wire);
+  EXPECT_EQ(f.type, byte(MsgType::kExecute) | kInTransaction);
+  EXPECT_EQ(f.request_id, 5u);
+  PayloadReader r(f.payload);
+  std::uint64_t tx = 0;
+  ASSERT_TRUE(r.u64(tx));
+  EXPECT_EQ(tx, 0x0102030405060708ull);
+  Statement m;
+  std::string why;
+  ASSERT_TRUE(decode_statement(
+      std::span<const std::uint8_t>(f.payload).subspan(kTransactionNumberSize), m, why))
+      << why;
+  EXPECT_EQ(m.sql, "SELECT ?");
+  EXPECT_EQ(wire.size(), plain.size() + kTransactionNumberSize);
+}
+
+TEST(TransactionNumber, IsTheWholePayloadOfCommitAndRollback) {
+  for (const auto type : {MsgType::kCommit, MsgType::kRollback}) {
+    Bytes wire;
+    encode_transaction_end(wire, type, 9, 42);
+    const Frame f = only_frame(wire);
+    EXPECT_EQ(f.type, byte(type));
+    std::uint64_t tx = 0;
+    std::string why;
+    ASSERT_TRUE(decode_transaction_end(f.payload, tx, why)) << why;
+    EXPECT_EQ(tx, 42u);
+    EXPECT_FALSE(decode_transaction_end({}, tx, why)) << "a version-1 (empty) COMMIT";
+    EXPECT_FALSE(decode_empty(f.payload, why));
+  }
+}
+
+TEST(HelloCodec, SpeaksVersion2) { EXPECT_EQ(Hello{}.version, 2); }
+
 TEST(HelloCodec, RoundTripsTheDefaultHelloWithRequestIdZero) {
   Bytes wire;
   encode_hello(wire, Hello{});
@@ -871,7 +909,7 @@ TEST(WireLayout, HelloMatchesTheSpec) {
       0x01,                                            // type HELLO
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // request id 0
       'P',  'S',  'Y',  'N',                           // magic 0x4E595350
-      0x01, 0x00,                                      // version 1
+      0x02, 0x00,                                      // version 2
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // capabilities 0
   };
   EXPECT_EQ(hex(wire), hex(expected));
@@ -885,10 +923,22 @@ TEST(WireLayout, HelloOkMatchesTheSpec) {
       0x1D, 0x00, 0x00, 0x00,                          // length 29 = 9 + 20
       0x81,                                            // type HELLO_OK
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // request id 0
-      0x01, 0x00,                                      // version 1
+      0x02, 0x00,                                      // version 2
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // capabilities 0
       0x00, 0x00, 0x00, 0x01,                          // max_frame 16 MiB
       0x02, 0x00, 0x00, 0x00, 'd',  '1',               // server "d1"
+  };
+  EXPECT_EQ(hex(wire), hex(expected));
+}
+
+TEST(WireLayout, CommitMatchesTheSpec) {
+  Bytes wire;
+  encode_transaction_end(wire, MsgType::kCommit, 3, 2);
+  const Bytes expected = {
+      0x11, 0x00, 0x00, 0x00,                          // length 17 = 9 + 8
+      0x0A,                                            // type COMMIT
+      0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // request id 3
+      0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // transaction 2 (its BEGIN's id)
   };
   EXPECT_EQ(hex(wire), hex(expected));
 }

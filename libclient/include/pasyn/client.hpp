@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <future>
 #include <memory>
@@ -24,6 +25,17 @@ struct ClientOptions {
   /// How long a blocking call waits for its reply; zero waits until the reply arrives or the
   /// connection is lost. A call that times out throws TimeoutError; its write may still commit.
   std::chrono::milliseconds request_timeout{0};
+  /// The most requests this client keeps unanswered at once, over all threads (values below 1
+  /// count as 1). A call past it, `*_async` ones included, waits until a reply frees a slot
+  /// (at most `request_timeout` when that is set: then TimeoutError, and nothing was sent), so
+  /// a producer that outruns the daemon is slowed down instead of growing memory. Requests of
+  /// an open Transaction never wait for a slot, so that it can always finish.
+  std::size_t max_in_flight = 16384;
+  /// When set: the uid the server must run as, checked with SO_PEERCRED at every connect
+  /// (reconnects included). Another uid fails the connect with ConnectionLostError saying
+  /// which uid answered; nothing is sent to it. Use it when the socket lives in a directory
+  /// others can write to. (Kept the last member.)
+  std::optional<std::uint32_t> expect_server_uid;
 };
 
 class Transaction;
@@ -47,9 +59,18 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// Thread-safety: all methods may be called concurrently from any number of threads.
 /// Requests from all threads travel over one Unix socket: they are pipelined (a thread does not
 /// wait for another's reply before sending), coalesced into few writes, and replies are matched
-/// to callers by request id. Requests sent on this client run in the daemon in the order they
-/// were submitted. Ownership: owns the socket and one I/O thread; the destructor closes both,
-/// failing calls still waiting with ConnectionClosedError.
+/// to callers by request id. Requests sent on one connection run in the daemon in the order
+/// they were submitted. Ownership: owns the socket and one I/O thread (started with every
+/// signal blocked, so that signals go to the application's threads); the destructor closes
+/// both, failing calls still waiting with ConnectionClosedError. At most
+/// `ClientOptions::max_in_flight` requests are unanswered at once; further calls wait.
+///
+/// fork(): a client may cross fork(). In the child, its first call leaves the parent's
+/// connection, event loop and I/O thread untouched (they are abandoned, not closed: closing
+/// would disturb the parent's) and connects afresh, so the child works on a connection of its
+/// own; destroying the client in the child never touches the parent's either. Requests the
+/// parent had in flight at the fork are not completed in the child. Transactions begun before
+/// the fork belong to the parent's connection: in the child they throw ConnectionLostError.
 ///
 /// Every write is answered only after the transaction containing it has committed, so a
 /// returned call (or a ready future) means the write is durable per the daemon's
@@ -119,7 +140,9 @@ class PASYN_EXPORT MultiplexedClient {
 
   /// Opens an exclusive transaction on the daemon and returns its handle; see Transaction.
   /// Waits while another connection's transaction is open, up to the daemon's `--lock-wait`,
-  /// then throws TimeoutError.
+  /// then throws TimeoutError. If `request_timeout` runs out first, TimeoutError is thrown and
+  /// the BEGIN is abandoned: should the daemon grant it later, the client rolls it back as soon
+  /// as the grant arrives, so no transaction is left open without a handle.
   ///
   /// The seed's `client.begin()` / `client.execute(...)` / `client.commit()` becomes
   /// `auto tx = client.begin(); tx.execute(...); tx.commit();` — statements belong to the
@@ -168,16 +191,20 @@ class PASYN_EXPORT MultiplexedClient {
 /// the transaction, and its queries read its own uncommitted writes. `SAVEPOINT`, `RELEASE`
 /// and `ROLLBACK TO` may be sent through it and nest.
 ///
-/// The transaction belongs to the client connection that began it: no other connection can act
-/// in it, commit it or roll it back. The daemon rolls it back when that connection closes or
-/// dies, when it stays idle longer than `--transaction-idle-timeout`, or when a statement ends
-/// it; the next call through the handle then throws OperationalError (extended code
-/// SQLITE_ABORT_ROLLBACK) saying why, and the handle is finished.
+/// The transaction belongs to the client connection that began it, and every request of the
+/// handle carries its number (PROTOCOL.md §6.2): no other connection, and no other handle of
+/// the same client (an earlier transaction's), can act in it, commit it or roll it back. The
+/// daemon rolls it back when that connection closes or dies, when it stays idle longer than
+/// `--transaction-idle-timeout`, or when a statement ends it; the next call through the handle
+/// then throws OperationalError (extended code SQLITE_ABORT_ROLLBACK) saying why, and the
+/// handle is finished. Calls through the handle never reconnect: once the connection that
+/// began it is lost, they throw ConnectionLostError and the handle is finished.
 ///
 /// Thread-safety: not safe for concurrent use; use it from one thread at a time.
 /// Ownership: shares the client's connection (the client may be destroyed first: calls then
-/// throw ConnectionClosedError). Destroying an unfinished transaction rolls it back, ignoring
-/// errors. After commit() or rollback() every call throws ProgrammingError.
+/// throw ConnectionClosedError). Destroying an unfinished transaction rolls it back without
+/// waiting for the reply (a later request of the client runs after the rollback) and without
+/// reconnecting. After commit() or rollback() every call throws ProgrammingError.
 class PASYN_EXPORT Transaction {
  public:
   Transaction(Transaction&&) noexcept;
@@ -199,7 +226,8 @@ class PASYN_EXPORT Transaction {
   void commit();
   /// Rolls back. Finishes the handle.
   void rollback();
-  /// True after commit(), rollback(), or once the daemon has ended the transaction.
+  /// True after commit() or rollback(), and once a call through the handle has learnt that the
+  /// transaction ended (rolled back by the daemon, or its connection lost).
   bool finished() const noexcept;
 
  private:

@@ -51,6 +51,11 @@ class OpenFlags {
 ///
 /// All methods throw `ConnectionClosedError` after `close()`, and a `SqliteError` subclass when
 /// SQLite reports an error.
+///
+/// fork(): SQLite connections must not cross fork(). In a child, every method throws
+/// `ProgrammingError` saying so; `close()` and the destructor forget the handle without
+/// touching it (closing it there would run SQLite's unlocking and WAL clean-up on files the
+/// parent is using). Open a new Connection in the child.
 class PASYN_EXPORT Connection {
  public:
   Connection(Connection&&) noexcept;

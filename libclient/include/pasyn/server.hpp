@@ -40,7 +40,10 @@ struct ServerOptions {
 ///
 /// Thread-safety: `shutdown()` may be called from any thread, including concurrently;
 /// the other methods must not race with each other or with destruction.
-/// Ownership: the destructor stops the server and waits for it (like `stop()`).
+/// Ownership: the destructor stops the server and waits for it (like `stop()`). The server's
+/// threads block every signal. In a fork()ed child the server keeps running in the parent
+/// only: there `shutdown()` does nothing, `join()` throws ProgrammingError, and the destructor
+/// leaves the parent's threads, socket and database untouched.
 class PASYN_EXPORT WriterServerHandle {
  public:
   WriterServerHandle(WriterServerHandle&&) noexcept;
@@ -83,7 +86,11 @@ PASYN_EXPORT WriterServerHandle start_writer_server(const std::string& database_
 
 /// The socket a server for `database_path` listens on by default: the absolute database path
 /// plus "-pasyn.sock", or, when that is too long for a Unix socket address,
-/// "/tmp/pasyn-<hash of the absolute path>.sock". Pure function of the path.
+/// "/tmp/pasyn-<euid>/<hash of the absolute path>.sock" (the same for the daemon and the
+/// client of one user). That directory is created with mode 0700 if missing; if it is not a
+/// directory owned by the caller's effective uid with mode 0700 (another user could plant a
+/// socket there), Error is thrown. A client of another user than the daemon's must be given
+/// the socket path.
 PASYN_EXPORT std::string default_socket_path(const std::string& database_path);
 
 }  // namespace pasyn

@@ -19,7 +19,13 @@
 namespace pasyn::proto {
 
 inline constexpr std::uint32_t kMagic = 0x4E595350;  // "PSYN" read as a little-endian u32
-inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::uint16_t kVersion = 2;
+
+/// Capability bits of HELLO and HELLO_OK (PROTOCOL.md §3): a client sets the optional features
+/// it wants, the daemon answers with every feature it supports, and a feature is in effect on a
+/// connection when both set its bit. A new feature takes the next free bit and is listed here
+/// and in PROTOCOL.md; unknown bits are ignored by both sides. None is defined yet.
+inline constexpr std::uint64_t kServerCapabilities = 0;
 inline constexpr std::uint32_t kDefaultMaxFrame = 16u << 20;
 /// Largest frame (header included) the daemon reads before it has sent HELLO_OK: a HELLO is
 /// 27 bytes; the rest is room for fields a later version may add. PROTOCOL.md §2.
@@ -60,6 +66,10 @@ inline constexpr std::uint8_t kInTransaction = 0x40;
 /// the type's usual payload.
 inline constexpr std::uint8_t kIdempotent = 0x20;
 inline constexpr std::size_t kMaxIdempotencyKey = 256;
+/// A transaction request (kInTransaction set) starts its payload with the u64 transaction
+/// number: the request id of the BEGIN that opened it (PROTOCOL.md §6.2). COMMIT and ROLLBACK
+/// carry it as their whole payload.
+inline constexpr std::size_t kTransactionNumberSize = 8;
 
 /// The type byte without kInTransaction or kIdempotent, when one of them is allowed on the type.
 inline constexpr std::uint8_t base_type(std::uint8_t type) noexcept {
@@ -339,6 +349,18 @@ bool decode_error(std::span<const std::uint8_t> payload, ErrorReply& m, std::str
 /// into its idempotent form: sets kIdempotent and puts `key` before its payload.
 void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
                          std::string_view key);
+
+/// Turns the execute-family frame that starts at `frame_start` in `out` (the last frame there)
+/// into a transaction request: sets kInTransaction and puts the u64 `transaction` number
+/// before its payload.
+void add_transaction_number(std::vector<std::uint8_t>& out, std::size_t frame_start,
+                            std::uint64_t transaction);
+
+/// COMMIT and ROLLBACK: the payload is the transaction number.
+void encode_transaction_end(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::uint64_t transaction);
+bool decode_transaction_end(std::span<const std::uint8_t> payload, std::uint64_t& transaction,
+                            std::string& why);
 
 /// Shorthand for a pasyn-domain error frame.
 void encode_pasyn_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, PasynCode code,

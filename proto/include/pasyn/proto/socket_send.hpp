@@ -1,5 +1,5 @@
-// A write that never blocks: how the daemon and the client send from the thread that has the
-// bytes, leaving only what the socket refuses to their I/O thread.
+// A write that never blocks (shared by the daemon and the client): how they send from the thread
+// that has the bytes, leaving only what the socket refuses to their I/O thread.
 #pragma once
 
 #include <sys/socket.h>
@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace pasyn::server {
+namespace pasyn::proto {
 
 /// Sends as much of [data, data + size) as the socket takes now; returns the bytes sent.
 /// Stops at a full socket buffer or an error, which the caller's I/O thread then meets
@@ -28,4 +28,4 @@ inline std::size_t send_nonblocking(int fd, const std::uint8_t* data, std::size_
   return sent;
 }
 
-}  // namespace pasyn::server
+}  // namespace pasyn::proto

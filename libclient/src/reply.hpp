@@ -1,0 +1,164 @@
+// Replies of pasyn-writerd as the client sees them: error frames mapped to pasyn exceptions, and
+// Completion, what the client's pending table holds per request.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <future>
+#include <memory>
+#include <pasyn/client.hpp>
+#include <pasyn/errors.hpp>
+#include <pasyn/proto/codec.hpp>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace pasyn::detail {
+
+/// The extended code of the OperationalError for a transaction the daemon rolled back.
+inline constexpr int kTransactionEndedCode = SQLITE_ABORT_ROLLBACK;
+
+inline std::exception_ptr error_from_reply(const proto::ErrorReply& e) {
+  try {
+    if (e.domain == proto::ErrorDomain::kSqlite) {
+      throw_sqlite_error(e.message, e.code, e.extended_code);
+    }
+    switch (static_cast<proto::PasynCode>(e.code)) {
+      case proto::PasynCode::kProtocol:
+        throw ProtocolError("pasyn-writerd reported a protocol error: " + e.message);
+      case proto::PasynCode::kMisuse:
+        throw ProgrammingError(e.message, SQLITE_MISUSE, SQLITE_MISUSE);
+      case proto::PasynCode::kShuttingDown:
+        throw OperationalError(e.message, SQLITE_ABORT, SQLITE_ABORT);
+      case proto::PasynCode::kTimeout:
+        throw TimeoutError(e.message);
+      case proto::PasynCode::kTooLarge:
+        throw DataError(e.message, SQLITE_TOOBIG, SQLITE_TOOBIG);
+      case proto::PasynCode::kTransactionEnded:
+        throw OperationalError(e.message, SQLITE_ABORT, kTransactionEndedCode);
+      case proto::PasynCode::kLimit:  // e.g. --max-connections: worth retrying later
+        throw OperationalError(e.message, SQLITE_BUSY, SQLITE_BUSY);
+      case proto::PasynCode::kPermission:
+        throw OperationalError(e.message, SQLITE_PERM, SQLITE_PERM);
+    }
+    throw Error("pasyn-writerd error " + std::to_string(e.code) + ": " + e.message);
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+[[noreturn]] inline void throw_protocol(const std::string& why) {
+  throw ProtocolError("malformed reply from pasyn-writerd: " + why);
+}
+
+// Reply decoders: turn a frame into the call's value, or throw the error it carries.
+inline void expect(const proto::FrameView& f, proto::MsgType type) {
+  const auto got = static_cast<proto::MsgType>(f.type);
+  if (got == proto::MsgType::kError) {
+    proto::ErrorReply e;
+    std::string why;
+    if (!proto::decode_error(f.payload, e, why)) throw_protocol(why);
+    std::rethrow_exception(error_from_reply(e));
+  }
+  if (got != type) {
+    throw_protocol(std::string("expected ") + proto::to_string(type) + ", got " +
+                   proto::to_string(got));
+  }
+}
+
+inline proto::Result decode_result(const proto::FrameView& f) {
+  expect(f, proto::MsgType::kResult);
+  proto::Result r;
+  std::string why;
+  if (!proto::decode_result(f.payload, r, why)) throw_protocol(why);
+  return r;
+}
+
+inline void decode_nothing(const proto::FrameView& f, proto::MsgType type) {
+  expect(f, type);
+  std::string why;
+  if (!proto::decode_empty(f.payload, why)) throw_protocol(why);
+}
+
+/// Completes one request: turns its reply frame into the call's value, or fails it. Holds the
+/// promise by value (no allocation beyond the promise's own state), and is what the pending
+/// table stores per request id.
+class Completion {
+ public:
+  enum class Kind : std::uint8_t {
+    kChanges,  // RESULT -> rows changed
+    kRowid,    // RESULT -> rowid inserted
+    kRows,     // RESULT -> rows
+    kResult,   // RESULT -> nothing
+    kEmpty,    // an empty reply of type `reply`
+  };
+
+  /// States of a BEGIN's claim: its caller still waits, gave up (wait_begin), or the reply
+  /// was taken for it.
+  static constexpr int kWaiting = 0;
+  static constexpr int kAbandoned = 1;
+  static constexpr int kDelivered = 2;
+
+  Completion() = default;
+  template <typename T>
+  Completion(Kind kind, proto::MsgType reply, std::promise<T> promise,
+             std::shared_ptr<std::atomic<int>> claim = nullptr)
+      : kind_(kind), reply_(reply), promise_(std::move(promise)), claim_(std::move(claim)) {}
+
+  /// Takes the reply for the caller; false if the caller has abandoned the request (only a
+  /// BEGIN can be abandoned).
+  bool claim() noexcept {
+    if (!claim_) return true;
+    int expected = kWaiting;
+    return claim_->compare_exchange_strong(expected, kDelivered) || expected != kAbandoned;
+  }
+
+  void complete(const proto::FrameView& f) noexcept {
+    try {
+      switch (kind_) {
+        case Kind::kChanges:
+          return get<std::int64_t>().set_value(decode_result(f).changes);
+        case Kind::kRowid:
+          return get<std::int64_t>().set_value(decode_result(f).last_rowid);
+        case Kind::kRows:
+          return get<std::vector<Row>>().set_value(std::move(decode_result(f).rows));
+        case Kind::kResult:
+          decode_result(f);
+          return get<void>().set_value();
+        case Kind::kEmpty:
+          decode_nothing(f, reply_);
+          return get<void>().set_value();
+      }
+    } catch (...) {
+      fail(std::current_exception());
+    }
+  }
+
+  void fail(std::exception_ptr error) noexcept {
+    std::visit(
+        [&](auto& p) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(p)>, std::monostate>) {
+            p.set_exception(error);
+          }
+        },
+        promise_);
+  }
+
+ private:
+  template <typename T>
+  std::promise<T>& get() {
+    return std::get<std::promise<T>>(promise_);
+  }
+
+  Kind kind_ = Kind::kResult;
+  proto::MsgType reply_ = proto::MsgType::kResult;
+  std::variant<std::monostate, std::promise<std::int64_t>, std::promise<std::vector<Row>>,
+               std::promise<void>>
+      promise_;
+  std::shared_ptr<std::atomic<int>> claim_;  // BEGIN only
+};
+
+}  // namespace pasyn::detail
