@@ -2,6 +2,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <optional>
 #include <pasyn/errors.hpp>
 #include <pasyn/server.hpp>
 #include <thread>
@@ -16,19 +17,30 @@ struct WriterServerHandle::Impl {
   std::thread thread;
   std::string socket_path;
   std::atomic<bool> running{true};
+  // Set by the server thread when it stopped on a StorageError; join() reports it once.
+  std::optional<OperationalError> failure;
+  void join_thread() noexcept {
+    if (thread.joinable()) thread.join();
+  }
 };
 
 WriterServerHandle::WriterServerHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WriterServerHandle::WriterServerHandle(WriterServerHandle&&) noexcept = default;
 WriterServerHandle& WriterServerHandle::operator=(WriterServerHandle&& other) noexcept {
   if (this != &other) {
-    if (impl_) stop();
+    if (impl_) {
+      shutdown();
+      impl_->join_thread();
+    }
     impl_ = std::move(other.impl_);
   }
   return *this;
 }
 WriterServerHandle::~WriterServerHandle() {
-  if (impl_) stop();
+  if (impl_) {
+    shutdown();
+    impl_->join_thread();  // never throws: a failure not collected by join() is dropped
+  }
 }
 
 const std::string& WriterServerHandle::socket_path() const noexcept {
@@ -41,7 +53,13 @@ void WriterServerHandle::shutdown() noexcept {
 }
 
 void WriterServerHandle::join() {
-  if (impl_ && impl_->thread.joinable()) impl_->thread.join();
+  if (!impl_) return;
+  impl_->join_thread();
+  if (impl_->failure) {
+    OperationalError e = std::move(*impl_->failure);
+    impl_->failure.reset();
+    throw e;
+  }
 }
 
 void WriterServerHandle::stop() {
@@ -87,7 +105,15 @@ WriterServerHandle start_writer_server(const std::string& database_path,
   impl->socket_path = impl->server->socket_path();
   auto* raw = impl.get();
   impl->thread = std::thread([raw] {
-    raw->server->run();
+    try {
+      raw->server->run();
+    } catch (const server::StorageError& e) {
+      raw->failure.emplace(
+          std::string("the writer server stopped: ") + e.what() +
+              ". The outcome of the writes of its last batch is unknown (their callers got "
+              "ConnectionLostError); reopening the database lets WAL recovery decide",
+          e.sqlite_code() & 0xff, e.sqlite_code());
+    }
     raw->running = false;
   });
   return WriterServerHandle(std::move(impl));
