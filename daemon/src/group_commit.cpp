@@ -56,30 +56,38 @@ void Writer::process(std::deque<Request>& work) {
       ended_.erase(r.sink.get());
       continue;
     }
-    const bool tx_request =
-        r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
-    if (tx_request) {
-      flush();
-      if (owner) {
-        run_in_transaction(r, work);
+    try {
+      const bool tx_request =
+          r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
+      if (tx_request) {
+        flush();
+        if (owner) {
+          run_in_transaction(r, work);
+        } else {
+          refuse_transaction_request(r);
+        }
+      } else if (tx_) {
+        defer(r);
+      } else if (r.type == proto::MsgType::kBegin) {
+        flush();
+        begin_transaction(r);
+      } else if (r.type == proto::MsgType::kCheckpoint || r.type == proto::MsgType::kBackup) {
+        flush();
+        run_admin(r);
+      } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
+                 must_run_alone(r.sql) && is_single_statement(r.sql)) {
+        flush();
+        run_alone(r);
       } else {
-        refuse_transaction_request(r);
+        batch.push_back(std::move(r));
+        if (batch.size() >= kMaxBatch) flush();
       }
-    } else if (tx_) {
-      defer(r);
-    } else if (r.type == proto::MsgType::kBegin) {
-      flush();
-      begin_transaction(r);
-    } else if (r.type == proto::MsgType::kCheckpoint || r.type == proto::MsgType::kBackup) {
-      flush();
-      run_admin(r);
-    } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
-               must_run_alone(r.sql) && is_single_statement(r.sql)) {
-      flush();
-      run_alone(r);
-    } else {
-      batch.push_back(std::move(r));
-      if (batch.size() >= kMaxBatch) flush();
+    } catch (const std::exception& e) {
+      // An allocation failure outside a batch (which has its own barrier): this request's
+      // outcome is unknown here, so its connection is closed unanswered (which also rolls back
+      // its transaction, if it has one); the writer goes on. r is intact if it was not moved.
+      log().error("request {} failed in pasyn-writerd: {}; closing its connection", r.id, e.what());
+      if (r.sink) r.sink->abandon();
     }
   }
   flush();
