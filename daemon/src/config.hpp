@@ -15,6 +15,9 @@ struct Config {
   std::string database_path;
   std::string socket_path;  // empty: default_socket_path(database_path)
   bool synchronous_full = true;
+  /// --foreign-keys: the writer connection enforces foreign keys (SQLite's default: off).
+  /// Clients cannot change it (PRAGMA foreign_keys is query-only for them).
+  bool foreign_keys = false;
   std::chrono::milliseconds busy_timeout{5000};
   std::uint32_t max_frame = proto::kDefaultMaxFrame;
   std::chrono::milliseconds handshake_timeout{10000};
@@ -54,7 +57,8 @@ struct Config {
   /// Peers (SO_PEERCRED) allowed to connect when either list is non-empty: by uid, or by a gid
   /// the peer's user has (primary or supplementary). The daemon's own uid is always allowed.
   std::vector<std::uint32_t> allow_uids, allow_gids;
-  /// Peers that may only read: PING, STATS, and statements SQLite reports as read-only.
+  /// Peers that may only read (Role::kReadOnly): PING, STATS, and statements the authorizer's
+  /// read-only mode allows and SQLite reports as read-only; no idempotency keys.
   std::vector<std::uint32_t> read_only_uids, read_only_gids;
 
   /// Install SIGTERM/SIGINT handlers that stop the server (the daemon; not in-process servers).

@@ -104,6 +104,25 @@ void Writer::run_batch(std::vector<Request>& batch) {
 }
 
 void Writer::run_batch_attempts(std::vector<Request>& batch) {
+  // The key table is created once, here, outside any transaction, so no rollback undoes it.
+  if (!keys_->ready() &&
+      std::any_of(batch.begin(), batch.end(), [](const Request& r) { return !r.key.empty(); }) &&
+      !keys_->prepare()) {
+    capture_sqlite_error();
+    failure_.message = "cannot keep idempotency keys: " + failure_.message;
+    std::vector<Request> keyed, rest;
+    for (auto& r : batch) (r.key.empty() ? rest : keyed).push_back(std::move(r));
+    batch.swap(rest);
+    replies_.clear();
+    std::vector<Outcome> failed;
+    for (auto& r : keyed) {
+      failed.push_back({replies_.size(), false});
+      proto::encode_error(replies_, r.id, failure_);
+    }
+    deliver(keyed, failed);
+    delivering_ = false;  // only the keyed requests were answered
+    if (batch.empty()) return;
+  }
   std::vector<Outcome> outcomes;
   // First without savepoints: a batch in which nothing fails (the common case) then costs one
   // statement per request. If a request fails, the whole attempt is rolled back and the batch
@@ -286,23 +305,19 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     proto::encode_error(replies_, r.id, failure_);
     out.ok = false;
   };
+  RequestDigest digest{};
   if (!r.key.empty()) {
-    if (!prepare_idempotency()) {
-      if (!in_write_transaction()) return Lost::kByWriter;
-      fail();
-      return Lost::kNo;
-    }
-    const bool replayed = replay(r);  // seen before: its recorded outcome, nothing executed
+    digest = request_digest(r.type, r.sql,
+                            r.type == proto::MsgType::kExecuteMany ? r.many.bytes : r.params.bytes,
+                            r.type == proto::MsgType::kExecuteMany ? r.many.rows : 0);
+    bool error = false;
+    const bool replayed = answered_by_key(r, digest, error);  // seen before: nothing executed
     if (!in_write_transaction()) return Lost::kByWriter;
     if (replayed) {
       out.ok = true;
       return Lost::kNo;
     }
-    // Not replayed: either the key is new, or the lookup failed (its error stays in the
-    // connection after the statement's reset). Running the request then could run it twice.
-    if (const int rc = sqlite3_extended_errcode(db_); rc != SQLITE_OK) {
-      capture_sqlite_error();
-      failure_.message = "cannot look up the idempotency key: " + failure_.message;
+    if (error) {  // the lookup failed, or the key belongs to another request: not run
       fail();
       return Lost::kNo;
     }
@@ -323,8 +338,10 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     return Lost::kByRequest;
   }
   // The key is written in the same transaction as the request's effects: both or neither.
-  if (ok && !r.key.empty() && !record(r, out.offset)) {
+  if (ok && !r.key.empty() && !keys_->record(r.uid, r.key, digest, replies_, out.offset)) {
     if (!in_write_transaction()) return Lost::kByWriter;
+    capture_sqlite_error();
+    failure_.message = "cannot record the idempotency key: " + failure_.message;
     ok = false;
   }
   if (ok) {

@@ -126,6 +126,12 @@ int main(int argc, char** argv) {
                  "full: acknowledged writes survive power loss; normal: they survive crashes")
       ->check(CLI::IsMember({"full", "normal"}))
       ->capture_default_str();
+  std::string foreign_keys = "off";
+  app.add_option("--foreign-keys", foreign_keys,
+                 "on: the writer connection enforces foreign key constraints (clients cannot "
+                 "change it)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app.add_option("--busy-timeout", busy_ms,
                  "milliseconds to wait for other processes writing the file directly")
       ->transform(duration)
@@ -237,6 +243,7 @@ int main(int argc, char** argv) {
   }
 
   config.synchronous_full = synchronous == "full";
+  config.foreign_keys = foreign_keys == "on";
   config.busy_timeout = std::chrono::milliseconds(busy_ms);
   config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   config.drain_timeout = std::chrono::milliseconds(drain_ms);

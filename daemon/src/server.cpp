@@ -377,6 +377,7 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
     r.type = static_cast<MsgType>(proto::base_type(f.type));
     r.in_tx = proto::in_transaction(f.type);
     r.id = f.request_id;
+    r.uid = static_cast<std::uint32_t>(cred_.uid);
     bool ok = false;
     // The execute family keeps one copy of the payload and reads SQL and values in place; an
     // idempotency key comes first (PROTOCOL.md §6.3).
@@ -477,7 +478,12 @@ class Session : public ReplySink, public std::enable_shared_from_this<Session> {
                          std::string("this connection may only read (--read-only-uid/gid): ") +
                              proto::to_string(r.type) + " refused"};
       }
-      r.read_only = true;  // the writer runs it only if SQLite calls the statement read-only
+      if (!r.key.empty()) {  // recording the key would write the database
+        return std::pair{proto::PasynCode::kPermission,
+                         std::string("this connection may only read (--read-only-uid/gid): an "
+                                     "idempotency key is recorded in the database, refused")};
+      }
+      r.role = Role::kReadOnly;  // the writer's authorizer allows it reads only
     }
     if (r.sql.find('\0') != std::string_view::npos) {  // SQLite would stop reading there
       return std::pair{proto::PasynCode::kMisuse, std::string("the SQL text contains a NUL byte")};

@@ -26,49 +26,6 @@ constexpr std::chrono::milliseconds kTruncateWait{100};
 // After a reader outlasted the longest wait, writes go on this long before the next attempt.
 constexpr std::chrono::seconds kTruncateBackoff{60};
 
-constexpr const char* kTransactionSqlMessage =
-    "BEGIN, COMMIT, ROLLBACK and END cannot be sent as SQL: every request already runs "
-    "atomically in the daemon's own transaction. Use MultiplexedClient::begin() for a "
-    "transaction (then tx.commit() or tx.rollback()), or executescript()/execute_many() to make "
-    "several statements atomic";
-constexpr const char* kSavepointSqlMessage =
-    "SAVEPOINT, RELEASE and ROLLBACK TO are only allowed inside a transaction opened with "
-    "MultiplexedClient::begin()";
-constexpr const char* kInternalSavepointMessage =
-    "the savepoint name pasyn_request is reserved by pasyn-writerd";
-constexpr std::string_view kInternalSavepoint = "pasyn_request";
-constexpr const char* kAttachMessage =
-    "ATTACH and DETACH are not allowed through pasyn-writerd: it serves one database file";
-constexpr const char* kVacuumIntoMessage =
-    "VACUUM INTO is not allowed through pasyn-writerd (an operator copies the database with "
-    "BACKUP: `pasyn backup PATH`)";
-constexpr const char* kPragmaMessage =
-    "this pragma changes the daemon's durability, journal, locking or schema-integrity settings "
-    "and cannot be set by a client (pasyn-writerd's flags set them)";
-
-// Pragmas a client may read but not set: durability (synchronous, fullfsync, ...), the journal
-// and locking (journal_mode, locking_mode, wal_autocheckpoint, busy_timeout, query_only), and the
-// schema's integrity (writable_schema, ignore_check_constraints, schema_version, trusted_schema),
-// plus the deprecated directory pragmas.
-bool is_protected_pragma(const char* name, const char* value) {
-  static constexpr std::string_view kProtected[] = {
-      "synchronous",          "fullfsync",
-      "checkpoint_fullfsync", "journal_mode",
-      "locking_mode",         "wal_autocheckpoint",
-      "busy_timeout",         "query_only",
-      "writable_schema",      "ignore_check_constraints",
-      "schema_version",       "trusted_schema",
-      "temp_store_directory", "data_store_directory"};
-  if (!name) return false;
-  const auto lower = [](std::string text) {
-    for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return text;
-  };
-  const std::string n = lower(name);
-  if (n == "journal_mode" && lower(value) == "wal") return false;  // what it is already
-  return std::find(std::begin(kProtected), std::end(kProtected), n) != std::end(kProtected);
-}
-
 /// Resets a statement when the scope ends, on every path, so no statement keeps a read snapshot
 /// or a write cursor open. With `clear_bindings`, also drops its bindings, which point into a
 /// request's payload (done once per request, not per execute_many row).
@@ -247,6 +204,10 @@ Writer::Writer(const Config& config) : config_(config) {
   if (rc != SQLITE_OK) fail(sqlite3_errstr(rc));
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
+  // From here on, client SQL is checked against the allow-list; the daemon's own runs as
+  // Mode::kInternal (this scope, exec_internal, prepare_internal).
+  authorizer_.install(db_);
+  Authorizer::Scope internal(authorizer_, Mode::kInternal);
 
   sqlite3_stmt* mode = nullptr;
   if (sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &mode, nullptr) != SQLITE_OK ||
@@ -265,6 +226,14 @@ Writer::Writer(const Config& config) : config_(config) {
   // bound on the parameters of a statement (also of each execute_many row).
   sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
+  sqlite3_enable_load_extension(db_, 0);  // also the SQL function load_extension()
+  // SQL functions and virtual tables in the schema (triggers, views, defaults) are limited to
+  // the innocuous ones: a schema written by one client cannot run dangerous code for another.
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  // --foreign-keys: clients cannot set it (it is connection state, shared by all of them).
+  int fk = -1;
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_FKEY, config_.foreign_keys ? 1 : 0, &fk);
+  if (fk != (config_.foreign_keys ? 1 : 0)) fail("cannot set foreign key enforcement");
   // (Not SQLITE_LIMIT_SQL_LENGTH: SQLite's own nested statements for DDL count against it; the
   // session checks --max-sql-length on what clients send.)
   sqlite3_limit(db_, SQLITE_LIMIT_VARIABLE_NUMBER, static_cast<int>(config_.max_params));
@@ -278,21 +247,19 @@ Writer::Writer(const Config& config) : config_(config) {
   if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_) {
     fail("cannot prepare transaction statements");
   }
-  sqlite3_set_authorizer(db_, &Writer::authorize, this);
   sqlite3_progress_handler(db_, kProgressInterval, &Writer::on_progress, this);
   // Checkpoints (replaces SQLite's auto-checkpoint, which is this same hook): passive from
   // kAutoCheckpointFrames on, as SQLite would; TRUNCATE past --wal-limit.
   int page_size = 4096;
   if (sqlite3_stmt* ps = prepare_internal("PRAGMA page_size")) {
-    internal_ = true;
     if (sqlite3_step(ps) == SQLITE_ROW) page_size = sqlite3_column_int(ps, 0);
-    internal_ = false;
     sqlite3_finalize(ps);
   }
   wal_limit_frames_ = static_cast<int>(std::min<std::size_t>(
       config_.wal_limit / static_cast<std::size_t>(page_size > 0 ? page_size : 4096), INT32_MAX));
   sqlite3_wal_hook(db_, &Writer::on_wal_commit, this);
   commit_us_.reserve(kCommitWindow);
+  keys_.emplace(db_, authorizer_, config_.idempotency_keys);
 }
 
 Writer::~Writer() {
@@ -305,6 +272,7 @@ Writer::~Writer() {
 }
 
 sqlite3_stmt* Writer::prepare_internal(const char* sql) {
+  Authorizer::Scope internal(authorizer_, Mode::kInternal);
   sqlite3_stmt* stmt = nullptr;
   sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   return stmt;
@@ -346,10 +314,8 @@ void Writer::bound_wal() {
         return 1;
       },
       &wait);
-  internal_ = true;
   const int rc =
       sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-  internal_ = false;
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
   if (rc == SQLITE_OK) {
     wal_frames_ = 0;
@@ -379,53 +345,6 @@ int Writer::on_progress(void* self) {
     return 1;  // interrupts the statement: SQLITE_INTERRUPT, turned into TIMEOUT by run_request
   }
   return 0;
-}
-
-int Writer::authorize(void* self, int action, const char* arg1, const char* arg2, const char*,
-                      const char*) {
-  auto* w = static_cast<Writer*>(self);
-  if (w->internal_) return SQLITE_OK;
-  w->denied_code_ = proto::PasynCode::kPermission;
-  if (w->vacuum_) {
-    // Its own statements, but for the database it attaches: VACUUM attaches '' (a temporary
-    // file); VACUUM INTO 'path' attaches the path, which would let a client write a copy of the
-    // database anywhere the daemon may write (BACKUP is the operators' way to copy it).
-    if (action == SQLITE_ATTACH && arg1 && *arg1) {
-      w->denied_ = kVacuumIntoMessage;
-      return SQLITE_DENY;
-    }
-    return SQLITE_OK;
-  }
-  w->denied_code_ = proto::PasynCode::kMisuse;
-  if (action == SQLITE_TRANSACTION) {
-    w->denied_ = kTransactionSqlMessage;
-    return SQLITE_DENY;
-  }
-  if (action == SQLITE_ATTACH || action == SQLITE_DETACH) {
-    w->denied_code_ = proto::PasynCode::kPermission;
-    w->denied_ = kAttachMessage;
-    return SQLITE_DENY;
-  }
-  if (action == SQLITE_PRAGMA && arg2 && is_protected_pragma(arg1, arg2)) {  // a setting
-    w->denied_code_ = proto::PasynCode::kPermission;
-    w->denied_ = kPragmaMessage;
-    return SQLITE_DENY;
-  }
-  if (action == SQLITE_SAVEPOINT) {
-    if (!w->in_tx_request_) {
-      w->denied_ = kSavepointSqlMessage;
-      return SQLITE_DENY;
-    }
-    (void)arg1;  // "BEGIN", "RELEASE" or "ROLLBACK"
-    if (arg2 && kInternalSavepoint == arg2) {
-      w->denied_ = kInternalSavepointMessage;
-      return SQLITE_DENY;
-    }
-    // Allowed only because we are inside a client transaction: never cache this statement,
-    // or a later request outside any transaction could run it without asking us again.
-    w->saw_savepoint_ = true;
-  }
-  return SQLITE_OK;
 }
 
 void Writer::start(std::function<void()> on_shutdown_request, std::function<void()> on_drained) {
@@ -631,7 +550,7 @@ void Writer::reply_error(Request& r, proto::PasynCode code, std::string_view mes
 void Writer::run_alone(Request& r) {
   replies_.clear();
   // VACUUM runs ATTACH and BEGIN of its own inside SQLite; see authorize().
-  vacuum_ = is_vacuum(r.sql);
+  vacuum_ = r.role != Role::kReadOnly && is_vacuum(r.sql);
   alone_ = true;
   const bool ok = run_request(r);
   alone_ = vacuum_ = false;
@@ -916,7 +835,10 @@ bool Writer::run_request(Request& r) {
   // --statement-timeout bounds the whole request (all statements of a script or execute_many).
   if (config_.statement_timeout.count() > 0) deadline_ = Clock::now() + config_.statement_timeout;
   timed_out_ = false;
-  denied_ = nullptr;
+  // The whole request, prepare and step, in its mode: SQLite also asks while a statement runs
+  // (VACUUM's attach, the PRAGMA behind a pragma_* table-valued function).
+  Authorizer::Scope scope(authorizer_, mode_of(r));
+  authorizer_.clear_denial();
   bool ok = false;
   try {
     ok = run_request_body(r);
@@ -929,9 +851,10 @@ bool Writer::run_request(Request& r) {
     out_of_memory("the reply is larger than pasyn-writerd can hold");
   }
   deadline_.reset();
-  if (!ok && denied_ && failure_.domain == proto::ErrorDomain::kSqlite &&
+  const auto& denied = authorizer_.denial();
+  if (!ok && denied && failure_.domain == proto::ErrorDomain::kSqlite &&
       failure_.code == SQLITE_AUTH) {
-    set_failure(denied_code_, denied_);  // refused while running (VACUUM INTO's attach)
+    set_failure(denied->code, denied->message);  // refused while running (VACUUM INTO's attach)
   }
   if (!ok && timed_out_) {
     r.timed_out = true;  // a rerun of its batch answers this at once
@@ -971,9 +894,10 @@ bool Writer::run_request_body(Request& r) {
     return true;
   }
   sqlite3_stmt* stmt = nullptr;
-  if (!prepare_one(r.sql, stmt)) return false;
+  if (!prepare_one(r.sql, client_mode(r.role, in_tx_request_), stmt)) return false;
   ResetGuard clear(stmt, true);
-  if (r.read_only && stmt && !sqlite3_stmt_readonly(stmt)) {
+  // A second line behind the authorizer's read-only mode (VACUUM asks it nothing at prepare).
+  if (r.role == Role::kReadOnly && stmt && !sqlite3_stmt_readonly(stmt)) {
     set_failure(proto::PasynCode::kPermission,
                 "this connection may only read (--read-only-uid/--read-only-gid): the statement "
                 "writes");
@@ -1023,35 +947,35 @@ bool Writer::several_statements() {
   return false;
 }
 
-bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
-  auto it = cache_.find(sql);
-  if (it == cache_.end()) {
-    if (cache_.size() >= kMaxCachedStatements) clear_cache();
+Mode Writer::mode_of(const Request& r) const {
+  return vacuum_ ? Mode::kVacuum : client_mode(r.role, in_tx_request_);
+}
+
+void Writer::capture_failure() {
+  if (const auto& denied = authorizer_.denial()) {
+    set_failure(denied->code, denied->message);
+  } else {
+    capture_sqlite_error();
+  }
+}
+
+bool Writer::prepare_one(std::string_view sql, Mode mode, sqlite3_stmt*& stmt) {
+  Cache& cache = cache_[client_index(mode)];
+  auto it = cache.find(sql);
+  if (it == cache.end()) {
+    std::size_t cached = 0;
+    for (const auto& c : cache_) cached += c.size();
+    if (cached >= kMaxCachedStatements) clear_cache();
     Cached c;
     const char* tail = nullptr;
-    denied_ = nullptr;
-    saw_savepoint_ = false;
-    sqlite3_finalize(oneshot_);
-    oneshot_ = nullptr;
     const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
                                       SQLITE_PREPARE_PERSISTENT, &c.stmt, &tail);
     if (rc != SQLITE_OK) {
-      if (denied_) {
-        set_failure(denied_code_, denied_);
-      } else {
-        capture_sqlite_error();
-      }
+      capture_failure();
       return false;
     }
     c.several = !only_space_or_comments(tail, sql.data() + sql.size());
-    if (saw_savepoint_) {  // see authorize(): used once, never cached
-      oneshot_ = c.stmt;
-      cache_.erase(std::string(sql));
-      if (c.several) return several_statements();
-      stmt = c.stmt;
-      return true;
-    }
-    it = cache_.emplace(std::string(sql), c).first;
+    it = cache.emplace(std::string(sql), c).first;
   }
   if (it->second.several) return several_statements();
   stmt = it->second.stmt;  // nullptr for SQL that is only whitespace or comments
@@ -1059,8 +983,10 @@ bool Writer::prepare_one(std::string_view sql, sqlite3_stmt*& stmt) {
 }
 
 void Writer::clear_cache() {
-  for (auto& [sql, c] : cache_) sqlite3_finalize(c.stmt);
-  cache_.clear();
+  for (auto& cache : cache_) {
+    for (auto& [sql, c] : cache) sqlite3_finalize(c.stmt);
+    cache.clear();
+  }
 }
 
 bool Writer::bind(sqlite3_stmt* stmt, const proto::ParamsView& params) {
@@ -1156,13 +1082,8 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
   while (p < end) {
     sqlite3_stmt* stmt = nullptr;
     const char* tail = nullptr;
-    denied_ = nullptr;
     if (sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &stmt, &tail) != SQLITE_OK) {
-      if (denied_) {
-        set_failure(denied_code_, denied_);
-      } else {
-        capture_sqlite_error();
-      }
+      capture_failure();
       return false;
     }
     if (!stmt && tail == p) {  // SQLite read nothing (it stops at a NUL byte): no progress
@@ -1182,7 +1103,7 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     }
     if (rc != SQLITE_DONE) {
-      capture_sqlite_error();
+      capture_failure();
       sqlite3_finalize(stmt);
       return false;
     }
@@ -1193,79 +1114,30 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
   return true;
 }
 
-bool Writer::prepare_idempotency() {
-  if (!key_table_) {
-    key_table_ = prepare_internal(
-        "CREATE TABLE IF NOT EXISTS pasyn_idempotency ("
-        "id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, reply BLOB NOT NULL)");
-  }
-  // Every time: a rolled-back batch may have rolled back the table's creation.
-  if (!key_table_ || !exec_internal(key_table_)) {
-    capture_sqlite_error();
-    failure_.message = "cannot keep idempotency keys: " + failure_.message;
-    return false;
-  }
-  if (!key_lookup_) {
-    key_lookup_ = prepare_internal("SELECT reply FROM pasyn_idempotency WHERE key = ?");
-    key_insert_ = prepare_internal("INSERT INTO pasyn_idempotency (key, reply) VALUES (?, ?)");
-    key_prune_ = prepare_internal(
-        "DELETE FROM pasyn_idempotency WHERE id <= (SELECT max(id) FROM pasyn_idempotency) - ?");
-  }
-  if (!key_lookup_ || !key_insert_ || !key_prune_) {
-    capture_sqlite_error();
-    return false;
-  }
-  return true;
-}
-
-bool Writer::replay(Request& r) {
-  ResetGuard reset(key_lookup_, true);
-  sqlite3_bind_text(key_lookup_, 1, r.key.data(), static_cast<int>(r.key.size()), SQLITE_STATIC);
-  internal_ = true;
-  const int rc = sqlite3_step(key_lookup_);
-  internal_ = false;
-  if (rc != SQLITE_ROW) return false;
-  // The record: the reply's type byte, then its payload.
-  const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(key_lookup_, 0));
-  const auto n = static_cast<std::size_t>(sqlite3_column_bytes(key_lookup_, 0));
-  if (!p || n == 0) return false;
-  proto::FrameWriter w(replies_, static_cast<proto::MsgType>(p[0]), r.id);
-  replies_.insert(replies_.end(), p + 1, p + n);
-  w.finish();
-  return true;
-}
-
-bool Writer::record(const Request& r, std::size_t offset) {
-  // Frame layout: u32 length, u8 type, u64 id, payload. Record the type and the payload.
-  const std::size_t end = offset + frame_size_at(replies_, offset);
-  std::vector<std::uint8_t> rec;
-  rec.reserve(end - offset - proto::kHeaderSize + 1);
-  rec.push_back(replies_[offset + proto::kLengthFieldSize]);
-  rec.insert(rec.end(), replies_.begin() + static_cast<std::ptrdiff_t>(offset + proto::kHeaderSize),
-             replies_.begin() + static_cast<std::ptrdiff_t>(end));
-  {
-    ResetGuard reset(key_insert_, true);
-    sqlite3_bind_text(key_insert_, 1, r.key.data(), static_cast<int>(r.key.size()), SQLITE_STATIC);
-    sqlite3_bind_blob(key_insert_, 2, rec.data(), static_cast<int>(rec.size()), SQLITE_STATIC);
-    if (!exec_internal(key_insert_)) {
-      capture_sqlite_error();
-      failure_.message = "cannot record the idempotency key: " + failure_.message;
+bool Writer::answered_by_key(Request& r, const RequestDigest& digest, bool& error) {
+  error = false;
+  switch (keys_->replay(r.uid, r.key, digest, r.id, replies_)) {
+    case IdempotencyStore::Lookup::kNew:
       return false;
-    }
+    case IdempotencyStore::Lookup::kReplayed:  // seen before: its recorded outcome
+      return true;
+    case IdempotencyStore::Lookup::kOtherRequest:
+      set_failure(proto::PasynCode::kMisuse,
+                  "this idempotency key was already used by this user for a different request "
+                  "(another type, SQL or parameters); nothing was executed");
+      break;
+    case IdempotencyStore::Lookup::kError:
+      capture_sqlite_error();
+      failure_.message = "cannot look the idempotency key up: " + failure_.message;
+      break;
   }
-  // Forget all but the most recent keys, in steps (a cheap delete by rowid).
-  if (++keys_recorded_ % 1024 == 0) {
-    ResetGuard reset(key_prune_, true);
-    sqlite3_bind_int64(key_prune_, 1, static_cast<sqlite3_int64>(config_.idempotency_keys));
-    exec_internal(key_prune_);
-  }
-  return true;
+  error = true;
+  return false;
 }
 
 bool Writer::exec_internal(sqlite3_stmt* stmt) {
-  internal_ = true;
+  Authorizer::Scope internal(authorizer_, Mode::kInternal);
   const int rc = sqlite3_step(stmt);
-  internal_ = false;
   if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
     sqlite3_reset(stmt);
     return true;
@@ -1278,14 +1150,10 @@ void Writer::checkpoint_and_close() { close_database(true); }
 
 void Writer::close_database(bool checkpoint) {
   clear_cache();
-  sqlite3_finalize(oneshot_);
-  oneshot_ = nullptr;
-  for (auto* s : {key_table_, key_lookup_, key_insert_, key_prune_}) sqlite3_finalize(s);
-  key_table_ = key_lookup_ = key_insert_ = key_prune_ = nullptr;
+  if (keys_) keys_->close();
   for (auto* s : {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_}) {
     s->reset();
   }
-  internal_ = true;
   if (checkpoint) {
     int wal_frames = 0, checkpointed = 0;
     const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,

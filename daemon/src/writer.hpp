@@ -24,11 +24,12 @@
 //  * An allocation failure while running a request fails that request; one elsewhere in a
 //    batch fails that batch (or, after its commit, closes its connections unanswered). The
 //    writer keeps serving. The code lives in group_commit.cpp.
-//  * Transaction-control SQL from clients (BEGIN, COMMIT, ROLLBACK; SAVEPOINT and RELEASE outside
-//    a client transaction) is refused at prepare time by an authorizer, so no client statement
-//    can end the batch transaction. As a backstop (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O
-//    errors), the writer checks after each request that the transaction is still open; if it is
-//    not, that request fails and the rest of the batch is run again in a new transaction.
+//  * Client SQL is checked at prepare time by an allow-list authorizer (authorizer.hpp): among
+//    others, transaction-control SQL (BEGIN, COMMIT, ROLLBACK; SAVEPOINT and RELEASE outside a
+//    client transaction) is refused, so no client statement can end the batch transaction. As a
+//    backstop (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O errors), the writer checks after each
+//    request that the transaction is still open; if it is not, that request fails and the rest of
+//    the batch is run again in a new transaction.
 //  * Statements SQLite cannot run in a transaction (VACUUM, some pragmas) run alone, between
 //    batches, in autocommit mode.
 //
@@ -48,6 +49,7 @@
 
 #include <sqlite3.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -65,7 +67,9 @@
 
 #include <pasyn/proto/codec.hpp>
 
+#include "authorizer.hpp"
 #include "config.hpp"
+#include "idempotency.hpp"
 #include "sqlite_util.hpp"
 
 namespace pasyn::server {
@@ -99,8 +103,9 @@ struct Request {
 
   proto::MsgType type = proto::MsgType::kExecute;  // without the transaction bit
   bool in_tx = false;                              // the frame carried proto::kInTransaction
-  bool disconnect = false;  // not a request: the notice that `sink`'s connection closed
-  bool read_only = false;   // from a read-only peer: run only if SQLite deems it read-only
+  bool disconnect = false;    // not a request: the notice that `sink`'s connection closed
+  Role role = Role::kWriter;  // of the peer, fixed at accept: selects the authorizer's mode
+  std::uint32_t uid = 0;      // the peer's uid (SO_PEERCRED): idempotency keys are per uid
   // Set by the writer when the request ran into --statement-timeout in an attempt of its batch:
   // a rerun answers TIMEOUT at once instead of running it again. On the request itself, so it
   // cannot move to another request when the batch shrinks.
@@ -190,6 +195,13 @@ class Writer {
     sqlite3_stmt* stmt = nullptr;
     bool several = false;  // the SQL holds more than one statement
   };
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  using Cache = std::unordered_map<std::string, Cached, StringHash, std::equal_to<>>;
   struct Outcome {
     std::size_t offset = 0;  // of this request's reply frame in replies_
     bool ok = false;
@@ -264,7 +276,11 @@ class Writer {
   bool run_request_body(Request& r);
   bool run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params, proto::FrameWriter* rows);
   bool run_script(std::string_view sql, std::int64_t& changes);
-  bool prepare_one(std::string_view sql, sqlite3_stmt*& stmt);
+  bool prepare_one(std::string_view sql, Mode mode, sqlite3_stmt*& stmt);
+  /// The authorizer's mode for `r` (its role; in its transaction or not; VACUUM).
+  Mode mode_of(const Request& r) const;
+  /// After a failed prepare or step: the authorizer's refusal if it refused, else SQLite's error.
+  void capture_failure();
   bool several_statements();
   bool bind(sqlite3_stmt* stmt, const proto::ParamsView& params);
   void capture_sqlite_error();
@@ -279,13 +295,10 @@ class Writer {
   void finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
                            std::string_view message);
 
-  // Idempotency keys (PROTOCOL.md §6.3), kept in the table pasyn_idempotency of the database
-  // itself, written in the same transaction as the request they answer.
-  /// If `r`'s key was seen, appends its recorded reply (with r's id) to replies_: true.
-  bool replay(Request& r);
-  /// Records the reply of `r` (the frame at `offset` in replies_) under its key.
-  bool record(const Request& r, std::size_t offset);
-  bool prepare_idempotency();
+  /// Idempotency keys (PROTOCOL.md §6.3): if `r` has a key that was recorded, its reply (or
+  /// MISUSE for a key recorded with another request) is appended to replies_: true, nothing to
+  /// run. False: run `r` (or, with failure_ set and `error`, fail it).
+  bool answered_by_key(Request& r, const RequestDigest& digest, bool& error);
 
   bool exec_internal(sqlite3_stmt* stmt);
   bool exec_internal(const Stmt& stmt) { return exec_internal(stmt.get()); }
@@ -301,8 +314,6 @@ class Writer {
 
   static int on_progress(void* self);
   static int on_wal_commit(void* self, sqlite3* db, const char* schema, int frames);
-  static int authorize(void* self, int action, const char* a, const char* b, const char* c,
-                       const char* d);
 
   Config config_;
   sqlite3* db_ = nullptr;
@@ -312,29 +323,17 @@ class Writer {
   Stmt savepoint_;
   Stmt release_;
   Stmt rollback_to_;
-  sqlite3_stmt* key_table_ = nullptr;  // CREATE TABLE IF NOT EXISTS pasyn_idempotency
-  sqlite3_stmt* key_lookup_ = nullptr;
-  sqlite3_stmt* key_insert_ = nullptr;
-  sqlite3_stmt* key_prune_ = nullptr;
-  std::uint64_t keys_recorded_ = 0;
-
-  struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  std::unordered_map<std::string, Cached, StringHash, std::equal_to<>> cache_;
+  Authorizer authorizer_;
+  std::optional<IdempotencyStore> keys_;
+  // Prepared client statements, one cache per client mode (client_index): a statement is
+  // authorized when it is prepared, so one authorized for a role (or inside a transaction) is
+  // never found by a request of another.
+  std::array<Cache, kClientModes> cache_;
 
   // Writer-thread state.
-  bool internal_ = false;            // our own control statements are being prepared/run
-  bool in_tx_request_ = false;       // running a request inside a client transaction
-  bool alone_ = false;               // running a statement alone, outside any transaction
-  bool vacuum_ = false;              // running VACUUM (alone): see authorize()
-  bool saw_savepoint_ = false;       // the last prepare authorized a savepoint statement
-  sqlite3_stmt* oneshot_ = nullptr;  // a statement not to cache (savepoints: see authorize)
-  const char* denied_ = nullptr;     // what the authorizer refused last
-  proto::PasynCode denied_code_ = proto::PasynCode::kMisuse;
+  bool in_tx_request_ = false;  // running a request inside a client transaction
+  bool alone_ = false;          // running a statement alone, outside any transaction
+  bool vacuum_ = false;         // running VACUUM (alone): Mode::kVacuum
   // --statement-timeout: the running client statement's deadline, checked by on_progress.
   std::optional<Clock::time_point> deadline_;
   bool timed_out_ = false;        // on_progress interrupted the statement

@@ -88,6 +88,7 @@ WriterServerHandle start_writer_server(const std::string& database_path,
   config.drain_timeout = options.drain_timeout;
   config.lock_wait = options.lock_wait;
   config.transaction_idle_timeout = options.transaction_idle_timeout;
+  config.foreign_keys = options.foreign_keys;
   auto impl = std::make_unique<WriterServerHandle::Impl>();
   try {
     impl->server = std::make_unique<server::Server>(std::move(config));

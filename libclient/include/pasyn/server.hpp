@@ -30,6 +30,9 @@ struct ServerOptions {
   std::chrono::milliseconds lock_wait{5000};
   /// An open transaction that sends no request for this long is rolled back.
   std::chrono::milliseconds transaction_idle_timeout{10000};
+  /// The writer connection enforces foreign key constraints (pasyn-writerd --foreign-keys on).
+  /// Clients cannot change it: PRAGMA foreign_keys is query-only through the server.
+  bool foreign_keys = false;
 };
 
 /// Owns a running writer server: an I/O thread serving the socket and a writer thread owning
