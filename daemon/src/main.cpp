@@ -316,6 +316,10 @@ int main(int argc, char** argv) {
     config.listen_fd = sd::take_listen_fd();
     pasyn::server::Server server(std::move(config));
     server.run();
+  } catch (const pasyn::server::StorageError& e) {
+    // Logged at critical by the writer. Exit with the status the unit does not restart on.
+    sd::notify(std::string("STATUS=stopped: ") + e.what());
+    return pasyn::server::kExitStorageFailure;
   } catch (const pasyn::server::StartError& e) {
     if (sd::stderr_is_journal()) {
       log().critical("cannot start: {}", e.what());

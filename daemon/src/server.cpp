@@ -225,6 +225,15 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
 
   bool alive() const noexcept override { return alive_.load(std::memory_order_acquire); }
 
+  // Writer thread: close without answering what the writer still owes (outcome unknown).
+  void abandon() noexcept override {
+    try {
+      asio::post(server_.io_, [self = shared_from_this()] { self->close_after_flush(); });
+    } catch (const std::exception& e) {
+      log().error("cannot close connection {}: {}", id_, e.what());
+    }
+  }
+
   void close_now() {
     if (closed_) return;
     closed_ = true;
@@ -765,6 +774,9 @@ void Server::Impl::run() {
   writer_.join();
   remove_socket();  // also when the I/O loop ran out of work before the writer drained
   lock_.reset();    // the database is closed: another server may take it now
+  if (auto failure = writer_.storage_failure()) {
+    throw StorageError(failure->message, failure->sqlite_code);
+  }
   log().info("stopped");
 }
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 #include <unordered_map>
 
 #include <sys/stat.h>
@@ -15,9 +17,7 @@
 namespace pasyn::server {
 namespace {
 
-constexpr std::size_t kMaxBatch = 4096;
 constexpr std::size_t kMaxCachedStatements = 512;
-constexpr std::size_t kRetryWithSavepoints = static_cast<std::size_t>(-1);
 // SQLite VM instructions between two progress ticks (the watchdog's sign of life).
 constexpr int kProgressInterval = 1000;
 // WAL frames from which each commit runs a passive checkpoint (SQLite's default).
@@ -178,13 +178,13 @@ void encode_column(proto::FrameWriter& w, sqlite3_stmt* stmt, int col) {
   }
 }
 
+}  // namespace
+
 std::uint32_t frame_size_at(const std::vector<std::uint8_t>& buf, std::size_t offset) {
   std::uint32_t length;
   std::memcpy(&length, buf.data() + offset, sizeof length);
   return length + static_cast<std::uint32_t>(proto::kLengthFieldSize);
 }
-
-}  // namespace
 
 Writer::Writer(const Config& config) : config_(config) {
   const int rc =
@@ -193,6 +193,11 @@ Writer::Writer(const Config& config) : config_(config) {
   auto fail = [&](const std::string& what) {
     std::string msg = "cannot open database " + config_.database_path + ": " + what +
                       (db_ ? std::string(" (") + sqlite3_errmsg(db_) + ")" : std::string());
+    // Statements first: closing with some left would leave a zombie connection holding the
+    // file's descriptors and locks (the in-process server's caller may try again).
+    for (auto* s : {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_}) {
+      s->reset();
+    }
     sqlite3_close_v2(db_);
     db_ = nullptr;
     throw StartError(StartError::Kind::kDatabase, msg);
@@ -234,12 +239,12 @@ Writer::Writer(const Config& config) : config_(config) {
   // session checks --max-sql-length on what clients send.)
   sqlite3_limit(db_, SQLITE_LIMIT_VARIABLE_NUMBER, static_cast<int>(config_.max_params));
 
-  begin_ = prepare_internal("BEGIN IMMEDIATE");
-  commit_ = prepare_internal("COMMIT");
-  rollback_ = prepare_internal("ROLLBACK");
-  savepoint_ = prepare_internal("SAVEPOINT pasyn_request");
-  release_ = prepare_internal("RELEASE pasyn_request");
-  rollback_to_ = prepare_internal("ROLLBACK TO pasyn_request");
+  begin_.reset(prepare_internal("BEGIN IMMEDIATE"));
+  commit_.reset(prepare_internal("COMMIT"));
+  rollback_.reset(prepare_internal("ROLLBACK"));
+  savepoint_.reset(prepare_internal("SAVEPOINT pasyn_request"));
+  release_.reset(prepare_internal("RELEASE pasyn_request"));
+  rollback_to_.reset(prepare_internal("ROLLBACK TO pasyn_request"));
   if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_) {
     fail("cannot prepare transaction statements");
   }
@@ -428,6 +433,11 @@ bool Writer::made_progress() {
   return moved || idle_.load(std::memory_order_relaxed);
 }
 
+std::optional<StorageFailure> Writer::storage_failure() const {
+  std::lock_guard lk(mu_);
+  return storage_failure_;
+}
+
 void Writer::count_answered(std::size_t n) {
   std::lock_guard lk(stats_mu_);
   stats_.requests += n;
@@ -450,6 +460,42 @@ void Writer::record_commit(Clock::duration took, std::size_t batch_size) {
 void Writer::run() {
   std::deque<Request> work;
   std::vector<Request> incoming;
+  try {
+    serve(work, incoming);
+  } catch (const FailStop& stop) {
+    // Nothing more is answered: what was taken from the queue is dropped, and its connections
+    // are closed by the server's shutdown, so clients see ConnectionLostError (outcome unknown),
+    // never a false failure. No checkpoint on close: WAL recovery at the next start decides
+    // what the last commit wrote.
+    log().critical(
+        "{}; stopping: pasyn-writerd serves no more requests, so that no client is told its "
+        "write failed while WAL recovery may still bring it back",
+        stop.failure.message);
+    {
+      std::lock_guard lk(mu_);
+      storage_failure_ = stop.failure;
+      stopping_ = true;  // submit() refuses from now on
+      queue_.clear();
+    }
+    work.clear();
+    deferred_.clear();
+    deferred_count_.store(0, std::memory_order_relaxed);
+    tx_.reset();
+    tx_started_ns_.store(0, std::memory_order_relaxed);
+    sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    backup_.cancel();  // its own connection; nothing of it is published
+    backup_.join();
+    close_database(false);
+    if (on_shutdown_request_) on_shutdown_request_();  // the server stops accepting
+    if (on_drained_) on_drained_();
+    return;
+  }
+  backup_.join();  // a running BACKUP is queued work too (abort() cancels it)
+  checkpoint_and_close();
+  if (on_drained_) on_drained_();
+}
+
+void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
   for (;;) {
     bool stopping = false;
     {
@@ -495,83 +541,6 @@ void Writer::run() {
       if (queue_.empty()) break;  // everything queued before stop() has run
     }
   }
-  backup_.join();  // a running BACKUP is queued work too (abort() cancels it)
-  checkpoint_and_close();
-  if (on_drained_) on_drained_();
-}
-
-void Writer::process(std::deque<Request>& work) {
-  std::vector<Request> batch;
-  auto flush = [&] {
-    if (batch.empty()) return;
-    run_batch(batch);
-    batch.clear();
-  };
-  while (!work.empty()) {
-    if (aborted_) {  // the drain timeout ran out: what has not run, does not run
-      for (auto& r : work) batch.push_back(std::move(r));
-      work.clear();
-      std::erase_if(batch, [](const Request& r) { return r.disconnect; });
-      finish_pending_with(batch, proto::PasynCode::kShuttingDown,
-                          "pasyn-writerd is shutting down; the request was not executed");
-      return;
-    }
-    Request r = std::move(work.front());
-    work.pop_front();
-    const bool owner = tx_ && tx_->owner.get() == r.sink.get();
-    if (r.disconnect) {
-      if (owner) {
-        log().info("rolling back the transaction of a closed connection");
-        end_transaction(work, std::nullopt);
-      }
-      ended_.erase(r.sink.get());
-      continue;
-    }
-    if (auto refusal = refuse_admin_request(r.type, r.role == Role::kAdmin)) {
-      reply_error(r, proto::PasynCode::kPermission, *refusal);  // the session refused it already
-      continue;
-    }
-    if (r.type == proto::MsgType::kBackup) {  // on its own thread: no need to wait for tx_
-      flush();
-      start_backup(r);
-      continue;
-    }
-    if (r.type == proto::MsgType::kShutdown && tx_) {
-      // As on SIGTERM: the open transaction is rolled back and the requests that waited for it
-      // run (they came before the SHUTDOWN), then SHUTDOWN is answered and the daemon stops.
-      log().info("SHUTDOWN requested: rolling back the open client transaction");
-      const auto waited = static_cast<std::ptrdiff_t>(deferred_.size());
-      end_transaction(work, "the daemon was shut down (SHUTDOWN)");
-      work.insert(work.begin() + waited, std::move(r));
-      continue;
-    }
-    const bool tx_request =
-        r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
-    if (tx_request) {
-      flush();
-      if (owner && tx_->number == r.transaction) {
-        run_in_transaction(r, work);
-      } else {
-        refuse_transaction_request(r);
-      }
-    } else if (tx_) {
-      defer(r);
-    } else if (r.type == proto::MsgType::kBegin) {
-      flush();
-      begin_transaction(r);
-    } else if (r.type == proto::MsgType::kCheckpoint || r.type == proto::MsgType::kBackup) {
-      flush();
-      run_admin(r);
-    } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
-               must_run_alone(r.sql) && is_single_statement(r.sql)) {
-      flush();
-      run_alone(r);
-    } else {
-      batch.push_back(std::move(r));
-      if (batch.size() >= kMaxBatch) flush();
-    }
-  }
-  flush();
 }
 
 void Writer::reply(Request& r, std::vector<std::uint8_t> frames) {
@@ -672,6 +641,7 @@ void Writer::begin_transaction(Request& r) {
   if (!r.sink || !r.sink->alive()) return;  // its connection is gone: nobody to own it
   if (!exec_internal(begin_)) {
     capture_sqlite_error();
+    fail_stop_unless_definite("BEGIN");
     std::vector<std::uint8_t> frame;
     proto::encode_error(frame, r.id, failure_);
     reply(r, std::move(frame));
@@ -715,6 +685,7 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
       proto::encode_empty(frame, proto::MsgType::kOk, r.id);
     } else {
       capture_sqlite_error();
+      if (commit) fail_stop_unless_definite("COMMIT of a client transaction");
       failure_.message =
           (commit ? "commit failed, the transaction was rolled back: " : "rollback failed: ") +
           failure_.message;
@@ -774,7 +745,7 @@ void Writer::fail_transaction(Request& r, std::deque<Request>& work, const std::
 }
 
 void Writer::end_transaction(std::deque<Request>& work, std::optional<std::string> reason) {
-  if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
+  rollback_all();
   if (reason) ended_[tx_->owner.get()] = EndedTransaction{tx_->number, *reason};
   tx_.reset();
   tx_started_ns_.store(0, std::memory_order_relaxed);
@@ -832,157 +803,6 @@ std::optional<Clock::time_point> Writer::next_deadline() const {
   return next;
 }
 
-void Writer::run_batch(std::vector<Request>& batch) {
-  std::vector<Outcome> outcomes;
-  // First without savepoints: a batch in which nothing fails (the common case) then costs one
-  // statement per request. If a request fails, the whole attempt is rolled back and the batch
-  // runs again with a savepoint around each request, so that only the failing ones are undone.
-  bool savepoints = false;
-  timed_out_at_ = static_cast<std::size_t>(-1);
-  // The key table is created once, here, outside any transaction, so no rollback undoes it.
-  if (!keys_->ready() &&
-      std::any_of(batch.begin(), batch.end(), [](const Request& r) { return !r.key.empty(); }) &&
-      !keys_->prepare()) {
-    capture_sqlite_error();
-    failure_.message = "cannot keep idempotency keys: " + failure_.message;
-    std::vector<Request> keyed, rest;
-    for (auto& r : batch) (r.key.empty() ? rest : keyed).push_back(std::move(r));
-    batch.swap(rest);
-    replies_.clear();
-    std::vector<Outcome> failed;
-    for (auto& r : keyed) {
-      failed.push_back({replies_.size(), false});
-      proto::encode_error(replies_, r.id, failure_);
-    }
-    deliver(keyed, failed);
-    if (batch.empty()) return;
-  }
-  for (;;) {
-    replies_.clear();
-    outcomes.assign(batch.size(), Outcome{});
-    const std::size_t broke = attempt(batch, outcomes, savepoints);
-    if (broke != batch.size() && aborted_) {  // nothing committed; no time left to run it again
-      finish_pending_with(batch, proto::PasynCode::kShuttingDown,
-                          "pasyn-writerd is shutting down; the request was not executed");
-      return;
-    }
-    if (broke == kRetryWithSavepoints) {
-      savepoints = true;
-      continue;
-    }
-    if (broke == batch.size()) break;
-    // Request `broke` ended the batch transaction, undoing every request before it. It gets an
-    // error now; the others run again in a fresh transaction.
-    Request& r = batch[broke];
-    std::vector<std::uint8_t> frame;
-    if (outcomes[broke].ok) {
-      proto::encode_pasyn_error(frame, r.id, proto::PasynCode::kMisuse,
-                                "the statement ended the daemon's transaction; nothing of it "
-                                "was committed");
-    } else {
-      const std::size_t off = outcomes[broke].offset;
-      frame.assign(replies_.begin() + off, replies_.begin() + off + frame_size_at(replies_, off));
-    }
-    log().warn("request {} ended the batch transaction; re-running {} other requests", r.id,
-               batch.size() - 1);
-    reply(r, std::move(frame));
-    batch.erase(batch.begin() + broke);
-    if (timed_out_at_ != static_cast<std::size_t>(-1) && timed_out_at_ > broke) --timed_out_at_;
-    if (batch.empty()) return;
-  }
-  deliver(batch, outcomes);
-}
-
-std::size_t Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
-                            bool savepoints) {
-  if (!exec_internal(begin_)) {
-    capture_sqlite_error();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      outcomes[i].offset = replies_.size();
-      proto::encode_error(replies_, batch[i].id, failure_);
-    }
-    return batch.size();
-  }
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    Request& r = batch[i];
-    outcomes[i].offset = replies_.size();
-    if (r.type == proto::MsgType::kShutdown) {
-      proto::encode_empty(replies_, proto::MsgType::kShutdownOk, r.id);
-      outcomes[i].ok = true;
-      continue;
-    }
-    RequestDigest digest{};
-    if (!r.key.empty()) {
-      digest = request_digest(
-          r.type, r.sql, r.type == proto::MsgType::kExecuteMany ? r.many.bytes : r.params.bytes,
-          r.type == proto::MsgType::kExecuteMany ? r.many.rows : 0);
-      bool error = false;
-      if (answered_by_key(r, digest, error)) {  // seen before: its recorded outcome
-        outcomes[i].ok = true;
-        continue;
-      }
-      if (error) {  // nothing ran: nothing to undo
-        proto::encode_error(replies_, r.id, failure_);
-        continue;
-      }
-    }
-    if (savepoints && !exec_internal(savepoint_)) {
-      capture_sqlite_error();
-      proto::encode_error(replies_, r.id, failure_);
-      continue;
-    }
-    bool ok;
-    if (savepoints && i == timed_out_at_) {  // it ran into the timeout in the first attempt
-      failure_ = timed_out_failure_;
-      ok = false;
-    } else {
-      ok = run_request(r);
-    }
-    // The key is written in the same transaction as the request's effects: both or neither.
-    if (ok && !r.key.empty() &&
-        !keys_->record(r.uid, r.key, digest, replies_, outcomes[i].offset)) {
-      capture_sqlite_error();
-      failure_.message = "cannot record the idempotency key: " + failure_.message;
-      ok = false;
-    }
-    if (!ok) {
-      replies_.resize(outcomes[i].offset);  // drop a partly written RESULT
-      proto::encode_error(replies_, r.id, failure_);
-      if (!savepoints && timed_out_) {
-        timed_out_at_ = i;
-        timed_out_failure_ = failure_;
-      }
-    }
-    outcomes[i].ok = ok;
-    if (sqlite3_get_autocommit(db_)) return i;
-    if (!savepoints) {
-      if (ok) continue;
-      // A failed statement may leave part of its work behind (OR FAIL, RAISE(FAIL), a script
-      // or execute_many stopped half-way): undo everything. A batch of one is then done.
-      exec_internal(rollback_);
-      if (batch.size() == 1) return batch.size();
-      return kRetryWithSavepoints;
-    }
-    if (!ok) exec_internal(rollback_to_);
-    exec_internal(release_);
-  }
-  const auto commit_started = Clock::now();
-  if (exec_internal(commit_)) {
-    record_commit(Clock::now() - commit_started, batch.size());
-  } else {
-    capture_sqlite_error();
-    failure_.message = "commit failed, nothing of this batch was written: " + failure_.message;
-    if (!sqlite3_get_autocommit(db_)) exec_internal(rollback_);
-    log().error("batch of {} requests not committed: {}", batch.size(), failure_.message);
-    replies_.clear();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      outcomes[i] = Outcome{replies_.size(), false};
-      proto::encode_error(replies_, batch[i].id, failure_);
-    }
-  }
-  return batch.size();
-}
-
 void Writer::capture_sqlite_error() {
   const int ext = sqlite3_extended_errcode(db_);
   failure_ = {proto::ErrorDomain::kSqlite, ext & 0xff, ext, sqlite3_errmsg(db_)};
@@ -1001,7 +821,17 @@ bool Writer::run_request(Request& r) {
   // (VACUUM's attach, the PRAGMA behind a pragma_* table-valued function).
   Authorizer::Scope scope(authorizer_, mode_of(r));
   authorizer_.clear_denial();
-  const bool ok = run_request_body(r);
+  bool ok = false;
+  try {
+    ok = run_request_body(r);
+  } catch (const std::bad_alloc&) {
+    // The reply (or a copy of the request) needed more memory than there is: this request
+    // fails, the daemon goes on. Its statement was reset on the way out (ResetGuard); the
+    // caller drops its partial reply and undoes its effects like any failure's.
+    out_of_memory("the reply needed more memory than pasyn-writerd could allocate");
+  } catch (const std::length_error&) {
+    out_of_memory("the reply is larger than pasyn-writerd can hold");
+  }
   deadline_.reset();
   const auto& denied = authorizer_.denial();
   if (!ok && denied && failure_.domain == proto::ErrorDomain::kSqlite &&
@@ -1009,12 +839,32 @@ bool Writer::run_request(Request& r) {
     set_failure(denied->code, denied->message);  // refused while running (VACUUM INTO's attach)
   }
   if (!ok && timed_out_) {
-    set_failure(proto::PasynCode::kTimeout,
-                "the request ran longer than --statement-timeout (" +
-                    std::to_string(config_.statement_timeout.count()) +
-                    " ms) and was interrupted; nothing of it was written");
+    r.timed_out = true;  // a rerun of its batch answers this at once
+    set_timeout_failure();
   }
   return ok;
+}
+
+void Writer::set_timeout_failure() {
+  set_failure(proto::PasynCode::kTimeout,
+              "the request ran longer than --statement-timeout (" +
+                  std::to_string(config_.statement_timeout.count()) +
+                  " ms) and was interrupted; nothing of it was written");
+}
+
+void Writer::out_of_memory(std::string_view what) {
+  failure_ = {proto::ErrorDomain::kSqlite, SQLITE_NOMEM, SQLITE_NOMEM,
+              std::string(what) + "; nothing of the request was written"};
+}
+
+bool Writer::transaction_lost_midway() {
+  // Inside a batch or a client transaction, a statement that ended the transaction must be the
+  // last one of its request: the next would run (and commit) alone, in autocommit mode.
+  if (alone_ || in_write_transaction()) return false;
+  set_failure(proto::PasynCode::kMisuse,
+              "a statement ended the daemon's transaction; the rest of the request was not run "
+              "and nothing of it was written");
+  return true;
 }
 
 bool Writer::run_request_body(Request& r) {
@@ -1042,6 +892,7 @@ bool Writer::run_request_body(Request& r) {
     for (std::uint32_t i = 0; i < r.many.rows && rows.params_view(row); ++i) {
       const auto before = sqlite3_total_changes64(db_);
       if (!run_statement(stmt, row, nullptr)) return false;
+      if (transaction_lost_midway()) return false;
       if (sqlite3_total_changes64(db_) != before) changes += sqlite3_changes64(db_);
     }
     proto::encode_result(replies_, r.id, proto::Result{changes, 0, {}, {}});
@@ -1239,6 +1090,7 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
       return false;
     }
     sqlite3_finalize(stmt);
+    if (transaction_lost_midway()) return false;
   }
   changes = sqlite3_total_changes64(db_) - before;
   return true;
@@ -1276,57 +1128,22 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
   return false;
 }
 
-void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes) {
-  // One buffer per sink, in request order, so each connection gets one coalesced write.
-  struct Replies {
-    ReplySink* sink;
-    std::vector<std::uint8_t> bytes;
-    std::size_t count = 0;
-  };
-  std::vector<Replies> per_sink;
-  std::unordered_map<ReplySink*, std::size_t> index;
-  bool shutdown = false;
-  count_answered(batch.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    Request& r = batch[i];
-    shutdown = shutdown || (r.type == proto::MsgType::kShutdown && outcomes[i].ok);
-    if (!r.sink) continue;
-    auto [it, inserted] = index.try_emplace(r.sink.get(), per_sink.size());
-    if (inserted) per_sink.push_back({r.sink.get(), {}, 0});
-    const std::size_t off = outcomes[i].offset;
-    auto& out = per_sink[it->second];
-    out.bytes.insert(out.bytes.end(), replies_.begin() + off,
-                     replies_.begin() + off + frame_size_at(replies_, off));
-    ++out.count;
-  }
-  for (auto& out : per_sink) out.sink->deliver(std::move(out.bytes), out.count);
-  if (shutdown && on_shutdown_request_) on_shutdown_request_();
-}
+void Writer::checkpoint_and_close() { close_database(true); }
 
-void Writer::finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
-                                 std::string_view message) {
-  replies_.clear();
-  std::vector<Outcome> outcomes;
-  for (auto& r : batch) {
-    outcomes.push_back({replies_.size(), false});
-    proto::encode_pasyn_error(replies_, r.id, code, message);
-  }
-  deliver(batch, outcomes);
-}
-
-void Writer::checkpoint_and_close() {
+void Writer::close_database(bool checkpoint) {
   clear_cache();
   if (keys_) keys_->close();
-  for (auto* s : {begin_, commit_, rollback_, savepoint_, release_, rollback_to_}) {
-    sqlite3_finalize(s);
+  for (auto* s : {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_}) {
+    s->reset();
   }
-  begin_ = commit_ = rollback_ = savepoint_ = release_ = rollback_to_ = nullptr;
-  int wal_frames = 0, checkpointed = 0;
-  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
-                                           &checkpointed);
-  if (rc != SQLITE_OK) {
-    log().warn("final checkpoint incomplete: {} (readers may still hold the WAL)",
-               sqlite3_errmsg(db_));
+  if (checkpoint) {
+    int wal_frames = 0, checkpointed = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
+                                             &checkpointed);
+    if (rc != SQLITE_OK) {
+      log().warn("final checkpoint incomplete: {} (readers may still hold the WAL)",
+                 sqlite3_errmsg(db_));
+    }
   }
   std::lock_guard lk(mu_);  // abort() may call sqlite3_interrupt concurrently
   if (sqlite3_close_v2(db_) != SQLITE_OK) log().error("closing the database failed");

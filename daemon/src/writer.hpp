@@ -11,8 +11,19 @@
 //    only by batches that need them.) Then it commits once and only then hands the replies to each
 //    request's ReplySink, one buffer per sink per batch (so a connection gets one coalesced write
 //    per batch).
-//  * If the commit fails, every request of the batch gets that error: a success reply always
-//    means committed.
+//  * If the commit fails definitely (commit_failure_is_definite), every request of the batch gets
+//    that error: a success reply always means committed. If its outcome is unknown (an I/O
+//    error, a failed fsync), the writer fails stop: nothing of the batch is answered, the
+//    database is closed without a checkpoint, and the server stops (StorageFailure), so WAL
+//    recovery at the next start decides what committed and clients see their connection drop.
+//  * After each of its own statements (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO, the idempotency
+//    record) and each request, the writer checks that the batch transaction is still open; it
+//    never runs a statement in autocommit mode inside a batch, so a transaction that vanished
+//    committed nothing. A request that ended it gets its error; if one of the writer's own
+//    statements lost it, nobody is blamed and the batch runs again.
+//  * An allocation failure while running a request fails that request; one elsewhere in a
+//    batch fails that batch (or, after its commit, closes its connections unanswered). The
+//    writer keeps serving. The code lives in group_commit.cpp.
 //  * Client SQL is checked at prepare time by an allow-list authorizer (authorizer.hpp): among
 //    others, transaction-control SQL (BEGIN, COMMIT, ROLLBACK; SAVEPOINT and RELEASE outside a
 //    client transaction) is refused, so no client statement can end the batch transaction. As a
@@ -61,6 +72,7 @@
 #include "config.hpp"
 #include "idempotency.hpp"
 #include "memory_budget.hpp"
+#include "sqlite_util.hpp"
 
 namespace pasyn::server {
 
@@ -73,6 +85,10 @@ class ReplySink {
   virtual void deliver(std::vector<std::uint8_t> frames, std::size_t replies) = 0;
   /// False once the connection behind the sink has closed. Thread-safe.
   virtual bool alive() const noexcept = 0;
+  /// Closes the connection without a reply to the requests the writer still owes it (their
+  /// outcome is unknown to the writer's caller, so the client sees ConnectionLostError); replies
+  /// delivered before are flushed first. Called on the writer thread. Thread-safe.
+  virtual void abandon() noexcept = 0;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -93,6 +109,10 @@ struct Request {
   bool disconnect = false;        // not a request: the notice that `sink`'s connection closed
   Role role = Role::kWriter;      // of the peer, fixed at accept: selects the authorizer's mode
   std::uint32_t uid = 0;          // the peer's uid (SO_PEERCRED): idempotency keys are per uid
+  // Set by the writer when the request ran into --statement-timeout in an attempt of its batch:
+  // a rerun answers TIMEOUT at once instead of running it again. On the request itself, so it
+  // cannot move to another request when the batch shrinks.
+  bool timed_out = false;
   std::uint64_t id = 0;
   std::shared_ptr<ReplySink> sink;
   Clock::time_point arrived;          // set by submit(); for the lock wait
@@ -115,6 +135,9 @@ bool is_savepoint_sql(std::string_view sql);
 /// True when the first keyword of `sql` is VACUUM.
 bool is_vacuum(std::string_view sql);
 
+/// The size of the reply frame at `offset` in `buf` (length field included).
+std::uint32_t frame_size_at(const std::vector<std::uint8_t>& buf, std::size_t offset);
+
 /// Figures of the writer for STATS and the service status line.
 struct WriterStats {
   std::uint64_t requests = 0;          // requests answered (writes, transactions, admin)
@@ -128,6 +151,12 @@ struct WriterStats {
   std::int64_t transaction_age_ms = -1;  // age of the open client transaction; -1: none
   std::int64_t backup_pages_done = -1;   // of the running BACKUP; -1: none runs
   std::int64_t backup_pages_total = -1;
+};
+
+/// Why the writer stopped serving: the outcome of a commit is unknown (PROTOCOL.md §6.1).
+struct StorageFailure {
+  std::string message;
+  int sqlite_code = 0;  // SQLite's extended result code
 };
 
 class Writer {
@@ -157,6 +186,9 @@ class Writer {
 
   /// Thread-safe.
   WriterStats stats() const;
+  /// Set (before on_drained runs) when the writer stopped because a commit's outcome is
+  /// unknown; the server then stops too. Thread-safe.
+  std::optional<StorageFailure> storage_failure() const;
   /// For the watchdog: true if the writer thread is waiting for work or has made progress
   /// (finished a step of its loop, or run SQLite VM instructions) since the previous call.
   /// Called from one thread (the I/O thread).
@@ -180,10 +212,30 @@ class Writer {
     std::size_t offset = 0;  // of this request's reply frame in replies_
     bool ok = false;
   };
+  /// How one attempt at a batch ended (group_commit.cpp).
+  struct AttemptEnd {
+    enum Kind {
+      kDone,  // committed, or definitely not (a batch of one that failed, BEGIN or COMMIT
+              // failed): every outcome is final
+      kRetryWithSavepoints,  // a request failed without savepoints: everything rolled back
+      kEndedBy,  // request `index` ended the transaction (nothing committed): it gets its
+                 // outcome, the others run again
+      kLost,     // one of the writer's own statements lost the transaction (nothing
+                 // committed): nobody is blamed, everything runs again
+      kAborted,  // the drain timeout ran out: rolled back, nothing of it runs
+    } kind;
+    std::size_t index = 0;
+  };
+  /// Thrown on the writer thread to stop serving (see StorageFailure); deliberately not a
+  /// std::exception, so no barrier for allocation failures can catch it.
+  struct FailStop {
+    StorageFailure failure;
+  };
 
   void run();
   void process(std::deque<Request>& work);
   void run_batch(std::vector<Request>& batch);
+  void run_batch_attempts(std::vector<Request>& batch);
   void run_alone(Request& r);
   /// CHECKPOINT: runs between batches, outside any transaction.
   void run_admin(Request& r);
@@ -208,10 +260,24 @@ class Writer {
   std::optional<Clock::time_point> next_deadline() const;
   void reply(Request& r, std::vector<std::uint8_t> frames);
   void reply_error(Request& r, proto::PasynCode code, std::string_view message);
-  /// One attempt at a batch: returns the index of a request that ended the batch transaction,
-  /// batch.size() when the attempt is over (committed, or a batch of one that failed), or
-  /// kRetryWithSavepoints when a request failed without savepoints (everything rolled back).
-  std::size_t attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes, bool savepoints);
+  /// One attempt at a batch, in one transaction; see AttemptEnd.
+  AttemptEnd attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes, bool savepoints);
+  /// Who lost the transaction during one request of an attempt.
+  enum class Lost { kNo, kByRequest, kByWriter };
+  /// Runs request `r` of a batch attempt (idempotency lookup, the request, the record); its
+  /// reply frame or error goes to replies_ at out.offset.
+  Lost run_batched(Request& r, Outcome& out);
+  /// Runs one of the writer's own statements inside the batch transaction.
+  enum class Step { kOk, kFailed, kLost };
+  Step step(const Stmt& stmt);
+  /// Rolls the open transaction back, if SQLite has not already; fails stop if that leaves it
+  /// open (every later BEGIN would fail).
+  void rollback_all();
+  /// Throws FailStop after a failed BEGIN or COMMIT whose failure_ is not definite.
+  void fail_stop_unless_definite(const char* what);
+  /// After a batch's exception barrier caught `e`: answers the batch or closes its connections.
+  void fail_batch(std::vector<Request>& batch, const std::exception& e);
+  void abandon(std::vector<Request>& batch) noexcept;
   // The run_* helpers return false on failure, with the error in failure_.
   bool run_request(Request& r);
   bool run_request_body(Request& r);
@@ -225,6 +291,12 @@ class Writer {
   bool several_statements();
   bool bind(sqlite3_stmt* stmt, const proto::ParamsView& params);
   void capture_sqlite_error();
+  void set_timeout_failure();
+  /// failure_ for an allocation failure while running a request (SQLITE_NOMEM).
+  void out_of_memory(std::string_view what);
+  /// True (with failure_ set) when the statement just run ended the batch or client
+  /// transaction, so the request must stop before its next statement.
+  bool transaction_lost_midway();
   void set_failure(proto::PasynCode code, std::string_view message);
   void deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes);
   void finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
@@ -236,21 +308,28 @@ class Writer {
   bool answered_by_key(Request& r, const RequestDigest& digest, bool& error);
 
   bool exec_internal(sqlite3_stmt* stmt);
+  bool exec_internal(const Stmt& stmt) { return exec_internal(stmt.get()); }
+  bool in_write_transaction() const { return server::in_write_transaction(db_); }
   sqlite3_stmt* prepare_internal(const char* sql);
   void clear_cache();
   void checkpoint_and_close();
+  /// Finalizes every statement and closes the connection, after a TRUNCATE checkpoint when
+  /// `checkpoint` (not after a storage failure: see run()).
+  void close_database(bool checkpoint);
+  /// The loop of run(), until stop() and the queue is drained; throws FailStop.
+  void serve(std::deque<Request>& work, std::vector<Request>& incoming);
 
   static int on_progress(void* self);
   static int on_wal_commit(void* self, sqlite3* db, const char* schema, int frames);
 
   Config config_;
   sqlite3* db_ = nullptr;
-  sqlite3_stmt* begin_ = nullptr;
-  sqlite3_stmt* commit_ = nullptr;
-  sqlite3_stmt* rollback_ = nullptr;
-  sqlite3_stmt* savepoint_ = nullptr;
-  sqlite3_stmt* release_ = nullptr;
-  sqlite3_stmt* rollback_to_ = nullptr;
+  Stmt begin_;
+  Stmt commit_;
+  Stmt rollback_;
+  Stmt savepoint_;
+  Stmt release_;
+  Stmt rollback_to_;
   Authorizer authorizer_;
   std::optional<IdempotencyStore> keys_;
   // Prepared client statements, one cache per client mode (client_index): a statement is
@@ -264,12 +343,12 @@ class Writer {
   bool vacuum_ = false;         // running VACUUM (alone): Mode::kVacuum
   // --statement-timeout: the running client statement's deadline, checked by on_progress.
   std::optional<Clock::time_point> deadline_;
-  bool timed_out_ = false;  // on_progress interrupted the statement
-  // A request that timed out in a batch's first attempt is not run again in its rerun.
-  std::size_t timed_out_at_ = static_cast<std::size_t>(-1);
-  proto::ErrorReply timed_out_failure_;
-  int wal_limit_frames_ = 0;  // config_.wal_limit in WAL frames (pages)
-  int wal_frames_ = 0;        // frames in the WAL after the last commit (on_wal_commit)
+  bool timed_out_ = false;        // on_progress interrupted the statement
+  bool batch_committed_ = false;  // the current batch's COMMIT succeeded (group_commit.cpp)
+  bool delivering_ = false;       // the current batch's replies are being handed out
+  int lost_attempts_ = 0;         // attempts of the current batch lost by our own statements
+  int wal_limit_frames_ = 0;      // config_.wal_limit in WAL frames (pages)
+  int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
 
@@ -300,6 +379,7 @@ class Writer {
   bool stopping_ = false;       // GUARDED_BY(mu_)
   bool waiting_ = false;        // GUARDED_BY(mu_): the writer sleeps on cv_
   std::atomic<bool> aborted_{false};
+  std::optional<StorageFailure> storage_failure_;  // GUARDED_BY(mu_)
 
   // Watchdog: the writer thread bumps progress_; idle_ is set while it waits for work.
   std::atomic<std::uint64_t> progress_{0};

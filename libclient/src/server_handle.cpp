@@ -2,6 +2,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <optional>
 #include <pasyn/errors.hpp>
 #include <pasyn/server.hpp>
 #include <thread>
@@ -30,19 +31,31 @@ struct WriterServerHandle::Impl {
     (void)impl.release();
     return true;
   }
+
+  // Set by the server thread when it stopped on a StorageError; join() reports it once.
+  std::optional<OperationalError> failure;
+  void join_thread() noexcept {
+    if (thread.joinable()) thread.join();
+  }
 };
 
 WriterServerHandle::WriterServerHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WriterServerHandle::WriterServerHandle(WriterServerHandle&&) noexcept = default;
 WriterServerHandle& WriterServerHandle::operator=(WriterServerHandle&& other) noexcept {
   if (this != &other) {
-    if (impl_ && !Impl::leave_in_child(impl_)) stop();
+    if (impl_ && !Impl::leave_in_child(impl_)) {
+      shutdown();
+      impl_->join_thread();
+    }
     impl_ = std::move(other.impl_);
   }
   return *this;
 }
 WriterServerHandle::~WriterServerHandle() {
-  if (impl_ && !Impl::leave_in_child(impl_)) stop();
+  if (impl_ && !Impl::leave_in_child(impl_)) {
+    shutdown();
+    impl_->join_thread();  // never throws: a failure not collected by join() is dropped
+  }
 }
 
 const std::string& WriterServerHandle::socket_path() const noexcept {
@@ -59,7 +72,13 @@ void WriterServerHandle::join() {
     throw ProgrammingError("this server runs in the parent process; a forked child cannot join it",
                            SQLITE_MISUSE, SQLITE_MISUSE);
   }
-  if (impl_ && impl_->thread.joinable()) impl_->thread.join();
+  if (!impl_) return;
+  impl_->join_thread();
+  if (impl_->failure) {
+    OperationalError e = std::move(*impl_->failure);
+    impl_->failure.reset();
+    throw e;
+  }
 }
 
 void WriterServerHandle::stop() {
@@ -111,6 +130,12 @@ WriterServerHandle start_writer_server(const std::string& database_path,
   impl->thread = detail::start_library_thread([raw] {
     try {
       raw->server->run();
+    } catch (const server::StorageError& e) {
+      raw->failure.emplace(
+          std::string("the writer server stopped: ") + e.what() +
+              ". The outcome of the writes of its last batch is unknown (their callers got "
+              "ConnectionLostError); reopening the database lets WAL recovery decide",
+          e.sqlite_code() & 0xff, e.sqlite_code());
     } catch (...) {  // never terminate the application from a library thread
     }
     raw->running = false;

@@ -445,7 +445,7 @@ std::vector<std::string> DaemonTest::daemon_args(const std::vector<std::string>&
 }
 
 void DaemonTest::start_daemon(const std::vector<std::string>& extra) {
-  daemon_.spawn(daemon_args(extra, sock_), log_, log_);
+  daemon_.spawn(daemon_args(extra, sock_), log_, log_, daemon_env_);
   ASSERT_TRUE(wait_until_serving(daemon_, sock_));
 }
 

@@ -273,6 +273,8 @@ class DaemonTest : public ::testing::Test {
   std::string db_ = dir_.file("db.sqlite");
   std::string sock_ = dir_.file("s.sock");
   std::string log_ = dir_.file("writerd.log");
+  /// Extra environment of the daemon ("NAME=value"), e.g. LD_PRELOAD for fault injection.
+  std::vector<std::string> daemon_env_;
   Process daemon_;
 };
 

@@ -58,8 +58,12 @@ class PASYN_EXPORT WriterServerHandle {
   /// checkpointed, the socket removed. Returns at once.
   void shutdown() noexcept;
   /// Waits until the server has stopped (after shutdown() or a client's shutdown_server()).
+  /// Throws OperationalError (with SQLite's code, e.g. SQLITE_IOERR_FSYNC) once if the server
+  /// stopped on its own because the outcome of a commit is unknown (an I/O error or a failed
+  /// fsync at COMMIT): the clients of that batch got ConnectionLostError, and the next open of
+  /// the database decides, through WAL recovery, what was committed.
   void join();
-  /// shutdown() then join().
+  /// shutdown() then join() (so it may throw like join()).
   void stop();
   /// False once the server has fully stopped.
   bool running() const noexcept;

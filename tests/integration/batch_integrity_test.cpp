@@ -1,0 +1,304 @@
+// The batch transaction cannot vanish unnoticed, and a reply is never false: the real
+// pasyn-writerd with faults injected by an LD_PRELOAD library (fault_inject.c) that fails one
+// fsync, WAL write, temporary-file read or large allocation when the test arms it.
+//
+// Every test forms one batch the same way: a holder opens a transaction, the requests of the
+// batch queue behind it (their order of arrival is their order in the batch), the fault is armed,
+// and the holder rolls back, which runs the queued requests as one batch.
+#include <signal.h>
+#include <sqlite3.h>
+
+#include <fstream>
+#include <future>
+
+#include "daemon_fixture.hpp"
+
+namespace pasyn::itest {
+namespace {
+
+// pasyn-writerd's exit status when the outcome of a commit is unknown (kExitStorageFailure,
+// EX_IOERR; README, PROTOCOL.md §6.1, RestartPreventExitStatus= of the unit).
+constexpr int kExitStorageFailure = 74;
+
+class BatchIntegrityTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    GTEST_SKIP() << "the fault-injection library cannot be preloaded before a sanitizer runtime";
+#endif
+    daemon_env_ = {std::string("LD_PRELOAD=") + PASYN_FAULT_INJECT, "PASYN_FAULT_FILE=" + trigger_};
+  }
+
+  /// Arms the fault (see fault_inject.c for the format).
+  void arm(const std::string& spec) const { std::ofstream(trigger_) << spec << "\n"; }
+  bool fired() const { return path_exists(trigger_ + ".fired"); }
+  void disarm() const { ::unlink(trigger_.c_str()); }
+
+  /// Waits (bounded) until `n` requests wait behind the holder's transaction.
+  static ::testing::AssertionResult waiting(MultiplexedClient& c, std::int64_t n) {
+    const auto deadline = Clock::now() + kReplyTimeout;
+    std::int64_t now = -1;
+    while (Clock::now() < deadline) {
+      now = as_int(figure(c.stats(), "waiting_for_transaction"));
+      if (now == n) return ::testing::AssertionSuccess();
+      std::this_thread::sleep_for(5ms);
+    }
+    return ::testing::AssertionFailure() << now << " requests wait, not " << n;
+  }
+
+  std::int64_t count(const std::string& where) const {
+    return query_int("SELECT count(*) FROM t WHERE " + where);
+  }
+
+  std::string trigger_ = dir_.file("fault");
+};
+
+// M2: an fsync that fails at COMMIT leaves the outcome unknown (the frames may be on disk and
+// WAL recovery brings them back). The daemon must not answer "failed": it stops, the clients
+// see ConnectionLostError, and it exits with the status systemd does not restart on.
+TEST_F(BatchIntegrityTest, FsyncFailureAtCommitStopsWithoutAnswering) {
+  start_daemon();
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  for (int i = 0; i < 10; ++i) c.execute("INSERT INTO t (v) VALUES (?)", {"acked"});
+
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  std::vector<MultiplexedClient> clients;
+  std::vector<std::future<std::int64_t>> writes;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(connect_client());
+    writes.push_back(clients.back().execute_async("INSERT INTO t (v) VALUES (?)", {"unknown"}));
+    ASSERT_TRUE(waiting(c, i + 1));
+  }
+  arm("fsync EIO -wal");
+  tx.rollback();
+  for (auto& w : writes) {
+    try {
+      w.get();
+      ADD_FAILURE() << "a write whose commit failed to sync was answered as committed";
+    } catch (const ConnectionLostError&) {  // outcome unknown: the only true answer
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "expected ConnectionLostError, got: " << e.what();
+    }
+  }
+  const auto status = daemon_.wait_exit(kStopTimeout);
+  ASSERT_TRUE(status) << "pasyn-writerd kept running after an fsync failure at COMMIT";
+  EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
+  EXPECT_TRUE(fired());
+  EXPECT_NE(read_file(log_).find("critical"), std::string::npos) << read_file(log_);
+
+  // The next start recovers the WAL: consistent, every acknowledged write there. (The batch's
+  // frames reached the file before the sync failed, so recovery brings it back: telling its
+  // clients it failed would have been false.)
+  start_daemon();
+  EXPECT_EQ(query_int("SELECT count(*) FROM pragma_integrity_check WHERE integrity_check='ok'"), 1);
+  EXPECT_EQ(count("v = 'acked'"), 10);
+  EXPECT_EQ(count("v = 'unknown'"), 3);
+  auto again = connect_client();
+  EXPECT_EQ(again.execute("INSERT INTO t (v) VALUES ('after')"), 1);
+}
+
+// A definite commit failure (ENOSPC writing the WAL: SQLITE_FULL, nothing committed) is an error
+// for every request of the batch, and the daemon goes on serving.
+TEST_F(BatchIntegrityTest, DiskFullAtCommitFailsTheBatchAndKeepsServing) {
+  start_daemon();
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  std::vector<MultiplexedClient> clients;
+  std::vector<std::future<std::int64_t>> writes;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(connect_client());
+    writes.push_back(clients.back().execute_async("INSERT INTO t (v) VALUES (?)", {"full"}));
+    ASSERT_TRUE(waiting(c, i + 1));
+  }
+  arm("pwrite ENOSPC -wal");
+  tx.rollback();
+  for (auto& w : writes) {
+    try {
+      w.get();
+      ADD_FAILURE() << "a write whose commit failed was answered as committed";
+    } catch (const SqliteError& e) {
+      EXPECT_EQ(e.code(), SQLITE_FULL) << e.what();
+    }
+  }
+  EXPECT_TRUE(fired());
+  EXPECT_EQ(count("v = 'full'"), 0);
+  EXPECT_EQ(c.execute("INSERT INTO t (v) VALUES ('after')"), 1);
+  EXPECT_EQ(count("v = 'after'"), 1);
+}
+
+// M3: the request that ran over --statement-timeout is blamed, and only it. Batch: a slow write
+// (times out, which ends the transaction), an innocent insert, a failing insert (so the batch
+// is run again with savepoints). The innocent one must run and commit.
+TEST_F(BatchIntegrityTest, StatementTimeoutBlamesOnlyTheSlowRequest) {
+  start_daemon({"--statement-timeout", "300ms"});
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  c.execute("INSERT INTO t (id, v) VALUES (1, 'taken')");
+
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  auto slow_client = connect_client(), innocent_client = connect_client(),
+       failing_client = connect_client();
+  auto slow = slow_client.execute_async(
+      "INSERT INTO t (v) SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+      "SELECT x + 1 FROM c) SELECT x FROM c)");
+  ASSERT_TRUE(waiting(c, 1));
+  auto innocent = innocent_client.execute_async("INSERT INTO t (v) VALUES ('innocent')");
+  ASSERT_TRUE(waiting(c, 2));
+  auto failing = failing_client.execute_async("INSERT INTO t (id, v) VALUES (1, 'duplicate')");
+  ASSERT_TRUE(waiting(c, 3));
+  tx.rollback();
+
+  EXPECT_THROW(slow.get(), TimeoutError);
+  EXPECT_NO_THROW(EXPECT_EQ(innocent.get(), 1));
+  EXPECT_THROW(failing.get(), IntegrityError);
+  EXPECT_EQ(count("v = 'innocent'"), 1);
+  EXPECT_EQ(count("v = 'duplicate'"), 0);
+}
+
+// M1: when one of the writer's own statements fails and takes the transaction with it (here
+// ROLLBACK TO, whose read of the statement journal fails with EIO), no request may run on in
+// autocommit mode: every request answered OK is in the database, every one answered with an
+// error is not, also after a restart.
+TEST_F(BatchIntegrityTest, LostTransactionNeverCommitsRequestsOneByOne) {
+  start_daemon();
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  // Large enough that undoing an UPDATE of all of it reads the statement journal from a
+  // temporary file (SQLite keeps the first 64 KiB in memory).
+  c.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT)");
+  c.executescript(
+      "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 2000) "
+      "INSERT INTO big (v) SELECT printf('%.200c', 'a') FROM n");
+
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  std::vector<MultiplexedClient> clients;
+  std::vector<std::future<void>> replies;
+  std::vector<std::string> names;
+  const auto queue = [&](const std::string& name, const std::string& script) {
+    clients.push_back(connect_client());
+    replies.push_back(clients.back().executescript_async(script));
+    names.push_back(name);
+    return waiting(c, static_cast<std::int64_t>(names.size()));
+  };
+  ASSERT_TRUE(queue("before", "INSERT INTO t (v) VALUES ('before')"));
+  // Fails (no such column) after changing every page of `big`.
+  ASSERT_TRUE(queue("failing", "UPDATE big SET v = v || 'x'; SELECT nosuchcolumn FROM big"));
+  ASSERT_TRUE(queue("after1", "INSERT INTO t (v) VALUES ('after1')"));
+  ASSERT_TRUE(queue("after2", "INSERT INTO t (v) VALUES ('after2')"));
+  arm("pread EIO etilqs");
+  tx.rollback();
+
+  std::vector<bool> ok;
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    try {
+      replies[i].get();
+      ok.push_back(true);
+    } catch (const Error& e) {
+      ok.push_back(false);
+      std::cerr << names[i] << ": " << e.what() << "\n";
+    }
+  }
+  EXPECT_TRUE(fired()) << "the statement journal was never read back";
+  EXPECT_FALSE(ok[1]) << "the failing script was answered as committed";
+  const auto check = [&] {
+    EXPECT_EQ(query_int("SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'"),
+              1);
+    EXPECT_EQ(query_int("SELECT count(*) FROM big WHERE v LIKE '%x'"), 0)
+        << "the failed script's UPDATE was committed";
+    for (std::size_t i : {0u, 2u, 3u}) {
+      EXPECT_EQ(count("v = '" + names[i] + "'"), ok[i] ? 1 : 0)
+          << names[i] << " was answered " << (ok[i] ? "OK" : "with an error");
+    }
+  };
+  check();
+  // Here nothing failed but the script itself: the others are committed.
+  EXPECT_TRUE(ok[0] && ok[2] && ok[3]);
+  stop_daemon();
+  start_daemon();
+  check();
+}
+
+// §4 "Drain timeout": when the drain timeout interrupts a batch that runs with savepoints, the
+// rest of the batch does not run. Batch: a failing insert (so savepoints), a read that never ends
+// (interrupted, which leaves the transaction open), an insert that must then not be committed.
+TEST_F(BatchIntegrityTest, DrainTimeoutStopsTheRestOfASavepointBatch) {
+  start_daemon({"--drain-timeout", "300ms", "--statement-timeout", "0"});
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  c.execute("INSERT INTO t (id, v) VALUES (1, 'taken')");
+
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  auto failing_client = connect_client(), endless_client = connect_client(),
+       last_client = connect_client();
+  auto failing = failing_client.execute_async("INSERT INTO t (id, v) VALUES (1, 'duplicate')");
+  ASSERT_TRUE(waiting(c, 1));
+  auto endless = endless_client.execute_fetchall_async(
+      "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n");
+  ASSERT_TRUE(waiting(c, 2));
+  auto last = last_client.execute_async("INSERT INTO t (v) VALUES ('last')");
+  ASSERT_TRUE(waiting(c, 3));
+  tx.rollback();
+  daemon_.signal(SIGTERM);  // the endless read runs until the drain timeout interrupts it
+  EXPECT_THROW(endless.get(), Error);
+  EXPECT_THROW(last.get(), Error);
+  EXPECT_THROW(failing.get(), Error);
+  const auto [status, killed] = daemon_.wait_or_kill(kStopTimeout);
+  EXPECT_FALSE(killed);
+  EXPECT_TRUE(exited_with(status, 0)) << describe_status(status);
+  EXPECT_EQ(count("v = 'last'"), 0) << "a request after the interrupted one was committed";
+}
+
+// M2, in process: start_writer_server stops the same way, and its join() reports why.
+TEST_F(BatchIntegrityTest, InProcessServerStopsAndJoinThrows) {
+  const auto r =
+      run_to_completion({PASYN_INPROC_STORAGE_FAILURE, db_}, dir_, daemon_env_, kStopTimeout);
+  EXPECT_TRUE(exited_with(r.status, 0)) << describe_status(r.status) << "\n" << r.out << r.err;
+  EXPECT_NE(r.out.find("write: ConnectionLostError"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("join: OperationalError " + std::to_string(SQLITE_IOERR_FSYNC)),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(fired());
+}
+
+// M4: an allocation failure on the writer thread (a reply that cannot be held) fails that
+// request, not the daemon; the other request of its batch commits.
+TEST_F(BatchIntegrityTest, AllocationFailureFailsTheRequestNotTheDaemon) {
+  start_daemon();
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  auto big_client = connect_client(), other_client = connect_client();
+  // About 5 MB of reply in rows of 1 KB: only the reply buffer grows past 1 MiB.
+  auto big = big_client.execute_fetchall_async(
+      "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 5000) "
+      "SELECT randomblob(1000) FROM n");
+  ASSERT_TRUE(waiting(c, 1));
+  auto other = other_client.execute_async("INSERT INTO t (v) VALUES ('other')");
+  ASSERT_TRUE(waiting(c, 2));
+  arm("malloc ENOMEM 1048576 0 1000000");  // every allocation over 1 MiB fails
+  tx.rollback();
+  try {
+    big.get();
+    ADD_FAILURE() << "a reply that could not be allocated was sent";
+  } catch (const SqliteError& e) {
+    EXPECT_EQ(e.code(), SQLITE_NOMEM) << e.what();
+  }
+  EXPECT_NO_THROW(EXPECT_EQ(other.get(), 1));
+  disarm();
+  EXPECT_TRUE(c.ping());
+  EXPECT_EQ(c.execute("INSERT INTO t (v) VALUES ('after')"), 1);
+  EXPECT_EQ(count("v IN ('other', 'after')"), 2);
+}
+
+}  // namespace
+}  // namespace pasyn::itest
