@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "access_control.hpp"
 #include "log.hpp"
 #include "writer.hpp"
 
