@@ -764,7 +764,7 @@ proto::Report Server::Impl::stats() const {
   const auto i64 = [](auto v) { return static_cast<std::int64_t>(v); };
   const double mean_batch =
       w.batches ? static_cast<double>(w.batched_requests) / static_cast<double>(w.batches) : 0.0;
-  return {
+  proto::Report report{
       {"version", std::string(PASYN_VERSION)},
       {"pid", i64(::getpid())},
       {"database", config_.database_path},
@@ -784,6 +784,10 @@ proto::Report Server::Impl::stats() const {
       {"transaction_age_ms", i64(w.transaction_age_ms)},
       {"wal_bytes", wal_bytes},
   };
+  w.batch_size.append_figures(report, "batch_size");
+  w.commit_us.append_figures(report, "commit_us");
+  w.queue_wait_us.append_figures(report, "queue_wait_us");
+  return report;
 }
 
 std::string Server::Impl::status_line() const {

@@ -55,6 +55,7 @@
 #include <pasyn/proto/codec.hpp>
 
 #include "config.hpp"
+#include "histogram.hpp"
 
 namespace pasyn::server {
 
@@ -117,6 +118,11 @@ struct WriterStats {
   std::size_t queue_depth = 0;           // submitted, not yet taken by the writer thread
   std::size_t waiting = 0;               // taken, waiting for another connection's transaction
   std::int64_t transaction_age_ms = -1;  // age of the open client transaction; -1: none
+  // Since the start (cumulative, for STATS and Prometheus): requests per batch, COMMIT
+  // duration (µs), and the time requests waited in the queue before the writer took them (µs).
+  Histogram batch_size{kBatchSizeBounds};
+  Histogram commit_us{kMicrosecondBounds};
+  Histogram queue_wait_us{kMicrosecondBounds};
 };
 
 class Writer {
