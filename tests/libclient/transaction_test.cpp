@@ -187,7 +187,7 @@ TEST_F(TransactionTest, ALockWaitOfZeroFailsAtOnce) {
   pasyn::MultiplexedClient other(server.socket_path());
   auto tx = owner.begin();
   EXPECT_THROW(other.execute("INSERT INTO t (x) VALUES (2)"), pasyn::TimeoutError);
-  EXPECT_THROW(other.begin(), pasyn::TimeoutError);
+  EXPECT_THROW((void)other.begin(), pasyn::TimeoutError);  // begin() is [[nodiscard]]
   tx.commit();
   EXPECT_EQ(other.execute("INSERT INTO t (x) VALUES (3)"), 1);
 }
