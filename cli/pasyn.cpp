@@ -3,15 +3,21 @@
 // Every command goes through the public client library, like any application: writes and
 // operations over the daemon's socket (MultiplexedClient), `query` through a direct read-only
 // SQLite connection (pasyn::Connection) on the database the daemon reports in its stats.
-// Exit status: 0 done, 1 the daemon or SQLite refused or failed, 2 bad usage.
+// Exit status: 0 done, 1 the daemon or SQLite refused or failed (or any other error), 2 bad usage.
+// Options go before or after the subcommand (`pasyn --socket S stats --json` and
+// `pasyn stats --socket S --json` are the same). --timeout bounds the connect and every request.
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <pasyn/pasyn.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -26,16 +32,61 @@ struct Options {
   std::string sql;
   std::vector<std::string> params;
   bool text_params = false;
+  bool typed_params = false;
+  bool prometheus = false;
   bool script = false;
   std::string mode = "TRUNCATE";
   std::string backup_path;
 };
 
+// Bad usage found after parsing (exit status 2).
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // ---- Output ------------------------------------------------------------------------------------
 
+// The length of the valid UTF-8 sequence at the start of `s`, or 0 if it is not one (overlong
+// forms, surrogates and code points past U+10FFFF are invalid, as RFC 3629 says).
+std::size_t utf8_sequence(std::string_view s) {
+  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const auto cont = [&](std::size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (!cont(1) || !cont(2)) return 0;
+    if (c == 0xE0 && b(1) < 0xA0) return 0;   // overlong
+    if (c == 0xED && b(1) >= 0xA0) return 0;  // UTF-16 surrogates
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (!cont(1) || !cont(2) || !cont(3)) return 0;
+    if (c == 0xF0 && b(1) < 0x90) return 0;   // overlong
+    if (c == 0xF4 && b(1) >= 0x90) return 0;  // past U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+// A JSON string: always valid JSON, whatever the bytes (SQLite text need not be UTF-8): each
+// byte that does not start a valid UTF-8 sequence becomes U+FFFD.
 std::string json_string(std::string_view s) {
   std::string out = "\"";
-  for (const char c : s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const char c = s[i];
+    const std::size_t n = utf8_sequence(s.substr(i));
+    if (n == 0) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (n > 1) {
+      out.append(s.substr(i, n));
+      i += n;
+      continue;
+    }
+    ++i;
     switch (c) {
       case '"':
         out += "\\\"";
@@ -53,9 +104,9 @@ std::string json_string(std::string_view s) {
         out += "\\t";
         break;
       default:
-        if (static_cast<unsigned char>(c) < 0x20) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
           char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(c));
           out += buf;
         } else {
           out += c;
@@ -98,6 +149,9 @@ std::string text(const pasyn::Value& v) {
   return {};
 }
 
+// A JSON number; NaN and the infinities, which JSON cannot express, as null.
+std::string json_real(double d) { return std::isfinite(d) ? real_text(d) : "null"; }
+
 // JSON output: blobs as {"blob": "<hex>"}.
 std::string json(const pasyn::Value& v) {
   switch (pasyn::type_of(v)) {
@@ -106,7 +160,7 @@ std::string json(const pasyn::Value& v) {
     case pasyn::ValueType::kInteger:
       return std::to_string(std::get<std::int64_t>(v));
     case pasyn::ValueType::kReal:
-      return real_text(std::get<double>(v));
+      return json_real(std::get<double>(v));
     case pasyn::ValueType::kText:
       return json_string(std::get<std::string>(v));
     case pasyn::ValueType::kBlob:
@@ -158,37 +212,242 @@ void print_rows(const std::vector<std::string>& columns, const std::vector<pasyn
   }
 }
 
+// Prometheus text exposition format (for node_exporter's textfile collector): every number STATS
+// reports, named pasyn_<figure> with Prometheus' unit suffixes (_total for counters, _seconds,
+// _bytes), a HELP and a TYPE line each; the text figures as labels of pasyn_info.
+void print_prometheus(const pasyn::Report& report) {
+  struct Metric {
+    std::string_view figure;  // the STATS name
+    std::string_view name;    // the metric's name after pasyn_
+    std::string_view type;
+    double divisor;  // figure / divisor = value in the metric's unit
+    std::string_view help;
+  };
+  static constexpr Metric kKnown[] = {
+      {"uptime_ms", "uptime_seconds", "gauge", 1e3, "Time since the daemon started."},
+      {"connections", "connections", "gauge", 1, "Open client connections."},
+      {"requests", "requests_total", "counter", 1, "Requests answered."},
+      {"batches", "batches_total", "counter", 1, "Batch transactions committed."},
+      {"mean_batch_size", "batch_size_mean", "gauge", 1, "Mean requests per batch."},
+      {"commit_p50_us", "commit_p50_seconds", "gauge", 1e6,
+       "Median COMMIT duration over the recent batches."},
+      {"commit_p99_us", "commit_p99_seconds", "gauge", 1e6,
+       "99th percentile COMMIT duration over the recent batches."},
+      {"commit_max_us", "commit_max_seconds", "gauge", 1e6,
+       "Longest COMMIT over the recent batches."},
+      {"queue_depth", "queue_depth", "gauge", 1, "Requests submitted, not yet taken."},
+      {"waiting_for_transaction", "waiting_for_transaction", "gauge", 1,
+       "Requests waiting for another connection's transaction."},
+      {"transaction_age_ms", "transaction_age_seconds", "gauge", 1e3,
+       "Age of the open client transaction (absent: none)."},
+      {"wal_bytes", "wal_bytes", "gauge", 1, "Size of the -wal file."},
+  };
+  const auto number = [](const pasyn::Value& v) -> std::optional<double> {
+    if (pasyn::type_of(v) == pasyn::ValueType::kInteger) {
+      return static_cast<double>(std::get<std::int64_t>(v));
+    }
+    if (pasyn::type_of(v) == pasyn::ValueType::kReal) return std::get<double>(v);
+    return std::nullopt;
+  };
+  const auto value_text = [](double d) {
+    if (std::isnan(d)) return std::string("NaN");
+    if (std::isinf(d)) return std::string(d > 0 ? "+Inf" : "-Inf");
+    // The shortest text that reads back as d: fixed notation ("0.0001") when it fits.
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::fixed);
+    if (r.ec != std::errc()) r = std::to_chars(buf, buf + sizeof buf, d);
+    return std::string(buf, r.ec == std::errc() ? r.ptr : buf);
+  };
+  const auto label_value = [](std::string_view v) {
+    std::string out;
+    for (const char c : v) {
+      if (c == '\\' || c == '"') out += '\\';
+      if (c == '\n') {
+        out += "\\n";
+        continue;
+      }
+      out += c;
+    }
+    return out;
+  };
+  // Histograms: STATS reports NAME_le_BOUND (cumulative), NAME_sum and NAME_count; a NAME in
+  // microseconds (…_us) or milliseconds (…_ms) becomes …_seconds, its bounds and sum scaled.
+  struct Family {
+    std::string base;
+    std::string name;
+    double divisor = 1;
+    std::string lines;
+  };
+  std::vector<Family> families;
+  const auto family_of = [&](const std::string& base) -> Family* {
+    for (auto& f : families) {
+      if (f.base == base) return &f;
+    }
+    return nullptr;
+  };
+  for (const auto& [figure, v] : report) {
+    const auto at = figure.rfind("_le_");
+    if (at == std::string::npos || !number(v)) continue;
+    const std::string base = figure.substr(0, at);
+    if (family_of(base)) continue;
+    Family f{base, base, 1, {}};
+    if (base.ends_with("_us")) f = {base, base.substr(0, base.size() - 3) + "_seconds", 1e6, {}};
+    if (base.ends_with("_ms")) f = {base, base.substr(0, base.size() - 3) + "_seconds", 1e3, {}};
+    families.push_back(std::move(f));
+  }
+  const auto in_family = [&](const std::string& figure, const pasyn::Value& v) {
+    for (auto& f : families) {
+      if (!figure.starts_with(f.base + "_")) continue;
+      const std::string rest = figure.substr(f.base.size() + 1);
+      const auto d = number(v);
+      if (!d) return false;
+      if (rest.starts_with("le_")) {
+        const std::string bound = rest.substr(3);
+        std::string le = "+Inf";
+        if (bound != "inf") {
+          char* end = nullptr;
+          const double b = std::strtod(bound.c_str(), &end);
+          if (end == bound.c_str() || *end != '\0') return false;
+          le = value_text(b / f.divisor);
+        }
+        f.lines += "pasyn_" + f.name + "_bucket{le=\"" + le + "\"} " + value_text(*d) + "\n";
+        return true;
+      }
+      if (rest == "sum") {
+        f.lines += "pasyn_" + f.name + "_sum " + value_text(*d / f.divisor) + "\n";
+        return true;
+      }
+      if (rest == "count") {
+        f.lines += "pasyn_" + f.name + "_count " + value_text(*d) + "\n";
+        return true;
+      }
+    }
+    return false;
+  };
+  std::string info;
+  std::string out;
+  for (const auto& [figure, v] : report) {
+    if (in_family(figure, v)) continue;
+    if (pasyn::type_of(v) == pasyn::ValueType::kText) {
+      info +=
+          (info.empty() ? "" : ",") + figure + "=\"" + label_value(std::get<std::string>(v)) + "\"";
+      continue;
+    }
+    const auto d = number(v);
+    if (!d) continue;
+    const Metric* m = nullptr;
+    for (const auto& k : kKnown) {
+      if (k.figure == figure) m = &k;
+    }
+    if (m && figure == "transaction_age_ms" && *d < 0) continue;  // no open transaction
+    if (m) {
+      out += "# HELP pasyn_" + std::string(m->name) + " " + std::string(m->help) + "\n";
+      out += "# TYPE pasyn_" + std::string(m->name) + " " + std::string(m->type) + "\n";
+      out += "pasyn_" + std::string(m->name) + " " + value_text(*d / m->divisor) + "\n";
+    } else {  // a figure this CLI does not know yet: exposed as it is
+      out += "# HELP pasyn_" + figure + " STATS figure " + figure + ".\n";
+      out += "# TYPE pasyn_" + figure + " untyped\n";
+      out += "pasyn_" + figure + " " + value_text(*d) + "\n";
+    }
+  }
+  for (const auto& f : families) {
+    std::string help = "Histogram of the STATS figure " + f.base + ".";
+    if (f.base == "batch_size") help = "Requests per committed batch.";
+    if (f.base == "commit_us") help = "Duration of the batches' COMMIT.";
+    if (f.base == "queue_wait_us") help = "Time requests waited before the writer took them.";
+    out += "# HELP pasyn_" + f.name + " " + help + "\n";
+    out += "# TYPE pasyn_" + f.name + " histogram\n" + f.lines;
+  }
+  std::cout << "# HELP pasyn_info The daemon's version, database, socket and settings.\n"
+            << "# TYPE pasyn_info gauge\n"
+            << "pasyn_info{" << info << "} 1\n"
+            << out;
+}
+
 // ---- Commands ----------------------------------------------------------------------------------
 
-// Parameters from the command line: an integer or a real when the whole text is one, NULL for
-// the word NULL, text otherwise (all text with --text-params).
+// An integer or a real when the whole text is one, NULL for the word NULL, text otherwise.
+pasyn::Value guess(const std::string& p) {
+  std::int64_t i = 0;
+  if (auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), i);
+      ec == std::errc() && end == p.data() + p.size() && !p.empty()) {
+    return i;
+  }
+  double d = 0;
+  if (auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), d);
+      ec == std::errc() && end == p.data() + p.size() && !p.empty()) {
+    return d;
+  }
+  if (p == "NULL") return nullptr;
+  return p;
+}
+
+// --typed-params: TYPE:VALUE with TYPE one of int, real, text, blob (hex digits) or null.
+pasyn::Value typed(const std::string& p) {
+  const auto colon = p.find(':');
+  const std::string type = p.substr(0, colon);
+  const std::string value = colon == std::string::npos ? "" : p.substr(colon + 1);
+  const auto bad = [&](const std::string& why) {
+    return UsageError("parameter '" + p + "': " + why);
+  };
+  if (colon == std::string::npos && type != "null") {
+    throw bad("give TYPE:VALUE (int, real, text, blob or null)");
+  }
+  if (type == "text") return value;
+  if (type == "null") {
+    if (!value.empty()) throw bad("null takes no value");
+    return nullptr;
+  }
+  if (type == "int") {
+    std::int64_t i = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), i);
+    if (ec != std::errc() || end != value.data() + value.size() || value.empty()) {
+      throw bad("not a 64-bit integer");
+    }
+    return i;
+  }
+  if (type == "real") {
+    double d = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), d);
+    if (ec != std::errc() || end != value.data() + value.size() || value.empty()) {
+      throw bad("not a real number");
+    }
+    return d;
+  }
+  if (type == "blob") {
+    if (value.size() % 2) throw bad("a blob is an even number of hex digits");
+    pasyn::Blob blob;
+    for (std::size_t k = 0; k < value.size(); k += 2) {
+      std::uint8_t byte = 0;
+      auto [end, ec] = std::from_chars(value.data() + k, value.data() + k + 2, byte, 16);
+      if (ec != std::errc() || end != value.data() + k + 2) throw bad("not hex digits");
+      blob.push_back(byte);
+    }
+    return blob;
+  }
+  throw bad("unknown type '" + type + "' (int, real, text, blob or null)");
+}
+
+// Parameters from the command line: guessed from their text (see guess), all text with
+// --text-params, or typed explicitly with --typed-params.
 pasyn::Params parse_params(const Options& o) {
   pasyn::Params params;
   for (const auto& p : o.params) {
-    if (!o.text_params) {
-      std::int64_t i = 0;
-      if (auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), i);
-          ec == std::errc() && end == p.data() + p.size() && !p.empty()) {
-        params.emplace_back(i);
-        continue;
-      }
-      double d = 0;
-      if (auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), d);
-          ec == std::errc() && end == p.data() + p.size() && !p.empty()) {
-        params.emplace_back(d);
-        continue;
-      }
-      if (p == "NULL") {
-        params.emplace_back(nullptr);
-        continue;
-      }
+    if (o.typed_params) {
+      params.push_back(typed(p));
+    } else if (o.text_params) {
+      params.emplace_back(p);
+    } else {
+      params.push_back(guess(p));
     }
-    params.emplace_back(p);
   }
   return params;
 }
 
 std::string socket_of(const Options& o) {
+  if (o.socket.empty() && o.instance.empty()) {
+    throw UsageError("give --socket PATH or --instance NAME");
+  }
   if (!o.socket.empty()) return o.socket;
   return "/run/pasyn/" + o.instance + ".sock";
 }
@@ -196,6 +455,7 @@ std::string socket_of(const Options& o) {
 pasyn::MultiplexedClient connect(const Options& o) {
   pasyn::ClientOptions options;
   options.connect_timeout = std::chrono::milliseconds(o.timeout_ms);
+  options.request_timeout = std::chrono::milliseconds(o.timeout_ms);
   return pasyn::MultiplexedClient(socket_of(o), options);
 }
 
@@ -214,7 +474,7 @@ int ping(const Options& o) {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   if (o.json) {
     std::cout << "{\"ok\":true,\"socket\":" << json_string(client.socket_path())
-              << ",\"ms\":" << real_text(ms) << "}\n";
+              << ",\"ms\":" << json_real(ms) << "}\n";
   } else {
     std::printf("pong from %s in %.2f ms\n", client.socket_path().c_str(), ms);
   }
@@ -253,7 +513,12 @@ int query(const Options& o) {
 int run(CLI::App& app, const Options& o) {
   if (app.got_subcommand("ping")) return ping(o);
   if (app.got_subcommand("stats")) {
-    print_report(connect(o).stats(), o.json);
+    const auto stats = connect(o).stats();
+    if (o.prometheus) {
+      print_prometheus(stats);
+    } else {
+      print_report(stats, o.json);
+    }
     return 0;
   }
   if (app.got_subcommand("exec")) return exec(o);
@@ -281,33 +546,49 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"pasyn: operate a running pasyn-writerd"};
   app.set_version_flag("--version", "pasyn " PASYN_VERSION);
+  // The options of `pasyn` itself are also accepted after the subcommand, as with git or
+  // systemctl: `pasyn stats --socket S --json`.
+  app.fallthrough();
   auto* socket = app.add_option("--socket", o.socket, "the daemon's Unix socket");
   app.add_option("--instance", o.instance, "the service instance NAME (/run/pasyn/NAME.sock)")
       ->type_name("NAME")
       ->excludes(socket);
   app.add_flag("--json", o.json, "print JSON instead of text");
-  app.add_option("--timeout", o.timeout_ms, "milliseconds to connect and handshake")
+  app.add_option("--timeout", o.timeout_ms,
+                 "milliseconds to connect and handshake, and again for each request")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.require_subcommand(1);
 
   app.add_subcommand("ping", "check that the daemon answers");
-  app.add_subcommand("stats",
-                     "live figures: requests, batches, commit latency, queue, connections, WAL");
+  auto* stats_cmd = app.add_subcommand(
+      "stats", "live figures: requests, batches, commit latency, queue, connections, WAL");
+  stats_cmd
+      ->add_flag("--prometheus", o.prometheus,
+                 "print the figures in Prometheus' text exposition format")
+      ->excludes(app.get_option("--json"));
+  const auto add_param_flags = [&](CLI::App* cmd) {
+    auto* text = cmd->add_flag("--text-params,--text", o.text_params,
+                               "bind every parameter as text (\"007\" stays \"007\")");
+    cmd->add_flag("--typed-params", o.typed_params,
+                  "every parameter is TYPE:VALUE, TYPE one of int, real, text, blob (hex), null")
+        ->excludes(text);
+  };
   auto* exec_cmd = app.add_subcommand("exec", "run one write statement through the daemon");
   exec_cmd->add_option("sql", o.sql, "the SQL statement")->required();
   auto* exec_params = exec_cmd->add_option(
       "params", o.params, "parameters for ?: integers and reals as such, NULL as NULL, else text");
   exec_cmd->add_flag("--script", o.script, "several statements, run atomically, no parameters")
       ->excludes(exec_params);
-  exec_cmd->add_flag("--text-params", o.text_params, "bind every parameter as text");
+  add_param_flags(exec_cmd);
   auto* query_cmd =
       app.add_subcommand("query", "run a read-only query directly on the database file");
   query_cmd->add_option("sql", o.sql, "the SELECT statement")->required();
   query_cmd->add_option("params", o.params, "parameters, as for exec");
-  query_cmd->add_flag("--text-params", o.text_params, "bind every parameter as text");
+  add_param_flags(query_cmd);
   query_cmd->add_option("--database", o.database,
-                        "the database file (default: the one the daemon reports)");
+                        "the database file (default: the one the daemon reports); with it, "
+                        "no daemon is needed");
   auto* checkpoint_cmd = app.add_subcommand("checkpoint", "checkpoint the WAL");
   checkpoint_cmd->add_option("--mode", o.mode, "PASSIVE, FULL, RESTART or TRUNCATE")
       ->check(CLI::IsMember({"PASSIVE", "FULL", "RESTART", "TRUNCATE"}, CLI::ignore_case))
@@ -324,17 +605,20 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; bad usage exits 2
   }
-  if (o.socket.empty() && o.instance.empty()) {
-    std::fprintf(stderr, "pasyn: give --socket PATH or --instance NAME\n");
-    return 2;
-  }
+  // Every failure ends here, reported once on stderr (and as JSON with --json), never as an
+  // uncaught exception.
+  const auto fail = [&](const char* what, int status) {
+    if (o.json) std::cout << "{\"ok\":false,\"error\":" << json_string(what) << "}\n";
+    std::fprintf(stderr, "pasyn: %s\n", what);
+    return status;
+  };
   try {
     return run(app, o);
-  } catch (const pasyn::Error& e) {
-    if (o.json) {
-      std::cout << "{\"ok\":false,\"error\":" << json_string(e.what()) << "}\n";
-    }
-    std::fprintf(stderr, "pasyn: %s\n", e.what());
-    return 1;
+  } catch (const UsageError& e) {
+    return fail(e.what(), 2);
+  } catch (const std::exception& e) {
+    return fail(e.what(), 1);
+  } catch (...) {
+    return fail("unknown error", 1);
   }
 }

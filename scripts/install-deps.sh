@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pasyn builds and tests with, if any is missing (needs root or sudo).
+# Installs the Debian 12 packages pasyn builds, tests and packages with, if any is missing (needs
+# root or sudo). Enough for a minimal image (debian:12, a fresh cloud VM). Waits up to 5 minutes
+# for the dpkg lock (unattended-upgrades holds it for a while after boot).
 set -euo pipefail
 
 packages=(
-  cmake g++ make pkg-config
+  cmake g++ make pkg-config git
+  ccache           # compiler cache shared by CI's build trees
   libsqlite3-dev   # SQLite3
   libboost-dev     # Boost.Asio (header-only)
   libspdlog-dev    # logging
@@ -13,6 +16,13 @@ packages=(
   sqlite3          # the sqlite3 shell, used by the demo to show the database
   dpkg-dev file    # cpack -G DEB: dpkg-shlibdeps computes the package's Depends
   systemd          # systemd-socket-activate, systemd-analyze: service tests
+  systemd-container  # systemd-nspawn: package-test runs the units under systemd as PID 1
+  procps           # ps, used by the package test
+  util-linux       # setpriv, nsenter
+  clang libclang-rt-14-dev  # the clang build (ASan leg) of the whole tree
+  lintian          # checks the .debs
+  abigail-tools    # abidiff: scripts/abi-check.sh
+  ca-certificates
 )
 
 missing=()
@@ -25,6 +35,8 @@ fi
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+apt=(apt-get -o DPkg::Lock::Timeout=300 -o Acquire::Retries=3)
 echo "install-deps: installing ${missing[*]}"
-"${sudo[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${sudo[@]}" "${apt[@]}" update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" "${apt[@]}" install -y -qq --no-install-recommends \
+  "${missing[@]}"

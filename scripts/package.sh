@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Builds the Debian package build-deb/pasyn_<version>_<arch>.deb (Release, files under /usr).
+# Builds the Debian packages (Release, files under /usr) into build-deb/:
+#   pasyn_<v>_<arch>.deb                daemon, pasyn CLI, systemd units, sysusers, tmpfiles
+#   libpasyn-client0_<v>_<arch>.deb     the runtime library
+#   libpasyn-client-dev_<v>_<arch>.deb  headers, .so link, pkg-config file, CMake package
+# <v> is the project version plus the commit count and hash (0.1.0+git42.abcdef0123).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-# /usr: the prefix the package installs to is also the one written into the .pc file and the
-# units, and it makes GNUInstallDirs pick Debian's multiarch libdir (lib/x86_64-linux-gnu).
+source scripts/ccache-env.sh
+# /usr: GNUInstallDirs then picks Debian's multiarch libdir (lib/x86_64-linux-gnu).
 cmake -S . -B build-deb -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
+  -DPASYN_WERROR="${WERROR:-ON}" \
   -DPASYN_BUILD_TESTS=OFF -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build build-deb -j2
-rm -f build-deb/pasyn_*.deb
+rm -f build-deb/*.deb
 (cd build-deb && cpack -G DEB)

@@ -3,6 +3,8 @@
 #   scripts/sanitize.sh asan   AddressSanitizer (with leak checks) + UndefinedBehaviorSanitizer
 #                              (build-asan/)
 #   scripts/sanitize.sh tsan   ThreadSanitizer (build-tsan/), with tests/tsan.supp
+# The compiler is $CXX (g++ by default; CI builds the ASan tree with clang++, so that the whole
+# tree is compiled by both compilers). Warnings are errors (PASYN_WERROR=ON).
 # Any sanitizer report fails the run: the first error stops the process that made it, and every
 # process the tests start (pasyn-writerd, the CLI, helper programs) writes its reports to
 # build-KIND/sanitizer-reports/, which must stay empty.
@@ -13,19 +15,26 @@ kind=${1:?usage: scripts/sanitize.sh asan|tsan}
 reports=$PWD/build-$kind/sanitizer-reports
 case $kind in
   asan)
-    # -Wno-maybe-uninitialized: under ASan g++ 12 warns falsely inside libstdc++'s <regex>.
     flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-    flags+=" -Wno-maybe-uninitialized"
+    # -Wno-maybe-uninitialized: under ASan g++ 12 warns falsely inside libstdc++'s <regex>.
+    if [[ ${CXX:-g++} != *clang* ]]; then flags+=" -Wno-maybe-uninitialized"; fi
     export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$reports/asan"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" ;;
   tsan)
-    # -Wno-tsan: Boost.Asio's atomic_thread_fence makes g++ warn under -Werror.
-    flags="-fsanitize=thread -Wno-tsan"
+    flags="-fsanitize=thread"
+    # -Wno-tsan: Boost.Asio's atomic_thread_fence makes g++ warn (g++ only: clang has no -Wtsan).
+    if [[ ${CXX:-g++} != *clang* ]]; then flags+=" -Wno-tsan"; fi
     export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1"
     TSAN_OPTIONS+=":log_path=$reports/tsan" ;;
   *) echo "unknown sanitizer '$kind' (asan or tsan)" >&2; exit 2 ;;
 esac
-cmake -S . -B "build-$kind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$flags" \
+source scripts/ccache-env.sh
+# A tree configured with another compiler cannot switch: start it afresh.
+if [[ -n ${CXX:-} && -f build-$kind/CMakeCache.txt ]] &&
+  ! grep -q "^CMAKE_CXX_COMPILER:[A-Z]*=.*/${CXX##*/}\$" "build-$kind/CMakeCache.txt"; then
+  rm -rf "build-$kind"
+fi
+cmake -S . -B "build-$kind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPASYN_WERROR=ON -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
   -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "build-$kind" -j2

@@ -12,6 +12,7 @@
 
 #include "log.hpp"
 #include "paths.hpp"
+#include "readers.hpp"
 #include "server.hpp"
 #include "systemd.hpp"
 
@@ -256,6 +257,10 @@ int main(int argc, char** argv) {
                  "directory BACKUP writes into; a request names a file in it (default: "
                  "backups/ beside the database, created 0750)");
 
+  bool prepare_readers = false;
+  app.add_flag("--prepare-readers", prepare_readers,
+               "only create the database's -wal and -shm files if it exists (so readers that "
+               "may not create files can read it before the daemon runs), then exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -265,6 +270,15 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; bad usage exits 2
   }
 
+  if (prepare_readers) {
+    try {
+      pasyn::server::prepare_for_readers(config.database_path);
+    } catch (const pasyn::server::StartError& e) {
+      std::fprintf(stderr, "pasyn-writerd: %s\n", e.what());
+      return 1;
+    }
+    return 0;
+  }
   config.synchronous_full = synchronous == "full";
   config.foreign_keys = foreign_keys == "on";
   config.busy_timeout = std::chrono::milliseconds(busy_ms);

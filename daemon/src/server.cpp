@@ -898,7 +898,7 @@ proto::Report Server::Impl::stats() const {
   const auto i64 = [](auto v) { return static_cast<std::int64_t>(v); };
   const double mean_batch =
       w.batches ? static_cast<double>(w.batched_requests) / static_cast<double>(w.batches) : 0.0;
-  return {
+  proto::Report report{
       {"version", std::string(PASYN_VERSION)},
       {"pid", i64(::getpid())},
       {"database", config_.database_path},
@@ -920,6 +920,10 @@ proto::Report Server::Impl::stats() const {
       {"backup_pages_done", w.backup_pages_done},
       {"backup_pages_total", w.backup_pages_total},
   };
+  w.batch_size.append_figures(report, "batch_size");
+  w.commit_us.append_figures(report, "commit_us");
+  w.queue_wait_us.append_figures(report, "queue_wait_us");
+  return report;
 }
 
 std::string Server::Impl::status_line() const {

@@ -219,6 +219,12 @@ Writer::Writer(const Config& config) : config_(config) {
   const std::string journal = reinterpret_cast<const char*>(sqlite3_column_text(mode, 0));
   sqlite3_finalize(mode);
   if (journal != "wal") fail("journal mode is " + journal + ", WAL is required");
+  // Keep -wal (truncated) and -shm when the writer closes: a read-only reader needs both to exist
+  // (SQLite wal.html, "Read-Only Databases") and may not create them in a directory it cannot
+  // write (/var/lib/pasyn is 0750), so without this readers fail after the daemon stops.
+  int persist_wal = 1;
+  if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal) != SQLITE_OK)
+    fail("cannot keep the WAL files (SQLITE_FCNTL_PERSIST_WAL)");
   const char* sync =
       config_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
   if (sqlite3_exec(db_, sync, nullptr, nullptr, nullptr) != SQLITE_OK)
@@ -449,6 +455,8 @@ void Writer::record_commit(Clock::duration took, std::size_t batch_size) {
   std::lock_guard lk(stats_mu_);
   ++stats_.batches;
   stats_.batched_requests += batch_size;
+  stats_.batch_size.observe(batch_size);
+  stats_.commit_us.observe(us);
   if (commit_us_.size() < kCommitWindow) {
     commit_us_.push_back(us);
   } else {
@@ -514,6 +522,15 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
       stopping = stopping_;
     }
     progress_.fetch_add(1, std::memory_order_relaxed);
+    const auto taken = Clock::now();
+    if (!incoming.empty()) {
+      std::lock_guard lk(stats_mu_);
+      for (const auto& r : incoming) {
+        if (r.disconnect) continue;
+        stats_.queue_wait_us.observe(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(taken - r.arrived).count()));
+      }
+    }
     for (auto& r : incoming) work.push_back(std::move(r));
     incoming.clear();
     expire(Clock::now(), work);

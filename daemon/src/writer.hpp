@@ -70,6 +70,7 @@
 #include "authorizer.hpp"
 #include "backup.hpp"
 #include "config.hpp"
+#include "histogram.hpp"
 #include "idempotency.hpp"
 #include "memory_budget.hpp"
 #include "sqlite_util.hpp"
@@ -151,6 +152,11 @@ struct WriterStats {
   std::int64_t transaction_age_ms = -1;  // age of the open client transaction; -1: none
   std::int64_t backup_pages_done = -1;   // of the running BACKUP; -1: none runs
   std::int64_t backup_pages_total = -1;
+  // Since the start (cumulative, for STATS and Prometheus): requests per batch, COMMIT
+  // duration (µs), and the time requests waited in the queue before the writer took them (µs).
+  Histogram batch_size{kBatchSizeBounds};
+  Histogram commit_us{kMicrosecondBounds};
+  Histogram queue_wait_us{kMicrosecondBounds};
 };
 
 /// Why the writer stopped serving: the outcome of a commit is unknown (PROTOCOL.md §6.1).

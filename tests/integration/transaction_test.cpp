@@ -151,15 +151,15 @@ TEST_F(TransactionTest, ZeroLockWaitFailsAWriteAtOnceWhileAnotherTransactionIsOp
 
 TEST_F(TransactionTest, IdleTransactionIsRolledBackAndItsOwnerIsToldOnItsNextCall) {
   ASSERT_NO_FATAL_FAILURE(
-      start_with_table({"--transaction-idle-timeout", "300ms", "--lock-wait", "20s"}));
+      start_with_table({"--transaction-idle-timeout", "2s", "--lock-wait", "30s"}));
   auto a = connect_client();
   auto tx = a.begin();
   ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
 
   pasyn::MultiplexedClient b(sock_, patient_options());
   auto insert = b.execute_async("INSERT INTO kv (k) VALUES (?)", {"b"});
-  std::this_thread::sleep_for(1s);  // A stays idle past the timeout
-  ASSERT_EQ(insert.wait_for(5s), std::future_status::ready)
+  // A stays idle past the timeout; B's insert runs once the idle rollback released the lock.
+  ASSERT_EQ(insert.wait_for(20s), std::future_status::ready)
       << "the idle transaction still blocks other writers";
   EXPECT_EQ(insert.get(), 1);
 
@@ -204,7 +204,14 @@ TEST_F(TransactionTest, CheckpointWaitsForAnotherClientsTransactionAndRunsAfterI
   auto checkpoint = std::async(std::launch::async, [&] { return b.checkpoint("TRUNCATE"); });
   ASSERT_EQ(checkpoint.wait_for(300ms), std::future_status::timeout)
       << "a checkpoint ran while another connection's transaction was open";
-  EXPECT_EQ(as_int(figure(b.stats(), "waiting_for_transaction")), 1);
+  // Polled: the CHECKPOINT may not have reached the daemon yet.
+  std::int64_t waiting = 0;
+  for (const auto deadline = Clock::now() + 10s; Clock::now() < deadline;) {
+    waiting = as_int(figure(b.stats(), "waiting_for_transaction"));
+    if (waiting == 1) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(waiting, 1);
 
   tx.commit();
   ASSERT_EQ(checkpoint.wait_for(5s), std::future_status::ready)
