@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j2 --timeout 300
 scripts/package-test.sh
+scripts/python-test.sh

@@ -1,8 +1,8 @@
 // pasyn::Connection: a direct SQLite connection with a prepared-statement cache.
 #include <pasyn/connection.hpp>
 
-#include <pasyn/proto/named_params.hpp>
 #include <sqlite3.h>
+#include <pasyn/proto/named_params.hpp>
 
 #include <cctype>
 #include <climits>
@@ -149,8 +149,7 @@ void bind_named(sqlite3* db, sqlite3_stmt* stmt, const NamedParams& params) {
                              SQLITE_RANGE);
     }
     if (bound[static_cast<std::size_t>(index)]) {
-      throw ProgrammingError("parameter '" + name + "' is given twice", SQLITE_RANGE,
-                             SQLITE_RANGE);
+      throw ProgrammingError("parameter '" + name + "' is given twice", SQLITE_RANGE, SQLITE_RANGE);
     }
     bound[static_cast<std::size_t>(index)] = true;
     const int rc = std::visit(Binder{stmt, index}, value);

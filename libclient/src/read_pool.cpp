@@ -106,8 +106,8 @@ ReadPool::Lease ReadPool::acquire(std::chrono::milliseconds timeout) {
     }
     if (timeout.count() == 0) {
       s.returned.wait(lk);
-    } else if (s.returned.wait_until(lk, deadline) == std::cv_status::timeout &&
-               s.idle.empty() && s.open >= s.size && !s.closed) {
+    } else if (s.returned.wait_until(lk, deadline) == std::cv_status::timeout && s.idle.empty() &&
+               s.open >= s.size && !s.closed) {
       throw PoolError("no connection of the pool became free within " +
                       std::to_string(timeout.count()) + " ms");
     }

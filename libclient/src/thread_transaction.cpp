@@ -115,9 +115,8 @@ std::int64_t ThreadTransactions::execute_named(std::string_view sql, const Named
 }
 std::int64_t ThreadTransactions::execute_returning_rowid(std::string_view sql,
                                                          const Params& params) {
-  return impl_->route(
-      [&](Transaction& tx) { return tx.execute_returning_rowid(sql, params); },
-      [&](MultiplexedClient& c) { return c.execute_returning_rowid(sql, params); });
+  return impl_->route([&](Transaction& tx) { return tx.execute_returning_rowid(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute_returning_rowid(sql, params); });
 }
 std::int64_t ThreadTransactions::execute_returning_rowid_named(std::string_view sql,
                                                                const NamedParams& params) {
@@ -130,8 +129,8 @@ std::int64_t ThreadTransactions::execute_many(std::string_view sql,
   return impl_->route([&](Transaction& tx) { return tx.execute_many(sql, params_batch); },
                       [&](MultiplexedClient& c) { return c.execute_many(sql, params_batch); });
 }
-std::int64_t ThreadTransactions::execute_many_named(
-    std::string_view sql, const std::vector<NamedParams>& params_batch) {
+std::int64_t ThreadTransactions::execute_many_named(std::string_view sql,
+                                                    const std::vector<NamedParams>& params_batch) {
   return impl_->route(
       [&](Transaction& tx) { return tx.execute_many_named(sql, params_batch); },
       [&](MultiplexedClient& c) { return c.execute_many_named(sql, params_batch); });
@@ -147,16 +146,14 @@ void ThreadTransactions::executescript(std::string_view sql) {
         return 0;
       });
 }
-std::vector<Row> ThreadTransactions::execute_fetchall(std::string_view sql,
-                                                      const Params& params) {
+std::vector<Row> ThreadTransactions::execute_fetchall(std::string_view sql, const Params& params) {
   return impl_->route([&](Transaction& tx) { return tx.execute_fetchall(sql, params); },
                       [&](MultiplexedClient& c) { return c.execute_fetchall(sql, params); });
 }
 std::vector<Row> ThreadTransactions::execute_fetchall_named(std::string_view sql,
                                                             const NamedParams& params) {
-  return impl_->route(
-      [&](Transaction& tx) { return tx.execute_fetchall_named(sql, params); },
-      [&](MultiplexedClient& c) { return c.execute_fetchall_named(sql, params); });
+  return impl_->route([&](Transaction& tx) { return tx.execute_fetchall_named(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute_fetchall_named(sql, params); });
 }
 
 }  // namespace pasyn

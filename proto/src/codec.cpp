@@ -489,9 +489,8 @@ bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView&
   return done(r, why);
 }
 
-void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type,
-                            std::uint64_t request_id, std::string_view sql,
-                            const NamedParams& params) {
+void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::string_view sql, const NamedParams& params) {
   const std::size_t start = out.size();
   FrameWriter w(out, type, request_id);
   w.string(sql);
@@ -518,8 +517,8 @@ bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::s
   if (r.string(m.sql) && r.count(m.rows, 4)) {  // every parameter list takes at least its count
     const std::size_t start = payload.size() - r.remaining();
     ParamsView row;
-    for (std::uint32_t i = 0;
-         i < m.rows && (named ? r.named_params_view(row) : r.params_view(row)); ++i) {
+    for (std::uint32_t i = 0; i < m.rows && (named ? r.named_params_view(row) : r.params_view(row));
+         ++i) {
     }
     m.bytes = payload.subspan(start, payload.size() - r.remaining() - start);
   }

@@ -252,7 +252,7 @@ TEST(ReadPoolTest, HandsOutAtMostSizeConnectionsAndRefusesAfterClose) {
   EXPECT_LE(pool.open_connections(), 2u);
   auto held = pool.acquire();
   std::thread waiter([&] {
-    auto b = pool.acquire();  // the second connection
+    auto b = pool.acquire();                               // the second connection
     EXPECT_THROW(pool.acquire(), pasyn::PoolClosedError);  // woken by close()
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -314,9 +314,8 @@ bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::
 bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
                            std::string& why, bool named = false);
 /// EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH with kNamedParams set on `type`.
-void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type,
-                            std::uint64_t request_id, std::string_view sql,
-                            const NamedParams& params);
+void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::string_view sql, const NamedParams& params);
 
 void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql,
                  const std::vector<Params>& rows);
