@@ -140,3 +140,31 @@ def test_aio_transaction(server):
         client.close()
 
     asyncio.run(main())
+
+
+def test_stubs_and_py_typed_are_installed():
+    import importlib.util
+    for pkg in ("pasyn_sqlite_core", "pasyn_sqlite"):
+        root = os.path.dirname(importlib.util.find_spec(pkg).origin)
+        assert os.path.exists(os.path.join(root, "py.typed"))
+        assert os.path.exists(os.path.join(root, "__init__.pyi"))
+
+
+def test_stubs_name_every_public_name():
+    import ast
+    import importlib.util
+    for pkg in ("pasyn_sqlite_core", "pasyn_sqlite"):
+        module = __import__(pkg)
+        root = os.path.dirname(importlib.util.find_spec(pkg).origin)
+        with open(os.path.join(root, "__init__.pyi")) as f:
+            tree = ast.parse(f.read())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.alias):
+                names.add(node.asname or node.name)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+        missing = [n for n in module.__all__ if n not in names]
+        assert not missing, (pkg, missing)
