@@ -352,7 +352,7 @@ def test_fork_in_a_child(client, db_path):
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert client.execute_fetchall("SELECT x FROM t") == [(42,)]
 
 
@@ -373,5 +373,5 @@ def test_fork_child_uses_the_inherited_client(client):
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert client.execute_fetchall("SELECT x FROM t ORDER BY x") == [(0,), (1,)]
