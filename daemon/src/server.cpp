@@ -434,14 +434,16 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
       case MsgType::kExecuteRowid:
       case MsgType::kExecuteFetch: {
         proto::StatementView v;
-        if ((ok = proto::decode_statement_view(body, v, why))) {
+        if ((ok = proto::decode_statement_view(body, v, why, proto::has_named_params(f.type)))) {
           r.sql = v.sql;
           r.params = v.params;
         }
         break;
       }
       case MsgType::kExecuteMany: {
-        if ((ok = proto::decode_many_view(body, r.many, why))) r.sql = r.many.sql;
+        if ((ok = proto::decode_many_view(body, r.many, why, proto::has_named_params(f.type)))) {
+          r.sql = r.many.sql;
+        }
         break;
       }
       case MsgType::kExecuteScript: {

@@ -1,6 +1,8 @@
 // The writer thread: batching, savepoints, commit, replies. See writer.hpp for the design.
 #include "writer.hpp"
 
+#include <pasyn/proto/named_params.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -906,7 +908,9 @@ bool Writer::run_request_body(Request& r) {
     std::int64_t changes = 0;
     proto::PayloadReader rows(r.many.bytes);  // validated by the session
     proto::ParamsView row;
-    for (std::uint32_t i = 0; i < r.many.rows && rows.params_view(row); ++i) {
+    for (std::uint32_t i = 0;
+         i < r.many.rows && (r.many.named ? rows.named_params_view(row) : rows.params_view(row));
+         ++i) {
       const auto before = sqlite3_total_changes64(db_);
       if (!run_statement(stmt, row, nullptr)) return false;
       if (transaction_lost_midway()) return false;
@@ -999,7 +1003,21 @@ bool Writer::bind(sqlite3_stmt* stmt, const proto::ParamsView& params) {
   // Values are bound in place, from the request's payload, which outlives the statement's use.
   proto::PayloadReader reader(params.bytes);
   proto::ValueView v;
-  for (int i = 1; i <= expected && reader.value_view(v); ++i) {
+  std::vector<bool> bound(params.named ? static_cast<std::size_t>(expected) + 1 : 0, false);
+  std::string_view name;
+  for (int n = 1; n <= expected && (!params.named || reader.string(name)) && reader.value_view(v);
+       ++n) {
+    int i = n;
+    if (params.named) {  // PROTOCOL.md §4.1: by name, each parameter exactly once
+      i = stmt ? proto::named_parameter_index(stmt, name) : 0;
+      if (i == 0 || bound[static_cast<std::size_t>(i)]) {
+        failure_ = {proto::ErrorDomain::kSqlite, SQLITE_RANGE, SQLITE_RANGE,
+                    i == 0 ? "the statement has no parameter named '" + std::string(name) + "'"
+                           : "parameter '" + std::string(name) + "' is given twice"};
+        return false;
+      }
+      bound[static_cast<std::size_t>(i)] = true;
+    }
     int rc = SQLITE_OK;
     switch (v.type) {
       case ValueType::kNull:

@@ -431,4 +431,99 @@ void Transaction::rollback() {
   });
 }
 
+// ---- Named parameters (PROTOCOL.md §4.1) -----------------------------------------------------
+
+namespace {
+
+std::future<std::int64_t> send_statement_named(MultiplexedClient::Impl& impl, Mode mode,
+                                               proto::MsgType type, std::string_view sql,
+                                               const NamedParams& params) {
+  return send<std::int64_t>(
+      impl, mode,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement_named(out, type, id, sql, params);
+      },
+      type == proto::MsgType::kExecuteRowid ? Completion::Kind::kRowid
+                                            : Completion::Kind::kChanges);
+}
+
+std::future<std::vector<Row>> send_fetch_named(MultiplexedClient::Impl& impl, Mode mode,
+                                               std::string_view sql, const NamedParams& params) {
+  return send<std::vector<Row>>(
+      impl, mode,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement_named(out, proto::MsgType::kExecuteFetch, id, sql, params);
+      },
+      Completion::Kind::kRows);
+}
+
+std::future<std::int64_t> send_many_named(MultiplexedClient::Impl& impl, Mode mode,
+                                          std::string_view sql,
+                                          const std::vector<NamedParams>& rows) {
+  return send<std::int64_t>(
+      impl, mode,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_many_named(out, id, sql, rows);
+      },
+      Completion::Kind::kChanges);
+}
+
+}  // namespace
+
+std::future<std::int64_t> MultiplexedClient::execute_named_async(std::string_view sql,
+                                                                 const NamedParams& params) {
+  return send_statement_named(impl(), kPlain, proto::MsgType::kExecute, sql, params);
+}
+std::future<std::int64_t> MultiplexedClient::execute_returning_rowid_named_async(
+    std::string_view sql, const NamedParams& params) {
+  return send_statement_named(impl(), kPlain, proto::MsgType::kExecuteRowid, sql, params);
+}
+std::future<std::vector<Row>> MultiplexedClient::execute_fetchall_named_async(
+    std::string_view sql, const NamedParams& params) {
+  return send_fetch_named(impl(), kPlain, sql, params);
+}
+std::int64_t MultiplexedClient::execute_named(std::string_view sql, const NamedParams& params) {
+  return impl().wait(execute_named_async(sql, params));
+}
+std::int64_t MultiplexedClient::execute_returning_rowid_named(std::string_view sql,
+                                                              const NamedParams& params) {
+  return impl().wait(execute_returning_rowid_named_async(sql, params));
+}
+std::int64_t MultiplexedClient::execute_many_named(std::string_view sql,
+                                                   const std::vector<NamedParams>& params_batch) {
+  return impl().wait(send_many_named(impl(), kPlain, sql, params_batch));
+}
+std::vector<Row> MultiplexedClient::execute_fetchall_named(std::string_view sql,
+                                                           const NamedParams& params) {
+  return impl().wait(execute_fetchall_named_async(sql, params));
+}
+std::optional<Row> MultiplexedClient::execute_fetchone_named(std::string_view sql,
+                                                             const NamedParams& params) {
+  return first_row(execute_fetchall_named(sql, params));
+}
+
+std::int64_t Transaction::execute_named(std::string_view sql, const NamedParams& params) {
+  return call([&](auto& c) {
+    return send_statement_named(c, kInTx, proto::MsgType::kExecute, sql, params);
+  });
+}
+std::int64_t Transaction::execute_returning_rowid_named(std::string_view sql,
+                                                        const NamedParams& params) {
+  return call([&](auto& c) {
+    return send_statement_named(c, kInTx, proto::MsgType::kExecuteRowid, sql, params);
+  });
+}
+std::int64_t Transaction::execute_many_named(std::string_view sql,
+                                             const std::vector<NamedParams>& params_batch) {
+  return call([&](auto& c) { return send_many_named(c, kInTx, sql, params_batch); });
+}
+std::vector<Row> Transaction::execute_fetchall_named(std::string_view sql,
+                                                     const NamedParams& params) {
+  return call([&](auto& c) { return send_fetch_named(c, kInTx, sql, params); });
+}
+std::optional<Row> Transaction::execute_fetchone_named(std::string_view sql,
+                                                       const NamedParams& params) {
+  return first_row(execute_fetchall_named(sql, params));
+}
+
 }  // namespace pasyn

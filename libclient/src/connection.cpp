@@ -2,7 +2,9 @@
 #include <pasyn/connection.hpp>
 
 #include <sqlite3.h>
+#include <pasyn/proto/named_params.hpp>
 
+#include <cctype>
 #include <climits>
 #include <cstddef>
 #include <functional>
@@ -138,6 +140,42 @@ void bind_params(sqlite3* db, sqlite3_stmt* stmt, const Params& params) {
   }
 }
 
+void bind_named(sqlite3* db, sqlite3_stmt* stmt, const NamedParams& params) {
+  const int count = sqlite3_bind_parameter_count(stmt);
+  check_param_count(count, params.values.size());
+  std::vector<bool> bound(static_cast<std::size_t>(count) + 1, false);
+  for (const auto& [name, value] : params.values) {
+    const int index = proto::named_parameter_index(stmt, name);
+    if (index == 0) {
+      throw ProgrammingError("the statement has no parameter named '" + name + "'", SQLITE_RANGE,
+                             SQLITE_RANGE);
+    }
+    if (bound[static_cast<std::size_t>(index)]) {
+      throw ProgrammingError("parameter '" + name + "' is given twice", SQLITE_RANGE, SQLITE_RANGE);
+    }
+    bound[static_cast<std::size_t>(index)] = true;
+    const int rc = std::visit(Binder{stmt, index}, value);
+    if (rc != SQLITE_OK) {
+      throw_sqlite_error("cannot bind parameter " + name + ": " + sqlite3_errmsg(db), rc & 0xff,
+                         rc);
+    }
+  }
+}
+
+// Positional or named parameters, whichever the call was given.
+struct AnyParams {
+  const Params* positional = nullptr;
+  const NamedParams* named = nullptr;
+  std::size_t size() const { return named ? named->values.size() : positional->size(); }
+  void bind(sqlite3* db, sqlite3_stmt* stmt) const {
+    if (named) {
+      bind_named(db, stmt, *named);
+    } else {
+      bind_params(db, stmt, *positional);
+    }
+  }
+};
+
 // Steps once: true for a row, false when the statement is done.
 bool step(sqlite3* db, sqlite3_stmt* stmt) {
   const int rc = sqlite3_step(stmt);
@@ -198,6 +236,12 @@ struct Connection::Impl {
   // connection across fork(): in a child, db_ is never used nor closed (closing would run
   // SQLite's unlock and WAL clean-up on files the parent is using); it is left to the parent.
   const std::uint64_t forks_ = detail::fork_count();
+  // Cursors hold a weak reference: they stop working (ConnectionClosedError) once it is gone.
+  std::shared_ptr<sqlite3*> alive_;
+
+  std::int64_t run_execute(std::string_view sql, AnyParams params);
+  std::vector<Row> run_fetchall(std::string_view sql, AnyParams params);
+  std::optional<Row> run_fetchone(std::string_view sql, AnyParams params);
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -258,6 +302,7 @@ struct Connection::Impl {
     }
     finalize_cached();
     last_column_names_.clear();
+    alive_.reset();
     return sqlite3_close_v2(std::exchange(db_, nullptr));
   }
 
@@ -279,14 +324,35 @@ Connection& Connection::operator=(Connection&&) noexcept = default;
 Connection::~Connection() = default;  // Impl's destructor closes, swallowing errors
 
 std::int64_t Connection::execute(std::string_view sql, const Params& params) {
-  Impl& impl = Impl::open(impl_);
+  return Impl::open(impl_).run_execute(sql, AnyParams{&params, nullptr});
+}
+std::vector<Row> Connection::execute_fetchall(std::string_view sql, const Params& params) {
+  return Impl::open(impl_).run_fetchall(sql, AnyParams{&params, nullptr});
+}
+std::optional<Row> Connection::execute_fetchone(std::string_view sql, const Params& params) {
+  return Impl::open(impl_).run_fetchone(sql, AnyParams{&params, nullptr});
+}
+std::int64_t Connection::execute_named(std::string_view sql, const NamedParams& params) {
+  return Impl::open(impl_).run_execute(sql, AnyParams{nullptr, &params});
+}
+std::vector<Row> Connection::execute_fetchall_named(std::string_view sql,
+                                                    const NamedParams& params) {
+  return Impl::open(impl_).run_fetchall(sql, AnyParams{nullptr, &params});
+}
+std::optional<Row> Connection::execute_fetchone_named(std::string_view sql,
+                                                      const NamedParams& params) {
+  return Impl::open(impl_).run_fetchone(sql, AnyParams{nullptr, &params});
+}
+
+std::int64_t Connection::Impl::run_execute(std::string_view sql, AnyParams params) {
+  Impl& impl = *this;
   sqlite3_stmt* stmt = impl.prepare_cached(sql);
   if (stmt == nullptr) {
     check_param_count(0, params.size());
     return 0;
   }
   ResetGuard guard(stmt);
-  bind_params(impl.db_, stmt, params);
+  params.bind(impl.db_, stmt);
   const sqlite3_int64 total_before = sqlite3_total_changes64(impl.db_);
   while (step(impl.db_, stmt)) {
   }
@@ -297,8 +363,8 @@ std::int64_t Connection::execute(std::string_view sql, const Params& params) {
   return sqlite3_changes64(impl.db_);
 }
 
-std::vector<Row> Connection::execute_fetchall(std::string_view sql, const Params& params) {
-  Impl& impl = Impl::open(impl_);
+std::vector<Row> Connection::Impl::run_fetchall(std::string_view sql, AnyParams params) {
+  Impl& impl = *this;
   impl.last_column_names_.clear();
   sqlite3_stmt* stmt = impl.prepare_cached(sql);
   if (stmt == nullptr) {
@@ -306,7 +372,7 @@ std::vector<Row> Connection::execute_fetchall(std::string_view sql, const Params
     return {};
   }
   ResetGuard guard(stmt);
-  bind_params(impl.db_, stmt, params);
+  params.bind(impl.db_, stmt);
   std::vector<Row> rows;
   bool has_row = step(impl.db_, stmt);
   // After the first step: if the schema changed, that step re-prepared the statement and the
@@ -319,8 +385,8 @@ std::vector<Row> Connection::execute_fetchall(std::string_view sql, const Params
   return rows;
 }
 
-std::optional<Row> Connection::execute_fetchone(std::string_view sql, const Params& params) {
-  Impl& impl = Impl::open(impl_);
+std::optional<Row> Connection::Impl::run_fetchone(std::string_view sql, AnyParams params) {
+  Impl& impl = *this;
   impl.last_column_names_.clear();
   sqlite3_stmt* stmt = impl.prepare_cached(sql);
   if (stmt == nullptr) {
@@ -328,7 +394,7 @@ std::optional<Row> Connection::execute_fetchone(std::string_view sql, const Para
     return std::nullopt;
   }
   ResetGuard guard(stmt);
-  bind_params(impl.db_, stmt, params);
+  params.bind(impl.db_, stmt);
   const bool has_row = step(impl.db_, stmt);
   impl.record_column_names(stmt);
   if (!has_row) return std::nullopt;
@@ -382,6 +448,14 @@ const std::string& Connection::path() const noexcept {
 Connection connect(const std::string& path, OpenFlags flags) {
   // Each Connection is used by one thread at a time, so SQLite's own mutexes would be waste.
   int open_flags = SQLITE_OPEN_NOMUTEX;
+  // The modifier bits alone: a modifier applied to flags with none of the mode bits.
+  constexpr unsigned kBase = OpenFlags::readonly().bits();
+  constexpr unsigned kUri = OpenFlags::readonly().uri().bits() & ~kBase;
+  constexpr unsigned kMemory = OpenFlags::readonly().memory().bits() & ~kBase;
+  constexpr unsigned kSharedCache = OpenFlags::readonly().shared_cache().bits() & ~kBase;
+  if (flags.bits() & kUri) open_flags |= SQLITE_OPEN_URI;
+  if (flags.bits() & kMemory) open_flags |= SQLITE_OPEN_MEMORY;
+  if (flags.bits() & kSharedCache) open_flags |= SQLITE_OPEN_SHAREDCACHE;
   if (flags.has(OpenFlags::readonly())) {
     if (flags.has(OpenFlags::readwrite()) || flags.has(OpenFlags::create())) {
       throw_misuse("OpenFlags::readonly() cannot be combined with readwrite() or create()");
@@ -408,7 +482,202 @@ Connection connect(const std::string& path, OpenFlags flags) {
   }
   sqlite3_extended_result_codes(impl->db_, 1);
   sqlite3_busy_timeout(impl->db_, kBusyTimeoutMs);
+  impl->alive_ = std::make_shared<sqlite3*>(impl->db_);
   return Connection(std::move(impl));
+}
+
+Connection Connection::memory() { return connect(":memory:"); }
+
+Connection Connection::shared_memory(const std::string& name) {
+  // Percent-encode everything but unreserved characters, so that any name is one URI path.
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string uri = "file:";
+  for (const unsigned char c : name) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      uri += static_cast<char>(c);
+    } else {
+      uri += '%';
+      uri += kHex[c >> 4];
+      uri += kHex[c & 15];
+    }
+  }
+  uri += "?mode=memory&cache=shared";
+  return connect(uri, (OpenFlags::readwrite() | OpenFlags::create()).uri());
+}
+
+std::vector<std::string> Connection::column_names(std::string_view sql) {
+  Impl& impl = Impl::open(impl_);
+  sqlite3_stmt* stmt = impl.prepare_cached(sql);
+  std::vector<std::string> names;
+  if (stmt == nullptr) return names;
+  const int count = sqlite3_column_count(stmt);
+  for (int i = 0; i < count; ++i) {
+    const char* name = sqlite3_column_name(stmt, i);
+    if (name == nullptr) check_not_out_of_memory(impl.db_);
+    names.emplace_back(name == nullptr ? "" : name);
+  }
+  return names;
+}
+
+std::int64_t Connection::last_insert_rowid() const {
+  return sqlite3_last_insert_rowid(Impl::open(impl_).db_);
+}
+std::int64_t Connection::changes() const { return sqlite3_changes64(Impl::open(impl_).db_); }
+std::int64_t Connection::total_changes() const {
+  return sqlite3_total_changes64(Impl::open(impl_).db_);
+}
+
+void Connection::set_busy_timeout(int milliseconds) {
+  if (milliseconds < 0) throw_misuse("the busy timeout cannot be negative");
+  sqlite3_busy_timeout(Impl::open(impl_).db_, milliseconds);
+}
+
+void Connection::interrupt() noexcept {
+  if (impl_ && impl_->db_ != nullptr) sqlite3_interrupt(impl_->db_);
+}
+
+// ---- Cursor -----------------------------------------------------------------------------------
+
+struct Cursor::Impl {
+  std::weak_ptr<sqlite3*> connection;
+  StmtPtr stmt;  // null for SQL without a statement, and after close()
+  Params positional;
+  NamedParams named;
+  bool is_named = false;
+  bool has_row = false;  // stmt is positioned on an unread row
+  bool done = true;      // the rows are exhausted (stmt reset)
+  std::vector<std::string> columns;
+
+  sqlite3* db() const {
+    auto alive = connection.lock();
+    if (!alive) throw ConnectionClosedError("connection is closed");
+    return *alive;
+  }
+
+  void run() {
+    sqlite3* handle = db();
+    if (!stmt) return;
+    sqlite3_reset(stmt.get());
+    sqlite3_clear_bindings(stmt.get());
+    done = true;
+    has_row = false;
+    if (is_named) {
+      bind_named(handle, stmt.get(), named);
+    } else {
+      bind_params(handle, stmt.get(), positional);
+    }
+    advance(handle);
+    columns.clear();
+    for (int i = 0, n = sqlite3_column_count(stmt.get()); i < n; ++i) {
+      const char* name = sqlite3_column_name(stmt.get(), i);
+      columns.emplace_back(name == nullptr ? "" : name);
+    }
+  }
+
+  // Steps to the next row; resets the statement (ending its read transaction) at the end or on
+  // an error.
+  void advance(sqlite3* handle) {
+    try {
+      has_row = step(handle, stmt.get());
+    } catch (...) {
+      sqlite3_reset(stmt.get());
+      has_row = false;
+      done = true;
+      throw;
+    }
+    done = !has_row;
+    if (done) sqlite3_reset(stmt.get());
+  }
+
+  std::optional<Row> next() {
+    sqlite3* handle = db();
+    if (!stmt || !has_row) return std::nullopt;
+    Row row = read_row(handle, stmt.get());
+    advance(handle);
+    return row;
+  }
+};
+
+Cursor Cursor::open(Connection& connection, std::string_view sql, std::unique_ptr<Impl> impl) {
+  Connection::Impl& conn = Connection::Impl::open(connection.impl_);
+  check_sql_text(sql);
+  Cursor cursor(std::move(impl));
+  cursor.impl_->connection = conn.alive_;
+  if (!sql.empty()) {
+    // Not from the cache: the cursor keeps its statement mid-result between calls, while the
+    // connection goes on running other (possibly the same) SQL.
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    const int rc =
+        sqlite3_prepare_v2(conn.db_, sql.data(), static_cast<int>(sql.size()), &raw, &tail);
+    cursor.impl_->stmt.reset(raw);
+    if (rc != SQLITE_OK) throw_db_error(conn.db_);
+    const std::string_view rest(tail, static_cast<std::size_t>(sql.data() + sql.size() - tail));
+    if (!holds_no_statement(rest)) throw_misuse("cursor() takes exactly one SQL statement");
+  }
+  if (!cursor.impl_->stmt) {
+    const std::size_t given = cursor.impl_->is_named ? cursor.impl_->named.values.size()
+                                                     : cursor.impl_->positional.size();
+    check_param_count(0, given);
+  }
+  cursor.execute();
+  return cursor;
+}
+
+Cursor Connection::cursor(std::string_view sql, const Params& params) {
+  auto impl = std::make_unique<Cursor::Impl>();
+  impl->positional = params;
+  return Cursor::open(*this, sql, std::move(impl));
+}
+
+Cursor Connection::cursor_named(std::string_view sql, const NamedParams& params) {
+  auto impl = std::make_unique<Cursor::Impl>();
+  impl->named = params;
+  impl->is_named = true;
+  return Cursor::open(*this, sql, std::move(impl));
+}
+
+Cursor::Cursor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Cursor::Cursor(Cursor&&) noexcept = default;
+Cursor& Cursor::operator=(Cursor&&) noexcept = default;
+Cursor::~Cursor() = default;
+
+void Cursor::execute() {
+  if (!impl_) throw ConnectionClosedError("cursor is closed");
+  impl_->run();
+}
+
+std::optional<Row> Cursor::fetchone() {
+  if (!impl_) throw ConnectionClosedError("cursor is closed");
+  return impl_->next();
+}
+
+std::vector<Row> Cursor::fetchmany(std::size_t size) {
+  std::vector<Row> rows;
+  while (rows.size() < size) {
+    auto row = fetchone();
+    if (!row) break;
+    rows.push_back(std::move(*row));
+  }
+  return rows;
+}
+
+std::vector<Row> Cursor::fetchall() {
+  std::vector<Row> rows;
+  while (auto row = fetchone()) rows.push_back(std::move(*row));
+  return rows;
+}
+
+const std::vector<std::string>& Cursor::column_names() const noexcept {
+  static const std::vector<std::string> kNone;
+  return impl_ ? impl_->columns : kNone;
+}
+
+void Cursor::close() noexcept {
+  if (!impl_) return;
+  impl_->stmt.reset();  // finalizing also ends its read transaction
+  impl_->has_row = false;
+  impl_->done = true;
 }
 
 }  // namespace pasyn

@@ -98,7 +98,9 @@ int connect_to_daemon(const std::string& path, const ClientOptions& options,
 std::uint32_t handshake(int fd, const std::string& path, const ClientOptions& options,
                         std::chrono::steady_clock::time_point deadline) {
   std::vector<std::uint8_t> hello;
-  proto::encode_hello(hello, proto::Hello{});
+  proto::Hello request;
+  request.capabilities = proto::kCapNamedParams;  // the *_named calls (PROTOCOL.md §4.1)
+  proto::encode_hello(hello, request);
   std::size_t sent = 0;
   while ((sent += proto::send_nonblocking(fd, hello.data() + sent, hello.size() - sent)) <
          hello.size()) {

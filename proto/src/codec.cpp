@@ -198,6 +198,14 @@ void FrameWriter::params(const Params& p) {
   for (const auto& v : p) value(v);
 }
 
+void FrameWriter::named_params(const NamedParams& p) {
+  u32(static_cast<std::uint32_t>(p.values.size()));
+  for (const auto& [name, v] : p.values) {
+    string(name);
+    value(v);
+  }
+}
+
 void FrameWriter::patch_u32(std::size_t offset, std::uint32_t v) {
   std::memcpy(out_.data() + offset, &v, sizeof v);
 }
@@ -321,6 +329,19 @@ bool PayloadReader::params_view(ParamsView& p) {
     if (!value_view(v)) return false;
   }
   p.bytes = data_.subspan(start, pos_ - start);
+  return true;
+}
+
+bool PayloadReader::named_params_view(ParamsView& p) {
+  if (!count(p.count, 5)) return false;  // a name's length and a value's tag at least
+  const std::size_t start = pos_;
+  std::string_view name;
+  ValueView v;
+  for (std::uint32_t i = 0; i < p.count; ++i) {
+    if (!string(name) || !value_view(v)) return false;
+  }
+  p.bytes = data_.subspan(start, pos_ - start);
+  p.named = true;
   return true;
 }
 
@@ -475,18 +496,42 @@ bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& wh
 }
 
 bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
-                           std::string& why) {
+                           std::string& why, bool named) {
   PayloadReader r(payload);
-  r.string(m.sql) && r.params_view(m.params);
+  r.string(m.sql) && (named ? r.named_params_view(m.params) : r.params_view(m.params));
   return done(r, why);
 }
 
-bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why) {
+void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::string_view sql, const NamedParams& params) {
+  const std::size_t start = out.size();
+  FrameWriter w(out, type, request_id);
+  w.string(sql);
+  w.named_params(params);
+  w.finish();
+  out[start + kLengthFieldSize] |= kNamedParams;
+}
+
+void encode_many_named(std::vector<std::uint8_t>& out, std::uint64_t request_id,
+                       std::string_view sql, const std::vector<NamedParams>& rows) {
+  const std::size_t start = out.size();
+  FrameWriter w(out, MsgType::kExecuteMany, request_id);
+  w.string(sql);
+  w.u32(static_cast<std::uint32_t>(rows.size()));
+  for (const auto& row : rows) w.named_params(row);
+  w.finish();
+  out[start + kLengthFieldSize] |= kNamedParams;
+}
+
+bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why,
+                      bool named) {
   PayloadReader r(payload);
+  m.named = named;
   if (r.string(m.sql) && r.count(m.rows, 4)) {  // every parameter list takes at least its count
     const std::size_t start = payload.size() - r.remaining();
     ParamsView row;
-    for (std::uint32_t i = 0; i < m.rows && r.params_view(row); ++i) {
+    for (std::uint32_t i = 0; i < m.rows && (named ? r.named_params_view(row) : r.params_view(row));
+         ++i) {
     }
     m.bytes = payload.subspan(start, payload.size() - r.remaining() - start);
   }

@@ -1665,3 +1665,46 @@ TEST(CodecFuzz, MutatedFramesAreDecodedOrRejectedWithAReasonAndNeverCrash) {
 
 }  // namespace
 }  // namespace pasyn::proto
+
+namespace {
+
+TEST(NamedParamsCodec, TypeBitCombinesWithOneModeAndNotWithScript) {
+  using namespace pasyn::proto;
+  EXPECT_EQ(base_type(0x13), 0x03);
+  EXPECT_EQ(base_type(0x56), 0x06);
+  EXPECT_EQ(base_type(0x34), 0x04);
+  EXPECT_TRUE(has_named_params(0x53));
+  EXPECT_TRUE(in_transaction(0x53));
+  EXPECT_FALSE(has_named_params(0x43));
+  EXPECT_EQ(base_type(0x17), 0x17);  // EXECUTE_SCRIPT has no parameters: unknown
+  EXPECT_EQ(base_type(0x73), 0x73);  // transaction and key together: unknown
+  EXPECT_EQ(base_type(0x12), 0x12);  // PING with the bit: unknown
+}
+
+TEST(NamedParamsCodec, NamedStatementRoundTripsAndRejectsTruncation) {
+  using namespace pasyn::proto;
+  std::vector<std::uint8_t> out;
+  encode_statement_named(out, MsgType::kExecute, 5, "INSERT INTO t VALUES (:a)",
+                         pasyn::NamedParams{{{"a", std::int64_t{1}}, {"b", std::string("x")}}});
+  FrameDecoder d;
+  d.feed(out);
+  FrameView f;
+  ASSERT_EQ(d.next(f), FrameDecoder::Status::kFrame);
+  EXPECT_EQ(f.type, 0x13);
+  StatementView v;
+  std::string why;
+  ASSERT_TRUE(decode_statement_view(f.payload, v, why, true)) << why;
+  EXPECT_TRUE(v.params.named);
+  EXPECT_EQ(v.params.count, 2u);
+  PayloadReader r(v.params.bytes);
+  std::string_view name;
+  ValueView value;
+  ASSERT_TRUE(r.string(name) && r.value_view(value));
+  EXPECT_EQ(name, "a");
+  EXPECT_EQ(value.integer, 1);
+  // Read as a positional list, the same bytes are malformed.
+  EXPECT_FALSE(decode_statement_view(f.payload, v, why, false));
+  EXPECT_FALSE(decode_statement_view(f.payload.first(f.payload.size() - 1), v, why, true));
+}
+
+}  // namespace

@@ -168,6 +168,22 @@ class PASYN_EXPORT MultiplexedClient {
                                                const WriteOptions& options);
   std::future<void> executescript_async(std::string_view sql, const WriteOptions& options);
 
+  /// Named parameters (`:name`, `@name`, `$name`), bound by name in the daemon: every parameter
+  /// of the statement must be given exactly once, else ProgrammingError. Otherwise the same as
+  /// the positional calls above. (A distinct name, so that `execute(sql, {})` and brace lists
+  /// keep meaning positional parameters.)
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params);
+  std::int64_t execute_returning_rowid_named(std::string_view sql, const NamedParams& params);
+  std::int64_t execute_many_named(std::string_view sql,
+                                  const std::vector<NamedParams>& params_batch);
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params);
+  std::optional<Row> execute_fetchone_named(std::string_view sql, const NamedParams& params);
+  std::future<std::int64_t> execute_named_async(std::string_view sql, const NamedParams& params);
+  std::future<std::int64_t> execute_returning_rowid_named_async(std::string_view sql,
+                                                                const NamedParams& params);
+  std::future<std::vector<Row>> execute_fetchall_named_async(std::string_view sql,
+                                                             const NamedParams& params);
+
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
   /// False after close(), or once the connection was lost until a later call reconnects.
@@ -220,6 +236,14 @@ class PASYN_EXPORT Transaction {
   void executescript(std::string_view sql);
   std::vector<Row> execute_fetchall(std::string_view sql, const Params& params = {});
   std::optional<Row> execute_fetchone(std::string_view sql, const Params& params = {});
+
+  /// Named parameters, as MultiplexedClient::execute_named.
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params);
+  std::int64_t execute_returning_rowid_named(std::string_view sql, const NamedParams& params);
+  std::int64_t execute_many_named(std::string_view sql,
+                                  const std::vector<NamedParams>& params_batch);
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params);
+  std::optional<Row> execute_fetchone_named(std::string_view sql, const NamedParams& params);
 
   /// Commits; the writes are durable per the daemon's `--synchronous` when it returns. If the
   /// commit fails, the transaction is rolled back and the error thrown. Finishes the handle.

@@ -33,11 +33,23 @@ class OpenFlags {
   }
   constexpr unsigned bits() const noexcept { return bits_; }
 
+  /// These flags plus SQLITE_OPEN_URI: `path` may be a `file:` URI.
+  constexpr OpenFlags uri() const noexcept { return OpenFlags(bits_ | kUri); }
+  /// These flags plus SQLITE_OPEN_MEMORY: the database lives in memory (named by a URI with
+  /// shared_cache() to share it between connections of this process).
+  constexpr OpenFlags memory() const noexcept { return OpenFlags(bits_ | kMemory); }
+  /// These flags plus SQLITE_OPEN_SHAREDCACHE.
+  constexpr OpenFlags shared_cache() const noexcept { return OpenFlags(bits_ | kSharedCache); }
+
  private:
-  static constexpr unsigned kReadOnly = 1, kReadWrite = 2, kCreate = 4;
+  // Appended only: the values are inline in applications built against older headers.
+  static constexpr unsigned kReadOnly = 1, kReadWrite = 2, kCreate = 4, kUri = 8, kMemory = 16,
+                            kSharedCache = 32;
   constexpr explicit OpenFlags(unsigned bits) noexcept : bits_(bits) {}
   unsigned bits_;
 };
+
+class Cursor;
 
 /// A direct SQLite connection in the caller's thread; reads never cross a socket.
 ///
@@ -86,6 +98,36 @@ class PASYN_EXPORT Connection {
   /// Column names of the statement most recently run by execute_fetchall/execute_fetchone.
   const std::vector<std::string>& last_column_names() const;
 
+  /// Named parameters (`:name`, `@name`, `$name`, each given with its prefix or without it),
+  /// bound by name: every parameter of the statement must be given exactly once, else
+  /// ProgrammingError. The same as execute/execute_fetchall/execute_fetchone otherwise.
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params);
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params);
+  std::optional<Row> execute_fetchone_named(std::string_view sql, const NamedParams& params);
+
+  /// A cursor over the rows of one statement that steps them on demand (see Cursor).
+  Cursor cursor(std::string_view sql, const Params& params = {});
+  Cursor cursor_named(std::string_view sql, const NamedParams& params);
+  /// The result column names of `sql` (prepared, not run).
+  std::vector<std::string> column_names(std::string_view sql);
+
+  /// sqlite3_last_insert_rowid, sqlite3_changes64, sqlite3_total_changes64 of this connection.
+  std::int64_t last_insert_rowid() const;
+  std::int64_t changes() const;
+  std::int64_t total_changes() const;
+  /// How long a statement waits for a lock held by another connection (default 5000 ms).
+  void set_busy_timeout(int milliseconds);
+  /// Makes the statement running on this connection fail with OperationalError
+  /// (SQLITE_INTERRUPT) at its next step. The one method that may be called from another
+  /// thread while a call runs; it must not race with close() or destruction.
+  void interrupt() noexcept;
+
+  /// A private in-memory database (":memory:"), read-write.
+  static Connection memory();
+  /// An in-memory database shared by every connection of this process opened with the same
+  /// `name` (a `file:` URI with `mode=memory&cache=shared`); it lives while one is open.
+  static Connection shared_memory(const std::string& name);
+
   /// Releases the SQLite connection. Idempotent.
   void close();
   bool closed() const noexcept;
@@ -95,6 +137,43 @@ class PASYN_EXPORT Connection {
   struct Impl;
   explicit Connection(std::unique_ptr<Impl> impl);
   friend PASYN_EXPORT Connection connect(const std::string& path, OpenFlags flags);
+  friend class Cursor;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Rows of one statement, stepped one at a time: the result is never materialised.
+///
+/// The cursor owns its own prepared statement and a copy of its parameters. While it has rows
+/// left it holds a read transaction (a WAL snapshot) on its connection; it releases it when the
+/// rows run out, on close(), and on destruction. Once the connection is closed every call
+/// throws ConnectionClosedError.
+/// Thread-safety: as its Connection (one thread at a time, the same thread as the connection).
+class PASYN_EXPORT Cursor {
+ public:
+  Cursor(Cursor&&) noexcept;
+  Cursor& operator=(Cursor&&) noexcept;
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  ~Cursor();
+
+  /// Runs the statement again from its first row (the first call is implicit).
+  void execute();
+  /// The next row, or nullopt once the rows are exhausted.
+  std::optional<Row> fetchone();
+  /// Up to `size` next rows.
+  std::vector<Row> fetchmany(std::size_t size);
+  /// Every remaining row.
+  std::vector<Row> fetchall();
+  /// The result column names.
+  const std::vector<std::string>& column_names() const noexcept;
+  /// Releases the statement. Idempotent.
+  void close() noexcept;
+
+ private:
+  friend class Connection;
+  struct Impl;
+  explicit Cursor(std::unique_ptr<Impl> impl);
+  static Cursor open(Connection& connection, std::string_view sql, std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

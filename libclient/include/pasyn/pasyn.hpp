@@ -6,4 +6,6 @@
 #include <pasyn/errors.hpp>
 #include <pasyn/server.hpp>
 #include <pasyn/value.hpp>
+#include <pasyn/read_pool.hpp>
+#include <pasyn/thread_transaction.hpp>
 #include <pasyn/version.hpp>

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -22,6 +23,13 @@ using Value = std::variant<std::nullptr_t, std::int64_t, double, std::string, Bl
 /// Positional parameters, bound to `?`, `?NNN`, `:name`, `@name` and `$name` in order of
 /// their SQLite parameter index (1-based index i takes `params[i - 1]`).
 using Params = std::vector<Value>;
+
+/// Named parameters, bound by name to `:name`, `@name` and `$name` (with its prefix, or
+/// without it: then `:`, `@` and `$` are tried in that order). A distinct type from Params, so
+/// that `{}` and brace lists of values keep meaning positional parameters.
+struct NamedParams {
+  std::vector<std::pair<std::string, Value>> values;
+};
 
 /// One result row: the column values in select-list order.
 using Row = std::vector<Value>;

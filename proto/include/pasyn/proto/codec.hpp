@@ -24,8 +24,10 @@ inline constexpr std::uint16_t kVersion = 2;
 /// Capability bits of HELLO and HELLO_OK (PROTOCOL.md §3): a client sets the optional features
 /// it wants, the daemon answers with every feature it supports, and a feature is in effect on a
 /// connection when both set its bit. A new feature takes the next free bit and is listed here
-/// and in PROTOCOL.md; unknown bits are ignored by both sides. None is defined yet.
-inline constexpr std::uint64_t kServerCapabilities = 0;
+/// and in PROTOCOL.md; unknown bits are ignored by both sides.
+/// Bit 0: named parameters (the kNamedParams type bit, PROTOCOL.md §4.1).
+inline constexpr std::uint64_t kCapNamedParams = 1u << 0;
+inline constexpr std::uint64_t kServerCapabilities = kCapNamedParams;
 inline constexpr std::uint32_t kDefaultMaxFrame = 16u << 20;
 /// Largest frame (header included) the daemon reads before it has sent HELLO_OK: a HELLO is
 /// 27 bytes; the rest is room for fields a later version may add. PROTOCOL.md §2.
@@ -71,18 +73,31 @@ inline constexpr std::size_t kMaxIdempotencyKey = 256;
 /// carry it as their whole payload.
 inline constexpr std::size_t kTransactionNumberSize = 8;
 
-/// The type byte without kInTransaction or kIdempotent, when one of them is allowed on the type.
+/// Set on EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH and EXECUTE_MANY, alone or together with one of
+/// kInTransaction and kIdempotent: every parameter list of the payload is a named list (u32
+/// count, count x (string name, value)), bound by name (PROTOCOL.md §4.1).
+/// Capability: named parameters.
+inline constexpr std::uint8_t kNamedParams = 0x10;
+
+/// The type byte without kInTransaction, kIdempotent and kNamedParams, when they are allowed on
+/// the type in that combination; else the type unchanged (an unknown type).
 inline constexpr std::uint8_t base_type(std::uint8_t type) noexcept {
-  const std::uint8_t flags = type & (kInTransaction | kIdempotent);
-  const std::uint8_t base = type & ~(kInTransaction | kIdempotent);
-  const bool one_flag = flags == kInTransaction || flags == kIdempotent;
-  return one_flag && base >= 0x03 && base <= 0x07 ? base : type;
+  const std::uint8_t mode = type & (kInTransaction | kIdempotent);
+  const bool named = (type & kNamedParams) != 0;
+  const std::uint8_t base = type & ~(kInTransaction | kIdempotent | kNamedParams);
+  if (base < 0x03 || base > 0x07) return type;
+  if (mode == (kInTransaction | kIdempotent)) return type;
+  if (named && base == 0x07) return type;  // EXECUTE_SCRIPT has no parameters
+  return base;
 }
 inline constexpr bool in_transaction(std::uint8_t type) noexcept {
   return base_type(type) != type && (type & kInTransaction);
 }
 inline constexpr bool has_idempotency_key(std::uint8_t type) noexcept {
   return base_type(type) != type && (type & kIdempotent);
+}
+inline constexpr bool has_named_params(std::uint8_t type) noexcept {
+  return base_type(type) != type && (type & kNamedParams);
 }
 
 /// Name of a message type for logs ("EXECUTE"), or "UNKNOWN".
@@ -179,6 +194,7 @@ class FrameWriter {
   void bytes(std::span<const std::uint8_t> b);
   void value(const Value& v);
   void params(const Params& p);
+  void named_params(const NamedParams& p);
   /// Overwrites a u32 written earlier at byte `offset` of the output vector (for counts that
   /// are known only at the end, such as a row count).
   void patch_u32(std::size_t offset, std::uint32_t v);
@@ -210,6 +226,7 @@ struct ValueView {
 struct ParamsView {
   std::uint32_t count = 0;
   std::span<const std::uint8_t> bytes;
+  bool named = false;  // each value is preceded by its name (a string)
 };
 
 /// Bounds-checked reading of one payload. The first failure sticks: every later read fails, and
@@ -232,6 +249,8 @@ class PayloadReader {
   bool value_view(ValueView& v);
   /// Validates a parameter list without copying it.
   bool params_view(ParamsView& p);
+  /// Validates a named parameter list (count x (string name, value)) without copying it.
+  bool named_params_view(ParamsView& p);
   /// A count of items each at least `min_item_size` bytes: fails if they cannot fit in what
   /// remains, so that the caller may reserve() safely.
   bool count(std::uint32_t& n, std::size_t min_item_size);
@@ -290,6 +309,7 @@ struct ManyView {
   std::string_view sql;
   std::uint32_t rows = 0;
   std::span<const std::uint8_t> bytes;  // `rows` parameter lists back to back, validated
+  bool named = false;                   // they are named lists (kNamedParams)
 };
 
 struct Result {
@@ -319,13 +339,21 @@ bool decode_empty(std::span<const std::uint8_t> payload, std::string& why);
 void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
                       std::string_view sql, const Params& params);
 bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::string& why);
+/// `named`: the frame carried kNamedParams.
 bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
-                           std::string& why);
+                           std::string& why, bool named = false);
+/// EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH with kNamedParams set on `type`.
+void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::string_view sql, const NamedParams& params);
 
 void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql,
                  const std::vector<Params>& rows);
 bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& why);
-bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why);
+bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why,
+                      bool named = false);
+/// EXECUTE_MANY with kNamedParams.
+void encode_many_named(std::vector<std::uint8_t>& out, std::uint64_t request_id,
+                       std::string_view sql, const std::vector<NamedParams>& rows);
 
 /// A frame whose payload is one string: EXECUTE_SCRIPT (the SQL), CHECKPOINT (the mode), BACKUP
 /// (the destination path).

@@ -1,0 +1,61 @@
+// The seed's client-level begin()/commit()/rollback(), with an owner: the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include <pasyn/client.hpp>
+#include <pasyn/export.hpp>
+#include <pasyn/value.hpp>
+
+namespace pasyn {
+
+/// Transactions of a MultiplexedClient that belong to threads.
+///
+/// `begin()` opens a transaction (MultiplexedClient::begin) owned by the calling thread. While
+/// that thread has one open, the writes it sends through this object run inside it; the writes
+/// of other threads (through this object or the client directly) are not part of it and wait in
+/// the daemon's queue like any other writer's, until the owner's commit() or rollback() (or the
+/// daemon's `--lock-wait`: TimeoutError). commit() and rollback() act on the calling thread's
+/// transaction only. A thread that ends with its transaction open leaves it to be rolled back
+/// when this object is destroyed, or by the daemon's idle timeout.
+///
+/// Thread-safety: every method may be called from any thread concurrently. Ownership: refers to
+/// `client`, which must outlive this object; owns the open transactions and rolls them back on
+/// destruction.
+class PASYN_EXPORT ThreadTransactions {
+ public:
+  explicit ThreadTransactions(MultiplexedClient& client);
+  ThreadTransactions(const ThreadTransactions&) = delete;
+  ThreadTransactions& operator=(const ThreadTransactions&) = delete;
+  ~ThreadTransactions();
+
+  /// Opens the calling thread's transaction. ProgrammingError if it already has one.
+  void begin();
+  /// Commits / rolls back the calling thread's transaction. ProgrammingError if it has none.
+  void commit();
+  void rollback();
+  /// True while the calling thread has a transaction open.
+  bool in_transaction() const;
+
+  /// The client's writes, run inside the calling thread's transaction when it has one.
+  std::int64_t execute(std::string_view sql, const Params& params = {});
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params);
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params = {});
+  std::int64_t execute_returning_rowid_named(std::string_view sql, const NamedParams& params);
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch);
+  std::int64_t execute_many_named(std::string_view sql,
+                                  const std::vector<NamedParams>& params_batch);
+  void executescript(std::string_view sql);
+  std::vector<Row> execute_fetchall(std::string_view sql, const Params& params = {});
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pasyn

@@ -1,0 +1,159 @@
+// pasyn::ThreadTransactions: a map from thread id to that thread's Transaction.
+#include <pasyn/thread_transaction.hpp>
+
+#include <sqlite3.h>
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+namespace pasyn {
+
+struct ThreadTransactions::Impl {
+  explicit Impl(MultiplexedClient& c) : client(c) {}
+  MultiplexedClient& client;
+  mutable std::mutex mu;
+  // Each entry is used only by its own thread; the map itself is guarded by mu. std::map keeps
+  // the Transaction in place while other threads insert and erase theirs.
+  std::map<std::thread::id, Transaction> open;  // GUARDED_BY(mu)
+
+  // The calling thread's transaction, or null. Only this thread erases its entry, so the
+  // pointer stays valid after the lock is released.
+  Transaction* mine() const {
+    std::lock_guard lk(mu);
+    auto it = open.find(std::this_thread::get_id());
+    return it == open.end() ? nullptr : const_cast<Transaction*>(&it->second);
+  }
+
+  Transaction& mine_or_throw(const char* what) const {
+    Transaction* tx = mine();
+    if (tx == nullptr) {
+      throw ProgrammingError(std::string(what) + ": this thread has no open transaction",
+                             SQLITE_MISUSE, SQLITE_MISUSE);
+    }
+    return *tx;
+  }
+
+  // Ends the calling thread's transaction with `end`, removing it whatever the outcome (a
+  // failed commit has rolled back).
+  template <typename End>
+  void finish(const char* what, End end) {
+    mine_or_throw(what);
+    std::optional<Transaction> taken;
+    {
+      std::lock_guard lk(mu);
+      auto it = open.find(std::this_thread::get_id());
+      taken.emplace(std::move(it->second));
+      open.erase(it);
+    }
+    end(*taken);
+  }
+
+  template <typename InTx, typename Plain>
+  auto route(InTx in_tx, Plain plain) {
+    if (Transaction* tx = mine()) {
+      auto result = in_tx(*tx);
+      // The daemon ended it (idle timeout, lost connection): the thread has none any more.
+      if (tx->finished()) drop();
+      return result;
+    }
+    return plain(client);
+  }
+
+  void drop() {
+    std::lock_guard lk(mu);
+    open.erase(std::this_thread::get_id());
+  }
+};
+
+ThreadTransactions::ThreadTransactions(MultiplexedClient& client)
+    : impl_(std::make_unique<Impl>(client)) {}
+
+ThreadTransactions::~ThreadTransactions() {
+  std::map<std::thread::id, Transaction> open;
+  {
+    std::lock_guard lk(impl_->mu);
+    open = std::move(impl_->open);
+  }
+  // Each Transaction's destructor rolls it back, ignoring errors.
+}
+
+void ThreadTransactions::begin() {
+  if (impl_->mine() != nullptr) {
+    throw ProgrammingError("this thread already has an open transaction", SQLITE_MISUSE,
+                           SQLITE_MISUSE);
+  }
+  Transaction tx = impl_->client.begin();
+  std::lock_guard lk(impl_->mu);
+  impl_->open.emplace(std::this_thread::get_id(), std::move(tx));
+}
+
+void ThreadTransactions::commit() {
+  impl_->finish("commit", [](Transaction& tx) { tx.commit(); });
+}
+
+void ThreadTransactions::rollback() {
+  impl_->finish("rollback", [](Transaction& tx) {
+    if (!tx.finished()) tx.rollback();
+  });
+}
+
+bool ThreadTransactions::in_transaction() const {
+  const Transaction* tx = impl_->mine();
+  return tx != nullptr && !tx->finished();
+}
+
+std::int64_t ThreadTransactions::execute(std::string_view sql, const Params& params) {
+  return impl_->route([&](Transaction& tx) { return tx.execute(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute(sql, params); });
+}
+std::int64_t ThreadTransactions::execute_named(std::string_view sql, const NamedParams& params) {
+  return impl_->route([&](Transaction& tx) { return tx.execute_named(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute_named(sql, params); });
+}
+std::int64_t ThreadTransactions::execute_returning_rowid(std::string_view sql,
+                                                         const Params& params) {
+  return impl_->route([&](Transaction& tx) { return tx.execute_returning_rowid(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute_returning_rowid(sql, params); });
+}
+std::int64_t ThreadTransactions::execute_returning_rowid_named(std::string_view sql,
+                                                               const NamedParams& params) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_returning_rowid_named(sql, params); },
+      [&](MultiplexedClient& c) { return c.execute_returning_rowid_named(sql, params); });
+}
+std::int64_t ThreadTransactions::execute_many(std::string_view sql,
+                                              const std::vector<Params>& params_batch) {
+  return impl_->route([&](Transaction& tx) { return tx.execute_many(sql, params_batch); },
+                      [&](MultiplexedClient& c) { return c.execute_many(sql, params_batch); });
+}
+std::int64_t ThreadTransactions::execute_many_named(std::string_view sql,
+                                                    const std::vector<NamedParams>& params_batch) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_many_named(sql, params_batch); },
+      [&](MultiplexedClient& c) { return c.execute_many_named(sql, params_batch); });
+}
+void ThreadTransactions::executescript(std::string_view sql) {
+  impl_->route(
+      [&](Transaction& tx) {
+        tx.executescript(sql);
+        return 0;
+      },
+      [&](MultiplexedClient& c) {
+        c.executescript(sql);
+        return 0;
+      });
+}
+std::vector<Row> ThreadTransactions::execute_fetchall(std::string_view sql, const Params& params) {
+  return impl_->route([&](Transaction& tx) { return tx.execute_fetchall(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute_fetchall(sql, params); });
+}
+std::vector<Row> ThreadTransactions::execute_fetchall_named(std::string_view sql,
+                                                            const NamedParams& params) {
+  return impl_->route([&](Transaction& tx) { return tx.execute_fetchall_named(sql, params); },
+                      [&](MultiplexedClient& c) { return c.execute_fetchall_named(sql, params); });
+}
+
+}  // namespace pasyn

@@ -1,0 +1,164 @@
+"""asyncio writes without a thread pool: ``await client.execute(...)``.
+
+Each write is sent at once on the client's shared connection; its reply is handed back by the
+C++ side (one completion thread per client, not per call) through
+``loop.call_soon_threadsafe``, so one event loop can keep thousands of writes in flight.
+
+A cancelled or timed-out await (``asyncio.wait_for``) only stops waiting: the write was sent
+and its outcome is unknown; it is never re-sent. Completions that arrive after the event loop
+closed are dropped. Reads stay synchronous on a ``pasyn_sqlite_core.Connection``.
+
+Transactions: ``async with client.transaction() as tx:`` (tasks share one thread, so the
+thread-bound ``begin()``/``commit()`` of the synchronous client does not apply to them).
+"""
+
+import asyncio
+
+import pasyn_sqlite_core as _core
+
+
+def _completion(loop, future):
+    """The callback the C++ side calls (with the GIL) once the reply arrived."""
+
+    def settle(value, error):
+        if future.done():  # cancelled or timed out: the outcome stays unknown
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def callback(value, error):
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:  # the loop is closed: nobody awaits this any more
+            pass
+
+    return callback
+
+
+class AsyncClient:
+    """An asyncio front end of ``MultiplexedClient`` (shares one connection for all tasks)."""
+
+    def __init__(self, socket_path, **options):
+        self._client = _core.MultiplexedClient(socket_path, **options)
+
+    @property
+    def client(self):
+        """The synchronous client underneath."""
+        return self._client
+
+    def _future(self):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        return future, _completion(loop, future)
+
+    def execute(self, sql, params=None):
+        future, callback = self._future()
+        self._client._execute_async(sql, params, False, callback)
+        return future
+
+    def execute_returning_rowid(self, sql, params=None):
+        future, callback = self._future()
+        self._client._execute_async(sql, params, True, callback)
+        return future
+
+    def execute_many(self, sql, params_batch):
+        future, callback = self._future()
+        self._client._execute_many_async(sql, params_batch, callback)
+        return future
+
+    def execute_fetchall(self, sql, params=None):
+        future, callback = self._future()
+        self._client._execute_fetchall_async(sql, params, callback)
+        return future
+
+    async def execute_fetchone(self, sql, params=None):
+        rows = await self.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def executescript(self, sql):
+        # Scripts are rare (schema set-up): not on the completion path.
+        return await _run_blocking(self._client.executescript, sql)
+
+    async def ping(self):
+        return await _run_blocking(self._client.ping)
+
+    def transaction(self):
+        """``async with client.transaction() as tx:`` commits on normal exit, rolls back when
+        the block raises. ``tx``'s methods are coroutines."""
+        return _AsyncTransaction(self._client)
+
+    def close(self):
+        self._client.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        return False
+
+
+async def _run_blocking(function, *args):
+    # Operations outside the hot path (scripts, transactions' own requests) wait on the loop's
+    # default executor rather than blocking the loop.
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+class _AsyncTransaction:
+    def __init__(self, client):
+        self._client = client
+        self._tx = None
+
+    async def __aenter__(self):
+        self._tx = await _run_blocking(self._client.begin_exclusive)
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        if self._tx.finished:
+            return False
+        if exc_type is None:
+            await _run_blocking(self._tx.commit)
+        else:
+            try:
+                await _run_blocking(self._tx.rollback)
+            except Exception:  # the block's own exception is the one to see
+                pass
+        return False
+
+    @property
+    def finished(self):
+        return self._tx is not None and self._tx.finished
+
+    async def execute(self, sql, params=None):
+        return await _run_blocking(self._tx.execute, sql, params)
+
+    async def execute_returning_rowid(self, sql, params=None):
+        return await _run_blocking(self._tx.execute_returning_rowid, sql, params)
+
+    async def execute_many(self, sql, params_batch):
+        return await _run_blocking(self._tx.execute_many, sql, params_batch)
+
+    async def execute_fetchall(self, sql, params=None):
+        return await _run_blocking(self._tx.execute_fetchall, sql, params)
+
+    async def execute_fetchone(self, sql, params=None):
+        return await _run_blocking(self._tx.execute_fetchone, sql, params)
+
+    async def executescript(self, sql):
+        return await _run_blocking(self._tx.executescript, sql)
+
+    async def commit(self):
+        await _run_blocking(self._tx.commit)
+
+    async def rollback(self):
+        await _run_blocking(self._tx.rollback)
+
+
+def connect(socket_path, **options):
+    """An ``AsyncClient`` for the writer at ``socket_path``."""
+    return AsyncClient(socket_path, **options)
+
+
+__all__ = ["AsyncClient", "connect"]

@@ -1,0 +1,919 @@
+// pasyn_sqlite_core._core: the seed's pasyn_sqlite_core API on libpasyn-client (nanobind).
+//
+// Every call that can block (a socket wait, an SQLite step, a pool wait) releases the GIL after
+// its arguments are converted and takes it back before building the result. Exceptions of the
+// C++ library become the Python classes pasyn_sqlite_core/__init__.py defines: it hands them
+// to _set_error_factory, which builds an exception instance from (kind, message, code,
+// extended code).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/string_view.h>
+#include <nanobind/stl/vector.h>
+
+#include <sqlite3.h>
+
+#include <pasyn/pasyn.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "values.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace pasyn::python {
+namespace {
+
+nb::object& error_factory() {
+  static nb::object* factory = new nb::object();  // leaked: outlives interpreter shutdown
+  return *factory;
+}
+
+// The Python exception instance for the C++ exception in flight. REQUIRES: the GIL.
+nb::object make_error(std::exception_ptr error) {
+  const char* kind = "Error";
+  std::string message;
+  int code = 0, extended = 0;
+  try {
+    std::rethrow_exception(error);
+  } catch (const SqliteError& e) {
+    message = e.what();
+    code = e.code();
+    extended = e.extended_code();
+    if (dynamic_cast<const IntegrityError*>(&e))
+      kind = "IntegrityError";
+    else if (dynamic_cast<const OperationalError*>(&e))
+      kind = "OperationalError";
+    else if (dynamic_cast<const ProgrammingError*>(&e))
+      kind = "ProgrammingError";
+    else if (dynamic_cast<const DataError*>(&e))
+      kind = "DataError";
+    else if (dynamic_cast<const InternalError*>(&e))
+      kind = "InternalError";
+    else if (dynamic_cast<const NotSupportedError*>(&e))
+      kind = "NotSupportedError";
+    else
+      kind = "SqliteError";
+  } catch (const ConnectionClosedError& e) {
+    kind = "ConnectionClosedError", message = e.what();
+  } catch (const ConnectionLostError& e) {
+    kind = "ConnectionLostError", message = e.what();
+  } catch (const TimeoutError& e) {
+    kind = "TimeoutError", message = e.what();
+  } catch (const ProtocolError& e) {
+    kind = "ProtocolError", message = e.what();
+  } catch (const PoolClosedError& e) {
+    kind = "PoolClosedError", message = e.what();
+  } catch (const PoolError& e) {
+    kind = "PoolError", message = e.what();
+  } catch (const Error& e) {
+    kind = "SqliteError", message = e.what();
+  } catch (const std::exception& e) {
+    kind = "SqliteError", message = e.what();
+  }
+  return error_factory()(kind, message, code, extended);
+}
+
+void raise(nb::handle exc) {
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+}
+
+// Runs `f` without the GIL.
+template <typename F>
+auto unlocked(F&& f) {
+  nb::gil_scoped_release release;
+  return f();
+}
+
+std::chrono::milliseconds to_ms(std::optional<double> seconds) {
+  if (!seconds) return std::chrono::milliseconds(0);
+  if (*seconds < 0) throw nb::value_error("a timeout cannot be negative");
+  return std::chrono::milliseconds(static_cast<std::int64_t>(*seconds * 1000.0 + 0.5));
+}
+
+// ---- OpenFlags, Connection, Cursor ------------------------------------------------------------
+
+struct PyConnection {
+  std::unique_ptr<Connection> owned;
+  std::optional<ReadPool::Lease> lease;  // when the connection came from a ReadPool
+  Connection* conn = nullptr;
+
+  Connection& get() {
+    if (conn == nullptr) throw ConnectionClosedError("connection is closed");
+    return *conn;
+  }
+  void close() {
+    if (lease) {
+      conn = nullptr;
+      nb::gil_scoped_release release;
+      lease.reset();  // back to the pool
+      return;
+    }
+    if (owned) {
+      Connection* c = owned.get();
+      unlocked([&] {
+        c->close();
+        return 0;
+      });
+    }
+    conn = nullptr;
+  }
+};
+
+PyConnection* make_connection(Connection c) {
+  auto* p = new PyConnection();
+  p->owned = std::make_unique<Connection>(std::move(c));
+  p->conn = p->owned.get();
+  return p;
+}
+
+struct PyCursor {
+  Cursor cursor;
+  nb::object connection;  // keeps the Python connection alive
+  std::int64_t arraysize = 1;
+};
+
+template <typename Positional, typename Named>
+auto dispatch(const AnyParams& params, Positional positional, Named named) {
+  if (const auto* p = std::get_if<Params>(&params)) return positional(*p);
+  return named(std::get<NamedParams>(params));
+}
+
+// ---- Writer side ------------------------------------------------------------------------------
+
+struct PyTransaction {
+  std::optional<Transaction> tx;
+  std::uint64_t token = 0;
+  Transaction& get() {
+    if (!tx || tx->finished()) {
+      throw ProgrammingError("the transaction is already finished (committed or rolled back)",
+                             SQLITE_MISUSE, SQLITE_MISUSE);
+    }
+    return *tx;
+  }
+};
+
+std::atomic<std::uint64_t> next_token{1};
+
+nb::object result_to_python(std::int64_t v) { return nb::int_(v); }
+nb::object result_to_python(const std::vector<Row>& rows) { return to_python(rows); }
+
+// Completes asynchronous writes: one thread per client (not per call, no pool) waits for the
+// replies in the order the writes were sent (the daemon runs a connection's writes in that
+// order) and hands each outcome to its Python callback, taking the GIL once for every reply
+// that is ready by then.
+class Dispatcher {
+ public:
+  using Outcome = std::variant<std::future<std::int64_t>, std::future<std::vector<Row>>>;
+
+  Dispatcher() : thread_([this] { run(); }) {}
+  ~Dispatcher() { stop(); }
+
+  void submit(Outcome outcome, nb::object callback) {
+    {
+      std::lock_guard lk(mu_);
+      queue_.push_back({std::move(outcome), std::move(callback)});
+    }
+    cv_.notify_one();
+  }
+
+  void stop() {
+    {
+      std::lock_guard lk(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) {
+      nb::gil_scoped_release release;
+      thread_.join();
+    }
+  }
+
+ private:
+  struct Item {
+    Outcome outcome;
+    nb::object callback;
+  };
+
+  static bool ready(const Outcome& o) {
+    return std::visit(
+        [](const auto& f) {
+          return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+        },
+        o);
+  }
+
+  void run() {
+    for (;;) {
+      std::deque<Item> batch;
+      {
+        std::unique_lock lk(mu_);
+        cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      std::visit([](auto& f) { f.wait(); }, batch.front().outcome);
+      {
+        std::lock_guard lk(mu_);
+        while (!queue_.empty() && ready(queue_.front().outcome)) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      if (!Py_IsInitialized()) return;
+      nb::gil_scoped_acquire gil;
+      for (auto& item : batch) {
+        nb::object value = nb::none(), error = nb::none();
+        try {
+          std::visit(
+              [&](auto& f) {
+                auto v = f.get();
+                value = result_to_python(v);
+              },
+              item.outcome);
+        } catch (...) {
+          error = make_error(std::current_exception());
+        }
+        try {
+          item.callback(value, error);
+        } catch (nb::python_error& e) {
+          e.discard_as_unraisable("pasyn_sqlite.aio completion");
+        }
+        item.callback.reset();
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+struct PyClient {
+  std::unique_ptr<MultiplexedClient> client;
+  std::unique_ptr<ThreadTransactions> threads;
+  std::unique_ptr<Dispatcher> dispatcher;  // created by the first asynchronous call
+  std::mutex dispatcher_mu;
+
+  MultiplexedClient& get() {
+    if (!client) throw ConnectionClosedError("client is closed");
+    return *client;
+  }
+  ThreadTransactions& tx() {
+    if (!threads) throw ConnectionClosedError("client is closed");
+    return *threads;
+  }
+  Dispatcher& async() {
+    std::lock_guard lk(dispatcher_mu);
+    if (!dispatcher) dispatcher = std::make_unique<Dispatcher>();
+    return *dispatcher;
+  }
+  void close() {
+    if (dispatcher) dispatcher->stop();
+    nb::gil_scoped_release release;
+    threads.reset();
+    if (client) client->close();
+  }
+};
+
+}  // namespace
+}  // namespace pasyn::python
+
+using namespace pasyn;
+using namespace pasyn::python;
+
+NB_MODULE(_core, m) {
+  m.doc() = "pasyn_sqlite_core native core (libpasyn-client)";
+
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const pasyn::Error&) {
+      raise(make_error(p));
+    }
+  });
+
+  m.def("_set_error_factory", [](nb::object f) { error_factory() = std::move(f); });
+
+  // -- utilities
+  m.def("sqlite_version", [] { return std::string(sqlite3_libversion()); });
+  m.def("sqlite_version_number", [] { return sqlite3_libversion_number(); });
+  m.def("sqlite_threadsafe", [] { return sqlite3_threadsafe() != 0; });
+  m.def("memory_used", [] { return static_cast<std::int64_t>(sqlite3_memory_used()); });
+  m.def(
+      "memory_highwater",
+      [](bool reset) { return static_cast<std::int64_t>(sqlite3_memory_highwater(reset ? 1 : 0)); },
+      "reset"_a = false);
+  m.def("default_socket_path", &pasyn::default_socket_path, "database_path"_a);
+
+  // -- writer server
+  nb::class_<WriterServerHandle>(m, "WriterServerHandle")
+      .def_prop_ro("socket_path", [](WriterServerHandle& h) { return h.socket_path(); })
+      .def("shutdown", &WriterServerHandle::shutdown)
+      .def("join", &WriterServerHandle::join, nb::call_guard<nb::gil_scoped_release>())
+      .def("stop", &WriterServerHandle::stop, nb::call_guard<nb::gil_scoped_release>())
+      .def_prop_ro("running", &WriterServerHandle::running)
+      .def("__enter__", [](nb::object self) { return self; })
+      .def("__exit__", [](WriterServerHandle& h, nb::args) {
+        nb::gil_scoped_release release;
+        h.stop();
+        return false;
+      });
+
+  m.def(
+      "start_writer_server",
+      [](const std::string& database_path, std::optional<std::string> socket_path,
+         std::optional<double> lock_wait, std::optional<double> transaction_idle_timeout,
+         std::optional<std::string> synchronous, std::optional<double> busy_timeout) {
+        ServerOptions options;
+        if (socket_path) options.socket_path = *socket_path;
+        if (lock_wait) options.lock_wait = to_ms(lock_wait);
+        if (transaction_idle_timeout) {
+          options.transaction_idle_timeout = to_ms(transaction_idle_timeout);
+        }
+        if (busy_timeout) options.busy_timeout = to_ms(busy_timeout);
+        if (synchronous) {
+          if (*synchronous == "full" || *synchronous == "FULL") {
+            options.synchronous = Synchronous::kFull;
+          } else if (*synchronous == "normal" || *synchronous == "NORMAL") {
+            options.synchronous = Synchronous::kNormal;
+          } else {
+            throw nb::value_error("synchronous must be 'full' or 'normal'");
+          }
+        }
+        nb::gil_scoped_release release;
+        return start_writer_server(database_path, options);
+      },
+      "database_path"_a, "socket_path"_a = nb::none(), nb::kw_only(), "lock_wait"_a = nb::none(),
+      "transaction_idle_timeout"_a = nb::none(), "synchronous"_a = nb::none(),
+      "busy_timeout"_a = nb::none());
+
+  // -- OpenFlags
+  nb::class_<OpenFlags>(m, "OpenFlags")
+      .def_static("readonly", &OpenFlags::readonly)
+      .def_static("readwrite", &OpenFlags::readwrite)
+      .def_static("create", &OpenFlags::create)
+      .def("uri", &OpenFlags::uri)
+      .def("memory", &OpenFlags::memory)
+      .def("shared_cache", &OpenFlags::shared_cache)
+      .def("__or__", [](const OpenFlags& a, const OpenFlags& b) { return a | b; })
+      .def("__eq__", [](const OpenFlags& a, const OpenFlags& b) { return a.bits() == b.bits(); })
+      .def("__hash__", [](const OpenFlags& a) { return a.bits(); })
+      .def_prop_ro("bits", &OpenFlags::bits)
+      .def("__repr__",
+           [](const OpenFlags& f) { return "OpenFlags(" + std::to_string(f.bits()) + ")"; });
+
+  // -- Cursor
+  nb::class_<PyCursor>(m, "Cursor")
+      .def("execute",
+           [](nb::object self) {
+             auto& c = nb::cast<PyCursor&>(self);
+             unlocked([&] {
+               c.cursor.execute();
+               return 0;
+             });
+             return self;
+           })
+      .def("fetchone",
+           [](PyCursor& c) -> nb::object {
+             auto row = unlocked([&] { return c.cursor.fetchone(); });
+             if (!row) return nb::none();
+             return to_python(*row);
+           })
+      .def(
+          "fetchmany",
+          [](PyCursor& c, std::optional<std::int64_t> size) {
+            const auto n =
+                static_cast<std::size_t>(std::max<std::int64_t>(0, size.value_or(c.arraysize)));
+            auto rows = unlocked([&] { return c.cursor.fetchmany(n); });
+            return to_python(rows);
+          },
+          "size"_a = nb::none())
+      .def("fetchall",
+           [](PyCursor& c) {
+             auto rows = unlocked([&] { return c.cursor.fetchall(); });
+             return to_python(rows);
+           })
+      .def_rw("arraysize", &PyCursor::arraysize)
+      .def_prop_ro("description",
+                   [](PyCursor& c) -> nb::object {
+                     const auto& names = c.cursor.column_names();
+                     if (names.empty()) return nb::none();
+                     nb::list out;
+                     for (const auto& n : names) {
+                       out.append(nb::make_tuple(n, nb::none(), nb::none(), nb::none(), nb::none(),
+                                                 nb::none(), nb::none()));
+                     }
+                     return nb::tuple(out);
+                   })
+      .def("close", [](PyCursor& c) { c.cursor.close(); })
+      .def("__iter__", [](nb::object self) { return self; })
+      .def("__next__", [](PyCursor& c) -> nb::object {
+        auto row = unlocked([&] { return c.cursor.fetchone(); });
+        if (!row) throw nb::stop_iteration();
+        return to_python(*row);
+      });
+
+  // -- Connection
+  nb::class_<PyConnection>(m, "Connection")
+      .def(
+          "__init__",
+          [](PyConnection* self, const std::string& path, std::optional<OpenFlags> flags) {
+            auto c = unlocked([&] {
+              return connect(path, flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
+            });
+            new (self) PyConnection();
+            self->owned = std::make_unique<Connection>(std::move(c));
+            self->conn = self->owned.get();
+          },
+          "path"_a, "flags"_a = nb::none())
+      .def_static(
+          "memory", [] { return make_connection(Connection::memory()); },
+          nb::rv_policy::take_ownership)
+      .def_static(
+          "shared_memory",
+          [](const std::string& name) { return make_connection(Connection::shared_memory(name)); },
+          "name"_a, nb::rv_policy::take_ownership)
+      .def(
+          "execute",
+          [](PyConnection& self, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            Connection& c = self.get();
+            return unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_named(sql, x); });
+            });
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_fetchall",
+          [](PyConnection& self, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            Connection& c = self.get();
+            auto rows = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_fetchall(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x); });
+            });
+            return to_python(rows);
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_fetchone",
+          [](PyConnection& self, std::string_view sql, nb::handle params) -> nb::object {
+            AnyParams p = to_params(params);
+            Connection& c = self.get();
+            auto row = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_fetchone(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_fetchone_named(sql, x); });
+            });
+            if (!row) return nb::none();
+            return to_python(*row);
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "executescript",
+          [](PyConnection& self, std::string_view sql) {
+            Connection& c = self.get();
+            unlocked([&] {
+              c.executescript(sql);
+              return 0;
+            });
+          },
+          "sql"_a)
+      .def(
+          "cursor",
+          [](nb::object self, std::string_view sql, nb::handle params) {
+            auto& conn = nb::cast<PyConnection&>(self);
+            AnyParams p = to_params(params);
+            Connection& c = conn.get();
+            auto cursor = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.cursor(sql, x); },
+                  [&](const NamedParams& x) { return c.cursor_named(sql, x); });
+            });
+            return new PyCursor{std::move(cursor), self, 1};
+          },
+          "sql"_a, "params"_a.none() = nb::none(), nb::rv_policy::take_ownership)
+      .def("begin",
+           [](PyConnection& self) {
+             Connection& c = self.get();
+             unlocked([&] {
+               c.begin();
+               return 0;
+             });
+           })
+      .def("commit",
+           [](PyConnection& self) {
+             Connection& c = self.get();
+             unlocked([&] {
+               c.commit();
+               return 0;
+             });
+           })
+      .def("rollback",
+           [](PyConnection& self) {
+             Connection& c = self.get();
+             unlocked([&] {
+               c.rollback();
+               return 0;
+             });
+           })
+      .def(
+          "set_busy_timeout", [](PyConnection& self, int ms) { self.get().set_busy_timeout(ms); },
+          "ms"_a)
+      .def("interrupt",
+           [](PyConnection& self) {
+             if (self.conn) self.conn->interrupt();
+           })
+      .def(
+          "get_column_names",
+          [](PyConnection& self, std::string_view sql) {
+            Connection& c = self.get();
+            return unlocked([&] { return c.column_names(sql); });
+          },
+          "sql"_a)
+      .def("close", &PyConnection::close)
+      .def_prop_ro("closed",
+                   [](PyConnection& self) { return self.conn == nullptr || self.conn->closed(); })
+      .def_prop_ro("in_transaction", [](PyConnection& self) { return self.get().in_transaction(); })
+      .def_prop_ro("last_insert_rowid",
+                   [](PyConnection& self) { return self.get().last_insert_rowid(); })
+      .def_prop_ro("changes", [](PyConnection& self) { return self.get().changes(); })
+      .def_prop_ro("total_changes", [](PyConnection& self) { return self.get().total_changes(); })
+      .def("__enter__", [](nb::object self) { return self; })
+      .def("__exit__", [](PyConnection& self, nb::args) {
+        self.close();
+        return false;
+      });
+
+  m.def(
+      "connect",
+      [](const std::string& path, std::optional<OpenFlags> flags) {
+        auto c = unlocked([&] {
+          return connect(path, flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
+        });
+        return make_connection(std::move(c));
+      },
+      "path"_a, "flags"_a = nb::none(), nb::rv_policy::take_ownership);
+
+  // -- ReadPool
+  nb::class_<ReadPool>(m, "ReadPool")
+      .def(
+          "__init__",
+          [](ReadPool* self, const std::string& path, std::size_t size,
+             std::optional<OpenFlags> flags) {
+            new (self) ReadPool(path, size, flags.value_or(OpenFlags::readonly()));
+          },
+          "path"_a, "size"_a = 4, "flags"_a = nb::none())
+      .def(
+          "acquire",
+          [](ReadPool& pool, std::optional<double> timeout) {
+            auto lease = unlocked([&] { return pool.acquire(to_ms(timeout)); });
+            auto* p = new PyConnection();
+            p->lease.emplace(std::move(lease));
+            p->conn = &**p->lease;
+            return p;
+          },
+          "timeout"_a = nb::none(), nb::rv_policy::take_ownership)
+      .def("close",
+           [](ReadPool& pool) {
+             nb::gil_scoped_release r;
+             pool.close();
+           })
+      .def_prop_ro("closed", &ReadPool::closed)
+      .def_prop_ro("size", &ReadPool::size)
+      .def_prop_ro("open_connections", &ReadPool::open_connections);
+
+  // -- Transaction
+  nb::class_<PyTransaction>(m, "Transaction")
+      .def(
+          "execute",
+          [](PyTransaction& t, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            Transaction& tx = t.get();
+            return unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return tx.execute(sql, x); },
+                  [&](const NamedParams& x) { return tx.execute_named(sql, x); });
+            });
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_returning_rowid",
+          [](PyTransaction& t, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            Transaction& tx = t.get();
+            return unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return tx.execute_returning_rowid(sql, x); },
+                  [&](const NamedParams& x) { return tx.execute_returning_rowid_named(sql, x); });
+            });
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_many",
+          [](PyTransaction& t, std::string_view sql, nb::handle batch) {
+            auto b = to_params_batch(batch);
+            Transaction& tx = t.get();
+            return unlocked([&] {
+              if (auto* p = std::get_if<std::vector<Params>>(&b)) return tx.execute_many(sql, *p);
+              return tx.execute_many_named(sql, std::get<std::vector<NamedParams>>(b));
+            });
+          },
+          "sql"_a, "params_batch"_a)
+      .def(
+          "executescript",
+          [](PyTransaction& t, std::string_view sql) {
+            Transaction& tx = t.get();
+            unlocked([&] {
+              tx.executescript(sql);
+              return 0;
+            });
+          },
+          "sql"_a)
+      .def(
+          "execute_fetchall",
+          [](PyTransaction& t, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            Transaction& tx = t.get();
+            auto rows = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return tx.execute_fetchall(sql, x); },
+                  [&](const NamedParams& x) { return tx.execute_fetchall_named(sql, x); });
+            });
+            return to_python(rows);
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_fetchone",
+          [](PyTransaction& t, std::string_view sql, nb::handle params) -> nb::object {
+            AnyParams p = to_params(params);
+            Transaction& tx = t.get();
+            auto row = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return tx.execute_fetchone(sql, x); },
+                  [&](const NamedParams& x) { return tx.execute_fetchone_named(sql, x); });
+            });
+            if (!row) return nb::none();
+            return to_python(*row);
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def("commit",
+           [](PyTransaction& t) {
+             Transaction& tx = t.get();
+             unlocked([&] {
+               tx.commit();
+               return 0;
+             });
+           })
+      .def("rollback",
+           [](PyTransaction& t) {
+             Transaction& tx = t.get();
+             unlocked([&] {
+               tx.rollback();
+               return 0;
+             });
+           })
+      .def_prop_ro("finished", [](PyTransaction& t) { return !t.tx || t.tx->finished(); })
+      .def_prop_ro("token", [](PyTransaction& t) { return t.token; })
+      .def("__enter__", [](nb::object self) { return self; })
+      .def("__exit__", [](PyTransaction& t, nb::args args) {
+        nb::handle type = args.size() > 0 ? args[0] : nb::none();
+        if (!t.tx || t.tx->finished()) return false;
+        Transaction& tx = *t.tx;
+        if (type.is_none()) {
+          unlocked([&] {
+            tx.commit();
+            return 0;
+          });
+        } else {
+          try {
+            unlocked([&] {
+              tx.rollback();
+              return 0;
+            });
+          } catch (const pasyn::Error&) {  // the block's own exception is the one to see
+          }
+        }
+        return false;
+      });
+
+  // -- MultiplexedClient
+  nb::class_<PyClient>(m, "MultiplexedClient")
+      .def(
+          "__init__",
+          [](PyClient* self, const std::string& socket_path, std::optional<double> connect_timeout,
+             std::optional<double> timeout) {
+            ClientOptions options;
+            if (connect_timeout) options.connect_timeout = to_ms(connect_timeout);
+            if (timeout) options.request_timeout = to_ms(timeout);
+            auto client =
+                unlocked([&] { return std::make_unique<MultiplexedClient>(socket_path, options); });
+            new (self) PyClient();
+            self->client = std::move(client);
+            self->threads = std::make_unique<ThreadTransactions>(*self->client);
+          },
+          "socket_path"_a, nb::kw_only(), "connect_timeout"_a = nb::none(),
+          "timeout"_a = nb::none())
+      .def(
+          "execute",
+          [](PyClient& self, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            auto& c = self.tx();
+            return unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_named(sql, x); });
+            });
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_returning_rowid",
+          [](PyClient& self, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            auto& c = self.tx();
+            return unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_returning_rowid(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_returning_rowid_named(sql, x); });
+            });
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_many",
+          [](PyClient& self, std::string_view sql, nb::handle batch) {
+            auto b = to_params_batch(batch);
+            auto& c = self.tx();
+            return unlocked([&] {
+              if (auto* p = std::get_if<std::vector<Params>>(&b)) return c.execute_many(sql, *p);
+              return c.execute_many_named(sql, std::get<std::vector<NamedParams>>(b));
+            });
+          },
+          "sql"_a, "params_batch"_a)
+      .def(
+          "executescript",
+          [](PyClient& self, std::string_view sql) {
+            auto& c = self.tx();
+            unlocked([&] {
+              c.executescript(sql);
+              return 0;
+            });
+          },
+          "sql"_a)
+      .def(
+          "execute_fetchall",
+          [](PyClient& self, std::string_view sql, nb::handle params) {
+            AnyParams p = to_params(params);
+            auto& c = self.tx();
+            auto rows = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_fetchall(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x); });
+            });
+            return to_python(rows);
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def(
+          "execute_fetchone",
+          [](PyClient& self, std::string_view sql, nb::handle params) -> nb::object {
+            AnyParams p = to_params(params);
+            auto& c = self.tx();
+            auto rows = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_fetchall(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x); });
+            });
+            if (rows.empty()) return nb::none();
+            return to_python(rows.front());
+          },
+          "sql"_a, "params"_a.none() = nb::none())
+      .def("ping",
+           [](PyClient& self) {
+             auto& c = self.get();
+             return unlocked([&] { return c.ping(); });
+           })
+      .def("shutdown_server",
+           [](PyClient& self) {
+             auto& c = self.get();
+             unlocked([&] {
+               c.shutdown_server();
+               return 0;
+             });
+           })
+      .def("begin",
+           [](PyClient& self) {
+             auto& t = self.tx();
+             unlocked([&] {
+               t.begin();
+               return 0;
+             });
+           })
+      .def("commit",
+           [](PyClient& self) {
+             auto& t = self.tx();
+             unlocked([&] {
+               t.commit();
+               return 0;
+             });
+           })
+      .def("rollback",
+           [](PyClient& self) {
+             auto& t = self.tx();
+             unlocked([&] {
+               t.rollback();
+               return 0;
+             });
+           })
+      .def_prop_ro("in_transaction", [](PyClient& self) { return self.tx().in_transaction(); })
+      .def(
+          "begin_exclusive",
+          [](PyClient& self) {
+            auto& c = self.get();
+            auto tx = unlocked([&] { return c.begin(); });
+            auto* t = new PyTransaction();
+            t->tx.emplace(std::move(tx));
+            t->token = next_token++;
+            return t;
+          },
+          nb::rv_policy::take_ownership)
+      .def("stats",
+           [](PyClient& self) {
+             auto& c = self.get();
+             auto report = unlocked([&] { return c.stats(); });
+             nb::dict d;
+             for (const auto& [k, v] : report) d[nb::str(k.c_str())] = to_python(v);
+             return d;
+           })
+      .def_prop_ro("socket_path", [](PyClient& self) { return self.get().socket_path(); })
+      .def("close", &PyClient::close)
+      .def("__enter__", [](nb::object self) { return self; })
+      .def("__exit__",
+           [](PyClient& self, nb::args) {
+             self.close();
+             return false;
+           })
+      // Asynchronous writes for pasyn_sqlite.aio: `callback(result, error)` is called (with the
+      // GIL, from the client's completion thread) once the reply arrives.
+      .def(
+          "_execute_async",
+          [](PyClient& self, std::string_view sql, nb::handle params, bool rowid,
+             nb::object callback) {
+            AnyParams p = to_params(params);
+            auto& c = self.get();
+            auto future = unlocked([&] {
+              return dispatch(
+                  p,
+                  [&](const Params& x) {
+                    return rowid ? c.execute_returning_rowid_async(sql, x)
+                                 : c.execute_async(sql, x);
+                  },
+                  [&](const NamedParams& x) {
+                    return rowid ? c.execute_returning_rowid_named_async(sql, x)
+                                 : c.execute_named_async(sql, x);
+                  });
+            });
+            self.async().submit(std::move(future), std::move(callback));
+          },
+          "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
+      .def(
+          "_execute_many_async",
+          [](PyClient& self, std::string_view sql, nb::handle batch, nb::object callback) {
+            auto b = to_params_batch(batch);
+            auto& c = self.get();
+            auto* p = std::get_if<std::vector<Params>>(&b);
+            if (p == nullptr)
+              throw nb::type_error("aio execute_many takes positional parameter sets");
+            auto future = unlocked([&] { return c.execute_many_async(sql, *p); });
+            self.async().submit(std::move(future), std::move(callback));
+          },
+          "sql"_a, "params_batch"_a, "callback"_a)
+      .def(
+          "_execute_fetchall_async",
+          [](PyClient& self, std::string_view sql, nb::handle params, nb::object callback) {
+            AnyParams p = to_params(params);
+            auto& c = self.get();
+            auto future = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_fetchall_async(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_fetchall_named_async(sql, x); });
+            });
+            self.async().submit(std::move(future), std::move(callback));
+          },
+          "sql"_a, "params"_a.none(), "callback"_a);
+}

@@ -1,0 +1,157 @@
+// Conversions between Python objects and pasyn values (see values.hpp).
+#include "values.hpp"
+
+#include <Python.h>
+
+#include <cstdint>
+#include <string>
+
+namespace pasyn::python {
+
+Value to_value(nb::handle o) {
+  PyObject* p = o.ptr();
+  if (p == Py_None) return nullptr;
+  if (PyBool_Check(p)) return std::int64_t{p == Py_True ? 1 : 0};
+  if (PyLong_Check(p)) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(p, &overflow);
+    if (overflow != 0) throw nb::value_error("Python int too large to convert to SQLite INTEGER");
+    if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+    return std::int64_t{v};
+  }
+  if (PyFloat_Check(p)) return PyFloat_AS_DOUBLE(p);
+  if (PyUnicode_Check(p)) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(p, &size);
+    if (data == nullptr) throw nb::python_error();
+    return std::string(data, static_cast<std::size_t>(size));
+  }
+  if (PyBytes_Check(p)) {
+    const auto* data = reinterpret_cast<const std::uint8_t*>(PyBytes_AS_STRING(p));
+    return Blob(data, data + PyBytes_GET_SIZE(p));
+  }
+  if (PyByteArray_Check(p)) {
+    const auto* data = reinterpret_cast<const std::uint8_t*>(PyByteArray_AS_STRING(p));
+    return Blob(data, data + PyByteArray_GET_SIZE(p));
+  }
+  if (PyMemoryView_Check(p)) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(p, &view, PyBUF_CONTIG_RO) != 0) throw nb::python_error();
+    const auto* data = static_cast<const std::uint8_t*>(view.buf);
+    Blob blob(data, data + view.len);
+    PyBuffer_Release(&view);
+    return blob;
+  }
+  throw nb::type_error(
+      ("unsupported parameter type: " + std::string(nb::type_name(o.type()).c_str())).c_str());
+}
+
+namespace {
+Value checked_value(nb::handle o) {
+  if (PyLong_Check(o.ptr()) && !PyBool_Check(o.ptr())) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+    if (overflow != 0) throw nb::value_error("Python int too large to convert to SQLite INTEGER");
+    if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+    return std::int64_t{v};
+  }
+  return to_value(o);
+}
+}  // namespace
+
+AnyParams to_params(nb::handle o) {
+  PyObject* p = o.ptr();
+  if (p == nullptr || p == Py_None) return Params{};
+  if (PyDict_Check(p)) {
+    NamedParams named;
+    named.values.reserve(static_cast<std::size_t>(PyDict_Size(p)));
+    PyObject* key = nullptr;
+    PyObject* value = nullptr;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(p, &pos, &key, &value)) {
+      if (!PyUnicode_Check(key)) throw nb::type_error("named parameter keys must be str");
+      Py_ssize_t size = 0;
+      const char* data = PyUnicode_AsUTF8AndSize(key, &size);
+      if (data == nullptr) throw nb::python_error();
+      named.values.emplace_back(std::string(data, static_cast<std::size_t>(size)),
+                                checked_value(value));
+    }
+    return named;
+  }
+  if (PyList_Check(p) || PyTuple_Check(p)) {
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(p);
+    PyObject** items = PySequence_Fast_ITEMS(p);
+    Params params;
+    params.reserve(static_cast<std::size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i) params.push_back(checked_value(items[i]));
+    return params;
+  }
+  return Params{checked_value(o)};
+}
+
+std::variant<std::vector<Params>, std::vector<NamedParams>> to_params_batch(nb::handle o) {
+  std::vector<Params> positional;
+  std::vector<NamedParams> named;
+  bool any = false, is_named = false;
+  for (nb::handle item : o) {
+    AnyParams params = to_params(item);
+    const bool this_named = std::holds_alternative<NamedParams>(params);
+    if (any && this_named != is_named) {
+      throw nb::type_error("execute_many: mixed named (dict) and positional parameter sets");
+    }
+    any = true;
+    is_named = this_named;
+    if (this_named) {
+      named.push_back(std::move(std::get<NamedParams>(params)));
+    } else {
+      positional.push_back(std::move(std::get<Params>(params)));
+    }
+  }
+  if (is_named) return named;
+  return positional;
+}
+
+nb::object to_python(const Value& v) {
+  switch (type_of(v)) {
+    case ValueType::kNull:
+      return nb::none();
+    case ValueType::kInteger:
+      return nb::steal(PyLong_FromLongLong(std::get<std::int64_t>(v)));
+    case ValueType::kReal:
+      return nb::steal(PyFloat_FromDouble(std::get<double>(v)));
+    case ValueType::kText: {
+      const auto& s = std::get<std::string>(v);
+      PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+      if (o == nullptr) throw nb::python_error();
+      return nb::steal(o);
+    }
+    case ValueType::kBlob: {
+      const auto& b = std::get<Blob>(v);
+      return nb::steal(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(b.data()),
+                                                 static_cast<Py_ssize_t>(b.size())));
+    }
+  }
+  return nb::none();
+}
+
+nb::tuple to_python(const Row& row) {
+  PyObject* t = PyTuple_New(static_cast<Py_ssize_t>(row.size()));
+  if (t == nullptr) throw nb::python_error();
+  nb::tuple result = nb::steal<nb::tuple>(t);
+  for (std::size_t i = 0; i < row.size(); ++i) {
+    PyTuple_SET_ITEM(t, static_cast<Py_ssize_t>(i), to_python(row[i]).release().ptr());
+  }
+  return result;
+}
+
+nb::list to_python(const std::vector<Row>& rows) {
+  PyObject* l = PyList_New(static_cast<Py_ssize_t>(rows.size()));
+  if (l == nullptr) throw nb::python_error();
+  nb::list result = nb::steal<nb::list>(l);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    PyList_SET_ITEM(l, static_cast<Py_ssize_t>(i), to_python(rows[i]).release().ptr());
+  }
+  return result;
+}
+
+}  // namespace pasyn::python

@@ -1,0 +1,377 @@
+"""pasyn_sqlite_core: every name of PYTHON-API.md, against a real in-process writer server."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import pasyn_sqlite_core as core
+
+
+def test_seed_quick_start_runs_unchanged(tmpdir_path):
+    script = os.path.join(os.path.dirname(__file__), "quickstart.py")
+    out = subprocess.run([sys.executable, script], cwd=tmpdir_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(1, 'Alice', 'alice@example.com')]"
+
+
+def test_writer_server_handle(db_path):
+    server = core.start_writer_server(db_path)
+    assert isinstance(server, core.WriterServerHandle)
+    assert server.socket_path == core.default_socket_path(db_path)
+    assert os.path.exists(server.socket_path)
+    server.shutdown()
+    server.join()
+    assert not os.path.exists(server.socket_path)
+    server.stop()  # idempotent
+
+
+def test_writer_server_context_manager_and_socket_path(tmpdir_path):
+    sock = os.path.join(tmpdir_path, "w.sock")
+    with core.start_writer_server(os.path.join(tmpdir_path, "a.db"), sock) as server:
+        assert server.socket_path == sock
+        assert core.MultiplexedClient(sock).ping()
+    assert not os.path.exists(sock)
+
+
+def test_start_writer_server_options(tmpdir_path):
+    with core.start_writer_server(os.path.join(tmpdir_path, "b.db"), lock_wait=0,
+                                  transaction_idle_timeout=0.3) as server:
+        c = core.multiplexed_client(server.socket_path)
+        c.executescript("CREATE TABLE t (x)")
+        tx = c.begin_exclusive()
+        other = core.MultiplexedClient(server.socket_path)
+        with pytest.raises(core.TimeoutError):  # lock_wait=0: the seed's fail-at-once
+            other.execute("INSERT INTO t VALUES (1)")
+        time.sleep(0.8)  # idle longer than transaction_idle_timeout: rolled back
+        with pytest.raises(core.OperationalError) as info:
+            tx.execute("INSERT INTO t VALUES (2)")
+        assert tx.finished
+        assert "idle" in str(info.value).lower()
+
+
+def test_types_round_trip(client, db_path):
+    client.executescript("CREATE TABLE t (a, b, c, d, e, f, g)")
+    big = 2**63 - 1
+    client.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [None, True, big, 2.5, "héllo", b"\x00\xff", bytearray(b"ab")])
+    client.execute("INSERT INTO t (a) VALUES (?)", (memoryview(b"mv"),))
+    with core.connect(db_path, core.OpenFlags.readonly()) as conn:
+        rows = conn.execute_fetchall("SELECT * FROM t")
+    assert rows[0] == (None, 1, big, 2.5, "héllo", b"\x00\xff", b"ab")
+    assert rows[1][0] == b"mv"
+    with pytest.raises((OverflowError, ValueError)):
+        client.execute("INSERT INTO t (a) VALUES (?)", [2**63])
+    with pytest.raises(TypeError):
+        client.execute("INSERT INTO t (a) VALUES (?)", [object()])
+
+
+def test_scalar_parameter_and_named_parameters_bind_by_name(client, db_path):
+    client.executescript("CREATE TABLE t (a, b)")
+    client.execute("INSERT INTO t (a) VALUES (?)", 5)  # one scalar: one parameter
+    # Keys in the opposite order of the statement's parameters: bound by name.
+    client.execute("INSERT INTO t VALUES (:a, :b)", {"b": "B", "a": "A"})
+    client.execute("INSERT INTO t VALUES (@a, $b)", {"@a": 1, "$b": 2})
+    assert client.execute_returning_rowid("INSERT INTO t VALUES (:a, :b)", {"b": 0, "a": 0}) == 4
+    assert client.execute_many("INSERT INTO t VALUES (:a, :b)",
+                               [{"b": 1, "a": 2}, {"a": 3, "b": 4}]) == 2
+    conn = core.connect(db_path, core.OpenFlags.readonly())
+    assert conn.execute_fetchone("SELECT a, b FROM t WHERE rowid = 2") == ("A", "B")
+    assert conn.execute_fetchone("SELECT b FROM t WHERE a = :a", {"a": 3}) == (4,)
+    with pytest.raises(core.ProgrammingError):
+        client.execute("INSERT INTO t VALUES (:a, :b)", {"a": 1, "c": 2})
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute_fetchone("SELECT :x", {"y": 1})
+
+
+def test_connection_methods_and_properties(tmpdir_path):
+    path = os.path.join(tmpdir_path, "c.db")
+    conn = core.Connection(path)  # read-write, created
+    assert conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v)") == 0
+    assert conn.execute("INSERT INTO t (v) VALUES (?)", ["x"]) == 1
+    assert conn.last_insert_rowid == 1
+    assert conn.changes == 1
+    conn.executescript("INSERT INTO t (v) VALUES ('y'); INSERT INTO t (v) VALUES ('z');")
+    assert conn.total_changes == 3
+    assert conn.execute_fetchone("SELECT v FROM t WHERE id = 9") is None
+    assert conn.get_column_names("SELECT id AS k, v FROM t") == ["k", "v"]
+    assert not conn.in_transaction
+    conn.begin()
+    assert conn.in_transaction
+    conn.execute("DELETE FROM t")
+    conn.rollback()
+    assert conn.execute_fetchone("SELECT count(*) FROM t") == (3,)
+    conn.begin()
+    conn.execute("DELETE FROM t WHERE id = 1")
+    conn.commit()
+    conn.set_busy_timeout(100)
+    conn.interrupt()  # nothing running: harmless
+    conn.close()
+    with pytest.raises(core.ConnectionClosedError):
+        conn.execute_fetchall("SELECT 1")
+
+
+def test_open_flags():
+    f = core.OpenFlags.readonly()
+    assert isinstance(f.uri(), core.OpenFlags)
+    assert (f | core.OpenFlags.readonly().uri()) == f.uri()
+    both = core.OpenFlags.readwrite() | core.OpenFlags.create()
+    assert both.memory().shared_cache() != both
+    with pytest.raises(core.ProgrammingError):
+        core.connect(":memory:", core.OpenFlags.readonly() | core.OpenFlags.create())
+
+
+def test_memory_and_shared_memory():
+    a = core.Connection.memory()
+    a.execute("CREATE TABLE t (x)")
+    b = core.Connection.memory()
+    with pytest.raises(core.OperationalError):
+        b.execute_fetchall("SELECT * FROM t")
+    s1 = core.Connection.shared_memory("pytest-shared")
+    s1.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+    s2 = core.Connection.shared_memory("pytest-shared")
+    assert s2.execute_fetchall("SELECT x FROM t") == [(1,)]
+    u = core.connect("file:pytest-uri?mode=memory&cache=shared",
+                     (core.OpenFlags.readwrite() | core.OpenFlags.create()).uri())
+    u.execute("CREATE TABLE q (x)")
+
+
+def test_cursor_streams_a_large_result():
+    conn = core.Connection.memory()
+    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+               "SELECT i, 'row' AS label FROM n")
+    cur = conn.cursor(endless)  # materialising it would never return
+    assert isinstance(cur, core.Cursor)
+    assert cur.description == (("i", None, None, None, None, None, None),
+                               ("label", None, None, None, None, None, None))
+    assert cur.fetchone() == (1, "row")
+    assert cur.fetchmany(2) == [(2, "row"), (3, "row")]
+    assert len(cur.fetchmany()) == 1  # arraysize
+    for row in cur:
+        if row[0] == 100_000:
+            break
+    cur.execute()
+    assert cur.fetchone() == (1, "row")
+    small = conn.cursor("SELECT ? UNION ALL SELECT ?", [1, 2])
+    assert small.fetchall() == [(1,), (2,)]
+    assert small.fetchone() is None
+    assert list(conn.cursor("SELECT :v", {"v": 3})) == [(3,)]
+
+
+def test_client_methods(client):
+    assert client.ping()
+    client.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v UNIQUE)")
+    assert client.execute("INSERT INTO t (v) VALUES (?)", ["a"]) == 1
+    assert client.execute_returning_rowid("INSERT INTO t (v) VALUES (?)", ["b"]) == 2
+    with pytest.raises(core.IntegrityError):  # atomic: nothing of the batch is written
+        client.execute_many("INSERT INTO t (v) VALUES (?)", [["c"], ["a"]])
+    assert client.execute_many("INSERT INTO t (v) VALUES (?)", [["c"], ["d"]]) == 2
+    assert client.execute_fetchall("SELECT v FROM t ORDER BY id") == [("a",), ("b",), ("c",),
+                                                                       ("d",)]
+    assert client.execute_fetchone("SELECT v FROM t WHERE id = ?", [4]) == ("d",)
+
+
+def test_exceptions_are_sqlite_error_and_sqlite3_classes(client):
+    client.executescript("CREATE TABLE t (v UNIQUE)")
+    client.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(core.SqliteError) as info:
+        client.execute("INSERT INTO t VALUES (1)")
+    e = info.value
+    assert isinstance(e, sqlite3.IntegrityError)
+    assert isinstance(e, core.IntegrityError)
+    assert e.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+    assert e.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE"
+    with pytest.raises(sqlite3.OperationalError):
+        client.execute("INSERT INTO nowhere VALUES (1)")
+    with pytest.raises(sqlite3.ProgrammingError):
+        client.execute("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")
+    assert issubclass(core.TimeoutError, TimeoutError)
+    assert issubclass(core.TimeoutError, core.SqliteError)
+    for name in ("ConnectionLostError", "ConnectionClosedError", "ProtocolError"):
+        assert issubclass(getattr(core, name), Exception)
+
+
+def test_closed_client_raises_connection_closed(server):
+    c = core.MultiplexedClient(server.socket_path)
+    c.close()
+    with pytest.raises(core.ConnectionClosedError):
+        c.execute("SELECT 1")
+
+
+def test_lost_writer_raises_connection_lost(db_path, tmpdir_path):
+    server = core.start_writer_server(db_path)
+    c = core.MultiplexedClient(server.socket_path)
+    server.stop()
+    with pytest.raises(core.ConnectionLostError):
+        c.execute("CREATE TABLE t (x)")
+
+
+def test_shutdown_server(db_path):
+    server = core.start_writer_server(db_path)
+    core.MultiplexedClient(server.socket_path).shutdown_server()
+    server.join()
+    assert not server.running
+
+
+def test_begin_exclusive_transaction(client, db_path):
+    client.executescript("CREATE TABLE t (x)")
+    with client.begin_exclusive() as tx:
+        assert isinstance(tx, core.Transaction)
+        assert isinstance(tx.token, int)
+        tx.execute("INSERT INTO t VALUES (?)", [1])
+        assert tx.execute_returning_rowid("INSERT INTO t VALUES (2)") == 2
+        assert tx.execute_many("INSERT INTO t VALUES (?)", [[3], [4]]) == 2
+        tx.executescript("INSERT INTO t VALUES (5)")
+        assert tx.execute_fetchone("SELECT count(*) FROM t") == (5,)
+        assert len(tx.execute_fetchall("SELECT x FROM t")) == 5
+    assert tx.finished
+    with pytest.raises(core.ProgrammingError, match="already finished"):
+        tx.execute("INSERT INTO t VALUES (6)")
+    with pytest.raises(RuntimeError):
+        with client.begin_exclusive() as tx2:
+            tx2.execute("INSERT INTO t VALUES (7)")
+            raise RuntimeError("boom")
+    assert tx2.finished
+    assert client.execute_fetchone("SELECT count(*) FROM t") == (5,)
+    t3 = client.begin_exclusive()
+    assert t3.token != tx.token
+    t3.rollback()
+    with pytest.raises(core.ProgrammingError, match="already finished"):
+        t3.commit()
+
+
+def test_begin_exclusive_contention_waits(client, server):
+    client.executescript("CREATE TABLE t (x)")
+    other = core.MultiplexedClient(server.socket_path)
+    tx = client.begin_exclusive()
+    tx.execute("INSERT INTO t VALUES (1)")
+    done = threading.Event()
+
+    def second():
+        with other.begin_exclusive() as t:  # waits for the first, does not fail
+            t.execute("INSERT INTO t VALUES (2)")
+        done.set()
+
+    th = threading.Thread(target=second)
+    th.start()
+    assert not done.wait(0.3)
+    tx.commit()
+    th.join(10)
+    assert done.is_set()
+    assert client.execute_fetchall("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
+
+
+def test_client_level_transaction_belongs_to_the_calling_thread(client):
+    client.executescript("CREATE TABLE t (x)")
+    client.begin()
+    assert client.in_transaction
+    client.execute("INSERT INTO t VALUES (1)")
+    finished = threading.Event()
+    seen = []
+
+    def other_thread():
+        seen.append(client.in_transaction)
+        client.execute("INSERT INTO t VALUES (2)")  # waits: not part of the transaction
+        finished.set()
+
+    th = threading.Thread(target=other_thread)
+    th.start()
+    assert not finished.wait(0.3)
+    assert client.execute_fetchall("SELECT x FROM t") == [(1,)]
+    client.rollback()
+    th.join(10)
+    assert seen == [False]
+    assert client.execute_fetchall("SELECT x FROM t") == [(2,)]
+    with pytest.raises(core.ProgrammingError):
+        client.commit()
+    client.begin()
+    client.execute("INSERT INTO t VALUES (3)")
+    client.commit()
+    assert client.execute_fetchall("SELECT x FROM t ORDER BY x") == [(2,), (3,)]
+
+
+def test_gil_is_released_while_a_call_blocks(client, server):
+    client.executescript("CREATE TABLE t (x)")
+    tx = client.begin_exclusive()
+    other = core.MultiplexedClient(server.socket_path)
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=lambda: other.execute("INSERT INTO t VALUES (1)"))
+    writer.start()  # blocks in the daemon's queue behind tx
+    time.sleep(0.05)
+    t = threading.Thread(target=ticker)
+    t.start()
+    time.sleep(0.3)
+    before = len(ticks)
+    assert before > 10  # the ticker ran while the write blocked
+    stop.set()
+    t.join()
+    tx.commit()
+    writer.join(10)
+    conn = core.Connection.memory()
+    ticks.clear()
+    stop.clear()
+    t = threading.Thread(target=ticker)
+    t.start()
+    conn.execute_fetchone("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                          "WHERE i < 3000000) SELECT count(*) FROM n")
+    stop.set()
+    t.join()
+    assert len(ticks) > 1  # a long SQLite step let the ticker run
+
+
+def test_utilities():
+    assert core.sqlite_version() == sqlite3.sqlite_version
+    assert core.sqlite_version_number() > 3_000_000
+    assert isinstance(core.sqlite_threadsafe(), bool)
+    assert core.memory_used() >= 0
+    assert core.memory_highwater() >= core.memory_used() or core.memory_highwater(True) >= 0
+    assert isinstance(core.memory_highwater(reset=True), int)
+
+
+def test_fork_in_a_child(client, db_path):
+    client.executescript("CREATE TABLE t (x)")
+    pid = os.fork()
+    if pid == 0:  # the child: its own client on the same writer
+        code = 1
+        try:
+            c = core.MultiplexedClient(client.socket_path)
+            c.execute("INSERT INTO t VALUES (42)")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert client.execute_fetchall("SELECT x FROM t") == [(42,)]
+
+
+@pytest.mark.xfail(reason="the inherited client is not fork-safe on this branch; another "
+                          "engineer makes the C++ client fork-safe in parallel", strict=False)
+def test_fork_child_uses_the_inherited_client(client):
+    client.executescript("CREATE TABLE t (x)")
+    client.execute("INSERT INTO t VALUES (0)")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(10)  # a client that hangs in the child must not hang the suite
+            client.execute("INSERT INTO t VALUES (1)")
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert client.execute_fetchall("SELECT x FROM t ORDER BY x") == [(0,), (1,)]

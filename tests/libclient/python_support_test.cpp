@@ -1,0 +1,265 @@
+// The C++ additions the Python package binds: OpenFlags modifiers, in-memory connections,
+// connection counters, streaming cursors, named parameters (locally and through the daemon),
+// ReadPool and the thread-bound client transactions.
+#include <pasyn/pasyn.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using pasyn::NamedParams;
+using pasyn::Row;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/pasyn-pysupport-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::int64_t as_int(const pasyn::Value& v) { return std::get<std::int64_t>(v); }
+
+TEST(OpenFlagsTest, ModifiersAddTheirBitAndKeepTheRest) {
+  const auto f = pasyn::OpenFlags::readonly().uri().shared_cache();
+  EXPECT_TRUE(f.has(pasyn::OpenFlags::readonly()));
+  EXPECT_TRUE(f.has(pasyn::OpenFlags::readonly().uri()));
+  EXPECT_TRUE(f.has(pasyn::OpenFlags::readonly().shared_cache()));
+  EXPECT_FALSE(f.has(pasyn::OpenFlags::readonly().memory()));
+  // The bits of the original three flags are unchanged (they are inline in applications).
+  EXPECT_EQ(pasyn::OpenFlags::readonly().bits(), 1u);
+  EXPECT_EQ(pasyn::OpenFlags::readwrite().bits(), 2u);
+  EXPECT_EQ(pasyn::OpenFlags::create().bits(), 4u);
+}
+
+TEST(ConnectionMemoryTest, MemoryIsPrivateAndSharedMemoryIsShared) {
+  auto a = pasyn::Connection::memory();
+  a.executescript("CREATE TABLE t (x)");
+  auto b = pasyn::Connection::memory();
+  EXPECT_THROW(b.execute("INSERT INTO t VALUES (1)"), pasyn::OperationalError);
+
+  auto s1 = pasyn::Connection::shared_memory("pysupport shared/1");
+  s1.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (42)");
+  auto s2 = pasyn::Connection::shared_memory("pysupport shared/1");
+  EXPECT_EQ(as_int(s2.execute_fetchone("SELECT x FROM t")->at(0)), 42);
+  auto other = pasyn::Connection::shared_memory("pysupport shared/2");
+  EXPECT_THROW(other.execute_fetchone("SELECT x FROM t"), pasyn::OperationalError);
+}
+
+TEST(ConnectionMemoryTest, UriFlagOpensAFileUri) {
+  TempDir dir;
+  const std::string path = dir.file("u.db");
+  pasyn::connect(path).executescript("CREATE TABLE t (x)");
+  auto c = pasyn::connect("file:" + path + "?mode=ro", pasyn::OpenFlags::readonly().uri());
+  EXPECT_EQ(c.column_names("SELECT x AS renamed FROM t"), std::vector<std::string>{"renamed"});
+  // memory(): the name is not a file.
+  auto m = pasyn::connect(dir.file("not-a-file.db"),
+                          (pasyn::OpenFlags::readwrite() | pasyn::OpenFlags::create()).memory());
+  m.executescript("CREATE TABLE t (x)");
+  EXPECT_FALSE(fs::exists(dir.file("not-a-file.db")));
+}
+
+TEST(ConnectionCountersTest, RowidChangesTotalChanges) {
+  auto c = pasyn::Connection::memory();
+  c.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v)");
+  c.execute("INSERT INTO t (v) VALUES (?)", {"a"});
+  c.execute("INSERT INTO t (v) VALUES (?)", {"b"});
+  EXPECT_EQ(c.last_insert_rowid(), 2);
+  EXPECT_EQ(c.execute("UPDATE t SET v = 'c'"), 2);
+  EXPECT_EQ(c.changes(), 2);
+  EXPECT_EQ(c.total_changes(), 4);
+  EXPECT_THROW(c.set_busy_timeout(-1), pasyn::ProgrammingError);
+  c.set_busy_timeout(10);
+}
+
+TEST(ConnectionCountersTest, InterruptStopsALongQueryFromAnotherThread) {
+  auto c = pasyn::Connection::memory();
+  std::atomic<bool> stop{false};
+  std::thread interrupter([&] {
+    while (!stop) {
+      c.interrupt();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  try {
+    c.execute_fetchone(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n");
+    ADD_FAILURE() << "the endless query returned";
+  } catch (const pasyn::OperationalError& e) {
+    EXPECT_EQ(e.code(), 9);  // SQLITE_INTERRUPT
+  }
+  stop = true;
+  interrupter.join();
+}
+
+TEST(CursorTest, StreamsRowsWithoutMaterialisingThem) {
+  auto c = pasyn::Connection::memory();
+  // An endless result: only a cursor that steps on demand can return its first rows.
+  auto cur = c.cursor(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i AS k FROM n");
+  EXPECT_EQ(cur.column_names(), std::vector<std::string>{"k"});
+  EXPECT_EQ(as_int(cur.fetchone()->at(0)), 1);
+  auto some = cur.fetchmany(3);
+  ASSERT_EQ(some.size(), 3u);
+  EXPECT_EQ(as_int(some[2].at(0)), 4);
+  cur.execute();  // from the start again
+  EXPECT_EQ(as_int(cur.fetchone()->at(0)), 1);
+}
+
+TEST(CursorTest, FetchallEndsAndTheConnectionRunsOtherStatementsMeanwhile) {
+  auto c = pasyn::Connection::memory();
+  c.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3)");
+  auto cur = c.cursor("SELECT x FROM t WHERE x > ?", {1});
+  EXPECT_EQ(as_int(c.execute_fetchone("SELECT x FROM t WHERE x > ?", {1})->at(0)), 2);
+  auto rows = cur.fetchall();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_FALSE(cur.fetchone().has_value());
+  auto named = c.cursor_named("SELECT x FROM t WHERE x = :v", NamedParams{{{"v", 3}}});
+  EXPECT_EQ(as_int(named.fetchone()->at(0)), 3);
+  c.close();
+  EXPECT_THROW(named.fetchone(), pasyn::ConnectionClosedError);
+}
+
+TEST(NamedParamsTest, LocalBindingIsByNameNotByOrder) {
+  auto c = pasyn::Connection::memory();
+  c.executescript("CREATE TABLE t (a, b)");
+  // Given in the opposite order of the statement's parameters.
+  c.execute_named("INSERT INTO t VALUES (:a, @b)", NamedParams{{{"@b", "B"}, {"a", "A"}}});
+  auto row = c.execute_fetchone("SELECT a, b FROM t");
+  EXPECT_EQ(std::get<std::string>(row->at(0)), "A");
+  EXPECT_EQ(std::get<std::string>(row->at(1)), "B");
+  EXPECT_THROW(c.execute_named("INSERT INTO t VALUES (:a, :b)", NamedParams{{{"a", 1}, {"c", 2}}}),
+               pasyn::ProgrammingError);
+  EXPECT_THROW(c.execute_named("INSERT INTO t VALUES (:a, :b)", NamedParams{{{"a", 1}}}),
+               pasyn::ProgrammingError);
+  EXPECT_THROW(c.execute_named("INSERT INTO t VALUES (?, ?)", NamedParams{{{"a", 1}, {"b", 2}}}),
+               pasyn::ProgrammingError);
+}
+
+class WriterTest : public ::testing::Test {
+ protected:
+  TempDir dir_;
+  std::string db_ = dir_.file("db.sqlite");
+  pasyn::WriterServerHandle server_ = pasyn::start_writer_server(db_);
+  pasyn::MultiplexedClient client_{server_.socket_path()};
+};
+
+TEST_F(WriterTest, NamedParametersTravelAndBindByNameInTheDaemon) {
+  client_.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, a, b)");
+  EXPECT_EQ(client_.execute_named("INSERT INTO t (a, b) VALUES (:a, $b)",
+                                  NamedParams{{{"b", "B"}, {"a", 1}}}),
+            1);
+  EXPECT_EQ(client_.execute_returning_rowid_named("INSERT INTO t (a, b) VALUES (:a, :b)",
+                                                  NamedParams{{{":b", 2.5}, {":a", nullptr}}}),
+            2);
+  EXPECT_EQ(client_.execute_many_named(
+                "INSERT INTO t (a, b) VALUES (:a, :b)",
+                {NamedParams{{{"b", 1}, {"a", 10}}}, NamedParams{{{"a", 20}, {"b", 2}}}}),
+            2);
+  auto rows = client_.execute_fetchall_named("SELECT a, b FROM t WHERE id >= :first ORDER BY id",
+                                             NamedParams{{{"first", 1}}});
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(as_int(rows[0][0]), 1);
+  EXPECT_EQ(std::get<std::string>(rows[0][1]), "B");
+  EXPECT_EQ(as_int(rows[3][0]), 20);
+  EXPECT_EQ(as_int(rows[3][1]), 2);
+  EXPECT_THROW(client_.execute_named("INSERT INTO t (a) VALUES (:a)", NamedParams{{{"x", 1}}}),
+               pasyn::ProgrammingError);
+  auto tx = client_.begin();
+  tx.execute_named("INSERT INTO t (a) VALUES (:a)", NamedParams{{{"a", 99}}});
+  EXPECT_EQ(as_int(tx.execute_fetchone_named("SELECT count(*) FROM t WHERE a = :a",
+                                             NamedParams{{{"a", 99}}})
+                       ->at(0)),
+            1);
+  tx.rollback();
+  // The existing call forms keep their meaning: positional.
+  client_.execute("INSERT INTO t (a, b) VALUES (?, ?)", {"x", "y"});
+  client_.execute("DELETE FROM t WHERE a = 'nothing'", {});
+  client_.execute("DELETE FROM t WHERE a = 'nothing'", {}, pasyn::WriteOptions{"k1"});
+}
+
+TEST_F(WriterTest, ThreadTransactionsBelongToTheCallingThread) {
+  client_.executescript("CREATE TABLE t (x)");
+  pasyn::ThreadTransactions txs(client_);
+  txs.begin();
+  EXPECT_TRUE(txs.in_transaction());
+  EXPECT_THROW(txs.begin(), pasyn::ProgrammingError);
+  txs.execute("INSERT INTO t VALUES (1)");
+  std::atomic<bool> other_done{false};
+  std::thread other([&] {
+    EXPECT_FALSE(txs.in_transaction());
+    EXPECT_THROW(txs.commit(), pasyn::ProgrammingError);
+    txs.execute("INSERT INTO t VALUES (2)");  // waits for the owner's transaction
+    other_done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(other_done.load());
+  // Inside the transaction this thread sees its own write and not the other thread's.
+  EXPECT_EQ(as_int(txs.execute_fetchall("SELECT count(*) FROM t")[0][0]), 1);
+  txs.rollback();
+  other.join();
+  EXPECT_FALSE(txs.in_transaction());
+  auto rows = client_.execute_fetchall("SELECT x FROM t");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(as_int(rows[0][0]), 2);
+  EXPECT_THROW(txs.rollback(), pasyn::ProgrammingError);
+}
+
+TEST(ReadPoolTest, HandsOutAtMostSizeConnectionsAndRefusesAfterClose) {
+  TempDir dir;
+  const std::string path = dir.file("p.db");
+  pasyn::connect(path).executescript("CREATE TABLE t (x); INSERT INTO t VALUES (7)");
+  pasyn::ReadPool pool(path, 2);
+  EXPECT_THROW(pasyn::ReadPool(path, 0), pasyn::ProgrammingError);
+  {
+    auto a = pool.acquire();
+    auto b = pool.acquire();
+    EXPECT_EQ(pool.open_connections(), 2u);
+    EXPECT_THROW(pool.acquire(std::chrono::milliseconds(20)), pasyn::PoolError);
+    EXPECT_THROW(a->execute("INSERT INTO t VALUES (1)"), pasyn::OperationalError);  // read-only
+  }
+  std::atomic<int> reads{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      for (int j = 0; j < 50; ++j) {
+        auto lease = pool.acquire();
+        if (as_int(lease->execute_fetchone("SELECT x FROM t")->at(0)) == 7) ++reads;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(reads.load(), 400);
+  EXPECT_LE(pool.open_connections(), 2u);
+  auto held = pool.acquire();
+  std::thread waiter([&] {
+    auto b = pool.acquire();                               // the second connection
+    EXPECT_THROW(pool.acquire(), pasyn::PoolClosedError);  // woken by close()
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  pool.close();
+  waiter.join();
+  EXPECT_THROW(pool.acquire(), pasyn::PoolClosedError);
+  EXPECT_TRUE(pool.closed());
+}
+
+}  // namespace
