@@ -443,8 +443,8 @@ std::future<std::int64_t> send_statement_named(MultiplexedClient::Impl& impl, Mo
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_statement_named(out, type, id, sql, params);
       },
-      type == proto::MsgType::kExecuteRowid ? Completion::Kind::kRowid
-                                            : Completion::Kind::kChanges);
+      type == proto::MsgType::kExecuteRowid ? detail::Completion::Kind::kRowid
+                                            : detail::Completion::Kind::kChanges);
 }
 
 std::future<std::vector<Row>> send_fetch_named(MultiplexedClient::Impl& impl, Mode mode,
@@ -454,7 +454,7 @@ std::future<std::vector<Row>> send_fetch_named(MultiplexedClient::Impl& impl, Mo
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_statement_named(out, proto::MsgType::kExecuteFetch, id, sql, params);
       },
-      Completion::Kind::kRows);
+      detail::Completion::Kind::kRows);
 }
 
 std::future<std::int64_t> send_many_named(MultiplexedClient::Impl& impl, Mode mode,
@@ -465,7 +465,7 @@ std::future<std::int64_t> send_many_named(MultiplexedClient::Impl& impl, Mode mo
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
         proto::encode_many_named(out, id, sql, rows);
       },
-      Completion::Kind::kChanges);
+      detail::Completion::Kind::kChanges);
 }
 
 }  // namespace
@@ -503,23 +503,25 @@ std::optional<Row> MultiplexedClient::execute_fetchone_named(std::string_view sq
 }
 
 std::int64_t Transaction::execute_named(std::string_view sql, const NamedParams& params) {
-  return call([&](auto& c) {
-    return send_statement_named(c, kInTx, proto::MsgType::kExecute, sql, params);
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement_named(c, in_tx(tx), proto::MsgType::kExecute, sql, params);
   });
 }
 std::int64_t Transaction::execute_returning_rowid_named(std::string_view sql,
                                                         const NamedParams& params) {
-  return call([&](auto& c) {
-    return send_statement_named(c, kInTx, proto::MsgType::kExecuteRowid, sql, params);
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement_named(c, in_tx(tx), proto::MsgType::kExecuteRowid, sql, params);
   });
 }
 std::int64_t Transaction::execute_many_named(std::string_view sql,
                                              const std::vector<NamedParams>& params_batch) {
-  return call([&](auto& c) { return send_many_named(c, kInTx, sql, params_batch); });
+  return call(
+      [&](auto& c, const TxRef& tx) { return send_many_named(c, in_tx(tx), sql, params_batch); });
 }
 std::vector<Row> Transaction::execute_fetchall_named(std::string_view sql,
                                                      const NamedParams& params) {
-  return call([&](auto& c) { return send_fetch_named(c, kInTx, sql, params); });
+  return call(
+      [&](auto& c, const TxRef& tx) { return send_fetch_named(c, in_tx(tx), sql, params); });
 }
 std::optional<Row> Transaction::execute_fetchone_named(std::string_view sql,
                                                        const NamedParams& params) {
