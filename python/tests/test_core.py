@@ -356,8 +356,6 @@ def test_fork_in_a_child(client, db_path):
     assert client.execute_fetchall("SELECT x FROM t") == [(42,)]
 
 
-@pytest.mark.xfail(reason="the inherited client is not fork-safe on this branch; another "
-                          "engineer makes the C++ client fork-safe in parallel", strict=False)
 def test_fork_child_uses_the_inherited_client(client):
     client.executescript("CREATE TABLE t (x)")
     client.execute("INSERT INTO t VALUES (0)")
