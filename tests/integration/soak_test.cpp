@@ -22,6 +22,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include <pwd.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "daemon_fixture.hpp"
 
 namespace {
@@ -91,7 +97,8 @@ class SoakTest : public DaemonTest {
 
   /// Every ledger line checked against the table: acknowledged rows present once with their
   /// connection, rows that must be absent absent, no row nobody accounts for.
-  void check_rows(const std::vector<std::string>& ledgers) {
+  /// `ledgers`: (proc, ledger file) of every client process.
+  void check_rows(const std::vector<std::pair<std::int64_t, std::string>>& ledgers) {
     auto conn = pasyn::connect(db_, pasyn::OpenFlags::readonly());
     const auto integrity = conn.execute_fetchall("PRAGMA integrity_check");
     ASSERT_EQ(integrity.size(), 1u);
@@ -108,8 +115,8 @@ class SoakTest : public DaemonTest {
     }
     std::size_t acked = 0, absent = 0, unknown = 0, missing = 0, resurrected = 0, misplaced = 0;
     int reported = 0;
-    for (int p = 0; p < kProcesses; ++p) {
-      std::ifstream in(ledgers[p]);
+    for (const auto& [p, path] : ledgers) {
+      std::ifstream in(path);
       char tag;
       std::int64_t c, seq;
       while (in >> tag >> c >> seq) {
@@ -202,14 +209,14 @@ TEST_F(SoakTest, ThousandConnectionsMixingWritesTransactionsDisconnectsAndBadFra
       "UNIQUE (proc, conn, seq))");
 
   std::vector<Process> clients(kProcesses);
-  std::vector<std::string> ledgers;
+  std::vector<std::pair<std::int64_t, std::string>> ledgers;
   const auto start = Clock::now();
   for (int p = 0; p < kProcesses; ++p) {
     const std::string name = "soak-" + std::to_string(p);
-    ledgers.push_back(dir_.file(name + ".ledger"));
+    ledgers.emplace_back(p, dir_.file(name + ".ledger"));
     clients[p].spawn({PASYN_SOAK_CLIENT, sock_, std::to_string(p),
                       std::to_string(kConnectionsPerProcess), std::to_string(seconds),
-                      std::to_string(seed + static_cast<std::uint64_t>(p)), ledgers.back()},
+                      std::to_string(seed + static_cast<std::uint64_t>(p)), ledgers.back().second},
                      dir_.file(name + ".out"), dir_.file(name + ".err"));
   }
 
@@ -289,6 +296,122 @@ TEST_F(SoakTest, ThousandConnectionsMixingWritesTransactionsDisconnectsAndBadFra
   } while (Clock::now() < settle);
   EXPECT_EQ(connections, 1) << "connections of exited clients are still open in the daemon";
 
+  ASSERT_NO_FATAL_FAILURE(check_rows(ledgers));
+  check_rss(rss, std::chrono::seconds(seconds));
+}
+
+// The adversarial soak (SPEC §4, issue 10): honest soak clients beside peers that try to hurt
+// them — pragma and TEMP-object attacks from an allowed writer, a squatter of the honest
+// clients' idempotency keys, a read-only peer trying to write, refused peers that announce
+// 16 MiB frames, stale transaction handles, and forked children using an inherited client
+// (adversary_client.cpp). Every acknowledged write must be in the database exactly once, the
+// honest clients must see no unexpected error, every attack must be refused, and the daemon's
+// RSS must level off. PASYN_ADVERSARIAL_SECONDS sets the length (default 20).
+TEST_F(SoakTest, AdversariesHurtNeitherTheHonestClientsNorTheDaemon) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run peers as other users";
+  const int seconds = int_from_env("PASYN_ADVERSARIAL_SECONDS", 20);
+  if (seconds <= 0) GTEST_SKIP() << "PASYN_ADVERSARIAL_SECONDS is not positive";
+  const std::uint64_t seed = seed_from_env();
+  const passwd* writer_pw = ::getpwnam("daemon");
+  const passwd* refused_pw = ::getpwnam("bin");
+  const passwd* reader_pw = ::getpwnam("nobody");
+  ASSERT_TRUE(writer_pw != nullptr && refused_pw != nullptr && reader_pw != nullptr)
+      << "needs the users daemon, bin and nobody";
+  const std::string writer = std::to_string(writer_pw->pw_uid);
+  const std::string refused = std::to_string(refused_pw->pw_uid);
+  const std::string reader = std::to_string(reader_pw->pw_uid);
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_NO_FATAL_FAILURE(
+      start_daemon({"--max-connections", "2000", "--socket-mode", "0666", "--allow-uid",
+                    "0," + writer + "," + reader, "--read-only-uid", reader, "--lock-wait", "5s",
+                    "--transaction-idle-timeout", "1s"}));
+  auto observer = connect_client();
+  observer.execute(
+      "CREATE TABLE acks (proc INTEGER NOT NULL, conn INTEGER NOT NULL, seq INTEGER NOT NULL, "
+      "UNIQUE (proc, conn, seq))");
+  // The idempotency table exists from the first keyed write: attacks on it meet a real table.
+  observer.execute("INSERT INTO acks (proc, conn, seq) VALUES (-1, -1, -1)", {},
+                   pasyn::WriteOptions{"observer-setup"});
+  observer.execute("DELETE FROM acks WHERE proc = -1");
+
+  constexpr int kHonest = 2;
+  constexpr int kHonestConnections = 50;
+  std::vector<std::pair<std::string, std::string>> roles{{"pragma", writer},
+                                                         {"squatter", writer},
+                                                         {"readonly", reader},
+                                                         {"refused", refused},
+                                                         {"stale", writer}};
+#if !defined(__SANITIZE_THREAD__)
+  roles.emplace_back("fork", "0");  // ThreadSanitizer cannot follow a multi-threaded fork
+#endif
+  std::cout << "[          ] " << kHonest << " honest processes x " << kHonestConnections
+            << " connections and " << roles.size() << " adversaries for " << seconds << " s, seed "
+            << seed << "\n";
+
+  std::vector<Process> clients(kHonest + roles.size());
+  std::vector<std::string> names;
+  std::vector<std::pair<std::int64_t, std::string>> ledgers;
+  const auto start = Clock::now();
+  for (int p = 0; p < kHonest; ++p) {
+    names.push_back("honest-" + std::to_string(p));
+    ledgers.emplace_back(p, dir_.file(names.back() + ".ledger"));
+    clients[p].spawn({PASYN_SOAK_CLIENT, sock_, std::to_string(p),
+                      std::to_string(kHonestConnections), std::to_string(seconds),
+                      std::to_string(seed + static_cast<std::uint64_t>(p)), ledgers.back().second},
+                     dir_.file(names.back() + ".out"), dir_.file(names.back() + ".err"));
+  }
+  static const char* const kRoleOrder[] = {"pragma",  "squatter", "readonly",
+                                           "refused", "stale",    "fork"};
+  for (std::size_t r = 0; r < roles.size(); ++r) {
+    const auto& [role, uid] = roles[r];
+    std::int64_t proc = 100;
+    while (role != kRoleOrder[proc - 100]) ++proc;
+    names.push_back("adversary-" + role);
+    ledgers.emplace_back(proc, dir_.file(names.back() + ".ledger"));
+    clients[kHonest + r].spawn({PASYN_ADVERSARY, sock_, role, uid, std::to_string(seconds),
+                                std::to_string(seed + 100 + r), ledgers.back().second},
+                               dir_.file(names.back() + ".out"), dir_.file(names.back() + ".err"));
+  }
+
+  const auto deadline = start + std::chrono::seconds(seconds) + kClientGrace;
+  std::vector<Sample> rss;
+  std::vector<std::optional<int>> statuses(clients.size());
+  auto next_rss = start + kRssEvery;
+  for (;;) {
+    bool all_exited = true;
+    for (std::size_t p = 0; p < clients.size(); ++p) {
+      if (!statuses[p]) statuses[p] = clients[p].wait_exit(0s);
+      all_exited = all_exited && statuses[p].has_value();
+    }
+    if (all_exited || Clock::now() >= deadline) break;
+    if (Clock::now() >= next_rss) {
+      rss.push_back({Clock::now() - start, rss_bytes(daemon_.pid())});
+      next_rss += kRssEvery;
+    }
+    std::this_thread::sleep_for(kStatsEvery);
+  }
+
+  std::map<std::string, std::int64_t> totals;
+  for (std::size_t p = 0; p < clients.size(); ++p) {
+    if (!statuses[p]) {
+      statuses[p] = clients[p].wait_or_kill(0s).first;
+      ADD_FAILURE() << names[p] << " did not finish in time";
+    }
+    const std::string out = read_file(dir_.file(names[p] + ".out"));
+    std::cout << "[          ] " << names[p] << ": " << out;
+    add_figures(out, totals);
+    EXPECT_TRUE(exited_with(*statuses[p], 0))
+        << names[p] << ": " << describe_status(*statuses[p]) << "\n"
+        << read_file(dir_.file(names[p] + ".err"));
+  }
+  EXPECT_EQ(totals["unexpected"], 0);
+  for (const char* name : {"attacks", "refused", "rows", "reads", "squatted", "misuse",
+                           "closed_promptly", "stale_refused", "inserts", "keyed", "commits"}) {
+    EXPECT_GT(totals[name], 0) << "the adversarial soak never saw any \"" << name << "\"";
+  }
+  EXPECT_EQ(totals["attacks"], totals["refused"]) << "an attack was not refused";
+
+  EXPECT_TRUE(observer.ping());
   ASSERT_NO_FATAL_FAILURE(check_rows(ledgers));
   check_rss(rss, std::chrono::seconds(seconds));
 }
