@@ -312,14 +312,14 @@ TEST_F(SoakTest, AdversariesHurtNeitherTheHonestClientsNorTheDaemon) {
   const int seconds = int_from_env("PASYN_ADVERSARIAL_SECONDS", 20);
   if (seconds <= 0) GTEST_SKIP() << "PASYN_ADVERSARIAL_SECONDS is not positive";
   const std::uint64_t seed = seed_from_env();
-  const passwd* writer_pw = ::getpwnam("daemon");
-  const passwd* refused_pw = ::getpwnam("bin");
-  const passwd* reader_pw = ::getpwnam("nobody");
-  ASSERT_TRUE(writer_pw != nullptr && refused_pw != nullptr && reader_pw != nullptr)
+  // getpwnam's result is overwritten by the next call: keep each uid at once.
+  const auto uid_of = [](const char* name) -> std::string {
+    const passwd* pw = ::getpwnam(name);
+    return pw == nullptr ? "" : std::to_string(pw->pw_uid);
+  };
+  const std::string writer = uid_of("daemon"), refused = uid_of("bin"), reader = uid_of("nobody");
+  ASSERT_TRUE(!writer.empty() && !refused.empty() && !reader.empty())
       << "needs the users daemon, bin and nobody";
-  const std::string writer = std::to_string(writer_pw->pw_uid);
-  const std::string refused = std::to_string(refused_pw->pw_uid);
-  const std::string reader = std::to_string(reader_pw->pw_uid);
   ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0) << std::strerror(errno);
   ASSERT_NO_FATAL_FAILURE(
       start_daemon({"--max-connections", "2000", "--socket-mode", "0666", "--allow-uid",
@@ -368,6 +368,10 @@ TEST_F(SoakTest, AdversariesHurtNeitherTheHonestClientsNorTheDaemon) {
     while (role != kRoleOrder[proc - 100]) ++proc;
     names.push_back("adversary-" + role);
     ledgers.emplace_back(proc, dir_.file(names.back() + ".ledger"));
+    {  // the adversary runs as another user: its ledger must be writable for it
+      std::ofstream(ledgers.back().second).flush();
+      ::chmod(ledgers.back().second.c_str(), 0666);
+    }
     clients[kHonest + r].spawn({PASYN_ADVERSARY, sock_, role, uid, std::to_string(seconds),
                                 std::to_string(seed + 100 + r), ledgers.back().second},
                                dir_.file(names.back() + ".out"), dir_.file(names.back() + ".err"));
