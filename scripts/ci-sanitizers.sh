@@ -11,9 +11,10 @@ for kind in asan tsan; do
   echo "== scripts/sanitize.sh $kind"
   start=$SECONDS
   rc=0
-  # ASan with clang++, TSan with g++: together with build/ (g++), both compilers see every file.
+  # Both with g++. (clang++ for the ASan tree does not link yet: libpasyn-client.so is linked
+  # with --no-undefined, and clang keeps the sanitizer runtime in the executables. clang compiles
+  # the fuzz targets, scripts/fuzz.sh.)
   cxx=g++ cc=gcc
-  if [[ $kind == asan ]]; then cxx=clang++ cc=clang; fi
   CXX=$cxx CC=$cc scripts/sanitize.sh "$kind" || rc=$?
   summary+=("$kind: $( ((rc)) && echo "FAILED (exit $rc)" || echo ok) in $((SECONDS - start)) s")
   if ((rc)); then failed+=("$kind"); fi
