@@ -328,6 +328,14 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
   // answered requests bring this connection under --max-inflight and --max-queued-bytes, and
   // the daemon under --max-total-bytes, again; unparsed bytes wait in the decoder.
   void pump() {
+    // Parses again when the limit lifted between the pause and its re-check: the frames still
+    // in the decoder would otherwise wait for bytes that may never come.
+    while (pump_once()) {
+    }
+  }
+
+  // One round of pump(): true if it must run again at once.
+  bool pump_once() {
     std::vector<Request> requests;
     proto::FrameView frame;
     while (!reading_blocked(requests.size())) {
@@ -354,15 +362,17 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
         refuse(requests);
       }
     }
-    if (closing_ || closed_) return;
+    if (closing_ || closed_) return false;
     if (reading_blocked()) {
       // Paused first, then checked again: a release from now on sees the flag and wakes us.
       read_paused_.store(true);
       if (server_.budget_.full()) server_.budget_.wait_for_room();
-      if (reading_blocked()) return;
+      if (reading_blocked()) return false;
       read_paused_.store(false);
+      return true;  // room again: parse what the decoder holds before reading more
     }
     do_read();
+    return false;
   }
 
   // Returns false after a protocol error (the session is then closing).
