@@ -12,6 +12,8 @@
 // * request_stop() may come from any thread (a handle, a signal, the writer after SHUTDOWN): it
 //   posts to the io_context. Shutdown order: stop accepting and refuse new requests, let the
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
+// Size: ~1,000 lines, over the ~600 guideline. Session (with access control) moves to its own
+// files in issue 11's rework of this path (the reviews' split: session, access control, server).
 #include "server.hpp"
 
 #include <sys/socket.h>

@@ -4,6 +4,8 @@
 // idempotency keys (PROTOCOL.md §3, §5, §6.3, §7; README "Daemon flags").
 //
 // Every limit test also shows that a client connected before the limit was hit is still served.
+// Size: over 800 lines, one fixture per hardening concern; the shared run_as/StepLog helpers
+// should move to daemon_fixture so that this file can split by concern.
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>

@@ -27,6 +27,7 @@
 // "X conn seq" (must be absent) or "U conn seq" (outcome unknown: only after an unexpected
 // error). Prints one summary line of name=value figures; exits 0 only if nothing unexpected
 // happened (1 otherwise, 2 on bad usage, 3 if the connections cannot be opened).
+// Size: over 800 lines: one program whose operations share the ledger and the reply checks.
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
