@@ -439,6 +439,12 @@ TEST_F(AdmissionTest, WhenNonReadersFillTheTotalBudgetTheLargestIsDisconnectedFi
 // backlog; the daemon waits instead of spinning, logs it rarely, and serves again once
 // descriptors are free.
 TEST_F(AdmissionTest, OutOfDescriptorsTheAcceptLoopBacksOffAndRecovers) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check probes memory through a pipe(2); with every descriptor taken it cannot,
+  // and reports a false "invalid vptr" in the daemon's first log line at EMFILE. This test runs
+  // in the plain and TSan suites.
+  GTEST_SKIP() << "exhausts descriptors, which UBSan's vptr check needs: false reports";
+#endif
   // The daemon raises its soft limit to the hard one: lower the hard limit.
   std::vector<std::string> args{"/usr/bin/prlimit", "--nofile=48:48"};
   const auto daemon = daemon_args({"--handshake-timeout", "60s"}, sock_);
