@@ -227,7 +227,9 @@ void check_payload(const Frame& f) {
   check(proto::to_string(type) != nullptr, "to_string returned null");
   if (proto::in_transaction(f.type)) {
     const auto base = proto::base_type(f.type);
-    check(base >= 0x03 && base <= 0x07 && (base | proto::kInTransaction) == f.type,
+    // The named-parameters bit (PROTOCOL.md §4.1) may come with it.
+    check(base >= 0x03 && base <= 0x07 &&
+              (base | proto::kInTransaction | (f.type & proto::kNamedParams)) == f.type,
           "in_transaction() on a type that may not carry the bit");
   }
 
