@@ -73,7 +73,9 @@ std::string default_socket_path(const std::string& database_path) {
 }
 
 LockFile::LockFile(const std::string& database_path) : path_(database_path + "-pasyn.lock") {
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // O_NOFOLLOW: a symlink planted at the lock file's path (in a directory others may write) must
+  // not make the daemon truncate the file it points to.
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd_ < 0) {
     throw StartError(StartError::Kind::kDatabase,
                      "cannot open lock file " + path_ + ": " + errno_text(errno));

@@ -468,7 +468,15 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
         // Answered here, on the I/O thread: figures stay available while the writer is busy.
         if (!(ok = proto::decode_empty(f.payload, why))) break;
         std::vector<std::uint8_t> reply;
-        proto::encode_report(reply, f.request_id, server_.stats());
+        auto report = server_.stats();
+        if (role_ == Role::kReadOnly) {
+          // Where the database and the socket live, and the daemon's pid, are for the users the
+          // daemon writes for (SECURITY.md); a read-only peer gets the figures.
+          std::erase_if(report, [](const auto& figure) {
+            return figure.first == "database" || figure.first == "socket" || figure.first == "pid";
+          });
+        }
+        proto::encode_report(reply, f.request_id, report);
         send(std::move(reply));
         return true;
       }
@@ -735,23 +743,37 @@ Server::Impl::Impl(Config config)
   if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
   free_socket_path(config_.socket_path);
   const local::endpoint endpoint(config_.socket_path);
+  // SPEC §4: 0660 by default, so clients of the daemon's user or the socket's group connect.
+  // Nobody may connect before the file has its group and mode: Linux creates the socket file
+  // with the socket's own inode mode (less the umask), so that mode is set before bind(), and
+  // listen() comes only after chown/chmod (a connect before listen() is refused).
   acceptor_.open(endpoint.protocol(), ec);
+  if (!ec && ::fchmod(acceptor_.native_handle(), static_cast<mode_t>(config_.socket_mode)) != 0) {
+    ec.assign(errno, boost::system::system_category());
+  }
   if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     throw StartError(StartError::Kind::kSocket,
                      "cannot listen on " + config_.socket_path + ": " + ec.message());
   }
-  // SPEC §4: 0660 by default, so clients of the daemon's user or the socket's group connect.
-  if (config_.socket_gid >= 0 && ::chown(config_.socket_path.c_str(), static_cast<uid_t>(-1),
-                                         static_cast<gid_t>(config_.socket_gid)) != 0) {
+  const auto give_up = [&](const std::string& what) {
     const std::string why = std::strerror(errno);
     ::unlink(config_.socket_path.c_str());
-    throw StartError(StartError::Kind::kSocket,
-                     "cannot give " + config_.socket_path + " to group " +
-                         std::to_string(config_.socket_gid) + ": " + why);
+    throw StartError(StartError::Kind::kSocket, "cannot " + what + ": " + why);
+  };
+  if (config_.socket_gid >= 0 && ::chown(config_.socket_path.c_str(), static_cast<uid_t>(-1),
+                                         static_cast<gid_t>(config_.socket_gid)) != 0) {
+    give_up("give " + config_.socket_path + " to group " + std::to_string(config_.socket_gid));
   }
-  ::chmod(config_.socket_path.c_str(), static_cast<mode_t>(config_.socket_mode));
+  if (::chmod(config_.socket_path.c_str(), static_cast<mode_t>(config_.socket_mode)) != 0) {
+    give_up("set the mode of " + config_.socket_path);
+  }
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    ::unlink(config_.socket_path.c_str());
+    throw StartError(StartError::Kind::kSocket,
+                     "cannot listen on " + config_.socket_path + ": " + ec.message());
+  }
   ::lstat(config_.socket_path.c_str(), &socket_stat_);
 }
 

@@ -27,9 +27,15 @@ constexpr std::size_t kMaxCachedStatements = 512;
 constexpr int kProgressInterval = 1000;
 // WAL frames from which each commit runs a passive checkpoint (SQLite's default).
 constexpr int kAutoCheckpointFrames = 1000;
-// How long a checkpoint past --wal-limit first waits for readers (see on_wal_commit).
+// A TRUNCATE checkpoint past --wal-limit (see bound_wal) first waits this long for readers...
 constexpr std::chrono::milliseconds kTruncateWait{100};
-// After a reader outlasted the longest wait, writes go on this long before the next attempt.
+// ...doubling after each failed try up to this (or --busy-timeout if shorter): the longest
+// pause of writes that one try may cause.
+constexpr std::chrono::milliseconds kTruncateWaitMax{1000};
+// How often the checkpoint looks again whether the readers it waits for are done.
+constexpr std::chrono::milliseconds kTruncatePoll{1};
+// After this many failed tries at the longest wait, writes go on kTruncateBackoff before the next.
+constexpr int kTriesAtLongest = 3;
 constexpr std::chrono::seconds kTruncateBackoff{60};
 
 /// Resets a statement when the scope ends, on every path, so no statement keeps a read snapshot
@@ -301,47 +307,56 @@ int Writer::on_wal_commit(void* self, sqlite3* db, const char* schema, int frame
 
 void Writer::bound_wal() {
   // Past --wal-limit. A passive checkpoint cannot reset a WAL that readers keep using, so this
-  // one waits for them: while it holds the write lock no frame is added, new readers read from
-  // the database file, and it succeeds once the readers already running are done. (It runs
-  // here, after the commit statement was reset, not in the WAL hook: there the writer still
-  // holds its own read lock and would wait for itself.) Writes wait meanwhile, so the wait
-  // starts short (a query is usually shorter) and doubles after each failure, retrying at once:
-  // nothing is written during the waits, so the WAL cannot grow past the limit by more than one
-  // round of batches. Only a reader that keeps one snapshot longer than --busy-timeout (a long
-  // read transaction) outlasts the longest wait; then writes go on for kTruncateBackoff before
-  // the next attempt, and the WAL grows meanwhile.
+  // one (TRUNCATE) waits for them: while it holds the write lock no frame is added, new readers
+  // read from the database file, and it succeeds once the readers already running are done. (It
+  // runs here, between batches, not in the WAL hook: there the writer still holds its own read
+  // lock and would wait for itself.)
+  //
+  // Writes wait while it waits, so each call makes ONE try, bounded, and the run loop calls it
+  // once per batch, never back to back: between two tries the next batch runs (the WAL grows by
+  // at most one batch per failed try), and stop(), expiries and aborts are seen. The first try
+  // waits kTruncateWait (a query is usually shorter); each failure doubles the next try's wait up
+  // to kTruncateWaitMax (or --busy-timeout if shorter): no pause of writes is longer than that.
+  // After kTriesAtLongest failed tries at the longest wait (a reader keeping one snapshot, a long
+  // read transaction), the writer backs off for kTruncateBackoff: the WAL grows past the limit
+  // meanwhile, the price of not pausing writes for that reader's whole life.
   if (wal_frames_ < wal_limit_frames_) return;
   const auto now = Clock::now();
   if (now < next_truncate_) return;
-  // SQLite's own busy handler sleeps ever longer between tries and keeps missing the short
-  // gaps between a busy reader's queries; this one retries every 100 µs until the deadline.
   struct Wait {
     Clock::time_point deadline;
   } wait{now + truncate_wait_};
+  // SQLite's own busy handler sleeps ever longer between tries and misses the short gaps between
+  // a busy reader's queries; this one looks again every kTruncatePoll until the deadline.
   sqlite3_busy_handler(
       db_,
       [](void* arg, int) {
         if (Clock::now() >= static_cast<Wait*>(arg)->deadline) return 0;
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        std::this_thread::sleep_for(kTruncatePoll);
         return 1;
       },
       &wait);
   const int rc =
       sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
+  const auto done = Clock::now();
   if (rc == SQLITE_OK) {
     wal_frames_ = 0;
     truncate_wait_ = kTruncateWait;
+    tries_at_longest_ = 0;
+    next_truncate_ = {};
     return;
   }
-  const auto longest = std::max(kTruncateWait, config_.busy_timeout);
-  if (truncate_wait_ >= longest) {
+  const auto longest = std::max(
+      kTruncateWait, std::min<std::chrono::milliseconds>(kTruncateWaitMax, config_.busy_timeout));
+  if (truncate_wait_ >= longest && ++tries_at_longest_ >= kTriesAtLongest) {
     log().warn(
-        "the WAL is over --wal-limit ({} frames) and a reader has kept its snapshot for "
-        "more than {} ms; trying again in {} s",
-        wal_frames_, truncate_wait_.count(), kTruncateBackoff.count());
+        "the WAL is over --wal-limit ({} frames) and readers kept their snapshots through {} "
+        "waits of {} ms; trying again in {} s",
+        wal_frames_, tries_at_longest_, truncate_wait_.count(), kTruncateBackoff.count());
     truncate_wait_ = kTruncateWait;
-    next_truncate_ = Clock::now() + kTruncateBackoff;
+    tries_at_longest_ = 0;
+    next_truncate_ = done + kTruncateBackoff;
     return;
   }
   log().debug("WAL over --wal-limit ({} frames): readers outlasted a {} ms wait ({})", wal_frames_,
@@ -551,12 +566,8 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
                           "pasyn-writerd is shutting down; the request was not executed");
     } else {
       process(work);
-      // Between batches, never inside a client transaction; again at once after a failed
-      // attempt (with a longer wait), before more writes.
-      while (!tx_ && wal_frames_ >= wal_limit_frames_ && Clock::now() >= next_truncate_ &&
-             !aborted_) {
-        bound_wal();
-      }
+      // Between batches, never inside a client transaction: one bounded try (see bound_wal).
+      if (!tx_ && !aborted_) bound_wal();
     }
     if (stopping && work.empty() && deferred_.empty() && !tx_) {
       std::lock_guard lk(mu_);

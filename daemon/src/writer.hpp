@@ -357,6 +357,7 @@ class Writer {
   int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
+  int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;
