@@ -19,6 +19,7 @@
 
 #include "access_control.hpp"
 #include "log.hpp"
+#include "statement_kind.hpp"
 #include "writer.hpp"
 
 namespace pasyn::server {

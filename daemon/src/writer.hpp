@@ -125,17 +125,6 @@ struct Request {
   ByteCharge charge;         // the bytes it costs its connection until dropped (memory_budget.hpp)
 };
 
-/// True for SQL that SQLite cannot run inside a transaction (VACUUM, PRAGMA journal_mode, ...),
-/// judged from its first statement's leading keywords.
-bool must_run_alone(std::string_view sql);
-/// True when `sql` holds at most one statement (judged from its text: quotes and comments are
-/// skipped, the first top-level ';' ends the statement).
-bool is_single_statement(std::string_view sql);
-/// True when the first keyword of `sql` is SAVEPOINT, RELEASE or ROLLBACK (TO).
-bool is_savepoint_sql(std::string_view sql);
-/// True when the first keyword of `sql` is VACUUM.
-bool is_vacuum(std::string_view sql);
-
 /// The size of the reply frame at `offset` in `buf` (length field included).
 std::uint32_t frame_size_at(const std::vector<std::uint8_t>& buf, std::size_t offset);
 

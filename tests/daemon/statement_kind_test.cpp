@@ -2,7 +2,7 @@
 // statement (daemon/src/writer.cpp).
 #include <gtest/gtest.h>
 
-#include "writer.hpp"
+#include "statement_kind.hpp"
 
 namespace {
 

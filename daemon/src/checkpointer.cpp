@@ -1,0 +1,146 @@
+// The writer's checkpoints: SQLite's passive auto-checkpoint (the WAL hook), the bounded
+// TRUNCATE past --wal-limit, CHECKPOINT requests, and the checkpoint at close. Runs on the writer
+// thread only. See writer.hpp.
+#include <thread>
+
+#include "log.hpp"
+#include "writer.hpp"
+
+namespace pasyn::server {
+namespace {
+
+// WAL frames from which each commit runs a passive checkpoint (SQLite's default).
+constexpr int kAutoCheckpointFrames = 1000;
+// A TRUNCATE checkpoint past --wal-limit (see bound_wal) first waits this long for readers...
+constexpr std::chrono::milliseconds kTruncateWait{100};
+// ...doubling after each failed try up to this (or --busy-timeout if shorter): the longest
+// pause of writes that one try may cause.
+constexpr std::chrono::milliseconds kTruncateWaitMax{1000};
+// How often the checkpoint looks again whether the readers it waits for are done.
+constexpr std::chrono::milliseconds kTruncatePoll{1};
+// After this many failed tries at the longest wait, writes go on kTruncateBackoff before the next.
+constexpr int kTriesAtLongest = 3;
+constexpr std::chrono::seconds kTruncateBackoff{60};
+
+}  // namespace
+
+int Writer::on_wal_commit(void* self, sqlite3* db, const char* schema, int frames) {
+  auto* w = static_cast<Writer*>(self);
+  w->wal_frames_ = frames;
+  if (frames >= kAutoCheckpointFrames) {  // what SQLite's auto-checkpoint would do
+    sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return SQLITE_OK;
+}
+
+void Writer::bound_wal() {
+  // Past --wal-limit. A passive checkpoint cannot reset a WAL that readers keep using, so this
+  // one (TRUNCATE) waits for them: while it holds the write lock no frame is added, new readers
+  // read from the database file, and it succeeds once the readers already running are done. (It
+  // runs here, between batches, not in the WAL hook: there the writer still holds its own read
+  // lock and would wait for itself.)
+  //
+  // Writes wait while it waits, so each call makes ONE try, bounded, and the run loop calls it
+  // once per batch, never back to back: between two tries the next batch runs (the WAL grows by
+  // at most one batch per failed try), and stop(), expiries and aborts are seen. The first try
+  // waits kTruncateWait (a query is usually shorter); each failure doubles the next try's wait up
+  // to kTruncateWaitMax (or --busy-timeout if shorter): no pause of writes is longer than that.
+  // After kTriesAtLongest failed tries at the longest wait (a reader keeping one snapshot, a long
+  // read transaction), the writer backs off for kTruncateBackoff: the WAL grows past the limit
+  // meanwhile, the price of not pausing writes for that reader's whole life.
+  if (wal_frames_ < wal_limit_frames_) return;
+  const auto now = Clock::now();
+  if (now < next_truncate_) return;
+  struct Wait {
+    Clock::time_point deadline;
+  } wait{now + truncate_wait_};
+  // SQLite's own busy handler sleeps ever longer between tries and misses the short gaps between
+  // a busy reader's queries; this one looks again every kTruncatePoll until the deadline.
+  sqlite3_busy_handler(
+      db_,
+      [](void* arg, int) {
+        if (Clock::now() >= static_cast<Wait*>(arg)->deadline) return 0;
+        std::this_thread::sleep_for(kTruncatePoll);
+        return 1;
+      },
+      &wait);
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
+  const auto done = Clock::now();
+  if (rc == SQLITE_OK) {
+    wal_frames_ = 0;
+    truncate_wait_ = kTruncateWait;
+    tries_at_longest_ = 0;
+    next_truncate_ = {};
+    return;
+  }
+  const auto longest = std::max(
+      kTruncateWait, std::min<std::chrono::milliseconds>(kTruncateWaitMax, config_.busy_timeout));
+  if (truncate_wait_ >= longest && ++tries_at_longest_ >= kTriesAtLongest) {
+    log().warn(
+        "the WAL is over --wal-limit ({} frames) and readers kept their snapshots through {} "
+        "waits of {} ms; trying again in {} s",
+        wal_frames_, tries_at_longest_, truncate_wait_.count(), kTruncateBackoff.count());
+    truncate_wait_ = kTruncateWait;
+    tries_at_longest_ = 0;
+    next_truncate_ = done + kTruncateBackoff;
+    return;
+  }
+  log().debug("WAL over --wal-limit ({} frames): readers outlasted a {} ms wait ({})", wal_frames_,
+              truncate_wait_.count(), sqlite3_errstr(rc));
+  truncate_wait_ = std::min(2 * truncate_wait_, longest);
+}
+
+bool Writer::checkpoint(std::string_view mode, proto::Report& report) {
+  static constexpr std::pair<std::string_view, int> kModes[] = {
+      {"PASSIVE", SQLITE_CHECKPOINT_PASSIVE},
+      {"FULL", SQLITE_CHECKPOINT_FULL},
+      {"RESTART", SQLITE_CHECKPOINT_RESTART},
+      {"TRUNCATE", SQLITE_CHECKPOINT_TRUNCATE}};
+  const auto* found = std::find_if(std::begin(kModes), std::end(kModes), [&](const auto& m) {
+    return m.first.size() == mode.size() &&
+           std::equal(mode.begin(), mode.end(), m.first.begin(), [](char a, char b) {
+             return std::toupper(static_cast<unsigned char>(a)) == b;
+           });
+  });
+  if (found == std::end(kModes)) {
+    set_failure(proto::PasynCode::kMisuse, "unknown checkpoint mode '" + std::string(mode) +
+                                               "' (PASSIVE, FULL, RESTART or TRUNCATE)");
+    return false;
+  }
+  int wal_frames = 0, checkpointed = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, found->second, &wal_frames, &checkpointed);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    capture_sqlite_error();
+    return false;
+  }
+  // SQLITE_BUSY: readers kept part of the WAL from being copied back; the counts tell how much.
+  report = {{"mode", std::string(found->first)},
+            {"busy", std::int64_t{rc == SQLITE_BUSY}},
+            {"wal_frames", std::int64_t{wal_frames}},
+            {"checkpointed_frames", std::int64_t{checkpointed}}};
+  return true;
+}
+
+void Writer::close_database(bool checkpoint) {
+  clear_cache();
+  if (keys_) keys_->close();
+  for (auto* s : {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_}) {
+    s->reset();
+  }
+  if (checkpoint) {
+    int wal_frames = 0, checkpointed = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
+                                             &checkpointed);
+    if (rc != SQLITE_OK) {
+      log().warn("final checkpoint incomplete: {} (readers may still hold the WAL)",
+                 sqlite3_errmsg(db_));
+    }
+  }
+  std::lock_guard lk(mu_);  // abort() may call sqlite3_interrupt concurrently
+  if (sqlite3_close_v2(db_) != SQLITE_OK) log().error("closing the database failed");
+  db_ = nullptr;
+}
+
+}  // namespace pasyn::server
