@@ -24,13 +24,22 @@ constexpr std::chrono::seconds kTruncateBackoff{60};
 
 }  // namespace
 
-int Writer::on_wal_commit(void* self, sqlite3* db, const char* schema, int frames) {
-  auto* w = static_cast<Writer*>(self);
-  w->wal_frames_ = frames;
-  if (frames >= kAutoCheckpointFrames) {  // what SQLite's auto-checkpoint would do
-    sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-  }
+int Writer::on_wal_commit(void* self, sqlite3*, const char*, int frames) {
+  // Only counts: the checkpoints run in maintain_wal(), after the batch's replies went out, not
+  // inside the COMMIT that the clients wait for (SQLite's own auto-checkpoint, which this hook
+  // replaces, runs here).
+  static_cast<Writer*>(self)->wal_frames_ = frames;
   return SQLITE_OK;
+}
+
+void Writer::maintain_wal() {
+  // What SQLite's auto-checkpoint would do: passive (it never waits, for readers or anyone),
+  // once the WAL holds kAutoCheckpointFrames, after every commit that added frames.
+  if (wal_frames_ >= kAutoCheckpointFrames && wal_frames_ != passive_at_frames_) {
+    passive_at_frames_ = wal_frames_;
+    sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  bound_wal();
 }
 
 void Writer::bound_wal() {

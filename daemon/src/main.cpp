@@ -1,6 +1,7 @@
 // pasyn-writerd: serves one SQLite database's writes on a Unix socket. See README "Daemon flags".
 #include <grp.h>
 #include <pwd.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -78,6 +79,11 @@ std::vector<std::uint32_t> ids(const std::vector<std::string>& names, bool group
 
 int main(int argc, char** argv) {
   using pasyn::server::log;
+  // SQLite's memory statistics take a process-wide mutex around every allocation; the daemon
+  // reads none of them. Process-wide, so it is set here, in pasyn-writerd only: the library and
+  // in-process servers leave their host application's SQLite as it is. Must precede any other
+  // SQLite call.
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   pasyn::server::Config config;
   config.handle_signals = true;
   std::string synchronous = "full";

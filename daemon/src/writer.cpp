@@ -335,8 +335,8 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
                           "pasyn-writerd is shutting down; the request was not executed");
     } else {
       process(work);
-      // Between batches, never inside a client transaction: one bounded try (see bound_wal).
-      if (!tx_ && !aborted_) bound_wal();
+      // Between batches (their replies are out), never inside a client transaction.
+      if (!tx_ && !aborted_) maintain_wal();
     }
     if (stopping && work.empty() && deferred_.empty() && !tx_) {
       std::lock_guard lk(mu_);

@@ -239,6 +239,8 @@ class Writer {
   void start_backup(Request& r);
   void count_answered(std::size_t n);
   /// Truncating checkpoint once the WAL passed --wal-limit (see writer.cpp).
+  // Between batches: the passive checkpoint from kAutoCheckpointFrames on, then bound_wal().
+  void maintain_wal();
   void bound_wal();
   void record_commit(Clock::duration took, std::size_t batch_size);
   void begin_transaction(Request& r);
@@ -344,6 +346,7 @@ class Writer {
   int lost_attempts_ = 0;         // attempts of the current batch lost by our own statements
   int wal_limit_frames_ = 0;      // config_.wal_limit in WAL frames (pages)
   int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
+  int passive_at_frames_ = -1;    // wal_frames_ when maintain_wal() last ran a passive checkpoint
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
