@@ -17,7 +17,8 @@
 // Files: workload.hpp (what is run), stats (histogram, medians, number formats),
 // sqlite_direct (baseline connections, database preparation), worker_protocol (the text between
 // a worker and the orchestrator), worker.hpp + worker_main.cpp + workers_*.cpp (the worker side),
-// orchestrator (processes, the daemon), rows*.cpp (the SPEC §6 rows), report (table and JSON),
+// orchestrator (processes, the daemon), rows*.cpp (the SPEC §6 rows), ceilings (this machine's
+// limits for the 16-writer rows; their workers in workers_ceiling.cpp), report (table and JSON),
 // this file (options, the temporary directory, the dispatch between the two sides).
 #include <signal.h>
 #include <sys/resource.h>

@@ -117,6 +117,7 @@ void print_json(const std::vector<RowResult>& rows,
     out += i ? ",\n  {" : "\n  {";
     out += "\"name\": " + json_string(r.name);
     out += ", \"ratio\": " + json_number(r.ratio);
+    out += ", \"ratio_of\": " + json_string(r.ratio_of);
     out += ", \"target\": " + json_number(r.target);
     out += ", \"pasyn\": " + json_number(r.pasyn);
     out += ", \"baseline\": " + json_number(r.baseline);
@@ -175,9 +176,13 @@ void print_table(const std::vector<RowResult>& rows,
   }
   std::printf(
       "\nratio: higher is better (throughput pasyn/baseline; latency baseline/pasyn; "
-      "RSS 64 MiB/measured)\n");
+      "RSS 64 MiB/measured); the baseline of writers16_* is this machine's ceiling, measured "
+      "in the same run (see their notes)\n");
   for (const RowResult& r : rows) {
-    if (!r.note.empty()) std::printf("- %s: %s\n", r.name.c_str(), r.note.c_str());
+    if (r.note.empty() && r.ratio_of.empty()) continue;
+    std::printf("- %s", r.name.c_str());
+    if (!r.ratio_of.empty()) std::printf(" (ratio = %s)", r.ratio_of.c_str());
+    std::printf(": %s\n", r.note.c_str());
   }
   std::printf("total time %.1f s\n", wall_seconds);
 }

@@ -87,8 +87,8 @@ std::string rep_label(const std::string& row, int rep, int reps) {
 }
 
 const std::vector<std::string> kRowNames = {
-    "writers16_full", "writers16_normal", "inflight1000", "execute_many_100k",
-    "point_select",   "idle_round_trip",  "clients1000",  "seed_multiprocess"};
+    "writers16_full", "writers16_normal", "writers64_full", "inflight1000",     "execute_many_100k",
+    "point_select",   "idle_round_trip",  "clients1000",    "seed_multiprocess"};
 
 std::string canonical_row(const std::string& name) {
   if (name == "idle_round_trip_p50" || name == "idle_round_trip_p99") return "idle_round_trip";
@@ -99,6 +99,7 @@ std::string canonical_row(const std::string& name) {
 std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::string& name) {
   if (name == "writers16_full") return row_writers16(ctx, s, true);
   if (name == "writers16_normal") return row_writers16(ctx, s, false);
+  if (name == "writers64_full") return row_writers64(ctx, s);
   if (name == "inflight1000") return row_inflight(ctx, s);
   if (name == "execute_many_100k") return row_execute_many(ctx, s);
   if (name == "point_select") return row_point_select(ctx, s);

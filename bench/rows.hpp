@@ -56,6 +56,7 @@ struct RowResult {
   std::string unit;
   double pasyn = kNaN, baseline = kNaN, ratio = kNaN, target = kNaN;
   double p50 = kNaN, p99 = kNaN, base_p50 = kNaN, base_p99 = kNaN;
+  std::string ratio_of;                 // what `ratio` divides, e.g. "pasyn / direct"
   std::map<std::string, double> extra;  // further numbers for the JSON (error counts, ...)
   std::string note;
   std::string error;  // the row could not be measured
@@ -92,6 +93,7 @@ std::string rep_label(const std::string& row, int rep, int reps);
 
 // The rows, by group (rows_writers.cpp, rows_single_client.cpp, rows_many_clients.cpp).
 std::vector<RowResult> row_writers16(Context& ctx, const Settings& s, bool full);
+std::vector<RowResult> row_writers64(Context& ctx, const Settings& s);
 std::vector<RowResult> row_inflight(Context& ctx, const Settings& s);
 std::vector<RowResult> row_execute_many(Context& ctx, const Settings& s);
 std::vector<RowResult> row_point_select(Context& ctx, const Settings& s);

@@ -43,6 +43,7 @@ std::vector<RowResult> row_clients1000(Context& ctx, const Settings& s) {
   }
   const int total = per_process * kProcesses;
   RowResult r = throughput_row("clients1000", "rows/s", 0.8, many, few);
+  r.ratio_of = "pasyn with 1,000 clients / pasyn with 16 clients";
   r.note =
       std::to_string(total) + " MultiplexedClients (4 processes x " + std::to_string(per_process) +
       ", each client with its own socket and I/O thread, 4 driver threads per process) each "
@@ -57,6 +58,7 @@ std::vector<RowResult> row_clients1000(Context& ctx, const Settings& s) {
   rss.name = "clients1000_rss_mib";
   rss.unit = "MiB";
   rss.target = 1.0;
+  rss.ratio_of = "64 MiB / daemon peak RSS";
   rss.pasyn = max_of(rss_many);
   rss.baseline = 64;
   rss.ratio = rss.baseline / rss.pasyn;
@@ -102,6 +104,7 @@ std::vector<RowResult> row_seed(Context& ctx, const Settings& s) {
   }
   fs::remove_all(tmpl_dir);
   RowResult r = throughput_row("seed_multiprocess", "ops/s", 1.0, via, direct);
+  r.ratio_of = "pasyn / direct";
   r.extra["baseline_busy"] = static_cast<double>(direct.busy);
   r.note =
       "4 processes x 10 threads, " + std::to_string(s.seed_ops) +

@@ -1,6 +1,7 @@
 // pasyn-bench worker side: what every worker process shares. A worker runs in a process started
 // with `--worker KIND key=value...` (see worker_protocol.hpp for what it exchanges with the
-// orchestrator); its measurements live in workers_write.cpp and workers_read.cpp.
+// orchestrator); its measurements live in workers_write.cpp, workers_read.cpp and
+// workers_ceiling.cpp.
 #pragma once
 
 #include <condition_variable>
@@ -153,5 +154,8 @@ void worker_direct_txn(const Args& a);
 void worker_point_select(const Args& a);
 void worker_round_trip(const Args& a);
 void worker_seed(const Args& a);
+void worker_echo_server(const Args& a);
+void worker_echo_clients(const Args& a);
+void worker_commit_txns(const Args& a);
 
 }  // namespace pasyn_bench

@@ -78,6 +78,12 @@ int worker_main(int argc, char** argv) {
       worker_round_trip(a);
     } else if (kind == "seed") {
       worker_seed(a);
+    } else if (kind == "echo_server") {
+      worker_echo_server(a);
+    } else if (kind == "echo_clients") {
+      worker_echo_clients(a);
+    } else if (kind == "commit_txns") {
+      worker_commit_txns(a);
     } else {
       throw std::runtime_error("unknown worker kind '" + kind + "'");
     }

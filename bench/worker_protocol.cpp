@@ -23,9 +23,13 @@ void finish_report() {
   std::fflush(stdout);
 }
 
-void ready_then_wait_for_go() {
+void announce_ready() {
   std::puts("ready");
   std::fflush(stdout);
+}
+
+void ready_then_wait_for_go() {
+  announce_ready();
   pollfd p{0, POLLIN, 0};
   const int timeout_ms =
       static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kGateTimeout).count());

@@ -20,7 +20,9 @@ void put(const char* key, double value);
 void put_hist(const Histogram& h);
 void put_note(const std::string& text);
 void finish_report();
-// Tells the orchestrator this worker is set up, then waits (bounded) for its "go" byte.
+// Tells the orchestrator this worker is set up ("ready").
+void announce_ready();
+// announce_ready(), then waits (bounded) for the "go" byte.
 void ready_then_wait_for_go();
 
 // Orchestrator side: one worker's report.
