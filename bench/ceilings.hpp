@@ -1,0 +1,41 @@
+// pasyn-bench ceilings (SPEC §6): how fast this machine can do the work of the acked-writer rows
+// with no pasyn at all, measured in the same run as the rows that divide by them.
+//
+// - ceiling_ipc16: a bare single-threaded epoll echo server and 16 synchronous clients (4
+//   processes x 4 threads, one connection each), kCeilingMessageSize-byte messages: round trips
+//   per second. No design answers 16 ack-waiting writers faster, with no SQLite work at all.
+// - ceiling_durable16 = 16 / (t_commit16 + t_rtt): t_commit16 is the mean time one connection
+//   takes to commit a 16-row transaction at synchronous=full in WAL, t_rtt the mean round trip of
+//   the same echo server with one client. Each of 16 writers must send, wait for a commit that
+//   follows its write, and read the ack.
+#pragma once
+
+#include "orchestrator.hpp"
+#include "rows.hpp"
+
+namespace pasyn_bench {
+
+// SPEC §6: the message size of ceiling_ipc16 and t_rtt.
+inline constexpr int kCeilingMessageSize = 64;
+// SPEC §6: the writers (and rows per transaction) of the ceilings.
+inline constexpr int kCeilingWriters = 16;
+
+// `procs` processes x `threads` threads of synchronous echo clients against one bare epoll echo
+// server for `seconds`; per_second = round trips per second.
+Throughput measure_echo(Context& ctx, int procs, int threads, double seconds);
+
+// One direct connection (WAL, synchronous=FULL) committing `rows`-row transactions back to back
+// for `seconds`; per_second = transactions per second.
+Throughput measure_commits(Context& ctx, int rows, double seconds);
+
+// One measurement of both ceilings (the durable one only when `durable`).
+struct Ceilings {
+  double ipc16 = kNaN;  // round trips per second, 16 clients
+  double ipc16_p50_us = kNaN, ipc16_p99_us = kNaN;
+  double t_rtt_us = kNaN;       // mean, one client
+  double t_commit16_us = kNaN;  // mean, one connection
+  double durable16() const { return kCeilingWriters * 1e6 / (t_commit16_us + t_rtt_us); }
+};
+Ceilings measure_ceilings(Context& ctx, double seconds, bool durable);
+
+}  // namespace pasyn_bench

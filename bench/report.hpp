@@ -1,0 +1,32 @@
+// pasyn-bench report: the table (default) or one JSON object (--json) of the rows, with the
+// machine they ran on.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rows.hpp"
+
+namespace pasyn_bench {
+
+// `s` as a JSON string literal.
+std::string json_string(std::string_view s);
+// `v` as a JSON number; null for NaN and infinities.
+std::string json_number(double v);
+
+// CPU, cores, memory, kernel, file system of `temp_root`, SQLite, compiler, build type, pasyn
+// version; values are JSON.
+std::map<std::string, std::string> machine_info(const std::filesystem::path& temp_root);
+
+void print_json(const std::vector<RowResult>& rows,
+                const std::map<std::string, std::string>& machine, const Settings& s,
+                const std::string& command);
+
+void print_table(const std::vector<RowResult>& rows,
+                 const std::map<std::string, std::string>& machine, const Settings& s,
+                 double wall_seconds);
+
+}  // namespace pasyn_bench

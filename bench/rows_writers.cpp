@@ -1,0 +1,128 @@
+// pasyn-bench rows of acked writers in several processes: pasyn against this machine's ceiling
+// (16 writers, see ceilings.hpp) and against direct SQLite.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+
+#include "ceilings.hpp"
+#include "rows.hpp"
+#include "sqlite_direct.hpp"
+
+namespace pasyn_bench {
+
+namespace {
+
+// "p50/p99/p99.9/max" of one side, in microseconds.
+std::string latencies(const Samples& side) {
+  return figure(median(side.p50)) + "/" + figure(median(side.p99)) + "/" +
+         figure(median(side.p999)) + "/" + figure(median(side.max));
+}
+
+// What the acked-writer rows say about their two sides besides the ratio.
+std::string writers_note(const Settings& s, int writers, bool full, const Samples& via,
+                         const Samples& direct) {
+  std::string note =
+      std::to_string(writers) + " threads in " + std::to_string(kProcesses) +
+      " processes, one-row INSERT each waiting for its ack, synchronous=" +
+      std::string(full ? "full" : "normal") + ", " + plain(s.seconds) +
+      " s per run; direct: one SQLite connection per thread (WAL, busy_timeout " +
+      std::to_string(kBusyTimeoutMs) + " ms, autocommit), " + figure(median(direct.value)) +
+      " rows/s, SQLITE_BUSY failures: " + std::to_string(direct.busy) +
+      " (not counted as rows); latency p50/p99/p99.9/max in us: pasyn " + latencies(via) +
+      ", direct " + latencies(direct) +
+      " (completed inserts only); rows per thread min/max (median of reps): pasyn " +
+      format("%.0f", median(via.thread_min)) + "/" + format("%.0f", median(via.thread_max)) +
+      ", direct " + format("%.0f", median(direct.thread_min)) + "/" +
+      format("%.0f", median(direct.thread_max));
+  if (via.errors) note += "; pasyn errors: " + std::to_string(via.errors) + " (" + via.note + ")";
+  if (direct.errors) {
+    note += "; direct errors: " + std::to_string(direct.errors) + " (" + direct.note + ")";
+  }
+  return note;
+}
+
+// The direct side of an acked-writer row, as fields of its own.
+void add_direct(RowResult& r, const Samples& direct) {
+  r.extra["direct"] = median(direct.value);
+  r.extra["direct_ratio"] = r.pasyn / median(direct.value);
+  r.extra["direct_p50_us"] = median(direct.p50);
+  r.extra["direct_p99_us"] = median(direct.p99);
+  r.extra["direct_busy"] = static_cast<double>(direct.busy);
+  r.extra["direct_errors"] = static_cast<double>(direct.errors);
+  r.extra.erase("baseline_errors");
+}
+
+}  // namespace
+
+// Each repetition runs direct, then the ceilings, then pasyn, so the three share the machine's
+// state; the row divides the median of pasyn by the median of the ceiling.
+std::vector<RowResult> row_writers16(Context& ctx, const Settings& s, bool full) {
+  const std::string name = full ? "writers16_full" : "writers16_normal";
+  const int threads = kCeilingWriters / kProcesses;
+  Samples via, direct;
+  std::vector<double> ceiling, ipc, ipc_p50, ipc_p99, durable, t_rtt, t_commit;
+  for (int rep = 0; rep < s.reps; ++rep) {
+    progress(ctx, rep_label(name, rep, s.reps));
+    direct.add(measure_writers(ctx, false, kProcesses, threads, full, s.seconds));
+    const Ceilings c = measure_ceilings(ctx, s.seconds, full);
+    ipc.push_back(c.ipc16);
+    ipc_p50.push_back(c.ipc16_p50_us);
+    ipc_p99.push_back(c.ipc16_p99_us);
+    if (full) {
+      durable.push_back(c.durable16());
+      t_rtt.push_back(c.t_rtt_us);
+      t_commit.push_back(c.t_commit16_us);
+      ceiling.push_back(std::min(c.durable16(), c.ipc16));
+    } else {
+      ceiling.push_back(c.ipc16);
+    }
+    via.add(measure_writers(ctx, true, kProcesses, threads, full, s.seconds));
+  }
+  RowResult r = throughput_row(name, "rows/s", full ? 0.6 : 0.7, via, direct);
+  r.baseline = median(ceiling);
+  r.ratio = r.pasyn / r.baseline;
+  r.ratio_of = full ? "pasyn / min(ceiling_durable16, ceiling_ipc16)" : "pasyn / ceiling_ipc16";
+  r.base_p50 = median(ipc_p50);
+  r.base_p99 = median(ipc_p99);
+  add_direct(r, direct);
+  r.extra["ceiling_ipc16"] = median(ipc);
+  std::string ceilings = "ceiling_ipc16 " + figure(median(ipc)) +
+                         " round trips/s (bare epoll echo server, 16 synchronous clients in " +
+                         std::to_string(kProcesses) + " processes, " +
+                         std::to_string(kCeilingMessageSize) + "-byte messages, p50/p99 " +
+                         figure(r.base_p50) + "/" + figure(r.base_p99) + " us)";
+  if (full) {
+    r.extra["ceiling_durable16"] = median(durable);
+    r.extra["t_commit16_us"] = median(t_commit);
+    r.extra["t_rtt_us"] = median(t_rtt);
+    ceilings += ", ceiling_durable16 " + figure(median(durable)) + " rows/s = 16 / (t_commit16 " +
+                figure(median(t_commit)) +
+                " us, one connection committing 16-row transactions at synchronous=full in WAL, "
+                "+ t_rtt " +
+                figure(median(t_rtt)) + " us, the echo round trip of one client)";
+  }
+  r.note = "pasyn " + figure(r.pasyn) + " rows/s / ceiling " + figure(r.baseline) +
+           " (medians of reps); " + ceilings +
+           "; direct_ratio = pasyn / direct = " + format("%.2f", r.extra["direct_ratio"]) + "; " +
+           writers_note(s, 16, full, via, direct);
+  return {r};
+}
+
+std::vector<RowResult> row_writers64(Context& ctx, const Settings& s) {
+  const std::string name = "writers64_full";
+  constexpr int kWriters = 64;
+  Samples via, direct;
+  for (int rep = 0; rep < s.reps; ++rep) {
+    progress(ctx, rep_label(name, rep, s.reps));
+    direct.add(measure_writers(ctx, false, kProcesses, kWriters / kProcesses, true, s.seconds));
+    via.add(measure_writers(ctx, true, kProcesses, kWriters / kProcesses, true, s.seconds));
+  }
+  RowResult r = throughput_row(name, "rows/s", 15, via, direct);
+  r.ratio_of = "pasyn / direct";
+  add_direct(r, direct);
+  r.note = writers_note(s, kWriters, true, via, direct);
+  return {r};
+}
+
+}  // namespace pasyn_bench

@@ -1,0 +1,198 @@
+// pasyn-bench workers of the ceilings (SPEC §6): the physical limits of this machine for the
+// work of the acked-writer rows, with no pasyn in them.
+//
+// - echo_server: a bare single-threaded epoll echo server on a Unix stream socket. This is the one
+//   place a hand-written event loop is the point: it is the baseline no design can beat.
+// - echo_clients: synchronous clients, one connection per thread, each sending a message and
+//   waiting for its echo (ceiling_ipc16 with 4 processes x 4 threads; t_rtt with one thread).
+// - commit_txns: one direct connection committing `rows`-row transactions at synchronous=FULL in
+//   WAL, back to back (t_commit16).
+#include <sqlite3.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "sqlite_direct.hpp"
+#include "worker.hpp"
+
+namespace pasyn_bench {
+
+namespace {
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path)
+    throw std::runtime_error("socket path too long: " + path);
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+// Closes a descriptor on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+// echo_server socket=PATH: listens, writes "ready", then echoes every byte it reads back on the
+// same connection until the orchestrator's byte (or EOF) arrives on stdin; reports the bytes.
+// Client descriptors stay blocking: each readiness gets one read and its echo, and a client
+// waits for its echo before sending again, so the echo never waits for buffer space.
+void worker_echo_server(const Args& a) {
+  const std::string path = arg(a, "socket");
+  Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  const sockaddr_un addr = unix_address(path);
+  if (listener.get() < 0 ||
+      ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener.get(), 256) != 0) {
+    throw std::runtime_error("echo server cannot listen on " + path + ": " + std::strerror(errno));
+  }
+  Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  if (ep.get() < 0) throw std::runtime_error("epoll_create1 failed");
+  auto watch = [&](int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      throw std::runtime_error("epoll_ctl failed");
+    }
+  };
+  watch(listener.get());
+  watch(0);  // the orchestrator's stop byte
+  announce_ready();
+
+  std::vector<int> clients;
+  std::uint64_t bytes = 0;
+  char buf[4096];
+  epoll_event events[64];
+  for (bool stop = false; !stop;) {
+    const int n = ::epoll_wait(ep.get(), events, 64, 1000);
+    if (n < 0 && errno != EINTR) throw std::runtime_error("epoll_wait failed");
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == 0) {
+        stop = true;
+      } else if (fd == listener.get()) {
+        for (;;) {
+          const int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+          if (c < 0) break;  // EAGAIN: accepted all that were waiting
+          clients.push_back(c);
+          watch(c);
+        }
+      } else {
+        const ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r > 0 && write_all(fd, buf, static_cast<std::size_t>(r))) {
+          bytes += static_cast<std::uint64_t>(r);
+        } else if (r == 0 || (r < 0 && errno != EINTR)) {
+          ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
+        }
+      }
+    }
+  }
+  for (int c : clients) ::close(c);
+  put("bytes", static_cast<double>(bytes));
+  finish_report();
+}
+
+// echo_clients socket=PATH threads=T seconds=S size=N: T threads, each with its own connection,
+// sending N bytes and reading the N-byte echo, one at a time, until the deadline.
+void worker_echo_clients(const Args& a) {
+  const std::string path = arg(a, "socket");
+  const int threads = static_cast<int>(arg_int(a, "threads"));
+  const double seconds = arg_double(a, "seconds");
+  const auto size = static_cast<std::size_t>(arg_int(a, "size"));
+  const sockaddr_un addr = unix_address(path);
+  run_threads_and_report(threads, seconds, [&](int, StartGate& gate, ThreadStats& s) {
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0 ||
+        ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      gate.arrive_and_wait();
+      throw std::runtime_error("cannot connect to the echo server: " +
+                               std::string(std::strerror(errno)));
+    }
+    std::vector<char> out(size, 'x'), in(size);
+    if (!gate.arrive_and_wait()) return;
+    const auto deadline = gate.deadline();
+    for (;;) {
+      const auto t0 = Clock::now();
+      if (t0 >= deadline) break;
+      if (!write_all(fd.get(), out.data(), size) || !read_exact(fd.get(), in.data(), size)) {
+        s.fail("the echo server went away");
+        break;
+      }
+      const auto t1 = Clock::now();
+      if (t1 <= deadline) {
+        ++s.ops;
+        s.hist.add(nanos(t1 - t0));
+      }
+    }
+  });
+}
+
+// commit_txns db=PATH rows=R seconds=S: one connection (WAL, synchronous=FULL) committing
+// BEGIN; R one-row INSERTs; COMMIT back to back until the deadline; an op is a transaction.
+void worker_commit_txns(const Args& a) {
+  const std::string path = arg(a, "db");
+  const std::int64_t rows = arg_int(a, "rows");
+  const double seconds = arg_double(a, "seconds");
+  run_threads_and_report(1, seconds, [&](int, StartGate& gate, ThreadStats& s) {
+    std::optional<SqliteDb> db;
+    std::optional<Stmt> begin, insert, commit;
+    try {
+      db.emplace(path, kDirectWriteFlags);
+      db->configure_writer(true);
+      begin.emplace(*db, "BEGIN");
+      insert.emplace(*db, kInsertSql);
+      commit.emplace(*db, "COMMIT");
+    } catch (...) {
+      gate.arrive_and_wait();
+      throw;
+    }
+    if (!gate.arrive_and_wait()) return;
+    const auto deadline = gate.deadline();
+    auto step = [](sqlite3_stmt* st) {
+      const int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      return rc == SQLITE_DONE;
+    };
+    for (;;) {
+      const auto t0 = Clock::now();
+      if (t0 >= deadline) break;
+      bool ok = step(*begin);
+      for (std::int64_t i = 0; ok && i < rows; ++i) {
+        sqlite3_bind_int64(*insert, 1, i);
+        insert->text(2, kPayload);
+        ok = step(*insert);
+      }
+      ok = ok && step(*commit);
+      const auto t1 = Clock::now();
+      if (!ok) {
+        s.fail(sqlite3_errmsg(db->get()));
+        if (!sqlite3_get_autocommit(db->get())) db->exec("ROLLBACK");
+        continue;
+      }
+      if (t1 <= deadline) {
+        ++s.ops;
+        s.hist.add(nanos(t1 - t0));
+      }
+    }
+  });
+}
+
+}  // namespace pasyn_bench

@@ -1,0 +1,142 @@
+// pasyn-bench workers that read or only round-trip: point SELECTs (pasyn::Connection against
+// a raw prepared statement) and the sequential round trip (pasyn against a socketpair ping-pong).
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "sqlite_direct.hpp"
+#include "worker.hpp"
+
+namespace pasyn_bench {
+
+// point_select: the same keys looked up by primary key through pasyn::Connection and through a
+// raw prepared statement (same open flags as Connection: read-only, NOMUTEX), in the order
+// raw, pasyn, pasyn, raw so drift during the run cancels out.
+void worker_point_select(const Args& a) {
+  const std::string path = arg(a, "db");
+  const std::int64_t ops = arg_int(a, "ops");
+  const std::int64_t users = arg_int(a, "users");
+  SqliteDb raw_db(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  Stmt stmt(raw_db, kUserById);
+  pasyn::Connection conn = pasyn::connect(path, pasyn::OpenFlags::readonly());
+  std::vector<std::int64_t> keys(static_cast<std::size_t>(ops));
+  std::mt19937_64 rng(42);
+  for (auto& k : keys) k = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(users));
+
+  auto run_raw = [&](std::size_t from, std::size_t to) {
+    std::int64_t sum = 0;
+    for (std::size_t i = from; i < to; ++i) {
+      sqlite3_bind_int64(stmt, 1, keys[i]);
+      if (sqlite3_step(stmt) == SQLITE_ROW) {
+        sum += sqlite3_column_int64(stmt, 0) + sqlite3_column_int64(stmt, 3);
+        sqlite3_column_text(stmt, 1);
+        sum += sqlite3_column_bytes(stmt, 1);
+        sqlite3_column_text(stmt, 2);
+        sum += sqlite3_column_bytes(stmt, 2);
+      }
+      sqlite3_reset(stmt);
+    }
+    return sum;
+  };
+  auto run_pasyn = [&](std::size_t from, std::size_t to) {
+    std::int64_t sum = 0;
+    for (std::size_t i = from; i < to; ++i) {
+      const auto row = conn.execute_fetchone(kUserById, {keys[i]});
+      if (row) {
+        sum += std::get<std::int64_t>((*row)[0]) + std::get<std::int64_t>((*row)[3]);
+        sum += static_cast<std::int64_t>(std::get<std::string>((*row)[1]).size() +
+                                         std::get<std::string>((*row)[2]).size());
+      }
+    }
+    return sum;
+  };
+  const std::size_t n = keys.size(), half = n / 2;
+  const std::size_t warm = std::min<std::size_t>(n, 10000);
+  run_raw(0, warm);
+  run_pasyn(0, warm);
+  ready_then_wait_for_go();
+  double raw_s = 0, pasyn_s = 0;
+  std::int64_t raw_sum = 0, pasyn_sum = 0;
+  auto timed = [](auto&& f, double& acc, std::int64_t& sum) {
+    const auto t0 = Clock::now();
+    sum += f();
+    acc += Seconds(Clock::now() - t0).count();
+  };
+  timed([&] { return run_raw(0, half); }, raw_s, raw_sum);
+  timed([&] { return run_pasyn(0, half); }, pasyn_s, pasyn_sum);
+  timed([&] { return run_pasyn(half, n); }, pasyn_s, pasyn_sum);
+  timed([&] { return run_raw(half, n); }, raw_s, raw_sum);
+  if (raw_sum != pasyn_sum) throw std::runtime_error("pasyn and raw reads returned different rows");
+  put("pasyn_ops_s", static_cast<double>(n) / pasyn_s);
+  put("direct_ops_s", static_cast<double>(n) / raw_s);
+  finish_report();
+}
+
+// round_trip: sequential calls, each timed. backend=pasyn: one-row INSERT through a
+// MultiplexedClient, waiting for the ack. backend=pingpong: kInsertFrameSize bytes to an echo
+// process over an AF_UNIX stream socketpair, kResultFrameSize bytes back.
+void worker_round_trip(const Args& a) {
+  const std::string backend = arg(a, "backend");
+  const std::int64_t calls = arg_int(a, "calls");
+  const std::int64_t warmup = arg_int(a, "warmup");
+  Histogram hist;
+  Clock::time_point start;  // set when "go" arrives
+  if (backend == "pingpong") {
+    // Fork the echo process first: this process has no thread yet.
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      throw std::runtime_error("socketpair failed");
+    }
+    const pid_t echo = ::fork();
+    if (echo < 0) throw std::runtime_error("fork failed");
+    if (echo == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::close(sv[0]);
+      char req[kInsertFrameSize], reply[kResultFrameSize] = {};
+      while (read_exact(sv[1], req, sizeof req) && write_all(sv[1], reply, sizeof reply)) {
+      }
+      ::_exit(0);
+    }
+    ::close(sv[1]);
+    char req[kInsertFrameSize] = {}, reply[kResultFrameSize];
+    auto once = [&] {
+      if (!write_all(sv[0], req, sizeof req) || !read_exact(sv[0], reply, sizeof reply)) {
+        throw std::runtime_error("echo process went away");
+      }
+    };
+    for (std::int64_t i = 0; i < warmup; ++i) once();
+    ready_then_wait_for_go();
+    start = Clock::now();
+    for (std::int64_t i = 0; i < calls; ++i) {
+      const auto t0 = Clock::now();
+      once();
+      hist.add(nanos(Clock::now() - t0));
+    }
+    ::close(sv[0]);  // the echo process sees EOF and exits
+    for (int i = 0; i < 500 && ::waitpid(echo, nullptr, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } else {
+    pasyn::MultiplexedClient client(arg(a, "socket"), client_options());
+    const pasyn::Params params{std::int64_t{1}, std::string(kPayload)};
+    for (std::int64_t i = 0; i < warmup; ++i) client.execute(kInsertSql, params);
+    ready_then_wait_for_go();
+    start = Clock::now();
+    for (std::int64_t i = 0; i < calls; ++i) {
+      const auto t0 = Clock::now();
+      client.execute(kInsertSql, params);
+      hist.add(nanos(Clock::now() - t0));
+    }
+  }
+  put("ops", static_cast<double>(calls));
+  put("seconds", Seconds(Clock::now() - start).count());
+  put_hist(hist);
+  finish_report();
+}
+
+}  // namespace pasyn_bench

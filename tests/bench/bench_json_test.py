@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""pasyn-bench --json: the acked-writer rows carry their ceilings and say what their ratio divides.
+
+Runs the real pasyn-bench (which starts the real pasyn-writerd) on its shortest settings, one row
+at a time, and checks the shape and the arithmetic of the output, never the speed: the figures of
+a 0.3 s run on a shared machine mean nothing, but ratio = pasyn / ceiling must hold exactly.
+
+Usage: bench_json_test.py PATH_TO_PASYN_BENCH
+"""
+import json
+import math
+import subprocess
+import sys
+
+BENCH = sys.argv[1]
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+
+
+def close(a, b):
+    return (isinstance(a, (int, float)) and isinstance(b, (int, float)) and
+            math.isclose(a, b, rel_tol=1e-4))
+
+
+def positive(row, key):
+    v = row.get(key)
+    check(isinstance(v, (int, float)) and v > 0, f"{row.get('name')}: {key} = {v!r}, not > 0")
+    return v if isinstance(v, (int, float)) else float("nan")
+
+
+def run(only):
+    proc = subprocess.run(
+        [BENCH, "--json", "--quick", "--reps", "1", "--seconds", "0.3", "--only", only],
+        capture_output=True, text=True, timeout=240)
+    check(proc.returncode == 0, f"--only {only}: exit {proc.returncode}: {proc.stderr[-2000:]}")
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError as e:
+        failures.append(f"--only {only}: not JSON ({e}): {proc.stdout[:500]}")
+        return {}
+    rows = {r["name"]: r for r in doc["rows"]}
+    for r in rows.values():
+        check("error" not in r, f"{r['name']}: {r.get('error')}")
+        check(isinstance(r.get("ratio_of"), str) and r["ratio_of"],
+              f"{r['name']}: no ratio_of saying what ratio divides")
+    return rows
+
+
+def check_direct(r):
+    direct = positive(r, "direct")
+    check(close(r.get("direct_ratio"), r["pasyn"] / direct),
+          f"{r['name']}: direct_ratio {r.get('direct_ratio')} != pasyn / direct")
+
+
+full = run("writers16_full").get("writers16_full")
+check(full is not None, "no writers16_full row")
+if full:
+    check(full["target"] == 0.6, f"writers16_full target {full['target']}")
+    check(full.get("ratio_of") == "pasyn / min(ceiling_durable16, ceiling_ipc16)",
+          f"ratio_of: {full.get('ratio_of')}")
+    ipc = positive(full, "ceiling_ipc16")
+    durable = positive(full, "ceiling_durable16")
+    t_commit = positive(full, "t_commit16_us")
+    t_rtt = positive(full, "t_rtt_us")
+    check(close(durable, 16e6 / (t_commit + t_rtt)),
+          f"ceiling_durable16 {durable} != 16 / (t_commit16 {t_commit} us + t_rtt {t_rtt} us)")
+    check(close(full["baseline"], min(ipc, durable)), "writers16_full baseline != the ceiling")
+    check(close(full["ratio"], full["pasyn"] / full["baseline"]), "writers16_full ratio")
+    check_direct(full)
+
+normal = run("writers16_normal").get("writers16_normal")
+check(normal is not None, "no writers16_normal row")
+if normal:
+    check(normal["target"] == 0.7, f"writers16_normal target {normal['target']}")
+    check(normal.get("ratio_of") == "pasyn / ceiling_ipc16", f"ratio_of: {normal.get('ratio_of')}")
+    check(close(normal["baseline"], positive(normal, "ceiling_ipc16")),
+          "writers16_normal baseline != ceiling_ipc16")
+    check("ceiling_durable16" not in normal, "writers16_normal: durable ceiling at normal")
+    check(close(normal["ratio"], normal["pasyn"] / normal["baseline"]), "writers16_normal ratio")
+    check_direct(normal)
+
+w64 = run("writers64_full").get("writers64_full")
+check(w64 is not None, "no writers64_full row")
+if w64:
+    check(w64["target"] == 15, f"writers64_full target {w64['target']}")
+    check(w64.get("ratio_of") == "pasyn / direct", f"ratio_of: {w64.get('ratio_of')}")
+    check(close(w64["baseline"], w64.get("direct")), "writers64_full baseline != direct")
+    check(close(w64["ratio"], w64["pasyn"] / w64["baseline"]), "writers64_full ratio")
+    check_direct(w64)
+
+rtt = run("idle_round_trip")
+check(set(rtt) == {"idle_round_trip_p50", "idle_round_trip_p99"}, f"idle rows: {sorted(rtt)}")
+if "idle_round_trip_p50" in rtt:
+    p50 = rtt["idle_round_trip_p50"]
+    check(p50["target"] == 0.67, f"idle_round_trip_p50 target {p50['target']}")
+    check(close(p50["ratio"], p50["baseline"] / p50["pasyn"]), "idle p50 ratio != bare / pasyn")
+
+for f in failures:
+    print("FAIL:", f)
+print("bench_json_test:", "FAILED" if failures else "ok")
+sys.exit(1 if failures else 0)
