@@ -18,26 +18,40 @@ daemon grants it.
 import asyncio
 
 import pasyn_sqlite_core as _core
+from pasyn_sqlite_core import _core as _native
 
 
-def _completion(loop, future):
-    """The callback the C++ side calls (with the GIL) once the reply arrived."""
-
-    def settle(value, error):
+def _settle(outcomes):
+    """On the event loop: completes the futures of one batch."""
+    for future, value, error in outcomes:
         if future.done():  # cancelled or timed out: the outcome stays unknown
-            return
+            continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(value)
 
-    def callback(value, error):
-        try:
-            loop.call_soon_threadsafe(settle, value, error)
-        except RuntimeError:  # the loop is closed: nobody awaits this any more
-            pass
 
-    return callback
+def _deliver(outcomes):
+    """Called by the client's completion thread (with the GIL) with a batch of
+    ``(future, value, error)``: one wake-up of each event loop per batch, not per reply."""
+    by_loop = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more (a transaction
+            pass              # among them is dropped, which rolls it back)
+
+
+_native._set_completion_hook(_deliver)
+
+
+def _future():
+    """A future of the running loop; the C++ side completes it through _deliver."""
+    future = asyncio.get_running_loop().create_future()
+    return future, future
 
 
 class AsyncClient:
@@ -102,12 +116,6 @@ class AsyncClient:
     async def __aexit__(self, *exc):
         self.close()
         return False
-
-
-def _future():
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-    return future, _completion(loop, future)
 
 
 class _AsyncTransaction:

@@ -4,6 +4,16 @@
 namespace nb = nanobind;
 
 namespace pasyn::python {
+namespace {
+
+nb::object& batch_hook() {
+  static nb::object* hook = new nb::object();  // leaked: outlives interpreter shutdown
+  return *hook;
+}
+
+}  // namespace
+
+void Dispatcher::set_batch_hook(nb::object hook) { batch_hook() = std::move(hook); }
 
 Dispatcher::Dispatcher(MakeError make_error)
     : make_error_(make_error), thread_([this] { run(); }) {}
@@ -78,6 +88,8 @@ void Dispatcher::deliver(std::vector<Item>& batch) {
     return;
   }
   nb::gil_scoped_acquire gil;
+  const nb::object hook = batch_hook();
+  nb::list outcomes;
   for (auto& item : batch) {
     nb::object value = nb::none(), error = nb::none();
     try {
@@ -87,13 +99,23 @@ void Dispatcher::deliver(std::vector<Item>& batch) {
     } catch (...) {
       error = make_error_(std::current_exception());
     }
-    try {
-      item.callback(value, error);
-    } catch (nb::python_error& e) {
-      e.discard_as_unraisable("pasyn_sqlite.aio completion");
+    if (hook.is_valid() && !hook.is_none()) {
+      outcomes.append(nb::make_tuple(item.callback, value, error));
+    } else {
+      try {
+        item.callback(value, error);
+      } catch (nb::python_error& e) {
+        e.discard_as_unraisable("pasyn_sqlite.aio completion");
+      }
     }
     item.callback.reset();
     item.pending.reset();
+  }
+  if (nb::len(outcomes) == 0) return;
+  try {
+    hook(outcomes);
+  } catch (nb::python_error& e) {
+    e.discard_as_unraisable("pasyn_sqlite.aio completion");
   }
 }
 

@@ -57,6 +57,11 @@ class Dispatcher {
   /// Queues `pending` in `lane` (0: the client's own requests; else a transaction's number).
   void submit(std::uint64_t lane, std::unique_ptr<Pending> pending, nanobind::object callback);
 
+  /// When set (process-wide, with the GIL): each batch of outcomes goes to one call
+  /// `hook([(callback, value, error), ...])` instead of one call per callback, so that
+  /// pasyn_sqlite.aio wakes each event loop once per batch rather than once per reply.
+  static void set_batch_hook(nanobind::object hook);
+
   /// How many asynchronous transactions are open or being opened; shared with their handles,
   /// which count themselves out once finished.
   const std::shared_ptr<std::atomic<int>>& open_transactions() const { return open_; }

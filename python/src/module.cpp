@@ -262,6 +262,8 @@ NB_MODULE(_core, m) {
   });
 
   m.def("_set_error_factory", [](nb::object f) { error_factory() = std::move(f); });
+  m.def("_set_completion_hook",
+        [](nb::object hook) { Dispatcher::set_batch_hook(std::move(hook)); });
 
   // -- utilities
   m.def("sqlite_version", [] { return std::string(sqlite3_libversion()); });
