@@ -86,6 +86,16 @@ std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, Mode mod
       detail::Completion::Kind::kRows);
 }
 
+std::future<ResultSet> send_fetch_columns(MultiplexedClient::Impl& impl, Mode mode,
+                                          std::string_view sql, const Params& params) {
+  return send<ResultSet>(
+      impl, mode,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
+      },
+      detail::Completion::Kind::kColumns);
+}
+
 std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, Mode mode, std::string_view sql,
                                     const std::vector<Params>& rows) {
   return send<std::int64_t>(
@@ -410,6 +420,15 @@ std::future<Transaction> MultiplexedClient::begin_async() {
   return future;
 }
 
+std::future<ResultSet> MultiplexedClient::execute_fetchall_columns_async(std::string_view sql,
+                                                                         const Params& params) {
+  return send_fetch_columns(impl(), kPlain, sql, params);
+}
+
+ResultSet MultiplexedClient::execute_fetchall_columns(std::string_view sql, const Params& params) {
+  return impl().wait(execute_fetchall_columns_async(sql, params));
+}
+
 void MultiplexedClient::close() {
   if (impl_) impl_->close();
 }
@@ -689,6 +708,11 @@ std::future<void> Transaction::rollback_async() {
     impl_->finished = true;
     return send_transaction_end(c, tx, proto::MsgType::kRollback);
   });
+}
+
+ResultSet Transaction::execute_fetchall_columns(std::string_view sql, const Params& params) {
+  return call(
+      [&](auto& c, const TxRef& tx) { return send_fetch_columns(c, in_tx(tx), sql, params); });
 }
 
 }  // namespace pasyn

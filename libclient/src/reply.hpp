@@ -93,6 +93,7 @@ class Completion {
     kChanges,  // RESULT -> rows changed
     kRowid,    // RESULT -> rowid inserted
     kRows,     // RESULT -> rows
+    kColumns,  // RESULT -> column names and rows (a ResultSet)
     kResult,   // RESULT -> nothing
     kEmpty,    // an empty reply of type `reply`
   };
@@ -132,6 +133,10 @@ class Completion {
           return get<std::int64_t>().set_value(decode_result(f).last_rowid);
         case Kind::kRows:
           return get<std::vector<Row>>().set_value(std::move(decode_result(f).rows));
+        case Kind::kColumns: {
+          auto r = decode_result(f);
+          return get<ResultSet>().set_value(ResultSet{std::move(r.columns), std::move(r.rows)});
+        }
         case Kind::kResult:
           decode_result(f);
           return get<void>().set_value();
@@ -177,7 +182,7 @@ class Completion {
   Kind kind_ = Kind::kResult;
   proto::MsgType reply_ = proto::MsgType::kResult;
   std::variant<std::monostate, std::promise<std::int64_t>, std::promise<std::vector<Row>>,
-               std::promise<void>, Notify>
+               std::promise<void>, Notify, std::promise<ResultSet>>
       promise_;
   std::shared_ptr<std::atomic<int>> claim_;  // BEGIN only
 };

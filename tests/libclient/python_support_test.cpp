@@ -342,3 +342,22 @@ TEST_F(WriterTest, ASavepointOpenedByExecutescriptSurvivesItsRequest) {
   EXPECT_EQ(std::get<std::string>(rows[0][0]), "outer");
   EXPECT_EQ(std::get<std::string>(rows[1][0]), "script");
 }
+
+TEST_F(WriterTest, TheWritersRowsComeWithTheirColumnNames) {
+  client_.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, x)");
+  auto inserted = client_.execute_fetchall_columns(
+      "INSERT INTO t (x) VALUES (?) RETURNING id AS new_id, x", {"a"});
+  EXPECT_EQ(inserted.columns, (std::vector<std::string>{"new_id", "x"}));
+  ASSERT_EQ(inserted.rows.size(), 1u);
+  EXPECT_EQ(as_int(inserted.rows[0][0]), 1);
+  auto empty = client_.execute_fetchall_columns_async("SELECT x AS renamed FROM t WHERE 0").get();
+  EXPECT_EQ(empty.columns, std::vector<std::string>{"renamed"});
+  EXPECT_TRUE(empty.rows.empty());
+  EXPECT_TRUE(client_.execute_fetchall_columns("DELETE FROM t WHERE 0").columns.empty());
+  auto tx = client_.begin();
+  tx.execute("INSERT INTO t (x) VALUES ('b')");
+  auto seen = tx.execute_fetchall_columns("SELECT count(*) AS n FROM t");
+  EXPECT_EQ(seen.columns, std::vector<std::string>{"n"});
+  EXPECT_EQ(as_int(seen.rows.at(0).at(0)), 2);
+  tx.rollback();
+}

@@ -51,6 +51,13 @@ struct WriteOptions {
   std::string idempotency_key;
 };
 
+/// Rows of a query run through the writer, with the names SQLite gives their columns (`AS`
+/// aliases included), in order. `columns` is empty for a statement that returns no columns.
+struct ResultSet {
+  std::vector<std::string> columns;
+  std::vector<Row> rows;
+};
+
 /// Named figures the daemon reports (stats(), checkpoint(), backup()), in the daemon's order.
 using Report = std::vector<std::pair<std::string, Value>>;
 
@@ -191,6 +198,11 @@ class PASYN_EXPORT MultiplexedClient {
   /// granted (the Transaction's destructor, run by whichever thread drops it last).
   std::future<Transaction> begin_async();
 
+  /// execute_fetchall() with the result's column names (the daemon sends them with the rows).
+  ResultSet execute_fetchall_columns(std::string_view sql, const Params& params = {});
+  std::future<ResultSet> execute_fetchall_columns_async(std::string_view sql,
+                                                        const Params& params = {});
+
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
   /// False after close(), or once the connection was lost until a later call reconnects.
@@ -284,6 +296,9 @@ class PASYN_EXPORT Transaction {
                                                              const NamedParams& params);
   std::future<void> commit_async();
   std::future<void> rollback_async();
+
+  /// execute_fetchall() with the result's column names, as MultiplexedClient's.
+  ResultSet execute_fetchall_columns(std::string_view sql, const Params& params = {});
 
  private:
   friend class MultiplexedClient;
