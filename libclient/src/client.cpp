@@ -5,6 +5,7 @@
 #include <atomic>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <pasyn/client.hpp>
 #include <pasyn/proto/codec.hpp>
@@ -85,6 +86,16 @@ std::future<std::vector<Row>> send_fetch(MultiplexedClient::Impl& impl, Mode mod
       detail::Completion::Kind::kRows);
 }
 
+std::future<ResultSet> send_fetch_columns(MultiplexedClient::Impl& impl, Mode mode,
+                                          std::string_view sql, const Params& params) {
+  return send<ResultSet>(
+      impl, mode,
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecuteFetch, id, sql, params);
+      },
+      detail::Completion::Kind::kColumns);
+}
+
 std::future<std::int64_t> send_many(MultiplexedClient::Impl& impl, Mode mode, std::string_view sql,
                                     const std::vector<Params>& rows) {
   return send<std::int64_t>(
@@ -149,6 +160,54 @@ Report send_admin(MultiplexedClient::Impl& impl, proto::MsgType type,
     report.emplace_back(std::move(std::get<std::string>(row[0])), std::move(row[1]));
   }
   return report;
+}
+
+// True when `sql` is exactly one SAVEPOINT, RELEASE or ROLLBACK statement (comments and
+// semicolons aside), as SQLite parses it. The daemon wraps every script sent in a transaction in
+// a savepoint of its own, whose RELEASE would release a savepoint the script opened with it; a
+// lone savepoint statement sent as a statement runs unwrapped (PROTOCOL.md, transactions).
+bool is_lone_savepoint_statement(std::string_view sql) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_close(db);
+    return false;
+  }
+  bool lone = false;
+  sqlite3_stmt* first = nullptr;
+  const char* tail = nullptr;
+  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &first, &tail) ==
+          SQLITE_OK &&
+      first != nullptr) {
+    std::string_view text(sqlite3_sql(first));
+    const auto start = text.find_first_not_of(" \t\r\n");
+    text.remove_prefix(start == std::string_view::npos ? text.size() : start);
+    const auto word = text.substr(0, text.find_first_of(" \t\r\n;"));
+    const auto is = [&](std::string_view w) {
+      return word.size() == w.size() && sqlite3_strnicmp(word.data(), w.data(), w.size()) == 0;
+    };
+    sqlite3_stmt* next = nullptr;
+    const int rest = sqlite3_prepare_v2(db, tail, static_cast<int>(sql.data() + sql.size() - tail),
+                                        &next, nullptr);
+    lone = (is("savepoint") || is("release") || is("rollback")) && rest == SQLITE_OK &&
+           next == nullptr;
+    sqlite3_finalize(next);
+  }
+  sqlite3_finalize(first);
+  sqlite3_close(db);
+  return lone;
+}
+
+// A transaction's script: a lone savepoint statement goes as a statement (see above).
+std::future<void> send_script_in_tx(MultiplexedClient::Impl& impl, const TxRef& tx,
+                                    std::string_view sql) {
+  if (!is_lone_savepoint_statement(sql)) return send_script(impl, in_tx(tx), sql);
+  return send<void>(
+      impl, in_tx(tx),
+      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
+        proto::encode_statement(out, proto::MsgType::kExecute, id, sql, Params{});
+      },
+      detail::Completion::Kind::kResult);
 }
 
 std::optional<Row> first_row(std::vector<Row> rows) {
@@ -322,6 +381,54 @@ Transaction MultiplexedClient::begin() {
   return Transaction(std::move(tx));
 }
 
+std::future<Transaction> MultiplexedClient::begin_async() {
+  auto& i = impl();
+  // The daemon's grant may arrive before submit() has returned the transaction's number:
+  // whichever of the two comes second makes the Transaction. Should the caller drop the future
+  // first, the Transaction dies with the promise's shared state and its destructor rolls the
+  // transaction back (abandon(): no round trip), so none is left without an owner.
+  struct Pending {
+    std::mutex mu;
+    std::promise<Transaction> promise;
+    std::shared_ptr<Impl> client;
+    std::optional<TxRef> tx;  // GUARDED_BY(mu)
+    bool granted = false;     // GUARDED_BY(mu)
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->client = impl_;
+  auto future = pending->promise.get_future();
+  const auto make = [](Pending& p) {  // REQUIRES: p.mu held, tx known, granted
+    auto tx = std::make_unique<Transaction::Impl>();
+    tx->client = p.client;
+    tx->tx = *p.tx;
+    p.promise.set_value(Transaction(std::move(tx)));
+  };
+  const auto sent =
+      i.submit([](std::vector<std::uint8_t>& out,
+                  std::uint64_t id) { proto::encode_empty(out, proto::MsgType::kBegin, id); },
+               detail::Completion(detail::Completion::Kind::kEmpty, proto::MsgType::kOk,
+                                  [pending, make](std::exception_ptr error) {
+                                    std::lock_guard lk(pending->mu);
+                                    if (error) return pending->promise.set_exception(error);
+                                    pending->granted = true;
+                                    if (pending->tx) make(*pending);
+                                  }),
+               std::nullopt, true);
+  std::lock_guard lk(pending->mu);
+  pending->tx = TxRef{sent.generation, sent.id};
+  if (pending->granted) make(*pending);
+  return future;
+}
+
+std::future<ResultSet> MultiplexedClient::execute_fetchall_columns_async(std::string_view sql,
+                                                                         const Params& params) {
+  return send_fetch_columns(impl(), kPlain, sql, params);
+}
+
+ResultSet MultiplexedClient::execute_fetchall_columns(std::string_view sql, const Params& params) {
+  return impl().wait(execute_fetchall_columns_async(sql, params));
+}
+
 void MultiplexedClient::close() {
   if (impl_) impl_->close();
 }
@@ -406,7 +513,7 @@ std::int64_t Transaction::execute_many(std::string_view sql,
 }
 
 void Transaction::executescript(std::string_view sql) {
-  call([&](auto& c, const TxRef& tx) { return send_script(c, in_tx(tx), sql); });
+  call([&](auto& c, const TxRef& tx) { return send_script_in_tx(c, tx, sql); });
 }
 
 std::vector<Row> Transaction::execute_fetchall(std::string_view sql, const Params& params) {
@@ -526,6 +633,86 @@ std::vector<Row> Transaction::execute_fetchall_named(std::string_view sql,
 std::optional<Row> Transaction::execute_fetchone_named(std::string_view sql,
                                                        const NamedParams& params) {
   return first_row(execute_fetchall_named(sql, params));
+}
+
+// ---- Transaction: asynchronous forms --------------------------------------------------------
+
+template <typename Send>
+auto Transaction::call_async(Send send) {
+  auto& client = open();
+  try {
+    return send(client, impl_->tx);
+  } catch (const ConnectionLostError&) {
+    impl_->finished = true;  // the daemon rolls back the transaction of a lost connection
+    throw;
+  } catch (const ConnectionClosedError&) {
+    impl_->finished = true;
+    throw;
+  }
+}
+
+std::future<std::int64_t> Transaction::execute_async(std::string_view sql, const Params& params) {
+  return call_async([&](auto& c, const TxRef& tx) {
+    return send_statement(c, in_tx(tx), proto::MsgType::kExecute, sql, params);
+  });
+}
+std::future<std::int64_t> Transaction::execute_returning_rowid_async(std::string_view sql,
+                                                                     const Params& params) {
+  return call_async([&](auto& c, const TxRef& tx) {
+    return send_statement(c, in_tx(tx), proto::MsgType::kExecuteRowid, sql, params);
+  });
+}
+std::future<std::int64_t> Transaction::execute_many_async(std::string_view sql,
+                                                          const std::vector<Params>& params_batch) {
+  return call_async(
+      [&](auto& c, const TxRef& tx) { return send_many(c, in_tx(tx), sql, params_batch); });
+}
+std::future<void> Transaction::executescript_async(std::string_view sql) {
+  return call_async([&](auto& c, const TxRef& tx) { return send_script_in_tx(c, tx, sql); });
+}
+std::future<std::vector<Row>> Transaction::execute_fetchall_async(std::string_view sql,
+                                                                  const Params& params) {
+  return call_async(
+      [&](auto& c, const TxRef& tx) { return send_fetch(c, in_tx(tx), sql, params); });
+}
+std::future<std::int64_t> Transaction::execute_named_async(std::string_view sql,
+                                                           const NamedParams& params) {
+  return call_async([&](auto& c, const TxRef& tx) {
+    return send_statement_named(c, in_tx(tx), proto::MsgType::kExecute, sql, params);
+  });
+}
+std::future<std::int64_t> Transaction::execute_returning_rowid_named_async(
+    std::string_view sql, const NamedParams& params) {
+  return call_async([&](auto& c, const TxRef& tx) {
+    return send_statement_named(c, in_tx(tx), proto::MsgType::kExecuteRowid, sql, params);
+  });
+}
+std::future<std::int64_t> Transaction::execute_many_named_async(
+    std::string_view sql, const std::vector<NamedParams>& params_batch) {
+  return call_async(
+      [&](auto& c, const TxRef& tx) { return send_many_named(c, in_tx(tx), sql, params_batch); });
+}
+std::future<std::vector<Row>> Transaction::execute_fetchall_named_async(std::string_view sql,
+                                                                        const NamedParams& params) {
+  return call_async(
+      [&](auto& c, const TxRef& tx) { return send_fetch_named(c, in_tx(tx), sql, params); });
+}
+std::future<void> Transaction::commit_async() {
+  return call_async([&](auto& c, const TxRef& tx) {
+    impl_->finished = true;  // whatever the outcome, the daemon ends the transaction
+    return send_transaction_end(c, tx, proto::MsgType::kCommit);
+  });
+}
+std::future<void> Transaction::rollback_async() {
+  return call_async([&](auto& c, const TxRef& tx) {
+    impl_->finished = true;
+    return send_transaction_end(c, tx, proto::MsgType::kRollback);
+  });
+}
+
+ResultSet Transaction::execute_fetchall_columns(std::string_view sql, const Params& params) {
+  return call(
+      [&](auto& c, const TxRef& tx) { return send_fetch_columns(c, in_tx(tx), sql, params); });
 }
 
 }  // namespace pasyn

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <future>
 #include <memory>
 #include <pasyn/client.hpp>
@@ -92,6 +93,7 @@ class Completion {
     kChanges,  // RESULT -> rows changed
     kRowid,    // RESULT -> rowid inserted
     kRows,     // RESULT -> rows
+    kColumns,  // RESULT -> column names and rows (a ResultSet)
     kResult,   // RESULT -> nothing
     kEmpty,    // an empty reply of type `reply`
   };
@@ -102,7 +104,13 @@ class Completion {
   static constexpr int kAbandoned = 1;
   static constexpr int kDelivered = 2;
 
+  /// Told the outcome of a kEmpty request instead of a promise: nullptr when it succeeded, else
+  /// the error. Called on the I/O thread (or by close()); must not throw.
+  using Notify = std::function<void(std::exception_ptr)>;
+
   Completion() = default;
+  Completion(Kind kind, proto::MsgType reply, Notify notify)
+      : kind_(kind), reply_(reply), promise_(std::move(notify)) {}
   template <typename T>
   Completion(Kind kind, proto::MsgType reply, std::promise<T> promise,
              std::shared_ptr<std::atomic<int>> claim = nullptr)
@@ -125,11 +133,16 @@ class Completion {
           return get<std::int64_t>().set_value(decode_result(f).last_rowid);
         case Kind::kRows:
           return get<std::vector<Row>>().set_value(std::move(decode_result(f).rows));
+        case Kind::kColumns: {
+          auto r = decode_result(f);
+          return get<ResultSet>().set_value(ResultSet{std::move(r.columns), std::move(r.rows)});
+        }
         case Kind::kResult:
           decode_result(f);
           return get<void>().set_value();
         case Kind::kEmpty:
           decode_nothing(f, reply_);
+          if (auto* notify = std::get_if<Notify>(&promise_)) return notify_of(*notify, nullptr);
           return get<void>().set_value();
       }
     } catch (...) {
@@ -140,7 +153,10 @@ class Completion {
   void fail(std::exception_ptr error) noexcept {
     std::visit(
         [&](auto& p) {
-          if constexpr (!std::is_same_v<std::decay_t<decltype(p)>, std::monostate>) {
+          using P = std::decay_t<decltype(p)>;
+          if constexpr (std::is_same_v<P, Notify>) {
+            notify_of(p, error);
+          } else if constexpr (!std::is_same_v<P, std::monostate>) {
             p.set_exception(error);
           }
         },
@@ -148,6 +164,16 @@ class Completion {
   }
 
  private:
+  static void notify_of(Notify& notify, std::exception_ptr error) noexcept {
+    if (!notify) return;
+    Notify once = std::move(notify);  // told once, whatever happens next
+    notify = nullptr;
+    try {
+      once(std::move(error));
+    } catch (...) {  // a Notify must not throw; nothing sensible is left to tell
+    }
+  }
+
   template <typename T>
   std::promise<T>& get() {
     return std::get<std::promise<T>>(promise_);
@@ -156,7 +182,7 @@ class Completion {
   Kind kind_ = Kind::kResult;
   proto::MsgType reply_ = proto::MsgType::kResult;
   std::variant<std::monostate, std::promise<std::int64_t>, std::promise<std::vector<Row>>,
-               std::promise<void>>
+               std::promise<void>, Notify, std::promise<ResultSet>>
       promise_;
   std::shared_ptr<std::atomic<int>> claim_;  // BEGIN only
 };

@@ -9,32 +9,49 @@ and its outcome is unknown; it is never re-sent. Completions that arrive after t
 closed are dropped. Reads stay synchronous on a ``pasyn_sqlite_core.Connection``.
 
 Transactions: ``async with client.transaction() as tx:`` (tasks share one thread, so the
-thread-bound ``begin()``/``commit()`` of the synchronous client does not apply to them).
+thread-bound ``begin()``/``commit()`` of the synchronous client does not apply to them). They,
+``executescript`` and ``ping`` are completed the same way: nothing here runs in a thread pool or
+blocks the loop. A transaction whose ``begin`` await was cancelled is rolled back as soon as the
+daemon grants it.
 """
 
 import asyncio
 
 import pasyn_sqlite_core as _core
+from pasyn_sqlite_core import _core as _native
 
 
-def _completion(loop, future):
-    """The callback the C++ side calls (with the GIL) once the reply arrived."""
-
-    def settle(value, error):
+def _settle(outcomes):
+    """On the event loop: completes the futures of one batch."""
+    for future, value, error in outcomes:
         if future.done():  # cancelled or timed out: the outcome stays unknown
-            return
+            continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(value)
 
-    def callback(value, error):
-        try:
-            loop.call_soon_threadsafe(settle, value, error)
-        except RuntimeError:  # the loop is closed: nobody awaits this any more
-            pass
 
-    return callback
+def _deliver(outcomes):
+    """Called by the client's completion thread (with the GIL) with a batch of
+    ``(future, value, error)``: one wake-up of each event loop per batch, not per reply."""
+    by_loop = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more (a transaction
+            pass              # among them is dropped, which rolls it back)
+
+
+_native._set_completion_hook(_deliver)
+
+
+def _future():
+    """A future of the running loop; the C++ side completes it through _deliver."""
+    future = asyncio.get_running_loop().create_future()
+    return future, future
 
 
 class AsyncClient:
@@ -49,9 +66,7 @@ class AsyncClient:
         return self._client
 
     def _future(self):
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        return future, _completion(loop, future)
+        return _future()
 
     def execute(self, sql, params=None):
         future, callback = self._future()
@@ -77,12 +92,15 @@ class AsyncClient:
         rows = await self.execute_fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def executescript(self, sql):
-        # Scripts are rare (schema set-up): not on the completion path.
-        return await _run_blocking(self._client.executescript, sql)
+    def executescript(self, sql):
+        future, callback = self._future()
+        self._client._executescript_async(sql, callback)
+        return future
 
-    async def ping(self):
-        return await _run_blocking(self._client.ping)
+    def ping(self):
+        future, callback = self._future()
+        self._client._ping_async(callback)
+        return future
 
     def transaction(self):
         """``async with client.transaction() as tx:`` commits on normal exit, rolls back when
@@ -100,29 +118,30 @@ class AsyncClient:
         return False
 
 
-async def _run_blocking(function, *args):
-    # Operations outside the hot path (scripts, transactions' own requests) wait on the loop's
-    # default executor rather than blocking the loop.
-    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
-
-
 class _AsyncTransaction:
+    """``async with client.transaction() as tx:`` — an exclusive transaction whose requests, like
+    the client's, are completed by the C++ side through the event loop (no thread pool)."""
+
     def __init__(self, client):
         self._client = client
         self._tx = None
 
     async def __aenter__(self):
-        self._tx = await _run_blocking(self._client.begin_exclusive)
+        future, callback = _future()
+        # If this await is cancelled, the transaction granted later is dropped unseen, and
+        # dropping it rolls it back: none is left open without an owner.
+        self._client._begin_async(callback)
+        self._tx = await future
         return self
 
     async def __aexit__(self, exc_type, exc, tb):
         if self._tx.finished:
             return False
         if exc_type is None:
-            await _run_blocking(self._tx.commit)
+            await self.commit()
         else:
             try:
-                await _run_blocking(self._tx.rollback)
+                await self.rollback()
             except Exception:  # the block's own exception is the one to see
                 pass
         return False
@@ -131,29 +150,48 @@ class _AsyncTransaction:
     def finished(self):
         return self._tx is not None and self._tx.finished
 
-    async def execute(self, sql, params=None):
-        return await _run_blocking(self._tx.execute, sql, params)
+    @property
+    def token(self):
+        return self._tx.token
 
-    async def execute_returning_rowid(self, sql, params=None):
-        return await _run_blocking(self._tx.execute_returning_rowid, sql, params)
+    def execute(self, sql, params=None):
+        future, callback = _future()
+        self._tx._execute_async(sql, params, False, callback)
+        return future
 
-    async def execute_many(self, sql, params_batch):
-        return await _run_blocking(self._tx.execute_many, sql, params_batch)
+    def execute_returning_rowid(self, sql, params=None):
+        future, callback = _future()
+        self._tx._execute_async(sql, params, True, callback)
+        return future
 
-    async def execute_fetchall(self, sql, params=None):
-        return await _run_blocking(self._tx.execute_fetchall, sql, params)
+    def execute_many(self, sql, params_batch):
+        future, callback = _future()
+        self._tx._execute_many_async(sql, params_batch, callback)
+        return future
+
+    def execute_fetchall(self, sql, params=None):
+        future, callback = _future()
+        self._tx._execute_fetchall_async(sql, params, callback)
+        return future
 
     async def execute_fetchone(self, sql, params=None):
-        return await _run_blocking(self._tx.execute_fetchone, sql, params)
+        rows = await self.execute_fetchall(sql, params)
+        return rows[0] if rows else None
 
-    async def executescript(self, sql):
-        return await _run_blocking(self._tx.executescript, sql)
+    def executescript(self, sql):
+        future, callback = _future()
+        self._tx._executescript_async(sql, callback)
+        return future
 
-    async def commit(self):
-        await _run_blocking(self._tx.commit)
+    def commit(self):
+        future, callback = _future()
+        self._tx._commit_async(callback)
+        return future
 
-    async def rollback(self):
-        await _run_blocking(self._tx.rollback)
+    def rollback(self):
+        future, callback = _future()
+        self._tx._rollback_async(callback)
+        return future
 
 
 def connect(socket_path, **options):

@@ -263,3 +263,101 @@ TEST(ReadPoolTest, HandsOutAtMostSizeConnectionsAndRefusesAfterClose) {
 }
 
 }  // namespace
+
+// ---- What pasyn_sqlite.aio needs: transactions without a blocked thread -----------------------
+
+TEST_F(WriterTest, BeginAsyncOpensATransactionItsAsyncCallsRunInside) {
+  client_.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, x)");
+  auto tx = client_.begin_async().get();
+  EXPECT_FALSE(tx.finished());
+  auto inserted = tx.execute_async("INSERT INTO t (x) VALUES (?)", {1});
+  auto rowid = tx.execute_returning_rowid_async("INSERT INTO t (x) VALUES (?)", {2});
+  auto named = tx.execute_named_async("INSERT INTO t (x) VALUES (:x)", NamedParams{{{"x", 3}}});
+  auto many = tx.execute_many_async("INSERT INTO t (x) VALUES (?)", {{4}, {5}});
+  auto script = tx.executescript_async("INSERT INTO t (x) VALUES (6)");
+  auto seen = tx.execute_fetchall_async("SELECT count(*) FROM t");
+  EXPECT_EQ(inserted.get(), 1);
+  EXPECT_EQ(rowid.get(), 2);
+  EXPECT_EQ(named.get(), 1);
+  EXPECT_EQ(many.get(), 2);
+  script.get();
+  EXPECT_EQ(as_int(seen.get().at(0).at(0)), 6);  // its own uncommitted writes
+  auto commit = tx.commit_async();
+  EXPECT_TRUE(tx.finished());  // at once, like commit()
+  commit.get();
+  EXPECT_THROW((void)tx.execute_async("INSERT INTO t (x) VALUES (7)"), pasyn::ProgrammingError);
+  EXPECT_EQ(as_int(client_.execute_fetchone("SELECT count(*) FROM t")->at(0)), 6);
+
+  auto discarded = client_.begin_async().get();
+  discarded.execute_async("INSERT INTO t (x) VALUES (8)").get();
+  discarded.rollback_async().get();
+  EXPECT_EQ(as_int(client_.execute_fetchone("SELECT count(*) FROM t")->at(0)), 6);
+}
+
+TEST(BeginAsyncTest, ADroppedBeginLeavesNoTransactionOpenWhetherGrantedBeforeOrAfter) {
+  TempDir dir;
+  pasyn::ServerOptions options;
+  options.lock_wait = std::chrono::seconds(3);
+  options.transaction_idle_timeout = std::chrono::seconds(600);  // never the rescue here
+  auto server = pasyn::start_writer_server(dir.file("db.sqlite"), options);
+  pasyn::MultiplexedClient a(server.socket_path()), b(server.socket_path()),
+      c(server.socket_path());
+  a.executescript("CREATE TABLE t (x)");
+
+  // Dropped while the daemon still holds the BEGIN back (another connection's transaction).
+  auto held = a.begin();
+  { auto dropped = b.begin_async(); }
+  held.execute("INSERT INTO t VALUES (1)");
+  held.commit();
+  // A transaction left open by the dropped BEGIN would hold c's write back until --lock-wait
+  // runs out (TimeoutError).
+  EXPECT_EQ(c.execute("INSERT INTO t VALUES (2)"), 1);
+
+  // Dropped after the grant arrived, its Transaction never taken out of the future.
+  {
+    auto granted = b.begin_async();
+    granted.wait();
+  }
+  EXPECT_EQ(c.execute("INSERT INTO t VALUES (3)"), 1);
+  EXPECT_EQ(as_int(c.execute_fetchone("SELECT count(*) FROM t")->at(0)), 3);
+}
+
+// The seed's tests open and roll back savepoints with executescript(): a script of one savepoint
+// statement must not be wrapped in (and released with) the daemon's own per-request savepoint.
+TEST_F(WriterTest, ASavepointOpenedByExecutescriptSurvivesItsRequest) {
+  client_.executescript("CREATE TABLE t (x)");
+  auto tx = client_.begin();
+  tx.execute("INSERT INTO t VALUES ('outer')");
+  tx.executescript("SAVEPOINT s1_x1");
+  tx.execute("INSERT INTO t VALUES ('inner')");
+  tx.executescript("  ROLLBACK TO SAVEPOINT s1_x1; -- discard inner\n");
+  tx.executescript_async("RELEASE SAVEPOINT s1_x1").get();
+  // A script of several statements stays atomic as before.
+  tx.executescript("SAVEPOINT a; INSERT INTO t VALUES ('script'); RELEASE a");
+  EXPECT_THROW(tx.executescript("INSERT INTO t VALUES ('half'); SELECT nosuchcolumn"),
+               pasyn::OperationalError);
+  tx.commit();
+  auto rows = client_.execute_fetchall("SELECT x FROM t ORDER BY rowid");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(std::get<std::string>(rows[0][0]), "outer");
+  EXPECT_EQ(std::get<std::string>(rows[1][0]), "script");
+}
+
+TEST_F(WriterTest, TheWritersRowsComeWithTheirColumnNames) {
+  client_.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, x)");
+  auto inserted = client_.execute_fetchall_columns(
+      "INSERT INTO t (x) VALUES (?) RETURNING id AS new_id, x", {"a"});
+  EXPECT_EQ(inserted.columns, (std::vector<std::string>{"new_id", "x"}));
+  ASSERT_EQ(inserted.rows.size(), 1u);
+  EXPECT_EQ(as_int(inserted.rows[0][0]), 1);
+  auto empty = client_.execute_fetchall_columns_async("SELECT x AS renamed FROM t WHERE 0").get();
+  EXPECT_EQ(empty.columns, std::vector<std::string>{"renamed"});
+  EXPECT_TRUE(empty.rows.empty());
+  EXPECT_TRUE(client_.execute_fetchall_columns("DELETE FROM t WHERE 0").columns.empty());
+  auto tx = client_.begin();
+  tx.execute("INSERT INTO t (x) VALUES ('b')");
+  auto seen = tx.execute_fetchall_columns("SELECT count(*) AS n FROM t");
+  EXPECT_EQ(seen.columns, std::vector<std::string>{"n"});
+  EXPECT_EQ(as_int(seen.rows.at(0).at(0)), 2);
+  tx.rollback();
+}

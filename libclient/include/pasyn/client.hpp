@@ -51,6 +51,13 @@ struct WriteOptions {
   std::string idempotency_key;
 };
 
+/// Rows of a query run through the writer, with the names SQLite gives their columns (`AS`
+/// aliases included), in order. `columns` is empty for a statement that returns no columns.
+struct ResultSet {
+  std::vector<std::string> columns;
+  std::vector<Row> rows;
+};
+
 /// Named figures the daemon reports (stats(), checkpoint(), backup()), in the daemon's order.
 using Report = std::vector<std::pair<std::string, Value>>;
 
@@ -184,6 +191,18 @@ class PASYN_EXPORT MultiplexedClient {
   std::future<std::vector<Row>> execute_fetchall_named_async(std::string_view sql,
                                                              const NamedParams& params);
 
+  /// begin() without blocking: the future becomes ready once the daemon granted the
+  /// transaction (or refused it: TimeoutError after its `--lock-wait`, ...); `request_timeout`
+  /// does not apply. Never leaves a transaction without an owner: if the future is destroyed
+  /// before its Transaction was taken out, the transaction is rolled back as soon as it is
+  /// granted (the Transaction's destructor, run by whichever thread drops it last).
+  std::future<Transaction> begin_async();
+
+  /// execute_fetchall() with the result's column names (the daemon sends them with the rows).
+  ResultSet execute_fetchall_columns(std::string_view sql, const Params& params = {});
+  std::future<ResultSet> execute_fetchall_columns_async(std::string_view sql,
+                                                        const Params& params = {});
+
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
   /// False after close(), or once the connection was lost until a later call reconnects.
@@ -254,6 +273,33 @@ class PASYN_EXPORT Transaction {
   /// transaction ended (rolled back by the daemon, or its connection lost).
   bool finished() const noexcept;
 
+  /// The calls above without waiting: each is sent at once, in order, inside the transaction,
+  /// and its future carries the blocking form's result or exception. commit_async() and
+  /// rollback_async() finish the handle at once, as commit() and rollback() do whatever the
+  /// outcome. An error that ended the transaction reaches the caller through the future; the
+  /// handle's next call then throws saying why (and finishes it). Throws at once, like the
+  /// blocking forms, when the handle is finished or its connection was lost.
+  std::future<std::int64_t> execute_async(std::string_view sql, const Params& params = {});
+  std::future<std::int64_t> execute_returning_rowid_async(std::string_view sql,
+                                                          const Params& params = {});
+  std::future<std::int64_t> execute_many_async(std::string_view sql,
+                                               const std::vector<Params>& params_batch);
+  std::future<void> executescript_async(std::string_view sql);
+  std::future<std::vector<Row>> execute_fetchall_async(std::string_view sql,
+                                                       const Params& params = {});
+  std::future<std::int64_t> execute_named_async(std::string_view sql, const NamedParams& params);
+  std::future<std::int64_t> execute_returning_rowid_named_async(std::string_view sql,
+                                                                const NamedParams& params);
+  std::future<std::int64_t> execute_many_named_async(std::string_view sql,
+                                                     const std::vector<NamedParams>& params_batch);
+  std::future<std::vector<Row>> execute_fetchall_named_async(std::string_view sql,
+                                                             const NamedParams& params);
+  std::future<void> commit_async();
+  std::future<void> rollback_async();
+
+  /// execute_fetchall() with the result's column names, as MultiplexedClient's.
+  ResultSet execute_fetchall_columns(std::string_view sql, const Params& params = {});
+
  private:
   friend class MultiplexedClient;
   struct Impl;
@@ -261,6 +307,8 @@ class PASYN_EXPORT Transaction {
   MultiplexedClient::Impl& open() const;
   template <typename Send>
   auto call(Send send);
+  template <typename Send>
+  auto call_async(Send send);
   void abandon() noexcept;
   std::unique_ptr<Impl> impl_;
 };
