@@ -72,10 +72,12 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
   }
   // Every request runs inside its own savepoint, so a failing one is undone whole, even a single
   // statement that fails half-way (OR FAIL, RAISE(FAIL), a RETURNING reply too large to send).
-  // Only a client's own SAVEPOINT / RELEASE / ROLLBACK TO must not be wrapped: releasing ours
-  // would release theirs.
-  const bool wrap = r.type == proto::MsgType::kExecuteMany ||
-                    r.type == proto::MsgType::kExecuteScript || !is_savepoint_sql(r.sql);
+  // Only a client's own SAVEPOINT / RELEASE / ROLLBACK TO must not be wrapped, sent as a
+  // statement or as a script of that one statement: releasing ours would release theirs.
+  const bool own_savepoint_statement =
+      r.type != proto::MsgType::kExecuteMany && is_savepoint_sql(r.sql) &&
+      (r.type != proto::MsgType::kExecuteScript || is_single_statement(r.sql));
+  const bool wrap = !own_savepoint_statement;
   if (wrap && !exec_internal(savepoint_)) {
     capture_sqlite_error();
     proto::encode_error(frame, r.id, failure_);

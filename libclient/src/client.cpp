@@ -162,54 +162,6 @@ Report send_admin(MultiplexedClient::Impl& impl, proto::MsgType type,
   return report;
 }
 
-// True when `sql` is exactly one SAVEPOINT, RELEASE or ROLLBACK statement (comments and
-// semicolons aside), as SQLite parses it. The daemon wraps every script sent in a transaction in
-// a savepoint of its own, whose RELEASE would release a savepoint the script opened with it; a
-// lone savepoint statement sent as a statement runs unwrapped (PROTOCOL.md, transactions).
-bool is_lone_savepoint_statement(std::string_view sql) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, nullptr) !=
-      SQLITE_OK) {
-    sqlite3_close(db);
-    return false;
-  }
-  bool lone = false;
-  sqlite3_stmt* first = nullptr;
-  const char* tail = nullptr;
-  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &first, &tail) ==
-          SQLITE_OK &&
-      first != nullptr) {
-    std::string_view text(sqlite3_sql(first));
-    const auto start = text.find_first_not_of(" \t\r\n");
-    text.remove_prefix(start == std::string_view::npos ? text.size() : start);
-    const auto word = text.substr(0, text.find_first_of(" \t\r\n;"));
-    const auto is = [&](std::string_view w) {
-      return word.size() == w.size() && sqlite3_strnicmp(word.data(), w.data(), w.size()) == 0;
-    };
-    sqlite3_stmt* next = nullptr;
-    const int rest = sqlite3_prepare_v2(db, tail, static_cast<int>(sql.data() + sql.size() - tail),
-                                        &next, nullptr);
-    lone = (is("savepoint") || is("release") || is("rollback")) && rest == SQLITE_OK &&
-           next == nullptr;
-    sqlite3_finalize(next);
-  }
-  sqlite3_finalize(first);
-  sqlite3_close(db);
-  return lone;
-}
-
-// A transaction's script: a lone savepoint statement goes as a statement (see above).
-std::future<void> send_script_in_tx(MultiplexedClient::Impl& impl, const TxRef& tx,
-                                    std::string_view sql) {
-  if (!is_lone_savepoint_statement(sql)) return send_script(impl, in_tx(tx), sql);
-  return send<void>(
-      impl, in_tx(tx),
-      [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
-        proto::encode_statement(out, proto::MsgType::kExecute, id, sql, Params{});
-      },
-      detail::Completion::Kind::kResult);
-}
-
 std::optional<Row> first_row(std::vector<Row> rows) {
   if (rows.empty()) return std::nullopt;
   return std::move(rows.front());
@@ -513,7 +465,7 @@ std::int64_t Transaction::execute_many(std::string_view sql,
 }
 
 void Transaction::executescript(std::string_view sql) {
-  call([&](auto& c, const TxRef& tx) { return send_script_in_tx(c, tx, sql); });
+  call([&](auto& c, const TxRef& tx) { return send_script(c, in_tx(tx), sql); });
 }
 
 std::vector<Row> Transaction::execute_fetchall(std::string_view sql, const Params& params) {
@@ -668,7 +620,7 @@ std::future<std::int64_t> Transaction::execute_many_async(std::string_view sql,
       [&](auto& c, const TxRef& tx) { return send_many(c, in_tx(tx), sql, params_batch); });
 }
 std::future<void> Transaction::executescript_async(std::string_view sql) {
-  return call_async([&](auto& c, const TxRef& tx) { return send_script_in_tx(c, tx, sql); });
+  return call_async([&](auto& c, const TxRef& tx) { return send_script(c, in_tx(tx), sql); });
 }
 std::future<std::vector<Row>> Transaction::execute_fetchall_async(std::string_view sql,
                                                                   const Params& params) {
