@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
 
 namespace pasyn::itest {
@@ -165,7 +166,7 @@ class AdmissionTest : public DaemonTest {};
 // nothing: each gets PERMISSION at accept and is closed, before its header is read.
 TEST_F(AdmissionTest, RefusedPeersAnnouncingHugeFramesGetPermissionAtAcceptAndCostNoMemory) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run peers as another user (nobody)";
-#if defined(__SANITIZE_THREAD__)
+#if PASYN_TEST_TSAN
   GTEST_SKIP() << "forks a multi-threaded process: not supported under ThreadSanitizer";
 #endif
   const passwd* pw = ::getpwnam("nobody");
@@ -439,7 +440,7 @@ TEST_F(AdmissionTest, WhenNonReadersFillTheTotalBudgetTheLargestIsDisconnectedFi
 // backlog; the daemon waits instead of spinning, logs it rarely, and serves again once
 // descriptors are free.
 TEST_F(AdmissionTest, OutOfDescriptorsTheAcceptLoopBacksOffAndRecovers) {
-#if defined(__SANITIZE_ADDRESS__)
+#if PASYN_TEST_ASAN
   // UBSan's vptr check probes memory through a pipe(2); with every descriptor taken it cannot,
   // and reports a false "invalid vptr" in the daemon's first log line at EMFILE. This test runs
   // in the plain and TSan suites.
