@@ -130,6 +130,32 @@ std::vector<Seed> requests() {
     s.push_back({"bad-value-tag", 0, bad});
   }
   s.push_back({"unknown-type", 0, empty(static_cast<MsgType>(0x7F), 1)});
+  {
+    // Protocol version 2: named parameters (the 0x10 type bit, PROTOCOL.md §4.1), alone, in
+    // EXECUTE_MANY, in a transaction and with an idempotency key.
+    const NamedParams named{{{":a", nullptr},
+                             {"b", std::int64_t{-42}},
+                             {"@c", 2.5},
+                             {"$d", std::string("text")},
+                             {"e", Blob{0x00, 0xFF, 0x10}}}};
+    constexpr std::string_view kInsertNamed = "INSERT INTO t VALUES (:a, :b, @c, $d, :e)";
+    Bytes stream = statement(MsgType::kExecute, 1, kCreate);
+    proto::encode_statement_named(stream, MsgType::kExecuteRowid, 2, kInsertNamed, named);
+    proto::encode_many_named(stream, 3, kInsertNamed, {named, named});
+    const Bytes begin = empty(MsgType::kBegin, 4);
+    stream.insert(stream.end(), begin.begin(), begin.end());
+    std::size_t at = stream.size();
+    proto::encode_statement_named(stream, MsgType::kExecuteFetch, 5,
+                                  "SELECT count(*) FROM t WHERE b = :b",
+                                  {{{"b", std::int64_t{-42}}}});
+    proto::add_transaction_number(stream, at, 4);
+    const Bytes commit = tx_end(MsgType::kCommit, 6, 4);
+    stream.insert(stream.end(), commit.begin(), commit.end());
+    at = stream.size();
+    proto::encode_statement_named(stream, MsgType::kExecute, 7, kInsertNamed, named);
+    proto::add_idempotency_key(stream, at, "named-key-1");
+    s.push_back({"execute-named", 0, stream});
+  }
   return s;
 }
 

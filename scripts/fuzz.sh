@@ -2,8 +2,11 @@
 # Builds the libFuzzer targets (fuzz/) with clang into build-fuzz/ and runs each for SECONDS
 # (default 30) on a scratch copy of its seed corpus (fuzz/corpus/TARGET); fails on any finding.
 #   scripts/fuzz.sh [SECONDS]
-# The input of a finding is kept in build-fuzz/findings/TARGET/; replay it with
-#   build-fuzz/fuzz/pasyn-fuzz-TARGET FILE
+# The input of a finding is kept in build-fuzz/findings/TARGET/; replay it with the target of the
+# tree it ran from: build-fuzz/fuzz/pasyn-fuzz-TARGET FILE
+# PASYN_FUZZ_BUILD_DIR=DIR uses a tree that is already instrumented for libFuzzer and has the
+# targets (scripts/sanitize.sh asan with clang++ makes build-asan/ so; CI uses it) instead of
+# configuring build-fuzz/.
 # As root, the targets run as user nobody: the session target's daemon writes files wherever a
 # fuzzed BACKUP or VACUUM INTO says.
 set -euo pipefail
@@ -41,11 +44,21 @@ fi
 flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all"
 flags+=" -fno-omit-frame-pointer"
 source scripts/ccache-env.sh
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" -DPASYN_BUILD_FUZZ=ON \
-  -DPASYN_BUILD_TESTS=OFF -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build build-fuzz -j2 --target pasyn-fuzz-make-corpus \
-  "${targets[@]/#/pasyn-fuzz-}"
+tree=${PASYN_FUZZ_BUILD_DIR:-build-fuzz}
+if [[ -n ${PASYN_FUZZ_BUILD_DIR:-} ]]; then
+  cache=$tree/CMakeCache.txt
+  if ! grep -q '^PASYN_BUILD_FUZZ:BOOL=ON$' "$cache" 2>/dev/null ||
+    ! grep -q '^CMAKE_CXX_FLAGS:STRING=.*fuzzer-no-link' "$cache"; then
+    echo "fuzz: $tree is not a tree instrumented for libFuzzer with PASYN_BUILD_FUZZ=ON" >&2
+    exit 2
+  fi
+  echo "fuzz: the targets of $tree"
+else
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" -DPASYN_BUILD_FUZZ=ON \
+    -DPASYN_BUILD_TESTS=OFF -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF >/dev/null
+fi
+cmake --build "$tree" -j2 --target pasyn-fuzz-make-corpus "${targets[@]/#/pasyn-fuzz-}"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -55,14 +68,14 @@ if [[ $(id -u) -eq 0 ]]; then run_as=(setpriv --reuid=nobody --regid=nogroup --c
 
 # The committed seeds should be what the encoders write today (fuzz/corpus may hold more:
 # regression inputs of past findings).
-build-fuzz/fuzz/pasyn-fuzz-make-corpus "$work/seeds"
+"$tree/fuzz/pasyn-fuzz-make-corpus" "$work/seeds"
 stale=()
 for f in "$work"/seeds/*/*; do
   cmp -s "$f" "fuzz/corpus/${f#"$work/seeds/"}" || stale+=("${f#"$work/seeds/"}")
 done
 if ((${#stale[@]})); then
   echo "fuzz: warning: fuzz/corpus is not what pasyn-fuzz-make-corpus writes now (${stale[*]});" \
-    "regenerate it with: build-fuzz/fuzz/pasyn-fuzz-make-corpus fuzz/corpus"
+    "regenerate it with: $tree/fuzz/pasyn-fuzz-make-corpus fuzz/corpus"
 fi
 
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -74,7 +87,7 @@ for t in "${targets[@]}"; do
   dir=$work/$t
   mkdir -p "$dir/corpus" "$dir/artifacts" "$dir/cwd" "$dir/tmp"
   bin=$dir/pasyn-fuzz-$t  # a copy: nobody may not be able to reach the build tree
-  cp "build-fuzz/fuzz/pasyn-fuzz-$t" "$bin"
+  cp "$tree/fuzz/pasyn-fuzz-$t" "$bin"
   cp fuzz/corpus/"$t"/* "$dir/corpus/"
   cp "$work/seeds/$t"/* "$dir/corpus/"  # today's encoding of the same seeds wins
   seeds=$(find "$dir/corpus" -type f | wc -l)

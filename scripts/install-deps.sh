@@ -19,7 +19,8 @@ packages=(
   systemd-container  # systemd-nspawn: package-test runs the units under systemd as PID 1
   procps           # ps, used by the package test
   util-linux       # setpriv, nsenter
-  clang libclang-rt-14-dev  # the clang build (ASan leg) of the whole tree
+  clang libclang-rt-14-dev  # the clang build (ASan leg) of the whole tree, and the fuzz targets
+  llvm-14          # llvm-symbolizer: file and line in the clang ASan tree's reports
   lintian          # checks the .debs
   abigail-tools    # abidiff: scripts/abi-check.sh
   ca-certificates

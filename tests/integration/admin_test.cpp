@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
 
 namespace {
@@ -171,7 +172,7 @@ class AdminRoleTest : public AdminTest {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run a client as another user (nobody)";
-#if defined(__SANITIZE_THREAD__)
+#if PASYN_TEST_TSAN
     GTEST_SKIP() << "forks a multi-threaded process: not supported under ThreadSanitizer";
 #endif
     const passwd* pw = ::getpwnam("nobody");

@@ -138,8 +138,8 @@ class Adversary {
         "PRAGMA wal_checkpoint(TRUNCATE)",
         "CREATE TEMP TABLE acks (proc, conn, seq)",
         "CREATE TEMP VIEW acks AS SELECT 1 AS proc, 2 AS conn, 3 AS seq",
-        "CREATE TEMP TRIGGER eat AFTER INSERT ON main.acks BEGIN DELETE FROM acks WHERE "
-        "rowid = new.rowid; END",
+        ("CREATE TEMP TRIGGER eat AFTER INSERT ON main.acks BEGIN DELETE FROM acks WHERE "
+         "rowid = new.rowid; END"),  // one statement (parenthesised for -Wstring-concatenation)
         "CREATE TEMP TABLE scratch (x)",
         "ATTACH DATABASE ':memory:' AS side",
         "SELECT load_extension('libsqlite3.so.0')",

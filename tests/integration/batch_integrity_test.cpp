@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 
+#include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
 
 namespace pasyn::itest {
@@ -23,7 +24,7 @@ constexpr int kExitStorageFailure = 74;
 class BatchIntegrityTest : public DaemonTest {
  protected:
   void SetUp() override {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if PASYN_TEST_ASAN || PASYN_TEST_TSAN
     GTEST_SKIP() << "the fault-injection library cannot be preloaded before a sanitizer runtime";
 #endif
     daemon_env_ = {std::string("LD_PRELOAD=") + PASYN_FAULT_INJECT, "PASYN_FAULT_FILE=" + trigger_};

@@ -26,7 +26,8 @@ using namespace pasyn::itest;
 
 constexpr int kWriters = 2;
 constexpr int kThreadsPerWriter = 4;
-constexpr auto kWritersExitTimeout = 20s;  // longer than the writers' 10 s request timeout
+constexpr auto kWritersExitTimeout = 20s;   // longer than the writers' 10 s request timeout
+constexpr auto kWritersStartTimeout = 60s;  // to the first acknowledged write of each writer
 
 int rounds_from_env(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -63,7 +64,7 @@ class CrashTest : public DaemonTest {
     std::cout << "[          ] synchronous=" << synchronous << ", " << rounds << " rounds, seed "
               << seed << " (PASYN_CRASH_SEED=" << seed << " replays it)\n";
     std::mt19937 rng(seed);
-    std::uniform_int_distribution<int> kill_after_ms(50, 400);
+    std::uniform_int_distribution<int> kill_after_ms(0, 350);
     const std::vector<std::string> flags{"--synchronous", synchronous};
 
     ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
@@ -94,8 +95,9 @@ class CrashTest : public DaemonTest {
     EXPECT_GT(total.keys_checked, 0u) << "no write was acknowledged in any round";
   }
 
-  /// Starts the writers, kills the daemon after `kill_after_ms`, and waits for the writers,
-  /// which must all stop on ConnectionLostError. Appends their ack logs to `logs`.
+  /// Starts the writers, kills the daemon `kill_after_ms` after each of them had a write
+  /// acknowledged, and waits for the writers, which must all stop on ConnectionLostError.
+  /// Appends their ack logs to `logs`.
   void load_then_kill(int round, int kill_after_ms, std::vector<std::string>& logs) {
     std::vector<Process> writers(kWriters);
     std::vector<std::string> names;
@@ -110,6 +112,13 @@ class CrashTest : public DaemonTest {
       writers[w].spawn(
           {PASYN_CRASH_WRITER, sock_, name, std::to_string(kThreadsPerWriter), logs.back()},
           dir_.file(name + ".out"), dir_.file(name + ".err"));
+    }
+    // The kill lands mid-load: after every writer had a write acknowledged (however long the
+    // start takes on a loaded machine), then at a random moment.
+    for (int w = 0; w < kWriters; ++w) {
+      ASSERT_TRUE(
+          wait_for_file_content(logs[logs.size() - kWriters + w], "\n", kWritersStartTimeout))
+          << names[w] << " had no write acknowledged: " << read_file(dir_.file(names[w] + ".err"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms));
 

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
 
 namespace {
@@ -516,7 +517,7 @@ class AccessTest : public HardeningTest {
     if (::geteuid() != 0) {
       GTEST_SKIP() << "needs root, to run a client as another user (nobody)";
     }
-#if defined(__SANITIZE_THREAD__)
+#if PASYN_TEST_TSAN
     // run_as() forks this multi-threaded process and starts client threads in the child, which
     // ThreadSanitizer cannot follow; these tests run in the plain and ASan suites.
     GTEST_SKIP() << "forks a multi-threaded process: not supported under ThreadSanitizer";

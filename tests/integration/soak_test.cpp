@@ -28,6 +28,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
 
 namespace {
@@ -341,7 +342,7 @@ TEST_F(SoakTest, AdversariesHurtNeitherTheHonestClientsNorTheDaemon) {
                                                          {"readonly", reader},
                                                          {"refused", refused},
                                                          {"stale", writer}};
-#if !defined(__SANITIZE_THREAD__)
+#if !PASYN_TEST_TSAN
   roles.emplace_back("fork", "0");  // ThreadSanitizer cannot follow a multi-threaded fork
 #endif
   std::cout << "[          ] " << kHonest << " honest processes x " << kHonestConnections

@@ -18,6 +18,8 @@
 #include <string>
 #include <thread>
 
+#include "../sanitizers.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -189,7 +191,7 @@ int in_child(const std::function<int()>& child) {
 }
 
 TEST_F(GuaranteesTest, AForkedChildUsesTheInheritedClientOnAConnectionOfItsOwn) {
-#if defined(__SANITIZE_THREAD__)
+#if PASYN_TEST_TSAN
   // The child starts the client's new I/O thread, which ThreadSanitizer refuses after a
   // multi-threaded fork ("not supported"); these run in the plain and ASan suites.
   GTEST_SKIP() << "starts threads in a forked child: not supported under ThreadSanitizer";
@@ -210,7 +212,7 @@ TEST_F(GuaranteesTest, AForkedChildUsesTheInheritedClientOnAConnectionOfItsOwn) 
 }
 
 TEST_F(GuaranteesTest, AForkedChildThatOnlyDestroysEverythingLeavesTheParentWorking) {
-#if defined(__SANITIZE_THREAD__)
+#if PASYN_TEST_TSAN
   // The child starts the client's new I/O thread, which ThreadSanitizer refuses after a
   // multi-threaded fork ("not supported"); these run in the plain and ASan suites.
   GTEST_SKIP() << "starts threads in a forked child: not supported under ThreadSanitizer";

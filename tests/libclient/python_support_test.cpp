@@ -251,10 +251,19 @@ TEST(ReadPoolTest, HandsOutAtMostSizeConnectionsAndRefusesAfterClose) {
   EXPECT_EQ(reads.load(), 400);
   EXPECT_LE(pool.open_connections(), 2u);
   auto held = pool.acquire();
+  std::atomic<bool> second_held{false};
   std::thread waiter([&] {
-    auto b = pool.acquire();                               // the second connection
-    EXPECT_THROW(pool.acquire(), pasyn::PoolClosedError);  // woken by close()
+    auto b = pool.acquire();  // the second connection
+    second_held = true;
+    EXPECT_THROW(pool.acquire(), pasyn::PoolClosedError);  // woken by close(), or after it
   });
+  // close() only once the waiter holds the second connection (before, that acquire would
+  // throw too), then a moment later, so that its third acquire() is usually waiting by then.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!second_held && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(second_held.load()) << "the second acquire() did not return";
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   pool.close();
   waiter.join();
