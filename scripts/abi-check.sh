@@ -3,8 +3,8 @@
 # (abidw's XML, gzipped: ~9 MB of standard-library types otherwise; abidiff from Debian's
 # abigail-tools), so that an accidental ABI break fails CI.
 #
-#   scripts/abi-check.sh [LIBRARY]           compare (default: build-deb's library, with its
-#                                            debug info from a RelWithDebInfo build of its own)
+#   scripts/abi-check.sh [LIBRARY]           compare (default: build-deb's library; LIBRARY
+#                                            needs DWARF: PASYN_LIBRARY_DEBUG_INFO=ON)
 #   scripts/abi-check.sh --update [LIBRARY]  write the baseline from LIBRARY, to commit
 #
 # A deliberate break bumps SOVERSION in libclient/CMakeLists.txt (and with it the runtime
@@ -30,15 +30,17 @@ MSG
 fi
 
 if [[ -z $lib ]]; then
-  # abidw needs DWARF: a build of the library alone, with debug info, in build-abi/.
-  scripts/install-deps.sh
-  source scripts/ccache-env.sh
-  cmake -S . -B build-abi -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
-    -DPASYN_BUILD_TESTS=OFF -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF >/dev/null
-  cmake --build build-abi -j2 --target pasyn_client
-  lib=$(echo build-abi/libclient/libpasyn-client.so.*.*.*)
+  # The packages' build tree (scripts/package.sh, run by scripts/package-test.sh before this):
+  # its library's own sources carry -g (PASYN_LIBRARY_DEBUG_INFO), which abidw needs.
+  lib=$(echo build-deb/libclient/libpasyn-client.so.*.*.*)
+  [[ -f $lib ]] || scripts/package.sh
+  lib=$(echo build-deb/libclient/libpasyn-client.so.*.*.*)
 fi
 [[ -f $lib ]] || { echo "abi-check: no library at $lib" >&2; exit 2; }
+if ! readelf -S "$lib" | grep -q '\.debug_info'; then
+  echo "abi-check: $lib has no DWARF (configure with -DPASYN_LIBRARY_DEBUG_INFO=ON)" >&2
+  exit 2
+fi
 
 if [[ -n $update ]]; then
   mkdir -p "$(dirname "$baseline")"

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 source scripts/ccache-env.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" -DPASYN_WERROR="${WERROR:-ON}" \
-  >/dev/null
+  -DPASYN_LIBRARY_DEBUG_INFO=ON >/dev/null
 cmake --build build -j2
