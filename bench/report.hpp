@@ -8,14 +8,14 @@
 #include <string_view>
 #include <vector>
 
+#include "json.hpp"
 #include "rows.hpp"
 
 namespace pasyn_bench {
 
-// `s` as a JSON string literal.
-std::string json_string(std::string_view s);
-// `v` as a JSON number; null for NaN and infinities.
-std::string json_number(double v);
+using pasyn::json::json_string;
+// `v` as a JSON number of 6 significant digits; null for NaN and infinities.
+inline std::string json_number(double v) { return pasyn::json::json_number(v, 6); }
 
 // CPU, cores, memory, kernel, file system of `temp_root`, SQLite, compiler, build type, pasyn
 // version; values are JSON.

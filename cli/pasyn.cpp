@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "json.hpp"
+
 namespace {
 
 struct Options {
@@ -45,76 +47,6 @@ struct UsageError : std::runtime_error {
 };
 
 // ---- Output ------------------------------------------------------------------------------------
-
-// The length of the valid UTF-8 sequence at the start of `s`, or 0 if it is not one (overlong
-// forms, surrogates and code points past U+10FFFF are invalid, as RFC 3629 says).
-std::size_t utf8_sequence(std::string_view s) {
-  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const auto cont = [&](std::size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
-  const unsigned char c = b(0);
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2)) return 0;
-    if (c == 0xE0 && b(1) < 0xA0) return 0;   // overlong
-    if (c == 0xED && b(1) >= 0xA0) return 0;  // UTF-16 surrogates
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3)) return 0;
-    if (c == 0xF0 && b(1) < 0x90) return 0;   // overlong
-    if (c == 0xF4 && b(1) >= 0x90) return 0;  // past U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
-// A JSON string: always valid JSON, whatever the bytes (SQLite text need not be UTF-8): each
-// byte that does not start a valid UTF-8 sequence becomes U+FFFD.
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (std::size_t i = 0; i < s.size();) {
-    const char c = s[i];
-    const std::size_t n = utf8_sequence(s.substr(i));
-    if (n == 0) {
-      out += "\\ufffd";
-      ++i;
-      continue;
-    }
-    if (n > 1) {
-      out.append(s.substr(i, n));
-      i += n;
-      continue;
-    }
-    ++i;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
 
 std::string hex(const pasyn::Blob& b) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -149,8 +81,8 @@ std::string text(const pasyn::Value& v) {
   return {};
 }
 
-// A JSON number; NaN and the infinities, which JSON cannot express, as null.
-std::string json_real(double d) { return std::isfinite(d) ? real_text(d) : "null"; }
+using pasyn::json::json_string;
+std::string json_real(double d) { return pasyn::json::json_number(d); }
 
 // JSON output: blobs as {"blob": "<hex>"}.
 std::string json(const pasyn::Value& v) {
