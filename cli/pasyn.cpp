@@ -161,6 +161,11 @@ void print_prometheus(const pasyn::Report& report) {
       {"requests", "requests_total", "counter", 1, "Requests answered."},
       {"batches", "batches_total", "counter", 1, "Batch transactions committed."},
       {"mean_batch_size", "batch_size_mean", "gauge", 1, "Mean requests per batch."},
+      {"batch_waits", "batch_waits_total", "counter", 1,
+       "Batches the writer held back to fill with the last batch's connections."},
+      {"batch_bytes_max", "batch_max_bytes", "gauge", 1,
+       "Request bytes of the largest committed batch (1 MiB at most, unless one request is "
+       "larger)."},
       {"commit_p50_us", "commit_p50_seconds", "gauge", 1e6,
        "Median COMMIT duration over the recent batches."},
       {"commit_p99_us", "commit_p99_seconds", "gauge", 1e6,
