@@ -3,12 +3,19 @@
 // Threading model
 // ---------------
 // * The I/O thread is the one that calls Server::run(). It alone runs the io_context, which owns
-//   the acceptor, every Session (socket reads, frame parsing, socket writes), the timers and the
-//   signal set. Session state is only ever touched on this thread, so it has no locks.
+//   the acceptor, every Session (socket reads, frame parsing, the writes the writer thread could
+//   not make), the timers and the signal set.
 // * The writer thread (Writer) alone owns the read-write sqlite3*. Requests cross from the I/O
 //   thread to the writer through Writer::submit (a mutex-guarded queue, one lock per socket
-//   read, not per request). Replies cross back through ReplySink::deliver, which posts the
-//   encoded frames of one batch for one connection to the io_context as a single handler.
+//   read, not per request; the writer is woken only when it sleeps, and while it waits to fill
+//   a batch only once the requests it expects are there). Replies do not cross back: the writer
+//   thread calls ReplySink::deliver (Session::send) with the encoded frames of one batch for one
+//   connection and sends them itself, non-blocking, on the socket's descriptor when no
+//   async_write of that connection is in flight; only the rest (the socket was full) is handed
+//   to the I/O thread's single async_write, behind which later frames queue. out_mu_ guards
+//   that choice, the output queue and the descriptor (close_now closes it under out_mu_), so a
+//   direct send never races an async_write or a close. The rest of Session (but its atomic
+//   counters and flags) is the I/O thread's.
 // * request_stop() may come from any thread (a handle, a signal, the writer after SHUTDOWN): it
 //   posts to the io_context. Shutdown order: stop accepting and refuse new requests, let the
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
@@ -956,6 +963,8 @@ proto::Report Server::Impl::stats() const {
       {"backup_pages_done", w.backup_pages_done},
       {"backup_pages_total", w.backup_pages_total},
   };
+  report.emplace_back("batch_waits", i64(w.batch_waits));
+  report.emplace_back("batch_bytes_max", i64(w.batch_bytes_max));
   w.batch_size.append_figures(report, "batch_size");
   w.commit_us.append_figures(report, "commit_us");
   w.queue_wait_us.append_figures(report, "queue_wait_us");
