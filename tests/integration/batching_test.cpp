@@ -94,6 +94,27 @@ TEST_F(BatchingTest, TheWriterWaitsForTheConnectionsOfTheLastBatchOnceThenAdapts
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), 5);
 }
 
+// At synchronous=normal a COMMIT costs about what the wait's wake-up costs: the writer does not
+// wait there (group_commit.cpp, fill_batch).
+TEST_F(BatchingTest, AtSynchronousNormalTheWriterDoesNotWaitToFillABatch) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--synchronous", "normal"}));
+  auto holder = connect_client();
+  holder.execute("CREATE TABLE t (v INTEGER)");
+  auto first = connect_client();
+  auto second = connect_client();
+  auto tx = holder.begin();
+  auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
+  auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
+  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
+  tx.commit();  // one batch of two connections
+  EXPECT_EQ(a.get(), 1);
+  EXPECT_EQ(b.get(), 1);
+  const std::int64_t waits = stat_int(holder, "batch_waits");
+  first.execute("INSERT INTO t (v) VALUES (3)");  // at full, the writer would wait here
+  EXPECT_EQ(stat_int(holder, "batch_waits"), waits);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 3);
+}
+
 // The idle round trip never pays for the batching policy: once the others of the last batch
 // have closed, the writer does not wait for them, neither when their disconnect notices arrive
 // nor for the lone connection's requests.
