@@ -162,7 +162,7 @@ bool Writer::submit(std::vector<Request>& requests) {
     } else {
       for (auto& r : requests) queue_.push_back(std::move(r));
     }
-    wake = waiting_;
+    wake = waiting_ && queue_.size() >= wake_at_;
   }
   requests.clear();
   if (wake) cv_.notify_one();
@@ -238,13 +238,15 @@ void Writer::count_answered(std::size_t n) {
   stats_.requests += n;
 }
 
-void Writer::record_commit(Clock::duration took, std::size_t batch_size) {
+void Writer::record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes) {
+  last_commit_ = took;
   const auto us = static_cast<std::uint32_t>(std::min<std::int64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(took).count(), UINT32_MAX));
   std::lock_guard lk(stats_mu_);
   ++stats_.batches;
   stats_.batched_requests += batch_size;
   stats_.batch_size.observe(batch_size);
+  stats_.batch_bytes_max = std::max<std::uint64_t>(stats_.batch_bytes_max, batch_bytes);
   stats_.commit_us.observe(us);
   if (commit_us_.size() < kCommitWindow) {
     commit_us_.push_back(us);
@@ -308,6 +310,7 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
         if (timed_out) break;
       }
       incoming.swap(queue_);
+      if (!stopping_) fill_batch(lk, incoming);
       stopping = stopping_;
     }
     progress_.fetch_add(1, std::memory_order_relaxed);

@@ -3,14 +3,16 @@
 // Design (LevelDB's BuildBatchGroup, adapted to a dedicated thread):
 //  * Sessions on the I/O thread parse requests and submit() them; the queue is the only state
 //    shared between the I/O thread and the writer thread, guarded by mu_.
-//  * The writer thread takes everything queued (up to kMaxBatch requests), opens one
-//    `BEGIN IMMEDIATE` transaction, and runs the requests one after the other. If one fails,
-//    the attempt is rolled back and the batch runs again with each request inside its own
-//    savepoint: the failing one is rolled back to its savepoint and answered with its own
-//    error, the others stay. (Savepoints cost two statements per request, so they are paid
-//    only by batches that need them.) Then it commits once and only then hands the replies to each
-//    request's ReplySink, one buffer per sink per batch (so a connection gets one coalesced write
-//    per batch).
+//  * The writer thread takes everything queued (up to 4,096 requests and 1 MiB of request
+//    payload, after a brief bounded wait for the connections of the previous batch: fill_batch
+//    in group_commit.cpp), opens one `BEGIN IMMEDIATE` transaction, and runs the requests one
+//    after the other. If one fails, the attempt is rolled back and the batch runs again with
+//    each request inside its own savepoint: the failing one is rolled back to its savepoint and
+//    answered with its own error, the others stay. (Savepoints cost two statements per request,
+//    so they are paid only by batches that need them.) Then it commits once and only then hands
+//    the replies to each request's ReplySink, one buffer per sink per batch, which sends it to
+//    the client's socket from the writer thread itself when no write of that connection is in
+//    flight (server.cpp, Session::send); only what the socket refuses goes to the I/O thread.
 //  * If the commit fails definitely (commit_failure_is_definite), every request of the batch gets
 //    that error: a success reply always means committed. If its outcome is unknown (an I/O
 //    error, a failed fsync), the writer fails stop: nothing of the batch is answered, the
@@ -77,8 +79,9 @@
 
 namespace pasyn::server {
 
-/// Where a request's reply goes. deliver() is called on the writer thread with one or more
-/// complete frames; implementations hand them to their own thread.
+/// Where a request's reply goes. deliver() is called on the writer thread (or the backup's)
+/// with one or more complete frames; the session sends them from that thread when it can
+/// without blocking, and hands the rest to its I/O thread, keeping the connection's order.
 class ReplySink {
  public:
   virtual ~ReplySink() = default;
@@ -144,6 +147,11 @@ struct WriterStats {
   // Since the start (cumulative, for STATS and Prometheus): requests per batch, COMMIT
   // duration (µs), and the time requests waited in the queue before the writer took them (µs).
   Histogram batch_size{kBatchSizeBounds};
+  // The batching policy (group_commit.cpp, fill_batch): how often the writer waited to fill a
+  // batch, and the largest batch by request bytes (never above kMaxBatchBytes unless one
+  // request alone is larger).
+  std::uint64_t batch_waits = 0;
+  std::uint64_t batch_bytes_max = 0;
   Histogram commit_us{kMicrosecondBounds};
   Histogram queue_wait_us{kMicrosecondBounds};
 };
@@ -242,7 +250,10 @@ class Writer {
   // Between batches: the passive checkpoint from kAutoCheckpointFrames on, then bound_wal().
   void maintain_wal();
   void bound_wal();
-  void record_commit(Clock::duration took, std::size_t batch_size);
+  void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
+  /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
+  /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
+  void fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming);
   void begin_transaction(Request& r);
   void run_in_transaction(Request& r, std::deque<Request>& work);
   /// Rolls back the open transaction (if SQLite has not already), tells its owner `reason` on
@@ -344,9 +355,14 @@ class Writer {
   bool batch_committed_ = false;  // the current batch's COMMIT succeeded (group_commit.cpp)
   bool delivering_ = false;       // the current batch's replies are being handed out
   int lost_attempts_ = 0;         // attempts of the current batch lost by our own statements
-  int wal_limit_frames_ = 0;      // config_.wal_limit in WAL frames (pages)
-  int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
-  int passive_at_frames_ = -1;    // wal_frames_ when maintain_wal() last ran a passive checkpoint
+  // The batching policy's memory of the last batch (fill_batch): how many replies it sent to
+  // each connection (by address, only compared: the session may be gone), and the duration of
+  // its COMMIT.
+  std::unordered_map<const ReplySink*, std::size_t> last_batch_replies_;
+  Clock::duration last_commit_{};
+  int wal_limit_frames_ = 0;    // config_.wal_limit in WAL frames (pages)
+  int wal_frames_ = 0;          // frames in the WAL after the last commit (on_wal_commit)
+  int passive_at_frames_ = -1;  // wal_frames_ when maintain_wal() last ran a passive checkpoint
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
@@ -377,6 +393,9 @@ class Writer {
   std::vector<Request> queue_;  // GUARDED_BY(mu_)
   bool stopping_ = false;       // GUARDED_BY(mu_)
   bool waiting_ = false;        // GUARDED_BY(mu_): the writer sleeps on cv_
+  // GUARDED_BY(mu_): submit() wakes the sleeping writer once queue_ holds this many requests
+  // (1, or more while fill_batch() waits for a batch to fill).
+  std::size_t wake_at_ = 1;
   std::atomic<bool> aborted_{false};
   std::optional<StorageFailure> storage_failure_;  // GUARDED_BY(mu_)
 

@@ -1,0 +1,117 @@
+// Server::Impl: the I/O thread's state (acceptor, sessions, budgets, timers), shared by
+// server.cpp (accept, stop, STATS) and session.cpp (the connections). The threading model is
+// described at the top of server.cpp.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include <pasyn/proto/codec.hpp>
+
+#include "config.hpp"
+#include "log.hpp"
+#include "memory_budget.hpp"
+#include "paths.hpp"
+#include "server.hpp"
+#include "writer.hpp"
+
+namespace pasyn::server {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using local = asio::local::stream_protocol;
+
+class Session;
+
+class Server::Impl {
+ public:
+  explicit Impl(Config config);
+  void run();
+  void request_stop();
+  void on_session_closed(std::uint64_t id);
+  void wake_sessions();
+  void shed_unread_replies();
+
+  Config config_;
+  /// Queued request and unsent reply bytes of every connection (--max-total-bytes). Declared
+  /// before the writer, whose queued requests return their bytes here when destroyed.
+  MemoryBudget budget_{config_.max_total_bytes,
+                       [this] { asio::post(io_, [this] { wake_sessions(); }); },
+                       [this] { asio::post(io_, [this] { shed_unread_replies(); }); }};
+  std::optional<LockFile> lock_;  // held from construction until run() has stopped
+  Writer writer_;
+  asio::io_context io_{1};
+  local::acceptor acceptor_{io_};
+  asio::steady_timer accept_timer_{io_};  // the back-off after a failed accept (EMFILE, ...)
+  std::optional<asio::signal_set> signals_;
+  asio::steady_timer drain_timer_{io_};
+  asio::steady_timer status_timer_{io_};
+  asio::steady_timer watchdog_timer_{io_};
+  const Clock::time_point started_ = Clock::now();
+  std::string last_status_;
+  bool socket_passed_ = false;  // the socket came from the service manager: not ours to unlink
+  std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions_;
+  std::uint64_t next_session_id_ = 1;
+  bool stopping_ = false;
+  struct stat socket_stat_ {};
+
+  /// At most `burst` warnings per second for one kind of event, so that a local client sending
+  /// malformed frames in a loop cannot flood the log; how many were left out is logged with the
+  /// next one admitted. I/O thread only.
+  class LogLimiter {
+   public:
+    explicit LogLimiter(const char* what, int burst = 10) : what_(what), burst_(burst) {}
+    bool admit(Clock::time_point now) {
+      if (now - window_ >= std::chrono::seconds(1)) {
+        if (suppressed_ > 0) {
+          log().warn("{} more {} in the last second were not logged", suppressed_, what_);
+        }
+        window_ = now;
+        in_window_ = suppressed_ = 0;
+      }
+      if (in_window_ < burst_) {
+        ++in_window_;
+        return true;
+      }
+      ++suppressed_;
+      return false;
+    }
+
+   private:
+    const char* what_;
+    int burst_;
+    Clock::time_point window_{};
+    int in_window_ = 0;
+    std::uint64_t suppressed_ = 0;
+  };
+  LogLimiter protocol_errors_{"protocol errors"};
+  LogLimiter refusals_{"refused connections"};
+  LogLimiter accept_errors_{"accept errors", 1};
+
+  /// STATS: the server's and the writer's figures (PROTOCOL.md §5).
+  proto::Report stats() const;
+
+ private:
+  void notify(const std::string& state) const {
+    if (config_.notify) config_.notify(state);
+  }
+  std::string status_line() const;
+  void refresh_status();
+  void watchdog_tick();
+  void do_accept();
+  void begin_stop(const char* why);
+  void on_writer_drained();
+  void remove_socket();
+};
+
+}  // namespace pasyn::server

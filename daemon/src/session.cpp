@@ -1,0 +1,525 @@
+// One client connection: see session.hpp.
+#include "session.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <cstdio>
+#include <span>
+
+#include <pasyn/proto/socket_send.hpp>
+
+#include "access_control.hpp"
+#include "admission.hpp"
+#include "log.hpp"
+
+namespace pasyn::server {
+namespace {
+
+// Reads offer 4 KiB, or 64 KiB right after a read that filled what it was offered (a busy
+// connection); a frame in progress always gets room for all of it.
+constexpr std::size_t kSmallRead = 4096;
+constexpr std::size_t kLargeRead = 64 * 1024;
+constexpr auto kFlushGrace = std::chrono::seconds(5);
+
+}  // namespace
+
+Session::Session(Server::Impl& server, local::socket socket, std::uint64_t id)
+    : server_(server),
+      socket_(std::move(socket)),
+      handshake_timer_(server.io_),
+      // Before HELLO_OK only a frame of HELLO's size is read (PROTOCOL.md §2).
+      decoder_(std::min(server.config_.max_frame, proto::kMaxHandshakeFrame)),
+      id_(id) {}
+
+void Session::start() {
+  describe_peer();
+  log().info("connection {} opened{}", id_, peer_);
+  check_access();
+  handshake_timer_.expires_after(server_.config_.handshake_timeout);
+  handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (!ec && !self->hello_done_) self->protocol_error("no HELLO within the handshake timeout");
+  });
+  do_read();
+}
+
+void Session::deliver(std::vector<std::uint8_t> frames, std::size_t replies) {
+  send(std::move(frames));
+  inflight_.fetch_sub(replies);
+  wake();
+}
+
+void Session::release_bytes(std::size_t n) noexcept {
+  queued_bytes_.fetch_sub(n);
+  server_.budget_.release(n, false);
+  wake();
+}
+
+void Session::wake() {
+  if (read_paused_.load() && !wake_posted_.exchange(true)) {
+    asio::post(server_.io_, [self = shared_from_this()] {
+      self->wake_posted_.store(false);
+      self->resume_reading();
+    });
+  }
+}
+
+std::size_t Session::unsent_bytes() {
+  std::lock_guard lk(out_mu_);
+  return unsent_;
+}
+
+void Session::shed(std::size_t unsent) {
+  log().warn(
+      "connection {}{} does not read its replies and holds the most of them ({} bytes) while "
+      "--max-total-bytes ({}) is reached; disconnecting it",
+      id_, peer_, unsent, server_.config_.max_total_bytes);
+  close_now();
+}
+
+void Session::close_after_flush() {
+  closing_ = true;
+  {
+    std::lock_guard lk(out_mu_);
+    if (writing_) {  // do_write() closes once the output is flushed
+      error_code ignored;
+      socket_.shutdown(local::socket::shutdown_receive, ignored);
+      handshake_timer_.expires_after(kFlushGrace);  // reuse the timer to bound the flush
+      handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (!ec) self->close_now();
+      });
+      return;
+    }
+  }
+  close_now();
+}
+
+void Session::abandon() noexcept {
+  try {
+    asio::post(server_.io_, [self = shared_from_this()] { self->close_after_flush(); });
+  } catch (const std::exception& e) {
+    log().error("cannot close connection {}: {}", id_, e.what());
+  }
+}
+
+void Session::close_now() {
+  if (closed_) return;
+  closed_ = true;
+  alive_.store(false, std::memory_order_release);
+  if (hello_done_) {
+    // Lets the writer roll back this connection's transaction at once (PROTOCOL.md §6.2).
+    std::vector<Request> notice(1);
+    notice[0].disconnect = true;
+    notice[0].sink = shared_from_this();
+    server_.writer_.submit(notice);
+  }
+  error_code ignored;
+  handshake_timer_.cancel();
+  {
+    std::lock_guard lk(out_mu_);  // no send() in progress on the descriptor we close
+    drop_output_locked();
+    socket_.shutdown(local::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+  log().info("connection {} closed", id_);
+  server_.on_session_closed(id_);
+}
+
+void Session::describe_peer() {
+  socklen_t len = sizeof cred_;
+  if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred_, &len) == 0) {
+    peer_ = describe(cred_);
+  } else {
+    cred_.uid = static_cast<uid_t>(-1);
+    cred_.gid = static_cast<gid_t>(-1);
+  }
+}
+
+void Session::check_access() {
+  role_ = assess_peer(server_.config_, cred_.uid, cred_.gid).role;
+  if (role_ == Role::kReadOnly) {
+    log().info("connection {}{} may only read (--read-only-uid/--read-only-gid)", id_, peer_);
+  } else if (role_ == Role::kAdmin) {
+    log().debug("connection {}{} is an admin (SHUTDOWN, CHECKPOINT, BACKUP)", id_, peer_);
+  }
+}
+
+void Session::resume_reading() {
+  if (!read_paused_.load() || closing_ || closed_) return;
+  read_paused_.store(false);
+  pump();
+}
+
+bool Session::reading_blocked(std::size_t parsed) const {
+  const auto& c = server_.config_;
+  return inflight_.load() + parsed >= c.max_inflight ||
+         queued_bytes_.load() >= c.max_queued_bytes || server_.budget_.full();
+}
+
+ByteCharge Session::charge(std::size_t n) {
+  queued_bytes_.fetch_add(n);
+  server_.budget_.add(n, false);
+  return ByteCharge(shared_from_this(), n);
+}
+
+void Session::do_read() {
+  if (closing_ || closed_) return;
+  auto space = decoder_.prepare(busy_reads_ ? kLargeRead : kSmallRead);
+  offered_ = space.size();
+  socket_.async_read_some(
+      asio::buffer(space.data(), space.size()),
+      [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
+}
+
+void Session::on_read(error_code ec, std::size_t n) {
+  if (closed_) return;
+  if (ec) {
+    if (closing_) return;  // we shut the receive side ourselves; writes finish the close
+    if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+      log().warn("connection {}: read failed: {}", id_, ec.message());
+    }
+    close_now();
+    return;
+  }
+  decoder_.commit(n);
+  busy_reads_ = n == offered_;
+  pump();
+}
+
+void Session::pump() {
+  // Parses again when the limit lifted between the pause and its re-check: the frames still
+  // in the decoder would otherwise wait for bytes that may never come.
+  while (pump_once()) {
+  }
+}
+
+bool Session::pump_once() {
+  std::vector<Request> requests;
+  proto::FrameView frame;
+  while (!reading_blocked(requests.size())) {
+    const auto status = decoder_.next(frame);
+    if (status == proto::FrameDecoder::Status::kNeedMore) break;
+    if (status == proto::FrameDecoder::Status::kError) {
+      protocol_error(hello_done_ ? decoder_.error() : "before the handshake: " + decoder_.error());
+      break;
+    }
+    const std::size_t before = requests.size();
+    const bool go_on = handle_frame(frame, requests);
+    // Counted from now until the writer has answered and dropped the request.
+    if (requests.size() > before) {
+      requests.back().charge = charge(proto::kHeaderSize + frame.payload.size());
+    }
+    if (!go_on) break;
+  }
+  if (!requests.empty()) {
+    // Counted before the writer can answer them, so that the count never goes negative.
+    inflight_.fetch_add(requests.size(), std::memory_order_acq_rel);
+    if (!server_.writer_.submit(requests)) {
+      inflight_.fetch_sub(requests.size(), std::memory_order_acq_rel);
+      refuse(requests);
+    }
+  }
+  if (closing_ || closed_) return false;
+  if (reading_blocked()) {
+    // Paused first, then checked again: a release from now on sees the flag and wakes us.
+    read_paused_.store(true);
+    if (server_.budget_.full()) server_.budget_.wait_for_room();
+    if (reading_blocked()) return false;
+    read_paused_.store(false);
+    return true;  // room again: parse what the decoder holds before reading more
+  }
+  do_read();
+  return false;
+}
+
+bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out) {
+  using proto::MsgType;
+  std::string why;
+  const auto type = static_cast<MsgType>(f.type);
+  if (!hello_done_) {
+    proto::Hello hello;
+    if (type != MsgType::kHello) {
+      return protocol_error("the first frame must be HELLO, got type " + hex(f.type));
+    }
+    if (!proto::decode_hello(f.payload, hello, why)) return protocol_error("bad HELLO: " + why);
+    if (hello.magic != proto::kMagic) return protocol_error("bad magic in HELLO");
+    if (hello.version != proto::kVersion) {
+      return protocol_error("unsupported protocol version " + std::to_string(hello.version) +
+                            " (this server speaks " + std::to_string(proto::kVersion) + ")");
+    }
+    hello_done_ = true;
+    decoder_.set_max_frame(server_.config_.max_frame);
+    handshake_timer_.cancel();
+    std::vector<std::uint8_t> reply;
+    // The daemon announces every capability it supports (PROTOCOL.md §3), whatever the
+    // client asked for.
+    proto::encode_hello_ok(reply, {proto::kVersion, proto::kServerCapabilities,
+                                   server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
+    send(std::move(reply));
+    return true;
+  }
+  Request r;
+  r.type = static_cast<MsgType>(proto::base_type(f.type));
+  r.in_tx = proto::in_transaction(f.type);
+  r.id = f.request_id;
+  r.uid = static_cast<std::uint32_t>(cred_.uid);
+  bool ok = false;
+  // The execute family keeps one copy of the payload and reads SQL and values in place; an
+  // idempotency key comes first (PROTOCOL.md §6.3).
+  std::span<const std::uint8_t> body;
+  if (r.type >= MsgType::kExecute && r.type <= MsgType::kExecuteScript) {
+    r.payload.assign(f.payload.begin(), f.payload.end());
+    body = r.payload;
+    if (proto::has_idempotency_key(f.type)) {
+      proto::PayloadReader reader(body);
+      if (!reader.string(r.key) || r.key.empty() || r.key.size() > proto::kMaxIdempotencyKey) {
+        return protocol_error(std::string("bad idempotency key in ") + proto::to_string(r.type) +
+                              " (1 to " + std::to_string(proto::kMaxIdempotencyKey) +
+                              " bytes expected)");
+      }
+      body = body.subspan(body.size() - reader.remaining());
+    }
+    if (r.in_tx) {  // the transaction number comes first (PROTOCOL.md §6.2)
+      proto::PayloadReader reader(body);
+      if (!reader.u64(r.transaction)) {
+        return protocol_error(std::string("no transaction number in ") + proto::to_string(r.type));
+      }
+      body = body.subspan(body.size() - reader.remaining());
+    }
+  }
+  switch (r.type) {
+    case MsgType::kPing: {
+      if (!(ok = proto::decode_empty(f.payload, why))) break;
+      std::vector<std::uint8_t> reply;
+      proto::encode_empty(reply, MsgType::kPong, f.request_id);
+      send(std::move(reply));
+      return true;
+    }
+    case MsgType::kExecute:
+    case MsgType::kExecuteRowid:
+    case MsgType::kExecuteFetch: {
+      proto::StatementView v;
+      if ((ok = proto::decode_statement_view(body, v, why, proto::has_named_params(f.type)))) {
+        r.sql = v.sql;
+        r.params = v.params;
+      }
+      break;
+    }
+    case MsgType::kExecuteMany: {
+      if ((ok = proto::decode_many_view(body, r.many, why, proto::has_named_params(f.type)))) {
+        r.sql = r.many.sql;
+      }
+      break;
+    }
+    case MsgType::kExecuteScript: {
+      proto::PayloadReader reader(body);
+      ok = reader.string(r.sql) && reader.finish();
+      if (!ok) why = reader.error();
+      break;
+    }
+    case MsgType::kStats: {
+      // Answered here, on the I/O thread: figures stay available while the writer is busy.
+      if (!(ok = proto::decode_empty(f.payload, why))) break;
+      std::vector<std::uint8_t> reply;
+      auto report = server_.stats();
+      if (role_ == Role::kReadOnly) {
+        // Where the database and the socket live, and the daemon's pid, are for the users the
+        // daemon writes for (SECURITY.md); a read-only peer gets the figures.
+        std::erase_if(report, [](const auto& figure) {
+          return figure.first == "database" || figure.first == "socket" || figure.first == "pid";
+        });
+      }
+      proto::encode_report(reply, f.request_id, report);
+      send(std::move(reply));
+      return true;
+    }
+    case MsgType::kCheckpoint:
+    case MsgType::kBackup: {
+      r.payload.assign(f.payload.begin(), f.payload.end());
+      proto::PayloadReader reader(r.payload);
+      ok = reader.string(r.sql) && reader.finish();
+      if (!ok) why = reader.error();
+      break;
+    }
+    case MsgType::kShutdown:
+      ok = proto::decode_empty(f.payload, why);
+      if (ok) log().info("connection {} asked the server to shut down", id_);
+      break;
+    case MsgType::kBegin:
+      ok = proto::decode_empty(f.payload, why);
+      break;
+    case MsgType::kCommit:
+    case MsgType::kRollback:
+      ok = proto::decode_transaction_end(f.payload, r.transaction, why);
+      break;
+    case MsgType::kHello:
+      return protocol_error("HELLO sent twice");
+    default:
+      return protocol_error("unknown message type " + hex(f.type));
+  }
+  if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
+  auto refusal = refuse_by_role(r);
+  if (!refusal) refusal = refuse_over_limits(r);
+  if (refusal) {  // answered here; the connection goes on
+    std::vector<std::uint8_t> reply;
+    proto::encode_pasyn_error(reply, r.id, refusal->first, refusal->second);
+    send(std::move(reply));
+    return true;
+  }
+  r.sink = shared_from_this();
+  out.push_back(std::move(r));
+  return true;
+}
+
+std::optional<std::pair<proto::PasynCode, std::string>> Session::refuse_by_role(Request& r) const {
+  using proto::MsgType;
+  r.role = role_;  // the writer's authorizer and admin checks use it
+  if (role_ == Role::kReadOnly) {
+    if ((r.type != MsgType::kExecute && r.type != MsgType::kExecuteFetch) || r.in_tx) {
+      return std::pair{proto::PasynCode::kPermission,
+                       std::string("this connection may only read (--read-only-uid/gid): ") +
+                           proto::to_string(r.type) + " refused"};
+    }
+    if (!r.key.empty()) {  // recording the key would write the database
+      return std::pair{proto::PasynCode::kPermission,
+                       std::string("this connection may only read (--read-only-uid/gid): an "
+                                   "idempotency key is recorded in the database, refused")};
+    }
+  }
+  if (auto refusal = refuse_admin_request(r.type, role_ == Role::kAdmin)) {
+    log().debug("connection {}{}: {} refused: not an admin", id_, peer_, proto::to_string(r.type));
+    return std::pair{proto::PasynCode::kPermission, std::move(*refusal)};
+  }
+  return std::nullopt;
+}
+
+std::optional<std::pair<proto::PasynCode, std::string>> Session::refuse_over_limits(
+    const Request& r) const {
+  const auto& c = server_.config_;
+  if (r.sql.find('\0') != std::string_view::npos) {  // SQLite would stop reading there
+    return std::pair{proto::PasynCode::kMisuse, std::string("the SQL text contains a NUL byte")};
+  }
+  if (r.sql.size() > c.max_sql_length) {
+    return std::pair{proto::PasynCode::kTooLarge,
+                     "the SQL text is " + std::to_string(r.sql.size()) +
+                         " bytes, more than --max-sql-length " + std::to_string(c.max_sql_length)};
+  }
+  if (r.params.count > c.max_params) {
+    return std::pair{proto::PasynCode::kTooLarge, std::to_string(r.params.count) +
+                                                      " parameters, more than --max-params " +
+                                                      std::to_string(c.max_params)};
+  }
+  return std::nullopt;
+}
+
+void Session::refuse(std::vector<Request>& requests) {
+  std::vector<std::uint8_t> replies;
+  for (const auto& r : requests) {
+    proto::encode_pasyn_error(replies, r.id, proto::PasynCode::kShuttingDown,
+                              "pasyn-writerd is shutting down; the request was not executed");
+  }
+  send(std::move(replies));
+}
+
+bool Session::protocol_error(const std::string& why) {
+  if (closing_ || closed_) return false;
+  if (server_.protocol_errors_.admit(Clock::now())) {
+    log().warn("connection {}{}: protocol error: {}; closing it", id_, peer_, why);
+  }
+  std::vector<std::uint8_t> reply;
+  proto::encode_pasyn_error(reply, 0, proto::PasynCode::kProtocol, why);
+  send(std::move(reply));
+  close_after_flush();
+  return false;
+}
+
+void Session::send(std::vector<std::uint8_t> frames) {
+  if (frames.empty()) return;
+  std::unique_lock lk(out_mu_);
+  if (out_closed_) return;
+  if (writing_) {
+    if (pending_.size() + frames.size() > server_.config_.max_output) {
+      // The client stopped reading its replies: drop them and disconnect it (its transaction
+      // is rolled back by close_now), rather than buffer without bound.
+      const std::size_t dropped = pending_.size() + frames.size();
+      drop_output_locked();
+      lk.unlock();
+      log().warn(
+          "connection {}{} does not read its replies ({} bytes waiting, more than "
+          "--max-output); disconnecting it",
+          id_, peer_, dropped);
+      asio::post(server_.io_, [self = shared_from_this()] { self->close_now(); });
+      return;
+    }
+    pending_.insert(pending_.end(), frames.begin(), frames.end());
+    add_unsent_locked(frames.size());
+    return;
+  }
+  const std::size_t sent =
+      proto::send_nonblocking(socket_.native_handle(), frames.data(), frames.size());
+  if (sent == frames.size()) return;
+  pending_.assign(frames.begin() + static_cast<std::ptrdiff_t>(sent), frames.end());
+  add_unsent_locked(pending_.size());
+  writing_ = true;
+  lk.unlock();
+  asio::post(server_.io_, [self = shared_from_this()] { self->do_write(); });
+}
+
+void Session::do_write() {
+  {
+    std::lock_guard lk(out_mu_);
+    if (!pending_.empty() && !out_closed_) {
+      writing_buf_.clear();
+      writing_buf_.swap(pending_);
+    } else {
+      writing_ = false;
+      writing_buf_.clear();
+    }
+  }
+  if (writing_buf_.empty()) {
+    if (closing_) close_now();
+    return;
+  }
+  asio::async_write(socket_, asio::buffer(writing_buf_),
+                    [self = shared_from_this()](error_code ec, std::size_t written) {
+                      if (ec && !self->closed_) {
+                        log().info("connection {}: write failed: {}", self->id_, ec.message());
+                        self->close_now();
+                      }
+                      if (ec) return;
+                      {
+                        std::lock_guard lk(self->out_mu_);
+                        if (!self->out_closed_) self->release_unsent_locked(written);
+                      }
+                      self->do_write();
+                    });
+}
+
+void Session::add_unsent_locked(std::size_t n) {
+  unsent_ += n;
+  queued_bytes_.fetch_add(n);
+  server_.budget_.add(n, true);
+}
+
+void Session::release_unsent_locked(std::size_t n) {
+  unsent_ -= n;
+  queued_bytes_.fetch_sub(n);
+  server_.budget_.release(n, true);
+  wake();
+}
+
+void Session::drop_output_locked() {
+  out_closed_ = true;
+  pending_.clear();
+  if (unsent_ > 0) release_unsent_locked(unsent_);
+}
+
+std::string Session::hex(std::uint8_t v) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%02x", v);
+  return buf;
+}
+
+}  // namespace pasyn::server

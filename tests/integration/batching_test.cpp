@@ -1,0 +1,204 @@
+// The writer's batching policy and reply path against the real pasyn-writerd (group_commit.cpp,
+// server.cpp; PROTOCOL.md "The path of a request"): the byte cap of a batch, the bounded wait for
+// the connections of the last batch (never for a lone connection), and the order of one
+// connection's replies when the writer's direct send meets a full socket and the rest goes
+// through the I/O thread. Behaviour only, read from STATS and the replies; no timing thresholds.
+//
+// Batches are formed deterministically the way batch_integrity_test.cpp does: a holder opens a
+// transaction, the requests of the batch queue behind it, and the holder's COMMIT releases them
+// at once.
+#include <future>
+#include <string>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace pasyn::itest {
+namespace {
+
+// group_commit.cpp's kMaxBatchBytes (PROTOCOL.md "Reports": batch_bytes_max).
+constexpr std::int64_t kMaxBatchBytes = 1 << 20;
+
+std::int64_t stat_int(MultiplexedClient& client, std::string_view name) {
+  return as_int(figure(client.stats(), name));
+}
+
+/// Waits (bounded) until STATS figure `name` equals `n`.
+::testing::AssertionResult stat_reaches(MultiplexedClient& client, std::string_view name,
+                                        std::int64_t n) {
+  const auto deadline = Clock::now() + kReplyTimeout;
+  std::int64_t now = 0;
+  while ((now = stat_int(client, name)) != n) {
+    if (Clock::now() >= deadline) {
+      return ::testing::AssertionFailure() << name << " is " << now << ", expected " << n;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class BatchingTest : public DaemonTest {};
+
+TEST_F(BatchingTest, ABatchNeverHoldsMoreRequestBytesThanTheCap) {
+  constexpr int kPerClient = 6;
+  constexpr std::size_t kBlob = 200 * 1024;  // 12 of them: 2.4 MiB, more than two caps
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto holder = connect_client();
+  holder.execute("CREATE TABLE b (v BLOB)");
+  auto first = connect_client();
+  auto second = connect_client();
+  const std::int64_t batches_before = stat_int(holder, "batches");
+  auto tx = holder.begin();
+  std::vector<std::future<std::int64_t>> writes;
+  for (int i = 0; i < kPerClient; ++i) {
+    for (auto* c : {&first, &second}) {
+      writes.push_back(c->execute_async("INSERT INTO b (v) VALUES (?)",
+                                        {Blob(kBlob, static_cast<std::uint8_t>(i))}));
+    }
+  }
+  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2 * kPerClient));
+  tx.commit();  // the 12 queued requests are taken at once: only the cap splits them
+  for (auto& w : writes) {
+    ASSERT_EQ(w.wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(w.get(), 1);
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM b"), 2 * kPerClient);
+  const std::int64_t largest = stat_int(holder, "batch_bytes_max");
+  EXPECT_LE(largest, kMaxBatchBytes);
+  EXPECT_GT(largest, 4 * static_cast<std::int64_t>(kBlob));  // they were batched, up to the cap
+  // 2.4 MiB in batches of at most 1 MiB: at least three.
+  EXPECT_GE(stat_int(holder, "batches") - batches_before, 3);
+}
+
+// After a batch of two connections, the writer that wakes with one request waits (bounded) for
+// the other, once; after a batch of one connection it does not wait again.
+TEST_F(BatchingTest, TheWriterWaitsForTheConnectionsOfTheLastBatchOnceThenAdapts) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto holder = connect_client();
+  holder.execute("CREATE TABLE t (v INTEGER)");
+  auto first = connect_client();
+  auto second = connect_client();
+  auto tx = holder.begin();
+  auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
+  auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
+  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
+  tx.commit();  // one batch of two connections
+  EXPECT_EQ(a.get(), 1);
+  EXPECT_EQ(b.get(), 1);
+  const std::int64_t waits = stat_int(holder, "batch_waits");
+  first.execute("INSERT INTO t (v) VALUES (3)");  // alone, expecting two: waits, then runs
+  EXPECT_EQ(stat_int(holder, "batch_waits"), waits + 1);
+  first.execute("INSERT INTO t (v) VALUES (4)");  // the last batch had one connection
+  first.execute("INSERT INTO t (v) VALUES (5)");
+  EXPECT_EQ(stat_int(holder, "batch_waits"), waits + 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 5);
+}
+
+// At synchronous=normal a COMMIT costs about what the wait's wake-up costs: the writer does not
+// wait there (group_commit.cpp, fill_batch).
+TEST_F(BatchingTest, AtSynchronousNormalTheWriterDoesNotWaitToFillABatch) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--synchronous", "normal"}));
+  auto holder = connect_client();
+  holder.execute("CREATE TABLE t (v INTEGER)");
+  auto first = connect_client();
+  auto second = connect_client();
+  auto tx = holder.begin();
+  auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
+  auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
+  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
+  tx.commit();  // one batch of two connections
+  EXPECT_EQ(a.get(), 1);
+  EXPECT_EQ(b.get(), 1);
+  const std::int64_t waits = stat_int(holder, "batch_waits");
+  first.execute("INSERT INTO t (v) VALUES (3)");  // at full, the writer would wait here
+  EXPECT_EQ(stat_int(holder, "batch_waits"), waits);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 3);
+}
+
+// The idle round trip never pays for the batching policy: once the others of the last batch
+// have closed, the writer does not wait for them, neither when their disconnect notices arrive
+// nor for the lone connection's requests.
+TEST_F(BatchingTest, ALoneConnectionIsNeverHeldForABatchToFill) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto lone = connect_client();
+  lone.execute("CREATE TABLE t (v INTEGER)");
+  std::int64_t waits = 0;
+  {
+    auto first = connect_client();
+    auto second = connect_client();
+    auto tx = lone.begin();
+    auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
+    auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
+    ASSERT_TRUE(stat_reaches(lone, "waiting_for_transaction", 2));
+    tx.commit();  // one batch of two connections, which then close
+    EXPECT_EQ(a.get(), 1);
+    EXPECT_EQ(b.get(), 1);
+    waits = stat_int(lone, "batch_waits");
+  }
+  ASSERT_TRUE(stat_reaches(lone, "connections", 1));
+  for (int i = 0; i < 20; ++i) lone.execute("INSERT INTO t (v) VALUES (?)", {i});
+  EXPECT_EQ(stat_int(lone, "batch_waits"), waits);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 22);
+}
+
+// A connection that was alone in the last batch is not waited for, even when it had more
+// requests in it than it sends now (a pipelining client): only others could fill the batch.
+TEST_F(BatchingTest, AConnectionAloneInTheLastBatchIsNotHeldForItsOwnRequests) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto holder = connect_client();
+  holder.execute("CREATE TABLE t (v INTEGER)");
+  auto pipelining = connect_client();
+  auto tx = holder.begin();
+  auto a = pipelining.execute_async("INSERT INTO t (v) VALUES (1)");
+  auto b = pipelining.execute_async("INSERT INTO t (v) VALUES (2)");
+  auto c = pipelining.execute_async("INSERT INTO t (v) VALUES (3)");
+  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 3));
+  tx.commit();  // one batch of three requests, all of one connection
+  EXPECT_EQ(a.get() + b.get() + c.get(), 3);
+  const std::int64_t waits = stat_int(holder, "batch_waits");
+  pipelining.execute("INSERT INTO t (v) VALUES (4)");  // one of the three it had: no wait
+  EXPECT_EQ(stat_int(holder, "batch_waits"), waits);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 4);
+}
+
+// The writer thread sends a batch's replies itself while no write of the connection is in
+// flight; what the socket refuses goes to the I/O thread, and later replies queue behind it. A
+// client that reads nothing until every reply is out forces that fallback (the replies are far
+// larger than the socket's buffer); it must still get every reply, whole and in order.
+TEST_F(BatchingTest, RepliesStayInOrderWhenASlowReaderForcesTheFallbackToTheIoThread) {
+  constexpr std::uint64_t kRequests = 100;
+  constexpr std::int64_t kReplyBlob = 64 * 1024;  // ~6.3 MiB of replies in all
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto observer = connect_client();
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.connected());
+  ASSERT_TRUE(peer.handshake());
+  // One request at a time, each sent once the writer has answered the one before: every
+  // reply is a batch of its own and a send of its own, and from the third or so on the socket
+  // is full, so they queue behind the I/O thread's write.
+  const std::int64_t answered_before = stat_int(observer, "requests");
+  for (std::uint64_t id = 1; id <= kRequests; ++id) {
+    ASSERT_TRUE(peer.send(statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecuteFetch),
+                                          id, "SELECT zeroblob(?), ?",
+                                          {kReplyBlob, static_cast<std::int64_t>(id)})));
+    ASSERT_TRUE(
+        stat_reaches(observer, "requests", answered_before + static_cast<std::int64_t>(id)));
+  }
+  std::size_t first_size = 0;
+  for (std::uint64_t id = 1; id <= kRequests; ++id) {
+    const auto reply = peer.read_frame(kReplyTimeout);
+    ASSERT_TRUE(reply) << "no reply " << id;
+    ASSERT_EQ(reply->type, static_cast<std::uint8_t>(proto::MsgType::kResult)) << "reply " << id;
+    ASSERT_EQ(reply->request_id, id);
+    if (id == 1) first_size = reply->payload.size();
+    EXPECT_EQ(reply->payload.size(), first_size) << "reply " << id;
+    EXPECT_GT(reply->payload.size(), static_cast<std::size_t>(kReplyBlob));
+  }
+  // The connection is still served.
+  const auto ping = peer.request(empty_frame(proto::MsgType::kPing, kRequests + 1));
+  ASSERT_TRUE(ping);
+  EXPECT_EQ(ping->type, static_cast<std::uint8_t>(proto::MsgType::kPong));
+}
+
+}  // namespace
+}  // namespace pasyn::itest
