@@ -156,7 +156,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         schedule_write();
       }
     } catch (...) {  // no write could be scheduled (bad_alloc): the caller is told, and goes
-      entry->second = detail::Completion();  // (a synchronous caller's waiter with it)
+      entry->second.discard();  // (a synchronous caller's waiter with it)
       throw;
     }
     return sent;
@@ -301,7 +301,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     std::lock_guard lk(mu_);
     auto it = pending_.find(id);
     if (it == pending_.end()) return false;
-    it->second = detail::Completion();
+    it->second.discard();
     return true;
   }
 

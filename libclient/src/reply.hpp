@@ -91,8 +91,8 @@ inline void decode_nothing(const proto::FrameView& f, proto::MsgType type) {
 /// Completes one request: turns its reply frame into the call's value, or fails it. Holds the
 /// promise by value (no allocation beyond the promise's own state) or points at the Waiter of a
 /// synchronous call (no allocation at all), and is what the pending table stores per request id.
-/// A default-constructed Completion discards its reply: what a request becomes whose
-/// synchronous caller gave up waiting (MultiplexedClient::Impl::wait).
+/// A default-constructed or discard()ed Completion discards its reply: what a request becomes
+/// whose synchronous caller gave up waiting (MultiplexedClient::Impl::wait).
 class Completion {
  public:
   enum class Kind : std::uint8_t {
@@ -125,6 +125,12 @@ class Completion {
   template <typename T>
   Completion(Kind kind, proto::MsgType reply, Waiter<T>& waiter)
       : kind_(kind), reply_(reply), promise_(&waiter) {}
+
+  /// From now on the reply is discarded, and nobody is told of it (the caller has gone).
+  void discard() noexcept {
+    promise_.emplace<std::monostate>();
+    claim_.reset();
+  }
 
   /// Takes the reply for the caller; false if the caller has abandoned the request (only a
   /// BEGIN can be abandoned).
