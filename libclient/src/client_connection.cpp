@@ -83,23 +83,6 @@ void MultiplexedClient::Impl::close() {
   fail_all(std::make_exception_ptr(ConnectionClosedError("the client was closed")));
 }
 
-// A new event loop and its thread (signals blocked). REQUIRES: mu_ held.
-void MultiplexedClient::Impl::start_io() {
-  auto fresh = std::make_unique<Io>();
-  Io* io = fresh.get();
-  io->thread = detail::start_library_thread([this, io] {
-    for (;;) {
-      try {
-        io->context.run();
-        return;
-      } catch (...) {  // bad_alloc in a handler: fail what waits, keep serving
-        lose("internal error in the client's I/O thread");
-      }
-    }
-  });
-  io_ = std::move(fresh);  // only with its thread running
-}
-
 // In a forked child, on the first use of this client: abandons the parent's connection
 // untouched and marks the connection lost, so that the call reconnects on a connection of
 // this process. REQUIRES: mu_ held, forked_.

@@ -62,6 +62,10 @@
 #include "reply.hpp"
 #include "waiter.hpp"
 
+// An out-of-line member of MultiplexedClient::Impl: not exported. Impl is nested in an exported
+// class, so its members would otherwise join the library's ABI (scripts/abi-check.sh).
+#define PASYN_INTERNAL __attribute__((visibility("hidden")))
+
 namespace pasyn {
 namespace detail {
 
@@ -96,12 +100,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     registry().remove(this);
   }
 
-  void connect();
+  PASYN_INTERNAL void connect();
 
   /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
   /// anything of the old one. Attempts are spaced by a backoff that doubles from 25 ms to 2 s
   /// while the daemon stays unreachable; inside it, calls fail at once. REQUIRES: mu_ not held.
-  void reconnect();
+  PASYN_INTERNAL void reconnect();
 
   /// Encodes a request into the outbox and registers its completion; `encode(out, id)` appends
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
@@ -208,7 +212,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     f.get();
   }
 
-  void close();
+  PASYN_INTERNAL void close();
 
   bool connected() const {
     std::lock_guard lk(mu_);
@@ -285,15 +289,31 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // A new event loop and its thread (signals blocked). REQUIRES: mu_ held.
-  void start_io();
+  // Defined here, not in client_connection.cpp: its lambda's type information is exported
+  // (the ABI baseline has it), which it would not be from a function defined out of line.
+  void start_io() {
+    auto fresh = std::make_unique<Io>();
+    Io* io = fresh.get();
+    io->thread = detail::start_library_thread([this, io] {
+      for (;;) {
+        try {
+          io->context.run();
+          return;
+        } catch (...) {  // bad_alloc in a handler: fail what waits, keep serving
+          lose("internal error in the client's I/O thread");
+        }
+      }
+    });
+    io_ = std::move(fresh);  // only with its thread running
+  }
 
   // In a forked child, on the first use of this client: abandons the parent's connection
   // untouched and marks the connection lost, so that the call reconnects on a connection of
   // this process. REQUIRES: mu_ held, forked_.
-  void leave_parent_connection();
+  PASYN_INTERNAL void leave_parent_connection();
 
   // REQUIRES: mu_ held, forked_.
-  void abandon_parent_io();
+  PASYN_INTERNAL void abandon_parent_io();
 
   // The synchronous caller of request `id` gives up waiting: its reply, should it come, is
   // discarded. False if the request is no longer in the table (its outcome is being delivered).
@@ -338,37 +358,37 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // Hands a connected descriptor to the I/O thread and waits until it reads from it. Never
   // waits on an event loop that may have stopped: the handler is posted under mu_ only while
   // the client is not closed, and close() posts its own under mu_ before stopping the loop.
-  void install(int fd, std::uint32_t max_frame);
+  PASYN_INTERNAL void install(int fd, std::uint32_t max_frame);
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
   // wake-up per request when idle). Whatever the socket does not take at once is left to the
   // I/O thread. The send happens under mu_, so lose() and close() cannot close the descriptor
   // underneath it. REQUIRES: mu_ held, no write scheduled.
-  void send_now();
+  PASYN_INTERNAL void send_now();
 
   // Has the I/O thread write the outbox. Leaves nothing scheduled if it throws.
   // REQUIRES: mu_ held, no write scheduled.
-  void schedule_write();
+  PASYN_INTERNAL void schedule_write();
 
-  void do_write();
+  PASYN_INTERNAL void do_write();
 
   std::uint64_t generation() const {
     std::lock_guard lk(mu_);
     return generation_;
   }
 
-  void do_read(std::uint64_t gen);
+  PASYN_INTERNAL void do_read(std::uint64_t gen);
 
-  void on_read(detail::error_code ec, std::size_t n, std::uint64_t gen);
+  PASYN_INTERNAL void on_read(detail::error_code ec, std::size_t n, std::uint64_t gen);
 
   // I/O thread: the daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody
   // owns that transaction: roll it back now, so that it holds up no writer.
-  void roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen);
+  PASYN_INTERNAL void roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen);
 
   // I/O thread: the connection is gone; fail everything waiting, promptly.
-  void lose(const std::string& why);
+  PASYN_INTERNAL void lose(const std::string& why);
 
-  void fail_all(std::exception_ptr error);
+  PASYN_INTERNAL void fail_all(std::exception_ptr error);
 
   const std::string path_;
   const ClientOptions options_;
