@@ -1,4 +1,6 @@
-// MultiplexedClient::Impl: the connection, its I/O thread and the pending requests.
+// MultiplexedClient::Impl: the connection, its I/O thread and the pending requests. Declared
+// here with the calls' entry points (submit, wait); the connection's life is defined in
+// client_connection.cpp, the sending, reading and delivering in client_io.cpp.
 //
 // Design
 // ------
@@ -9,9 +11,16 @@
 //   so a request appended while a write is in flight is always sent (no lost wake-up), and
 //   requests from many threads are coalesced into few syscalls.
 // * The I/O thread reads replies, matches them to completions by id and completes them outside
-//   the lock. Completions only fulfil promises; no user code runs on the I/O thread.
-//   A completion holds its promise by value (with libstdc++ a request costs the promise's
-//   shared state, its result and a node in the pending table).
+//   the lock. Completions only fulfil promises or wake waiters; no user code runs on the I/O
+//   thread. A synchronous call waits on a Waiter on its own stack, which the pending entry
+//   points at; the pending table's nodes come from a pool kept under mu_, and the outbox keeps
+//   its capacity, so a synchronous call allocates nothing in the steady state. An asynchronous
+//   call's completion holds its promise by value (it costs the promise's shared state).
+// * A reply still crosses one thread hop: the I/O thread reads it and wakes the waiting caller
+//   (a futex wake). Callers do not read the socket themselves.
+// * A synchronous caller that gives up (request_timeout) turns its pending entry into one that
+//   discards the reply, unless the entry was already taken for delivery; then it waits for that
+//   delivery, which is imminent, so that nothing ever points at a waiter that is gone.
 // * At most ClientOptions::max_in_flight requests are pending; submit() waits for a slot.
 //   A transaction's requests go out on the connection that began it or not at all.
 // * fork(): pthread_atfork handlers (Registry) hold every client's lock across fork() and mark
@@ -38,6 +47,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <pasyn/client.hpp>
@@ -50,6 +60,11 @@
 #include "handshake.hpp"
 #include "process.hpp"
 #include "reply.hpp"
+#include "waiter.hpp"
+
+// An out-of-line member of MultiplexedClient::Impl: not exported. Impl is nested in an exported
+// class, so its members would otherwise join the library's ABI (scripts/abi-check.sh).
+#define PASYN_INTERNAL __attribute__((visibility("hidden")))
 
 namespace pasyn {
 namespace detail {
@@ -85,49 +100,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     registry().remove(this);
   }
 
-  void connect() {
-    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
-    const int fd = detail::connect_to_daemon(path_, options_, deadline);
-    std::uint32_t max_frame = 0;
-    try {
-      max_frame = detail::handshake(fd, path_, options_, deadline);
-      std::lock_guard lk(mu_);
-      start_io();
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    install(fd, max_frame);
-  }
+  PASYN_INTERNAL void connect();
 
   /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
   /// anything of the old one. Attempts are spaced by a backoff that doubles from 25 ms to 2 s
   /// while the daemon stays unreachable; inside it, calls fail at once. REQUIRES: mu_ not held.
-  void reconnect() {
-    std::lock_guard one_at_a_time(connect_mu_);
-    {
-      std::lock_guard lk(mu_);
-      if (state_ != State::kLost) return;  // closed (check_open says so) or already reconnected
-      if (std::chrono::steady_clock::now() < next_attempt_) {
-        throw ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" +
-                                  lost_reason_ + "); reconnecting is backing off");
-      }
-    }
-    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
-    int fd = -1;
-    std::uint32_t max_frame = 0;
-    try {
-      fd = detail::connect_to_daemon(path_, options_, deadline);
-      max_frame = detail::handshake(fd, path_, options_, deadline);
-    } catch (...) {
-      if (fd >= 0) ::close(fd);
-      std::lock_guard lk(mu_);
-      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
-      backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
-      throw;
-    }
-    install(fd, max_frame);
-  }
+  PASYN_INTERNAL void reconnect();
 
   /// Encodes a request into the outbox and registers its completion; `encode(out, id)` appends
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
@@ -170,18 +148,40 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                           std::to_string(max_frame_) + " bytes (--max-frame)",
                       SQLITE_TOOBIG, SQLITE_TOOBIG);
     }
-    pending_.emplace(id, std::move(completion));
+    auto [entry, added] = pending_.emplace(id, std::move(completion));
     const Sent sent{id, generation_};
     if (write_scheduled_) return sent;  // the I/O thread's write in flight picks this up next
-    if (pending_.size() == 1) {
-      send_now(lk);  // an idle connection: the lowest latency is to send from here
-    } else {
-      // Replies are outstanding, so more requests are likely on the way: let the I/O thread
-      // gather them into one write (one wake-up of the daemon for many requests).
-      write_scheduled_ = true;
-      detail::asio::post(io_->context, [self = shared_from_this()] { self->do_write(); });
+    try {
+      if (pending_.size() == 1) {
+        send_now();  // an idle connection: the lowest latency is to send from here
+      } else {
+        // Replies are outstanding, so more requests are likely on the way: let the I/O thread
+        // gather them into one write (one wake-up of the daemon for many requests).
+        schedule_write();
+      }
+    } catch (...) {  // no write could be scheduled (bad_alloc): the caller is told, and goes
+      entry->second.discard();  // (a synchronous caller's waiter with it)
+      throw;
     }
     return sent;
+  }
+
+  /// Waits for the reply to the synchronous request `id`, registered with `waiter`. If
+  /// `request_timeout` runs out first, the request is left to discard its reply (the waiter is
+  /// about to go) unless that reply is being delivered right now, which is then taken.
+  template <typename T>
+  T wait(detail::Waiter<T>& waiter, std::uint64_t id) {
+    if (options_.request_timeout.count() <= 0) {
+      waiter.wait();
+    } else if (!waiter.wait_for(options_.request_timeout)) {
+      if (forget(id)) {
+        throw TimeoutError("no reply from pasyn-writerd within " +
+                           std::to_string(options_.request_timeout.count()) +
+                           " ms; the request may still be executed");
+      }
+      waiter.wait();  // out of the table already: its outcome is being delivered
+    }
+    return waiter.get();
   }
 
   template <typename T>
@@ -212,30 +212,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     f.get();
   }
 
-  void close() {
-    std::unique_lock lk(mu_);
-    if (state_ == State::kClosed) return;
-    state_ = State::kClosed;
-    slot_free_.notify_all();
-    if (forked_) {  // the parent's socket, event loop and thread: leave them all alone
-      abandon_parent_io();
-      return;
-    }
-    if (!io_) return;  // the first connection failed before the I/O thread started
-    // Posted under mu_: a reconnect's install() either posted before (its handler runs before
-    // run() returns and sees kClosed) or sees kClosed and never posts.
-    detail::asio::post(io_->context, [this] {
-      std::lock_guard lk(mu_);  // no send_now() in progress on this descriptor
-      detail::error_code ignored;
-      io_->socket.shutdown(detail::local::socket::shutdown_both, ignored);
-      io_->socket.close(ignored);
-      fd_ = -1;
-    });
-    io_->work.reset();
-    lk.unlock();
-    if (io_->thread.joinable()) io_->thread.join();
-    fail_all(std::make_exception_ptr(ConnectionClosedError("the client was closed")));
-  }
+  PASYN_INTERNAL void close();
 
   bool connected() const {
     std::lock_guard lk(mu_);
@@ -312,6 +289,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // A new event loop and its thread (signals blocked). REQUIRES: mu_ held.
+  // Defined here, not in client_connection.cpp: its lambda's type information is exported
+  // (the ABI baseline has it), which it would not be from a function defined out of line.
   void start_io() {
     auto fresh = std::make_unique<Io>();
     Io* io = fresh.get();
@@ -331,28 +310,19 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // In a forked child, on the first use of this client: abandons the parent's connection
   // untouched and marks the connection lost, so that the call reconnects on a connection of
   // this process. REQUIRES: mu_ held, forked_.
-  void leave_parent_connection() {
-    abandon_parent_io();
-    if (state_ != State::kClosed) {
-      state_ = State::kLost;
-      lost_reason_ = "the process forked; the parent keeps its connection";
-      next_attempt_ = {};
-      backoff_ = std::chrono::milliseconds(25);
-      start_io();  // if this throws, io_ stays empty and install() tries again
-    }
-  }
+  PASYN_INTERNAL void leave_parent_connection();
 
   // REQUIRES: mu_ held, forked_.
-  void abandon_parent_io() {
-    (void)io_.release();  // deliberately leaked; see Io
-    // The parent's requests: their callers live in the parent. Leaked too: completing a
-    // promise another (absent) thread may have been using is not safe here.
-    (void)new std::unordered_map<std::uint64_t, detail::Completion>(std::move(pending_));
-    pending_.clear();
-    outbox_.clear();
-    write_scheduled_ = false;
-    fd_ = -1;
-    forked_ = false;
+  PASYN_INTERNAL void abandon_parent_io();
+
+  // The synchronous caller of request `id` gives up waiting: its reply, should it come, is
+  // discarded. False if the request is no longer in the table (its outcome is being delivered).
+  bool forget(std::uint64_t id) {
+    std::lock_guard lk(mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return false;
+    it->second.discard();
+    return true;
   }
 
   // REQUIRES: mu_ held through `lk`.
@@ -388,202 +358,37 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // Hands a connected descriptor to the I/O thread and waits until it reads from it. Never
   // waits on an event loop that may have stopped: the handler is posted under mu_ only while
   // the client is not closed, and close() posts its own under mu_ before stopping the loop.
-  void install(int fd, std::uint32_t max_frame) {
-    std::promise<void> installed;
-    auto done = installed.get_future();
-    {
-      std::lock_guard lk(mu_);
-      if (state_ == State::kClosed || forked_) {
-        ::close(fd);
-        throw ConnectionClosedError("the client is closed");
-      }
-      if (!io_) {  // starting a thread failed earlier (after a fork): try again
-        try {
-          start_io();
-        } catch (...) {
-          ::close(fd);
-          throw;
-        }
-      }
-      detail::asio::post(
-          io_->context, [this, self = shared_from_this(), fd, max_frame, &installed] {
-            std::unique_lock lk(mu_);
-            if (state_ == State::kClosed) {  // close() came first: arm nothing, keep no descriptor
-              lk.unlock();
-              ::close(fd);
-              installed.set_exception(
-                  std::make_exception_ptr(ConnectionClosedError("the client is closed")));
-              return;
-            }
-            lk.unlock();
-            detail::error_code ec;
-            io_->socket.close(ec);
-            io_->socket.assign(detail::local(), fd, ec);
-            if (ec) {
-              ::close(fd);
-              installed.set_exception(std::make_exception_ptr(
-                  ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message())));
-              return;
-            }
-            decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
-            busy_reads_ = false;
-            std::uint64_t gen;
-            {
-              std::lock_guard relock(mu_);
-              gen = ++generation_;
-              fd_ = fd;
-              max_frame_ = max_frame;
-              outbox_.clear();
-              write_scheduled_ = false;
-              backoff_ = std::chrono::milliseconds(25);
-              if (state_ != State::kClosed) state_ = State::kOpen;
-            }
-            do_read(gen);
-            installed.set_value();
-          });
-    }
-    done.get();
-  }
+  PASYN_INTERNAL void install(int fd, std::uint32_t max_frame);
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
   // wake-up per request when idle). Whatever the socket does not take at once is left to the
   // I/O thread. The send happens under mu_, so lose() and close() cannot close the descriptor
-  // underneath it. REQUIRES: mu_ held through `lk`, no write scheduled.
-  void send_now(std::unique_lock<std::mutex>& lk) {
-    const std::size_t sent = proto::send_nonblocking(fd_, outbox_.data(), outbox_.size());
-    if (sent == outbox_.size()) {
-      outbox_.clear();
-      return;
-    }
-    outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
-    write_scheduled_ = true;
-    lk.unlock();
-    detail::asio::post(io_->context, [self = shared_from_this()] { self->do_write(); });
-  }
+  // underneath it. REQUIRES: mu_ held, no write scheduled.
+  PASYN_INTERNAL void send_now();
 
-  void do_write() {
-    std::uint64_t gen;
-    {
-      std::lock_guard lk(mu_);
-      if (outbox_.empty() || state_ != State::kOpen) {
-        write_scheduled_ = false;
-        return;
-      }
-      writing_.clear();
-      writing_.swap(outbox_);
-      gen = generation_;
-    }
-    detail::asio::async_write(io_->socket, detail::asio::buffer(writing_),
-                              [self = shared_from_this(), gen](detail::error_code ec, std::size_t) {
-                                if (gen != self->generation()) return;  // an old connection's write
-                                if (ec) return self->lose("write failed: " + ec.message());
-                                self->do_write();
-                              });
-  }
+  // Has the I/O thread write the outbox. Leaves nothing scheduled if it throws.
+  // REQUIRES: mu_ held, no write scheduled.
+  PASYN_INTERNAL void schedule_write();
+
+  PASYN_INTERNAL void do_write();
 
   std::uint64_t generation() const {
     std::lock_guard lk(mu_);
     return generation_;
   }
 
-  void do_read(std::uint64_t gen) {
-    auto space = decoder_.prepare(busy_reads_ ? detail::kLargeRead : detail::kSmallRead);
-    offered_ = space.size();
-    io_->socket.async_read_some(
-        detail::asio::buffer(space.data(), space.size()),
-        [self = shared_from_this(), gen](detail::error_code ec, std::size_t n) {
-          if (gen != self->generation()) return;  // an old connection
-          self->on_read(ec, n, gen);
-        });
-  }
+  PASYN_INTERNAL void do_read(std::uint64_t gen);
 
-  void on_read(detail::error_code ec, std::size_t n, std::uint64_t gen) {
-    if (ec) {
-      return lose(ec == detail::asio::error::eof ? std::string("the daemon closed the connection")
-                                                 : "read failed: " + ec.message());
-    }
-    decoder_.commit(n);
-    busy_reads_ = n == offered_;
-    proto::FrameView frame;
-    for (;;) {
-      const auto status = decoder_.next(frame);
-      if (status == proto::FrameDecoder::Status::kNeedMore) break;
-      if (status == proto::FrameDecoder::Status::kError) {
-        return lose("malformed reply: " + decoder_.error());
-      }
-      detail::Completion done;
-      bool found = false;
-      {
-        std::lock_guard lk(mu_);
-        auto it = pending_.find(frame.request_id);
-        if (it != pending_.end()) {
-          done = std::move(it->second);
-          pending_.erase(it);
-          found = true;
-          if (slot_waiters_ > 0 && pending_.size() < max_in_flight_) slot_free_.notify_all();
-        }
-      }
-      if (!found) {
-        // Request id 0 carries a connection-level error (the daemon closes after it).
-        proto::ErrorReply e;
-        std::string why;
-        if (frame.request_id == 0 &&
-            frame.type == static_cast<std::uint8_t>(proto::MsgType::kError) &&
-            proto::decode_error(frame.payload, e, why)) {
-          return lose("the daemon reported: " + e.message);
-        }
-        return lose("reply for unknown request id " + std::to_string(frame.request_id));
-      }
-      if (!done.claim() && frame.type == static_cast<std::uint8_t>(proto::MsgType::kOk)) {
-        roll_back_abandoned(frame.request_id, gen);
-      }
-      done.complete(frame);
-    }
-    do_read(gen);
-  }
+  PASYN_INTERNAL void on_read(detail::error_code ec, std::size_t n, std::uint64_t gen);
 
   // I/O thread: the daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody
   // owns that transaction: roll it back now, so that it holds up no writer.
-  void roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen) {
-    try {
-      submit(
-          [transaction](std::vector<std::uint8_t>& out, std::uint64_t id) {
-            proto::encode_transaction_end(out, proto::MsgType::kRollback, id, transaction);
-          },
-          detail::Completion(detail::Completion::Kind::kEmpty, proto::MsgType::kOk,
-                             std::promise<void>()),
-          gen, false);
-    } catch (...) {  // the connection is gone or closed: the daemon rolls back by itself
-    }
-  }
+  PASYN_INTERNAL void roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen);
 
   // I/O thread: the connection is gone; fail everything waiting, promptly.
-  void lose(const std::string& why) {
-    {
-      std::lock_guard lk(mu_);
-      if (state_ != State::kOpen) return;  // closed (close() fails what is pending), or lost
-      state_ = State::kLost;
-      lost_reason_ = why;  // the first reason: a cancelled read afterwards does not replace it
-      outbox_.clear();     // never sent on a later connection: those calls fail below
-      next_attempt_ = {};
-      slot_free_.notify_all();
-    }
-    detail::error_code ignored;
-    io_->socket.close(ignored);
-    fail_all(std::make_exception_ptr(
-        ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" + why +
-                            "); the outcome of requests in flight is unknown")));
-  }
+  PASYN_INTERNAL void lose(const std::string& why);
 
-  void fail_all(std::exception_ptr error) {
-    std::unordered_map<std::uint64_t, detail::Completion> failed;
-    {
-      std::lock_guard lk(mu_);
-      failed.swap(pending_);
-      slot_free_.notify_all();
-    }
-    for (auto& [id, done] : failed) done.fail(error);
-  }
+  PASYN_INTERNAL void fail_all(std::exception_ptr error);
 
   const std::string path_;
   const ClientOptions options_;
@@ -603,11 +408,15 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::uint32_t max_frame_ = proto::kDefaultMaxFrame;  // GUARDED_BY(mu_)
   std::uint64_t generation_ = 0;           // GUARDED_BY(mu_); written on the I/O thread only
   std::chrono::milliseconds backoff_{25};  // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point next_attempt_;             // GUARDED_BY(mu_)
-  std::mutex connect_mu_;                                          // one reconnect at a time
-  std::vector<std::uint8_t> outbox_;                               // GUARDED_BY(mu_)
-  bool write_scheduled_ = false;                                   // GUARDED_BY(mu_)
-  std::unordered_map<std::uint64_t, detail::Completion> pending_;  // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
+  std::mutex connect_mu_;                               // one reconnect at a time
+  std::vector<std::uint8_t> outbox_;                    // GUARDED_BY(mu_)
+  bool write_scheduled_ = false;                        // GUARDED_BY(mu_)
+  // The pending requests. Their nodes come from a pool that keeps what was freed, so that a
+  // request in the steady state allocates nothing (the pool is not thread-safe: mu_ guards it).
+  using Pending = std::pmr::unordered_map<std::uint64_t, detail::Completion>;
+  std::pmr::unsynchronized_pool_resource pending_pool_;  // GUARDED_BY(mu_)
+  Pending pending_{&pending_pool_};                      // GUARDED_BY(mu_)
   std::condition_variable slot_free_;  // pending_ dropped below max_in_flight_, or not kOpen
   std::size_t slot_waiters_ = 0;       // GUARDED_BY(mu_)
 };

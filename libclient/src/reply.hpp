@@ -1,5 +1,6 @@
 // Replies of pasyn-writerd as the client sees them: error frames mapped to pasyn exceptions, and
-// Completion, what the client's pending table holds per request.
+// Completion, what the client's pending table holds per request: the promise of an asynchronous
+// call, the Waiter of a synchronous one, or a Notify.
 #pragma once
 
 #include <sqlite3.h>
@@ -14,8 +15,11 @@
 #include <pasyn/errors.hpp>
 #include <pasyn/proto/codec.hpp>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
+
+#include "waiter.hpp"
 
 namespace pasyn::detail {
 
@@ -85,8 +89,10 @@ inline void decode_nothing(const proto::FrameView& f, proto::MsgType type) {
 }
 
 /// Completes one request: turns its reply frame into the call's value, or fails it. Holds the
-/// promise by value (no allocation beyond the promise's own state), and is what the pending
-/// table stores per request id.
+/// promise by value (no allocation beyond the promise's own state) or points at the Waiter of a
+/// synchronous call (no allocation at all), and is what the pending table stores per request id.
+/// A default-constructed or discard()ed Completion discards its reply: what a request becomes
+/// whose synchronous caller gave up waiting (MultiplexedClient::Impl::wait).
 class Completion {
  public:
   enum class Kind : std::uint8_t {
@@ -115,6 +121,16 @@ class Completion {
   Completion(Kind kind, proto::MsgType reply, std::promise<T> promise,
              std::shared_ptr<std::atomic<int>> claim = nullptr)
       : kind_(kind), reply_(reply), promise_(std::move(promise)), claim_(std::move(claim)) {}
+  /// `waiter` must outlive the request's stay in the pending table.
+  template <typename T>
+  Completion(Kind kind, proto::MsgType reply, Waiter<T>& waiter)
+      : kind_(kind), reply_(reply), promise_(&waiter) {}
+
+  /// From now on the reply is discarded, and nobody is told of it (the caller has gone).
+  void discard() noexcept {
+    promise_.emplace<std::monostate>();
+    claim_.reset();
+  }
 
   /// Takes the reply for the caller; false if the caller has abandoned the request (only a
   /// BEGIN can be abandoned).
@@ -125,39 +141,48 @@ class Completion {
   }
 
   void complete(const proto::FrameView& f) noexcept {
+    if (std::holds_alternative<std::monostate>(promise_)) return;  // nobody waits for it
+    std::exception_ptr error;
     try {
       switch (kind_) {
         case Kind::kChanges:
-          return get<std::int64_t>().set_value(decode_result(f).changes);
+          return set<std::int64_t>(decode_result(f).changes);
         case Kind::kRowid:
-          return get<std::int64_t>().set_value(decode_result(f).last_rowid);
+          return set<std::int64_t>(decode_result(f).last_rowid);
         case Kind::kRows:
-          return get<std::vector<Row>>().set_value(std::move(decode_result(f).rows));
+          return set<std::vector<Row>>(std::move(decode_result(f).rows));
         case Kind::kColumns: {
           auto r = decode_result(f);
-          return get<ResultSet>().set_value(ResultSet{std::move(r.columns), std::move(r.rows)});
+          return set<ResultSet>(ResultSet{std::move(r.columns), std::move(r.rows)});
         }
         case Kind::kResult:
           decode_result(f);
-          return get<void>().set_value();
+          return set<void>();
         case Kind::kEmpty:
           decode_nothing(f, reply_);
           if (auto* notify = std::get_if<Notify>(&promise_)) return notify_of(*notify, nullptr);
-          return get<void>().set_value();
+          return set<void>();
       }
     } catch (...) {
-      fail(std::current_exception());
+      error = std::current_exception();
     }
+    // Handed over outside the handler, and moved: once the caller can see the error, this
+    // thread holds no reference to it, so the caller's thread is the one that destroys it
+    // (libstdc++ counts the references where ThreadSanitizer cannot see; see tests/tsan.supp).
+    if (error) fail(std::move(error));
   }
 
+  /// Fails the request with `error` (moved to the caller).
   void fail(std::exception_ptr error) noexcept {
     std::visit(
         [&](auto& p) {
           using P = std::decay_t<decltype(p)>;
           if constexpr (std::is_same_v<P, Notify>) {
-            notify_of(p, error);
+            notify_of(p, std::move(error));
+          } else if constexpr (std::is_pointer_v<P>) {
+            p->set_exception(std::move(error));
           } else if constexpr (!std::is_same_v<P, std::monostate>) {
-            p.set_exception(error);
+            p.set_exception(std::move(error));
           }
         },
         promise_);
@@ -174,15 +199,22 @@ class Completion {
     }
   }
 
-  template <typename T>
-  std::promise<T>& get() {
-    return std::get<std::promise<T>>(promise_);
+  // Hands the call its value: through its promise, or to its waiter. A Completion of the wrong
+  // type throws (bad_variant_access), and the call fails with that.
+  template <typename T, typename... V>
+  void set(V&&... v) {
+    if (auto* waiter = std::get_if<Waiter<T>*>(&promise_)) {
+      (*waiter)->set_value(std::forward<V>(v)...);
+    } else {
+      std::get<std::promise<T>>(promise_).set_value(std::forward<V>(v)...);
+    }
   }
 
   Kind kind_ = Kind::kResult;
   proto::MsgType reply_ = proto::MsgType::kResult;
   std::variant<std::monostate, std::promise<std::int64_t>, std::promise<std::vector<Row>>,
-               std::promise<void>, Notify, std::promise<ResultSet>>
+               std::promise<void>, Notify, std::promise<ResultSet>, Waiter<std::int64_t>*,
+               Waiter<std::vector<Row>>*, Waiter<void>*, Waiter<ResultSet>*>
       promise_;
   std::shared_ptr<std::atomic<int>> claim_;  // BEGIN only
 };

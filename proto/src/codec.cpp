@@ -575,27 +575,29 @@ void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, con
 
 void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
                          std::string_view key) {
-  std::vector<std::uint8_t> prefix;
-  put<std::uint32_t>(prefix, static_cast<std::uint32_t>(key.size()));
-  prefix.insert(prefix.end(), key.begin(), key.end());
-  out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_start + kHeaderSize), prefix.begin(),
-             prefix.end());
+  // Inserted in place, without a temporary buffer: a client's hot path allocates nothing here.
+  std::uint8_t size[sizeof(std::uint32_t)];
+  const auto n = static_cast<std::uint32_t>(key.size());
+  std::memcpy(size, &n, sizeof n);
+  const auto at = static_cast<std::ptrdiff_t>(frame_start + kHeaderSize);
+  out.insert(out.begin() + at, key.begin(), key.end());
+  out.insert(out.begin() + at, std::begin(size), std::end(size));
   std::uint32_t length;
   std::memcpy(&length, out.data() + frame_start, sizeof length);
-  length += static_cast<std::uint32_t>(prefix.size());
+  length += static_cast<std::uint32_t>(sizeof size + key.size());
   std::memcpy(out.data() + frame_start, &length, sizeof length);
   out[frame_start + kLengthFieldSize] |= kIdempotent;
 }
 
 void add_transaction_number(std::vector<std::uint8_t>& out, std::size_t frame_start,
                             std::uint64_t transaction) {
-  std::vector<std::uint8_t> prefix;
-  put<std::uint64_t>(prefix, transaction);
-  out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_start + kHeaderSize), prefix.begin(),
-             prefix.end());
+  std::uint8_t prefix[sizeof transaction];  // no temporary vector: see add_idempotency_key
+  std::memcpy(prefix, &transaction, sizeof transaction);
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_start + kHeaderSize),
+             std::begin(prefix), std::end(prefix));
   std::uint32_t length;
   std::memcpy(&length, out.data() + frame_start, sizeof length);
-  length += static_cast<std::uint32_t>(prefix.size());
+  length += static_cast<std::uint32_t>(sizeof prefix);
   std::memcpy(out.data() + frame_start, &length, sizeof length);
   out[frame_start + kLengthFieldSize] |= kInTransaction;
 }

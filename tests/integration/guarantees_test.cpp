@@ -129,6 +129,29 @@ TEST_F(GuaranteesTest, ABeginThatTimedOutOnTheClientHoldsUpNoWriter) {
   EXPECT_EQ(rows_with_key("again"), 1);
 }
 
+// A synchronous call waits on its own stack; when it gives up (request_timeout), the reply that
+// comes later must reach nobody: not the caller that left, and not the next call of the same
+// thread, whose waiter may sit at the same address.
+TEST_F(GuaranteesTest, ALateReplyToASynchronousCallThatTimedOutReachesNoLaterCall) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "20s"}));
+  auto holder = connect_client();
+  auto held = holder.begin();
+
+  auto impatient_options = bounded_options();
+  impatient_options.request_timeout = 200ms;
+  pasyn::MultiplexedClient impatient(sock_, impatient_options);
+  EXPECT_THROW(impatient.execute("INSERT INTO kv (k) VALUES ('late')"), pasyn::TimeoutError);
+  held.commit();  // the daemon runs the late write now, and answers a caller that left
+
+  // Requests of one connection are answered in order: each reply below comes after the late one.
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "next" + std::to_string(i);
+    const auto rowid = impatient.execute_returning_rowid("INSERT INTO kv (k) VALUES (?)", {key});
+    EXPECT_EQ(rowid, query_int("SELECT rowid FROM kv WHERE k = ?", {key})) << key;
+  }
+  EXPECT_EQ(rows_with_key("late"), 1);  // "the request may still be executed": it was
+}
+
 TEST_F(GuaranteesTest, CloseWhileAnotherThreadReconnectsReturnsAndSoDoesTheReconnect) {
   ASSERT_NO_FATAL_FAILURE(start_daemon());
   auto options = bounded_options();

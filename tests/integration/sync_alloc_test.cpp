@@ -1,0 +1,184 @@
+// A synchronous call of MultiplexedClient allocates nothing in the steady state (issue 11,
+// item 2): no promise/future shared state, no node of the pending table, no outbox growth, on
+// the calling thread or on the client's I/O thread. Counted against the real pasyn-writerd.
+//
+// This binary replaces the global operator new to count allocations, so it is an executable of
+// its own (pasyn_alloc_tests): the counter would be meaningless beside the other tests' threads.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <pasyn/pasyn.hpp>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+std::atomic<bool> g_counting{false};
+std::atomic<std::size_t> g_allocations{0};
+
+void* counted_malloc(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
+  return std::malloc(n == 0 ? 1 : n);
+}
+
+void* counted_aligned(std::size_t n, std::align_val_t align) {
+  if (g_counting.load(std::memory_order_relaxed)) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
+  const auto a = static_cast<std::size_t>(align);
+  return std::aligned_alloc(a, (n + a - 1) / a * a);
+}
+
+}  // namespace
+
+// Every form is replaced, so that each block is freed by the allocator that made it. noinline
+// keeps GCC from seeing free() next to a new-expression (-Wmismatched-new-delete).
+[[gnu::noinline]] void* operator new(std::size_t n) {
+  if (void* p = counted_malloc(n)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void* operator new[](std::size_t n) {
+  if (void* p = counted_malloc(n)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_malloc(n);
+}
+[[gnu::noinline]] void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_malloc(n);
+}
+[[gnu::noinline]] void* operator new(std::size_t n, std::align_val_t a) {
+  if (void* p = counted_aligned(n, a)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void* operator new[](std::size_t n, std::align_val_t a) {
+  if (void* p = counted_aligned(n, a)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+[[gnu::noinline]] void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+
+namespace pasyn::itest {
+namespace {
+
+constexpr int kWarmUp = 200;
+constexpr int kCalls = 1000;
+
+// Counts the allocations of the whole process (every thread) while `calls` runs.
+template <typename Calls>
+std::size_t allocations_during(Calls&& calls) {
+  g_allocations.store(0);
+  g_counting.store(true);
+  calls();
+  g_counting.store(false);
+  return g_allocations.load();
+}
+
+class SyncAllocTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    start_daemon();
+    client_.emplace(connect_client());
+    client_->execute("CREATE TABLE t(x INTEGER)");
+  }
+  void TearDown() override {
+    client_.reset();
+    DaemonTest::TearDown();
+  }
+  std::optional<MultiplexedClient> client_;
+  const Params params_{Value{std::int64_t{42}}};
+};
+
+TEST_F(SyncAllocTest, ExecuteAllocatesNothingInTheSteadyState) {
+  for (int i = 0; i < kWarmUp; ++i) client_->execute("INSERT INTO t(x) VALUES (?)", params_);
+  std::int64_t changed = 0;
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i)
+      changed += client_->execute("INSERT INTO t(x) VALUES (?)", params_);
+  });
+  EXPECT_EQ(changed, kCalls);
+  EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " synchronous execute() calls";
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kWarmUp + kCalls);
+}
+
+TEST_F(SyncAllocTest, ExecuteReturningRowidAllocatesNothingInTheSteadyState) {
+  for (int i = 0; i < kWarmUp; ++i) {
+    client_->execute_returning_rowid("INSERT INTO t(x) VALUES (?)", params_);
+  }
+  std::int64_t last = 0;
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i) {
+      last = client_->execute_returning_rowid("INSERT INTO t(x) VALUES (?)", params_);
+    }
+  });
+  EXPECT_EQ(last, kWarmUp + kCalls);
+  EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " execute_returning_rowid() calls";
+}
+
+TEST_F(SyncAllocTest, KeyedExecuteAllocatesNothingInTheSteadyState) {
+  WriteOptions options;
+  for (int i = 0; i < kWarmUp; ++i) {
+    options.idempotency_key = std::to_string(i);  // short (no allocation of its own)
+    options.idempotency_key += 'w';  // (not "w" + ...: g++ 12 -O3 -Wrestrict warns falsely)
+    client_->execute("INSERT INTO t(x) VALUES (?)", params_, options);
+  }
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i) {
+      options.idempotency_key = std::to_string(i);
+      options.idempotency_key += 'k';
+      client_->execute("INSERT INTO t(x) VALUES (?)", params_, options);
+    }
+  });
+  EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " execute() calls with a key";
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kWarmUp + kCalls);
+}
+
+TEST_F(SyncAllocTest, PingAllocatesNothingInTheSteadyState) {
+  for (int i = 0; i < kWarmUp; ++i) client_->ping();
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i) client_->ping();
+  });
+  EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " ping() calls";
+}
+
+TEST_F(SyncAllocTest, TransactionExecuteAllocatesNothingInTheSteadyState) {
+  auto tx = client_->begin();
+  for (int i = 0; i < kWarmUp; ++i) tx.execute("INSERT INTO t(x) VALUES (?)", params_);
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i) tx.execute("INSERT INTO t(x) VALUES (?)", params_);
+  });
+  tx.commit();
+  EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " Transaction::execute() calls";
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kWarmUp + kCalls);
+}
+
+// The asynchronous forms keep their future (its shared state is inherent): the count above is
+// not zero because nothing is counted.
+TEST_F(SyncAllocTest, TheCounterSeesTheAsynchronousFormsAllocate) {
+  for (int i = 0; i < kWarmUp; ++i)
+    client_->execute_async("INSERT INTO t(x) VALUES (?)", params_).get();
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i)
+      client_->execute_async("INSERT INTO t(x) VALUES (?)", params_).get();
+  });
+  EXPECT_GE(n, static_cast<std::size_t>(kCalls));
+}
+
+}  // namespace
+}  // namespace pasyn::itest
