@@ -10,12 +10,19 @@
 
 namespace pasyn_bench {
 
-Throughput measure_echo(Context& ctx, int procs, int threads, double seconds) {
+EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoCommit commit) {
   const fs::path dir = ctx.fresh_dir("ceiling-echo");
   const std::string socket = (dir / "echo.sock").string();
+  const std::string db = (dir / "bench.sqlite").string();
+  std::vector<std::string> server_args{"echo_server", "socket=" + socket};
+  if (commit != EchoCommit::none) {
+    create_bench_db(db);
+    server_args.push_back(commit == EchoCommit::full ? "commit=full" : "commit=normal");
+    server_args.push_back("db=" + db);
+    server_args.push_back("size=" + std::to_string(kCeilingMessageSize));
+  }
   std::vector<std::unique_ptr<WorkerProcess>> server;
-  server.push_back(std::make_unique<WorkerProcess>(
-      ctx.self, std::vector<std::string>{"echo_server", "socket=" + socket}));
+  server.push_back(std::make_unique<WorkerProcess>(ctx.self, server_args));
   await_line(server, "ready", Clock::now() + std::chrono::seconds(30));
   std::vector<std::vector<std::string>> specs;
   for (int p = 0; p < procs; ++p) {
@@ -23,19 +30,36 @@ Throughput measure_echo(Context& ctx, int procs, int threads, double seconds) {
                      "seconds=" + std::to_string(seconds),
                      "size=" + std::to_string(kCeilingMessageSize)});
   }
-  const Throughput t = aggregate(run_workers(ctx, specs, seconds));
+  EchoRun run;
+  run.clients = aggregate(run_workers(ctx, specs, seconds));
   server.front()->go();  // stop
   await_line(server, "done", Clock::now() + std::chrono::seconds(30));
   const int status = server.front()->wait(Clock::now() + std::chrono::seconds(10));
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     throw std::runtime_error("echo server failed (" + describe_status(status) + ")");
   }
-  const double echoed = server.front()->result().num("bytes") / kCeilingMessageSize;
-  if (echoed < static_cast<double>(t.ops)) {
+  const WorkerResult report = server.front()->result();
+  const double echoed = report.num("bytes") / kCeilingMessageSize;
+  if (echoed < static_cast<double>(run.clients.ops)) {
     throw std::runtime_error("the echo server echoed fewer messages than the clients counted");
   }
+  if (commit != EchoCommit::none) {
+    run.rows = report.num("rows");
+    run.commits = report.num("commits");
+    SqliteDb check(db, kDirectWriteFlags);
+    Stmt count(check, "SELECT COUNT(*) FROM bench");
+    if (sqlite3_step(count) != SQLITE_ROW ||
+        static_cast<double>(sqlite3_column_int64(count, 0)) != run.rows || run.rows < echoed) {
+      throw std::runtime_error("the group-commit server replied to rows it did not commit");
+    }
+  }
   fs::remove_all(dir);
-  return t;
+  return run;
+}
+
+EchoRun measure_group_commit16(Context& ctx, double seconds, bool full) {
+  return measure_echo(ctx, kProcesses, kCeilingWriters / kProcesses, seconds,
+                      full ? EchoCommit::full : EchoCommit::normal);
 }
 
 Throughput measure_commits(Context& ctx, int rows, double seconds) {
@@ -53,7 +77,8 @@ Throughput measure_commits(Context& ctx, int rows, double seconds) {
 
 Ceilings measure_ceilings(Context& ctx, double seconds, bool durable) {
   Ceilings c;
-  const Throughput ipc = measure_echo(ctx, kProcesses, kCeilingWriters / kProcesses, seconds);
+  const Throughput ipc =
+      measure_echo(ctx, kProcesses, kCeilingWriters / kProcesses, seconds).clients;
   if (ipc.errors) throw std::runtime_error("ceiling_ipc16: " + ipc.first_note);
   c.ipc16 = ipc.per_second;
   c.ipc16_p50_us = ipc.hist.quantile_us(0.50);
@@ -61,7 +86,7 @@ Ceilings measure_ceilings(Context& ctx, double seconds, bool durable) {
   if (durable) {
     // The two means need less time than the throughput runs to settle.
     const double short_seconds = std::min(seconds, 2.0);
-    const Throughput rtt = measure_echo(ctx, 1, 1, short_seconds);
+    const Throughput rtt = measure_echo(ctx, 1, 1, short_seconds).clients;
     if (rtt.errors) throw std::runtime_error("t_rtt: " + rtt.first_note);
     c.t_rtt_us = 1e6 / rtt.per_second;
     const Throughput commit = measure_commits(ctx, kCeilingWriters, short_seconds);

@@ -8,6 +8,10 @@
 //   takes to commit a 16-row transaction at synchronous=full in WAL, t_rtt the mean round trip of
 //   the same echo server with one client. Each of 16 writers must send, wait for a commit that
 //   follows its write, and read the ack.
+// - groupcommit16 (not a ceiling: the bound of a design): the same echo server and the same 16
+//   clients, but the server commits each epoll batch of requests as one transaction (one INSERT
+//   per request, WAL, synchronous=full or normal) before replying. The leanest group commit:
+//   what any acked-writer design built on SQLite can hope for on this machine.
 #pragma once
 
 #include "orchestrator.hpp"
@@ -20,9 +24,24 @@ inline constexpr int kCeilingMessageSize = 64;
 // SPEC §6: the writers (and rows per transaction) of the ceilings.
 inline constexpr int kCeilingWriters = 16;
 
+// What the echo server does between reading requests and replying.
+enum class EchoCommit { none, normal, full };
+
+// The clients' throughput, and the server's commits (EchoCommit other than none).
+struct EchoRun {
+  Throughput clients;
+  double rows = 0, commits = 0;
+};
+
 // `procs` processes x `threads` threads of synchronous echo clients against one bare epoll echo
-// server for `seconds`; per_second = round trips per second.
-Throughput measure_echo(Context& ctx, int procs, int threads, double seconds);
+// server for `seconds`; clients.per_second = round trips per second. With `commit`, the server
+// commits each epoll batch of requests (one INSERT each) before replying; the rows it reports
+// are checked against the database.
+EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds,
+                     EchoCommit commit = EchoCommit::none);
+
+// groupcommit16 at synchronous=full (`full`) or normal.
+EchoRun measure_group_commit16(Context& ctx, double seconds, bool full);
 
 // One direct connection (WAL, synchronous=FULL) committing `rows`-row transactions back to back
 // for `seconds`; per_second = transactions per second.

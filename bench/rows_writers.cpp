@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <stdexcept>
 
 #include "ceilings.hpp"
 #include "rows.hpp"
@@ -55,13 +56,16 @@ void add_direct(RowResult& r, const Samples& direct) {
 
 }  // namespace
 
-// Each repetition runs direct, then the ceilings, then pasyn, so the three share the machine's
-// state; the row divides the median of pasyn by the median of the ceiling.
+// Each repetition runs direct, then the ceilings, then groupcommit16, then pasyn, so all share
+// the machine's state; the row divides the median of pasyn by the median of the ceiling, and
+// bound_ratio = groupcommit16 / the ceiling says how much of the ceiling the leanest group
+// commit reaches in the same run (the bound a design's ratio is held to).
 std::vector<RowResult> row_writers16(Context& ctx, const Settings& s, bool full) {
   const std::string name = full ? "writers16_full" : "writers16_normal";
   const int threads = kCeilingWriters / kProcesses;
   Samples via, direct;
   std::vector<double> ceiling, ipc, ipc_p50, ipc_p99, durable, t_rtt, t_commit;
+  std::vector<double> group, group_p50, group_p99, group_batch;
   for (int rep = 0; rep < s.reps; ++rep) {
     progress(ctx, rep_label(name, rep, s.reps));
     direct.add(measure_writers(ctx, false, kProcesses, threads, full, s.seconds));
@@ -77,6 +81,12 @@ std::vector<RowResult> row_writers16(Context& ctx, const Settings& s, bool full)
     } else {
       ceiling.push_back(c.ipc16);
     }
+    const EchoRun g = measure_group_commit16(ctx, s.seconds, full);
+    if (g.clients.errors) throw std::runtime_error("groupcommit16: " + g.clients.first_note);
+    group.push_back(g.clients.per_second);
+    group_p50.push_back(g.clients.hist.quantile_us(0.50));
+    group_p99.push_back(g.clients.hist.quantile_us(0.99));
+    group_batch.push_back(g.rows / g.commits);
     via.add(measure_writers(ctx, true, kProcesses, threads, full, s.seconds));
   }
   RowResult r = throughput_row(name, "rows/s", full ? 0.6 : 0.7, via, direct);
@@ -102,8 +112,22 @@ std::vector<RowResult> row_writers16(Context& ctx, const Settings& s, bool full)
                 "+ t_rtt " +
                 figure(median(t_rtt)) + " us, the echo round trip of one client)";
   }
+  r.extra["groupcommit16"] = median(group);
+  r.extra["bound_ratio"] = median(group) / r.baseline;
+  r.extra["groupcommit16_p50_us"] = median(group_p50);
+  r.extra["groupcommit16_p99_us"] = median(group_p99);
+  r.extra["groupcommit16_rows_per_commit"] = median(group_batch);
+  const std::string bound =
+      "groupcommit16 " + figure(median(group)) +
+      " rows/s = " + format("%.2f", r.extra["bound_ratio"]) +
+      " of the ceiling (bound_ratio; the same echo server and clients, the server committing "
+      "each epoll batch as one transaction, one INSERT per request, at synchronous=" +
+      std::string(full ? "full" : "normal") +
+      " before replying: " + format("%.1f", median(group_batch)) + " rows per commit, p50/p99 " +
+      figure(median(group_p50)) + "/" + figure(median(group_p99)) +
+      " us); pasyn / groupcommit16 = " + format("%.2f", r.pasyn / median(group));
   r.note = "pasyn " + figure(r.pasyn) + " rows/s / ceiling " + figure(r.baseline) +
-           " (medians of reps); " + ceilings +
+           " (medians of reps); " + ceilings + "; " + bound +
            "; direct_ratio = pasyn / direct = " + format("%.2f", r.extra["direct_ratio"]) + "; " +
            writers_note(s, 16, full, via, direct);
   return {r};

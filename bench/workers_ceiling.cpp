@@ -2,7 +2,10 @@
 // work of the acked-writer rows, with no pasyn in them.
 //
 // - echo_server: a bare single-threaded epoll echo server on a Unix stream socket. This is the one
-//   place a hand-written event loop is the point: it is the baseline no design can beat.
+//   place a hand-written event loop is the point: it is the baseline no design can beat. With
+//   commit=full|normal it is the leanest group commit there is (groupcommit16): each time epoll
+//   reports ready sockets it reads them, runs one transaction with one INSERT per complete
+//   request, commits, and only then replies; one thread, no queue, no hand-off.
 // - echo_clients: synchronous clients, one connection per thread, each sending a message and
 //   waiting for its echo (ceiling_ipc16 with 4 processes x 4 threads; t_rtt with one thread).
 // - commit_txns: one direct connection committing `rows`-row transactions at synchronous=FULL in
@@ -16,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <unordered_map>
 
 #include "sqlite_direct.hpp"
 #include "worker.hpp"
@@ -50,12 +54,68 @@ class Fd {
 
 }  // namespace
 
-// echo_server socket=PATH: listens, writes "ready", then echoes every byte it reads back on the
-// same connection until the orchestrator's byte (or EOF) arrives on stdin; reports the bytes.
-// Client descriptors stay blocking: each readiness gets one read and its echo, and a client
-// waits for its echo before sending again, so the echo never waits for buffer space.
+// The commit step of echo_server commit=...: one connection (WAL, the given synchronous) that
+// commits one transaction of one-row INSERTs (the writers rows' row: the writer's id and
+// kPayload) per epoll batch.
+class BatchCommitter {
+ public:
+  BatchCommitter(const std::string& path, bool full)
+      : db_(path, kDirectWriteFlags),
+        begin_(configured(db_, full), "BEGIN IMMEDIATE"),
+        insert_(db_, kInsertSql),
+        commit_(db_, "COMMIT") {}
+  // BEGIN IMMEDIATE; `count` INSERTs of `writer`, for each (writer, count); COMMIT. Throws when
+  // a step fails: the clients then see the server go away.
+  void commit(const std::vector<std::pair<std::int64_t, std::int64_t>>& batch) {
+    step(begin_);
+    for (const auto& [writer, count] : batch) {
+      for (std::int64_t i = 0; i < count; ++i) {
+        sqlite3_bind_int64(insert_, 1, writer);
+        insert_.text(2, kPayload);
+        step(insert_);
+        ++rows_;
+      }
+    }
+    step(commit_);
+    ++commits_;
+  }
+  std::uint64_t rows() const { return rows_; }
+  std::uint64_t commits() const { return commits_; }
+
+ private:
+  static const SqliteDb& configured(SqliteDb& db, bool full) {
+    db.configure_writer(full);
+    return db;
+  }
+  void step(sqlite3_stmt* st) {
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) throw std::runtime_error(sqlite3_errmsg(db_.get()));
+  }
+  SqliteDb db_;
+  Stmt begin_, insert_, commit_;
+  std::uint64_t rows_ = 0, commits_ = 0;
+};
+
+// echo_server socket=PATH [commit=full|normal db=PATH size=N]: listens, writes "ready", then
+// echoes every byte it reads back on the same connection until the orchestrator's byte (or EOF)
+// arrives on stdin; reports the bytes. Client descriptors stay blocking: each readiness gets one
+// read, and a client waits for its reply before sending again, so a reply never waits for buffer
+// space. Without commit= each read is echoed at once. With it, the reads of one epoll batch are
+// cut into N-byte requests, committed as one transaction (one INSERT per request, the writer
+// being the client's accept order), and each request is then answered with N bytes; the report
+// adds the rows and commits.
 void worker_echo_server(const Args& a) {
   const std::string path = arg(a, "socket");
+  std::optional<BatchCommitter> committer;
+  std::size_t size = 0;
+  if (const auto it = a.find("commit"); it != a.end()) {
+    if (it->second != "full" && it->second != "normal") {
+      throw std::runtime_error("commit= must be full or normal, not " + it->second);
+    }
+    committer.emplace(arg(a, "db"), it->second == "full");
+    size = static_cast<std::size_t>(arg_int(a, "size"));
+  }
   Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   const sockaddr_un addr = unix_address(path);
   if (listener.get() < 0 ||
@@ -77,13 +137,23 @@ void worker_echo_server(const Args& a) {
   watch(0);  // the orchestrator's stop byte
   announce_ready();
 
-  std::vector<int> clients;
+  struct Client {
+    std::int64_t writer;  // accept order
+    std::size_t partial;  // bytes of a request not yet complete (commit= only)
+  };
+  std::unordered_map<int, Client> clients;
   std::uint64_t bytes = 0;
   char buf[4096];
   epoll_event events[64];
+  // commit= only: the complete requests of this batch, per client, and their replies.
+  std::vector<std::pair<int, std::int64_t>> ready;
+  std::vector<std::pair<std::int64_t, std::int64_t>> batch;
+  std::vector<char> reply;
   for (bool stop = false; !stop;) {
     const int n = ::epoll_wait(ep.get(), events, 64, 1000);
     if (n < 0 && errno != EINTR) throw std::runtime_error("epoll_wait failed");
+    ready.clear();
+    batch.clear();
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == 0) {
@@ -92,21 +162,41 @@ void worker_echo_server(const Args& a) {
         for (;;) {
           const int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
           if (c < 0) break;  // EAGAIN: accepted all that were waiting
-          clients.push_back(c);
+          clients.emplace(c, Client{static_cast<std::int64_t>(clients.size()), 0});
           watch(c);
         }
       } else {
         const ssize_t r = ::read(fd, buf, sizeof buf);
-        if (r > 0 && write_all(fd, buf, static_cast<std::size_t>(r))) {
+        if (r > 0 && committer) {
+          Client& c = clients.at(fd);
+          c.partial += static_cast<std::size_t>(r);
+          const auto complete = static_cast<std::int64_t>(c.partial / size);
+          c.partial %= size;
+          if (complete > 0) {
+            ready.emplace_back(fd, complete);
+            batch.emplace_back(c.writer, complete);
+          }
+        } else if (r > 0 && write_all(fd, buf, static_cast<std::size_t>(r))) {
           bytes += static_cast<std::uint64_t>(r);
         } else if (r == 0 || (r < 0 && errno != EINTR)) {
           ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
         }
       }
     }
+    if (batch.empty()) continue;
+    committer->commit(batch);
+    for (const auto& [fd, complete] : ready) {
+      const std::size_t len = static_cast<std::size_t>(complete) * size;
+      if (reply.size() < len) reply.resize(len, 'x');
+      if (write_all(fd, reply.data(), len)) bytes += len;
+    }
   }
-  for (int c : clients) ::close(c);
+  for (const auto& [fd, c] : clients) ::close(fd);
   put("bytes", static_cast<double>(bytes));
+  if (committer) {
+    put("rows", static_cast<double>(committer->rows()));
+    put("commits", static_cast<double>(committer->commits()));
+  }
   finish_report();
 }
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """pasyn-bench --json: the acked-writer rows carry their ceilings and say what their ratio divides.
 
+writers16_full/normal also carry groupcommit16 (the leanest group commit, same run) and
+bound_ratio = groupcommit16 / the row's ceiling.
+
 Runs the real pasyn-bench (which starts the real pasyn-writerd) on its shortest settings, one row
 at a time, and checks the shape and the arithmetic of the output, never the speed: the figures of
 a 0.3 s run on a shared machine mean nothing, but ratio = pasyn / ceiling must hold exactly.
@@ -50,6 +53,18 @@ def run(only):
     return rows
 
 
+def check_bound(r):
+    """groupcommit16 (the leanest group commit, measured beside the ceilings) and its share."""
+    group = positive(r, "groupcommit16")
+    check(close(r.get("bound_ratio"), group / r["baseline"]),
+          f"{r['name']}: bound_ratio {r.get('bound_ratio')} != groupcommit16 / baseline")
+    positive(r, "groupcommit16_p50_us")
+    check(r.get("groupcommit16_p99_us", 0) >= r.get("groupcommit16_p50_us", math.inf),
+          f"{r['name']}: groupcommit16 p99 < p50")
+    batch = positive(r, "groupcommit16_rows_per_commit")
+    check(1 <= batch <= 16, f"{r['name']}: {batch} rows per commit with 16 synchronous clients")
+
+
 def check_direct(r):
     direct = positive(r, "direct")
     check(close(r.get("direct_ratio"), r["pasyn"] / direct),
@@ -71,6 +86,7 @@ if full:
     check(close(full["baseline"], min(ipc, durable)), "writers16_full baseline != the ceiling")
     check(close(full["ratio"], full["pasyn"] / full["baseline"]), "writers16_full ratio")
     check_direct(full)
+    check_bound(full)
 
 normal = run("writers16_normal").get("writers16_normal")
 check(normal is not None, "no writers16_normal row")
@@ -82,6 +98,7 @@ if normal:
     check("ceiling_durable16" not in normal, "writers16_normal: durable ceiling at normal")
     check(close(normal["ratio"], normal["pasyn"] / normal["baseline"]), "writers16_normal ratio")
     check_direct(normal)
+    check_bound(normal)
 
 w64 = run("writers64_full").get("writers64_full")
 check(w64 is not None, "no writers64_full row")
