@@ -44,7 +44,8 @@ cleanup() {
   # Whatever is mounted under the root (our /proc, or what a failed debootstrap left), deepest
   # first, before anything is removed.
   if [[ -d $root ]]; then
-    findmnt -rn -o TARGET | grep -F "$root/" | sort -r | while read -r m; do umount -l "$m"; done
+    { findmnt -rn -o TARGET | grep -F "$root/" || true; } | sort -r |
+      while read -r m; do umount -l "$m"; done
   fi
 }
 trap cleanup EXIT
