@@ -41,7 +41,7 @@ root=$work/root
 debs=${PASYN_DEB_CACHE:-$work/debs}
 mkdir -p "$debs"
 cleanup() {
-  # Whatever is mounted under the root (our /proc, or what a failed debootstrap left), deepest
+  # Whatever is mounted under the root (our /proc, or what a failed mmdebstrap left), deepest
   # first, before anything is removed.
   if [[ -d $root ]]; then
     { findmnt -rn -o TARGET | grep -F "$root/" || true; } | sort -r |
@@ -77,11 +77,12 @@ mmdebstrap --mode=root --variant=minbase --include=python3,python3-venv,libsqlit
 }
 step "root made: $(chroot "$root" dpkg-query -W | wc -l) packages"
 forbidden='libspdlog|libfmt|libboost|pasyn|libcli11|libsqlite3-dev'
-if chroot "$root" dpkg-query -W -f '${Package}\n' | grep -E "^($forbidden)"; then
+packages=$(chroot "$root" dpkg-query -W -f '${Package}\n')
+if grep -E "^($forbidden)" <<<"$packages"; then
   echo "wheel-test: the root has packages the wheel must not need (above)" >&2
   exit 1
 fi
-if ! chroot "$root" dpkg-query -W -f '${Package}\n' | grep -qx libsqlite3-0; then
+if ! grep -qx libsqlite3-0 <<<"$packages"; then
   echo "wheel-test: libsqlite3-0 is not in the root" >&2
   exit 1
 fi
