@@ -32,7 +32,8 @@ python3 -m venv "$venv"
 # have the same path in every run, so ccache serves the extension's objects too (pip's isolated
 # build environment has a new path each time, and the extension recompiled: 4 min of 4.4).
 "$venv/bin/pip" install --quiet pytest "scikit-build-core>=0.10" "nanobind>=2.0"
-CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" "$venv/bin/pip" install --no-build-isolation \
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+  "$venv/bin/pip" install --no-build-isolation \
   -C build-dir="build/asan-{wheel_tag}" -C cmake.build-type=RelWithDebInfo \
   -C cmake.define.CMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
   -C cmake.define.CMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \

@@ -24,6 +24,8 @@ with tempfile.TemporaryDirectory(prefix="pasyn-wheel-") as d:
         reader.close()
     expected = [(1, "first", b"\x00")] + [(i + 1, f"row {i}", bytes([i])) for i in range(1, 100)]
     if [tuple(r) for r in rows] != expected:
-        sys.exit(f"wheel smoke: read back {rows[:3]}... ({len(rows)} rows), expected {expected[:3]}...")
-print(f"wheel smoke: ok: pasyn_sqlite {pasyn_sqlite.__version__}, SQLite {sqlite.sqlite_version()}, "
-      f"Python {sys.version.split()[0]}, {len(rows)} rows written through the writer and read back")
+        sys.exit(f"wheel smoke: read back {rows[:3]}... ({len(rows)} rows), "
+                 f"expected {expected[:3]}...")
+print(f"wheel smoke: ok: pasyn_sqlite {pasyn_sqlite.__version__}, "
+      f"SQLite {sqlite.sqlite_version()}, Python {sys.version.split()[0]}, "
+      f"{len(rows)} rows written through the writer and read back")

@@ -32,8 +32,9 @@ mirror=${PASYN_DEBIAN_MIRROR:-}
 if [[ -z $mirror ]]; then
   # The first Debian (not debian-security) mirror in this machine's apt sources, deb822 or
   # one-line form.
-  mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
-    2>/dev/null | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n1 | tr -d ' ' || true)
+  mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+    /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n1 | tr -d ' ' || true)
   mirror=${mirror:-http://deb.debian.org/debian}
 fi
 
@@ -59,16 +60,21 @@ python3 -m venv "$work/venv"
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
   "$work/venv/bin/pip" wheel --quiet --no-deps --wheel-dir "$work/dist" ./python
 wheels=("$work"/dist/pasyn_sqlite-*.whl)
-((${#wheels[@]} == 1)) || { echo "wheel-test: expected one wheel, found: ${wheels[*]}" >&2; exit 1; }
+if ((${#wheels[@]} != 1)); then
+  echo "wheel-test: expected one wheel, found: ${wheels[*]}" >&2
+  exit 1
+fi
 wheel=${wheels[0]}
 step "built ${wheel##*/} ($(du -h "$wheel" | cut -f1))"
 
 step "making a minimal Debian 12 root from $mirror (python3, python3-venv, libsqlite3-0)"
 # mmdebstrap, not debootstrap: with dpkg's unsafe I/O it takes 1.5 min with a warm cache where
 # debootstrap took 5 min (both measured here, at load 9). The .debs go in and out of $debs.
+into_root="mkdir -p \"\$1/var/cache/apt/archives\" &&
+  find '$debs' -name '*.deb' -exec cp -t \"\$1/var/cache/apt/archives\" {} +"
 mmdebstrap --mode=root --variant=minbase --include=python3,python3-venv,libsqlite3-0 \
   --dpkgopt=force-unsafe-io \
-  --setup-hook="mkdir -p \"\$1/var/cache/apt/archives\" && find '$debs' -name '*.deb' -exec cp -t \"\$1/var/cache/apt/archives\" {} +" \
+  --setup-hook="$into_root" \
   --customize-hook="sync-out /var/cache/apt/archives '$debs'" \
   bookworm "$root" "$mirror" >"$work/mmdebstrap.log" 2>&1 || {
   tail -n 30 "$work/mmdebstrap.log" >&2
@@ -92,9 +98,10 @@ cp "$wheel" "$root/tmp/"
 cp scripts/wheel-smoke.py "$root/tmp/wheel-smoke.py"
 step "installing the wheel in a venv inside the root (no network: --no-index)"
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-  /bin/sh -ec "python3 -m venv /opt/venv && /opt/venv/bin/pip install --quiet --no-index /tmp/${wheel##*/}"
+  /bin/sh -ec "python3 -m venv /opt/venv &&
+    /opt/venv/bin/pip install --quiet --no-index /tmp/${wheel##*/}"
 ext=$(chroot "$root" /opt/venv/bin/python -c \
-  'import glob, os, pasyn_sqlite_core as m; print(glob.glob(os.path.join(os.path.dirname(m.__file__), "_core*.so"))[0])')
+  'import pasyn_sqlite_core._core as m; print(m.__file__)')
 step "ldd $ext"
 deps=$(chroot "$root" ldd "$ext")
 echo "$deps"
