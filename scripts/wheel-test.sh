@@ -57,8 +57,11 @@ source scripts/ccache-env.sh
 step "building the wheel: pip wheel ./python in a fresh venv"
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --upgrade pip
+# A build directory of its own (python/build/wheel-*): the ccache launcher changes every compile
+# command, so sharing scripts/python-test.sh's would make each of them rebuild it all.
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-  "$work/venv/bin/pip" wheel --quiet --no-deps --wheel-dir "$work/dist" ./python
+  "$work/venv/bin/pip" wheel --quiet --no-deps --wheel-dir "$work/dist" \
+  -C build-dir="build/wheel-{wheel_tag}" ./python
 wheels=("$work"/dist/pasyn_sqlite-*.whl)
 if ((${#wheels[@]} != 1)); then
   echo "wheel-test: expected one wheel, found: ${wheels[*]}" >&2
