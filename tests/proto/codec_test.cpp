@@ -29,12 +29,14 @@
 #include <variant>
 #include <vector>
 
+#include "../replaced_new.hpp"
+
 // ---- Allocation watch ---------------------------------------------------------------------------
 // The codec promises never to allocate on the strength of an unchecked length. Asking the machine
 // for a huge block does not reliably fail (overcommit and the sanitizers' allocators may grant it
-// without touching it), so this binary replaces the global operator new: while an AllocationWatch
-// is alive it records the largest single request and refuses, with std::bad_alloc, any request
-// above the watch's limit. Outside a watch it is plain malloc.
+// without touching it), so this binary replaces the global operator new (replaced_new.hpp): while
+// an AllocationWatch is alive it records the largest single request and refuses, with
+// std::bad_alloc, any request above the watch's limit. Outside a watch it is plain malloc.
 
 namespace {
 
@@ -42,42 +44,18 @@ std::atomic<bool> g_watching{false};
 std::atomic<std::size_t> g_largest_request{0};
 std::atomic<std::size_t> g_request_limit{0};
 
-void* watched_malloc(std::size_t n) {
+}  // namespace
+
+bool test_allocation_allowed(std::size_t n) {
   if (g_watching.load(std::memory_order_relaxed)) {
     std::size_t seen = g_largest_request.load(std::memory_order_relaxed);
     while (n > seen &&
            !g_largest_request.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
     }
-    if (n > g_request_limit.load(std::memory_order_relaxed)) return nullptr;
+    if (n > g_request_limit.load(std::memory_order_relaxed)) return false;
   }
-  return std::malloc(n == 0 ? 1 : n);
+  return true;
 }
-
-}  // namespace
-
-// Every form that the sanitizers or the standard library would otherwise pair with their own
-// deallocation is replaced, so that each block is freed by the allocator that made it. noinline
-// keeps GCC from seeing free() next to a new-expression (-Wmismatched-new-delete).
-[[gnu::noinline]] void* operator new(std::size_t n) {
-  if (void* p = watched_malloc(n)) return p;
-  throw std::bad_alloc();
-}
-[[gnu::noinline]] void* operator new[](std::size_t n) {
-  if (void* p = watched_malloc(n)) return p;
-  throw std::bad_alloc();
-}
-[[gnu::noinline]] void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return watched_malloc(n);
-}
-[[gnu::noinline]] void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  return watched_malloc(n);
-}
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace pasyn::proto {
 namespace {
