@@ -16,8 +16,11 @@ constexpr std::chrono::milliseconds kTruncateWait{100};
 // ...doubling after each failed try up to this (or --busy-timeout if shorter): the longest
 // pause of writes that one try may cause.
 constexpr std::chrono::milliseconds kTruncateWaitMax{1000};
-// How often the checkpoint looks again whether the readers it waits for are done.
+// How often the checkpoint looks again whether the readers it waits for are done...
 constexpr std::chrono::milliseconds kTruncatePoll{1};
+// ...and how long one call of the checkpoint waits before a new call looks at the readers afresh
+// (see bound_wal).
+constexpr std::chrono::milliseconds kTruncateCall{10};
 // After this many failed tries at the longest wait, writes go on kTruncateBackoff before the next.
 constexpr int kTriesAtLongest = 3;
 constexpr std::chrono::seconds kTruncateBackoff{60};
@@ -60,21 +63,34 @@ void Writer::bound_wal() {
   if (wal_frames_ < wal_limit_frames_) return;
   const auto now = Clock::now();
   if (now < next_truncate_) return;
+  //
+  // The try is a loop of checkpoint calls, each waiting at most kTruncateCall, because one call
+  // reads each reader's snapshot once, then waits for that reader to let go of it. A reader that
+  // queries without pause lets go only for the microseconds between two queries, and its next
+  // query takes a snapshot of the newest frame, which the checkpoint need not wait for; a call
+  // still waiting for the old one would time out although nothing stands in its way (under a
+  // slow build such as TSan's, every time). A new call sees the new snapshot and copies every
+  // frame back; from then on readers' new queries read the database file, not the WAL, and the
+  // call succeeds once the queries already running end. No frame is added between calls: this
+  // thread is the only writer.
   struct Wait {
-    Clock::time_point deadline;
-  } wait{now + truncate_wait_};
+    Clock::time_point deadline, call_deadline;
+  } wait{now + truncate_wait_, {}};
   // SQLite's own busy handler sleeps ever longer between tries and misses the short gaps between
-  // a busy reader's queries; this one looks again every kTruncatePoll until the deadline.
+  // a busy reader's queries; this one looks again every kTruncatePoll until the call's deadline.
   sqlite3_busy_handler(
       db_,
       [](void* arg, int) {
-        if (Clock::now() >= static_cast<Wait*>(arg)->deadline) return 0;
+        if (Clock::now() >= static_cast<Wait*>(arg)->call_deadline) return 0;
         std::this_thread::sleep_for(kTruncatePoll);
         return 1;
       },
       &wait);
-  const int rc =
-      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  int rc = SQLITE_BUSY;
+  for (auto t = now; rc == SQLITE_BUSY && t < wait.deadline; t = Clock::now()) {
+    wait.call_deadline = std::min(wait.deadline, t + kTruncateCall);
+    rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  }
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
   const auto done = Clock::now();
   if (rc == SQLITE_OK) {

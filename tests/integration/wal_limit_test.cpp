@@ -30,7 +30,11 @@ std::int64_t file_size(const std::string& path) {
 /// 2,000 rows (~2 MB): shorter than the longest wait of a TRUNCATE try (1 s, README
 /// "--wal-limit") even on a loaded machine, while a scan of the whole table (~28 MB at the end)
 /// is not; readers whose every query outlasts that wait are the long-reader case
-/// (DaemonTest.AReaderHoldingASnapshotPastTheWalLimitDoesNotStallWriters).
+/// (DaemonTest.AReaderHoldingASnapshotPastTheWalLimitDoesNotStallWriters). With such a reader
+/// the WAL stays under twice the limit: a try that succeeds leaves the WAL at the limit plus the
+/// batch before it (1.03-1.04x measured under TSan at load 5). When each try was a single
+/// checkpoint call, a reader querying without pause starved it (under TSan: 50-67 MB, see
+/// bound_wal).
 class WalLimitTest : public DaemonTest {
  protected:
   static constexpr std::int64_t kWalLimit = 1 << 20;
@@ -114,7 +118,7 @@ TEST_F(WalLimitTest, TheWalStaysBoundedWhileAReaderQueriesWithoutPause) {
   EXPECT_TRUE(run.errors.empty()) << run.errors.front();
   EXPECT_GT(run.reads, 0);
   EXPECT_GT(run.largest_wal, 0);
-  EXPECT_LT(run.largest_wal, kBound);
+  EXPECT_LT(run.largest_wal, 2 * kWalLimit);
 }
 
 /// The control: without a limit, the same workload grows the WAL past the bound that the test
