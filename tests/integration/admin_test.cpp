@@ -32,22 +32,8 @@ namespace {
 using namespace pasyn::itest;
 namespace fs = std::filesystem;
 
-const std::string kPermission = "PERMISSION";
-
-/// "ok", or the exception's class, SQLite code and message.
-std::string outcome_of(const std::function<void()>& step) {
-  try {
-    step();
-    return "ok";
-  } catch (const pasyn::ProgrammingError& e) {
-    return "ProgrammingError code " + std::to_string(e.code()) + ": " + e.what();
-  } catch (const pasyn::OperationalError& e) {
-    const std::string kind = e.code() == SQLITE_PERM ? kPermission : "OperationalError";
-    return kind + " code " + std::to_string(e.code()) + ": " + e.what();
-  } catch (const std::exception& e) {
-    return std::string("other exception: ") + e.what();
-  }
-}
+/// The outcome_of() prefix of a refusal for lack of permission (PERMISSION → SQLITE_PERM).
+const std::string kPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
 
 /// Runs `steps` (name → step) in a child process switched to `uid`/`gid`; returns each step's
 /// outcome_of() by name (a missing name: the child did not report it).
@@ -107,21 +93,6 @@ std::map<std::string, std::string> run_as(
 
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.rfind(prefix, 0) == 0;
-}
-
-/// Polls `done` every 2 ms until it returns true (then true) or `timeout` passes (then false).
-bool eventually(const std::function<bool()>& done, Clock::duration timeout) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-}
-
-std::int64_t stat_int(pasyn::MultiplexedClient& client, std::string_view name) {
-  const pasyn::Value v = figure(client.stats(), name);
-  return std::holds_alternative<std::int64_t>(v) ? std::get<std::int64_t>(v) : -2;
 }
 
 /// The first column of the first row of `sql` on the database file at `path`, as text; a

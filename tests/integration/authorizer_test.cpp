@@ -26,31 +26,6 @@ namespace {
 
 using namespace pasyn::itest;
 
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
-
-/// "ok", or the class, SQLite code and message of the pasyn::Error that `step` threw.
-std::string outcome_of(const std::function<void()>& step) {
-  const auto coded = [](const char* kind, const pasyn::SqliteError& e) {
-    return std::string(kind) + " code " + std::to_string(e.code()) + ": " + e.what();
-  };
-  try {
-    step();
-    return "ok";
-  } catch (const pasyn::OperationalError& e) {
-    return coded("OperationalError", e);
-  } catch (const pasyn::IntegrityError& e) {
-    return coded("IntegrityError", e);
-  } catch (const pasyn::ProgrammingError& e) {
-    return coded("ProgrammingError", e);
-  } catch (const pasyn::SqliteError& e) {
-    return coded("SqliteError", e);
-  } catch (const std::exception& e) {
-    return std::string("other exception: ") + e.what();
-  }
-}
-
 /// The outcome_of() prefix of PERMISSION (→ SQLITE_PERM) and of MISUSE (→ SQLITE_MISUSE).
 const std::string kRefusedPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
 const std::string kRefusedMisuse = "ProgrammingError code " + std::to_string(SQLITE_MISUSE) + ":";

@@ -19,10 +19,6 @@ namespace {
 // group_commit.cpp's kMaxBatchBytes (PROTOCOL.md "Reports": batch_bytes_max).
 constexpr std::int64_t kMaxBatchBytes = 1 << 20;
 
-std::int64_t stat_int(MultiplexedClient& client, std::string_view name) {
-  return as_int(figure(client.stats(), name));
-}
-
 /// Waits (bounded) until STATS figure `name` equals `n`.
 ::testing::AssertionResult stat_reaches(MultiplexedClient& client, std::string_view name,
                                         std::int64_t n) {

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -425,6 +426,57 @@ Value figure(const Report& report, std::string_view name) {
   }
   ADD_FAILURE() << "the report has no figure \"" << name << "\"";
   return nullptr;
+}
+
+std::int64_t stat_int(MultiplexedClient& client, std::string_view name) {
+  const Value v = figure(client.stats(), name);
+  if (const auto* n = std::get_if<std::int64_t>(&v)) return *n;
+  ADD_FAILURE() << "the STATS figure \"" << name << "\" is not an integer";
+  return std::numeric_limits<std::int64_t>::min();
+}
+
+bool eventually(const std::function<bool()>& done, Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
+std::string outcome_of(const std::function<void()>& step) {
+  const auto coded = [](const char* kind, const SqliteError& e) {
+    return std::string(kind) + " code " + std::to_string(e.code()) + ": " + e.what();
+  };
+  const auto plain = [](const char* kind, const Error& e) {
+    return std::string(kind) + ": " + e.what();
+  };
+  try {
+    step();
+    return "ok";
+  } catch (const OperationalError& e) {
+    return coded("OperationalError", e);
+  } catch (const IntegrityError& e) {
+    return coded("IntegrityError", e);
+  } catch (const ProgrammingError& e) {
+    return coded("ProgrammingError", e);
+  } catch (const DataError& e) {
+    return coded("DataError", e);
+  } catch (const SqliteError& e) {
+    return coded("SqliteError", e);
+  } catch (const ConnectionLostError& e) {
+    return plain("ConnectionLostError", e);
+  } catch (const ConnectionClosedError& e) {
+    return plain("ConnectionClosedError", e);
+  } catch (const TimeoutError& e) {
+    return plain("TimeoutError", e);
+  } catch (const std::exception& e) {
+    return std::string("other exception: ") + e.what();
+  }
 }
 
 // ---- DaemonTest -------------------------------------------------------------------------------

@@ -241,6 +241,20 @@ inline std::int64_t as_int(const Value& v) { return std::get<std::int64_t>(v); }
 /// and returns NULL when the report lacks it.
 Value figure(const Report& report, std::string_view name);
 
+/// The integer figure `name` of the daemon's STATS; adds a test failure and returns INT64_MIN
+/// when it is missing or not an integer (the -1 some figures mean "none" by stays -1).
+std::int64_t stat_int(MultiplexedClient& client, std::string_view name);
+
+/// Polls `done` every 2 ms until it returns true (then true) or `timeout` passes (then false).
+bool eventually(const std::function<bool()>& done, Clock::duration timeout);
+
+bool contains(std::string_view text, std::string_view part);
+
+/// "ok" if `step` returns; else what it threw: "OperationalError code 3: message" for the
+/// SqliteError classes (with SQLite's primary code), "TimeoutError: message" for pasyn's own,
+/// "other exception: message" for anything else.
+std::string outcome_of(const std::function<void()>& step);
+
 // ---- The daemon fixture -----------------------------------------------------------------------
 
 /// Starts pasyn-writerd on a fresh database and socket in a temporary directory, and stops it

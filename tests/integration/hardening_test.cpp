@@ -45,51 +45,6 @@ constexpr std::uint8_t kExecuteInTransaction = kExecute | proto::kInTransaction;
 constexpr const char* kEndless =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
 
-/// Polls `done` every 5 ms until it returns true (then true) or `timeout` passes (then false).
-bool eventually(const std::function<bool()>& done, Clock::duration timeout) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-}
-
-/// An integer figure of the daemon's STATS.
-std::int64_t stat_int(pasyn::MultiplexedClient& client, std::string_view name) {
-  const pasyn::Value v = figure(client.stats(), name);
-  return std::holds_alternative<std::int64_t>(v) ? std::get<std::int64_t>(v) : -1;
-}
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
-
-/// "ok", or the class, SQLite code and message of the pasyn::Error that `step` threw.
-std::string outcome_of(const std::function<void()>& step) {
-  const auto coded = [](const char* kind, const pasyn::SqliteError& e) {
-    return std::string(kind) + " code " + std::to_string(e.code()) + ": " + e.what();
-  };
-  try {
-    step();
-    return "ok";
-  } catch (const pasyn::OperationalError& e) {
-    return coded("OperationalError", e);
-  } catch (const pasyn::DataError& e) {
-    return coded("DataError", e);
-  } catch (const pasyn::ProgrammingError& e) {
-    return coded("ProgrammingError", e);
-  } catch (const pasyn::SqliteError& e) {
-    return coded("SqliteError", e);
-  } catch (const pasyn::ConnectionLostError& e) {
-    return std::string("ConnectionLostError: ") + e.what();
-  } catch (const pasyn::TimeoutError& e) {
-    return std::string("TimeoutError: ") + e.what();
-  } catch (const std::exception& e) {
-    return std::string("other exception: ") + e.what();
-  }
-}
-
 /// The outcome_of() prefix of a refusal for lack of permission (PERMISSION → SQLITE_PERM).
 const std::string kRefusedPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
 
