@@ -35,62 +35,6 @@ namespace fs = std::filesystem;
 /// The outcome_of() prefix of a refusal for lack of permission (PERMISSION → SQLITE_PERM).
 const std::string kPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
 
-/// Runs `steps` (name → step) in a child process switched to `uid`/`gid`; returns each step's
-/// outcome_of() by name (a missing name: the child did not report it).
-std::map<std::string, std::string> run_as(
-    uid_t uid, gid_t gid, const std::vector<std::pair<std::string, std::function<void()>>>& steps) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return {};
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(fds[0]);
-    std::string text;
-    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
-      text = "switch user\tfailed\n";
-    } else {
-      for (const auto& [name, step] : steps) {
-        std::string outcome = outcome_of(step);
-        for (char& c : outcome) c = c == '\n' ? ' ' : c;
-        text += name + '\t' + outcome + '\n';
-      }
-    }
-    for (std::size_t sent = 0; sent < text.size();) {
-      const ssize_t n = ::write(fds[1], text.data() + sent, text.size() - sent);
-      if (n <= 0) break;
-      sent += static_cast<std::size_t>(n);
-    }
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::string text;
-  const auto deadline = Clock::now() + 60s;
-  while (pid > 0) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    pollfd p{fds[0], POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) == 0) {
-      ::kill(pid, SIGKILL);
-      break;
-    }
-    char buf[4096];
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  if (pid > 0) ::waitpid(pid, nullptr, 0);
-  std::map<std::string, std::string> outcomes;
-  for (std::size_t at = 0; at < text.size();) {
-    const std::size_t end = text.find('\n', at);
-    const std::string line = text.substr(at, end - at);
-    const std::size_t tab = line.find('\t');
-    if (tab != std::string::npos) outcomes[line.substr(0, tab)] = line.substr(tab + 1);
-    at = end == std::string::npos ? text.size() : end + 1;
-  }
-  return outcomes;
-}
-
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.rfind(prefix, 0) == 0;
 }
@@ -154,25 +98,27 @@ class AdminRoleTest : public AdminTest {
   }
 
   /// As nobody: a write, then CHECKPOINT, BACKUP ("nobody.sqlite") and SHUTDOWN.
-  std::map<std::string, std::string> nobody_tries_everything() const {
+  AsUser nobody_tries_everything() const {
     const std::string sock = sock_;
-    std::shared_ptr<pasyn::MultiplexedClient> client;
-    const auto with = [&client](auto f) { return [&client, f] { f(*client); }; };
-    return run_as(
-        uid_, gid_,
-        {{"connect",
-          [&] { client = std::make_shared<pasyn::MultiplexedClient>(sock, bounded_options()); }},
-         {"write", with([](auto& c) { c.execute("INSERT INTO t (b) VALUES (1)"); })},
-         {"checkpoint", with([](auto& c) { c.checkpoint("PASSIVE"); })},
-         {"backup", with([](auto& c) { c.backup("nobody.sqlite"); })},
-         {"shutdown", with([](auto& c) { c.shutdown_server(); })}});
+    return run_as(uid_, gid_, [&sock](StepLog& log) {
+      std::optional<pasyn::MultiplexedClient> client;
+      const auto connected = [&]() -> pasyn::MultiplexedClient& {
+        if (!client) throw std::runtime_error("not connected");
+        return *client;
+      };
+      log.run("connect", [&] { client.emplace(sock, bounded_options()); });
+      log.run("write", [&] { connected().execute("INSERT INTO t (b) VALUES (1)"); });
+      log.run("checkpoint", [&] { connected().checkpoint("PASSIVE"); });
+      log.run("backup", [&] { connected().backup("nobody.sqlite"); });
+      log.run("shutdown", [&] { connected().shutdown_server(); });
+    });
   }
 
-  void expect_all_admin_requests_refused(const std::map<std::string, std::string>& out) {
-    EXPECT_EQ(out.count("connect") ? out.at("connect") : "missing", "ok");
-    EXPECT_EQ(out.count("write") ? out.at("write") : "missing", "ok");
+  void expect_all_admin_requests_refused(const AsUser& out) {
+    EXPECT_EQ(out["connect"], "ok");
+    EXPECT_EQ(out["write"], "ok");
     for (const char* step : {"checkpoint", "backup", "shutdown"}) {
-      const std::string got = out.count(step) ? out.at(step) : "missing";
+      const std::string got = out[step];
       EXPECT_TRUE(starts_with(got, kPermission)) << step << ": " << got;
       EXPECT_NE(got.find("--admin-uid"), std::string::npos) << step << ": " << got;
     }
@@ -215,7 +161,7 @@ TEST_F(AdminRoleTest, AdminUidAdmitsTheListedUserAndReplacesTheDefault) {
   EXPECT_TRUE(starts_with(outcome_of([&] { root.backup("root.sqlite"); }), kPermission));
   const auto out = nobody_tries_everything();
   for (const char* step : {"connect", "write", "checkpoint", "backup", "shutdown"}) {
-    EXPECT_EQ(out.count(step) ? out.at(step) : "missing", "ok") << step;
+    EXPECT_EQ(out[step], "ok") << step;
   }
   EXPECT_TRUE(path_exists(backup_file("nobody.sqlite")));
   const auto status = daemon_.wait_exit(kStopTimeout);
@@ -229,7 +175,7 @@ TEST_F(AdminRoleTest, AdminGidAdmitsMembersOfTheListedGroup) {
   create_table();
   const auto out = nobody_tries_everything();
   for (const char* step : {"checkpoint", "backup", "shutdown"}) {
-    EXPECT_EQ(out.count(step) ? out.at(step) : "missing", "ok") << step;
+    EXPECT_EQ(out[step], "ok") << step;
   }
   const auto status = daemon_.wait_exit(kStopTimeout);
   ASSERT_TRUE(status.has_value());

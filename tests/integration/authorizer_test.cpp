@@ -30,80 +30,6 @@ using namespace pasyn::itest;
 const std::string kRefusedPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
 const std::string kRefusedMisuse = "ProgrammingError code " + std::to_string(SQLITE_MISUSE) + ":";
 
-/// Steps run as another user, by name → outcome_of().
-class StepLog {
- public:
-  void run(const std::string& name, const std::function<void()>& step) {
-    std::string outcome = outcome_of(step);
-    std::replace(outcome.begin(), outcome.end(), '\n', ' ');
-    text_ += name + '\t' + outcome + '\n';
-  }
-  const std::string& text() const { return text_; }
-
- private:
-  std::string text_;
-};
-
-/// Runs `script` in a forked child switched to `uid`/`gid`; returns each step's outcome (or
-/// "(not run)"). The child reports through a pipe and leaves with _exit.
-std::map<std::string, std::string> run_as(uid_t uid, gid_t gid,
-                                          const std::function<void(StepLog&)>& script) {
-  std::map<std::string, std::string> outcomes;
-  int fds[2];
-  if (::pipe(fds) != 0) return outcomes;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(fds[0]);
-    StepLog log;
-    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
-      log.run("switch user", [] { throw std::runtime_error(std::strerror(errno)); });
-    } else {
-      script(log);
-    }
-    const std::string& text = log.text();
-    for (std::size_t sent = 0; sent < text.size();) {
-      const ssize_t n = ::write(fds[1], text.data() + sent, text.size() - sent);
-      if (n <= 0) break;
-      sent += static_cast<std::size_t>(n);
-    }
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  if (pid < 0) {
-    ::close(fds[0]);
-    return outcomes;
-  }
-  std::string text;
-  for (;;) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, 60000) <= 0) {
-      ::kill(pid, SIGKILL);
-      break;
-    }
-    char buf[4096];
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  for (std::size_t at = 0; at < text.size();) {
-    const std::size_t end = text.find('\n', at);
-    const std::string line = text.substr(at, end - at);
-    const std::size_t tab = line.find('\t');
-    if (tab != std::string::npos) outcomes[line.substr(0, tab)] = line.substr(tab + 1);
-    at = end == std::string::npos ? text.size() : end + 1;
-  }
-  return outcomes;
-}
-
-std::string step(const std::map<std::string, std::string>& outcomes, const std::string& name) {
-  const auto it = outcomes.find(name);
-  return it == outcomes.end() ? "(not run)" : it->second;
-}
-
 class AllowListTest : public DaemonTest {
  protected:
   void start_with_probe(const std::vector<std::string>& flags = {}) {
@@ -139,7 +65,7 @@ class RoleTest : public AllowListTest {
     gid_ = pw->pw_gid;
     ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0) << std::strerror(errno);
   }
-  std::map<std::string, std::string> as_nobody(const std::function<void(StepLog&)>& script) {
+  AsUser as_nobody(const std::function<void(StepLog&)>& script) {
     return run_as(uid_, gid_, script);
   }
   uid_t uid_ = 0;
@@ -435,12 +361,12 @@ TEST_F(RoleTest, AReadOnlyPeerChangesNothingNotEvenWithAKeyOrAPragma) {
     log.run("ping after", [&] { c.ping(); });
   });
   for (const char* allowed : {"connect", "select", "pragma query", "table_info", "ping after"}) {
-    EXPECT_EQ(step(nobody, allowed), "ok") << allowed;
+    EXPECT_EQ(nobody[allowed], "ok") << allowed;
   }
   for (const char* refused : {"keyed select", "keyed insert", "set user_version", "set cache_size",
                               "optimize", "journal_mode wal", "vacuum", "temp table"}) {
-    EXPECT_TRUE(step(nobody, refused).starts_with(kRefusedPermission))
-        << refused << ": " << step(nobody, refused);
+    EXPECT_TRUE(nobody[refused].starts_with(kRefusedPermission))
+        << refused << ": " << nobody[refused];
   }
   EXPECT_EQ(database_bytes(db_), before) << "a read-only peer changed the database";
   EXPECT_EQ(query_int("PRAGMA user_version"), 3);
@@ -465,8 +391,8 @@ TEST_F(RoleTest, AKeyBelongsToItsUidAndToItsRequest) {
     log.run("first", [&] { client->execute(insert, root, key); });
     log.run("retry", [&] { client->execute(insert, root, key); });
   });
-  EXPECT_EQ(step(nobody, "first"), "ok");
-  EXPECT_EQ(step(nobody, "retry"), "ok");
+  EXPECT_EQ(nobody["first"], "ok");
+  EXPECT_EQ(nobody["retry"], "ok");
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'root'"), 2);
 
   // The same uid and key with another request: MISUSE, nothing run.

@@ -2,6 +2,7 @@
 #include "daemon_fixture.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -477,6 +478,83 @@ std::string outcome_of(const std::function<void()>& step) {
   } catch (const std::exception& e) {
     return std::string("other exception: ") + e.what();
   }
+}
+
+// ---- Clients as another user ----------------------------------------------------------------
+
+void StepLog::run(const std::string& name, const std::function<void()>& step) {
+  std::string outcome = outcome_of(step);
+  std::replace(outcome.begin(), outcome.end(), '\n', ' ');
+  text_ += name + '\t' + outcome + '\n';
+}
+
+std::string AsUser::operator[](const std::string& step) const {
+  const auto it = outcomes.find(step);
+  return it == outcomes.end() ? "(step not run; " + problem + ")" : it->second;
+}
+
+AsUser run_as(uid_t uid, gid_t gid, const std::function<void(StepLog&)>& script) {
+  AsUser result;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    result.problem = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    StepLog log;
+    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
+      log.run("switch user", [] { throw std::runtime_error(std::strerror(errno)); });
+    } else {
+      script(log);
+    }
+    const std::string& text = log.text();
+    for (std::size_t sent = 0; sent < text.size();) {
+      const ssize_t n = ::write(fds[1], text.data() + sent, text.size() - sent);
+      if (n <= 0) break;
+      sent += static_cast<std::size_t>(n);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    result.problem = std::string("fork: ") + std::strerror(errno);
+    return result;
+  }
+  result.pid = pid;
+  std::string text;
+  const auto deadline = Clock::now() + 60s;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd p{fds[0], POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) == 0) {
+      result.problem = "the child did not finish within 60 s";
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    char buf[4096];
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (result.problem.empty() && !exited_with(status, 0)) {
+    result.problem = "the child ended with " + describe_status(status);
+  }
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t end = text.find('\n', at);
+    const std::string line = text.substr(at, end - at);
+    const std::size_t tab = line.find('\t');
+    if (tab != std::string::npos) result.outcomes[line.substr(0, tab)] = line.substr(tab + 1);
+    at = end == std::string::npos ? text.size() : end + 1;
+  }
+  return result;
 }
 
 // ---- DaemonTest -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <pasyn/pasyn.hpp>
@@ -254,6 +255,33 @@ bool contains(std::string_view text, std::string_view part);
 /// SqliteError classes (with SQLite's primary code), "TimeoutError: message" for pasyn's own,
 /// "other exception: message" for anything else.
 std::string outcome_of(const std::function<void()>& step);
+
+// ---- Clients as another user ----------------------------------------------------------------
+
+/// What a sequence of steps run as another user did: each step's outcome_of(), by name.
+class StepLog {
+ public:
+  void run(const std::string& name, const std::function<void()>& step);
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+struct AsUser {
+  pid_t pid = -1;
+  std::map<std::string, std::string> outcomes;  // step name → outcome
+  std::string problem;                          // non-empty if the child did not report
+
+  /// The outcome of `step`, or "(step not run; PROBLEM)".
+  std::string operator[](const std::string& step) const;
+};
+
+/// Runs `script` in a child process that switched to `uid`/`gid` (no supplementary groups) and
+/// returns what its steps did (bounded: 60 s). The child only runs the script and reports
+/// through a pipe; it leaves with _exit, so nothing the parent owns is touched there. Forks a
+/// multi-threaded process: not under ThreadSanitizer.
+AsUser run_as(uid_t uid, gid_t gid, const std::function<void(StepLog&)>& script);
 
 // ---- The daemon fixture -----------------------------------------------------------------------
 

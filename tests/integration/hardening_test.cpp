@@ -4,8 +4,8 @@
 // keys (the bounded WAL: wal_limit_test.cpp) (PROTOCOL.md §3, §5, §6.3, §7; README "Daemon flags").
 //
 // Every limit test also shows that a client connected before the limit was hit is still served.
-// Size: over 800 lines, one fixture per hardening concern; the shared run_as/StepLog helpers
-// should move to daemon_fixture so that this file can split by concern.
+// Size: over 600 lines, one fixture per hardening concern (limits, access control); running
+// clients as another user (run_as) is daemon_fixture's.
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -370,98 +370,6 @@ TEST_F(LimitTest, StatementTimeoutInterruptsARunawayQueryAndTheRestOfItsBatchCom
 }
 
 // ---- Access control ---------------------------------------------------------------------------
-
-/// What a sequence of steps run as another user did: each step's outcome_of(), by name.
-class StepLog {
- public:
-  void run(const std::string& name, const std::function<void()>& step) {
-    std::string outcome = outcome_of(step);
-    std::replace(outcome.begin(), outcome.end(), '\n', ' ');
-    text_ += name + '\t' + outcome + '\n';
-  }
-  const std::string& text() const { return text_; }
-
- private:
-  std::string text_;
-};
-
-struct AsUser {
-  pid_t pid = -1;
-  std::map<std::string, std::string> outcomes;  // step name → outcome
-  std::string problem;                          // non-empty if the child did not report
-
-  std::string operator[](const std::string& step) const {
-    const auto it = outcomes.find(step);
-    return it == outcomes.end() ? "(step not run; " + problem + ")" : it->second;
-  }
-};
-
-/// Runs `script` in a child process that switched to `uid`/`gid` (no supplementary groups) and
-/// returns what its steps did. The child only runs the script and reports through a pipe; it
-/// leaves with _exit, so nothing the parent owns is touched there.
-AsUser run_as(uid_t uid, gid_t gid, const std::function<void(StepLog&)>& script) {
-  AsUser result;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    result.problem = std::string("pipe: ") + std::strerror(errno);
-    return result;
-  }
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(fds[0]);
-    StepLog log;
-    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
-      log.run("switch user", [] { throw std::runtime_error(std::strerror(errno)); });
-    } else {
-      script(log);
-    }
-    const std::string& text = log.text();
-    for (std::size_t sent = 0; sent < text.size();) {
-      const ssize_t n = ::write(fds[1], text.data() + sent, text.size() - sent);
-      if (n <= 0) break;
-      sent += static_cast<std::size_t>(n);
-    }
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  if (pid < 0) {
-    ::close(fds[0]);
-    result.problem = std::string("fork: ") + std::strerror(errno);
-    return result;
-  }
-  result.pid = pid;
-  std::string text;
-  const auto deadline = Clock::now() + 60s;
-  for (;;) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    pollfd p{fds[0], POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) == 0) {
-      result.problem = "the child did not finish within 60 s";
-      ::kill(pid, SIGKILL);
-      break;
-    }
-    char buf[4096];
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (result.problem.empty() && !exited_with(status, 0)) {
-    result.problem = "the child ended with " + describe_status(status);
-  }
-  for (std::size_t at = 0; at < text.size();) {
-    const std::size_t end = text.find('\n', at);
-    const std::string line = text.substr(at, end - at);
-    const std::size_t tab = line.find('\t');
-    if (tab != std::string::npos) result.outcomes[line.substr(0, tab)] = line.substr(tab + 1);
-    at = end == std::string::npos ? text.size() : end + 1;
-  }
-  return result;
-}
 
 /// Peers of another user. The tests run as root in CI (the daemon too), and root may become
 /// `nobody`; the socket is made reachable for it with --socket-mode 0666 and a searchable
