@@ -26,8 +26,7 @@ namespace {
 
 using namespace pasyn::itest;
 
-/// The outcome_of() prefix of PERMISSION (→ SQLITE_PERM) and of MISUSE (→ SQLITE_MISUSE).
-const std::string kRefusedPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
+/// The outcome_of() prefix of MISUSE (→ SQLITE_MISUSE).
 const std::string kRefusedMisuse = "ProgrammingError code " + std::to_string(SQLITE_MISUSE) + ":";
 
 class AllowListTest : public DaemonTest {

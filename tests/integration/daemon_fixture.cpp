@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -448,6 +449,8 @@ bool eventually(const std::function<bool()>& done, Clock::duration timeout) {
 bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
 }
+
+static_assert(SQLITE_PERM == 3, "kRefusedPermission spells SQLite's code");
 
 std::string outcome_of(const std::function<void()>& step) {
   const auto coded = [](const char* kind, const SqliteError& e) {

@@ -256,6 +256,9 @@ bool contains(std::string_view text, std::string_view part);
 /// "other exception: message" for anything else.
 std::string outcome_of(const std::function<void()>& step);
 
+/// The outcome_of() prefix of a refusal for lack of permission (PERMISSION → SQLITE_PERM, 3).
+inline const std::string kRefusedPermission = "OperationalError code 3:";
+
 // ---- Clients as another user ----------------------------------------------------------------
 
 /// What a sequence of steps run as another user did: each step's outcome_of(), by name.

@@ -45,9 +45,6 @@ constexpr std::uint8_t kExecuteInTransaction = kExecute | proto::kInTransaction;
 constexpr const char* kEndless =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
 
-/// The outcome_of() prefix of a refusal for lack of permission (PERMISSION → SQLITE_PERM).
-const std::string kRefusedPermission = "OperationalError code " + std::to_string(SQLITE_PERM) + ":";
-
 // ---- Fixtures ---------------------------------------------------------------------------------
 
 /// A daemon with a test's flags, a table probe (v TEXT), and `before_`, a client connected
