@@ -104,7 +104,13 @@ void Writer::process(std::deque<Request>& work) {
     run_batch(batch);
     batch.clear();
   };
+  // The checkpoints run between batches (serve() calls maintain_wal() after this) and also as
+  // soon as a client transaction ended: with connections queueing one transaction after another,
+  // the writer is otherwise inside one whenever a batch ends, and never checkpoints at all.
+  bool had_tx = tx_.has_value();
   while (!work.empty()) {
+    if (had_tx && !tx_ && !aborted_) maintain_wal();  // no batch is pending while tx_ is open
+    had_tx = tx_.has_value();
     if (aborted_) {  // the drain timeout ran out: what has not run, does not run
       for (auto& r : work) batch.push_back(std::move(r));
       work.clear();

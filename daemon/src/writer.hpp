@@ -247,7 +247,8 @@ class Writer {
   void start_backup(Request& r);
   void count_answered(std::size_t n);
   /// Truncating checkpoint once the WAL passed --wal-limit (see writer.cpp).
-  // Between batches: the passive checkpoint from kAutoCheckpointFrames on, then bound_wal().
+  // Between batches and after each client transaction (never inside one): the passive
+  // checkpoint from kAutoCheckpointFrames on, then bound_wal().
   void maintain_wal();
   void bound_wal();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
