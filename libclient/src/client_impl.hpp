@@ -357,10 +357,15 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
-  // Hands a connected descriptor to the I/O thread and waits until it reads from it. Never
-  // waits on an event loop that may have stopped: the handler is posted under mu_ only while
-  // the client is not closed, and close() posts its own under mu_ before stopping the loop.
+  // A reconnect (the first connection is set up by connect() itself): hands a connected
+  // descriptor to the I/O thread and waits until it reads from it. Never waits on an event
+  // loop that may have stopped: the handler is posted under mu_ only while the client is not
+  // closed, and close() posts its own under mu_ before stopping the loop.
   PASYN_INTERNAL void install(int fd, std::uint32_t max_frame);
+
+  // The socket assigned `fd` becomes the connection; returns its generation (see the
+  // definition). REQUIRES: mu_ held.
+  PASYN_INTERNAL std::uint64_t adopt(int fd, std::uint32_t max_frame);
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
   // wake-up per request when idle). Whatever the socket does not take at once is left to the
@@ -397,7 +402,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   const std::size_t max_in_flight_;
   std::unique_ptr<Io> io_;             // GUARDED_BY(mu_) for replacement; see Io
   int fd_ = -1;                        // GUARDED_BY(mu_): the socket's descriptor, for send_now()
-  proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
+  proto::FrameDecoder decoder_;        // I/O thread only (set up by adopt() before its reads)
   std::size_t offered_ = 0;            // I/O thread: bytes the read in flight may fill
   bool busy_reads_ = false;            // I/O thread: the last read filled what it was offered
   std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
@@ -408,8 +413,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::string lost_reason_;                            // GUARDED_BY(mu_)
   std::uint64_t next_id_ = 1;                          // GUARDED_BY(mu_)
   std::uint32_t max_frame_ = proto::kDefaultMaxFrame;  // GUARDED_BY(mu_)
-  std::uint64_t generation_ = 0;           // GUARDED_BY(mu_); written on the I/O thread only
-  std::chrono::milliseconds backoff_{25};  // GUARDED_BY(mu_)
+  std::uint64_t generation_ = 0;  // GUARDED_BY(mu_); written on the I/O thread (or by connect())
+  std::chrono::milliseconds backoff_{25};               // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
   std::mutex connect_mu_;                               // one reconnect at a time
   std::vector<std::uint8_t> outbox_;                    // GUARDED_BY(mu_)
