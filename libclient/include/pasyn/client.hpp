@@ -62,8 +62,8 @@ struct WriteOptions {
 /// - each of those two waits is bounded by it, as by request_timeout;
 /// - for begin(), a BEGIN given up is rolled back as soon as the daemon grants it.
 /// Zero or less (and a century or more, such as milliseconds::max()) means no bound: the call
-/// waits until the reply arrives or the connection is lost, even when request_timeout is set. The `_async` forms take none: bound the wait on
-/// their future instead.
+/// waits until the reply arrives or the connection is lost, even when request_timeout is set.
+/// The `_async` forms take none: bound the wait on their future instead.
 ///
 /// A value type: copy it freely.
 class Timeout {
