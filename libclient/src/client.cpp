@@ -34,6 +34,7 @@ using detail::send_script;
 using detail::send_statement;
 using detail::send_statement_named;
 using detail::TxRef;
+using detail::within;
 
 MultiplexedClient::MultiplexedClient(const std::string& socket_path, ClientOptions options)
     : impl_(std::make_shared<Impl>(socket_path, options)) {
@@ -173,8 +174,11 @@ Report MultiplexedClient::backup(std::string_view path) {
   return send_admin(impl(), proto::MsgType::kBackup, path);
 }
 
-Transaction MultiplexedClient::begin() {
+Transaction MultiplexedClient::begin() { return begin(Timeout(impl().timeout_of(std::nullopt))); }
+
+Transaction MultiplexedClient::begin(Timeout bound) {
   auto& i = impl();
+  const auto timeout = bound.bound();
   auto claim = std::make_shared<std::atomic<int>>(detail::Completion::kWaiting);
   std::promise<void> promise;
   auto granted = promise.get_future();
@@ -183,8 +187,8 @@ Transaction MultiplexedClient::begin() {
                   std::uint64_t id) { proto::encode_empty(out, proto::MsgType::kBegin, id); },
                detail::Completion(detail::Completion::Kind::kEmpty, proto::MsgType::kOk,
                                   std::move(promise), claim),
-               std::nullopt, true);
-  i.wait_begin(std::move(granted), *claim);
+               std::nullopt, true, timeout);
+  i.wait_begin(std::move(granted), *claim, timeout);
   auto tx = std::make_unique<Transaction::Impl>();
   tx->client = impl_;
   tx->tx = TxRef{sent.generation, sent.id};
@@ -223,7 +227,7 @@ std::future<Transaction> MultiplexedClient::begin_async() {
                                     pending->granted = true;
                                     if (pending->tx) make(*pending);
                                   }),
-               std::nullopt, true);
+               std::nullopt, true, i.timeout_of(std::nullopt));
   std::lock_guard lk(pending->mu);
   pending->tx = TxRef{sent.generation, sent.id};
   if (pending->granted) make(*pending);
@@ -280,6 +284,88 @@ std::vector<Row> MultiplexedClient::execute_fetchall_named(std::string_view sql,
 std::optional<Row> MultiplexedClient::execute_fetchone_named(std::string_view sql,
                                                              const NamedParams& params) {
   return first_row(execute_fetchall_named(sql, params));
+}
+
+// ---- With a Timeout of their own ------------------------------------------------------------
+
+std::int64_t MultiplexedClient::execute(std::string_view sql, const Params& params,
+                                        Timeout timeout) {
+  return send_statement(impl(), kPlain, proto::MsgType::kExecute, sql, params, within(timeout));
+}
+std::int64_t MultiplexedClient::execute_returning_rowid(std::string_view sql, const Params& params,
+                                                        Timeout timeout) {
+  return send_statement(impl(), kPlain, proto::MsgType::kExecuteRowid, sql, params,
+                        within(timeout));
+}
+std::int64_t MultiplexedClient::execute_many(std::string_view sql,
+                                             const std::vector<Params>& params_batch,
+                                             Timeout timeout) {
+  return send_many(impl(), kPlain, sql, params_batch, within(timeout));
+}
+void MultiplexedClient::executescript(std::string_view sql, Timeout timeout) {
+  send_script(impl(), kPlain, sql, within(timeout));
+}
+std::int64_t MultiplexedClient::execute(std::string_view sql, const Params& params,
+                                        const WriteOptions& options, Timeout timeout) {
+  return send_statement(impl(), keyed(options), proto::MsgType::kExecute, sql, params,
+                        within(timeout));
+}
+std::int64_t MultiplexedClient::execute_returning_rowid(std::string_view sql, const Params& params,
+                                                        const WriteOptions& options,
+                                                        Timeout timeout) {
+  return send_statement(impl(), keyed(options), proto::MsgType::kExecuteRowid, sql, params,
+                        within(timeout));
+}
+std::int64_t MultiplexedClient::execute_many(std::string_view sql,
+                                             const std::vector<Params>& params_batch,
+                                             const WriteOptions& options, Timeout timeout) {
+  return send_many(impl(), keyed(options), sql, params_batch, within(timeout));
+}
+void MultiplexedClient::executescript(std::string_view sql, const WriteOptions& options,
+                                      Timeout timeout) {
+  send_script(impl(), keyed(options), sql, within(timeout));
+}
+std::vector<Row> MultiplexedClient::execute_fetchall(std::string_view sql, const Params& params,
+                                                     Timeout timeout) {
+  return send_fetch(impl(), kPlain, sql, params, within(timeout));
+}
+std::optional<Row> MultiplexedClient::execute_fetchone(std::string_view sql, const Params& params,
+                                                       Timeout timeout) {
+  return first_row(execute_fetchall(sql, params, timeout));
+}
+ResultSet MultiplexedClient::execute_fetchall_columns(std::string_view sql, const Params& params,
+                                                      Timeout timeout) {
+  return send_fetch_columns(impl(), kPlain, sql, params, within(timeout));
+}
+std::int64_t MultiplexedClient::execute_named(std::string_view sql, const NamedParams& params,
+                                              Timeout timeout) {
+  return send_statement_named(impl(), kPlain, proto::MsgType::kExecute, sql, params,
+                              within(timeout));
+}
+std::int64_t MultiplexedClient::execute_returning_rowid_named(std::string_view sql,
+                                                              const NamedParams& params,
+                                                              Timeout timeout) {
+  return send_statement_named(impl(), kPlain, proto::MsgType::kExecuteRowid, sql, params,
+                              within(timeout));
+}
+std::int64_t MultiplexedClient::execute_many_named(std::string_view sql,
+                                                   const std::vector<NamedParams>& params_batch,
+                                                   Timeout timeout) {
+  return send_many_named(impl(), kPlain, sql, params_batch, within(timeout));
+}
+std::vector<Row> MultiplexedClient::execute_fetchall_named(std::string_view sql,
+                                                           const NamedParams& params,
+                                                           Timeout timeout) {
+  return send_fetch_named(impl(), kPlain, sql, params, within(timeout));
+}
+std::optional<Row> MultiplexedClient::execute_fetchone_named(std::string_view sql,
+                                                             const NamedParams& params,
+                                                             Timeout timeout) {
+  return first_row(execute_fetchall_named(sql, params, timeout));
+}
+bool MultiplexedClient::ping(Timeout timeout) {
+  send_empty(impl(), proto::MsgType::kPing, proto::MsgType::kPong, within(timeout));
+  return true;
 }
 
 }  // namespace pasyn

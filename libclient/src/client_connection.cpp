@@ -14,19 +14,30 @@
 
 namespace pasyn {
 
+// The first connection. Its socket is set up here, on the calling thread, not handed to the
+// I/O thread as install() does for a reconnect: the new thread has no handler that could touch
+// the socket yet, and waiting for it to be scheduled cost the constructor milliseconds on a
+// loaded machine (a thread wake-up; many processes starting clients at once).
 void MultiplexedClient::Impl::connect() {
   const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   const int fd = detail::connect_to_daemon(path_, options_, deadline);
   std::uint32_t max_frame = 0;
+  std::unique_lock lk(mu_, std::defer_lock);
   try {
     max_frame = detail::handshake(fd, path_, options_, deadline);
-    std::lock_guard lk(mu_);
+    lk.lock();
     start_io();
   } catch (...) {
     ::close(fd);
     throw;
   }
-  install(fd, max_frame);
+  detail::error_code ec;
+  io_->socket.assign(detail::local(), fd, ec);  // safe: no handler of the I/O thread uses it
+  if (ec) {
+    ::close(fd);
+    throw ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message());
+  }
+  do_read(adopt(fd, max_frame));  // starts the read; its handler runs on the I/O thread
 }
 
 /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
@@ -149,24 +160,31 @@ void MultiplexedClient::Impl::install(int fd, std::uint32_t max_frame) {
             ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message())));
         return;
       }
-      decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
-      busy_reads_ = false;
       std::uint64_t gen;
       {
         std::lock_guard relock(mu_);
-        gen = ++generation_;
-        fd_ = fd;
-        max_frame_ = max_frame;
-        outbox_.clear();
-        write_scheduled_ = false;
-        backoff_ = std::chrono::milliseconds(25);
-        if (state_ != State::kClosed) state_ = State::kOpen;
+        gen = adopt(fd, max_frame);
       }
       do_read(gen);
       installed.set_value();
     });
   }
   done.get();
+}
+
+// The connected socket `fd`, now assigned to io_->socket, becomes the connection: a new
+// generation, whose number is returned. REQUIRES: mu_ held; on the I/O thread, or before it
+// has a handler of the socket.
+std::uint64_t MultiplexedClient::Impl::adopt(int fd, std::uint32_t max_frame) {
+  decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
+  busy_reads_ = false;
+  fd_ = fd;
+  max_frame_ = max_frame;
+  outbox_.clear();
+  write_scheduled_ = false;
+  backoff_ = std::chrono::milliseconds(25);
+  if (state_ != State::kClosed) state_ = State::kOpen;
+  return ++generation_;
 }
 
 }  // namespace pasyn

@@ -18,11 +18,14 @@
 //   call's completion holds its promise by value (it costs the promise's shared state).
 // * A reply still crosses one thread hop: the I/O thread reads it and wakes the waiting caller
 //   (a futex wake). Callers do not read the socket themselves.
-// * A synchronous caller that gives up (request_timeout) turns its pending entry into one that
-//   discards the reply, unless the entry was already taken for delivery; then it waits for that
-//   delivery, which is imminent, so that nothing ever points at a waiter that is gone.
+// * A synchronous caller that gives up (its Timeout, or request_timeout) turns its pending entry
+//   into one that discards the reply, unless the entry was already taken for delivery; then it
+//   waits for that delivery, which is imminent, so that nothing ever points at a waiter that is
+//   gone.
 // * At most ClientOptions::max_in_flight requests are pending; submit() waits for a slot.
-//   A transaction's requests go out on the connection that began it or not at all.
+//   A transaction's requests go out on the connection that began it or not at all. One bound
+//   per call (timeout_of: its own Timeout, else request_timeout) limits the slot wait and the
+//   reply wait, each.
 // * fork(): pthread_atfork handlers (Registry) hold every client's lock across fork() and mark
 //   it forked in the child, whose first call abandons the parent's socket, loop and thread
 //   untouched (Io) and reconnects.
@@ -111,10 +114,11 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
   /// began it: it is sent on that connection or not at all (ConnectionLostError), never on a
   /// new one. Other requests reconnect a lost connection first. A `bounded` request waits while
-  /// `max_in_flight` requests are unanswered.
+  /// `max_in_flight` requests are unanswered, at most `timeout` (see timeout_of, unbounded).
   template <typename Encode>
   Sent submit(Encode&& encode, detail::Completion completion,
-              std::optional<std::uint64_t> tx_generation, bool bounded) {
+              std::optional<std::uint64_t> tx_generation, bool bounded,
+              std::chrono::milliseconds timeout) {
     std::unique_lock lk(mu_);
     for (;;) {
       if (forked_) leave_parent_connection();
@@ -130,7 +134,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
             "the connection that began this transaction was lost; the daemon rolled it back");
       }
       if (!bounded || pending_.size() < max_in_flight_) break;
-      wait_for_slot(lk);
+      wait_for_slot(lk, timeout);
     }
     const std::uint64_t id = next_id_++;
     const std::size_t before = outbox_.size();
@@ -166,17 +170,28 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return sent;
   }
 
+  /// The bound of one blocking call: its own (pasyn::Timeout) when it has one, else
+  /// `request_timeout`. See unbounded().
+  std::chrono::milliseconds timeout_of(std::optional<std::chrono::milliseconds> own) const {
+    return own ? *own : options_.request_timeout;
+  }
+
+  /// True when `timeout` sets no bound: zero or less, or a century or more (such as
+  /// milliseconds::max(), whose deadline would overflow the clock).
+  static bool unbounded(std::chrono::milliseconds timeout) {
+    return timeout.count() <= 0 || timeout >= std::chrono::hours(24 * 365 * 100);
+  }
+
   /// Waits for the reply to the synchronous request `id`, registered with `waiter`. If
-  /// `request_timeout` runs out first, the request is left to discard its reply (the waiter is
-  /// about to go) unless that reply is being delivered right now, which is then taken.
+  /// `timeout` (see timeout_of) runs out first, the request is left to discard its reply (the
+  /// waiter is about to go) unless that reply is being delivered right now, which is then taken.
   template <typename T>
-  T wait(detail::Waiter<T>& waiter, std::uint64_t id) {
-    if (options_.request_timeout.count() <= 0) {
+  T wait(detail::Waiter<T>& waiter, std::uint64_t id, std::chrono::milliseconds timeout) {
+    if (unbounded(timeout)) {
       waiter.wait();
-    } else if (!waiter.wait_for(options_.request_timeout)) {
+    } else if (!waiter.wait_for(timeout)) {
       if (forget(id)) {
-        throw TimeoutError("no reply from pasyn-writerd within " +
-                           std::to_string(options_.request_timeout.count()) +
+        throw TimeoutError("no reply from pasyn-writerd within " + std::to_string(timeout.count()) +
                            " ms; the request may still be executed");
       }
       waiter.wait();  // out of the table already: its outcome is being delivered
@@ -184,27 +199,15 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return waiter.get();
   }
 
-  template <typename T>
-  T wait(std::future<T> f) {
-    if (options_.request_timeout.count() > 0 &&
-        f.wait_for(options_.request_timeout) == std::future_status::timeout) {
-      throw TimeoutError("no reply from pasyn-writerd within " +
-                         std::to_string(options_.request_timeout.count()) +
-                         " ms; the request may still be executed");
-    }
-    return f.get();
-  }
-
-  /// Waits for the reply to BEGIN. If `request_timeout` runs out first, the BEGIN is marked
-  /// abandoned: should the daemon grant it later, the I/O thread rolls it back at once (see
-  /// on_read), so no transaction is ever left without an owner.
-  void wait_begin(std::future<void> f, std::atomic<int>& claim) {
-    if (options_.request_timeout.count() > 0 &&
-        f.wait_for(options_.request_timeout) == std::future_status::timeout) {
+  /// Waits for the reply to BEGIN. If `timeout` (see timeout_of) runs out first, the BEGIN is
+  /// marked abandoned: should the daemon grant it later, the I/O thread rolls it back at once
+  /// (see on_read), so no transaction is ever left without an owner.
+  void wait_begin(std::future<void> f, std::atomic<int>& claim, std::chrono::milliseconds timeout) {
+    if (!unbounded(timeout) && f.wait_for(timeout) == std::future_status::timeout) {
       int expected = detail::Completion::kWaiting;
       if (claim.compare_exchange_strong(expected, detail::Completion::kAbandoned)) {
         throw TimeoutError("no reply to BEGIN from pasyn-writerd within " +
-                           std::to_string(options_.request_timeout.count()) +
+                           std::to_string(timeout.count()) +
                            " ms; if the daemon grants it later, it is rolled back at once");
       }
       // The reply is being delivered right now: take it.
@@ -325,25 +328,24 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return true;
   }
 
-  // REQUIRES: mu_ held through `lk`.
-  void wait_for_slot(std::unique_lock<std::mutex>& lk) {
+  // Waits for a slot, at most `timeout` unless unbounded(). REQUIRES: mu_ held through `lk`.
+  void wait_for_slot(std::unique_lock<std::mutex>& lk, std::chrono::milliseconds timeout) {
     ++slot_waiters_;
-    if (options_.request_timeout.count() > 0) {
-      const bool got = slot_free_.wait_for(lk, options_.request_timeout, [&] {
-        return pending_.size() < max_in_flight_ || state_ != State::kOpen || forked_;
-      });
+    const auto free = [&] {
+      return pending_.size() < max_in_flight_ || state_ != State::kOpen || forked_;
+    };
+    if (!unbounded(timeout)) {
+      const bool got = slot_free_.wait_for(lk, timeout, free);
       --slot_waiters_;
       if (!got) {
         throw TimeoutError("the client's " + std::to_string(max_in_flight_) +
                            " requests in flight (ClientOptions::max_in_flight) were not answered "
                            "within " +
-                           std::to_string(options_.request_timeout.count()) +
-                           " ms; the request was not sent");
+                           std::to_string(timeout.count()) + " ms; the request was not sent");
       }
       return;
     }
-    slot_free_.wait(
-        lk, [&] { return pending_.size() < max_in_flight_ || state_ != State::kOpen || forked_; });
+    slot_free_.wait(lk, free);
     --slot_waiters_;
   }
 
@@ -355,10 +357,15 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
-  // Hands a connected descriptor to the I/O thread and waits until it reads from it. Never
-  // waits on an event loop that may have stopped: the handler is posted under mu_ only while
-  // the client is not closed, and close() posts its own under mu_ before stopping the loop.
+  // A reconnect (the first connection is set up by connect() itself): hands a connected
+  // descriptor to the I/O thread and waits until it reads from it. Never waits on an event
+  // loop that may have stopped: the handler is posted under mu_ only while the client is not
+  // closed, and close() posts its own under mu_ before stopping the loop.
   PASYN_INTERNAL void install(int fd, std::uint32_t max_frame);
+
+  // The socket assigned `fd` becomes the connection; returns its generation (see the
+  // definition). REQUIRES: mu_ held.
+  PASYN_INTERNAL std::uint64_t adopt(int fd, std::uint32_t max_frame);
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
   // wake-up per request when idle). Whatever the socket does not take at once is left to the
@@ -395,7 +402,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   const std::size_t max_in_flight_;
   std::unique_ptr<Io> io_;             // GUARDED_BY(mu_) for replacement; see Io
   int fd_ = -1;                        // GUARDED_BY(mu_): the socket's descriptor, for send_now()
-  proto::FrameDecoder decoder_;        // I/O thread only (after the handshake)
+  proto::FrameDecoder decoder_;        // I/O thread only (set up by adopt() before its reads)
   std::size_t offered_ = 0;            // I/O thread: bytes the read in flight may fill
   bool busy_reads_ = false;            // I/O thread: the last read filled what it was offered
   std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
@@ -406,8 +413,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::string lost_reason_;                            // GUARDED_BY(mu_)
   std::uint64_t next_id_ = 1;                          // GUARDED_BY(mu_)
   std::uint32_t max_frame_ = proto::kDefaultMaxFrame;  // GUARDED_BY(mu_)
-  std::uint64_t generation_ = 0;           // GUARDED_BY(mu_); written on the I/O thread only
-  std::chrono::milliseconds backoff_{25};  // GUARDED_BY(mu_)
+  std::uint64_t generation_ = 0;  // GUARDED_BY(mu_); written on the I/O thread (or by connect())
+  std::chrono::milliseconds backoff_{25};               // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
   std::mutex connect_mu_;                               // one reconnect at a time
   std::vector<std::uint8_t> outbox_;                    // GUARDED_BY(mu_)

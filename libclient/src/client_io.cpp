@@ -119,7 +119,7 @@ void MultiplexedClient::Impl::roll_back_abandoned(std::uint64_t transaction, std
         },
         detail::Completion(detail::Completion::Kind::kEmpty, proto::MsgType::kOk,
                            std::promise<void>()),
-        gen, false);
+        gen, false, std::chrono::milliseconds(0));
   } catch (...) {  // the connection is gone or closed: the daemon rolls back by itself
   }
 }

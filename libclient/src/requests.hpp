@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <future>
 #include <memory>
 #include <optional>
@@ -48,11 +49,15 @@ inline Mode keyed(const WriteOptions& options) {
   return Mode{nullptr, options.idempotency_key};
 }
 
-// How a call waits (see the top of this file).
+// How a call waits (see the top of this file). A synchronous call may carry its own bound
+// (pasyn::Timeout), else it waits at most ClientOptions::request_timeout.
 struct Async {};
-struct Sync {};
+struct Sync {
+  std::optional<std::chrono::milliseconds> timeout;
+};
 inline constexpr Async kAsync;
 inline constexpr Sync kSync;
+inline Sync within(Timeout timeout) { return Sync{timeout.bound()}; }
 
 using Impl = MultiplexedClient::Impl;
 using Kind = Completion::Kind;
@@ -62,7 +67,7 @@ using Kind = Completion::Kind;
 // (mode.tx, or `tx_connection` for COMMIT and ROLLBACK, whose frames carry it already) goes out
 // on the connection that began the transaction.
 template <typename T, typename Via, typename Encode>
-auto send(Impl& impl, Mode mode, Encode encode, Kind kind, proto::MsgType reply, Via,
+auto send(Impl& impl, Mode mode, Encode encode, Kind kind, proto::MsgType reply, Via via,
           std::optional<std::uint64_t> tx_connection = std::nullopt) {
   const auto framed = [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
     const std::size_t start = out.size();
@@ -75,13 +80,17 @@ auto send(Impl& impl, Mode mode, Encode encode, Kind kind, proto::MsgType reply,
   const auto tx_generation = mode.tx ? std::optional(mode.tx->generation) : tx_connection;
   const bool bounded = !tx_generation;
   if constexpr (std::is_same_v<Via, Sync>) {
+    const auto timeout = impl.timeout_of(via.timeout);
     Waiter<T> waiter;
-    const auto sent = impl.submit(framed, Completion(kind, reply, waiter), tx_generation, bounded);
-    return impl.wait(waiter, sent.id);
+    const auto sent =
+        impl.submit(framed, Completion(kind, reply, waiter), tx_generation, bounded, timeout);
+    return impl.wait(waiter, sent.id, timeout);
   } else {
+    (void)via;
     std::promise<T> promise;
     auto future = promise.get_future();
-    impl.submit(framed, Completion(kind, reply, std::move(promise)), tx_generation, bounded);
+    impl.submit(framed, Completion(kind, reply, std::move(promise)), tx_generation, bounded,
+                impl.timeout_of(std::nullopt));
     return future;
   }
 }

@@ -51,6 +51,17 @@ struct ThreadTransactions::Impl {
     end(*taken);
   }
 
+  template <typename Begin>
+  void open_mine(Begin begin) {
+    if (mine() != nullptr) {
+      throw ProgrammingError("this thread already has an open transaction", SQLITE_MISUSE,
+                             SQLITE_MISUSE);
+    }
+    Transaction tx = begin(client);
+    std::lock_guard lk(mu);
+    open.emplace(std::this_thread::get_id(), std::move(tx));
+  }
+
   template <typename InTx, typename Plain>
   auto route(InTx in_tx, Plain plain) {
     if (Transaction* tx = mine()) {
@@ -81,13 +92,10 @@ ThreadTransactions::~ThreadTransactions() {
 }
 
 void ThreadTransactions::begin() {
-  if (impl_->mine() != nullptr) {
-    throw ProgrammingError("this thread already has an open transaction", SQLITE_MISUSE,
-                           SQLITE_MISUSE);
-  }
-  Transaction tx = impl_->client.begin();
-  std::lock_guard lk(impl_->mu);
-  impl_->open.emplace(std::this_thread::get_id(), std::move(tx));
+  impl_->open_mine([](MultiplexedClient& c) { return c.begin(); });
+}
+void ThreadTransactions::begin(Timeout timeout) {
+  impl_->open_mine([&](MultiplexedClient& c) { return c.begin(timeout); });
 }
 
 void ThreadTransactions::commit() {
@@ -97,6 +105,16 @@ void ThreadTransactions::commit() {
 void ThreadTransactions::rollback() {
   impl_->finish("rollback", [](Transaction& tx) {
     if (!tx.finished()) tx.rollback();
+  });
+}
+
+void ThreadTransactions::commit(Timeout timeout) {
+  impl_->finish("commit", [&](Transaction& tx) { tx.commit(timeout); });
+}
+
+void ThreadTransactions::rollback(Timeout timeout) {
+  impl_->finish("rollback", [&](Transaction& tx) {
+    if (!tx.finished()) tx.rollback(timeout);
   });
 }
 
@@ -154,6 +172,68 @@ std::vector<Row> ThreadTransactions::execute_fetchall_named(std::string_view sql
                                                             const NamedParams& params) {
   return impl_->route([&](Transaction& tx) { return tx.execute_fetchall_named(sql, params); },
                       [&](MultiplexedClient& c) { return c.execute_fetchall_named(sql, params); });
+}
+
+std::int64_t ThreadTransactions::execute(std::string_view sql, const Params& params,
+                                         Timeout timeout) {
+  return impl_->route([&](Transaction& tx) { return tx.execute(sql, params, timeout); },
+                      [&](MultiplexedClient& c) { return c.execute(sql, params, timeout); });
+}
+std::int64_t ThreadTransactions::execute_named(std::string_view sql, const NamedParams& params,
+                                               Timeout timeout) {
+  return impl_->route([&](Transaction& tx) { return tx.execute_named(sql, params, timeout); },
+                      [&](MultiplexedClient& c) { return c.execute_named(sql, params, timeout); });
+}
+std::int64_t ThreadTransactions::execute_returning_rowid(std::string_view sql, const Params& params,
+                                                         Timeout timeout) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_returning_rowid(sql, params, timeout); },
+      [&](MultiplexedClient& c) { return c.execute_returning_rowid(sql, params, timeout); });
+}
+std::int64_t ThreadTransactions::execute_returning_rowid_named(std::string_view sql,
+                                                               const NamedParams& params,
+                                                               Timeout timeout) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_returning_rowid_named(sql, params, timeout); },
+      [&](MultiplexedClient& c) { return c.execute_returning_rowid_named(sql, params, timeout); });
+}
+std::int64_t ThreadTransactions::execute_many(std::string_view sql,
+                                              const std::vector<Params>& params_batch,
+                                              Timeout timeout) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_many(sql, params_batch, timeout); },
+      [&](MultiplexedClient& c) { return c.execute_many(sql, params_batch, timeout); });
+}
+std::int64_t ThreadTransactions::execute_many_named(std::string_view sql,
+                                                    const std::vector<NamedParams>& params_batch,
+                                                    Timeout timeout) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_many_named(sql, params_batch, timeout); },
+      [&](MultiplexedClient& c) { return c.execute_many_named(sql, params_batch, timeout); });
+}
+void ThreadTransactions::executescript(std::string_view sql, Timeout timeout) {
+  impl_->route(
+      [&](Transaction& tx) {
+        tx.executescript(sql, timeout);
+        return 0;
+      },
+      [&](MultiplexedClient& c) {
+        c.executescript(sql, timeout);
+        return 0;
+      });
+}
+std::vector<Row> ThreadTransactions::execute_fetchall(std::string_view sql, const Params& params,
+                                                      Timeout timeout) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_fetchall(sql, params, timeout); },
+      [&](MultiplexedClient& c) { return c.execute_fetchall(sql, params, timeout); });
+}
+std::vector<Row> ThreadTransactions::execute_fetchall_named(std::string_view sql,
+                                                            const NamedParams& params,
+                                                            Timeout timeout) {
+  return impl_->route(
+      [&](Transaction& tx) { return tx.execute_fetchall_named(sql, params, timeout); },
+      [&](MultiplexedClient& c) { return c.execute_fetchall_named(sql, params, timeout); });
 }
 
 }  // namespace pasyn

@@ -28,6 +28,7 @@ using detail::send_statement;
 using detail::send_statement_named;
 using detail::send_transaction_end;
 using detail::TxRef;
+using detail::within;
 
 // ---- Transaction ------------------------------------------------------------------------------
 
@@ -237,6 +238,90 @@ std::future<void> Transaction::rollback_async() {
 ResultSet Transaction::execute_fetchall_columns(std::string_view sql, const Params& params) {
   return call([&](auto& c, const TxRef& tx) {
     return send_fetch_columns(c, in_tx(tx), sql, params, kSync);
+  });
+}
+
+// ---- Transaction: with a Timeout of their own ------------------------------------------------
+
+std::int64_t Transaction::execute(std::string_view sql, const Params& params, Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement(c, in_tx(tx), proto::MsgType::kExecute, sql, params, within(timeout));
+  });
+}
+std::int64_t Transaction::execute_returning_rowid(std::string_view sql, const Params& params,
+                                                  Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement(c, in_tx(tx), proto::MsgType::kExecuteRowid, sql, params,
+                          within(timeout));
+  });
+}
+std::int64_t Transaction::execute_many(std::string_view sql,
+                                       const std::vector<Params>& params_batch, Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_many(c, in_tx(tx), sql, params_batch, within(timeout));
+  });
+}
+void Transaction::executescript(std::string_view sql, Timeout timeout) {
+  call([&](auto& c, const TxRef& tx) { return send_script(c, in_tx(tx), sql, within(timeout)); });
+}
+std::vector<Row> Transaction::execute_fetchall(std::string_view sql, const Params& params,
+                                               Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_fetch(c, in_tx(tx), sql, params, within(timeout));
+  });
+}
+std::optional<Row> Transaction::execute_fetchone(std::string_view sql, const Params& params,
+                                                 Timeout timeout) {
+  return first_row(execute_fetchall(sql, params, timeout));
+}
+ResultSet Transaction::execute_fetchall_columns(std::string_view sql, const Params& params,
+                                                Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_fetch_columns(c, in_tx(tx), sql, params, within(timeout));
+  });
+}
+std::int64_t Transaction::execute_named(std::string_view sql, const NamedParams& params,
+                                        Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement_named(c, in_tx(tx), proto::MsgType::kExecute, sql, params,
+                                within(timeout));
+  });
+}
+std::int64_t Transaction::execute_returning_rowid_named(std::string_view sql,
+                                                        const NamedParams& params,
+                                                        Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_statement_named(c, in_tx(tx), proto::MsgType::kExecuteRowid, sql, params,
+                                within(timeout));
+  });
+}
+std::int64_t Transaction::execute_many_named(std::string_view sql,
+                                             const std::vector<NamedParams>& params_batch,
+                                             Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_many_named(c, in_tx(tx), sql, params_batch, within(timeout));
+  });
+}
+std::vector<Row> Transaction::execute_fetchall_named(std::string_view sql,
+                                                     const NamedParams& params, Timeout timeout) {
+  return call([&](auto& c, const TxRef& tx) {
+    return send_fetch_named(c, in_tx(tx), sql, params, within(timeout));
+  });
+}
+std::optional<Row> Transaction::execute_fetchone_named(std::string_view sql,
+                                                       const NamedParams& params, Timeout timeout) {
+  return first_row(execute_fetchall_named(sql, params, timeout));
+}
+void Transaction::commit(Timeout timeout) {
+  call([&](auto& c, const TxRef& tx) {
+    impl_->finished = true;  // whatever the outcome, the daemon ends the transaction
+    return send_transaction_end(c, tx, proto::MsgType::kCommit, within(timeout));
+  });
+}
+void Transaction::rollback(Timeout timeout) {
+  call([&](auto& c, const TxRef& tx) {
+    impl_->finished = true;
+    return send_transaction_end(c, tx, proto::MsgType::kRollback, within(timeout));
   });
 }
 

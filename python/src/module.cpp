@@ -5,8 +5,8 @@
 // C++ library become the Python classes pasyn_sqlite_core/__init__.py defines: it hands them
 // to _set_error_factory, which builds an exception instance from (kind, message, code,
 // extended code).
-// Size: ~950 lines, over the ~600 guideline: one binding per C++ class; the asyncio completion
-// thread lives in dispatcher.{hpp,cpp}; the bindings are still to be split per class.
+// The writer side (Transaction, MultiplexedClient) is bound in writer.cpp, the asyncio
+// completion thread lives in dispatcher.{hpp,cpp}, value conversions in values.{hpp,cpp}.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -27,6 +28,7 @@
 #include <optional>
 #include <thread>
 
+#include "common.hpp"
 #include "dispatcher.hpp"
 #include "values.hpp"
 
@@ -40,6 +42,8 @@ nb::object& error_factory() {
   static nb::object* factory = new nb::object();  // leaked: outlives interpreter shutdown
   return *factory;
 }
+
+}  // namespace
 
 // The Python exception instance for the C++ exception in flight. REQUIRES: the GIL.
 nb::object make_error(std::exception_ptr error) {
@@ -86,21 +90,26 @@ nb::object make_error(std::exception_ptr error) {
   return error_factory()(kind, message, code, extended);
 }
 
-void raise(nb::handle exc) {
-  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
-}
-
-// Runs `f` without the GIL.
-template <typename F>
-auto unlocked(F&& f) {
-  nb::gil_scoped_release release;
-  return f();
-}
-
 std::chrono::milliseconds to_ms(std::optional<double> seconds) {
   if (!seconds) return std::chrono::milliseconds(0);
   if (*seconds < 0) throw nb::value_error("a timeout cannot be negative");
   return std::chrono::milliseconds(static_cast<std::int64_t>(*seconds * 1000.0 + 0.5));
+}
+
+std::optional<Timeout> to_timeout(std::optional<double> seconds) {
+  if (!seconds) return std::nullopt;
+  if (std::isnan(*seconds) || *seconds < 0) {
+    throw nb::value_error("a timeout is a number of seconds, 0 or more");
+  }
+  if (*seconds >= 1e12) return Timeout(std::chrono::milliseconds(0));  // infinity, or as good
+  const auto ms = to_ms(seconds);
+  return Timeout(*seconds > 0 && ms.count() == 0 ? std::chrono::milliseconds(1) : ms);
+}
+
+namespace {
+
+void raise(nb::handle exc) {
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
 }
 
 // ---- OpenFlags, Connection, Cursor ------------------------------------------------------------
@@ -144,105 +153,6 @@ struct PyCursor {
   nb::object connection;  // keeps the Python connection alive
   std::int64_t arraysize = 1;
 };
-
-template <typename Positional, typename Named>
-auto dispatch(const AnyParams& params, Positional positional, Named named) {
-  if (const auto* p = std::get_if<Params>(&params)) return positional(*p);
-  return named(std::get<NamedParams>(params));
-}
-
-// ---- Writer side ------------------------------------------------------------------------------
-
-struct PyTransaction {
-  std::optional<Transaction> tx;
-  std::uint64_t token = 0;
-  nb::object client;  // the MultiplexedClient it came from (its Dispatcher, for _*_async calls)
-  // Set while an asynchronous transaction is unfinished: the Dispatcher's count of them.
-  std::shared_ptr<std::atomic<int>> counted;
-
-  PyTransaction() = default;
-  PyTransaction(const PyTransaction&) = delete;
-  PyTransaction& operator=(const PyTransaction&) = delete;
-  ~PyTransaction() { uncount(); }
-
-  void uncount() {
-    if (counted) counted->fetch_sub(1, std::memory_order_release);
-    counted.reset();
-  }
-  Transaction& get() {
-    if (!tx || tx->finished()) {
-      uncount();
-      throw ProgrammingError("the transaction is already finished (committed or rolled back)",
-                             SQLITE_MISUSE, SQLITE_MISUSE);
-    }
-    return *tx;
-  }
-};
-
-std::atomic<std::uint64_t> next_token{1};
-
-nb::object int_result(std::int64_t v) { return nb::int_(v); }
-nb::object rows_result(std::vector<Row> rows) { return to_python(rows); }
-nb::object none_result() { return nb::none(); }
-nb::object true_result() { return nb::bool_(true); }
-
-struct PyClient {
-  std::unique_ptr<MultiplexedClient> client;
-  std::unique_ptr<ThreadTransactions> threads;
-  std::unique_ptr<Dispatcher> dispatcher;  // created by the first asynchronous call
-  std::mutex dispatcher_mu;
-
-  MultiplexedClient& get() {
-    if (!client) throw ConnectionClosedError("client is closed");
-    return *client;
-  }
-  ThreadTransactions& tx() {
-    if (!threads) throw ConnectionClosedError("client is closed");
-    return *threads;
-  }
-  Dispatcher& async() {
-    std::lock_guard lk(dispatcher_mu);
-    if (!dispatcher) dispatcher = std::make_unique<Dispatcher>(&make_error);
-    return *dispatcher;
-  }
-  void close() {
-    if (dispatcher) dispatcher->stop();
-    nb::gil_scoped_release release;
-    threads.reset();
-    if (client) client->close();
-  }
-};
-
-// One unit of a Dispatcher's count of open asynchronous transactions, given back when
-// destroyed unless release()d to the transaction's handle.
-class OpenCount {
- public:
-  explicit OpenCount(std::shared_ptr<std::atomic<int>> count) : count_(std::move(count)) {
-    count_->fetch_add(1, std::memory_order_acq_rel);
-  }
-  OpenCount(const OpenCount&) = delete;
-  OpenCount& operator=(const OpenCount&) = delete;
-  ~OpenCount() {
-    if (count_) count_->fetch_sub(1, std::memory_order_release);
-  }
-  std::shared_ptr<std::atomic<int>> release() { return std::move(count_); }
-
- private:
-  std::shared_ptr<std::atomic<int>> count_;
-};
-
-// The completion thread of the client a transaction came from.
-Dispatcher& dispatcher_of(PyTransaction& t) {
-  if (!t.client.is_valid()) throw ConnectionClosedError("client is closed");
-  return nb::cast<PyClient&>(t.client).async();
-}
-
-// Queues an asynchronous request of transaction `t` in its own lane.
-template <typename T, typename Convert>
-void submit_in(PyTransaction& t, std::future<T> future, Convert convert, nb::object callback) {
-  dispatcher_of(t).submit(t.token, make_pending(std::move(future), std::move(convert)),
-                          std::move(callback));
-}
 
 }  // namespace
 }  // namespace pasyn::python
@@ -557,442 +467,5 @@ NB_MODULE(_core, m) {
       .def_prop_ro("size", &ReadPool::size)
       .def_prop_ro("open_connections", &ReadPool::open_connections);
 
-  // -- Transaction
-  nb::class_<PyTransaction>(m, "Transaction")
-      .def(
-          "execute",
-          [](PyTransaction& t, std::string_view sql, nb::handle params) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            return unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return tx.execute(sql, x); },
-                  [&](const NamedParams& x) { return tx.execute_named(sql, x); });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def(
-          "execute_returning_rowid",
-          [](PyTransaction& t, std::string_view sql, nb::handle params) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            return unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return tx.execute_returning_rowid(sql, x); },
-                  [&](const NamedParams& x) { return tx.execute_returning_rowid_named(sql, x); });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def(
-          "execute_many",
-          [](PyTransaction& t, std::string_view sql, nb::handle batch) {
-            auto b = to_params_batch(batch);
-            Transaction& tx = t.get();
-            return unlocked([&] {
-              if (auto* p = std::get_if<std::vector<Params>>(&b)) return tx.execute_many(sql, *p);
-              return tx.execute_many_named(sql, std::get<std::vector<NamedParams>>(b));
-            });
-          },
-          "sql"_a, "params_batch"_a)
-      .def(
-          "executescript",
-          [](PyTransaction& t, std::string_view sql) {
-            Transaction& tx = t.get();
-            unlocked([&] {
-              tx.executescript(sql);
-              return 0;
-            });
-          },
-          "sql"_a)
-      .def(
-          "execute_fetchall",
-          [](PyTransaction& t, std::string_view sql, nb::handle params) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            auto rows = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return tx.execute_fetchall(sql, x); },
-                  [&](const NamedParams& x) { return tx.execute_fetchall_named(sql, x); });
-            });
-            return to_python(rows);
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def(
-          "execute_fetchone",
-          [](PyTransaction& t, std::string_view sql, nb::handle params) -> nb::object {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            auto row = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return tx.execute_fetchone(sql, x); },
-                  [&](const NamedParams& x) { return tx.execute_fetchone_named(sql, x); });
-            });
-            if (!row) return nb::none();
-            return to_python(*row);
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def("commit",
-           [](PyTransaction& t) {
-             Transaction& tx = t.get();
-             unlocked([&] {
-               tx.commit();
-               return 0;
-             });
-           })
-      .def("rollback",
-           [](PyTransaction& t) {
-             Transaction& tx = t.get();
-             unlocked([&] {
-               tx.rollback();
-               return 0;
-             });
-           })
-      // Asynchronous forms for pasyn_sqlite.aio: `callback(result, error)` is called (with the
-      // GIL, from the client's completion thread) once the reply arrives.
-      .def(
-          "_execute_async",
-          [](PyTransaction& t, std::string_view sql, nb::handle params, bool rowid,
-             nb::object callback) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p,
-                  [&](const Params& x) {
-                    return rowid ? tx.execute_returning_rowid_async(sql, x)
-                                 : tx.execute_async(sql, x);
-                  },
-                  [&](const NamedParams& x) {
-                    return rowid ? tx.execute_returning_rowid_named_async(sql, x)
-                                 : tx.execute_named_async(sql, x);
-                  });
-            });
-            submit_in(t, std::move(future), &int_result, std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
-      .def(
-          "_execute_many_async",
-          [](PyTransaction& t, std::string_view sql, nb::handle batch, nb::object callback) {
-            auto b = to_params_batch(batch);
-            Transaction& tx = t.get();
-            auto future = unlocked([&] {
-              if (auto* p = std::get_if<std::vector<Params>>(&b)) {
-                return tx.execute_many_async(sql, *p);
-              }
-              return tx.execute_many_named_async(sql, std::get<std::vector<NamedParams>>(b));
-            });
-            submit_in(t, std::move(future), &int_result, std::move(callback));
-          },
-          "sql"_a, "params_batch"_a, "callback"_a)
-      .def(
-          "_execute_fetchall_async",
-          [](PyTransaction& t, std::string_view sql, nb::handle params, nb::object callback) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return tx.execute_fetchall_async(sql, x); },
-                  [&](const NamedParams& x) { return tx.execute_fetchall_named_async(sql, x); });
-            });
-            submit_in(t, std::move(future), &rows_result, std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "callback"_a)
-      .def(
-          "_executescript_async",
-          [](PyTransaction& t, std::string_view sql, nb::object callback) {
-            Transaction& tx = t.get();
-            auto future = unlocked([&] { return tx.executescript_async(sql); });
-            submit_in(t, std::move(future), &none_result, std::move(callback));
-          },
-          "sql"_a, "callback"_a)
-      .def(
-          "_commit_async",
-          [](PyTransaction& t, nb::object callback) {
-            Transaction& tx = t.get();
-            auto future = unlocked([&] { return tx.commit_async(); });
-            submit_in(t, std::move(future), &none_result, std::move(callback));
-            t.uncount();  // finished: nothing of it waits for Python any more
-          },
-          "callback"_a)
-      .def(
-          "_rollback_async",
-          [](PyTransaction& t, nb::object callback) {
-            Transaction& tx = t.get();
-            auto future = unlocked([&] { return tx.rollback_async(); });
-            submit_in(t, std::move(future), &none_result, std::move(callback));
-            t.uncount();
-          },
-          "callback"_a)
-      .def_prop_ro("finished", [](PyTransaction& t) { return !t.tx || t.tx->finished(); })
-      .def_prop_ro("token", [](PyTransaction& t) { return t.token; })
-      .def("__enter__", [](nb::object self) { return self; })
-      .def("__exit__", [](PyTransaction& t, nb::args args) {
-        nb::handle type = args.size() > 0 ? args[0] : nb::none();
-        if (!t.tx || t.tx->finished()) return false;
-        Transaction& tx = *t.tx;
-        if (type.is_none()) {
-          unlocked([&] {
-            tx.commit();
-            return 0;
-          });
-        } else {
-          try {
-            unlocked([&] {
-              tx.rollback();
-              return 0;
-            });
-          } catch (const pasyn::Error&) {  // the block's own exception is the one to see
-          }
-        }
-        return false;
-      });
-
-  // -- MultiplexedClient
-  nb::class_<PyClient>(m, "MultiplexedClient")
-      .def(
-          "__init__",
-          [](PyClient* self, const std::string& socket_path, std::optional<double> connect_timeout,
-             std::optional<double> timeout) {
-            ClientOptions options;
-            if (connect_timeout) options.connect_timeout = to_ms(connect_timeout);
-            if (timeout) options.request_timeout = to_ms(timeout);
-            auto client =
-                unlocked([&] { return std::make_unique<MultiplexedClient>(socket_path, options); });
-            new (self) PyClient();
-            self->client = std::move(client);
-            self->threads = std::make_unique<ThreadTransactions>(*self->client);
-          },
-          "socket_path"_a, nb::kw_only(), "connect_timeout"_a = nb::none(),
-          "timeout"_a = nb::none())
-      .def(
-          "execute",
-          [](PyClient& self, std::string_view sql, nb::handle params) {
-            AnyParams p = to_params(params);
-            auto& c = self.tx();
-            return unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return c.execute(sql, x); },
-                  [&](const NamedParams& x) { return c.execute_named(sql, x); });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def(
-          "execute_returning_rowid",
-          [](PyClient& self, std::string_view sql, nb::handle params) {
-            AnyParams p = to_params(params);
-            auto& c = self.tx();
-            return unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return c.execute_returning_rowid(sql, x); },
-                  [&](const NamedParams& x) { return c.execute_returning_rowid_named(sql, x); });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def(
-          "execute_many",
-          [](PyClient& self, std::string_view sql, nb::handle batch) {
-            auto b = to_params_batch(batch);
-            auto& c = self.tx();
-            return unlocked([&] {
-              if (auto* p = std::get_if<std::vector<Params>>(&b)) return c.execute_many(sql, *p);
-              return c.execute_many_named(sql, std::get<std::vector<NamedParams>>(b));
-            });
-          },
-          "sql"_a, "params_batch"_a)
-      .def(
-          "executescript",
-          [](PyClient& self, std::string_view sql) {
-            auto& c = self.tx();
-            unlocked([&] {
-              c.executescript(sql);
-              return 0;
-            });
-          },
-          "sql"_a)
-      .def(
-          "execute_fetchall",
-          [](PyClient& self, std::string_view sql, nb::handle params) {
-            AnyParams p = to_params(params);
-            auto& c = self.tx();
-            auto rows = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return c.execute_fetchall(sql, x); },
-                  [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x); });
-            });
-            return to_python(rows);
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def(
-          "execute_fetchone",
-          [](PyClient& self, std::string_view sql, nb::handle params) -> nb::object {
-            AnyParams p = to_params(params);
-            auto& c = self.tx();
-            auto rows = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return c.execute_fetchall(sql, x); },
-                  [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x); });
-            });
-            if (rows.empty()) return nb::none();
-            return to_python(rows.front());
-          },
-          "sql"_a, "params"_a.none() = nb::none())
-      .def("ping",
-           [](PyClient& self) {
-             auto& c = self.get();
-             return unlocked([&] { return c.ping(); });
-           })
-      .def("shutdown_server",
-           [](PyClient& self) {
-             auto& c = self.get();
-             unlocked([&] {
-               c.shutdown_server();
-               return 0;
-             });
-           })
-      .def("begin",
-           [](PyClient& self) {
-             auto& t = self.tx();
-             unlocked([&] {
-               t.begin();
-               return 0;
-             });
-           })
-      .def("commit",
-           [](PyClient& self) {
-             auto& t = self.tx();
-             unlocked([&] {
-               t.commit();
-               return 0;
-             });
-           })
-      .def("rollback",
-           [](PyClient& self) {
-             auto& t = self.tx();
-             unlocked([&] {
-               t.rollback();
-               return 0;
-             });
-           })
-      .def_prop_ro("in_transaction", [](PyClient& self) { return self.tx().in_transaction(); })
-      .def(
-          "begin_exclusive",
-          [](nb::object self) {
-            auto& c = nb::cast<PyClient&>(self).get();
-            auto tx = unlocked([&] { return c.begin(); });
-            auto* t = new PyTransaction();
-            t->tx.emplace(std::move(tx));
-            t->token = next_token++;
-            t->client = std::move(self);
-            return t;
-          },
-          nb::rv_policy::take_ownership)
-      .def("stats",
-           [](PyClient& self) {
-             auto& c = self.get();
-             auto report = unlocked([&] { return c.stats(); });
-             nb::dict d;
-             for (const auto& [k, v] : report) d[nb::str(k.c_str())] = to_python(v);
-             return d;
-           })
-      .def_prop_ro("socket_path", [](PyClient& self) { return self.get().socket_path(); })
-      .def("close", &PyClient::close)
-      .def("__enter__", [](nb::object self) { return self; })
-      .def("__exit__",
-           [](PyClient& self, nb::args) {
-             self.close();
-             return false;
-           })
-      // Asynchronous writes for pasyn_sqlite.aio: `callback(result, error)` is called (with the
-      // GIL, from the client's completion thread) once the reply arrives.
-      .def(
-          "_execute_async",
-          [](PyClient& self, std::string_view sql, nb::handle params, bool rowid,
-             nb::object callback) {
-            AnyParams p = to_params(params);
-            auto& c = self.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p,
-                  [&](const Params& x) {
-                    return rowid ? c.execute_returning_rowid_async(sql, x)
-                                 : c.execute_async(sql, x);
-                  },
-                  [&](const NamedParams& x) {
-                    return rowid ? c.execute_returning_rowid_named_async(sql, x)
-                                 : c.execute_named_async(sql, x);
-                  });
-            });
-            self.async().submit(0, make_pending(std::move(future), &int_result),
-                                std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
-      .def(
-          "_execute_many_async",
-          [](PyClient& self, std::string_view sql, nb::handle batch, nb::object callback) {
-            auto b = to_params_batch(batch);
-            auto& c = self.get();
-            auto* p = std::get_if<std::vector<Params>>(&b);
-            if (p == nullptr)
-              throw nb::type_error("aio execute_many takes positional parameter sets");
-            auto future = unlocked([&] { return c.execute_many_async(sql, *p); });
-            self.async().submit(0, make_pending(std::move(future), &int_result),
-                                std::move(callback));
-          },
-          "sql"_a, "params_batch"_a, "callback"_a)
-      .def(
-          "_execute_fetchall_async",
-          [](PyClient& self, std::string_view sql, nb::handle params, nb::object callback) {
-            AnyParams p = to_params(params);
-            auto& c = self.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return c.execute_fetchall_async(sql, x); },
-                  [&](const NamedParams& x) { return c.execute_fetchall_named_async(sql, x); });
-            });
-            self.async().submit(0, make_pending(std::move(future), &rows_result),
-                                std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "callback"_a)
-      .def(
-          "_executescript_async",
-          [](PyClient& self, std::string_view sql, nb::object callback) {
-            auto& c = self.get();
-            auto future = unlocked([&] { return c.executescript_async(sql); });
-            self.async().submit(0, make_pending(std::move(future), &none_result),
-                                std::move(callback));
-          },
-          "sql"_a, "callback"_a)
-      .def(
-          "_ping_async",
-          [](PyClient& self, nb::object callback) {
-            auto& c = self.get();
-            auto future = unlocked([&] { return c.ping_async(); });
-            self.async().submit(0, make_pending(std::move(future), &true_result),
-                                std::move(callback));
-          },
-          "callback"_a)
-      // `callback(transaction, error)`: a Transaction whose _*_async calls complete the same way.
-      // Should nobody take it (the await was cancelled, the loop closed), dropping it rolls the
-      // transaction back.
-      .def(
-          "_begin_async",
-          [](nb::object self_object, nb::object callback) {
-            auto& self = nb::cast<PyClient&>(self_object);
-            auto& c = self.get();
-            auto& dispatcher = self.async();
-            // Counted as open from now on: until the Transaction is made, or the BEGIN failed.
-            auto count = std::make_shared<OpenCount>(dispatcher.open_transactions());
-            auto future = unlocked([&] { return c.begin_async(); });
-            auto make = [self_object, count](Transaction tx) -> nb::object {
-              auto* t = new PyTransaction();
-              t->tx.emplace(std::move(tx));
-              t->token = next_token++;
-              t->client = self_object;
-              t->counted = count->release();
-              return nb::cast(t, nb::rv_policy::take_ownership);
-            };
-            dispatcher.submit(0, make_pending(std::move(future), std::move(make)),
-                              std::move(callback));
-          },
-          "callback"_a);
+  bind_writer(m);
 }

@@ -83,6 +83,22 @@ TEST_F(SyncAllocTest, ExecuteReturningRowidAllocatesNothingInTheSteadyState) {
   EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " execute_returning_rowid() calls";
 }
 
+// A call with a Timeout of its own waits with a deadline (a futex wait with a timeout): still
+// nothing on the heap.
+TEST_F(SyncAllocTest, ExecuteWithATimeoutAllocatesNothingInTheSteadyState) {
+  const Timeout timeout{std::chrono::seconds(30)};
+  for (int i = 0; i < kWarmUp; ++i) {
+    client_->execute("INSERT INTO t(x) VALUES (?)", params_, timeout);
+  }
+  std::int64_t changed = 0;
+  const auto n = allocations_during([&] {
+    for (int i = 0; i < kCalls; ++i)
+      changed += client_->execute("INSERT INTO t(x) VALUES (?)", params_, timeout);
+  });
+  EXPECT_EQ(changed, kCalls);
+  EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " execute() calls with a Timeout";
+}
+
 TEST_F(SyncAllocTest, KeyedExecuteAllocatesNothingInTheSteadyState) {
   WriteOptions options;
   for (int i = 0; i < kWarmUp; ++i) {

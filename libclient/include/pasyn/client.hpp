@@ -51,6 +51,30 @@ struct WriteOptions {
   std::string idempotency_key;
 };
 
+/// A bound on one blocking call, given as its last argument:
+/// `client.execute(sql, params, Timeout{200ms})`. It replaces ClientOptions::request_timeout
+/// for that call only (longer or shorter), with the same meaning:
+/// - when it runs out before the reply, the call throws TimeoutError and the request's outcome
+///   is unknown: it may still run and commit, and it is never re-sent (to retry a write safely,
+///   give it an idempotency key, WriteOptions);
+/// - when it runs out while the call waits for room to send (ClientOptions::max_in_flight
+///   requests unanswered), the call throws TimeoutError and nothing was sent;
+/// - each of those two waits is bounded by it, as by request_timeout;
+/// - for begin(), a BEGIN given up is rolled back as soon as the daemon grants it.
+/// Zero or less (and a century or more, such as milliseconds::max()) means no bound: the call
+/// waits until the reply arrives or the connection is lost, even when request_timeout is set.
+/// The `_async` forms take none: bound the wait on their future instead.
+///
+/// A value type: copy it freely.
+class Timeout {
+ public:
+  explicit constexpr Timeout(std::chrono::milliseconds bound) noexcept : bound_(bound) {}
+  constexpr std::chrono::milliseconds bound() const noexcept { return bound_; }
+
+ private:
+  std::chrono::milliseconds bound_;
+};
+
 /// Rows of a query run through the writer, with the names SQLite gives their columns (`AS`
 /// aliases included), in order. `columns` is empty for a statement that returns no columns.
 struct ResultSet {
@@ -86,7 +110,8 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// away (the outcome of the writes in flight is then unknown; nothing is re-sent silently; the
 /// next call reconnects by itself, retrying at most every 25 ms doubling to 2 s while the
 /// daemon stays unreachable),
-/// TimeoutError when `request_timeout` runs out, ConnectionClosedError after close().
+/// TimeoutError when `request_timeout` (or the call's own Timeout) runs out,
+/// ConnectionClosedError after close().
 /// The `_async` variants return at once; their futures carry the same results and exceptions.
 class PASYN_EXPORT MultiplexedClient {
  public:
@@ -203,6 +228,37 @@ class PASYN_EXPORT MultiplexedClient {
   std::future<ResultSet> execute_fetchall_columns_async(std::string_view sql,
                                                         const Params& params = {});
 
+  /// The blocking calls above with a bound of their own, in place of `request_timeout` (see
+  /// Timeout). A write whose Timeout runs out may still commit; it is never re-sent.
+  std::int64_t execute(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch,
+                            Timeout timeout);
+  void executescript(std::string_view sql, Timeout timeout);
+  std::int64_t execute(std::string_view sql, const Params& params, const WriteOptions& options,
+                       Timeout timeout);
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params,
+                                       const WriteOptions& options, Timeout timeout);
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch,
+                            const WriteOptions& options, Timeout timeout);
+  void executescript(std::string_view sql, const WriteOptions& options, Timeout timeout);
+  std::vector<Row> execute_fetchall(std::string_view sql, const Params& params, Timeout timeout);
+  std::optional<Row> execute_fetchone(std::string_view sql, const Params& params, Timeout timeout);
+  ResultSet execute_fetchall_columns(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params, Timeout timeout);
+  std::int64_t execute_returning_rowid_named(std::string_view sql, const NamedParams& params,
+                                             Timeout timeout);
+  std::int64_t execute_many_named(std::string_view sql,
+                                  const std::vector<NamedParams>& params_batch, Timeout timeout);
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params,
+                                          Timeout timeout);
+  std::optional<Row> execute_fetchone_named(std::string_view sql, const NamedParams& params,
+                                            Timeout timeout);
+  bool ping(Timeout timeout);
+  /// begin() waiting at most `timeout` for the grant (then TimeoutError; a grant that comes
+  /// later is rolled back at once), whatever `request_timeout` is.
+  [[nodiscard]] Transaction begin(Timeout timeout);
+
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
   /// False after close(), or once the connection was lost until a later call reconnects.
@@ -299,6 +355,30 @@ class PASYN_EXPORT Transaction {
 
   /// execute_fetchall() with the result's column names, as MultiplexedClient's.
   ResultSet execute_fetchall_columns(std::string_view sql, const Params& params = {});
+
+  /// The blocking calls above with a bound of their own, in place of the client's
+  /// `request_timeout` (see Timeout). A statement whose Timeout runs out may still run inside
+  /// the transaction: the handle stays open, and the next call runs after it. A commit() or
+  /// rollback() whose Timeout runs out finishes the handle; the commit's outcome is unknown.
+  std::int64_t execute(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch,
+                            Timeout timeout);
+  void executescript(std::string_view sql, Timeout timeout);
+  std::vector<Row> execute_fetchall(std::string_view sql, const Params& params, Timeout timeout);
+  std::optional<Row> execute_fetchone(std::string_view sql, const Params& params, Timeout timeout);
+  ResultSet execute_fetchall_columns(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params, Timeout timeout);
+  std::int64_t execute_returning_rowid_named(std::string_view sql, const NamedParams& params,
+                                             Timeout timeout);
+  std::int64_t execute_many_named(std::string_view sql,
+                                  const std::vector<NamedParams>& params_batch, Timeout timeout);
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params,
+                                          Timeout timeout);
+  std::optional<Row> execute_fetchone_named(std::string_view sql, const NamedParams& params,
+                                            Timeout timeout);
+  void commit(Timeout timeout);
+  void rollback(Timeout timeout);
 
  private:
   friend class MultiplexedClient;

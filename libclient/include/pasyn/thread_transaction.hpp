@@ -53,6 +53,25 @@ class PASYN_EXPORT ThreadTransactions {
   std::vector<Row> execute_fetchall(std::string_view sql, const Params& params = {});
   std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params);
 
+  /// The calls above with a bound of their own, in place of the client's `request_timeout`
+  /// (see pasyn::Timeout).
+  void begin(Timeout timeout);
+  void commit(Timeout timeout);
+  void rollback(Timeout timeout);
+  std::int64_t execute(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_named(std::string_view sql, const NamedParams& params, Timeout timeout);
+  std::int64_t execute_returning_rowid(std::string_view sql, const Params& params, Timeout timeout);
+  std::int64_t execute_returning_rowid_named(std::string_view sql, const NamedParams& params,
+                                             Timeout timeout);
+  std::int64_t execute_many(std::string_view sql, const std::vector<Params>& params_batch,
+                            Timeout timeout);
+  std::int64_t execute_many_named(std::string_view sql,
+                                  const std::vector<NamedParams>& params_batch, Timeout timeout);
+  void executescript(std::string_view sql, Timeout timeout);
+  std::vector<Row> execute_fetchall(std::string_view sql, const Params& params, Timeout timeout);
+  std::vector<Row> execute_fetchall_named(std::string_view sql, const NamedParams& params,
+                                          Timeout timeout);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -1,0 +1,313 @@
+// Per-call timeouts (pasyn::Timeout), against the real pasyn-writerd: a call's own bound
+// replaces ClientOptions::request_timeout for that call, shorter or longer, with the same
+// meaning (TimeoutError, outcome unknown, never re-sent; nothing sent when it ran out waiting
+// for an in-flight slot). The writer is held up by another client's open transaction, or the
+// whole daemon by SIGSTOP.
+#include <signal.h>
+
+#include <cstdlib>
+#include <functional>
+#include <future>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+using pasyn::Timeout;
+
+// Far beyond every wait of these tests: the daemon's own TimeoutError never comes first.
+const std::vector<std::string> kPatientDaemon = {"--lock-wait", "60s", "--transaction-idle-timeout",
+                                                 "60s"};
+constexpr auto kHang = 30s;  // a call not back by then hangs: the test fails
+const pasyn::NamedParams kLate{{{"k", "late"}}};
+
+class TimeoutTest : public DaemonTest {
+ protected:
+  void TearDown() override {
+    if (stopped_) daemon_.signal(SIGCONT);
+    DaemonTest::TearDown();
+  }
+  void start_with_table() {
+    ASSERT_NO_FATAL_FAILURE(start_daemon(kPatientDaemon));
+    connect_client().execute("CREATE TABLE kv (k TEXT)");
+  }
+  std::int64_t rows_with_key(const std::string& k) const {
+    return query_int("SELECT count(*) FROM kv WHERE k = ?", {k});
+  }
+  /// A client with the given request_timeout (0: none) and a bounded connect.
+  pasyn::MultiplexedClient client_with(std::chrono::milliseconds request_timeout,
+                                       std::size_t max_in_flight = 16384) const {
+    auto options = bounded_options();
+    options.request_timeout = request_timeout;
+    options.max_in_flight = max_in_flight;
+    return pasyn::MultiplexedClient(sock_, options);
+  }
+  void stop() {
+    daemon_.signal(SIGSTOP);
+    stopped_ = true;
+  }
+  void resume() {
+    daemon_.signal(SIGCONT);
+    stopped_ = false;
+  }
+  bool stopped_ = false;
+};
+
+// outcome_of(call) ("ok", "TimeoutError: ...", ...), run on another thread: a call still
+// running after kHang is a hang, and the process exits, so that it fails instead of hanging
+// the suite.
+std::string outcome(std::function<void()> call) {
+  auto running =
+      std::async(std::launch::async, [call = std::move(call)] { return outcome_of(call); });
+  if (running.wait_for(kHang) != std::future_status::ready) {
+    ADD_FAILURE() << "the call did not return within 30 s";
+    std::_Exit(1);
+  }
+  return running.get();
+}
+
+// The client-side timeout's message, not the daemon's lock wait (also a TimeoutError).
+bool client_timed_out(const std::string& what) {
+  return what.rfind("TimeoutError: no reply", 0) == 0;
+}
+
+// Compiled, not run: the call forms that compiled before Timeout still compile (no ambiguity
+// with the new overloads: Timeout has no default constructor, so `{}` is never one).
+[[maybe_unused]] void call_forms_of_before_still_compile(pasyn::MultiplexedClient& c,
+                                                         pasyn::Transaction& tx) {
+  c.execute("x", {}, {});
+  c.execute("x", {"Alice", "alice@example.com"});
+  c.execute("x", {"a"}, {"key"});
+  c.execute_returning_rowid("x", {}, {});
+  c.execute_many("x", {}, {});
+  c.execute_many("x", {{"a"}}, {"key"});
+  c.executescript("x", {});
+  c.executescript("x", {"key"});
+  tx.execute("x", {});
+}
+
+TEST_F(TimeoutTest, EveryBlockingCallsTimeoutBoundsItWhileTheClientHasNone) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto holder = connect_client();
+  auto held = holder.begin();
+  auto client = client_with(0ms);  // request_timeout 0: only the calls' own bounds
+  const Timeout t{200ms};
+  const pasyn::WriteOptions keyed{"key-1"};
+  const std::vector<std::pair<std::string, std::function<void()>>> calls = {
+      {"execute", [&] { client.execute("INSERT INTO kv (k) VALUES ('late')", {}, t); }},
+      {"execute keyed",
+       [&] { client.execute("INSERT INTO kv (k) VALUES ('late')", {}, keyed, t); }},
+      {"execute_returning_rowid",
+       [&] { client.execute_returning_rowid("INSERT INTO kv (k) VALUES ('late')", {}, t); }},
+      {"execute_returning_rowid keyed",
+       [&] {
+         client.execute_returning_rowid("INSERT INTO kv (k) VALUES ('late')", {},
+                                        pasyn::WriteOptions{"key-2"}, t);
+       }},
+      {"execute_many",
+       [&] { client.execute_many("INSERT INTO kv (k) VALUES (?)", {{"late"}}, t); }},
+      {"execute_many keyed",
+       [&] {
+         client.execute_many("INSERT INTO kv (k) VALUES (?)", {{"late"}},
+                             pasyn::WriteOptions{"key-3"}, t);
+       }},
+      {"executescript", [&] { client.executescript("INSERT INTO kv (k) VALUES ('late')", t); }},
+      {"executescript keyed",
+       [&] {
+         client.executescript("INSERT INTO kv (k) VALUES ('late')", pasyn::WriteOptions{"key-4"},
+                              t);
+       }},
+      {"execute_fetchall",
+       [&] {
+         (void)client.execute_fetchall("INSERT INTO kv (k) VALUES ('late') RETURNING k", {}, t);
+       }},
+      {"execute_fetchone",
+       [&] {
+         (void)client.execute_fetchone("INSERT INTO kv (k) VALUES ('late') RETURNING k", {}, t);
+       }},
+      {"execute_fetchall_columns",
+       [&] {
+         (void)client.execute_fetchall_columns("INSERT INTO kv (k) VALUES ('late') RETURNING k", {},
+                                               t);
+       }},
+      {"execute_named", [&] { client.execute_named("INSERT INTO kv (k) VALUES (:k)", kLate, t); }},
+      {"execute_returning_rowid_named",
+       [&] { client.execute_returning_rowid_named("INSERT INTO kv (k) VALUES (:k)", kLate, t); }},
+      {"execute_many_named",
+       [&] { client.execute_many_named("INSERT INTO kv (k) VALUES (:k)", {kLate}, t); }},
+      {"execute_fetchall_named",
+       [&] {
+         (void)client.execute_fetchall_named("INSERT INTO kv (k) VALUES (:k) RETURNING k", kLate,
+                                             t);
+       }},
+      {"execute_fetchone_named",
+       [&] {
+         (void)client.execute_fetchone_named("INSERT INTO kv (k) VALUES (:k) RETURNING k", kLate,
+                                             t);
+       }},
+  };
+  for (const auto& [name, call] : calls) {
+    const auto what = outcome(call);
+    EXPECT_TRUE(client_timed_out(what)) << name << ": " << what;
+    EXPECT_TRUE(contains(what, "within 200 ms")) << name << ": " << what;
+  }
+  held.commit();
+  // "The request may still be executed": each one did, once (none was re-sent), before the
+  // write below, which the same connection sent after them.
+  client.execute("INSERT INTO kv (k) VALUES ('after')");
+  EXPECT_EQ(rows_with_key("late"), static_cast<std::int64_t>(calls.size()));
+  EXPECT_EQ(rows_with_key("after"), 1);
+}
+
+TEST_F(TimeoutTest, ACallsTimeoutLongerThanRequestTimeoutWins) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto holder = connect_client();
+  auto held = holder.begin();
+  auto client = client_with(200ms);
+  // Without a Timeout of its own, a call keeps request_timeout, as before.
+  EXPECT_TRUE(
+      client_timed_out(outcome([&] { client.execute("INSERT INTO kv (k) VALUES ('default')"); })));
+  auto patient = std::async(std::launch::async, [&] {
+    return client.execute("INSERT INTO kv (k) VALUES ('patient')", {}, Timeout{kHang});
+  });
+  auto unbounded = std::async(std::launch::async, [&] {
+    return client.execute("INSERT INTO kv (k) VALUES ('unbounded')", {}, Timeout{0ms});
+  });
+  std::this_thread::sleep_for(1s);  // five times request_timeout: both would have given up
+  held.commit();
+  ASSERT_EQ(patient.wait_for(kHang), std::future_status::ready);
+  ASSERT_EQ(unbounded.wait_for(kHang), std::future_status::ready);
+  EXPECT_EQ(patient.get(), 1);
+  EXPECT_EQ(unbounded.get(), 1);
+  EXPECT_EQ(rows_with_key("patient"), 1);
+  EXPECT_EQ(rows_with_key("unbounded"), 1);
+}
+
+// milliseconds::max() means no bound (its deadline would overflow the clock, and so time out
+// at once), as request_timeout and as a call's own.
+TEST_F(TimeoutTest, TheLargestBoundMeansNoBound) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(std::chrono::milliseconds::max(), 1);
+  (void)client.execute_async("INSERT INTO kv (k) VALUES ('async')");  // may hold the one slot
+  EXPECT_EQ(outcome([&] { client.execute("INSERT INTO kv (k) VALUES ('default')"); }), "ok");
+  EXPECT_EQ(outcome([&] {
+              client.execute("INSERT INTO kv (k) VALUES ('own')", {},
+                             Timeout{std::chrono::milliseconds::max()});
+            }),
+            "ok");
+  EXPECT_EQ(rows_with_key("own"), 1);
+}
+
+TEST_F(TimeoutTest, PingsTimeoutBoundsItWhileTheDaemonIsStopped) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(0ms);
+  ASSERT_TRUE(client.ping(Timeout{kHang}));
+  stop();
+  EXPECT_TRUE(client_timed_out(outcome([&] { client.ping(Timeout{200ms}); })));
+  resume();
+  EXPECT_TRUE(client.ping(Timeout{kHang}));
+}
+
+TEST_F(TimeoutTest, ATransactionStatementThatTimedOutLeavesTheTransactionOpen) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(0ms);
+  auto tx = client.begin(Timeout{kHang});
+  tx.execute("INSERT INTO kv (k) VALUES ('first')", {}, Timeout{kHang});
+  stop();
+  EXPECT_TRUE(client_timed_out(
+      outcome([&] { tx.execute("INSERT INTO kv (k) VALUES ('late')", {}, Timeout{200ms}); })));
+  EXPECT_TRUE(client_timed_out(
+      outcome([&] { (void)tx.execute_fetchall("SELECT count(*) FROM kv", {}, Timeout{200ms}); })));
+  EXPECT_FALSE(tx.finished());
+  resume();
+  // The statement that timed out ran inside the transaction, before this one.
+  const auto rows =
+      tx.execute_fetchone("SELECT count(*) FROM kv WHERE k = 'late'", {}, Timeout{kHang});
+  ASSERT_TRUE(rows.has_value());
+  EXPECT_EQ(std::get<std::int64_t>(rows->at(0)), 1);
+  tx.commit(Timeout{kHang});
+  EXPECT_TRUE(tx.finished());
+  EXPECT_EQ(rows_with_key("first"), 1);
+  EXPECT_EQ(rows_with_key("late"), 1);
+}
+
+TEST_F(TimeoutTest, ACommitThatTimedOutFinishesTheHandleAndMayStillCommit) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(0ms);
+  auto tx = client.begin();
+  tx.execute("INSERT INTO kv (k) VALUES ('in-tx')");
+  stop();
+  EXPECT_TRUE(client_timed_out(outcome([&] { tx.commit(Timeout{200ms}); })));
+  EXPECT_TRUE(tx.finished());
+  resume();
+  client.execute("INSERT INTO kv (k) VALUES ('after')");  // runs after the COMMIT
+  EXPECT_EQ(rows_with_key("in-tx"), 1);
+}
+
+TEST_F(TimeoutTest, ABeginThatTimedOutIsRolledBackWhenGranted) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto holder = connect_client();
+  auto held = holder.begin();
+  auto impatient = client_with(0ms);
+  const auto what = outcome([&] { (void)impatient.begin(Timeout{200ms}); });
+  EXPECT_TRUE(contains(what, "TimeoutError: no reply to BEGIN")) << what;
+  held.commit();
+  // The daemon grants the abandoned BEGIN now; the client rolls it back at once, so this
+  // write does not wait for the 60 s idle timeout.
+  auto third = connect_client();
+  EXPECT_EQ(outcome([&] { third.execute("INSERT INTO kv (k) VALUES ('third')"); }), "ok");
+  auto again = impatient.begin(Timeout{kHang});
+  again.execute("INSERT INTO kv (k) VALUES ('again')");
+  again.commit();
+  EXPECT_EQ(rows_with_key("third"), 1);
+  EXPECT_EQ(rows_with_key("again"), 1);
+}
+
+TEST_F(TimeoutTest, ATimeoutThatRunsOutWaitingForAnInFlightSlotSendsNothing) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(0ms, 1);
+  ASSERT_TRUE(client.ping());
+  stop();
+  auto first = client.execute_async("INSERT INTO kv (k) VALUES ('first')");  // the one slot
+  const auto what =
+      outcome([&] { client.execute("INSERT INTO kv (k) VALUES ('never')", {}, Timeout{200ms}); });
+  EXPECT_TRUE(contains(what, "(ClientOptions::max_in_flight)")) << what;
+  EXPECT_TRUE(contains(what, "the request was not sent")) << what;
+  resume();
+  ASSERT_EQ(first.wait_for(kHang), std::future_status::ready);
+  EXPECT_EQ(first.get(), 1);
+  client.execute("INSERT INTO kv (k) VALUES ('after')");
+  EXPECT_EQ(rows_with_key("never"), 0);
+  EXPECT_EQ(rows_with_key("after"), 1);
+}
+
+TEST_F(TimeoutTest, ThreadTransactionsCallsTakeATimeoutInsideAndOutsideATransaction) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto holder = connect_client();
+  auto client = client_with(0ms);
+  pasyn::ThreadTransactions threads(client);
+  {
+    auto held = holder.begin();
+    EXPECT_TRUE(client_timed_out(outcome(
+        [&] { threads.execute("INSERT INTO kv (k) VALUES ('late')", {}, Timeout{200ms}); })));
+    EXPECT_TRUE(client_timed_out(outcome(
+        [&] { threads.execute_named("INSERT INTO kv (k) VALUES (:k)", kLate, Timeout{200ms}); })));
+    held.commit();
+  }
+  threads.begin(Timeout{kHang});
+  EXPECT_EQ(threads.execute("INSERT INTO kv (k) VALUES ('mine')", {}, Timeout{kHang}), 1);
+  EXPECT_EQ(threads.execute_fetchall("SELECT count(*) FROM kv WHERE k = 'mine'", {}, Timeout{kHang})
+                .size(),
+            1u);
+  threads.commit(Timeout{kHang});
+  EXPECT_FALSE(threads.in_transaction());
+  EXPECT_EQ(rows_with_key("mine"), 1);
+  EXPECT_EQ(rows_with_key("late"), 2);
+}
+
+}  // namespace
