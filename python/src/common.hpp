@@ -26,7 +26,8 @@ auto unlocked(F&& f) {
   return f();
 }
 
-/// Seconds (None: 0) as milliseconds, rounded to the nearest; ValueError when negative.
+/// Seconds (None: 0) as milliseconds, rounded to the nearest, at most ten years; ValueError when
+/// negative or NaN.
 std::chrono::milliseconds to_ms(std::optional<double> seconds);
 
 /// A call's `timeout=` keyword: None keeps the client's timeout (no Timeout); otherwise the

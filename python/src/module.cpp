@@ -17,6 +17,7 @@
 
 #include <pasyn/pasyn.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -91,9 +92,15 @@ nb::object make_error(std::exception_ptr error) {
 }
 
 std::chrono::milliseconds to_ms(std::optional<double> seconds) {
+  // Ten years: "forever" for every duration option, and far from the clocks' overflow (a
+  // larger double, or inf, converted as it is would not even fit the integer).
+  constexpr double kLongest = 10 * 365.25 * 24 * 3600;
   if (!seconds) return std::chrono::milliseconds(0);
-  if (*seconds < 0) throw nb::value_error("a timeout cannot be negative");
-  return std::chrono::milliseconds(static_cast<std::int64_t>(*seconds * 1000.0 + 0.5));
+  if (std::isnan(*seconds) || *seconds < 0) {
+    throw nb::value_error("a timeout is a number of seconds, 0 or more");
+  }
+  const double s = std::min(*seconds, kLongest);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000.0 + 0.5));
 }
 
 std::optional<Timeout> to_timeout(std::optional<double> seconds) {

@@ -136,3 +136,18 @@ def test_bad_timeouts_are_value_errors_and_the_keyword_is_keyword_only(client):
         client.execute("INSERT INTO t VALUES (?)", [1], 5.0)
     assert client.execute("INSERT INTO t VALUES (1)", timeout=None) == 1
     assert client.execute_fetchone("SELECT count(*) FROM t", timeout=5) == (1,)
+
+
+def test_duration_options_take_infinity_as_forever_and_refuse_nan(tmpdir_path):
+    # A huge value once overflowed the conversion to milliseconds; now it is ten years, forever
+    # for every duration option.
+    path = os.path.join(tmpdir_path, "inf.db")
+    with core.start_writer_server(path, lock_wait=math.inf, transaction_idle_timeout=1e300,
+                                  busy_timeout=math.inf) as server:
+        c = core.MultiplexedClient(server.socket_path, timeout=math.inf)
+        c.executescript("CREATE TABLE t (x)")
+        assert c.execute("INSERT INTO t VALUES (1)") == 1
+        c.close()
+    for bad in (math.nan, -1.0):
+        with pytest.raises(ValueError):
+            core.start_writer_server(path, lock_wait=bad)
