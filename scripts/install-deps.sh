@@ -23,6 +23,7 @@ packages=(
   llvm-14          # llvm-symbolizer: file and line in the clang ASan tree's reports
   lintian          # checks the .debs
   abigail-tools    # abidiff: scripts/abi-check.sh
+  clang-format     # scripts/format-check.sh
   ca-certificates
 )
 
