@@ -37,14 +37,7 @@ class BatchIntegrityTest : public DaemonTest {
 
   /// Waits (bounded) until `n` requests wait behind the holder's transaction.
   static ::testing::AssertionResult waiting(MultiplexedClient& c, std::int64_t n) {
-    const auto deadline = Clock::now() + kReplyTimeout;
-    std::int64_t now = -1;
-    while (Clock::now() < deadline) {
-      now = as_int(figure(c.stats(), "waiting_for_transaction"));
-      if (now == n) return ::testing::AssertionSuccess();
-      std::this_thread::sleep_for(5ms);
-    }
-    return ::testing::AssertionFailure() << now << " requests wait, not " << n;
+    return stat_reaches(c, "waiting_for_transaction", n);
   }
 
   std::int64_t count(const std::string& where) const {

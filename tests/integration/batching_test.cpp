@@ -19,20 +19,6 @@ namespace {
 // group_commit.cpp's kMaxBatchBytes (PROTOCOL.md "Reports": batch_bytes_max).
 constexpr std::int64_t kMaxBatchBytes = 1 << 20;
 
-/// Waits (bounded) until STATS figure `name` equals `n`.
-::testing::AssertionResult stat_reaches(MultiplexedClient& client, std::string_view name,
-                                        std::int64_t n) {
-  const auto deadline = Clock::now() + kReplyTimeout;
-  std::int64_t now = 0;
-  while ((now = stat_int(client, name)) != n) {
-    if (Clock::now() >= deadline) {
-      return ::testing::AssertionFailure() << name << " is " << now << ", expected " << n;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  return ::testing::AssertionSuccess();
-}
-
 class BatchingTest : public DaemonTest {};
 
 TEST_F(BatchingTest, ABatchNeverHoldsMoreRequestBytesThanTheCap) {

@@ -437,6 +437,19 @@ std::int64_t stat_int(MultiplexedClient& client, std::string_view name) {
   return std::numeric_limits<std::int64_t>::min();
 }
 
+::testing::AssertionResult stat_reaches(MultiplexedClient& client, std::string_view name,
+                                        std::int64_t n) {
+  const auto deadline = Clock::now() + kReplyTimeout;
+  std::int64_t now = 0;
+  while ((now = stat_int(client, name)) != n) {
+    if (Clock::now() >= deadline) {
+      return ::testing::AssertionFailure() << name << " is " << now << ", expected " << n;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return ::testing::AssertionSuccess();
+}
+
 bool eventually(const std::function<bool()>& done, Clock::duration timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {

@@ -246,6 +246,10 @@ Value figure(const Report& report, std::string_view name);
 /// when it is missing or not an integer (the -1 some figures mean "none" by stays -1).
 std::int64_t stat_int(MultiplexedClient& client, std::string_view name);
 
+/// Waits (bounded by kReplyTimeout) until the STATS figure `name` equals `n`.
+::testing::AssertionResult stat_reaches(MultiplexedClient& client, std::string_view name,
+                                        std::int64_t n);
+
 /// Polls `done` every 2 ms until it returns true (then true) or `timeout` passes (then false).
 bool eventually(const std::function<bool()>& done, Clock::duration timeout);
 
