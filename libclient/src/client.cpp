@@ -174,11 +174,13 @@ Report MultiplexedClient::backup(std::string_view path) {
   return send_admin(impl(), proto::MsgType::kBackup, path);
 }
 
-Transaction MultiplexedClient::begin() { return begin(Timeout(impl().timeout_of(std::nullopt))); }
+Transaction MultiplexedClient::begin() {
+  return begin(Timeout(impl().bound_of(std::nullopt).timeout));
+}
 
-Transaction MultiplexedClient::begin(Timeout bound) {
+Transaction MultiplexedClient::begin(Timeout timeout) {
   auto& i = impl();
-  const auto timeout = bound.bound();
+  const auto bound = i.bound_of(timeout.bound());
   auto claim = std::make_shared<std::atomic<int>>(detail::Completion::kWaiting);
   std::promise<void> promise;
   auto granted = promise.get_future();
@@ -187,8 +189,8 @@ Transaction MultiplexedClient::begin(Timeout bound) {
                   std::uint64_t id) { proto::encode_empty(out, proto::MsgType::kBegin, id); },
                detail::Completion(detail::Completion::Kind::kEmpty, proto::MsgType::kOk,
                                   std::move(promise), claim),
-               std::nullopt, true, timeout);
-  i.wait_begin(std::move(granted), *claim, timeout);
+               std::nullopt, true, bound);
+  i.wait_begin(std::move(granted), *claim, bound);
   auto tx = std::make_unique<Transaction::Impl>();
   tx->client = impl_;
   tx->tx = TxRef{sent.generation, sent.id};
@@ -227,7 +229,7 @@ std::future<Transaction> MultiplexedClient::begin_async() {
                                     pending->granted = true;
                                     if (pending->tx) make(*pending);
                                   }),
-               std::nullopt, true, i.timeout_of(std::nullopt));
+               std::nullopt, true, i.bound_of(std::nullopt));
   std::lock_guard lk(pending->mu);
   pending->tx = TxRef{sent.generation, sent.id};
   if (pending->granted) make(*pending);

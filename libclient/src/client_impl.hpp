@@ -24,8 +24,8 @@
 //   gone.
 // * At most ClientOptions::max_in_flight requests are pending; submit() waits for a slot.
 //   A transaction's requests go out on the connection that began it or not at all. One bound
-//   per call (timeout_of: its own Timeout, else request_timeout) limits the slot wait and the
-//   reply wait, each.
+//   per call (bound_of: its own Timeout, else request_timeout) limits the slot wait and the
+//   reply wait together: both wait until the same deadline.
 // * fork(): pthread_atfork handlers (Registry) hold every client's lock across fork() and mark
 //   it forked in the child, whose first call abandons the parent's socket, loop and thread
 //   untouched (Io) and reconnects.
@@ -85,6 +85,13 @@ inline constexpr std::size_t kLargeRead = 64 * 1024;
 
 class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
  public:
+  /// One blocking call's bound (see bound_of): its length, for messages, and its deadline,
+  /// time_point::max() when unbounded.
+  struct CallBound {
+    std::chrono::milliseconds timeout;
+    std::chrono::steady_clock::time_point deadline;
+  };
+
   /// What submit() reports about a request it sent.
   struct Sent {
     std::uint64_t id = 0;          // its request id (for BEGIN: the transaction number)
@@ -114,11 +121,10 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
   /// began it: it is sent on that connection or not at all (ConnectionLostError), never on a
   /// new one. Other requests reconnect a lost connection first. A `bounded` request waits while
-  /// `max_in_flight` requests are unanswered, at most `timeout` (see timeout_of, unbounded).
+  /// `max_in_flight` requests are unanswered, until `bound`'s deadline (see bound_of).
   template <typename Encode>
   Sent submit(Encode&& encode, detail::Completion completion,
-              std::optional<std::uint64_t> tx_generation, bool bounded,
-              std::chrono::milliseconds timeout) {
+              std::optional<std::uint64_t> tx_generation, bool bounded, const CallBound& bound) {
     std::unique_lock lk(mu_);
     for (;;) {
       if (forked_) leave_parent_connection();
@@ -134,7 +140,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
             "the connection that began this transaction was lost; the daemon rolled it back");
       }
       if (!bounded || pending_.size() < max_in_flight_) break;
-      wait_for_slot(lk, timeout);
+      wait_for_slot(lk, bound);
     }
     const std::uint64_t id = next_id_++;
     const std::size_t before = outbox_.size();
@@ -170,10 +176,13 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return sent;
   }
 
-  /// The bound of one blocking call: its own (pasyn::Timeout) when it has one, else
-  /// `request_timeout`. See unbounded().
-  std::chrono::milliseconds timeout_of(std::optional<std::chrono::milliseconds> own) const {
-    return own ? *own : options_.request_timeout;
+  /// The bound of one blocking call, taken when the call begins: its own (pasyn::Timeout) when
+  /// it has one, else `request_timeout` (see unbounded()), and the deadline it sets for the
+  /// call's waits (for a send slot, then for the reply) together.
+  CallBound bound_of(std::optional<std::chrono::milliseconds> own) const {
+    const auto timeout = own ? *own : options_.request_timeout;
+    if (unbounded(timeout)) return {timeout, std::chrono::steady_clock::time_point::max()};
+    return {timeout, std::chrono::steady_clock::now() + timeout};
   }
 
   /// True when `timeout` sets no bound: zero or less, or a century or more (such as
@@ -183,15 +192,17 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   /// Waits for the reply to the synchronous request `id`, registered with `waiter`. If
-  /// `timeout` (see timeout_of) runs out first, the request is left to discard its reply (the
-  /// waiter is about to go) unless that reply is being delivered right now, which is then taken.
+  /// `bound`'s deadline (see bound_of) passes first, the request is left to discard its reply
+  /// (the waiter is about to go) unless that reply is being delivered right now, which is then
+  /// taken.
   template <typename T>
-  T wait(detail::Waiter<T>& waiter, std::uint64_t id, std::chrono::milliseconds timeout) {
-    if (unbounded(timeout)) {
+  T wait(detail::Waiter<T>& waiter, std::uint64_t id, const CallBound& bound) {
+    if (unbounded(bound.timeout)) {
       waiter.wait();
-    } else if (!waiter.wait_for(timeout)) {
+    } else if (!waiter.wait_until(bound.deadline)) {
       if (forget(id)) {
-        throw TimeoutError("no reply from pasyn-writerd within " + std::to_string(timeout.count()) +
+        throw TimeoutError("no reply from pasyn-writerd within " +
+                           std::to_string(bound.timeout.count()) +
                            " ms; the request may still be executed");
       }
       waiter.wait();  // out of the table already: its outcome is being delivered
@@ -199,15 +210,15 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return waiter.get();
   }
 
-  /// Waits for the reply to BEGIN. If `timeout` (see timeout_of) runs out first, the BEGIN is
-  /// marked abandoned: should the daemon grant it later, the I/O thread rolls it back at once
+  /// Waits for the reply to BEGIN. If `bound`'s deadline (see bound_of) passes first, the BEGIN
+  /// is marked abandoned: should the daemon grant it later, the I/O thread rolls it back at once
   /// (see on_read), so no transaction is ever left without an owner.
-  void wait_begin(std::future<void> f, std::atomic<int>& claim, std::chrono::milliseconds timeout) {
-    if (!unbounded(timeout) && f.wait_for(timeout) == std::future_status::timeout) {
+  void wait_begin(std::future<void> f, std::atomic<int>& claim, const CallBound& bound) {
+    if (!unbounded(bound.timeout) && f.wait_until(bound.deadline) == std::future_status::timeout) {
       int expected = detail::Completion::kWaiting;
       if (claim.compare_exchange_strong(expected, detail::Completion::kAbandoned)) {
         throw TimeoutError("no reply to BEGIN from pasyn-writerd within " +
-                           std::to_string(timeout.count()) +
+                           std::to_string(bound.timeout.count()) +
                            " ms; if the daemon grants it later, it is rolled back at once");
       }
       // The reply is being delivered right now: take it.
@@ -328,20 +339,21 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return true;
   }
 
-  // Waits for a slot, at most `timeout` unless unbounded(). REQUIRES: mu_ held through `lk`.
-  void wait_for_slot(std::unique_lock<std::mutex>& lk, std::chrono::milliseconds timeout) {
+  // Waits for a slot, until `bound`'s deadline unless unbounded(). REQUIRES: mu_ held through
+  // `lk`.
+  void wait_for_slot(std::unique_lock<std::mutex>& lk, const CallBound& bound) {
     ++slot_waiters_;
     const auto free = [&] {
       return pending_.size() < max_in_flight_ || state_ != State::kOpen || forked_;
     };
-    if (!unbounded(timeout)) {
-      const bool got = slot_free_.wait_for(lk, timeout, free);
+    if (!unbounded(bound.timeout)) {
+      const bool got = slot_free_.wait_until(lk, bound.deadline, free);
       --slot_waiters_;
       if (!got) {
         throw TimeoutError("the client's " + std::to_string(max_in_flight_) +
                            " requests in flight (ClientOptions::max_in_flight) were not answered "
                            "within " +
-                           std::to_string(timeout.count()) + " ms; the request was not sent");
+                           std::to_string(bound.timeout.count()) + " ms; the request was not sent");
       }
       return;
     }

@@ -119,7 +119,8 @@ void MultiplexedClient::Impl::roll_back_abandoned(std::uint64_t transaction, std
         },
         detail::Completion(detail::Completion::Kind::kEmpty, proto::MsgType::kOk,
                            std::promise<void>()),
-        gen, false, std::chrono::milliseconds(0));
+        gen, false,
+        CallBound{std::chrono::milliseconds(0), std::chrono::steady_clock::time_point::max()});
   } catch (...) {  // the connection is gone or closed: the daemon rolls back by itself
   }
 }

@@ -80,17 +80,17 @@ auto send(Impl& impl, Mode mode, Encode encode, Kind kind, proto::MsgType reply,
   const auto tx_generation = mode.tx ? std::optional(mode.tx->generation) : tx_connection;
   const bool bounded = !tx_generation;
   if constexpr (std::is_same_v<Via, Sync>) {
-    const auto timeout = impl.timeout_of(via.timeout);
+    const auto bound = impl.bound_of(via.timeout);
     Waiter<T> waiter;
     const auto sent =
-        impl.submit(framed, Completion(kind, reply, waiter), tx_generation, bounded, timeout);
-    return impl.wait(waiter, sent.id, timeout);
+        impl.submit(framed, Completion(kind, reply, waiter), tx_generation, bounded, bound);
+    return impl.wait(waiter, sent.id, bound);
   } else {
     (void)via;
     std::promise<T> promise;
     auto future = promise.get_future();
     impl.submit(framed, Completion(kind, reply, std::move(promise)), tx_generation, bounded,
-                impl.timeout_of(std::nullopt));
+                impl.bound_of(std::nullopt));
     return future;
   }
 }

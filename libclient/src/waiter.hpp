@@ -100,6 +100,7 @@ class Waiter {
                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
     return done_.wait(&deadline);
   }
+  bool wait_until(std::chrono::steady_clock::time_point deadline) { return done_.wait(&deadline); }
   void wait() { done_.wait(nullptr); }
 
   /// The value, or throws the error. REQUIRES: a wait returned true.

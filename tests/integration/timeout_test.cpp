@@ -286,6 +286,39 @@ TEST_F(TimeoutTest, ATimeoutThatRunsOutWaitingForAnInFlightSlotSendsNothing) {
   EXPECT_EQ(rows_with_key("after"), 1);
 }
 
+// One deadline per call: the wait for a slot and the wait for the reply share the bound. Y waits
+// 1.2 s for the client's one slot, then its reply is held up by a second transaction until
+// 2.8 s. With a bound of 2 s it must time out; when each wait had its own 2 s, Y was answered
+// (its reply wait would have lasted until 3.2 s).
+TEST_F(TimeoutTest, TheSlotWaitAndTheReplyWaitShareOneDeadline) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(0ms, 1);
+  auto first_holder = connect_client(), second_holder = connect_client();
+  auto held = first_holder.begin();
+  auto first = client.execute_async("INSERT INTO kv (k) VALUES ('first')");  // the one slot
+  ASSERT_TRUE(stat_reaches(first_holder, "waiting_for_transaction", 1));
+  auto second = second_holder.begin_async();  // granted when `held` ends, after `first` ran
+  ASSERT_TRUE(stat_reaches(first_holder, "waiting_for_transaction", 2));
+  const auto start = Clock::now();
+  auto late = std::async(std::launch::async, [&] {
+    return outcome_of(
+        [&] { client.execute("INSERT INTO kv (k) VALUES ('late')", {}, Timeout{2000ms}); });
+  });
+  std::this_thread::sleep_until(start + 1200ms);
+  held.rollback();  // `first` runs and frees the slot; `late` goes out behind `second`
+  ASSERT_EQ(first.wait_for(kHang), std::future_status::ready);
+  EXPECT_EQ(first.get(), 1);
+  ASSERT_EQ(second.wait_for(kHang), std::future_status::ready);
+  auto second_tx = second.get();
+  std::this_thread::sleep_until(start + 2800ms);
+  second_tx.commit();
+  ASSERT_EQ(late.wait_for(kHang), std::future_status::ready);
+  const std::string what = late.get();
+  EXPECT_TRUE(client_timed_out(what)) << what;
+  client.execute("INSERT INTO kv (k) VALUES ('after')");  // runs after `late`, which was sent
+  EXPECT_EQ(rows_with_key("late"), 1);
+}
+
 TEST_F(TimeoutTest, ThreadTransactionsCallsTakeATimeoutInsideAndOutsideATransaction) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
   auto holder = connect_client();

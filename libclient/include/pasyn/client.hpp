@@ -22,8 +22,9 @@ namespace pasyn {
 struct ClientOptions {
   /// How long connecting plus the protocol handshake may take (then TimeoutError).
   std::chrono::milliseconds connect_timeout{5000};
-  /// How long a blocking call waits for its reply; zero waits until the reply arrives or the
-  /// connection is lost. A call that times out throws TimeoutError; its write may still commit.
+  /// How long a blocking call waits, for a send slot and then for its reply together (one
+  /// deadline, from the call's start); zero waits until the reply arrives or the connection is
+  /// lost. A call that times out throws TimeoutError; its write may still commit.
   std::chrono::milliseconds request_timeout{0};
   /// The most requests this client keeps unanswered at once, over all threads (values below 1
   /// count as 1). A call past it, `*_async` ones included, waits until a reply frees a slot
@@ -59,7 +60,8 @@ struct WriteOptions {
 ///   give it an idempotency key, WriteOptions);
 /// - when it runs out while the call waits for room to send (ClientOptions::max_in_flight
 ///   requests unanswered), the call throws TimeoutError and nothing was sent;
-/// - each of those two waits is bounded by it, as by request_timeout;
+/// - it bounds those two waits together, from the call's start (one deadline), as
+///   request_timeout does;
 /// - for begin(), a BEGIN given up is rolled back as soon as the daemon grants it.
 /// Zero or less (and a century or more, such as milliseconds::max()) means no bound: the call
 /// waits until the reply arrives or the connection is lost, even when request_timeout is set.
