@@ -1,8 +1,7 @@
 // pasyn_sqlite_core._core: Transaction and MultiplexedClient (the writer side), with the
 // asynchronous forms that pasyn_sqlite.aio completes through the client's Dispatcher. Every
 // blocking call takes an optional `timeout=` (seconds; None: the client's): see to_timeout().
-// Size: ~640 lines, over the ~600 guideline: the two writer classes, each call in its blocking
-// form (with `timeout=`) and in the asynchronous form pasyn_sqlite.aio awaits.
+// The blocking statement calls the two classes share are defined once (def_statement_calls).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -127,34 +126,32 @@ auto timed(const std::optional<Timeout>& timeout, F f) {
   return f();
 }
 
-}  // namespace
-
-void bind_writer(nb::module_& m) {
-  // -- Transaction
-  nb::class_<PyTransaction>(m, "Transaction")
-      .def(
-          "execute",
-          [](PyTransaction& t, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) {
-            AnyParams p = to_params(params);
-            const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
-            return unlocked([&] {
-              return timed(bound, [&](auto... own) {
-                return dispatch(
-                    p, [&](const Params& x) { return c.execute(sql, x, own...); },
-                    [&](const NamedParams& x) { return c.execute_named(sql, x, own...); });
-              });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
+// The blocking statement calls, commit() and rollback() that Transaction and MultiplexedClient
+// (through the calling thread's ThreadTransactions) share: `(self.*Get)()` is the C++ object
+// they call, which has the same methods in both.
+template <typename Py, auto Get>
+void def_statement_calls(nb::class_<Py>& cls) {
+  cls.def(
+         "execute",
+         [](Py& self, std::string_view sql, nb::handle params, std::optional<double> timeout) {
+           AnyParams p = to_params(params);
+           const auto bound = to_timeout(timeout);
+           auto& c = (self.*Get)();
+           return unlocked([&] {
+             return timed(bound, [&](auto... own) {
+               return dispatch(
+                   p, [&](const Params& x) { return c.execute(sql, x, own...); },
+                   [&](const NamedParams& x) { return c.execute_named(sql, x, own...); });
+             });
+           });
+         },
+         "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_returning_rowid",
-          [](PyTransaction& t, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) {
+          [](Py& self, std::string_view sql, nb::handle params, std::optional<double> timeout) {
             AnyParams p = to_params(params);
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             return unlocked([&] {
               return timed(bound, [&](auto... own) {
                 return dispatch(
@@ -168,11 +165,10 @@ void bind_writer(nb::module_& m) {
           "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_many",
-          [](PyTransaction& t, std::string_view sql, nb::handle batch,
-             std::optional<double> timeout) {
+          [](Py& self, std::string_view sql, nb::handle batch, std::optional<double> timeout) {
             auto b = to_params_batch(batch);
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             return unlocked([&] {
               return timed(bound, [&](auto... own) {
                 if (auto* p = std::get_if<std::vector<Params>>(&b)) {
@@ -185,9 +181,9 @@ void bind_writer(nb::module_& m) {
           "sql"_a, "params_batch"_a, nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "executescript",
-          [](PyTransaction& t, std::string_view sql, std::optional<double> timeout) {
+          [](Py& self, std::string_view sql, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             unlocked([&] {
               timed(bound, [&](auto... own) { c.executescript(sql, own...); });
               return 0;
@@ -196,11 +192,10 @@ void bind_writer(nb::module_& m) {
           "sql"_a, nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_fetchall",
-          [](PyTransaction& t, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) {
+          [](Py& self, std::string_view sql, nb::handle params, std::optional<double> timeout) {
             AnyParams p = to_params(params);
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             auto rows = unlocked([&] {
               return timed(bound, [&](auto... own) {
                 return dispatch(
@@ -213,11 +208,11 @@ void bind_writer(nb::module_& m) {
           "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_fetchone",
-          [](PyTransaction& t, std::string_view sql, nb::handle params,
+          [](Py& self, std::string_view sql, nb::handle params,
              std::optional<double> timeout) -> nb::object {
             AnyParams p = to_params(params);
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             auto rows = unlocked([&] {
               return timed(bound, [&](auto... own) {
                 return dispatch(
@@ -231,9 +226,9 @@ void bind_writer(nb::module_& m) {
           "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "commit",
-          [](PyTransaction& t, std::optional<double> timeout) {
+          [](Py& self, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             unlocked([&] {
               timed(bound, [&](auto... own) { c.commit(own...); });
               return 0;
@@ -242,15 +237,24 @@ void bind_writer(nb::module_& m) {
           nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "rollback",
-          [](PyTransaction& t, std::optional<double> timeout) {
+          [](Py& self, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
-            Transaction& c = t.get();
+            auto& c = (self.*Get)();
             unlocked([&] {
               timed(bound, [&](auto... own) { c.rollback(own...); });
               return 0;
             });
           },
-          nb::kw_only(), "timeout"_a.none() = nb::none())
+          nb::kw_only(), "timeout"_a.none() = nb::none());
+}
+
+}  // namespace
+
+void bind_writer(nb::module_& m) {
+  // -- Transaction
+  nb::class_<PyTransaction> transaction(m, "Transaction");
+  def_statement_calls<PyTransaction, &PyTransaction::get>(transaction);
+  transaction
       // Asynchronous forms for pasyn_sqlite.aio: `callback(result, error)` is called (with the
       // GIL, from the client's completion thread) once the reply arrives.
       .def(
@@ -352,7 +356,9 @@ void bind_writer(nb::module_& m) {
       });
 
   // -- MultiplexedClient
-  nb::class_<PyClient>(m, "MultiplexedClient")
+  nb::class_<PyClient> client(m, "MultiplexedClient");
+  def_statement_calls<PyClient, &PyClient::tx>(client);
+  client
       .def(
           "__init__",
           [](PyClient* self, const std::string& socket_path, std::optional<double> connect_timeout,
@@ -369,131 +375,12 @@ void bind_writer(nb::module_& m) {
           "socket_path"_a, nb::kw_only(), "connect_timeout"_a = nb::none(),
           "timeout"_a = nb::none())
       .def(
-          "execute",
-          [](PyClient& self, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) {
-            AnyParams p = to_params(params);
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            return unlocked([&] {
-              return timed(bound, [&](auto... own) {
-                return dispatch(
-                    p, [&](const Params& x) { return c.execute(sql, x, own...); },
-                    [&](const NamedParams& x) { return c.execute_named(sql, x, own...); });
-              });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "execute_returning_rowid",
-          [](PyClient& self, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) {
-            AnyParams p = to_params(params);
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            return unlocked([&] {
-              return timed(bound, [&](auto... own) {
-                return dispatch(
-                    p, [&](const Params& x) { return c.execute_returning_rowid(sql, x, own...); },
-                    [&](const NamedParams& x) {
-                      return c.execute_returning_rowid_named(sql, x, own...);
-                    });
-              });
-            });
-          },
-          "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "execute_many",
-          [](PyClient& self, std::string_view sql, nb::handle batch,
-             std::optional<double> timeout) {
-            auto b = to_params_batch(batch);
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            return unlocked([&] {
-              return timed(bound, [&](auto... own) {
-                if (auto* p = std::get_if<std::vector<Params>>(&b)) {
-                  return c.execute_many(sql, *p, own...);
-                }
-                return c.execute_many_named(sql, std::get<std::vector<NamedParams>>(b), own...);
-              });
-            });
-          },
-          "sql"_a, "params_batch"_a, nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "executescript",
-          [](PyClient& self, std::string_view sql, std::optional<double> timeout) {
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            unlocked([&] {
-              timed(bound, [&](auto... own) { c.executescript(sql, own...); });
-              return 0;
-            });
-          },
-          "sql"_a, nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "execute_fetchall",
-          [](PyClient& self, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) {
-            AnyParams p = to_params(params);
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            auto rows = unlocked([&] {
-              return timed(bound, [&](auto... own) {
-                return dispatch(
-                    p, [&](const Params& x) { return c.execute_fetchall(sql, x, own...); },
-                    [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x, own...); });
-              });
-            });
-            return to_python(rows);
-          },
-          "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "execute_fetchone",
-          [](PyClient& self, std::string_view sql, nb::handle params,
-             std::optional<double> timeout) -> nb::object {
-            AnyParams p = to_params(params);
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            auto rows = unlocked([&] {
-              return timed(bound, [&](auto... own) {
-                return dispatch(
-                    p, [&](const Params& x) { return c.execute_fetchall(sql, x, own...); },
-                    [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x, own...); });
-              });
-            });
-            if (rows.empty()) return nb::none();
-            return to_python(rows.front());
-          },
-          "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
           "begin",
           [](PyClient& self, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
             auto& c = self.tx();
             unlocked([&] {
               timed(bound, [&](auto... own) { c.begin(own...); });
-              return 0;
-            });
-          },
-          nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "commit",
-          [](PyClient& self, std::optional<double> timeout) {
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            unlocked([&] {
-              timed(bound, [&](auto... own) { c.commit(own...); });
-              return 0;
-            });
-          },
-          nb::kw_only(), "timeout"_a.none() = nb::none())
-      .def(
-          "rollback",
-          [](PyClient& self, std::optional<double> timeout) {
-            const auto bound = to_timeout(timeout);
-            auto& c = self.tx();
-            unlocked([&] {
-              timed(bound, [&](auto... own) { c.rollback(own...); });
               return 0;
             });
           },
