@@ -10,7 +10,12 @@
 
 namespace pasyn_bench {
 
-EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoCommit commit) {
+namespace {
+
+// The echo server (with `commit`, checked against its database afterwards) and the clients
+// `specs` run against it for `seconds` (`{socket}` in a spec is replaced by the server's socket).
+EchoRun run_echo(Context& ctx, std::vector<std::vector<std::string>> specs, double seconds,
+                 EchoCommit commit) {
   const fs::path dir = ctx.fresh_dir("ceiling-echo");
   const std::string socket = (dir / "echo.sock").string();
   const std::string db = (dir / "bench.sqlite").string();
@@ -24,11 +29,10 @@ EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoC
   std::vector<std::unique_ptr<WorkerProcess>> server;
   server.push_back(std::make_unique<WorkerProcess>(ctx.self, server_args));
   await_line(server, "ready", Clock::now() + std::chrono::seconds(30));
-  std::vector<std::vector<std::string>> specs;
-  for (int p = 0; p < procs; ++p) {
-    specs.push_back({"echo_clients", "socket=" + socket, "threads=" + std::to_string(threads),
-                     "seconds=" + std::to_string(seconds),
-                     "size=" + std::to_string(kCeilingMessageSize)});
+  for (auto& spec : specs) {
+    for (auto& arg : spec) {
+      if (arg == "{socket}") arg = "socket=" + socket;
+    }
   }
   EchoRun run;
   run.clients = aggregate(run_workers(ctx, specs, seconds));
@@ -55,6 +59,30 @@ EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoC
   }
   fs::remove_all(dir);
   return run;
+}
+
+}  // namespace
+
+EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoCommit commit) {
+  std::vector<std::vector<std::string>> specs;
+  for (int p = 0; p < procs; ++p) {
+    specs.push_back({"echo_clients", "{socket}", "threads=" + std::to_string(threads),
+                     "seconds=" + std::to_string(seconds),
+                     "size=" + std::to_string(kCeilingMessageSize)});
+  }
+  return run_echo(ctx, std::move(specs), seconds, commit);
+}
+
+EchoRun measure_echo_pipelined(Context& ctx, std::int64_t window, std::int64_t ops,
+                               EchoCommit commit) {
+  return run_echo(ctx,
+                  {{"echo_clients", "{socket}", "window=" + std::to_string(window),
+                    "ops=" + std::to_string(ops), "size=" + std::to_string(kCeilingMessageSize)}},
+                  60, commit);
+}
+
+EchoRun measure_group_commit64(Context& ctx, double seconds) {
+  return measure_echo(ctx, kProcesses, 64 / kProcesses, seconds, EchoCommit::full);
 }
 
 EchoRun measure_group_commit16(Context& ctx, double seconds, bool full) {

@@ -40,8 +40,15 @@ struct EchoRun {
 EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds,
                      EchoCommit commit = EchoCommit::none);
 
-// groupcommit16 at synchronous=full (`full`) or normal.
+// One client keeping `window` messages in flight until `ops` are echoed, against the same server
+// (the bound of inflight1000 with `commit`); clients.per_second = echoes per second.
+EchoRun measure_echo_pipelined(Context& ctx, std::int64_t window, std::int64_t ops,
+                               EchoCommit commit);
+
+// groupcommit16 at synchronous=full (`full`) or normal; groupcommit64: the same with 64 clients
+// (4 processes x 16 threads), the bound of writers64_full.
 EchoRun measure_group_commit16(Context& ctx, double seconds, bool full);
+EchoRun measure_group_commit64(Context& ctx, double seconds);
 
 // One direct connection (WAL, synchronous=FULL) committing `rows`-row transactions back to back
 // for `seconds`; per_second = transactions per second.

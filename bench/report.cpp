@@ -126,22 +126,31 @@ void print_table(const std::vector<RowResult>& rows,
               get("sqlite").c_str(), get("temp_fs").c_str());
   std::printf("%d repetition%s per row (median), %s s per timed run%s\n\n", s.reps,
               s.reps == 1 ? "" : "s", plain(s.seconds).c_str(), s.quick ? ", --quick" : "");
-  std::printf("%-21s %11s %11s %-7s %8s %7s %-5s %9s %9s\n", "workload", "pasyn", "baseline",
-              "unit", "ratio", "target", "pass", "p50_us", "p99_us");
+  // bound: bound_ratio, the ratio the minimal program doing only the row's work reaches in the
+  // same run (see add_bound); of_bound = ratio / bound.
+  const auto extra = [](const RowResult& r, const char* key) {
+    const auto it = r.extra.find(key);
+    return it == r.extra.end() ? std::string("-") : format("%.2f", it->second);
+  };
+  std::printf("%-21s %11s %11s %-7s %8s %7s %-5s %6s %8s %9s %9s\n", "workload", "pasyn",
+              "baseline", "unit", "ratio", "target", "pass", "bound", "of_bound", "p50_us",
+              "p99_us");
   for (const RowResult& r : rows) {
     if (!r.error.empty()) {
       std::printf("%-21s ERROR: %s\n", r.name.c_str(), r.error.c_str());
       continue;
     }
-    std::printf("%-21s %11s %11s %-7s %8s %7s %-5s %9s %9s\n", r.name.c_str(),
+    std::printf("%-21s %11s %11s %-7s %8s %7s %-5s %6s %8s %9s %9s\n", r.name.c_str(),
                 figure(r.pasyn).c_str(), figure(r.baseline).c_str(), r.unit.c_str(),
                 format("%.2fx", r.ratio).c_str(), plain(r.target).c_str(),
-                r.pass() ? "PASS" : "FAIL", figure(r.p50).c_str(), figure(r.p99).c_str());
+                r.pass() ? "PASS" : "FAIL", extra(r, "bound_ratio").c_str(),
+                extra(r, "of_bound").c_str(), figure(r.p50).c_str(), figure(r.p99).c_str());
   }
   std::printf(
       "\nratio: higher is better (throughput pasyn/baseline; latency baseline/pasyn; "
       "RSS 64 MiB/measured); the baseline of writers16_* is this machine's ceiling, measured "
-      "in the same run (see their notes)\n");
+      "in the same run (see their notes); bound: the ratio of the minimal program doing only "
+      "the row's work, same run (bound_ratio); of_bound = ratio / bound\n");
   for (const RowResult& r : rows) {
     if (r.note.empty() && r.ratio_of.empty()) continue;
     std::printf("- %s", r.name.c_str());

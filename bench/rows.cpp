@@ -78,6 +78,16 @@ RowResult throughput_row(const std::string& name, const std::string& unit, doubl
   return r;
 }
 
+void add_bound(RowResult& r, const std::string& name, double bound, bool latency) {
+  const double bound_ratio = latency ? r.baseline / bound : bound / r.baseline;
+  r.extra[name] = bound;
+  r.extra["bound_ratio"] = bound_ratio;
+  r.extra["of_bound"] = r.ratio / bound_ratio;
+  r.note += "; bound: " + name + " " + figure(bound) + " " + r.unit + " = ratio " +
+            format("%.2f", bound_ratio) + " (bound_ratio), pasyn reaches " +
+            format("%.2f", r.ratio / bound_ratio) + " of it (of_bound)";
+}
+
 void progress(const Context& ctx, const std::string& what) {
   if (ctx.progress) std::fprintf(stderr, "pasyn-bench: %s\n", what.c_str());
 }

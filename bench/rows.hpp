@@ -86,6 +86,13 @@ struct Samples {
 RowResult throughput_row(const std::string& name, const std::string& unit, double target,
                          const Samples& pasyn_side, const Samples& base);
 
+// The bound of a row (SPEC §6: a target is lowered only by a measurement that shows the bound):
+// `name`, the minimal program doing only the row's work, measured in the same repetitions, and
+// its figure `bound` in the row's unit. Adds bound_ratio (the bound in place of pasyn: the ratio
+// the leanest design reaches on this machine) and of_bound = ratio / bound_ratio (how much of
+// that pasyn reaches), both higher-is-better, and says so in the note.
+void add_bound(RowResult& r, const std::string& name, double bound, bool latency = false);
+
 // "what" on stderr when the run shows progress.
 void progress(const Context& ctx, const std::string& what);
 // "row rep 2/3".

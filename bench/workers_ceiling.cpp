@@ -21,6 +21,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "batch_committer.hpp"
 #include "sqlite_direct.hpp"
 #include "worker.hpp"
 
@@ -53,49 +54,6 @@ class Fd {
 };
 
 }  // namespace
-
-// The commit step of echo_server commit=...: one connection (WAL, the given synchronous) that
-// commits one transaction of one-row INSERTs (the writers rows' row: the writer's id and
-// kPayload) per epoll batch.
-class BatchCommitter {
- public:
-  BatchCommitter(const std::string& path, bool full)
-      : db_(path, kDirectWriteFlags),
-        begin_(configured(db_, full), "BEGIN IMMEDIATE"),
-        insert_(db_, kInsertSql),
-        commit_(db_, "COMMIT") {}
-  // BEGIN IMMEDIATE; `count` INSERTs of `writer`, for each (writer, count); COMMIT. Throws when
-  // a step fails: the clients then see the server go away.
-  void commit(const std::vector<std::pair<std::int64_t, std::int64_t>>& batch) {
-    step(begin_);
-    for (const auto& [writer, count] : batch) {
-      for (std::int64_t i = 0; i < count; ++i) {
-        sqlite3_bind_int64(insert_, 1, writer);
-        insert_.text(2, kPayload);
-        step(insert_);
-        ++rows_;
-      }
-    }
-    step(commit_);
-    ++commits_;
-  }
-  std::uint64_t rows() const { return rows_; }
-  std::uint64_t commits() const { return commits_; }
-
- private:
-  static const SqliteDb& configured(SqliteDb& db, bool full) {
-    db.configure_writer(full);
-    return db;
-  }
-  void step(sqlite3_stmt* st) {
-    const int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) throw std::runtime_error(sqlite3_errmsg(db_.get()));
-  }
-  SqliteDb db_;
-  Stmt begin_, insert_, commit_;
-  std::uint64_t rows_ = 0, commits_ = 0;
-};
 
 // echo_server socket=PATH [commit=full|normal db=PATH size=N]: listens, writes "ready", then
 // echoes every byte it reads back on the same connection until the orchestrator's byte (or EOF)
@@ -143,7 +101,7 @@ void worker_echo_server(const Args& a) {
   };
   std::unordered_map<int, Client> clients;
   std::uint64_t bytes = 0;
-  char buf[4096];
+  std::vector<char> buf(64 * 1024);  // a pipelining client's whole window in one read
   epoll_event events[64];
   // commit= only: the complete requests of this batch, per client, and their replies.
   std::vector<std::pair<int, std::int64_t>> ready;
@@ -166,7 +124,7 @@ void worker_echo_server(const Args& a) {
           watch(c);
         }
       } else {
-        const ssize_t r = ::read(fd, buf, sizeof buf);
+        const ssize_t r = ::read(fd, buf.data(), buf.size());
         if (r > 0 && committer) {
           Client& c = clients.at(fd);
           c.partial += static_cast<std::size_t>(r);
@@ -176,7 +134,7 @@ void worker_echo_server(const Args& a) {
             ready.emplace_back(fd, complete);
             batch.emplace_back(c.writer, complete);
           }
-        } else if (r > 0 && write_all(fd, buf, static_cast<std::size_t>(r))) {
+        } else if (r > 0 && write_all(fd, buf.data(), static_cast<std::size_t>(r))) {
           bytes += static_cast<std::uint64_t>(r);
         } else if (r == 0 || (r < 0 && errno != EINTR)) {
           ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
@@ -200,10 +158,53 @@ void worker_echo_server(const Args& a) {
   finish_report();
 }
 
+// The pipelined form of echo_clients (window=W ops=K).
+void echo_pipelined(const Args& a) {
+  const sockaddr_un addr = unix_address(arg(a, "socket"));
+  const std::int64_t window = arg_int(a, "window");
+  const std::int64_t ops = arg_int(a, "ops");
+  const auto size = static_cast<std::size_t>(arg_int(a, "size"));
+  run_threads_and_report(1, 0, [&](int, StartGate& gate, ThreadStats& s) {
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0 ||
+        ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      gate.arrive_and_wait();
+      throw std::runtime_error("cannot connect to the echo server: " +
+                               std::string(std::strerror(errno)));
+    }
+    // The window's messages in one buffer; every echo read is answered by as many new messages
+    // (at most what is left to send), so at most W are ever in flight.
+    std::vector<char> out(static_cast<std::size_t>(window) * size, 'x'), in(64 * 1024);
+    if (!gate.arrive_and_wait()) return;
+    std::int64_t sent = std::min(window, ops), echoed = 0;
+    std::size_t partial = 0;
+    if (!write_all(fd.get(), out.data(), static_cast<std::size_t>(sent) * size)) {
+      return s.fail("the echo server went away");
+    }
+    while (echoed < ops) {
+      const ssize_t r = ::read(fd.get(), in.data(), in.size());
+      if (r <= 0) return s.fail("the echo server went away");
+      partial += static_cast<std::size_t>(r);
+      const auto complete = static_cast<std::int64_t>(partial / size);
+      partial %= size;
+      echoed += complete;
+      const std::int64_t more = std::min(complete, ops - sent);
+      if (more > 0 && !write_all(fd.get(), out.data(), static_cast<std::size_t>(more) * size)) {
+        return s.fail("the echo server went away");
+      }
+      sent += more;
+    }
+    s.ops = echoed;
+  });
+}
+
 // echo_clients socket=PATH threads=T seconds=S size=N: T threads, each with its own connection,
 // sending N bytes and reading the N-byte echo, one at a time, until the deadline.
+// echo_clients socket=PATH window=W ops=K size=N: one thread keeping W messages in flight (a new
+// one for each echo read) until K are echoed; one op per echo, no latencies.
 void worker_echo_clients(const Args& a) {
   const std::string path = arg(a, "socket");
+  if (a.count("window")) return echo_pipelined(a);
   const int threads = static_cast<int>(arg_int(a, "threads"));
   const double seconds = arg_double(a, "seconds");
   const auto size = static_cast<std::size_t>(arg_int(a, "size"));

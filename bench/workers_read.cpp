@@ -7,8 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <optional>
 #include <random>
+#include <utility>
+#include <vector>
 
+#include "batch_committer.hpp"
 #include "sqlite_direct.hpp"
 #include "worker.hpp"
 
@@ -79,7 +84,9 @@ void worker_point_select(const Args& a) {
 
 // round_trip: sequential calls, each timed. backend=pasyn: one-row INSERT through a
 // MultiplexedClient, waiting for the ack. backend=pingpong: kInsertFrameSize bytes to an echo
-// process over an AF_UNIX stream socketpair, kResultFrameSize bytes back.
+// process over an AF_UNIX stream socketpair, kResultFrameSize bytes back; with db=PATH the echo
+// process commits a one-row INSERT at synchronous=normal before each reply (the minimal program
+// doing a round trip's work, the bound of idle_round_trip).
 void worker_round_trip(const Args& a) {
   const std::string backend = arg(a, "backend");
   const std::int64_t calls = arg_int(a, "calls");
@@ -97,8 +104,18 @@ void worker_round_trip(const Args& a) {
     if (echo == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(sv[0]);
+      std::optional<BatchCommitter> committer;
+      if (const auto db = a.find("db"); db != a.end()) committer.emplace(db->second, false);
+      const std::vector<std::pair<std::int64_t, std::int64_t>> one_row{{1, 1}};
       char req[kInsertFrameSize], reply[kResultFrameSize] = {};
-      while (read_exact(sv[1], req, sizeof req) && write_all(sv[1], reply, sizeof reply)) {
+      try {
+        while (read_exact(sv[1], req, sizeof req)) {
+          if (committer) committer->commit(one_row);
+          if (!write_all(sv[1], reply, sizeof reply)) break;
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "pasyn-bench ping-pong echo: %s\n", e.what());
+        ::_exit(1);
       }
       ::_exit(0);
     }

@@ -2,7 +2,9 @@
 """pasyn-bench --json: the acked-writer rows carry their ceilings and say what their ratio divides.
 
 writers16_full/normal also carry groupcommit16 (the leanest group commit, same run) and
-bound_ratio = groupcommit16 / the row's ceiling.
+bound_ratio = groupcommit16 / the row's ceiling. writers64_full, inflight1000 and the idle round
+trip carry the bound of their own minimal program (ceiling_ipc64, groupcommit_pipelined,
+commit_pingpong_us); every bound row has of_bound = ratio / bound_ratio.
 
 Runs the real pasyn-bench (which starts the real pasyn-writerd) on its shortest settings, one row
 at a time, and checks the shape and the arithmetic of the output, never the speed: the figures of
@@ -63,6 +65,21 @@ def check_bound(r):
           f"{r['name']}: groupcommit16 p99 < p50")
     batch = positive(r, "groupcommit16_rows_per_commit")
     check(1 <= batch <= 16, f"{r['name']}: {batch} rows per commit with 16 synchronous clients")
+    check(close(r.get("of_bound"), r["pasyn"] / group), f"{r['name']}: of_bound != pasyn / groupcommit16")
+
+
+def check_of_bound(r):
+    check(close(r.get("of_bound"), r["ratio"] / r.get("bound_ratio", math.nan)),
+          f"{r['name']}: of_bound {r.get('of_bound')} != ratio / bound_ratio")
+
+
+def check_own_bound(r, key, latency=False):
+    """A row's bound (add_bound): `key` is the minimal program's figure in the row's unit."""
+    bound = positive(r, key)
+    expected = r["baseline"] / bound if latency else bound / r["baseline"]
+    check(close(r.get("bound_ratio"), expected),
+          f"{r['name']}: bound_ratio {r.get('bound_ratio')} != {key} against the baseline")
+    check_of_bound(r)
 
 
 def check_direct(r):
@@ -108,6 +125,14 @@ if w64:
     check(close(w64["baseline"], w64.get("direct")), "writers64_full baseline != direct")
     check(close(w64["ratio"], w64["pasyn"] / w64["baseline"]), "writers64_full ratio")
     check_direct(w64)
+    check_own_bound(w64, "ceiling_ipc64")
+    positive(w64, "groupcommit64")
+
+inflight = run("inflight1000").get("inflight1000")
+check(inflight is not None, "no inflight1000 row")
+if inflight:
+    check(inflight["target"] == 0.5, f"inflight1000 target {inflight['target']}")
+    check_own_bound(inflight, "groupcommit_pipelined")
 
 rtt = run("idle_round_trip")
 check(set(rtt) == {"idle_round_trip_p50", "idle_round_trip_p99"}, f"idle rows: {sorted(rtt)}")
@@ -115,6 +140,9 @@ if "idle_round_trip_p50" in rtt:
     p50 = rtt["idle_round_trip_p50"]
     check(p50["target"] == 0.67, f"idle_round_trip_p50 target {p50['target']}")
     check(close(p50["ratio"], p50["baseline"] / p50["pasyn"]), "idle p50 ratio != bare / pasyn")
+    check_own_bound(p50, "commit_pingpong_us", latency=True)
+if "idle_round_trip_p99" in rtt:
+    check_own_bound(rtt["idle_round_trip_p99"], "commit_pingpong_us", latency=True)
 
 for f in failures:
     print("FAIL:", f)
