@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/plot.sh: runs `pasyn-bench --sweep` and draws bench/throughput.png: rows/s of one-row
 # INSERTs (each waiting for its ack) against concurrent writer threads, pasyn against direct
-# SQLite connections, synchronous=full and normal. The sweep's CSV is kept as bench/throughput.csv.
+# SQLite connections, synchronous=full and normal, with this machine's limits for the same
+# clients: the bare epoll echo (ceiling_ipc, no SQLite at all) and the single-threaded group-commit
+# echo server (groupcommit). The sweep's CSV is kept as bench/throughput.csv.
 #
 # Usage: bench/plot.sh [PASYN_BENCH_BINARY [pasyn-bench flags, e.g. --sweep-seconds 5]]
 #        bench/plot.sh --csv FILE      (plot an existing sweep without running it)
@@ -64,10 +66,13 @@ set xtics (1, 2, 4, 8, 16, 32, 64)
 set format y "%.0s%c"
 set xlabel "concurrent writer threads (1 process below 4 writers, 4 processes from 4 up)"
 set ylabel "rows/s (one-row INSERT, each waiting for its ack)"
-set title "pasyn-writerd vs direct SQLite connections (WAL, busy_timeout, autocommit)"
+set title "pasyn-writerd vs direct SQLite connections (WAL, busy_timeout, autocommit) and this machine's ceilings"
 plot "$work/full.csv" using 1:3 with linespoints lw 2 pt 7 lc rgb "#1f77b4" title "pasyn, synchronous=full", \\
      "$work/full.csv" using 1:4 with linespoints lw 2 pt 5 dt 2 lc rgb "#1f77b4" title "direct, synchronous=full", \\
      "$work/normal.csv" using 1:3 with linespoints lw 2 pt 7 lc rgb "#d62728" title "pasyn, synchronous=normal", \\
-     "$work/normal.csv" using 1:4 with linespoints lw 2 pt 5 dt 2 lc rgb "#d62728" title "direct, synchronous=normal"
+     "$work/normal.csv" using 1:4 with linespoints lw 2 pt 5 dt 2 lc rgb "#d62728" title "direct, synchronous=normal", \\
+     "$work/full.csv" using 1:5 with linespoints lw 1 pt 2 dt 3 lc rgb "#1f77b4" title "groupcommit (minimal program), full", \\
+     "$work/normal.csv" using 1:5 with linespoints lw 1 pt 2 dt 3 lc rgb "#d62728" title "groupcommit (minimal program), normal", \\
+     "$work/full.csv" using 1:6 with linespoints lw 2 pt 1 lc rgb "black" title "ceiling: bare echo (no SQLite)"
 EOF
 echo "plot.sh: wrote $png" >&2

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "ceilings.hpp"
 #include "rows.hpp"
 #include "sqlite_direct.hpp"
 
@@ -119,18 +120,25 @@ std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::strin
 }
 
 void run_sweep(Context& ctx, const Settings& s) {
-  std::printf("writers,mode,pasyn_rows_s,direct_rows_s\n");
+  std::printf("writers,mode,pasyn_rows_s,direct_rows_s,groupcommit_rows_s,ceiling_ipc_s\n");
   std::fflush(stdout);
   for (const int writers : {1, 2, 4, 8, 16, 32, 64}) {
     const int procs = writers >= kProcesses ? kProcesses : 1;
+    progress(ctx, "sweep " + std::to_string(writers) + " writers: bare echo");
+    // The machine's ceiling for this many ack-waiting clients, with no SQLite at all (the same
+    // for both modes).
+    const double ipc =
+        measure_echo(ctx, procs, writers / procs, s.sweep_seconds).clients.per_second;
     for (const bool full : {true, false}) {
       progress(ctx, "sweep " + std::to_string(writers) + " writers " + (full ? "full" : "normal"));
       const Throughput direct =
           measure_writers(ctx, false, procs, writers / procs, full, s.sweep_seconds);
+      const EchoRun group = measure_echo(ctx, procs, writers / procs, s.sweep_seconds,
+                                         full ? EchoCommit::full : EchoCommit::normal);
       const Throughput via =
           measure_writers(ctx, true, procs, writers / procs, full, s.sweep_seconds);
-      std::printf("%d,%s,%.0f,%.0f\n", writers, full ? "full" : "normal", via.per_second,
-                  direct.per_second);
+      std::printf("%d,%s,%.0f,%.0f,%.0f,%.0f\n", writers, full ? "full" : "normal", via.per_second,
+                  direct.per_second, group.clients.per_second, ipc);
       std::fflush(stdout);
     }
   }

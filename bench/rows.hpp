@@ -115,7 +115,8 @@ std::string canonical_row(const std::string& name);
 // Measures the row `name` (one of kRowNames); throws when it cannot be measured.
 std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::string& name);
 // Writer throughput for 1..64 writer threads (over 4 processes from 4 on), full and normal,
-// as CSV on stdout.
+// as CSV on stdout: pasyn, direct, the single-threaded group commit of the echo server
+// (groupcommit16's program) and the bare echo (ceiling_ipc16's) with as many clients.
 void run_sweep(Context& ctx, const Settings& s);
 
 }  // namespace pasyn_bench
