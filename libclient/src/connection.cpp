@@ -1,4 +1,5 @@
-// pasyn::Connection: a direct SQLite connection with a prepared-statement cache.
+// pasyn::Connection: a direct SQLite connection with a prepared-statement cache (its statement
+// helpers are in statement.cpp, its Cursor in cursor.cpp).
 #include <pasyn/connection.hpp>
 
 #include <sqlite3.h>
@@ -15,10 +16,24 @@
 #include <utility>
 #include <variant>
 
+#include "cursor_impl.hpp"
 #include "process.hpp"
+#include "statement.hpp"
 
 namespace pasyn {
 namespace {
+
+using detail::AnyParams;
+using detail::check_not_out_of_memory;
+using detail::check_param_count;
+using detail::check_sql_text;
+using detail::holds_no_statement;
+using detail::read_row;
+using detail::ResetGuard;
+using detail::step;
+using detail::StmtPtr;
+using detail::throw_db_error;
+using detail::throw_misuse;
 
 // Applications that build SQL dynamically would grow the cache without bound; starting over when
 // it is full is simpler than LRU and costs only re-preparation.
@@ -32,198 +47,6 @@ struct StringHash {
     return std::hash<std::string_view>{}(s);
   }
 };
-
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* stmt) const noexcept { sqlite3_finalize(stmt); }
-};
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-
-// Resets the statement however the call that ran it ends: a statement left mid-result would keep
-// its read transaction (a WAL snapshot that blocks checkpoints), and its bindings point into the
-// caller's Params, which do not outlive the call.
-class ResetGuard {
- public:
-  explicit ResetGuard(sqlite3_stmt* stmt) noexcept : stmt_(stmt) {}
-  ResetGuard(const ResetGuard&) = delete;
-  ResetGuard& operator=(const ResetGuard&) = delete;
-  ~ResetGuard() {
-    // reset() repeats the error of the last step, which has already been thrown if it mattered.
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-
- private:
-  sqlite3_stmt* stmt_;
-};
-
-[[noreturn]] void throw_db_error(sqlite3* db) {
-  const int extended = sqlite3_extended_errcode(db);
-  throw_sqlite_error(sqlite3_errmsg(db), extended & 0xff, extended);
-}
-
-[[noreturn]] void throw_misuse(const std::string& message) {
-  throw ProgrammingError(message, SQLITE_MISUSE, SQLITE_MISUSE);
-}
-
-// prepare_v2/v3 take the length as an int, and SQLite stops at a NUL byte, which would silently
-// drop the rest of the text; both are rejected before SQLite sees them.
-void check_sql_text(std::string_view sql) {
-  if (sql.size() > static_cast<std::size_t>(INT_MAX)) {
-    throw DataError("SQL text is too long", SQLITE_TOOBIG, SQLITE_TOOBIG);
-  }
-  if (sql.find('\0') != std::string_view::npos) throw_misuse("SQL text contains a NUL character");
-}
-
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-// True when `rest` holds no further statement: only whitespace, comments, and the empty
-// statements `;` that SQLite itself skips.
-bool holds_no_statement(std::string_view rest) {
-  std::size_t i = 0;
-  while (i < rest.size()) {
-    if (is_space(rest[i]) || rest[i] == ';') {
-      ++i;
-    } else if (rest.substr(i, 2) == "--") {
-      const std::size_t end = rest.find('\n', i + 2);
-      if (end == std::string_view::npos) return true;
-      i = end + 1;
-    } else if (rest.substr(i, 2) == "/*") {
-      // SQLite accepts a comment left open at the end of the input; so do we.
-      const std::size_t end = rest.find("*/", i + 2);
-      if (end == std::string_view::npos) return true;
-      i = end + 2;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
-
-void check_param_count(int expected, std::size_t given) {
-  if (given != static_cast<std::size_t>(expected)) {
-    throw ProgrammingError("incorrect number of parameters: the statement uses " +
-                               std::to_string(expected) + ", " + std::to_string(given) +
-                               " were given",
-                           SQLITE_RANGE, SQLITE_RANGE);
-  }
-}
-
-struct Binder {
-  sqlite3_stmt* stmt;
-  int index;
-  int operator()(std::nullptr_t) const { return sqlite3_bind_null(stmt, index); }
-  int operator()(std::int64_t v) const { return sqlite3_bind_int64(stmt, index, v); }
-  int operator()(double v) const { return sqlite3_bind_double(stmt, index, v); }
-  // SQLITE_STATIC: the value outlives the statement's use of it (ResetGuard clears bindings).
-  int operator()(const std::string& v) const {
-    return sqlite3_bind_text64(stmt, index, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
-  }
-  int operator()(const Blob& v) const {
-    // An empty vector may have a null data(), which SQLite would bind as NULL, not as a blob.
-    if (v.empty()) return sqlite3_bind_zeroblob(stmt, index, 0);
-    return sqlite3_bind_blob64(stmt, index, v.data(), v.size(), SQLITE_STATIC);
-  }
-};
-
-void bind_params(sqlite3* db, sqlite3_stmt* stmt, const Params& params) {
-  const int count = sqlite3_bind_parameter_count(stmt);
-  check_param_count(count, params.size());
-  for (int i = 0; i < count; ++i) {
-    const int rc = std::visit(Binder{stmt, i + 1}, params[static_cast<std::size_t>(i)]);
-    if (rc != SQLITE_OK) {
-      throw_sqlite_error(
-          "cannot bind parameter " + std::to_string(i + 1) + ": " + sqlite3_errmsg(db), rc & 0xff,
-          rc);
-    }
-  }
-}
-
-void bind_named(sqlite3* db, sqlite3_stmt* stmt, const NamedParams& params) {
-  const int count = sqlite3_bind_parameter_count(stmt);
-  check_param_count(count, params.values.size());
-  std::vector<bool> bound(static_cast<std::size_t>(count) + 1, false);
-  for (const auto& [name, value] : params.values) {
-    const int index = proto::named_parameter_index(stmt, name);
-    if (index == 0) {
-      throw ProgrammingError("the statement has no parameter named '" + name + "'", SQLITE_RANGE,
-                             SQLITE_RANGE);
-    }
-    if (bound[static_cast<std::size_t>(index)]) {
-      throw ProgrammingError("parameter '" + name + "' is given twice", SQLITE_RANGE, SQLITE_RANGE);
-    }
-    bound[static_cast<std::size_t>(index)] = true;
-    const int rc = std::visit(Binder{stmt, index}, value);
-    if (rc != SQLITE_OK) {
-      throw_sqlite_error("cannot bind parameter " + name + ": " + sqlite3_errmsg(db), rc & 0xff,
-                         rc);
-    }
-  }
-}
-
-// Positional or named parameters, whichever the call was given.
-struct AnyParams {
-  const Params* positional = nullptr;
-  const NamedParams* named = nullptr;
-  std::size_t size() const { return named ? named->values.size() : positional->size(); }
-  void bind(sqlite3* db, sqlite3_stmt* stmt) const {
-    if (named) {
-      bind_named(db, stmt, *named);
-    } else {
-      bind_params(db, stmt, *positional);
-    }
-  }
-};
-
-// Steps once: true for a row, false when the statement is done.
-bool step(sqlite3* db, sqlite3_stmt* stmt) {
-  const int rc = sqlite3_step(stmt);
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  throw_db_error(db);
-}
-
-// Column accessors return null both for an empty value and when out of memory; only the error
-// code tells them apart.
-void check_not_out_of_memory(sqlite3* db) {
-  if (sqlite3_errcode(db) == SQLITE_NOMEM) throw_db_error(db);
-}
-
-Row read_row(sqlite3* db, sqlite3_stmt* stmt) {
-  const int count = sqlite3_column_count(stmt);
-  Row row;
-  row.reserve(static_cast<std::size_t>(count));
-  for (int i = 0; i < count; ++i) {
-    switch (sqlite3_column_type(stmt, i)) {
-      case SQLITE_INTEGER:
-        row.emplace_back(static_cast<std::int64_t>(sqlite3_column_int64(stmt, i)));
-        break;
-      case SQLITE_FLOAT:
-        row.emplace_back(sqlite3_column_double(stmt, i));
-        break;
-      case SQLITE_TEXT: {
-        // Pointer first, then size: the documented order that avoids a second conversion.
-        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
-        const auto size = static_cast<std::size_t>(sqlite3_column_bytes(stmt, i));
-        if (text == nullptr) check_not_out_of_memory(db);
-        row.emplace_back(text == nullptr ? std::string() : std::string(text, size));
-        break;
-      }
-      case SQLITE_BLOB: {
-        const auto* data = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt, i));
-        const auto size = static_cast<std::size_t>(sqlite3_column_bytes(stmt, i));
-        if (data == nullptr) check_not_out_of_memory(db);
-        row.emplace_back(data == nullptr ? Blob() : Blob(data, data + size));
-        break;
-      }
-      default:
-        row.emplace_back(nullptr);
-        break;
-    }
-  }
-  return row;
-}
 
 }  // namespace
 
@@ -239,9 +62,14 @@ struct Connection::Impl {
   // Cursors hold a weak reference: they stop working (ConnectionClosedError) once it is gone.
   std::shared_ptr<sqlite3*> alive_;
 
-  std::int64_t run_execute(std::string_view sql, AnyParams params);
-  std::vector<Row> run_fetchall(std::string_view sql, AnyParams params);
-  std::optional<Row> run_fetchone(std::string_view sql, AnyParams params);
+  // Hidden: Impl is nested in an exported class, so its out-of-line members would otherwise
+  // join the library's ABI (scripts/abi-check.sh).
+  __attribute__((visibility("hidden"))) std::int64_t run_execute(std::string_view sql,
+                                                                 AnyParams params);
+  __attribute__((visibility("hidden"))) std::vector<Row> run_fetchall(std::string_view sql,
+                                                                      AnyParams params);
+  __attribute__((visibility("hidden"))) std::optional<Row> run_fetchone(std::string_view sql,
+                                                                        AnyParams params);
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -536,68 +364,6 @@ void Connection::interrupt() noexcept {
   if (impl_ && impl_->db_ != nullptr) sqlite3_interrupt(impl_->db_);
 }
 
-// ---- Cursor -----------------------------------------------------------------------------------
-
-struct Cursor::Impl {
-  std::weak_ptr<sqlite3*> connection;
-  StmtPtr stmt;  // null for SQL without a statement, and after close()
-  Params positional;
-  NamedParams named;
-  bool is_named = false;
-  bool has_row = false;  // stmt is positioned on an unread row
-  bool done = true;      // the rows are exhausted (stmt reset)
-  std::vector<std::string> columns;
-
-  sqlite3* db() const {
-    auto alive = connection.lock();
-    if (!alive) throw ConnectionClosedError("connection is closed");
-    return *alive;
-  }
-
-  void run() {
-    sqlite3* handle = db();
-    if (!stmt) return;
-    sqlite3_reset(stmt.get());
-    sqlite3_clear_bindings(stmt.get());
-    done = true;
-    has_row = false;
-    if (is_named) {
-      bind_named(handle, stmt.get(), named);
-    } else {
-      bind_params(handle, stmt.get(), positional);
-    }
-    advance(handle);
-    columns.clear();
-    for (int i = 0, n = sqlite3_column_count(stmt.get()); i < n; ++i) {
-      const char* name = sqlite3_column_name(stmt.get(), i);
-      columns.emplace_back(name == nullptr ? "" : name);
-    }
-  }
-
-  // Steps to the next row; resets the statement (ending its read transaction) at the end or on
-  // an error.
-  void advance(sqlite3* handle) {
-    try {
-      has_row = step(handle, stmt.get());
-    } catch (...) {
-      sqlite3_reset(stmt.get());
-      has_row = false;
-      done = true;
-      throw;
-    }
-    done = !has_row;
-    if (done) sqlite3_reset(stmt.get());
-  }
-
-  std::optional<Row> next() {
-    sqlite3* handle = db();
-    if (!stmt || !has_row) return std::nullopt;
-    Row row = read_row(handle, stmt.get());
-    advance(handle);
-    return row;
-  }
-};
-
 Cursor Cursor::open(Connection& connection, std::string_view sql, std::unique_ptr<Impl> impl) {
   Connection::Impl& conn = Connection::Impl::open(connection.impl_);
   check_sql_text(sql);
@@ -635,49 +401,6 @@ Cursor Connection::cursor_named(std::string_view sql, const NamedParams& params)
   impl->named = params;
   impl->is_named = true;
   return Cursor::open(*this, sql, std::move(impl));
-}
-
-Cursor::Cursor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Cursor::Cursor(Cursor&&) noexcept = default;
-Cursor& Cursor::operator=(Cursor&&) noexcept = default;
-Cursor::~Cursor() = default;
-
-void Cursor::execute() {
-  if (!impl_) throw ConnectionClosedError("cursor is closed");
-  impl_->run();
-}
-
-std::optional<Row> Cursor::fetchone() {
-  if (!impl_) throw ConnectionClosedError("cursor is closed");
-  return impl_->next();
-}
-
-std::vector<Row> Cursor::fetchmany(std::size_t size) {
-  std::vector<Row> rows;
-  while (rows.size() < size) {
-    auto row = fetchone();
-    if (!row) break;
-    rows.push_back(std::move(*row));
-  }
-  return rows;
-}
-
-std::vector<Row> Cursor::fetchall() {
-  std::vector<Row> rows;
-  while (auto row = fetchone()) rows.push_back(std::move(*row));
-  return rows;
-}
-
-const std::vector<std::string>& Cursor::column_names() const noexcept {
-  static const std::vector<std::string> kNone;
-  return impl_ ? impl_->columns : kNone;
-}
-
-void Cursor::close() noexcept {
-  if (!impl_) return;
-  impl_->stmt.reset();  // finalizing also ends its read transaction
-  impl_->has_row = false;
-  impl_->done = true;
 }
 
 }  // namespace pasyn

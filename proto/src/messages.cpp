@@ -1,0 +1,331 @@
+// The message layouts of proto/PROTOCOL.md: each message's encoder and decoder, built on the
+// framing in codec.cpp.
+#include <pasyn/proto/codec.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+namespace pasyn::proto {
+
+namespace {
+
+bool done(PayloadReader& r, std::string& why) {
+  if (r.finish()) return true;
+  why = r.error();
+  return false;
+}
+
+}  // namespace
+
+void encode_hello(std::vector<std::uint8_t>& out, const Hello& m) {
+  FrameWriter w(out, MsgType::kHello, 0);
+  w.u32(m.magic);
+  w.u16(m.version);
+  w.u64(m.capabilities);
+  w.finish();
+}
+
+bool decode_hello(std::span<const std::uint8_t> payload, Hello& m, std::string& why) {
+  PayloadReader r(payload);
+  r.u32(m.magic) && r.u16(m.version) && r.u64(m.capabilities);
+  return done(r, why);
+}
+
+void encode_hello_ok(std::vector<std::uint8_t>& out, const HelloOk& m) {
+  FrameWriter w(out, MsgType::kHelloOk, 0);
+  w.u16(m.version);
+  w.u64(m.capabilities);
+  w.u32(m.max_frame);
+  w.string(m.server);
+  w.finish();
+}
+
+bool decode_hello_ok(std::span<const std::uint8_t> payload, HelloOk& m, std::string& why) {
+  PayloadReader r(payload);
+  std::string_view server;
+  if (r.u16(m.version) && r.u64(m.capabilities) && r.u32(m.max_frame) && r.string(server)) {
+    m.server = server;
+  }
+  return done(r, why);
+}
+
+void encode_empty(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id) {
+  FrameWriter(out, type, request_id).finish();
+}
+
+bool decode_empty(std::span<const std::uint8_t> payload, std::string& why) {
+  PayloadReader r(payload);
+  return done(r, why);
+}
+
+void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                      std::string_view sql, const Params& params) {
+  FrameWriter w(out, type, request_id);
+  w.string(sql);
+  w.params(params);
+  w.finish();
+}
+
+bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::string& why) {
+  PayloadReader r(payload);
+  std::string_view sql;
+  if (r.string(sql)) {
+    m.sql = sql;
+    r.params(m.params);
+  }
+  return done(r, why);
+}
+
+namespace {
+
+std::size_t encoded_size(const Params& params) {
+  std::size_t n = 4;
+  for (const auto& v : params) {
+    switch (type_of(v)) {
+      case ValueType::kNull:
+        n += 1;
+        break;
+      case ValueType::kInteger:
+      case ValueType::kReal:
+        n += 9;
+        break;
+      case ValueType::kText:
+        n += 5 + std::get<std::string>(v).size();
+        break;
+      case ValueType::kBlob:
+        n += 5 + std::get<Blob>(v).size();
+        break;
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql,
+                 const std::vector<Params>& rows) {
+  // One allocation for the whole frame: a large batch would otherwise be copied by every
+  // doubling of the vector.
+  std::size_t size = kHeaderSize + 4 + sql.size() + 4;
+  for (const auto& row : rows) size += encoded_size(row);
+  out.reserve(out.size() + size);
+  FrameWriter w(out, MsgType::kExecuteMany, request_id);
+  w.string(sql);
+  w.u32(static_cast<std::uint32_t>(rows.size()));
+  for (const auto& row : rows) w.params(row);
+  w.finish();
+}
+
+bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& why) {
+  PayloadReader r(payload);
+  std::string_view sql;
+  std::uint32_t n = 0;
+  if (r.string(sql) && r.count(n, 4)) {  // every parameter list takes at least its count
+    m.sql = sql;
+    m.rows.clear();
+    m.rows.reserve(n);
+    for (std::uint32_t i = 0; i < n && r.params(m.rows.emplace_back()); ++i) {
+    }
+  }
+  return done(r, why);
+}
+
+bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
+                           std::string& why, bool named) {
+  PayloadReader r(payload);
+  r.string(m.sql) && (named ? r.named_params_view(m.params) : r.params_view(m.params));
+  return done(r, why);
+}
+
+void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::string_view sql, const NamedParams& params) {
+  const std::size_t start = out.size();
+  FrameWriter w(out, type, request_id);
+  w.string(sql);
+  w.named_params(params);
+  w.finish();
+  out[start + kLengthFieldSize] |= kNamedParams;
+}
+
+void encode_many_named(std::vector<std::uint8_t>& out, std::uint64_t request_id,
+                       std::string_view sql, const std::vector<NamedParams>& rows) {
+  const std::size_t start = out.size();
+  FrameWriter w(out, MsgType::kExecuteMany, request_id);
+  w.string(sql);
+  w.u32(static_cast<std::uint32_t>(rows.size()));
+  for (const auto& row : rows) w.named_params(row);
+  w.finish();
+  out[start + kLengthFieldSize] |= kNamedParams;
+}
+
+bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::string& why,
+                      bool named) {
+  PayloadReader r(payload);
+  m.named = named;
+  if (r.string(m.sql) && r.count(m.rows, 4)) {  // every parameter list takes at least its count
+    const std::size_t start = payload.size() - r.remaining();
+    ParamsView row;
+    for (std::uint32_t i = 0; i < m.rows && (named ? r.named_params_view(row) : r.params_view(row));
+         ++i) {
+    }
+    m.bytes = payload.subspan(start, payload.size() - r.remaining() - start);
+  }
+  return done(r, why);
+}
+
+void encode_text(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                 std::string_view text) {
+  FrameWriter w(out, type, request_id);
+  w.string(text);
+  w.finish();
+}
+
+bool decode_text(std::span<const std::uint8_t> payload, std::string& text, std::string& why) {
+  PayloadReader r(payload);
+  std::string_view s;
+  if (r.string(s)) text = s;
+  return done(r, why);
+}
+
+void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql) {
+  encode_text(out, MsgType::kExecuteScript, request_id, sql);
+}
+
+bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why) {
+  return decode_text(payload, sql, why);
+}
+
+void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Result& m) {
+  FrameWriter w(out, MsgType::kResult, request_id);
+  w.i64(m.changes);
+  w.i64(m.last_rowid);
+  w.u32(static_cast<std::uint32_t>(m.columns.size()));
+  for (const auto& c : m.columns) w.string(c);
+  w.u32(static_cast<std::uint32_t>(m.rows.size()));
+  for (const auto& row : m.rows) {
+    for (const auto& v : row) w.value(v);
+  }
+  w.finish();
+}
+
+void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
+                         std::string_view key) {
+  // Inserted in place, without a temporary buffer: a client's hot path allocates nothing here.
+  std::uint8_t size[sizeof(std::uint32_t)];
+  const auto n = static_cast<std::uint32_t>(key.size());
+  std::memcpy(size, &n, sizeof n);
+  const auto at = static_cast<std::ptrdiff_t>(frame_start + kHeaderSize);
+  out.insert(out.begin() + at, key.begin(), key.end());
+  out.insert(out.begin() + at, std::begin(size), std::end(size));
+  std::uint32_t length;
+  std::memcpy(&length, out.data() + frame_start, sizeof length);
+  length += static_cast<std::uint32_t>(sizeof size + key.size());
+  std::memcpy(out.data() + frame_start, &length, sizeof length);
+  out[frame_start + kLengthFieldSize] |= kIdempotent;
+}
+
+void add_transaction_number(std::vector<std::uint8_t>& out, std::size_t frame_start,
+                            std::uint64_t transaction) {
+  std::uint8_t prefix[sizeof transaction];  // no temporary vector: see add_idempotency_key
+  std::memcpy(prefix, &transaction, sizeof transaction);
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_start + kHeaderSize),
+             std::begin(prefix), std::end(prefix));
+  std::uint32_t length;
+  std::memcpy(&length, out.data() + frame_start, sizeof length);
+  length += static_cast<std::uint32_t>(sizeof prefix);
+  std::memcpy(out.data() + frame_start, &length, sizeof length);
+  out[frame_start + kLengthFieldSize] |= kInTransaction;
+}
+
+void encode_transaction_end(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                            std::uint64_t transaction) {
+  FrameWriter w(out, type, request_id);
+  w.u64(transaction);
+  w.finish();
+}
+
+bool decode_transaction_end(std::span<const std::uint8_t> payload, std::uint64_t& transaction,
+                            std::string& why) {
+  PayloadReader r(payload);
+  r.u64(transaction);
+  return done(r, why);
+}
+
+void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m) {
+  FrameWriter w(out, MsgType::kResult, request_id);
+  w.i64(0);
+  w.i64(0);
+  w.u32(2);
+  w.string("name");
+  w.string("value");
+  w.u32(static_cast<std::uint32_t>(m.size()));
+  for (const auto& [name, value] : m) {
+    w.u8(static_cast<std::uint8_t>(ValueType::kText));
+    w.string(name);
+    w.value(value);
+  }
+  w.finish();
+}
+
+bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string& why) {
+  PayloadReader r(payload);
+  std::uint32_t ncols = 0, nrows = 0;
+  if (r.i64(m.changes) && r.i64(m.last_rowid) && r.count(ncols, 4)) {
+    m.columns.clear();
+    m.columns.reserve(ncols);
+    std::string_view name;
+    for (std::uint32_t i = 0; i < ncols && r.string(name); ++i) m.columns.emplace_back(name);
+    // Each row takes at least one tag byte per column; a zero-column row takes nothing, so a
+    // row count without columns must be zero.
+    if (!r.count(nrows, ncols)) return done(r, why);  // nrows unchecked: reserve nothing
+    if (ncols == 0 && nrows != 0) {
+      why = "rows without columns";
+      return false;
+    }
+    m.rows.clear();
+    m.rows.reserve(nrows);
+    for (std::uint32_t i = 0; i < nrows && r.ok(); ++i) {
+      auto& row = m.rows.emplace_back();
+      row.resize(ncols);
+      for (std::uint32_t c = 0; c < ncols && r.value(row[c]); ++c) {
+      }
+    }
+  }
+  return done(r, why);
+}
+
+void encode_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, const ErrorReply& m) {
+  FrameWriter w(out, MsgType::kError, request_id);
+  w.u8(static_cast<std::uint8_t>(m.domain));
+  w.i32(m.code);
+  w.i32(m.extended_code);
+  w.string(m.message);
+  w.finish();
+}
+
+bool decode_error(std::span<const std::uint8_t> payload, ErrorReply& m, std::string& why) {
+  PayloadReader r(payload);
+  std::uint8_t domain = 0;
+  std::string_view message;
+  if (r.u8(domain) && r.i32(m.code) && r.i32(m.extended_code) && r.string(message)) {
+    if (domain > static_cast<std::uint8_t>(ErrorDomain::kPasyn)) {
+      why = "unknown error domain";
+      return false;
+    }
+    m.domain = static_cast<ErrorDomain>(domain);
+    m.message = message;
+  }
+  return done(r, why);
+}
+
+void encode_pasyn_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, PasynCode code,
+                        std::string_view message) {
+  FrameWriter w(out, MsgType::kError, request_id);
+  w.u8(static_cast<std::uint8_t>(ErrorDomain::kPasyn));
+  w.i32(static_cast<std::int32_t>(code));
+  w.i32(static_cast<std::int32_t>(code));
+  w.string(message);
+  w.finish();
+}
+
+}  // namespace pasyn::proto
