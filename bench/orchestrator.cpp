@@ -197,7 +197,7 @@ bool socket_accepts(const std::string& path) {
 }
 
 Daemon::Daemon(Context& ctx, const fs::path& dir, const std::string& database, bool full,
-               std::uint32_t max_frame)
+               const std::vector<std::string>& flags)
     : ctx_(ctx), socket_((dir / "pasyn.sock").string()), log_(dir / "daemon.log") {
   std::vector<std::string> argv{ctx.daemon,
                                 "--database",
@@ -208,10 +208,7 @@ Daemon::Daemon(Context& ctx, const fs::path& dir, const std::string& database, b
                                 full ? "full" : "normal",
                                 "--log-level",
                                 "warn"};
-  if (max_frame != 0) {
-    argv.push_back("--max-frame");
-    argv.push_back(std::to_string(max_frame));
-  }
+  argv.insert(argv.end(), flags.begin(), flags.end());
   const int log_fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (log_fd < 0 || null_fd < 0) throw std::runtime_error("cannot open the daemon's log");

@@ -97,9 +97,10 @@ bool socket_accepts(const std::string& path);
 // The real pasyn-writerd, started on `database` and stopped (SIGTERM, bounded) on destruction.
 class Daemon {
  public:
-  // Starts the daemon and waits (15 s at most) until its socket accepts connections.
+  // Starts the daemon (with `flags` after the bench's own) and waits (15 s at most) until its
+  // socket accepts connections.
   Daemon(Context& ctx, const fs::path& dir, const std::string& database, bool full,
-         std::uint32_t max_frame = 0);
+         const std::vector<std::string>& flags = {});
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
   ~Daemon() { stop(); }

@@ -31,12 +31,12 @@ Throughput aggregate(const std::vector<WorkerResult>& results) {
 }
 
 Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads, bool full,
-                           double seconds) {
+                           double seconds, const std::vector<std::string>& daemon_flags) {
   const fs::path dir = ctx.fresh_dir(std::string("writers-") + (pasyn_side ? "pasyn" : "direct"));
   const std::string db = (dir / "bench.sqlite").string();
   create_bench_db(db);
   std::optional<Daemon> daemon;
-  if (pasyn_side) daemon.emplace(ctx, dir, db, full);
+  if (pasyn_side) daemon.emplace(ctx, dir, db, full, daemon_flags);
   std::vector<std::vector<std::string>> specs;
   for (int p = 0; p < procs; ++p) {
     specs.push_back({"writers", std::string("backend=") + (pasyn_side ? "pasyn" : "direct"),
@@ -120,25 +120,30 @@ std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::strin
 }
 
 void run_sweep(Context& ctx, const Settings& s) {
-  std::printf("writers,mode,pasyn_rows_s,direct_rows_s,groupcommit_rows_s,ceiling_ipc_s\n");
+  std::printf(
+      "writers,mode,pasyn_rows_s,direct_rows_s,groupcommit_rows_s,ceiling_ipc_s,"
+      "pasyn_batch_wait_flipped_rows_s\n");
   std::fflush(stdout);
   for (const int writers : {1, 2, 4, 8, 16, 32, 64}) {
     const int procs = writers >= kProcesses ? kProcesses : 1;
+    const int threads = writers / procs;
     progress(ctx, "sweep " + std::to_string(writers) + " writers: bare echo");
     // The machine's ceiling for this many ack-waiting clients, with no SQLite at all (the same
     // for both modes).
-    const double ipc =
-        measure_echo(ctx, procs, writers / procs, s.sweep_seconds).clients.per_second;
+    const double ipc = measure_echo(ctx, procs, threads, s.sweep_seconds).clients.per_second;
     for (const bool full : {true, false}) {
       progress(ctx, "sweep " + std::to_string(writers) + " writers " + (full ? "full" : "normal"));
-      const Throughput direct =
-          measure_writers(ctx, false, procs, writers / procs, full, s.sweep_seconds);
-      const EchoRun group = measure_echo(ctx, procs, writers / procs, s.sweep_seconds,
+      const Throughput direct = measure_writers(ctx, false, procs, threads, full, s.sweep_seconds);
+      const EchoRun group = measure_echo(ctx, procs, threads, s.sweep_seconds,
                                          full ? EchoCommit::full : EchoCommit::normal);
-      const Throughput via =
-          measure_writers(ctx, true, procs, writers / procs, full, s.sweep_seconds);
-      std::printf("%d,%s,%.0f,%.0f,%.0f,%.0f\n", writers, full ? "full" : "normal", via.per_second,
-                  direct.per_second, group.clients.per_second, ipc);
+      const Throughput via = measure_writers(ctx, true, procs, threads, full, s.sweep_seconds);
+      // The batching policy's effect: the same daemon with its wait for the connections of the
+      // last batch turned the other way (by default it waits at full only).
+      const Throughput flipped = measure_writers(ctx, true, procs, threads, full, s.sweep_seconds,
+                                                 {"--batch-wait", full ? "off" : "on"});
+      std::printf("%d,%s,%.0f,%.0f,%.0f,%.0f,%.0f\n", writers, full ? "full" : "normal",
+                  via.per_second, direct.per_second, group.clients.per_second, ipc,
+                  flipped.per_second);
       std::fflush(stdout);
     }
   }

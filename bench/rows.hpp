@@ -43,9 +43,10 @@ struct Throughput {
 // Sums the workers' operations over the longest of their times (they started together).
 Throughput aggregate(const std::vector<WorkerResult>& results);
 
-// `procs` processes × `threads` writer threads, one-row INSERTs each waiting for its ack.
+// `procs` processes × `threads` writer threads, one-row INSERTs each waiting for its ack
+// (pasyn_side: through a daemon started with `daemon_flags`).
 Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads, bool full,
-                           double seconds);
+                           double seconds, const std::vector<std::string>& daemon_flags = {});
 
 // One direct connection inserting `rows` rows in one transaction at synchronous=FULL.
 Throughput measure_direct_txn(Context& ctx, std::int64_t rows);
@@ -116,7 +117,8 @@ std::string canonical_row(const std::string& name);
 std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::string& name);
 // Writer throughput for 1..64 writer threads (over 4 processes from 4 on), full and normal,
 // as CSV on stdout: pasyn, direct, the single-threaded group commit of the echo server
-// (groupcommit16's program) and the bare echo (ceiling_ipc16's) with as many clients.
+// (groupcommit16's program), the bare echo (ceiling_ipc16's) with as many clients, and pasyn
+// with the batching policy's wait turned the other way (--batch-wait off at full, on at normal).
 void run_sweep(Context& ctx, const Settings& s);
 
 }  // namespace pasyn_bench

@@ -66,7 +66,9 @@ std::vector<RowResult> row_execute_many(Context& ctx, const Settings& s) {
     const fs::path dir = ctx.fresh_dir("many");
     const std::string db = (dir / "bench.sqlite").string();
     create_bench_db(db);
-    Daemon daemon(ctx, dir, db, true, max_frame);
+    std::vector<std::string> flags;
+    if (max_frame != 0) flags = {"--max-frame", std::to_string(max_frame)};
+    Daemon daemon(ctx, dir, db, true, flags);
     const auto results = run_workers(
         ctx, {{"many", "socket=" + daemon.socket(), "rows=" + std::to_string(s.many_rows)}}, 60);
     via.add(aggregate(results));

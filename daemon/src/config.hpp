@@ -15,6 +15,14 @@ struct Config {
   std::string database_path;
   std::string socket_path;  // empty: default_socket_path(database_path)
   bool synchronous_full = true;
+  /// --batch-wait: when the writer waits for the connections of the last batch before it starts
+  /// the next (group_commit.cpp, fill_batch). kAuto: at synchronous=full only, where a commit
+  /// waits for an fsync.
+  enum class BatchWait { kAuto, kOn, kOff };
+  BatchWait batch_wait = BatchWait::kAuto;
+  bool batch_wait_enabled() const {
+    return batch_wait == BatchWait::kOn || (batch_wait == BatchWait::kAuto && synchronous_full);
+  }
   /// --foreign-keys: the writer connection enforces foreign keys (SQLite's default: off).
   /// Clients cannot change it (PRAGMA foreign_keys is query-only for them).
   bool foreign_keys = false;

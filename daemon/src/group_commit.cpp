@@ -57,13 +57,14 @@ constexpr const char* kNotExecuted = "pasyn-writerd is shutting down; the reques
 // are active; this waits for the expected requests only, bounded by what a commit costs.)
 // Called by serve() with mu_ held (`lk`), the requests just taken from queue_ in `incoming`.
 //
-// Only at synchronous=full: there a COMMIT waits for an fsync (~0.1-0.7 ms here), and one commit
+// Only at synchronous=full by default (--batch-wait auto; on/off force it either way, for
+// measuring its effect): there a COMMIT waits for an fsync (~0.1-0.7 ms here), and one commit
 // saved per round pays for the wait. At normal a COMMIT costs about what the extra wake-up costs
 // (tens of µs), and measured (16 writers in 4 processes, medians of 3 alternating runs) the
 // wait grew batches from ~7.5 to ~10.7 requests but not the throughput (24.3k -> 19.7k rows/s,
 // noise of ±30% on this shared machine) and cost CPU (14.1 -> 16.4 ms per 1,000 rows).
 void Writer::fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming) {
-  if (!config_.synchronous_full || last_batch_replies_.empty()) return;
+  if (!config_.batch_wait_enabled() || last_batch_replies_.empty()) return;
   bool requests = false;
   for (const auto& r : incoming) {
     requests = requests || !r.disconnect;

@@ -133,6 +133,13 @@ int main(int argc, char** argv) {
                  "full: acknowledged writes survive power loss; normal: they survive crashes")
       ->check(CLI::IsMember({"full", "normal"}))
       ->capture_default_str();
+  std::string batch_wait = "auto";
+  app.add_option("--batch-wait", batch_wait,
+                 "auto: before a batch, wait briefly for the connections of the last batch at "
+                 "synchronous=full only (at most half a COMMIT, at most 1 ms); on: at both "
+                 "settings; off: never")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   std::string foreign_keys = "off";
   app.add_option("--foreign-keys", foreign_keys,
                  "on: the writer connection enforces foreign key constraints (clients cannot "
@@ -286,6 +293,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   config.synchronous_full = synchronous == "full";
+  config.batch_wait = batch_wait == "on"    ? pasyn::server::Config::BatchWait::kOn
+                      : batch_wait == "off" ? pasyn::server::Config::BatchWait::kOff
+                                            : pasyn::server::Config::BatchWait::kAuto;
   config.foreign_keys = foreign_keys == "on";
   config.busy_timeout = std::chrono::milliseconds(busy_ms);
   config.handshake_timeout = std::chrono::milliseconds(handshake_ms);

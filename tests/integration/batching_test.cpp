@@ -76,25 +76,48 @@ TEST_F(BatchingTest, TheWriterWaitsForTheConnectionsOfTheLastBatchOnceThenAdapts
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), 5);
 }
 
-// At synchronous=normal a COMMIT costs about what the wait's wake-up costs: the writer does not
-// wait there (group_commit.cpp, fill_batch).
-TEST_F(BatchingTest, AtSynchronousNormalTheWriterDoesNotWaitToFillABatch) {
-  ASSERT_NO_FATAL_FAILURE(start_daemon({"--synchronous", "normal"}));
-  auto holder = connect_client();
-  holder.execute("CREATE TABLE t (v INTEGER)");
-  auto first = connect_client();
-  auto second = connect_client();
-  auto tx = holder.begin();
-  auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
-  auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
-  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
-  tx.commit();  // one batch of two connections
-  EXPECT_EQ(a.get(), 1);
-  EXPECT_EQ(b.get(), 1);
-  const std::int64_t waits = stat_int(holder, "batch_waits");
-  first.execute("INSERT INTO t (v) VALUES (3)");  // at full, the writer would wait here
-  EXPECT_EQ(stat_int(holder, "batch_waits"), waits);
-  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 3);
+// One batch of two connections, then one request of the first alone: the batch waits counted
+// for that request (1 when the writer waited for the second connection, else 0).
+class BatchWaitTest : public DaemonTest {
+ protected:
+  std::int64_t waits_for_a_lone_request(const std::vector<std::string>& flags) {
+    start_daemon(flags);
+    if (HasFatalFailure()) return -1;
+    auto holder = connect_client();
+    holder.execute("CREATE TABLE t (v INTEGER)");
+    auto first = connect_client();
+    auto second = connect_client();
+    auto tx = holder.begin();
+    auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
+    auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
+    EXPECT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
+    tx.commit();  // one batch of two connections
+    EXPECT_EQ(a.get(), 1);
+    EXPECT_EQ(b.get(), 1);
+    const std::int64_t waits = stat_int(holder, "batch_waits");
+    first.execute("INSERT INTO t (v) VALUES (3)");
+    EXPECT_EQ(query_int("SELECT count(*) FROM t"), 3);
+    return stat_int(holder, "batch_waits") - waits;
+  }
+};
+
+// At synchronous=normal a COMMIT costs about what the wait's wake-up costs: by default
+// (--batch-wait auto) the writer does not wait there (group_commit.cpp, fill_batch).
+TEST_F(BatchWaitTest, AtSynchronousNormalTheWriterDoesNotWaitToFillABatch) {
+  EXPECT_EQ(waits_for_a_lone_request({"--synchronous", "normal"}), 0);
+}
+
+// --batch-wait on and off force the policy either way (for measuring its effect).
+TEST_F(BatchWaitTest, BatchWaitOnWaitsAtSynchronousNormal) {
+  EXPECT_EQ(waits_for_a_lone_request({"--synchronous", "normal", "--batch-wait", "on"}), 1);
+}
+
+TEST_F(BatchWaitTest, BatchWaitOffNeverWaitsAtSynchronousFull) {
+  EXPECT_EQ(waits_for_a_lone_request({"--batch-wait", "off"}), 0);
+}
+
+TEST_F(BatchWaitTest, BatchWaitAutoWaitsAtSynchronousFull) {
+  EXPECT_EQ(waits_for_a_lone_request({}), 1);
 }
 
 // The idle round trip never pays for the batching policy: once the others of the last batch
