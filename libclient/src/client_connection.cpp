@@ -76,7 +76,9 @@ void MultiplexedClient::Impl::close() {
   wake_io();
   lk.unlock();
   if (io_->thread.joinable()) io_->thread.join();
-  fail_all(std::make_exception_ptr(ConnectionClosedError("the client was closed")));
+  fail_all(
+      [](const std::string& what) { return std::make_exception_ptr(ConnectionClosedError(what)); },
+      "the client was closed");
 }
 
 // In a forked child, on the first use of this client: abandons the parent's connection

@@ -534,7 +534,11 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // already): fail everything waiting, promptly.
   PASYN_INTERNAL void lose(const std::string& why, std::uint64_t gen);
 
-  PASYN_INTERNAL void fail_all(std::exception_ptr error);
+  // Fails every pending completion, each with an exception of its own, make(what): callers on
+  // several threads never share one exception object (whose last reference any of them could
+  // drop while another still reads it).
+  PASYN_INTERNAL void fail_all(std::exception_ptr (*make)(const std::string&),
+                               const std::string& what);
 
   const std::string path_;
   const ClientOptions options_;

@@ -112,9 +112,18 @@ MultiplexedClient::Impl::Turn MultiplexedClient::Impl::lead(
     pollfd p{c->fd, POLLIN, 0};
     const int r = ::ppoll(&p, 1, deadline ? &left : nullptr, nullptr);
     if (r <= 0) continue;  // the deadline (seen above), or a signal
-    // False: lost or closed, which failed every pending completion (this one's too, or about
-    // to) and took the role.
-    if (!read_some(*c)) return Turn::kLetGo;
+    bool current;
+    try {
+      current = read_some(*c);
+    } catch (...) {
+      // bad_alloc while reading: as on the I/O thread, the connection fails, so that no
+      // completion is left pointing at a waiter about to go (if even that fails: terminate).
+      [&]() noexcept { lose("internal error while reading a reply", c->gen); }();
+      current = false;
+    }
+    // Not current: lost or closed, which failed every pending completion (this one's too, or
+    // about to) and took the role.
+    if (!current) return Turn::kLetGo;
   }
 }
 
@@ -260,12 +269,14 @@ void MultiplexedClient::Impl::lose(const std::string& why, std::uint64_t gen) {
     slot_free_.notify_all();
     retire_conn();  // wakes a reader; the descriptor is closed with the last reference
   }
-  fail_all(std::make_exception_ptr(
-      ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" + why +
-                          "); the outcome of requests in flight is unknown")));
+  fail_all(
+      [](const std::string& what) { return std::make_exception_ptr(ConnectionLostError(what)); },
+      "the connection to pasyn-writerd at " + path_ + " was lost (" + why +
+          "); the outcome of requests in flight is unknown");
 }
 
-void MultiplexedClient::Impl::fail_all(std::exception_ptr error) {
+void MultiplexedClient::Impl::fail_all(std::exception_ptr (*make)(const std::string&),
+                                       const std::string& what) {
   std::optional<Pending> failed;
   {
     std::lock_guard lk(mu_);
@@ -274,7 +285,7 @@ void MultiplexedClient::Impl::fail_all(std::exception_ptr error) {
     while (followers_head_) unlist(*followers_head_);  // all of them are failed below
     slot_free_.notify_all();
   }
-  for (auto& [id, done] : *failed) done.fail(error);
+  for (auto& [id, done] : *failed) done.fail(make(what));
   std::lock_guard lk(mu_);  // its nodes go back to the pool, which mu_ guards
   failed.reset();
 }
