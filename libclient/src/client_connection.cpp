@@ -14,10 +14,8 @@
 
 namespace pasyn {
 
-// The first connection. Its socket is set up here, on the calling thread, not handed to the
-// I/O thread as install() does for a reconnect: the new thread has no handler that could touch
-// the socket yet, and waiting for it to be scheduled cost the constructor milliseconds on a
-// loaded machine (a thread wake-up; many processes starting clients at once).
+// The first connection, set up on the calling thread: the I/O thread has nothing to do with it
+// until a write waits for room or the reader role is handed to it.
 void MultiplexedClient::Impl::connect() {
   const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   const int fd = detail::connect_to_daemon(path_, options_, deadline);
@@ -31,13 +29,7 @@ void MultiplexedClient::Impl::connect() {
     ::close(fd);
     throw;
   }
-  detail::error_code ec;
-  io_->socket.assign(detail::local(), fd, ec);  // safe: no handler of the I/O thread uses it
-  if (ec) {
-    ::close(fd);
-    throw ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message());
-  }
-  do_read(adopt(fd, max_frame));  // starts the read; its handler runs on the I/O thread
+  adopt(fd, max_frame);
 }
 
 /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
@@ -74,24 +66,19 @@ void MultiplexedClient::Impl::close() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   slot_free_.notify_all();
-  if (forked_) {  // the parent's socket, event loop and thread: leave them all alone
+  if (forked_) {  // the parent's socket and thread: leave them all alone
     abandon_parent_io();
     return;
   }
+  retire_conn();     // a caller reading wakes, sees the connection gone, and lets go
   if (!io_) return;  // the first connection failed before the I/O thread started
-  // Posted under mu_: a reconnect's install() either posted before (its handler runs before
-  // run() returns and sees kClosed) or sees kClosed and never posts.
-  detail::asio::post(io_->context, [this] {
-    std::lock_guard lk(mu_);  // no send_now() in progress on this descriptor
-    detail::error_code ignored;
-    io_->socket.shutdown(detail::local::socket::shutdown_both, ignored);
-    io_->socket.close(ignored);
-    fd_ = -1;
-  });
-  io_->work.reset();
+  io_->stop = true;
+  wake_io();
   lk.unlock();
   if (io_->thread.joinable()) io_->thread.join();
-  fail_all(std::make_exception_ptr(ConnectionClosedError("the client was closed")));
+  fail_all(
+      [](const std::string& what) { return std::make_exception_ptr(ConnectionClosedError(what)); },
+      "the client was closed");
 }
 
 // In a forked child, on the first use of this client: abandons the parent's connection
@@ -111,80 +98,57 @@ void MultiplexedClient::Impl::leave_parent_connection() {
 // REQUIRES: mu_ held, forked_.
 void MultiplexedClient::Impl::abandon_parent_io() {
   (void)io_.release();  // deliberately leaked; see Io
+  // The parent's socket: neither shut down nor closed (its reference is leaked), so nothing of
+  // the parent's connection changes.
+  (void)new std::shared_ptr<Conn>(std::move(conn_));
   // The parent's requests: their callers live in the parent. Leaked too: completing a
   // promise another (absent) thread may have been using is not safe here.
   (void)new Pending(std::move(pending_));  // (its nodes stay allocated in pending_pool_)
   pending_.clear();
+  reader_ = nullptr;
+  followers_head_ = followers_tail_ = nullptr;  // waiters of the parent's threads
   outbox_.clear();
   write_scheduled_ = false;
-  fd_ = -1;
   forked_ = false;
 }
 
-// Hands a connected descriptor to the I/O thread and waits until it reads from it. Never
-// waits on an event loop that may have stopped: the handler is posted under mu_ only while
-// the client is not closed, and close() posts its own under mu_ before stopping the loop.
+// A reconnect: the connected descriptor becomes the connection, unless the client was closed
+// meanwhile.
 void MultiplexedClient::Impl::install(int fd, std::uint32_t max_frame) {
-  std::promise<void> installed;
-  auto done = installed.get_future();
-  {
-    std::lock_guard lk(mu_);
-    if (state_ == State::kClosed || forked_) {
-      ::close(fd);
-      throw ConnectionClosedError("the client is closed");
-    }
-    if (!io_) {  // starting a thread failed earlier (after a fork): try again
-      try {
-        start_io();
-      } catch (...) {
-        ::close(fd);
-        throw;
-      }
-    }
-    detail::asio::post(io_->context, [this, self = shared_from_this(), fd, max_frame, &installed] {
-      std::unique_lock lk(mu_);
-      if (state_ == State::kClosed) {  // close() came first: arm nothing, keep no descriptor
-        lk.unlock();
-        ::close(fd);
-        installed.set_exception(
-            std::make_exception_ptr(ConnectionClosedError("the client is closed")));
-        return;
-      }
-      lk.unlock();
-      detail::error_code ec;
-      io_->socket.close(ec);
-      io_->socket.assign(detail::local(), fd, ec);
-      if (ec) {
-        ::close(fd);
-        installed.set_exception(std::make_exception_ptr(
-            ConnectionLostError("cannot use the socket to " + path_ + ": " + ec.message())));
-        return;
-      }
-      std::uint64_t gen;
-      {
-        std::lock_guard relock(mu_);
-        gen = adopt(fd, max_frame);
-      }
-      do_read(gen);
-      installed.set_value();
-    });
+  std::lock_guard lk(mu_);
+  if (state_ == State::kClosed || forked_) {
+    ::close(fd);
+    throw ConnectionClosedError("the client is closed");
   }
-  done.get();
+  if (!io_) {  // starting a thread failed earlier (after a fork): try again
+    try {
+      start_io();
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  }
+  adopt(fd, max_frame);
 }
 
-// The connected socket `fd`, now assigned to io_->socket, becomes the connection: a new
-// generation, whose number is returned. REQUIRES: mu_ held; on the I/O thread, or before it
-// has a handler of the socket.
-std::uint64_t MultiplexedClient::Impl::adopt(int fd, std::uint32_t max_frame) {
-  decoder_ = proto::FrameDecoder(std::max(max_frame, proto::kDefaultMaxFrame));
-  busy_reads_ = false;
-  fd_ = fd;
+// The connected socket `fd` becomes the connection: a new generation, nobody reading it.
+// Takes `fd` (closed if this throws). REQUIRES: mu_ held.
+void MultiplexedClient::Impl::adopt(int fd, std::uint32_t max_frame) {
+  std::shared_ptr<Conn> conn;
+  try {
+    conn = std::make_shared<Conn>(fd, max_frame, generation_ + 1);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  conn_ = std::move(conn);
+  ++generation_;
+  reader_ = nullptr;
   max_frame_ = max_frame;
   outbox_.clear();
   write_scheduled_ = false;
   backoff_ = std::chrono::milliseconds(25);
   if (state_ != State::kClosed) state_ = State::kOpen;
-  return ++generation_;
 }
 
 }  // namespace pasyn

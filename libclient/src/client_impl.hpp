@@ -4,49 +4,78 @@
 //
 // Design
 // ------
-// * Calling threads encode their request straight into the shared outbox under mu_, register a
-//   completion under the request id, and, if no write is scheduled, schedule one on the I/O
-//   thread. The I/O thread swaps the whole outbox out and writes it with one async_write, then
-//   looks again; it clears `write_scheduled_` only under mu_ and only when the outbox is empty,
-//   so a request appended while a write is in flight is always sent (no lost wake-up), and
-//   requests from many threads are coalesced into few syscalls.
-// * The I/O thread reads replies, matches them to completions by id and completes them outside
-//   the lock. Completions only fulfil promises or wake waiters; no user code runs on the I/O
-//   thread. A synchronous call waits on a Waiter on its own stack, which the pending entry
-//   points at; the pending table's nodes come from a pool kept under mu_, and the outbox keeps
-//   its capacity, so a synchronous call allocates nothing in the steady state. An asynchronous
-//   call's completion holds its promise by value (it costs the promise's shared state).
-// * A reply still crosses one thread hop: the I/O thread reads it and wakes the waiting caller
-//   (a futex wake). Callers do not read the socket themselves.
-// * A synchronous caller that gives up (its Timeout, or request_timeout) turns its pending entry
-//   into one that discards the reply, unless the entry was already taken for delivery; then it
-//   waits for that delivery, which is imminent, so that nothing ever points at a waiter that is
-//   gone.
+// * Calling threads encode their request straight into the shared outbox under mu_ and register
+//   a completion under the request id. On an idle connection the caller sends the outbox itself
+//   (send_now); when replies are outstanding, or the socket did not take everything, it has the
+//   I/O thread write it (write_scheduled_): the I/O thread sends whatever has gathered, and
+//   clears `write_scheduled_` only under mu_ and only when the outbox is empty, so a request
+//   appended meanwhile is always sent (no lost wake-up), and requests from many threads are
+//   coalesced into few syscalls.
+// * Reader role (leader/follower): at most one thread reads the socket at a time, and while any
+//   request is pending exactly one holds the role (reader_), so every reply is read. The reader
+//   owns the connection's frame decoder (Conn). A synchronous caller (one waiting on a
+//   detail::Waiter) that finds no reader takes the role in submit() and, after sending, reads
+//   the socket itself until its own reply has come, delivering every other frame it reads to
+//   its owner exactly as the I/O thread does (a Waiter woken, a promise set, an abandoned BEGIN
+//   rolled back, a request-id-0 error or an unknown id losing the connection). Then it lets go:
+//   with requests still pending it hands the role to the first caller waiting in followers_
+//   (kLead on its Baton) or, when only asynchronous completions are left, to the I/O thread;
+//   else nobody reads. A synchronous caller that finds a reader enlists in followers_ and waits
+//   on its Waiter: for its reply, or for the role. An asynchronous call (and BEGIN, which waits
+//   on a future) that finds no reader gives the role to the I/O thread, which keeps it until
+//   nothing is pending. A lone synchronous caller thus sends, reads and returns on its own
+//   thread: no wake-up of the I/O thread and no futex wake per call.
+// * Why not Boost.Asio for the socket (the developers' guide says not to hand-write what Asio
+//   does; this is the documented exception): Boost 1.74's epoll reactor registers a descriptor
+//   with EPOLLIN|EPOLLERR|EPOLLHUP|EPOLLPRI|EPOLLET for the descriptor's whole life
+//   (epoll_reactor::register_descriptor), so while Asio owns the socket every reply wakes the
+//   I/O thread's epoll_wait even when another thread reads the data. The data socket must not
+//   be registered with an event loop while a caller holds the reader role, so the I/O thread
+//   runs a poll() loop of its own over an eventfd (its wake-ups: a write to do, the role handed
+//   to it, close) and the socket, which it polls only for what it has to do: POLLIN while it
+//   holds the role, POLLOUT while a write waits for room.
+// * Idle connection: nobody watches it, but the daemon sends nothing unsolicited except a
+//   request-id-0 error before it closes. So whoever finds the connection idle and asks about it
+//   (submit() before sending on it, connected()) first peeks at it (recv MSG_PEEK|MSG_DONTWAIT)
+//   and, if anything came, reads it as the reader: a loss is noticed then, and the call
+//   reconnects as it would have had the I/O thread noticed it at once.
+// * Descriptors: a Conn (socket, decoder) is shared (shared_ptr) by whoever may be in a syscall
+//   on it, and its descriptor is closed with its last reference. lose() and close() never close
+//   a descriptor another thread may be reading: they shutdown(SHUT_RDWR) it, which wakes a
+//   reader in poll(), and drop the Impl's reference; the reader lets go of the role and of the
+//   Conn when it sees that (every completion has been failed meanwhile).
+// * Completions only fulfil promises or wake waiters; no user code runs on a reading thread. A
+//   synchronous call waits on a Waiter on its own stack, which the pending entry points at; the
+//   pending table's nodes come from a pool kept under mu_, and the outbox keeps its capacity,
+//   so a synchronous call allocates nothing in the steady state. An asynchronous call's
+//   completion holds its promise by value (it costs the promise's shared state).
+// * A synchronous caller that gives up (its Timeout, or request_timeout) hands the reader role
+//   on if it holds it, leaves the list of followers, and turns its pending entry into one that
+//   discards the reply, unless the entry was already taken for delivery; then it waits for that
+//   delivery, which is imminent, so that nothing ever points at a waiter that is gone.
 // * At most ClientOptions::max_in_flight requests are pending; submit() waits for a slot.
 //   A transaction's requests go out on the connection that began it or not at all. One bound
 //   per call (bound_of: its own Timeout, else request_timeout) limits the slot wait and the
 //   reply wait together: both wait until the same deadline.
 // * fork(): pthread_atfork handlers (Registry) hold every client's lock across fork() and mark
-//   it forked in the child, whose first call abandons the parent's socket, loop and thread
-//   untouched (Io) and reconnects.
+//   it forked in the child, whose first call abandons the parent's socket and thread untouched
+//   (Io, Conn: leaked, never closed or shut down) and reconnects.
 // * When the connection fails, every pending completion fails with ConnectionLostError at once.
 //   The next call reconnects (with a backoff while the daemon stays away); the requests of the
-//   old connection are never re-sent, and handlers of the old socket are recognised by their
-//   generation and ignored.
+//   old connection are never re-sent, and a thread still reading the old socket recognises it
+//   by its generation and lets go.
 #pragma once
 
 #include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -72,10 +101,6 @@
 namespace pasyn {
 namespace detail {
 
-namespace asio = boost::asio;
-using boost::system::error_code;
-using local = asio::local::stream_protocol;
-
 // Reads offer 4 KiB, or 64 KiB right after a read that filled what it was offered; a frame in
 // progress always gets room for all of it.
 inline constexpr std::size_t kSmallRead = 4096;
@@ -96,6 +121,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   struct Sent {
     std::uint64_t id = 0;          // its request id (for BEGIN: the transaction number)
     std::uint64_t generation = 0;  // the connection it went out on
+    bool lead = false;             // a synchronous caller: it holds the reader role (wait())
   };
 
   Impl(std::string path, ClientOptions options)
@@ -121,7 +147,10 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
   /// began it: it is sent on that connection or not at all (ConnectionLostError), never on a
   /// new one. Other requests reconnect a lost connection first. A `bounded` request waits while
-  /// `max_in_flight` requests are unanswered, until `bound`'s deadline (see bound_of).
+  /// `max_in_flight` requests are unanswered, until `bound`'s deadline (see bound_of). Gives
+  /// the reader role to a synchronous caller (a completion with a Waiter: Sent::lead) or to the
+  /// I/O thread if nobody holds it; a synchronous caller that finds a reader enlists as a
+  /// follower.
   template <typename Encode>
   Sent submit(Encode&& encode, detail::Completion completion,
               std::optional<std::uint64_t> tx_generation, bool bounded, const CallBound& bound) {
@@ -139,6 +168,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         throw ConnectionLostError(
             "the connection that began this transaction was lost; the daemon rolled it back");
       }
+      if (!reader_ && peek_idle(lk)) continue;  // something came while idle: look again
       if (!bounded || pending_.size() < max_in_flight_) break;
       wait_for_slot(lk, bound);
     }
@@ -158,20 +188,25 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                           std::to_string(max_frame_) + " bytes (--max-frame)",
                       SQLITE_TOOBIG, SQLITE_TOOBIG);
     }
-    auto [entry, added] = pending_.emplace(id, std::move(completion));
-    const Sent sent{id, generation_};
-    if (write_scheduled_) return sent;  // the I/O thread's write in flight picks this up next
-    try {
-      if (pending_.size() == 1) {
-        send_now();  // an idle connection: the lowest latency is to send from here
-      } else {
-        // Replies are outstanding, so more requests are likely on the way: let the I/O thread
-        // gather them into one write (one wake-up of the daemon for many requests).
-        schedule_write();
-      }
-    } catch (...) {  // no write could be scheduled (bad_alloc): the caller is told, and goes
-      entry->second.discard();  // (a synchronous caller's waiter with it)
-      throw;
+    detail::WaitNode* const waiter = completion.waiter();
+    pending_.emplace(id, std::move(completion));
+    Sent sent{id, generation_};
+    if (waiter && !reader_) {
+      reader_ = waiter;
+      sent.lead = true;
+    } else if (waiter) {
+      enlist(*waiter);
+    } else if (!reader_) {
+      reader_ = &io_lead_;
+      wake_io();
+    }
+    if (write_scheduled_) return sent;  // the I/O thread sends this with what is gathering
+    if (pending_.size() == 1) {
+      send_now();  // an idle connection: the lowest latency is to send from here
+    } else {
+      // Replies are outstanding, so more requests are likely on the way: let the I/O thread
+      // gather them into one write (one wake-up of the daemon for many requests).
+      schedule_write();
     }
     return sent;
   }
@@ -191,28 +226,42 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return timeout.count() <= 0 || timeout >= std::chrono::hours(24 * 365 * 100);
   }
 
-  /// Waits for the reply to the synchronous request `id`, registered with `waiter`. If
-  /// `bound`'s deadline (see bound_of) passes first, the request is left to discard its reply
-  /// (the waiter is about to go) unless that reply is being delivered right now, which is then
-  /// taken.
+  /// Waits for the reply to the synchronous request `sent`, registered with `waiter`: reads
+  /// the socket while it holds the reader role (see lead()), else waits to be woken with the
+  /// reply or the role. If `bound`'s deadline (see bound_of) passes first, the role is handed
+  /// on and the request is left to discard its reply (the waiter is about to go) unless that
+  /// reply is being delivered right now, which is then taken.
   template <typename T>
-  T wait(detail::Waiter<T>& waiter, std::uint64_t id, const CallBound& bound) {
-    if (unbounded(bound.timeout)) {
-      waiter.wait();
-    } else if (!waiter.wait_until(bound.deadline)) {
-      if (forget(id)) {
-        throw TimeoutError("no reply from pasyn-writerd within " +
-                           std::to_string(bound.timeout.count()) +
-                           " ms; the request may still be executed");
+  T wait(detail::Waiter<T>& waiter, const Sent& sent, const CallBound& bound) {
+    const auto* deadline = unbounded(bound.timeout) ? nullptr : &bound.deadline;
+    bool reading = sent.lead;
+    for (;;) {
+      if (reading) {
+        const Turn turn = lead(waiter, deadline);
+        if (turn == Turn::kDone) return waiter.get();
+        if (turn == Turn::kDeadline) break;
+        reading = false;  // kLetGo: the connection is gone, and so is the role
+        continue;
       }
-      waiter.wait();  // out of the table already: its outcome is being delivered
+      const std::uint32_t event = waiter.wait_event(deadline);
+      if (event & detail::Baton::kDone) return waiter.get();
+      if (!event) break;  // the deadline
+      waiter.baton.clear_lead();
+      reading = true;
     }
+    if (give_up(waiter, sent.id)) {
+      throw TimeoutError("no reply from pasyn-writerd within " +
+                         std::to_string(bound.timeout.count()) +
+                         " ms; the request may still be executed");
+    }
+    while (!(waiter.wait_event(nullptr) & detail::Baton::kDone)) {
+    }  // out of the table already: its outcome is being delivered
     return waiter.get();
   }
 
   /// Waits for the reply to BEGIN. If `bound`'s deadline (see bound_of) passes first, the BEGIN
-  /// is marked abandoned: should the daemon grant it later, the I/O thread rolls it back at once
-  /// (see on_read), so no transaction is ever left without an owner.
+  /// is marked abandoned: should the daemon grant it later, the thread that reads the grant
+  /// rolls it back at once (see deliver), so no transaction is ever left without an owner.
   void wait_begin(std::future<void> f, std::atomic<int>& claim, const CallBound& bound) {
     if (!unbounded(bound.timeout) && f.wait_until(bound.deadline) == std::future_status::timeout) {
       int expected = detail::Completion::kWaiting;
@@ -228,8 +277,16 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
   PASYN_INTERNAL void close();
 
-  bool connected() const {
-    std::lock_guard lk(mu_);
+  /// Whether the connection is open. An idle one is looked at first (see peek_idle), so that a
+  /// daemon that has closed it is noticed although nobody reads it.
+  bool connected() noexcept {
+    std::unique_lock lk(mu_);
+    if (state_ == State::kOpen && !forked_ && !reader_) {
+      try {
+        peek_idle(lk);
+      } catch (...) {  // bad_alloc: what is known so far
+      }
+    }
     return state_ == State::kOpen && !forked_;
   }
 
@@ -252,15 +309,36 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
  private:
   enum class State { kOpen, kLost, kClosed };
 
-  /// The event loop, the socket and the thread of one process. Replaced only in a forked child,
-  /// where the parent's are abandoned (leaked): destroying them there would deregister the
-  /// socket from the epoll instance the parent shares, and joining would wait for a thread that
-  /// does not exist in the child.
+  /// How a reading caller's turn ended (lead()): its reply came; its deadline passed (it still
+  /// holds the role); or the connection was lost or closed, which took the role away.
+  enum class Turn { kDone, kDeadline, kLetGo };
+
+  /// One connection: its socket and the reader's frame decoder. Shared by whoever may be in a
+  /// syscall on the socket; the descriptor is closed with the last reference.
+  struct Conn {
+    Conn(int socket, std::uint32_t max_frame, std::uint64_t generation)
+        : fd(socket), gen(generation), decoder(std::max(max_frame, proto::kDefaultMaxFrame)) {}
+    ~Conn() { ::close(fd); }
+    Conn(const Conn&) = delete;
+    Conn& operator=(const Conn&) = delete;
+    const int fd;
+    const std::uint64_t gen;      // the generation it is
+    proto::FrameDecoder decoder;  // the reader's only (the role passes under mu_)
+    bool busy_reads = false;      // the reader's only: the last read filled what it was offered
+  };
+
+  /// The I/O thread of one process and the eventfd that wakes it. Replaced only in a forked
+  /// child, where the parent's is abandoned (leaked): joining would wait for a thread that does
+  /// not exist in the child.
   struct Io {
-    detail::asio::io_context context{1};
-    detail::asio::executor_work_guard<detail::asio::io_context::executor_type> work{
-        detail::asio::make_work_guard(context)};
-    detail::local::socket socket{context};
+    Io() : wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      if (wake < 0) throw Error("cannot create an eventfd for the client's I/O thread");
+    }
+    ~Io() { ::close(wake); }
+    Io(const Io&) = delete;
+    Io& operator=(const Io&) = delete;
+    const int wake;
+    bool stop = false;  // GUARDED_BY(mu_): close() tells the thread to return
     std::thread thread;
   };
 
@@ -302,23 +380,85 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return *r;
   }
 
-  // A new event loop and its thread (signals blocked). REQUIRES: mu_ held.
+  // A new I/O thread (signals blocked, named for `top -H`). REQUIRES: mu_ held.
   // Defined here, not in client_connection.cpp: its lambda's type information is exported
   // (the ABI baseline has it), which it would not be from a function defined out of line.
   void start_io() {
     auto fresh = std::make_unique<Io>();
     Io* io = fresh.get();
     io->thread = detail::start_library_thread([this, io] {
+      ::pthread_setname_np(::pthread_self(), "pasyn-client-io");
       for (;;) {
         try {
-          io->context.run();
+          run_io(*io);
           return;
-        } catch (...) {  // bad_alloc in a handler: fail what waits, keep serving
-          lose("internal error in the client's I/O thread");
+        } catch (...) {  // bad_alloc while reading: fail what waits, keep serving
+          lose("internal error in the client's I/O thread", generation());
         }
       }
     });
     io_ = std::move(fresh);  // only with its thread running
+  }
+
+  // The I/O thread's loop: writes what is scheduled, reads while it holds the reader role,
+  // until close() stops it.
+  PASYN_INTERNAL void run_io(Io& io);
+
+  // Wakes the I/O thread to look at what it has to do. REQUIRES: mu_ held.
+  void wake_io() noexcept {
+    if (!io_) return;
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(io_->wake, &one, sizeof one);
+  }
+
+  // A reading caller's turn (see Turn): reads and delivers until `self`'s reply has come
+  // (then lets go of the role), or until `deadline`. REQUIRES: mu_ not held.
+  PASYN_INTERNAL Turn lead(detail::WaitNode& self,
+                           const std::chrono::steady_clock::time_point* deadline);
+
+  // The caller of `self` gives up at its deadline: hands the role on if it holds it, leaves
+  // the followers and, if its request `id` is still in the table, makes it discard its reply
+  // (true). False if the request is no longer in the table (its outcome is being delivered).
+  PASYN_INTERNAL bool give_up(detail::WaitNode& self, std::uint64_t id);
+
+  // The reader lets go of the role: to the first follower, or to the I/O thread when only
+  // asynchronous completions are pending, or to nobody. REQUIRES: mu_ held.
+  PASYN_INTERNAL void hand_on();
+
+  // On a connection nobody reads and nothing is pending: if anything came (the daemon's
+  // request-id-0 error, end of stream), reads it as the reader and returns true (the state may
+  // have changed); else false. REQUIRES: mu_ held through `lk`, state_ kOpen, no reader.
+  PASYN_INTERNAL bool peek_idle(std::unique_lock<std::mutex>& lk);
+
+  // One read from `c` and the delivery of every complete frame in the decoder. False when the
+  // connection is no longer the current one or was lost (lose() done). REQUIRES: the reader.
+  PASYN_INTERNAL bool read_some(Conn& c);
+
+  // Hands one reply of generation `gen` to its completion. False when the connection is gone.
+  PASYN_INTERNAL bool deliver(const proto::FrameView& frame, std::uint64_t gen);
+
+  // The follower list (FIFO). REQUIRES: mu_ held.
+  void enlist(detail::WaitNode& node) noexcept {
+    node.prev = followers_tail_;
+    node.next = nullptr;
+    (followers_tail_ ? followers_tail_->next : followers_head_) = &node;
+    followers_tail_ = &node;
+    node.linked = true;
+  }
+  void unlist(detail::WaitNode& node) noexcept {
+    if (!node.linked) return;
+    (node.prev ? node.prev->next : followers_head_) = node.next;
+    (node.next ? node.next->prev : followers_tail_) = node.prev;
+    node.prev = node.next = nullptr;
+    node.linked = false;
+  }
+
+  // Shuts the connection's socket down (waking whoever reads or polls it), drops the Impl's
+  // reference to it, and clears the reader role. REQUIRES: mu_ held.
+  void retire_conn() noexcept {
+    reader_ = nullptr;
+    if (conn_) ::shutdown(conn_->fd, SHUT_RDWR);
+    conn_.reset();
   }
 
   // In a forked child, on the first use of this client: abandons the parent's connection
@@ -328,16 +468,6 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
   // REQUIRES: mu_ held, forked_.
   PASYN_INTERNAL void abandon_parent_io();
-
-  // The synchronous caller of request `id` gives up waiting: its reply, should it come, is
-  // discarded. False if the request is no longer in the table (its outcome is being delivered).
-  bool forget(std::uint64_t id) {
-    std::lock_guard lk(mu_);
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return false;
-    it->second.discard();
-    return true;
-  }
 
   // Waits for a slot, until `bound`'s deadline unless unbounded(). REQUIRES: mu_ held through
   // `lk`.
@@ -369,63 +499,66 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
-  // A reconnect (the first connection is set up by connect() itself): hands a connected
-  // descriptor to the I/O thread and waits until it reads from it. Never waits on an event
-  // loop that may have stopped: the handler is posted under mu_ only while the client is not
-  // closed, and close() posts its own under mu_ before stopping the loop.
+  // A reconnect (the first connection is set up by connect() itself): the connected
+  // descriptor becomes the connection, unless the client was closed meanwhile.
   PASYN_INTERNAL void install(int fd, std::uint32_t max_frame);
 
-  // The socket assigned `fd` becomes the connection; returns its generation (see the
-  // definition). REQUIRES: mu_ held.
-  PASYN_INTERNAL std::uint64_t adopt(int fd, std::uint32_t max_frame);
+  // The connected socket `fd` becomes the connection (see the definition). REQUIRES: mu_ held.
+  PASYN_INTERNAL void adopt(int fd, std::uint32_t max_frame);
 
   // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
   // wake-up per request when idle). Whatever the socket does not take at once is left to the
-  // I/O thread. The send happens under mu_, so lose() and close() cannot close the descriptor
-  // underneath it. REQUIRES: mu_ held, no write scheduled.
+  // I/O thread. REQUIRES: mu_ held, state_ kOpen, no write scheduled.
   PASYN_INTERNAL void send_now();
 
-  // Has the I/O thread write the outbox. Leaves nothing scheduled if it throws.
-  // REQUIRES: mu_ held, no write scheduled.
-  PASYN_INTERNAL void schedule_write();
+  // Has the I/O thread write the outbox. REQUIRES: mu_ held, no write scheduled.
+  void schedule_write() noexcept {
+    write_scheduled_ = true;
+    wake_io();
+  }
 
-  PASYN_INTERNAL void do_write();
+  // The I/O thread sends what the socket takes of the outbox; clears write_scheduled_ once it
+  // is empty. Returns 0, or the errno of a failed send. REQUIRES: mu_ held, conn_.
+  PASYN_INTERNAL int flush_outbox();
 
   std::uint64_t generation() const {
     std::lock_guard lk(mu_);
     return generation_;
   }
 
-  PASYN_INTERNAL void do_read(std::uint64_t gen);
-
-  PASYN_INTERNAL void on_read(detail::error_code ec, std::size_t n, std::uint64_t gen);
-
-  // I/O thread: the daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody
-  // owns that transaction: roll it back now, so that it holds up no writer.
+  // The daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody owns that
+  // transaction: roll it back now, so that it holds up no writer. Called by the reader.
   PASYN_INTERNAL void roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen);
 
-  // I/O thread: the connection is gone; fail everything waiting, promptly.
-  PASYN_INTERNAL void lose(const std::string& why);
+  // Connection `gen` is gone (ignored if it is not the current one, or was lost or closed
+  // already): fail everything waiting, promptly.
+  PASYN_INTERNAL void lose(const std::string& why, std::uint64_t gen);
 
-  PASYN_INTERNAL void fail_all(std::exception_ptr error);
+  // Fails every pending completion, each with an exception of its own, make(what): callers on
+  // several threads never share one exception object (whose last reference any of them could
+  // drop while another still reads it).
+  PASYN_INTERNAL void fail_all(std::exception_ptr (*make)(const std::string&),
+                               const std::string& what);
 
   const std::string path_;
   const ClientOptions options_;
   const std::size_t max_in_flight_;
-  std::unique_ptr<Io> io_;             // GUARDED_BY(mu_) for replacement; see Io
-  int fd_ = -1;                        // GUARDED_BY(mu_): the socket's descriptor, for send_now()
-  proto::FrameDecoder decoder_;        // I/O thread only (set up by adopt() before its reads)
-  std::size_t offered_ = 0;            // I/O thread: bytes the read in flight may fill
-  bool busy_reads_ = false;            // I/O thread: the last read filled what it was offered
-  std::vector<std::uint8_t> writing_;  // I/O thread only: the write in flight
+  std::unique_ptr<Io> io_;      // GUARDED_BY(mu_) for replacement; see Io
+  std::shared_ptr<Conn> conn_;  // GUARDED_BY(mu_): the connection while kOpen, else null
+  // The reader role (GUARDED_BY(mu_)): the WaitNode of the synchronous caller reading,
+  // &io_lead_ for the I/O thread, nullptr for nobody. Followers wait in the FIFO list.
+  detail::WaitNode* reader_ = nullptr;
+  detail::WaitNode io_lead_;                    // stands for the I/O thread in reader_
+  detail::WaitNode* followers_head_ = nullptr;  // GUARDED_BY(mu_)
+  detail::WaitNode* followers_tail_ = nullptr;  // GUARDED_BY(mu_)
 
   mutable std::mutex mu_;
-  State state_ = State::kOpen;                         // GUARDED_BY(mu_)
-  bool forked_ = false;                                // GUARDED_BY(mu_): see mark_forked_in_child
-  std::string lost_reason_;                            // GUARDED_BY(mu_)
-  std::uint64_t next_id_ = 1;                          // GUARDED_BY(mu_)
-  std::uint32_t max_frame_ = proto::kDefaultMaxFrame;  // GUARDED_BY(mu_)
-  std::uint64_t generation_ = 0;  // GUARDED_BY(mu_); written on the I/O thread (or by connect())
+  State state_ = State::kOpen;                          // GUARDED_BY(mu_)
+  bool forked_ = false;                                 // GUARDED_BY(mu_): see mark_forked_in_child
+  std::string lost_reason_;                             // GUARDED_BY(mu_)
+  std::uint64_t next_id_ = 1;                           // GUARDED_BY(mu_)
+  std::uint32_t max_frame_ = proto::kDefaultMaxFrame;   // GUARDED_BY(mu_)
+  std::uint64_t generation_ = 0;                        // GUARDED_BY(mu_)
   std::chrono::milliseconds backoff_{25};               // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
   std::mutex connect_mu_;                               // one reconnect at a time

@@ -1,11 +1,18 @@
 // MultiplexedClient::Impl: what moves bytes (client_impl.hpp): sending the outbox from the
-// calling thread or the I/O thread, the I/O thread's reads, the replies' delivery, and losing
-// the connection.
+// calling thread or the I/O thread, reading as the holder of the reader role (a synchronous
+// caller or the I/O thread), handing the role on, the replies' delivery, and losing the
+// connection.
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "client_impl.hpp"
@@ -14,103 +21,228 @@ namespace pasyn {
 
 // Sends the outbox from the calling thread (no hand-off to the I/O thread, which costs a
 // wake-up per request when idle). Whatever the socket does not take at once is left to the
-// I/O thread. The send happens under mu_, so lose() and close() cannot close the descriptor
-// underneath it. REQUIRES: mu_ held, no write scheduled.
+// I/O thread. REQUIRES: mu_ held, state_ kOpen, no write scheduled.
 void MultiplexedClient::Impl::send_now() {
-  const std::size_t sent = proto::send_nonblocking(fd_, outbox_.data(), outbox_.size());
+  const std::size_t sent = proto::send_nonblocking(conn_->fd, outbox_.data(), outbox_.size());
   if (sent == outbox_.size()) {
     outbox_.clear();
     return;
   }
   outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
-  schedule_write();
+  schedule_write();  // a full socket, or an error the I/O thread's send then reports
 }
 
-// Has the I/O thread write the outbox. Leaves nothing scheduled if it throws.
-// REQUIRES: mu_ held, no write scheduled.
-void MultiplexedClient::Impl::schedule_write() {
-  detail::asio::post(io_->context, [self = shared_from_this()] { self->do_write(); });
-  write_scheduled_ = true;
+// The I/O thread sends what the socket takes of the outbox; clears write_scheduled_ once it is
+// empty. Returns 0, or the errno of a failed send. REQUIRES: mu_ held, conn_.
+int MultiplexedClient::Impl::flush_outbox() {
+  const std::size_t sent = proto::send_nonblocking(conn_->fd, outbox_.data(), outbox_.size());
+  const int error = errno;
+  outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
+  if (outbox_.empty()) {
+    write_scheduled_ = false;
+    return 0;
+  }
+  return error == EAGAIN || error == EWOULDBLOCK ? 0 : error;
 }
 
-void MultiplexedClient::Impl::do_write() {
-  std::uint64_t gen;
+// The I/O thread's loop. It polls its eventfd, and the socket only for what it has to do:
+// POLLIN while it holds the reader role, POLLOUT while a write waits for room. It holds a
+// reference to the Conn only while it polls it.
+void MultiplexedClient::Impl::run_io(Io& io) {
+  std::unique_lock lk(mu_);
+  while (!io.stop) {
+    std::shared_ptr<Conn> c;
+    short events = 0;
+    if (state_ == State::kOpen && conn_) {
+      if (write_scheduled_) {
+        if (const int error = flush_outbox()) {
+          const auto gen = conn_->gen;
+          lk.unlock();
+          lose("write failed: " + std::system_category().message(error), gen);
+          lk.lock();
+          continue;
+        }
+        if (write_scheduled_) events |= POLLOUT;
+      }
+      if (reader_ == &io_lead_) events |= POLLIN;
+      if (events) c = conn_;
+    }
+    lk.unlock();
+    pollfd fds[2] = {{io.wake, POLLIN, 0}, {c ? c->fd : -1, events, 0}};
+    if (::poll(fds, 2, -1) > 0) {
+      if (fds[0].revents & POLLIN) {
+        std::uint64_t count;
+        [[maybe_unused]] const auto n = ::read(io.wake, &count, sizeof count);
+      }
+      // The role is this thread's until it lets go below; only lose() or close() take it, and
+      // they shut the socket down, which the read then meets.
+      if ((events & POLLIN) && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) read_some(*c);
+    }
+    c.reset();
+    lk.lock();
+    if (reader_ == &io_lead_ && pending_.empty()) reader_ = nullptr;
+  }
+}
+
+// A reading caller's turn: reads and delivers until `self`'s reply has come (then lets go of
+// the role), or until `deadline`. REQUIRES: mu_ not held.
+MultiplexedClient::Impl::Turn MultiplexedClient::Impl::lead(
+    detail::WaitNode& self, const std::chrono::steady_clock::time_point* deadline) {
+  std::shared_ptr<Conn> c;
   {
     std::lock_guard lk(mu_);
-    if (outbox_.empty() || state_ != State::kOpen) {
-      write_scheduled_ = false;
-      return;
+    if (reader_ != &self) return Turn::kLetGo;
+    c = conn_;
+  }
+  for (;;) {
+    if (self.baton.done()) {
+      std::lock_guard lk(mu_);
+      if (reader_ == &self) hand_on();
+      return Turn::kDone;
     }
-    writing_.clear();
-    writing_.swap(outbox_);
-    gen = generation_;
+    timespec left{};
+    if (deadline) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          *deadline - std::chrono::steady_clock::now())
+                          .count();
+      if (ns <= 0) return Turn::kDeadline;  // still the reader: give_up() hands the role on
+      left.tv_sec = static_cast<std::time_t>(ns / 1'000'000'000);
+      left.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    }
+    pollfd p{c->fd, POLLIN, 0};
+    const int r = ::ppoll(&p, 1, deadline ? &left : nullptr, nullptr);
+    if (r <= 0) continue;  // the deadline (seen above), or a signal
+    bool current;
+    try {
+      current = read_some(*c);
+    } catch (...) {
+      // bad_alloc while reading: as on the I/O thread, the connection fails, so that no
+      // completion is left pointing at a waiter about to go (if even that fails: terminate).
+      [&]() noexcept { lose("internal error while reading a reply", c->gen); }();
+      current = false;
+    }
+    // Not current: lost or closed, which failed every pending completion (this one's too, or
+    // about to) and took the role.
+    if (!current) return Turn::kLetGo;
   }
-  detail::asio::async_write(io_->socket, detail::asio::buffer(writing_),
-                            [self = shared_from_this(), gen](detail::error_code ec, std::size_t) {
-                              if (gen != self->generation()) return;  // an old connection's write
-                              if (ec) return self->lose("write failed: " + ec.message());
-                              self->do_write();
-                            });
 }
 
-void MultiplexedClient::Impl::do_read(std::uint64_t gen) {
-  auto space = decoder_.prepare(busy_reads_ ? detail::kLargeRead : detail::kSmallRead);
-  offered_ = space.size();
-  io_->socket.async_read_some(
-      detail::asio::buffer(space.data(), space.size()),
-      [self = shared_from_this(), gen](detail::error_code ec, std::size_t n) {
-        if (gen != self->generation()) return;  // an old connection
-        self->on_read(ec, n, gen);
-      });
+// The caller of `self` gives up at its deadline. REQUIRES: mu_ not held.
+bool MultiplexedClient::Impl::give_up(detail::WaitNode& self, std::uint64_t id) {
+  std::lock_guard lk(mu_);
+  if (reader_ == &self) hand_on();  // its own request is still pending: someone must read
+  unlist(self);
+  self.baton.clear_lead();  // handed the role just now, and handed it on above
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return false;
+  it->second.discard();
+  return true;
 }
 
-void MultiplexedClient::Impl::on_read(detail::error_code ec, std::size_t n, std::uint64_t gen) {
-  if (ec) {
-    return lose(ec == detail::asio::error::eof ? std::string("the daemon closed the connection")
-                                               : "read failed: " + ec.message());
+// The reader lets go of the role. REQUIRES: mu_ held.
+void MultiplexedClient::Impl::hand_on() {
+  reader_ = nullptr;
+  if (state_ != State::kOpen || pending_.empty()) return;
+  if (auto* next = followers_head_) {
+    unlist(*next);
+    reader_ = next;
+    next->baton.post(detail::Baton::kLead);  // alive: it leaves the list only under mu_
+  } else {  // only asynchronous completions (or discarded replies) are left
+    reader_ = &io_lead_;
+    wake_io();
   }
-  decoder_.commit(n);
-  busy_reads_ = n == offered_;
+}
+
+// REQUIRES: mu_ held through `lk`, state_ kOpen, no reader (so nothing is pending).
+bool MultiplexedClient::Impl::peek_idle(std::unique_lock<std::mutex>& lk) {
+  char byte;
+  if (::recv(conn_->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+      (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    return false;  // nothing came: the usual case
+  }
+  detail::WaitNode self;  // data, end of stream or an error: read it as the reader
+  reader_ = &self;
+  auto c = conn_;
+  lk.unlock();
+  try {
+    read_some(*c);
+  } catch (...) {
+    lk.lock();
+    if (reader_ == &self) hand_on();
+    throw;
+  }
+  c.reset();
+  lk.lock();
+  if (reader_ == &self) hand_on();
+  return true;
+}
+
+// One read, and the delivery of every complete frame. REQUIRES: the reader of `c`.
+bool MultiplexedClient::Impl::read_some(Conn& c) {
+  const auto space = c.decoder.prepare(c.busy_reads ? detail::kLargeRead : detail::kSmallRead);
+  ssize_t n;
+  do {
+    n = ::recv(c.fd, space.data(), space.size(), MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    lose("read failed: " + std::system_category().message(errno), c.gen);
+    return false;
+  }
+  if (n == 0) {
+    lose("the daemon closed the connection", c.gen);
+    return false;
+  }
+  c.decoder.commit(static_cast<std::size_t>(n));
+  c.busy_reads = static_cast<std::size_t>(n) == space.size();
   proto::FrameView frame;
   for (;;) {
-    const auto status = decoder_.next(frame);
-    if (status == proto::FrameDecoder::Status::kNeedMore) break;
+    const auto status = c.decoder.next(frame);
+    if (status == proto::FrameDecoder::Status::kNeedMore) return true;
     if (status == proto::FrameDecoder::Status::kError) {
-      return lose("malformed reply: " + decoder_.error());
+      lose("malformed reply: " + c.decoder.error(), c.gen);
+      return false;
     }
-    detail::Completion done;
-    bool found = false;
-    {
-      std::lock_guard lk(mu_);
-      auto it = pending_.find(frame.request_id);
-      if (it != pending_.end()) {
-        done = std::move(it->second);
-        pending_.erase(it);
-        found = true;
-        if (slot_waiters_ > 0 && pending_.size() < max_in_flight_) slot_free_.notify_all();
-      }
-    }
-    if (!found) {
-      // Request id 0 carries a connection-level error (the daemon closes after it).
-      proto::ErrorReply e;
-      std::string why;
-      if (frame.request_id == 0 &&
-          frame.type == static_cast<std::uint8_t>(proto::MsgType::kError) &&
-          proto::decode_error(frame.payload, e, why)) {
-        return lose("the daemon reported: " + e.message);
-      }
-      return lose("reply for unknown request id " + std::to_string(frame.request_id));
-    }
-    if (!done.claim() && frame.type == static_cast<std::uint8_t>(proto::MsgType::kOk)) {
-      roll_back_abandoned(frame.request_id, gen);
-    }
-    done.complete(frame);
+    if (!deliver(frame, c.gen)) return false;
   }
-  do_read(gen);
 }
 
-// I/O thread: the daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody
-// owns that transaction: roll it back now, so that it holds up no writer.
+bool MultiplexedClient::Impl::deliver(const proto::FrameView& frame, std::uint64_t gen) {
+  detail::Completion done;
+  bool found = false;
+  {
+    std::lock_guard lk(mu_);
+    if (state_ != State::kOpen || gen != generation_) return false;  // failed meanwhile
+    auto it = pending_.find(frame.request_id);
+    if (it != pending_.end()) {
+      done = std::move(it->second);
+      pending_.erase(it);
+      found = true;
+      if (auto* waiter = done.waiter()) unlist(*waiter);  // never handed the role from now on
+      if (slot_waiters_ > 0 && pending_.size() < max_in_flight_) slot_free_.notify_all();
+    }
+  }
+  if (!found) {
+    // Request id 0 carries a connection-level error (the daemon closes after it).
+    proto::ErrorReply e;
+    std::string why;
+    if (frame.request_id == 0 && frame.type == static_cast<std::uint8_t>(proto::MsgType::kError) &&
+        proto::decode_error(frame.payload, e, why)) {
+      lose("the daemon reported: " + e.message, gen);
+    } else {
+      lose("reply for unknown request id " + std::to_string(frame.request_id), gen);
+    }
+    return false;
+  }
+  if (!done.claim() && frame.type == static_cast<std::uint8_t>(proto::MsgType::kOk)) {
+    roll_back_abandoned(frame.request_id, gen);
+  }
+  done.complete(frame);
+  return true;
+}
+
+// The daemon granted a BEGIN whose caller gave up waiting (wait_begin). Nobody owns that
+// transaction: roll it back now, so that it holds up no writer.
 void MultiplexedClient::Impl::roll_back_abandoned(std::uint64_t transaction, std::uint64_t gen) {
   try {
     submit(
@@ -125,33 +257,35 @@ void MultiplexedClient::Impl::roll_back_abandoned(std::uint64_t transaction, std
   }
 }
 
-// I/O thread: the connection is gone; fail everything waiting, promptly.
-void MultiplexedClient::Impl::lose(const std::string& why) {
+// Connection `gen` is gone: fail everything waiting, promptly.
+void MultiplexedClient::Impl::lose(const std::string& why, std::uint64_t gen) {
   {
     std::lock_guard lk(mu_);
-    if (state_ != State::kOpen) return;  // closed (close() fails what is pending), or lost
+    if (state_ != State::kOpen || gen != generation_) return;  // closed, lost, or an old one
     state_ = State::kLost;
-    lost_reason_ = why;  // the first reason: a cancelled read afterwards does not replace it
+    lost_reason_ = why;  // the first reason: a failed read afterwards does not replace it
     outbox_.clear();     // never sent on a later connection: those calls fail below
     next_attempt_ = {};
     slot_free_.notify_all();
+    retire_conn();  // wakes a reader; the descriptor is closed with the last reference
   }
-  detail::error_code ignored;
-  io_->socket.close(ignored);
-  fail_all(std::make_exception_ptr(
-      ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" + why +
-                          "); the outcome of requests in flight is unknown")));
+  fail_all(
+      [](const std::string& what) { return std::make_exception_ptr(ConnectionLostError(what)); },
+      "the connection to pasyn-writerd at " + path_ + " was lost (" + why +
+          "); the outcome of requests in flight is unknown");
 }
 
-void MultiplexedClient::Impl::fail_all(std::exception_ptr error) {
+void MultiplexedClient::Impl::fail_all(std::exception_ptr (*make)(const std::string&),
+                                       const std::string& what) {
   std::optional<Pending> failed;
   {
     std::lock_guard lk(mu_);
     failed.emplace(std::move(pending_));  // keeps the pool; allocates nothing
     pending_.clear();
+    while (followers_head_) unlist(*followers_head_);  // all of them are failed below
     slot_free_.notify_all();
   }
-  for (auto& [id, done] : *failed) done.fail(error);
+  for (auto& [id, done] : *failed) done.fail(make(what));
   std::lock_guard lk(mu_);  // its nodes go back to the pool, which mu_ guards
   failed.reset();
 }

@@ -111,7 +111,7 @@ class Completion {
   static constexpr int kDelivered = 2;
 
   /// Told the outcome of a kEmpty request instead of a promise: nullptr when it succeeded, else
-  /// the error. Called on the I/O thread (or by close()); must not throw.
+  /// the error. Called on the thread that read the reply (or by close()); must not throw.
   using Notify = std::function<void(std::exception_ptr)>;
 
   Completion() = default;
@@ -125,6 +125,19 @@ class Completion {
   template <typename T>
   Completion(Kind kind, proto::MsgType reply, Waiter<T>& waiter)
       : kind_(kind), reply_(reply), promise_(&waiter) {}
+
+  /// The Waiter of a synchronous call, nullptr for any other.
+  WaitNode* waiter() const noexcept {
+    return std::visit(
+        [](const auto& p) -> WaitNode* {
+          if constexpr (std::is_pointer_v<std::decay_t<decltype(p)>>) {
+            return p;
+          } else {
+            return nullptr;
+          }
+        },
+        promise_);
+  }
 
   /// From now on the reply is discarded, and nobody is told of it (the caller has gone).
   void discard() noexcept {

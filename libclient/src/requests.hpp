@@ -84,7 +84,7 @@ auto send(Impl& impl, Mode mode, Encode encode, Kind kind, proto::MsgType reply,
     Waiter<T> waiter;
     const auto sent =
         impl.submit(framed, Completion(kind, reply, waiter), tx_generation, bounded, bound);
-    return impl.wait(waiter, sent.id, bound);
+    return impl.wait(waiter, sent, bound);
   } else {
     (void)via;
     std::promise<T> promise;

@@ -93,13 +93,16 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// Requests from all threads travel over one Unix socket: they are pipelined (a thread does not
 /// wait for another's reply before sending), coalesced into few writes, and replies are matched
 /// to callers by request id. Requests sent on one connection run in the daemon in the order
-/// they were submitted. Ownership: owns the socket and one I/O thread (started with every
-/// signal blocked, so that signals go to the application's threads); the destructor closes
+/// they were submitted. A synchronous call that finds no other thread reading replies reads its
+/// own on the calling thread (and hands any other reply it reads to its caller). Ownership:
+/// owns the socket and one I/O thread, named pasyn-client-io (started with every signal
+/// blocked, so that signals go to the application's threads), which writes what the socket did
+/// not take at once and reads replies when only asynchronous calls wait; the destructor closes
 /// both, failing calls still waiting with ConnectionClosedError. At most
 /// `ClientOptions::max_in_flight` requests are unanswered at once; further calls wait.
 ///
 /// fork(): a client may cross fork(). In the child, its first call leaves the parent's
-/// connection, event loop and I/O thread untouched (they are abandoned, not closed: closing
+/// connection and I/O thread untouched (they are abandoned, not closed: closing
 /// would disturb the parent's) and connects afresh, so the child works on a connection of its
 /// own; destroying the client in the child never touches the parent's either. Requests the
 /// parent had in flight at the fork are not completed in the child. Transactions begun before
@@ -263,7 +266,8 @@ class PASYN_EXPORT MultiplexedClient {
 
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
-  /// False after close(), or once the connection was lost until a later call reconnects.
+  /// False after close(), or once the connection was lost until a later call reconnects. A
+  /// connection nobody is reading is looked at first, so a daemon that closed it is noticed.
   bool connected() const noexcept;
   const std::string& socket_path() const noexcept;
 
