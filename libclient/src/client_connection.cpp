@@ -103,7 +103,7 @@ void MultiplexedClient::Impl::abandon_parent_io() {
   (void)new std::shared_ptr<Conn>(std::move(conn_));
   // The parent's requests: their callers live in the parent. Leaked too: completing a
   // promise another (absent) thread may have been using is not safe here.
-  (void)new Pending(std::move(pending_));  // (its nodes stay allocated in pending_pool_)
+  (void)new Pending(std::move(pending_));
   pending_.clear();
   reader_ = nullptr;
   followers_head_ = followers_tail_ = nullptr;  // waiters of the parent's threads

@@ -79,7 +79,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <pasyn/client.hpp>
@@ -189,7 +188,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
                       SQLITE_TOOBIG, SQLITE_TOOBIG);
     }
     detail::WaitNode* const waiter = completion.waiter();
-    pending_.emplace(id, std::move(completion));
+    try {
+      add_pending(id, std::move(completion));
+    } catch (...) {  // not registered: never sent either
+      outbox_.resize(before);
+      throw;
+    }
     Sent sent{id, generation_};
     if (waiter && !reader_) {
       reader_ = waiter;
@@ -491,6 +495,35 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     --slot_waiters_;
   }
 
+  // The pending requests by id (see pending_).
+  using Pending = std::unordered_map<std::uint64_t, detail::Completion>;
+
+  // Registers `completion` under `id`, in a spare node if there is one. Throws bad_alloc (then
+  // nothing is registered). REQUIRES: mu_ held.
+  void add_pending(std::uint64_t id, detail::Completion completion) {
+    if (spare_nodes_.empty()) {
+      pending_.emplace(id, std::move(completion));
+      return;
+    }
+    Pending::node_type node = std::move(spare_nodes_.back());
+    spare_nodes_.pop_back();
+    node.key() = id;
+    node.mapped() = std::move(completion);
+    pending_.insert(std::move(node));  // on bad_alloc (a rehash), the node goes with `node`
+  }
+
+  // Takes the pending request `it` out of the table; its node is kept for the next request.
+  // REQUIRES: mu_ held.
+  detail::Completion take_pending(Pending::iterator it) noexcept {
+    Pending::node_type node = pending_.extract(it);
+    detail::Completion done = std::move(node.mapped());
+    try {
+      spare_nodes_.push_back(std::move(node));
+    } catch (const std::bad_alloc&) {  // not kept: freed with `node` (push_back left it intact)
+    }
+    return done;
+  }
+
   void check_open() const {  // REQUIRES: mu_ held
     if (state_ == State::kClosed) throw ConnectionClosedError("the client is closed");
     if (state_ == State::kLost) {
@@ -564,11 +597,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::mutex connect_mu_;                               // one reconnect at a time
   std::vector<std::uint8_t> outbox_;                    // GUARDED_BY(mu_)
   bool write_scheduled_ = false;                        // GUARDED_BY(mu_)
-  // The pending requests. Their nodes come from a pool that keeps what was freed, so that a
-  // request in the steady state allocates nothing (the pool is not thread-safe: mu_ guards it).
-  using Pending = std::pmr::unordered_map<std::uint64_t, detail::Completion>;
-  std::pmr::unsynchronized_pool_resource pending_pool_;  // GUARDED_BY(mu_)
-  Pending pending_{&pending_pool_};                      // GUARDED_BY(mu_)
+  // The pending requests. A delivered request's node is kept (spare_nodes_) and reused by the
+  // next, so that a request in the steady state allocates nothing. (Not a
+  // std::pmr::unsynchronized_pool_resource: libstdc++ 12's dereferences a null pointer when its
+  // upstream allocation fails, instead of throwing bad_alloc; SyncAllocTest found it.)
+  Pending pending_;                              // GUARDED_BY(mu_)
+  std::vector<Pending::node_type> spare_nodes_;  // GUARDED_BY(mu_)
   std::condition_variable slot_free_;  // pending_ dropped below max_in_flight_, or not kOpen
   std::size_t slot_waiters_ = 0;       // GUARDED_BY(mu_)
 };

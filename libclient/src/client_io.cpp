@@ -215,8 +215,7 @@ bool MultiplexedClient::Impl::deliver(const proto::FrameView& frame, std::uint64
     if (state_ != State::kOpen || gen != generation_) return false;  // failed meanwhile
     auto it = pending_.find(frame.request_id);
     if (it != pending_.end()) {
-      done = std::move(it->second);
-      pending_.erase(it);
+      done = take_pending(it);
       found = true;
       if (auto* waiter = done.waiter()) unlist(*waiter);  // never handed the role from now on
       if (slot_waiters_ > 0 && pending_.size() < max_in_flight_) slot_free_.notify_all();
@@ -280,14 +279,12 @@ void MultiplexedClient::Impl::fail_all(std::exception_ptr (*make)(const std::str
   std::optional<Pending> failed;
   {
     std::lock_guard lk(mu_);
-    failed.emplace(std::move(pending_));  // keeps the pool; allocates nothing
+    failed.emplace(std::move(pending_));  // allocates nothing
     pending_.clear();
     while (followers_head_) unlist(*followers_head_);  // all of them are failed below
     slot_free_.notify_all();
   }
   for (auto& [id, done] : *failed) done.fail(make(what));
-  std::lock_guard lk(mu_);  // its nodes go back to the pool, which mu_ guards
-  failed.reset();
 }
 
 }  // namespace pasyn

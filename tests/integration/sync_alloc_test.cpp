@@ -8,8 +8,11 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <future>
 #include <new>
+#include <optional>
 #include <pasyn/pasyn.hpp>
+#include <vector>
 
 #include "../replaced_new.hpp"
 #include "daemon_fixture.hpp"
@@ -17,11 +20,14 @@
 namespace {
 std::atomic<bool> g_counting{false};
 std::atomic<std::size_t> g_allocations{0};
+// While counting: the allocation with this number (1 = the first) is refused; 0: none.
+std::atomic<std::size_t> g_refuse_at{0};
 }  // namespace
 
 bool test_allocation_allowed(std::size_t) {
   if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
+    const std::size_t n = g_allocations.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (n == g_refuse_at.load(std::memory_order_relaxed)) return false;
   }
   return true;
 }
@@ -146,6 +152,45 @@ TEST_F(SyncAllocTest, TheCounterSeesTheAsynchronousFormsAllocate) {
       client_->execute_async("INSERT INTO t(x) VALUES (?)", params_).get();
   });
   EXPECT_GE(n, static_cast<std::size_t>(kCalls));
+}
+
+// A call that throws bad_alloc was not sent: whichever allocation of execute_async fails (its
+// frame, its promise, its node in the pending table...), the request leaves nothing in the
+// outbox, so no later write carries it to the daemon. (A frame left behind would be executed
+// with the next request, and its reply, for an id nobody waits for, would cost the connection.)
+TEST_F(SyncAllocTest, ACallRefusedMemoryIsNeverSent) {
+  constexpr std::int64_t kRefusals = 16;
+  std::vector<std::int64_t> refused;
+  for (std::int64_t k = 1; k <= kRefusals; ++k) {
+    auto fresh = connect_client();  // a first call, which allocates what it keeps afterwards
+    std::optional<std::future<std::int64_t>> sent;
+    g_allocations.store(0);
+    g_refuse_at.store(static_cast<std::size_t>(k));
+    g_counting.store(true);
+    try {
+      sent.emplace(fresh.execute_async("INSERT INTO t(x) VALUES (?)", {Value{k}}));
+    } catch (const std::bad_alloc&) {
+      refused.push_back(k);
+    }
+    g_counting.store(false);
+    g_refuse_at.store(0);
+    if (sent) {
+      try {
+        sent->get();
+      } catch (const Error&) {  // refused on another thread: the outcome may be unknown
+      }
+    }
+    // The next request on the same connection: it would carry a frame left in the outbox.
+    try {
+      fresh.execute("INSERT INTO t(x) VALUES (0)");
+    } catch (const ConnectionLostError&) {
+    }
+  }
+  ASSERT_FALSE(refused.empty()) << "no allocation of execute_async was refused";
+  for (const std::int64_t k : refused) {
+    EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = ?", {k}), 0)
+        << "the call that threw bad_alloc at allocation " << k << " was executed";
+  }
 }
 
 }  // namespace
