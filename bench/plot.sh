@@ -3,9 +3,9 @@
 # INSERTs (each waiting for its ack) against concurrent writer threads, pasyn against direct
 # SQLite connections, synchronous=full and normal, with this machine's limits for the same
 # clients: the bare epoll echo (ceiling_ipc, no SQLite at all) and the single-threaded group-commit
-# echo server (groupcommit); and the batching policy's effect: pasyn with its wait for the last
-# batch's connections turned the other way (--batch-wait off at full, on at normal). The sweep's
-# CSV is kept as bench/throughput.csv.
+# echo server (groupcommit); and the batching policy's effect: pasyn waiting for the last batch's
+# connections before each batch (--batch-wait on; the default is off). The sweep's CSV is kept
+# as bench/throughput.csv.
 #
 # Usage: bench/plot.sh [PASYN_BENCH_BINARY [pasyn-bench flags, e.g. --sweep-seconds 5]]
 #        bench/plot.sh --csv FILE      (plot an existing sweep without running it)
@@ -75,7 +75,7 @@ plot "$work/full.csv" using 1:3 with linespoints lw 2 pt 7 lc rgb "#1f77b4" titl
      "$work/normal.csv" using 1:4 with linespoints lw 2 pt 5 dt 2 lc rgb "#d62728" title "direct, synchronous=normal", \\
      "$work/full.csv" using 1:5 with linespoints lw 1 pt 2 dt 3 lc rgb "#1f77b4" title "groupcommit (minimal program), full", \\
      "$work/normal.csv" using 1:5 with linespoints lw 1 pt 2 dt 3 lc rgb "#d62728" title "groupcommit (minimal program), normal", \\
-     "$work/full.csv" using 1:7 with linespoints lw 1 pt 6 dt 4 lc rgb "#1f77b4" title "pasyn, full, --batch-wait off", \\
+     "$work/full.csv" using 1:7 with linespoints lw 1 pt 6 dt 4 lc rgb "#1f77b4" title "pasyn, full, --batch-wait on", \\
      "$work/normal.csv" using 1:7 with linespoints lw 1 pt 6 dt 4 lc rgb "#d62728" title "pasyn, normal, --batch-wait on", \\
      "$work/full.csv" using 1:6 with linespoints lw 2 pt 1 lc rgb "black" title "ceiling: bare echo (no SQLite)"
 EOF

@@ -118,7 +118,7 @@ std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::strin
 // Writer throughput for 1..64 writer threads (over 4 processes from 4 on), full and normal,
 // as CSV on stdout: pasyn, direct, the single-threaded group commit of the echo server
 // (groupcommit16's program), the bare echo (ceiling_ipc16's) with as many clients, and pasyn
-// with the batching policy's wait turned the other way (--batch-wait off at full, on at normal).
+// with the batching policy's wait on (--batch-wait on; the default is off).
 void run_sweep(Context& ctx, const Settings& s);
 
 }  // namespace pasyn_bench

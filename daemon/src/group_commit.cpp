@@ -57,12 +57,15 @@ constexpr const char* kNotExecuted = "pasyn-writerd is shutting down; the reques
 // are active; this waits for the expected requests only, bounded by what a commit costs.)
 // Called by serve() with mu_ held (`lk`), the requests just taken from queue_ in `incoming`.
 //
-// Only at synchronous=full by default (--batch-wait auto; on/off force it either way, for
-// measuring its effect): there a COMMIT waits for an fsync (~0.1-0.7 ms here), and one commit
-// saved per round pays for the wait. At normal a COMMIT costs about what the extra wake-up costs
-// (tens of µs), and measured (16 writers in 4 processes, medians of 3 alternating runs) the
-// wait grew batches from ~7.5 to ~10.7 requests but not the throughput (24.3k -> 19.7k rows/s,
-// noise of ±30% on this shared machine) and cost CPU (14.1 -> 16.4 ms per 1,000 rows).
+// Off by default (--batch-wait off; auto: at synchronous=full only; on: at both). The idea was
+// that at full, where a COMMIT waits for an fsync, one commit saved per round pays for the
+// wait. Measured otherwise once callers read their own replies (client_impl.hpp), alternating
+// pasyn-bench runs, Release, 2 cores: at full, 16 writers 54.6/56.5/49.0k rows/s with the wait
+// (auto) against 62.4/63.1/60.0k without, 64 writers 140.7/112.3k against 173.5/149.5k. Two
+// alternating groups overlap: one group's requests travel while the other's commit waits for
+// its fsync, and the CPU is free during an fsync. At normal a COMMIT costs about what the extra
+// wake-up costs (tens of µs): the wait grew batches from ~7.5 to ~10.7 requests but not the
+// throughput, and cost CPU (14.1 -> 16.4 ms per 1,000 rows).
 void Writer::fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming) {
   if (!config_.batch_wait_enabled() || last_batch_replies_.empty()) return;
   bool requests = false;

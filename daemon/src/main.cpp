@@ -133,10 +133,10 @@ int main(int argc, char** argv) {
                  "full: acknowledged writes survive power loss; normal: they survive crashes")
       ->check(CLI::IsMember({"full", "normal"}))
       ->capture_default_str();
-  std::string batch_wait = "auto";
+  std::string batch_wait = "off";
   app.add_option("--batch-wait", batch_wait,
-                 "auto: before a batch, wait briefly for the connections of the last batch at "
-                 "synchronous=full only (at most half a COMMIT, at most 1 ms); on: at both "
+                 "before a batch, wait briefly (at most half a COMMIT, at most 1 ms) for the "
+                 "connections of the last batch: auto: at synchronous=full only; on: at both "
                  "settings; off: never")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();

@@ -55,7 +55,7 @@ TEST_F(BatchingTest, ABatchNeverHoldsMoreRequestBytesThanTheCap) {
 // After a batch of two connections, the writer that wakes with one request waits (bounded) for
 // the other, once; after a batch of one connection it does not wait again.
 TEST_F(BatchingTest, TheWriterWaitsForTheConnectionsOfTheLastBatchOnceThenAdapts) {
-  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--batch-wait", "auto"}));
   auto holder = connect_client();
   holder.execute("CREATE TABLE t (v INTEGER)");
   auto first = connect_client();
@@ -101,30 +101,30 @@ class BatchWaitTest : public DaemonTest {
   }
 };
 
-// At synchronous=normal a COMMIT costs about what the wait's wake-up costs: by default
-// (--batch-wait auto) the writer does not wait there (group_commit.cpp, fill_batch).
-TEST_F(BatchWaitTest, AtSynchronousNormalTheWriterDoesNotWaitToFillABatch) {
-  EXPECT_EQ(waits_for_a_lone_request({"--synchronous", "normal"}), 0);
+// The default is --batch-wait off: the writer never waits to fill a batch (group_commit.cpp,
+// fill_batch), at either setting.
+TEST_F(BatchWaitTest, ByDefaultTheWriterDoesNotWaitToFillABatch) {
+  EXPECT_EQ(waits_for_a_lone_request({}), 0);
 }
 
-// --batch-wait on and off force the policy either way (for measuring its effect).
+// --batch-wait auto waits at synchronous=full only; on waits at both settings.
+TEST_F(BatchWaitTest, BatchWaitAutoWaitsAtSynchronousFull) {
+  EXPECT_EQ(waits_for_a_lone_request({"--batch-wait", "auto"}), 1);
+}
+
+TEST_F(BatchWaitTest, BatchWaitAutoDoesNotWaitAtSynchronousNormal) {
+  EXPECT_EQ(waits_for_a_lone_request({"--synchronous", "normal", "--batch-wait", "auto"}), 0);
+}
+
 TEST_F(BatchWaitTest, BatchWaitOnWaitsAtSynchronousNormal) {
   EXPECT_EQ(waits_for_a_lone_request({"--synchronous", "normal", "--batch-wait", "on"}), 1);
-}
-
-TEST_F(BatchWaitTest, BatchWaitOffNeverWaitsAtSynchronousFull) {
-  EXPECT_EQ(waits_for_a_lone_request({"--batch-wait", "off"}), 0);
-}
-
-TEST_F(BatchWaitTest, BatchWaitAutoWaitsAtSynchronousFull) {
-  EXPECT_EQ(waits_for_a_lone_request({}), 1);
 }
 
 // The idle round trip never pays for the batching policy: once the others of the last batch
 // have closed, the writer does not wait for them, neither when their disconnect notices arrive
 // nor for the lone connection's requests.
 TEST_F(BatchingTest, ALoneConnectionIsNeverHeldForABatchToFill) {
-  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--batch-wait", "auto"}));
   auto lone = connect_client();
   lone.execute("CREATE TABLE t (v INTEGER)");
   std::int64_t waits = 0;
@@ -149,7 +149,7 @@ TEST_F(BatchingTest, ALoneConnectionIsNeverHeldForABatchToFill) {
 // A connection that was alone in the last batch is not waited for, even when it had more
 // requests in it than it sends now (a pipelining client): only others could fill the batch.
 TEST_F(BatchingTest, AConnectionAloneInTheLastBatchIsNotHeldForItsOwnRequests) {
-  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--batch-wait", "auto"}));
   auto holder = connect_client();
   holder.execute("CREATE TABLE t (v INTEGER)");
   auto pipelining = connect_client();
