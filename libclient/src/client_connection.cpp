@@ -106,6 +106,8 @@ void MultiplexedClient::Impl::abandon_parent_io() {
   (void)new Pending(std::move(pending_));
   pending_.clear();
   reader_ = nullptr;
+  io_watch_ = false;
+  io_polls_gen_ = 0;                            // the parent's I/O thread's
   followers_head_ = followers_tail_ = nullptr;  // waiters of the parent's threads
   outbox_.clear();
   write_scheduled_ = false;

@@ -23,8 +23,12 @@
 //   else nobody reads. A synchronous caller that finds a reader enlists in followers_ and waits
 //   on its Waiter: for its reply, or for the role. An asynchronous call (and BEGIN, which waits
 //   on a future) that finds no reader gives the role to the I/O thread, which keeps it until
-//   nothing is pending. A lone synchronous caller thus sends, reads and returns on its own
-//   thread: no wake-up of the I/O thread and no futex wake per call.
+//   nothing is pending, and then goes on watching the idle connection (io_watch_) until a
+//   synchronous caller takes the role: the next asynchronous call finds it polling and wakes
+//   nobody (one wake-up per reply, not two; measured with 1,000 clients each keeping one
+//   execute_async in flight, it cost ~20% of the rows/s). A lone synchronous caller thus
+//   sends, reads and returns on its own thread: no wake-up of the I/O thread and no futex wake
+//   per call.
 // * Why not Boost.Asio for the socket (the developers' guide says not to hand-write what Asio
 //   does; this is the documented exception): Boost 1.74's epoll reactor registers a descriptor
 //   with EPOLLIN|EPOLLERR|EPOLLHUP|EPOLLPRI|EPOLLET for the descriptor's whole life
@@ -197,12 +201,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     Sent sent{id, generation_};
     if (waiter && !reader_) {
       reader_ = waiter;
+      io_watch_ = false;  // a synchronous caller reads: the I/O thread need not watch
       sent.lead = true;
     } else if (waiter) {
       enlist(*waiter);
     } else if (!reader_) {
-      reader_ = &io_lead_;
-      wake_io();
+      give_role_to_io();
     }
     if (write_scheduled_) return sent;  // the I/O thread sends this with what is gathering
     if (pending_.size() == 1) {
@@ -408,6 +412,14 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // until close() stops it.
   PASYN_INTERNAL void run_io(Io& io);
 
+  // The I/O thread reads from now on; it is woken for it unless it already polls the connection
+  // (watching it idle, see run_io), which is what saves an asynchronous call on an idle
+  // connection a wake-up. REQUIRES: mu_ held, no reader.
+  void give_role_to_io() noexcept {
+    reader_ = &io_lead_;
+    if (!conn_ || io_polls_gen_ != conn_->gen) wake_io();
+  }
+
   // Wakes the I/O thread to look at what it has to do. REQUIRES: mu_ held.
   void wake_io() noexcept {
     if (!io_) return;
@@ -581,7 +593,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // The reader role (GUARDED_BY(mu_)): the WaitNode of the synchronous caller reading,
   // &io_lead_ for the I/O thread, nullptr for nobody. Followers wait in the FIFO list.
   detail::WaitNode* reader_ = nullptr;
-  detail::WaitNode io_lead_;                    // stands for the I/O thread in reader_
+  detail::WaitNode io_lead_;  // stands for the I/O thread in reader_
+  // GUARDED_BY(mu_): the I/O thread watches the idle connection (POLLIN with no reader) after
+  // it last held the role, until a synchronous caller takes it (see run_io).
+  bool io_watch_ = false;
+  // GUARDED_BY(mu_): the generation of the Conn the I/O thread polls for POLLIN right now, or 0.
+  std::uint64_t io_polls_gen_ = 0;
   detail::WaitNode* followers_head_ = nullptr;  // GUARDED_BY(mu_)
   detail::WaitNode* followers_tail_ = nullptr;  // GUARDED_BY(mu_)
 

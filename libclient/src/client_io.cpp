@@ -46,13 +46,15 @@ int MultiplexedClient::Impl::flush_outbox() {
 }
 
 // The I/O thread's loop. It polls its eventfd, and the socket only for what it has to do:
-// POLLIN while it holds the reader role, POLLOUT while a write waits for room. It holds a
-// reference to the Conn only while it polls it.
+// POLLIN while it holds the reader role, or while nobody does after it last did (io_watch_,
+// so that the next asynchronous call needs no wake-up), POLLOUT while a write waits for room.
+// It holds a reference to the Conn only while it polls it.
 void MultiplexedClient::Impl::run_io(Io& io) {
   std::unique_lock lk(mu_);
   while (!io.stop) {
     std::shared_ptr<Conn> c;
     short events = 0;
+    io_polls_gen_ = 0;
     if (state_ == State::kOpen && conn_) {
       if (write_scheduled_) {
         if (const int error = flush_outbox()) {
@@ -64,8 +66,9 @@ void MultiplexedClient::Impl::run_io(Io& io) {
         }
         if (write_scheduled_) events |= POLLOUT;
       }
-      if (reader_ == &io_lead_) events |= POLLIN;
+      if (reader_ == &io_lead_ || (!reader_ && io_watch_)) events |= POLLIN;
       if (events) c = conn_;
+      if (events & POLLIN) io_polls_gen_ = c->gen;
     }
     lk.unlock();
     pollfd fds[2] = {{io.wake, POLLIN, 0}, {c ? c->fd : -1, events, 0}};
@@ -74,13 +77,30 @@ void MultiplexedClient::Impl::run_io(Io& io) {
         std::uint64_t count;
         [[maybe_unused]] const auto n = ::read(io.wake, &count, sizeof count);
       }
-      // The role is this thread's until it lets go below; only lose() or close() take it, and
-      // they shut the socket down, which the read then meets.
-      if ((events & POLLIN) && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) read_some(*c);
+      if ((events & POLLIN) && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        bool mine;
+        {
+          lk.lock();
+          io_polls_gen_ = 0;
+          // Watching an idle connection, this thread takes the role: nothing is pending, so
+          // what came is the daemon's connection-level error or the end of the stream.
+          if (!reader_ && pending_.empty() && conn_ == c) reader_ = &io_lead_;
+          mine = reader_ == &io_lead_;
+          // A synchronous caller reads: stop watching, or this loop would spin on its data.
+          if (!mine) io_watch_ = false;
+          lk.unlock();
+        }
+        // The role is this thread's until it lets go below; only lose() or close() take it,
+        // and they shut the socket down, which the read then meets.
+        if (mine) read_some(*c);
+      }
     }
     c.reset();
     lk.lock();
-    if (reader_ == &io_lead_ && pending_.empty()) reader_ = nullptr;
+    if (reader_ == &io_lead_ && pending_.empty()) {
+      reader_ = nullptr;
+      io_watch_ = true;  // asynchronous calls: the next one likely follows, watch for it
+    }
   }
 }
 
@@ -148,8 +168,7 @@ void MultiplexedClient::Impl::hand_on() {
     reader_ = next;
     next->baton.post(detail::Baton::kLead);  // alive: it leaves the list only under mu_
   } else {  // only asynchronous completions (or discarded replies) are left
-    reader_ = &io_lead_;
-    wake_io();
+    give_role_to_io();
   }
 }
 

@@ -96,6 +96,29 @@ TEST_F(ReaderRoleTest, TheIoThreadSleepsThroughSequentialSynchronousCalls) {
   EXPECT_EQ(rows(), kCalls + 1);
 }
 
+// Asynchronous calls one at a time: the I/O thread reads their replies, and once it has, it
+// keeps watching the idle connection, so the next call need not wake it (an eventfd write and a
+// wake-up per call): one wake-up per reply, not two.
+TEST_F(ReaderRoleTest, TheIoThreadWakesOncePerReplyOfSequentialAsynchronousCalls) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = connect_client();
+  client.execute_async("INSERT INTO kv (k) VALUES ('warm-up')").get();
+  const auto io = threads_named("pasyn-client-io");
+  ASSERT_EQ(io.size(), 1u);
+  const long before = voluntary_switches(io[0]);
+  ASSERT_GE(before, 0);
+  constexpr int kCalls = 2000;
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_EQ(client.execute_async("INSERT INTO kv (k, who) VALUES ('async', ?)", {i}).get(), 1);
+  }
+  const long woken = voluntary_switches(io[0]) - before;
+  // Woken to take the role, then by the reply: 2 * kCalls.
+  EXPECT_LT(woken, kCalls * 3 / 2) << "the I/O thread woke " << woken << " times for " << kCalls
+                                   << " sequential asynchronous calls";
+  EXPECT_GE(woken, kCalls / 2) << "the replies were read by the I/O thread";
+  EXPECT_EQ(rows(), kCalls + 1);
+}
+
 TEST_F(ReaderRoleTest, ConcurrentSynchronousCallersEachGetTheirOwnReply) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
   auto client = connect_client();
