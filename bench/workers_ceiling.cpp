@@ -158,6 +158,21 @@ void worker_echo_server(const Args& a) {
   finish_report();
 }
 
+namespace {
+
+// A client's blocking connection to the echo server at `addr`; on failure the gate still opens
+// (run_threads_and_report waits for every thread) before the error is thrown.
+int connect_echo(const sockaddr_un& addr, StartGate& gate) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+    return fd;
+  }
+  const std::string why = std::strerror(errno);
+  if (fd >= 0) ::close(fd);
+  gate.arrive_and_wait();
+  throw std::runtime_error("cannot connect to the echo server: " + why);
+}
+
 // The pipelined form of echo_clients (window=W ops=K).
 void echo_pipelined(const Args& a) {
   const sockaddr_un addr = unix_address(arg(a, "socket"));
@@ -165,13 +180,7 @@ void echo_pipelined(const Args& a) {
   const std::int64_t ops = arg_int(a, "ops");
   const auto size = static_cast<std::size_t>(arg_int(a, "size"));
   run_threads_and_report(1, 0, [&](int, StartGate& gate, ThreadStats& s) {
-    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0 ||
-        ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      gate.arrive_and_wait();
-      throw std::runtime_error("cannot connect to the echo server: " +
-                               std::string(std::strerror(errno)));
-    }
+    Fd fd(connect_echo(addr, gate));
     // The window's messages in one buffer; every echo read is answered by as many new messages
     // (at most what is left to send), so at most W are ever in flight.
     std::vector<char> out(static_cast<std::size_t>(window) * size, 'x'), in(64 * 1024);
@@ -198,6 +207,8 @@ void echo_pipelined(const Args& a) {
   });
 }
 
+}  // namespace
+
 // echo_clients socket=PATH threads=T seconds=S size=N: T threads, each with its own connection,
 // sending N bytes and reading the N-byte echo, one at a time, until the deadline.
 // echo_clients socket=PATH window=W ops=K size=N: one thread keeping W messages in flight (a new
@@ -210,13 +221,7 @@ void worker_echo_clients(const Args& a) {
   const auto size = static_cast<std::size_t>(arg_int(a, "size"));
   const sockaddr_un addr = unix_address(path);
   run_threads_and_report(threads, seconds, [&](int, StartGate& gate, ThreadStats& s) {
-    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0 ||
-        ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      gate.arrive_and_wait();
-      throw std::runtime_error("cannot connect to the echo server: " +
-                               std::string(std::strerror(errno)));
-    }
+    Fd fd(connect_echo(addr, gate));
     std::vector<char> out(size, 'x'), in(size);
     if (!gate.arrive_and_wait()) return;
     const auto deadline = gate.deadline();

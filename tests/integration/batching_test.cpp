@@ -8,6 +8,7 @@
 // transaction, the requests of the batch queue behind it, and the holder's COMMIT releases them
 // at once.
 #include <future>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,54 +53,59 @@ TEST_F(BatchingTest, ABatchNeverHoldsMoreRequestBytesThanTheCap) {
   EXPECT_GE(stat_int(holder, "batches") - batches_before, 3);
 }
 
-// After a batch of two connections, the writer that wakes with one request waits (bounded) for
-// the other, once; after a batch of one connection it does not wait again.
-TEST_F(BatchingTest, TheWriterWaitsForTheConnectionsOfTheLastBatchOnceThenAdapts) {
-  ASSERT_NO_FATAL_FAILURE(start_daemon({"--batch-wait", "auto"}));
-  auto holder = connect_client();
-  holder.execute("CREATE TABLE t (v INTEGER)");
-  auto first = connect_client();
-  auto second = connect_client();
-  auto tx = holder.begin();
-  auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
-  auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
-  ASSERT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
-  tx.commit();  // one batch of two connections
-  EXPECT_EQ(a.get(), 1);
-  EXPECT_EQ(b.get(), 1);
-  const std::int64_t waits = stat_int(holder, "batch_waits");
-  first.execute("INSERT INTO t (v) VALUES (3)");  // alone, expecting two: waits, then runs
-  EXPECT_EQ(stat_int(holder, "batch_waits"), waits + 1);
-  first.execute("INSERT INTO t (v) VALUES (4)");  // the last batch had one connection
-  first.execute("INSERT INTO t (v) VALUES (5)");
-  EXPECT_EQ(stat_int(holder, "batch_waits"), waits + 1);
-  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 5);
-}
-
-// One batch of two connections, then one request of the first alone: the batch waits counted
-// for that request (1 when the writer waited for the second connection, else 0).
+// A daemon started with `flags`, and one batch of two connections (first, second) released at
+// once by the holder's COMMIT.
 class BatchWaitTest : public DaemonTest {
  protected:
-  std::int64_t waits_for_a_lone_request(const std::vector<std::string>& flags) {
-    start_daemon(flags);
-    if (HasFatalFailure()) return -1;
-    auto holder = connect_client();
-    holder.execute("CREATE TABLE t (v INTEGER)");
-    auto first = connect_client();
-    auto second = connect_client();
-    auto tx = holder.begin();
-    auto a = first.execute_async("INSERT INTO t (v) VALUES (1)");
-    auto b = second.execute_async("INSERT INTO t (v) VALUES (2)");
-    EXPECT_TRUE(stat_reaches(holder, "waiting_for_transaction", 2));
+  void batch_of_two(const std::vector<std::string>& flags) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
+    holder_.emplace(connect_client());
+    holder_->execute("CREATE TABLE t (v INTEGER)");
+    first_.emplace(connect_client());
+    second_.emplace(connect_client());
+    auto tx = holder_->begin();
+    auto a = first_->execute_async("INSERT INTO t (v) VALUES (1)");
+    auto b = second_->execute_async("INSERT INTO t (v) VALUES (2)");
+    ASSERT_TRUE(stat_reaches(*holder_, "waiting_for_transaction", 2));
     tx.commit();  // one batch of two connections
     EXPECT_EQ(a.get(), 1);
     EXPECT_EQ(b.get(), 1);
-    const std::int64_t waits = stat_int(holder, "batch_waits");
-    first.execute("INSERT INTO t (v) VALUES (3)");
-    EXPECT_EQ(query_int("SELECT count(*) FROM t"), 3);
-    return stat_int(holder, "batch_waits") - waits;
   }
+  // The batch waits counted while `first` alone runs `sql`.
+  std::int64_t waits_for(const std::string& sql) {
+    const std::int64_t waits = stat_int(*holder_, "batch_waits");
+    first_->execute(sql);
+    return stat_int(*holder_, "batch_waits") - waits;
+  }
+  // After batch_of_two(flags), one request of the first connection alone: 1 when the writer
+  // waited for the second connection, else 0.
+  std::int64_t waits_for_a_lone_request(const std::vector<std::string>& flags) {
+    batch_of_two(flags);
+    if (HasFatalFailure()) return -1;
+    const std::int64_t waits = waits_for("INSERT INTO t (v) VALUES (3)");
+    EXPECT_EQ(query_int("SELECT count(*) FROM t"), 3);
+    return waits;
+  }
+  void TearDown() override {
+    first_.reset();
+    second_.reset();
+    holder_.reset();
+    DaemonTest::TearDown();
+  }
+  std::optional<MultiplexedClient> holder_, first_, second_;
 };
+
+// After a batch of two connections, the writer that wakes with one request waits (bounded) for
+// the other, once; after a batch of one connection it does not wait again.
+TEST_F(BatchWaitTest, TheWriterWaitsForTheConnectionsOfTheLastBatchOnceThenAdapts) {
+  ASSERT_NO_FATAL_FAILURE(batch_of_two({"--batch-wait", "auto"}));
+  // Alone, expecting two: waits, then runs.
+  EXPECT_EQ(waits_for("INSERT INTO t (v) VALUES (3)"), 1);
+  // The last batch had one connection.
+  EXPECT_EQ(waits_for("INSERT INTO t (v) VALUES (4)"), 0);
+  EXPECT_EQ(waits_for("INSERT INTO t (v) VALUES (5)"), 0);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 5);
+}
 
 // The default is --batch-wait off: the writer never waits to fill a batch (group_commit.cpp,
 // fill_batch), at either setting.
