@@ -50,9 +50,9 @@
 //   Conn when it sees that (every completion has been failed meanwhile).
 // * Completions only fulfil promises or wake waiters; no user code runs on a reading thread. A
 //   synchronous call waits on a Waiter on its own stack, which the pending entry points at; the
-//   pending table's nodes come from a pool kept under mu_, and the outbox keeps its capacity,
-//   so a synchronous call allocates nothing in the steady state. An asynchronous call's
-//   completion holds its promise by value (it costs the promise's shared state).
+//   pending table reuses the nodes of delivered requests (spare_nodes_), and the outbox keeps
+//   its capacity, so a synchronous call allocates nothing in the steady state. An asynchronous
+//   call's completion holds its promise by value (it costs the promise's shared state).
 // * A synchronous caller that gives up (its Timeout, or request_timeout) hands the reader role
 //   on if it holds it, leaves the list of followers, and turns its pending entry into one that
 //   discards the reply, unless the entry was already taken for delivery; then it waits for that
