@@ -512,8 +512,11 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
     ++out.count;
   }
   delivering_ = true;
-  last_batch_replies_.clear();
-  for (const auto& out : per_sink) last_batch_replies_.emplace(out.sink, out.count);
+  // What fill_batch expects next; only kept when it waits (--batch-wait auto or on).
+  if (config_.batch_wait_enabled()) {
+    last_batch_replies_.clear();
+    for (const auto& out : per_sink) last_batch_replies_.emplace(out.sink, out.count);
+  }
   for (auto& out : per_sink) out.sink->deliver(std::move(out.bytes), out.count);
   if (shutdown && on_shutdown_request_) on_shutdown_request_();
 }
