@@ -48,13 +48,30 @@ struct StringHash {
   }
 };
 
+std::vector<std::string> column_names_of(sqlite3* db, sqlite3_stmt* stmt) {
+  const int count = sqlite3_column_count(stmt);
+  std::vector<std::string> names;
+  names.reserve(static_cast<std::size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    const char* name = sqlite3_column_name(stmt, i);
+    if (name == nullptr) check_not_out_of_memory(db);
+    names.emplace_back(name == nullptr ? "" : name);
+  }
+  return names;
+}
+
 }  // namespace
 
 struct Connection::Impl {
   std::string path_;
   sqlite3* db_ = nullptr;  // null once closed
   std::unordered_map<std::string, sqlite3_stmt*, StringHash, std::equal_to<>> cache_;
-  std::vector<std::string> last_column_names_;
+  // The column names of the last query (last_column_names()), read from `names_of_` when
+  // asked: most callers never ask, and reading them costs a string per column per call.
+  // names_of_ is cleared before its statement is stepped again or finalized (the names are
+  // read first), because a step may re-prepare it after a schema change.
+  mutable std::vector<std::string> last_column_names_;
+  mutable sqlite3_stmt* names_of_ = nullptr;
   // The process that opened db_ (detail::fork_count()). SQLite forbids carrying an open
   // connection across fork(): in a child, db_ is never used nor closed (closing would run
   // SQLite's unlock and WAL clean-up on files the parent is using); it is left to the parent.
@@ -117,6 +134,11 @@ struct Connection::Impl {
   }
 
   void finalize_cached() noexcept {
+    try {
+      read_pending_names();
+    } catch (...) {  // out of memory: the names are lost, which only last_column_names() shows
+      forget_names();
+    }
     for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
     cache_.clear();
   }
@@ -125,24 +147,36 @@ struct Connection::Impl {
   int close() noexcept {
     if (forked()) {    // the parent's handle: forget it without touching it (see forks_)
       cache_.clear();  // raw pointers only: nothing is finalized
+      names_of_ = nullptr;
       db_ = nullptr;
       return SQLITE_OK;
     }
     finalize_cached();
-    last_column_names_.clear();
+    forget_names();
     alive_.reset();
     return sqlite3_close_v2(std::exchange(db_, nullptr));
   }
 
-  void record_column_names(sqlite3_stmt* stmt) {
-    const int count = sqlite3_column_count(stmt);
+  // A query ran `stmt`: its column names become the last ones (read lazily, see names_of_).
+  void record_column_names(sqlite3_stmt* stmt) noexcept {
     last_column_names_.clear();
-    last_column_names_.reserve(static_cast<std::size_t>(count));
-    for (int i = 0; i < count; ++i) {
-      const char* name = sqlite3_column_name(stmt, i);
-      if (name == nullptr) check_not_out_of_memory(db_);
-      last_column_names_.emplace_back(name == nullptr ? "" : name);
-    }
+    names_of_ = stmt;
+  }
+
+  void forget_names() noexcept {
+    last_column_names_.clear();
+    names_of_ = nullptr;
+  }
+
+  // Before `stmt` is stepped again: keep the names it had when it was the last query.
+  void keep_names_before_stepping(sqlite3_stmt* stmt) {
+    if (stmt == names_of_) read_pending_names();
+  }
+
+  void read_pending_names() const {
+    if (names_of_ == nullptr) return;
+    last_column_names_ = column_names_of(db_, names_of_);
+    names_of_ = nullptr;
   }
 };
 
@@ -179,6 +213,7 @@ std::int64_t Connection::Impl::run_execute(std::string_view sql, AnyParams param
     check_param_count(0, params.size());
     return 0;
   }
+  impl.keep_names_before_stepping(stmt);
   ResetGuard guard(stmt);
   params.bind(impl.db_, stmt);
   const sqlite3_int64 total_before = sqlite3_total_changes64(impl.db_);
@@ -193,7 +228,7 @@ std::int64_t Connection::Impl::run_execute(std::string_view sql, AnyParams param
 
 std::vector<Row> Connection::Impl::run_fetchall(std::string_view sql, AnyParams params) {
   Impl& impl = *this;
-  impl.last_column_names_.clear();
+  impl.forget_names();
   sqlite3_stmt* stmt = impl.prepare_cached(sql);
   if (stmt == nullptr) {
     check_param_count(0, params.size());
@@ -215,7 +250,7 @@ std::vector<Row> Connection::Impl::run_fetchall(std::string_view sql, AnyParams 
 
 std::optional<Row> Connection::Impl::run_fetchone(std::string_view sql, AnyParams params) {
   Impl& impl = *this;
-  impl.last_column_names_.clear();
+  impl.forget_names();
   sqlite3_stmt* stmt = impl.prepare_cached(sql);
   if (stmt == nullptr) {
     check_param_count(0, params.size());
@@ -257,7 +292,9 @@ bool Connection::in_transaction() const {
 }
 
 const std::vector<std::string>& Connection::last_column_names() const {
-  return Impl::open(impl_).last_column_names_;
+  const Impl& impl = Impl::open(impl_);
+  impl.read_pending_names();
+  return impl.last_column_names_;
 }
 
 void Connection::close() {
@@ -336,15 +373,8 @@ Connection Connection::shared_memory(const std::string& name) {
 std::vector<std::string> Connection::column_names(std::string_view sql) {
   Impl& impl = Impl::open(impl_);
   sqlite3_stmt* stmt = impl.prepare_cached(sql);
-  std::vector<std::string> names;
-  if (stmt == nullptr) return names;
-  const int count = sqlite3_column_count(stmt);
-  for (int i = 0; i < count; ++i) {
-    const char* name = sqlite3_column_name(stmt, i);
-    if (name == nullptr) check_not_out_of_memory(impl.db_);
-    names.emplace_back(name == nullptr ? "" : name);
-  }
-  return names;
+  if (stmt == nullptr) return {};
+  return column_names_of(impl.db_, stmt);
 }
 
 std::int64_t Connection::last_insert_rowid() const {

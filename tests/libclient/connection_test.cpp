@@ -309,6 +309,27 @@ TEST_F(ConnectionTest, LastColumnNamesFollowTheLastFetch) {
   EXPECT_EQ(row, (Row{1, 2, 3}));
 }
 
+// The names are read from the statement only when asked for; they must still be the names the
+// query had when it ran, whatever happens to its statement in between.
+TEST_F(ConnectionTest, LastColumnNamesOutliveTheirStatement) {
+  Connection conn = pasyn::connect(db_path());
+  conn.execute("CREATE TABLE t(a, b)");
+  conn.execute_fetchone("SELECT * FROM t");
+  conn.execute("INSERT INTO t VALUES (1, 2)");  // not a query: the names stay
+  EXPECT_EQ(conn.last_column_names(), (std::vector<std::string>{"a", "b"}));
+
+  // The same cached statement stepped again by execute(), re-prepared after a schema change.
+  conn.execute_fetchone("SELECT * FROM t");
+  conn.execute("ALTER TABLE t ADD COLUMN c");
+  conn.execute("SELECT * FROM t");
+  EXPECT_EQ(conn.last_column_names(), (std::vector<std::string>{"a", "b"}));
+
+  // The statement cache starting over finalizes the statement the names came from.
+  conn.execute_fetchone("SELECT a AS x FROM t");
+  for (int i = 0; i < 300; ++i) conn.execute("SELECT " + std::to_string(i));
+  EXPECT_EQ(conn.last_column_names(), (std::vector<std::string>{"x"}));
+}
+
 // Without the reset, the reader's half-read statement would pin its WAL snapshot and the
 // checkpoint below would report busy = 1 after its busy timeout.
 TEST_F(ConnectionTest, StatementIsResetSoReadersDoNotBlockCheckpoints) {
