@@ -39,6 +39,9 @@ struct Options {
   bool script = false;
   std::string mode = "TRUNCATE";
   std::string backup_path;
+  std::vector<std::string> tables;     // watch
+  std::optional<std::uint64_t> after;  // watch --after
+  std::optional<std::uint64_t> count;  // watch --count
 };
 
 // Bad usage found after parsing (exit status 2).
@@ -447,6 +450,46 @@ int query(const Options& o) {
   return 0;
 }
 
+const char* kind_name(pasyn::ChangeKind k) {
+  switch (k) {
+    case pasyn::ChangeKind::insert:
+      return "insert";
+    case pasyn::ChangeKind::update:
+      return "update";
+    case pasyn::ChangeKind::remove:
+      return "delete";
+    case pasyn::ChangeKind::gap:
+      return "gap";
+    case pasyn::ChangeKind::reset:
+      break;
+  }
+  return "reset";
+}
+
+// Prints committed changes as they come, one line each, until --count of them (or forever).
+int watch(const Options& o) {
+  auto feed = connect(o).subscribe(o.tables, o.after);
+  for (std::uint64_t seen = 0; !o.count || seen < *o.count;) {
+    const auto c = feed.next(std::chrono::seconds(1));
+    if (!c) continue;
+    ++seen;
+    if (o.json) {
+      std::cout << "{\"seq\":" << c->commit_seq << ",\"kind\":\"" << kind_name(c->kind) << "\"";
+      if (!c->table.empty()) {
+        std::cout << ",\"table\":" << json_string(c->table) << ",\"rowid\":" << c->rowid;
+      }
+      if (c->kind == pasyn::ChangeKind::reset) std::cout << ",\"epoch\":" << feed.epoch();
+      std::cout << "}" << std::endl;
+    } else if (c->table.empty()) {
+      std::cout << c->commit_seq << " " << kind_name(c->kind) << std::endl;
+    } else {
+      std::cout << c->commit_seq << " " << kind_name(c->kind) << " " << c->table << " " << c->rowid
+                << std::endl;
+    }
+  }
+  return 0;
+}
+
 int run(CLI::App& app, const Options& o) {
   if (app.got_subcommand("ping")) return ping(o);
   if (app.got_subcommand("stats")) {
@@ -459,6 +502,7 @@ int run(CLI::App& app, const Options& o) {
     return 0;
   }
   if (app.got_subcommand("exec")) return exec(o);
+  if (app.got_subcommand("watch")) return watch(o);
   if (app.got_subcommand("query")) return query(o);
   if (app.got_subcommand("checkpoint")) {
     print_report(connect(o).checkpoint(o.mode), o.json);
@@ -536,6 +580,13 @@ int main(int argc, char** argv) {
       ->add_option("name", o.backup_path, "file name in --backup-dir (no '/', no leading '.')")
       ->required();
   app.add_subcommand("shutdown", "finish queued work and stop the daemon");
+  auto* watch_cmd = app.add_subcommand(
+      "watch", "print committed changes as they commit: SEQ KIND TABLE ROWID, one a line");
+  watch_cmd->add_option("tables", o.tables, "only these tables (default: all)");
+  watch_cmd->add_option("--after", o.after,
+                        "resume after this commit sequence number of the daemon's current run");
+  watch_cmd->add_option("--count", o.count, "exit after this many changes (default: never)")
+      ->check(CLI::PositiveNumber);
 
   try {
     app.parse(argc, argv);

@@ -64,6 +64,9 @@ struct Config {
   /// for readers) instead of SQLite's passive auto-checkpoint, so the WAL stays bounded while
   /// readers keep it busy.
   std::size_t wal_limit = 64u << 20;
+  /// Bytes of committed changes the change feed keeps for subscribers that resume
+  /// (PROTOCOL.md §8).
+  std::size_t feed_history = 16u << 20;
   /// Idempotency keys remembered (the most recent ones; PROTOCOL.md §6.3).
   std::size_t idempotency_keys = 100000;
   /// How long one client statement may run before it is interrupted (TIMEOUT); 0: no limit.

@@ -294,6 +294,7 @@ Writer::Step Writer::step(const Stmt& stmt) {
 }
 
 void Writer::rollback_all() {
+  changes_.rollback();                      // whatever happens below, none of it is committed
   if (sqlite3_get_autocommit(db_)) return;  // SQLite rolled it back already
   const bool ok = exec_internal(rollback_);
   if (sqlite3_get_autocommit(db_)) return;

@@ -215,6 +215,11 @@ int main(int argc, char** argv) {
                  "briefly for readers, to keep the WAL bounded")
       ->check(CLI::Range(std::size_t{1} << 16, std::size_t{1} << 40))
       ->capture_default_str();
+  app.add_option("--feed-history", config.feed_history,
+                 "bytes of committed changes the change feed keeps, so that a subscriber can "
+                 "resume after a reconnect (PROTOCOL.md section 8)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 40))
+      ->capture_default_str();
   app.add_option("--idempotency-keys", config.idempotency_keys,
                  "how many of the most recent idempotency keys the daemon remembers")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))

@@ -60,6 +60,7 @@ Server::Impl::Impl(Config config)
     : config_(with_absolute_database(std::move(config))),
       lock_(std::in_place, config_.database_path),
       writer_(config_) {
+  writer_.attach_feed(feed_);
   // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
   if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
   error_code ec;
@@ -293,6 +294,8 @@ proto::Report Server::Impl::stats() const {
   };
   report.emplace_back("batch_waits", i64(w.batch_waits));
   report.emplace_back("batch_bytes_max", i64(w.batch_bytes_max));
+  report.emplace_back("feed_subscribers", i64(feed_.subscribers()));
+  report.emplace_back("feed_last_seq", i64(feed_.last_seq()));
   w.batch_size.append_figures(report, "batch_size");
   w.commit_us.append_figures(report, "commit_us");
   w.queue_wait_us.append_figures(report, "queue_wait_us");

@@ -49,6 +49,9 @@ class Server::Impl {
                        [this] { asio::post(io_, [this] { wake_sessions(); }); },
                        [this] { asio::post(io_, [this] { shed_unread_replies(); }); }};
   std::optional<LockFile> lock_;  // held from construction until run() has stopped
+  // The change feed's commits and subscribers: declared before the writer, which publishes to
+  // it, and the sessions, which subscribe.
+  FeedHub feed_{config_.feed_history, config_.max_output / 2};
   Writer writer_;
   asio::io_context io_{1};
   local::acceptor acceptor_{io_};

@@ -108,6 +108,7 @@ void Session::close_now() {
   if (closed_) return;
   closed_ = true;
   alive_.store(false, std::memory_order_release);
+  if (subscribed_) server_.feed_.unsubscribe(this);
   if (hello_done_) {
     // Lets the writer roll back this connection's transaction at once (PROTOCOL.md §6.2).
     std::vector<Request> notice(1);
@@ -260,6 +261,14 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
     send(std::move(reply));
     return true;
   }
+  if (type == MsgType::kSubscribe) return subscribe(f);
+  if (subscribed_ && type != MsgType::kPing) {
+    std::vector<std::uint8_t> reply;
+    proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse,
+                              "this connection is a change feed: it may only send PING");
+    send(std::move(reply));
+    return true;
+  }
   Request r;
   r.type = static_cast<MsgType>(proto::base_type(f.type));
   r.in_tx = proto::in_transaction(f.type);
@@ -370,6 +379,28 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   }
   r.sink = shared_from_this();
   out.push_back(std::move(r));
+  return true;
+}
+
+bool Session::subscribe(const proto::FrameView& f) {
+  proto::Subscribe m;
+  std::string why;
+  if (!proto::decode_subscribe(f.payload, m, why)) return protocol_error("bad SUBSCRIBE: " + why);
+  std::vector<std::uint8_t> reply;
+  if (subscribed_) {
+    proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse,
+                              "this connection is subscribed already");
+    send(std::move(reply));
+    return true;
+  }
+  // Any role may subscribe: the feed changes nothing.
+  if (auto error = server_.feed_.subscribe(shared_from_this(), f.request_id, m)) {
+    proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse, *error);
+    send(std::move(reply));
+    return true;
+  }
+  subscribed_ = true;
+  log().info("connection {} subscribed to the change feed ({} tables)", id_, m.tables.size());
   return true;
 }
 

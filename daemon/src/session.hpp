@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/feed.hpp>
 
 #include "access_control.hpp"
 #include "memory_budget.hpp"
@@ -31,7 +32,10 @@ namespace pasyn::server {
 /// "writer thread" (deliver, release_bytes, wake, unsent_bytes, alive, abandon; send through
 /// deliver) may run beside the I/O thread: they touch only the atomics and, under out_mu_, the
 /// output state and the descriptor. Everything else is for the I/O thread only.
-class Session : public ReplySink, public ByteAccount, public std::enable_shared_from_this<Session> {
+class Session : public ReplySink,
+                public ByteAccount,
+                public FeedSink,
+                public std::enable_shared_from_this<Session> {
  public:
   Session(Server::Impl& server, local::socket socket, std::uint64_t id);
 
@@ -50,6 +54,10 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
 
   // Reply bytes waiting to be written to this client (the write in flight included).
   std::size_t unsent_bytes();
+
+  // Any thread: the change feed's frames (FeedHub, after SUBSCRIBE).
+  void push(std::vector<std::uint8_t> frames) override { send(std::move(frames)); }
+  std::size_t unsent() override { return unsent_bytes(); }
 
   // I/O thread: disconnects this client, the largest holder of unread replies while
   // --max-total-bytes is reached (its transaction is rolled back by close_now).
@@ -94,6 +102,9 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
 
   // Returns false after a protocol error (the session is then closing).
   bool handle_frame(const proto::FrameView& f, std::vector<Request>& out);
+
+  // SUBSCRIBE: the connection becomes a change feed (FeedHub), or gets the error.
+  bool subscribe(const proto::FrameView& f);
 
   // What the connection's role allows: an error to answer a well-formed request with, if any.
   // Also marks the request with the role, for the writer's own checks.
@@ -144,7 +155,8 @@ class Session : public ReplySink, public ByteAccount, public std::enable_shared_
   std::atomic<bool> read_paused_{false};  // backpressure: no read until reading_blocked() ends
   std::atomic<bool> wake_posted_{false};  // a resume_reading() is posted
   bool hello_done_ = false;
-  bool closing_ = false;  // no more reads; close once the replies are written
+  bool subscribed_ = false;  // a change feed (PROTOCOL.md §8): only PING may follow
+  bool closing_ = false;     // no more reads; close once the replies are written
   bool closed_ = false;
   std::vector<std::uint8_t> writing_buf_;  // I/O thread: frames of the async_write in flight
 

@@ -70,6 +70,12 @@ bool is_savepoint_sql(std::string_view sql) {
   return first == "savepoint" || first == "release" || first == "rollback";
 }
 
+bool is_rollback_sql(std::string_view sql) {
+  const char* end = sql.data() + sql.size();
+  const char* p = skip_space_and_comments(sql.data(), end);
+  return Word(p, end) == "rollback";
+}
+
 bool is_vacuum(std::string_view sql) {
   const char* end = sql.data() + sql.size();
   const char* p = skip_space_and_comments(sql.data(), end);

@@ -14,6 +14,8 @@ bool must_run_alone(std::string_view sql);
 bool is_single_statement(std::string_view sql);
 /// True when the first keyword of `sql` is SAVEPOINT, RELEASE or ROLLBACK (TO).
 bool is_savepoint_sql(std::string_view sql);
+/// True when the first keyword of `sql` is ROLLBACK.
+bool is_rollback_sql(std::string_view sql);
 /// True when the first keyword of `sql` is VACUUM.
 bool is_vacuum(std::string_view sql);
 /// True when [p, end) holds only whitespace, comments and empty statements (stray ';'): the

@@ -322,6 +322,7 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
       sqlite3_finalize(stmt);
       return false;
     }
+    note_client_statement(stmt);
     sqlite3_finalize(stmt);
     if (transaction_lost_midway()) return false;
   }
@@ -334,6 +335,20 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
   const int rc = sqlite3_step(stmt);
   if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
     sqlite3_reset(stmt);
+    if (stmt == begin_.get()) {
+      changes_.begin();
+    } else if (stmt == savepoint_.get()) {
+      changes_.savepoint();
+    } else if (stmt == release_.get()) {
+      changes_.release();
+    } else if (stmt == rollback_to_.get()) {
+      changes_.rollback_to();
+    } else if (stmt == rollback_.get()) {
+      changes_.rollback();
+    } else if (stmt == commit_.get()) {
+      auto committed = changes_.take_commit();
+      if (committed && feed_) feed_->publish(std::move(*committed));
+    }
     return true;
   }
   sqlite3_reset(stmt);  // leaves the error code and message in place for capture_sqlite_error()
@@ -382,7 +397,14 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
     }
   }
   if (rows) rows->patch_u32(row_count_at, row_count);
+  note_client_statement(stmt);
   return true;
+}
+
+void Writer::note_client_statement(sqlite3_stmt* stmt) {
+  // Only transaction control is read-only and starts with ROLLBACK; plain ROLLBACK is refused
+  // (the authorizer), so this is a ROLLBACK TO.
+  if (sqlite3_stmt_readonly(stmt) && is_rollback_sql(sqlite3_sql(stmt))) changes_.uncertain();
 }
 
 }  // namespace pasyn::server

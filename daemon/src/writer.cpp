@@ -103,6 +103,7 @@ Writer::Writer(const Config& config) : config_(config) {
     fail("cannot prepare transaction statements");
   }
   sqlite3_progress_handler(db_, kProgressInterval, &Writer::on_progress, this);
+  changes_.install(db_);
   // Checkpoints (replaces SQLite's auto-checkpoint, which is this same hook): passive from
   // kAutoCheckpointFrames on, as SQLite would; TRUNCATE past --wal-limit.
   int page_size = 4096;

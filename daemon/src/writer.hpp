@@ -71,6 +71,7 @@
 
 #include "authorizer.hpp"
 #include "backup.hpp"
+#include "change_feed.hpp"
 #include "config.hpp"
 #include "histogram.hpp"
 #include "idempotency.hpp"
@@ -186,6 +187,10 @@ class Writer {
   /// Thread-safe.
   void abort();
   void join();
+
+  /// Publishes every commit's changes to `hub` (the change feed). Before start(); `hub` must
+  /// outlive the writer thread.
+  void attach_feed(FeedHub& hub) noexcept { feed_ = &hub; }
 
   /// Thread-safe.
   WriterStats stats() const;
@@ -316,8 +321,14 @@ class Writer {
   /// run. False: run `r` (or, with failure_ set and `error`, fail it).
   bool answered_by_key(Request& r, const RequestDigest& digest, bool& error);
 
+  // Runs one of the writer's own statements; the transaction statements among them (begin_,
+  // commit_, rollback_, savepoint_, release_, rollback_to_) also keep changes_ in step, and a
+  // successful commit_ publishes the committed changes.
   bool exec_internal(sqlite3_stmt* stmt);
   bool exec_internal(const Stmt& stmt) { return exec_internal(stmt.get()); }
+  // After a client statement ran: a client's own ROLLBACK TO undid changes the feed cannot
+  // name (change_feed.hpp).
+  void note_client_statement(sqlite3_stmt* stmt);
   bool in_write_transaction() const { return server::in_write_transaction(db_); }
   sqlite3_stmt* prepare_internal(const char* sql);
   void clear_cache();
@@ -340,6 +351,10 @@ class Writer {
   Stmt release_;
   Stmt rollback_to_;
   Authorizer authorizer_;
+  // The change feed: the open transaction's changes (kept in step by exec_internal and
+  // rollback_all), published to feed_ after each COMMIT. Writer thread.
+  ChangeLog changes_;
+  FeedHub* feed_ = nullptr;
   std::optional<IdempotencyStore> keys_;
   // Prepared client statements, one cache per client mode (client_index): a statement is
   // authorized when it is prepared, so one authorized for a role (or inside a transaction) is

@@ -219,6 +219,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     return sent;
   }
 
+  const ClientOptions& options() const noexcept { return options_; }
+
   /// The bound of one blocking call, taken when the call begins: its own (pasyn::Timeout) when
   /// it has one, else `request_timeout` (see unbounded()), and the deadline it sets for the
   /// call's waits (for a send slot, then for the reply) together.

@@ -96,10 +96,12 @@ int connect_to_daemon(const std::string& path, const ClientOptions& options,
 // HELLO / HELLO_OK on the non-blocking socket, all of it bounded by `deadline`.
 // Returns the daemon's maximum frame size.
 std::uint32_t handshake(int fd, const std::string& path, const ClientOptions& options,
-                        std::chrono::steady_clock::time_point deadline) {
+                        std::chrono::steady_clock::time_point deadline,
+                        std::uint64_t* server_capabilities) {
   std::vector<std::uint8_t> hello;
   proto::Hello request;
-  request.capabilities = proto::kCapNamedParams;  // the *_named calls (PROTOCOL.md §4.1)
+  // The *_named calls (PROTOCOL.md §4.1) and the change feed (§8).
+  request.capabilities = proto::kCapNamedParams | proto::kCapChangeFeed;
   proto::encode_hello(hello, request);
   std::size_t sent = 0;
   while ((sent += proto::send_nonblocking(fd, hello.data() + sent, hello.size() - sent)) <
@@ -140,6 +142,7 @@ std::uint32_t handshake(int fd, const std::string& path, const ClientOptions& op
     throw ProtocolError("pasyn-writerd speaks protocol version " + std::to_string(ok.version) +
                         ", this client " + std::to_string(proto::kVersion));
   }
+  if (server_capabilities) *server_capabilities = ok.capabilities;
   return ok.max_frame;
 }
 

@@ -20,6 +20,7 @@ int connect_to_daemon(const std::string& path, const ClientOptions& options,
 /// ConnectionLostError, TimeoutError or ProtocolError (another protocol version); the caller
 /// closes `fd` then.
 std::uint32_t handshake(int fd, const std::string& path, const ClientOptions& options,
-                        std::chrono::steady_clock::time_point deadline);
+                        std::chrono::steady_clock::time_point deadline,
+                        std::uint64_t* server_capabilities = nullptr);
 
 }  // namespace pasyn::detail

@@ -41,6 +41,12 @@ const char* to_string(MsgType type) noexcept {
       return "CHECKPOINT";
     case MsgType::kBackup:
       return "BACKUP";
+    case MsgType::kSubscribe:
+      return "SUBSCRIBE";
+    case MsgType::kSubscribed:
+      return "SUBSCRIBED";
+    case MsgType::kChange:
+      return "CHANGE";
     case MsgType::kOk:
       return "OK";
     case MsgType::kHelloOk:

@@ -103,6 +103,28 @@ TEST_F(CliTest, ExecRunsAScriptAndInsertsWithTypedParameters) {
   EXPECT_EQ(std::get<std::string>(types[1][0]), "integer,null,null");
 }
 
+TEST_F(CliTest, WatchPrintsCommittedChangesAsTextAndAsJson) {
+  auto client = connect_client();
+  client.execute("CREATE TABLE other (x)");
+  client.execute("INSERT INTO t (id, name) VALUES (1, 'ann')");  // rowid 1, commit 1
+  client.execute("INSERT INTO other VALUES (0)");                // commit 2
+  client.execute("DELETE FROM t WHERE id = 1");                  // commit 3
+  // From the start of this daemon's run (--after 0): the daemon still holds every commit.
+  auto r = cli_on_daemon({"--json", "watch", "--after", "0", "--count", "3"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out,
+            "{\"seq\":1,\"kind\":\"insert\",\"table\":\"t\",\"rowid\":1}\n"
+            "{\"seq\":2,\"kind\":\"insert\",\"table\":\"other\",\"rowid\":1}\n"
+            "{\"seq\":3,\"kind\":\"delete\",\"table\":\"t\",\"rowid\":1}\n")
+      << show(r);
+  r = cli_on_daemon({"watch", "t", "--after", "1", "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "3 delete t 1\n") << show(r);
+  r = cli_on_daemon({"watch", "--after", "99", "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
+  EXPECT_NE(r.err.find("cannot resume after commit 99"), std::string::npos) << show(r);
+}
+
 TEST_F(CliTest, QueryPrintsRowsAsTabSeparatedTextAndAsJson) {
   auto client = connect_client();
   client.execute("INSERT INTO t (id, name, score) VALUES (1, 'ann', 2.5), (2, NULL, 0.25)");

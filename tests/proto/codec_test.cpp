@@ -443,7 +443,10 @@ TEST(MsgTypeName, NamesEveryTypeAndCallsOthersUnknown) {
   EXPECT_STREQ(to_string(MsgType::kStats), "STATS");
   EXPECT_STREQ(to_string(MsgType::kCheckpoint), "CHECKPOINT");
   EXPECT_STREQ(to_string(MsgType::kBackup), "BACKUP");
-  EXPECT_STREQ(to_string(static_cast<MsgType>(0x0F)), "UNKNOWN");
+  EXPECT_STREQ(to_string(MsgType::kSubscribe), "SUBSCRIBE");
+  EXPECT_STREQ(to_string(MsgType::kSubscribed), "SUBSCRIBED");
+  EXPECT_STREQ(to_string(MsgType::kChange), "CHANGE");
+  EXPECT_STREQ(to_string(static_cast<MsgType>(0x10)), "UNKNOWN");
   EXPECT_STREQ(to_string(static_cast<MsgType>(0x80)), "UNKNOWN");
 }
 

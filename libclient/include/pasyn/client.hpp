@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <pasyn/change_feed.hpp>
 #include <pasyn/errors.hpp>
 #include <pasyn/export.hpp>
 #include <pasyn/value.hpp>
@@ -263,6 +264,14 @@ class PASYN_EXPORT MultiplexedClient {
   /// begin() waiting at most `timeout` for the grant (then TimeoutError; a grant that comes
   /// later is rolled back at once), whatever `request_timeout` is.
   [[nodiscard]] Transaction begin(Timeout timeout);
+
+  /// Subscribes to the committed changes of `tables` (all tables when empty; names compared
+  /// ignoring ASCII case), from the next commit on, or after commit `after_seq` of the daemon's
+  /// current run while it still holds it (else the feed starts with a gap). Opens a connection
+  /// of its own (see ChangeFeed); throws what connecting throws, ProgrammingError for an
+  /// `after_seq` beyond the last commit, ProtocolError if the daemon has no change feed.
+  ChangeFeed subscribe(std::vector<std::string> tables = {},
+                       std::optional<std::uint64_t> after_seq = {});
 
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();

@@ -27,7 +27,9 @@ inline constexpr std::uint16_t kVersion = 2;
 /// and in PROTOCOL.md; unknown bits are ignored by both sides.
 /// Bit 0: named parameters (the kNamedParams type bit, PROTOCOL.md §4.1).
 inline constexpr std::uint64_t kCapNamedParams = 1u << 0;
-inline constexpr std::uint64_t kServerCapabilities = kCapNamedParams;
+/// The change feed: SUBSCRIBE, SUBSCRIBED, CHANGE (PROTOCOL.md §8; proto/feed.hpp).
+inline constexpr std::uint64_t kCapChangeFeed = 1u << 1;
+inline constexpr std::uint64_t kServerCapabilities = kCapNamedParams | kCapChangeFeed;
 inline constexpr std::uint32_t kDefaultMaxFrame = 16u << 20;
 /// Largest frame (header included) the daemon reads before it has sent HELLO_OK: a HELLO is
 /// 27 bytes; the rest is room for fields a later version may add. PROTOCOL.md §2.
@@ -52,11 +54,14 @@ enum class MsgType : std::uint8_t {
   kStats = 0x0C,
   kCheckpoint = 0x0D,
   kBackup = 0x0E,
+  kSubscribe = 0x0F,
   kHelloOk = 0x81,
   kPong = 0x82,
   kResult = 0x83,
   kShutdownOk = 0x84,
   kOk = 0x85,
+  kSubscribed = 0x86,
+  kChange = 0x87,
   kError = 0xFF,
 };
 

@@ -1,0 +1,254 @@
+// The change feed: the open transaction's changes (ChangeLog) and their publication (FeedHub).
+// See change_feed.hpp for the design and PROTOCOL.md §8 for the wire format.
+#include "change_feed.hpp"
+
+#include <strings.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <random>
+
+namespace pasyn::server {
+namespace {
+
+// The daemon's own tables and SQLite's are not part of the feed.
+bool reported_table(const char* table) {
+  return strncasecmp(table, "pasyn_", 6) != 0 && strncasecmp(table, "sqlite_", 7) != 0;
+}
+
+proto::ChangeOp op_of(int sqlite_op) {
+  switch (sqlite_op) {
+    case SQLITE_INSERT:
+      return proto::ChangeOp::kInsert;
+    case SQLITE_DELETE:
+      return proto::ChangeOp::kDelete;
+    default:
+      return proto::ChangeOp::kUpdate;
+  }
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool same_table(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A commit's changes are split over frames of at most this many bytes (same seq, in order), so
+// that a large commit never makes a frame over a client's maximum.
+constexpr std::size_t kMaxChangeFrame = 1u << 20;
+// What one held change costs beyond its table name, for the history's byte bound.
+constexpr std::size_t kHeldEntryBytes = sizeof(CommittedChanges::Entry);
+constexpr std::size_t kHeldCommitBytes = 64;
+
+std::uint64_t new_epoch() {
+  std::random_device rd;
+  std::uint64_t e = 0;
+  while (e == 0) e = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  return e;
+}
+
+}  // namespace
+
+void ChangeLog::install(sqlite3* db) { sqlite3_update_hook(db, &ChangeLog::on_update, this); }
+
+void ChangeLog::on_update(void* self, int op, const char* db, const char* table,
+                          sqlite3_int64 rowid) {
+  if (std::strcmp(db, "main") != 0 || !reported_table(table)) return;
+  try {
+    static_cast<ChangeLog*>(self)->record(op, table, rowid);
+  } catch (...) {  // out of memory: the changes are unknown, not wrong
+    static_cast<ChangeLog*>(self)->uncertain_ = true;
+  }
+}
+
+void ChangeLog::record(int op, const char* table, sqlite3_int64 rowid) {
+  if (!open_) {
+    stray_ = true;
+    return;
+  }
+  if (uncertain_) return;  // published as a gap anyway
+  auto& tables = current_.tables;
+  std::uint32_t index = 0;
+  // The last table first: statements mostly change one table many times.
+  if (!current_.entries.empty() && tables[current_.entries.back().table] == table) {
+    index = current_.entries.back().table;
+  } else {
+    const auto it = std::find(tables.begin(), tables.end(), table);
+    index = static_cast<std::uint32_t>(it - tables.begin());
+    if (it == tables.end()) tables.emplace_back(table);
+  }
+  current_.entries.push_back({index, op_of(op), rowid});
+}
+
+void ChangeLog::begin() noexcept {
+  current_.tables.clear();
+  current_.entries.clear();
+  marks_.clear();
+  uncertain_ = false;
+  open_ = true;
+}
+
+void ChangeLog::savepoint() {
+  try {
+    marks_.push_back(current_.entries.size());
+  } catch (...) {
+    uncertain_ = true;
+    throw;
+  }
+}
+
+void ChangeLog::release() noexcept {
+  if (!marks_.empty()) marks_.pop_back();
+}
+
+void ChangeLog::rollback_to() noexcept {
+  if (marks_.empty()) {
+    uncertain_ = true;  // not ours to know: never guess
+    return;
+  }
+  current_.entries.resize(std::min(current_.entries.size(), marks_.back()));
+}
+
+void ChangeLog::rollback() noexcept {
+  current_.tables.clear();
+  current_.entries.clear();
+  marks_.clear();
+  uncertain_ = false;
+  open_ = false;
+}
+
+std::optional<CommittedChanges> ChangeLog::take_commit() {
+  const bool uncertain = uncertain_ || stray_;
+  open_ = false;
+  uncertain_ = stray_ = false;
+  marks_.clear();
+  if (current_.entries.empty() && !uncertain) return std::nullopt;
+  CommittedChanges c = std::move(current_);
+  current_ = {};
+  c.uncertain = uncertain;
+  if (uncertain) c.entries.clear();
+  return c;
+}
+
+FeedHub::FeedHub(std::size_t history_bytes, std::size_t max_unsent)
+    : epoch_(new_epoch()), history_bytes_(history_bytes), max_unsent_(max_unsent) {}
+
+void FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
+                         std::vector<std::uint8_t>& out) {
+  if (c.uncertain) {
+    proto::encode_gap(out, s.request_id, seq);
+    return;
+  }
+  // Which of the commit's tables this subscriber wants.
+  std::vector<char> wanted(c.tables.size(), s.tables.empty() ? 1 : 0);
+  if (!s.tables.empty()) {
+    for (std::size_t i = 0; i < c.tables.size(); ++i) {
+      for (const auto& t : s.tables) {
+        if (same_table(c.tables[i], t)) wanted[i] = 1;
+      }
+    }
+  }
+  std::size_t i = 0;
+  while (i < c.entries.size()) {
+    proto::FrameWriter w(out, proto::MsgType::kChange, s.request_id);
+    w.u8(static_cast<std::uint8_t>(proto::FeedEvent::kCommit));
+    w.u64(seq);
+    const std::size_t count_at = w.position();
+    w.u32(0);
+    std::uint32_t count = 0;
+    for (; i < c.entries.size() && w.position() - w.start() < kMaxChangeFrame; ++i) {
+      const auto& e = c.entries[i];
+      if (!wanted[e.table]) continue;
+      w.string(c.tables[e.table]);
+      w.u8(static_cast<std::uint8_t>(e.op));
+      w.i64(e.rowid);
+      ++count;
+    }
+    if (count == 0) {
+      w.abandon();
+      continue;
+    }
+    w.patch_u32(count_at, count);
+    w.finish();
+  }
+}
+
+void FeedHub::publish(CommittedChanges c) {
+  std::lock_guard lk(mu_);
+  const std::uint64_t seq = ++last_seq_;
+  std::size_t bytes = kHeldCommitBytes + c.entries.size() * kHeldEntryBytes;
+  for (const auto& t : c.tables) bytes += t.size() + sizeof(std::string);
+  history_.push_back({seq, std::move(c), bytes});
+  history_size_ += bytes;
+  while (history_size_ > history_bytes_ && history_.size() > 1) {
+    history_size_ -= history_.front().bytes;
+    history_.pop_front();
+  }
+  const CommittedChanges& held = history_.back().changes;
+  for (auto& s : subs_) {
+    const std::size_t unsent = s.sink->unsent();
+    // Behind: catching up first (half the bound), so that gaps do not come one per commit.
+    if (s.missed_from && unsent > max_unsent_ / 2) continue;
+    std::vector<std::uint8_t> frames;
+    if (s.missed_from) proto::encode_gap(frames, s.request_id, *s.missed_from);
+    encode_for(s, seq, held, frames);
+    if (unsent + frames.size() > max_unsent_) {
+      // Never wait for a subscriber: it hears of what it missed with a later commit.
+      if (!s.missed_from) s.missed_from = seq;
+      continue;
+    }
+    s.missed_from.reset();
+    if (!frames.empty()) s.sink->push(std::move(frames));
+  }
+}
+
+std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& sink,
+                                              std::uint64_t request_id, const proto::Subscribe& m) {
+  Subscriber s{sink, request_id, {}, std::nullopt};
+  for (const auto t : m.tables) s.tables.push_back(lower(t));
+  std::lock_guard lk(mu_);
+  proto::Subscribed reply{epoch_, last_seq_, false};
+  std::optional<std::uint64_t> after;
+  if (m.resume && (m.resume->epoch == 0 || m.resume->epoch == epoch_)) {
+    if (m.resume->after_seq > last_seq_) {
+      return "cannot resume after commit " + std::to_string(m.resume->after_seq) +
+             ": the last commit of this epoch is " + std::to_string(last_seq_);
+    }
+    reply.resumed = true;
+    after = m.resume->after_seq;
+  }
+  std::vector<std::uint8_t> frames;
+  proto::encode_subscribed(frames, request_id, reply);
+  if (after && *after < last_seq_) {
+    const std::uint64_t first_held = history_.empty() ? last_seq_ + 1 : history_.front().seq;
+    if (first_held > *after + 1) proto::encode_gap(frames, request_id, *after + 1);
+    for (const auto& h : history_) {
+      if (h.seq > *after) encode_for(s, h.seq, h.changes, frames);
+    }
+  }
+  sink->push(std::move(frames));
+  subs_.push_back(std::move(s));
+  return std::nullopt;
+}
+
+void FeedHub::unsubscribe(const FeedSink* sink) {
+  std::lock_guard lk(mu_);
+  std::erase_if(subs_, [&](const Subscriber& s) { return s.sink.get() == sink; });
+}
+
+std::size_t FeedHub::subscribers() const {
+  std::lock_guard lk(mu_);
+  return subs_.size();
+}
+
+std::uint64_t FeedHub::last_seq() const {
+  std::lock_guard lk(mu_);
+  return last_seq_;
+}
+
+}  // namespace pasyn::server

@@ -1,0 +1,141 @@
+// The change feed (PROTOCOL.md §8): what each committed transaction changed, published to the
+// connections that subscribed.
+//
+// Design. The writer connection's sqlite3_update_hook feeds a ChangeLog, which holds the
+// changes of the open transaction only. It is told, by the writer, of every statement that
+// opens, commits or rolls back the transaction or one of the writer's own per-request
+// savepoints, so that what it holds is exactly what a COMMIT makes durable:
+//  * begin(): empty (whatever a vanished transaction left is gone with it);
+//  * savepoint()/release()/rollback_to(): a stack of marks; rollback_to() drops what was
+//    recorded since the innermost mark (the failed request's changes);
+//  * rollback(): empty;
+//  * uncertain(): a client's own ROLLBACK TO undid an unknown part: the commit is published as
+//    a gap, never as a list that may name rows that were not written;
+//  * take_commit(), after a successful COMMIT: the committed changes.
+// Changes recorded while no transaction is open (an autocommit statement) mark the next
+// published commit uncertain too. The FeedHub numbers published commits, keeps the most recent
+// ones (bounded by bytes) for subscribers that resume, and appends each commit's frame to every
+// subscriber's output on the writer thread, right after the commit's replies.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pasyn/proto/feed.hpp>
+
+namespace pasyn::server {
+
+/// One committed transaction's changes, in the order they happened.
+struct CommittedChanges {
+  struct Entry {
+    std::uint32_t table;  // index into `tables`
+    proto::ChangeOp op;
+    std::int64_t rowid;
+  };
+  std::vector<std::string> tables;
+  std::vector<Entry> entries;
+  bool uncertain = false;  // publish as a gap: the exact changes are unknown
+};
+
+/// The open transaction's changes. Thread-safety: the writer thread only (the update hook runs
+/// on it, inside sqlite3_step). Ownership: plain values.
+class ChangeLog {
+ public:
+  /// Installs the update hook on `db` (the writer connection).
+  void install(sqlite3* db);
+
+  void begin() noexcept;
+  void savepoint();
+  void release() noexcept;
+  void rollback_to() noexcept;
+  void rollback() noexcept;
+  void uncertain() noexcept { uncertain_ = true; }
+  /// After a successful COMMIT: the transaction's changes, or nothing if it changed no row the
+  /// feed reports (and was not uncertain). Leaves the log closed and empty.
+  std::optional<CommittedChanges> take_commit();
+
+ private:
+  static void on_update(void* self, int op, const char* db, const char* table, sqlite3_int64 rowid);
+  void record(int op, const char* table, sqlite3_int64 rowid);
+
+  bool open_ = false;
+  bool uncertain_ = false;
+  bool stray_ = false;  // a change outside any transaction: the next commit is uncertain
+  CommittedChanges current_;
+  std::vector<std::size_t> marks_;  // entries_.size() at each open savepoint of the writer
+};
+
+/// A subscriber's end of the feed: its connection. Implemented by Session.
+class FeedSink {
+ public:
+  virtual ~FeedSink() = default;
+  /// Any thread: appends frames to the connection's output.
+  virtual void push(std::vector<std::uint8_t> frames) = 0;
+  /// Any thread: bytes of output not yet written to the peer.
+  virtual std::size_t unsent() = 0;
+};
+
+/// Published commits and the subscribers. Thread-safety: every method may be called from any
+/// thread (publish from the writer thread, subscribe/unsubscribe from the I/O thread); one
+/// mutex orders publishing and subscribing, so a subscriber sees every commit after its start
+/// point exactly once. Ownership: holds shared references to the subscribers' sinks until they
+/// unsubscribe.
+class FeedHub {
+ public:
+  /// `history_bytes`: how many bytes of changes are kept for resuming; `max_unsent`: a
+  /// subscriber with this many bytes unsent gets no more frames until it reads (then a gap).
+  FeedHub(std::size_t history_bytes, std::size_t max_unsent);
+
+  std::uint64_t epoch() const noexcept { return epoch_; }
+
+  /// Writer thread: numbers `c`, keeps it, and sends it to every subscriber.
+  void publish(CommittedChanges c);
+
+  /// Registers `sink` with its tables (empty: all) and start point, and pushes to it the
+  /// SUBSCRIBED reply followed by the held commits after the resume point (under the lock that
+  /// publish() takes, so that nothing is missed or sent twice). Returns an error message
+  /// (nothing registered, nothing pushed) for a resume point beyond the last commit.
+  std::optional<std::string> subscribe(const std::shared_ptr<FeedSink>& sink,
+                                       std::uint64_t request_id, const proto::Subscribe& m);
+  void unsubscribe(const FeedSink* sink);
+
+  std::size_t subscribers() const;
+  std::uint64_t last_seq() const;
+
+ private:
+  struct Held {
+    std::uint64_t seq;
+    CommittedChanges changes;
+    std::size_t bytes;
+  };
+  struct Subscriber {
+    std::shared_ptr<FeedSink> sink;
+    std::uint64_t request_id;
+    std::vector<std::string> tables;           // lower-case; empty: all
+    std::optional<std::uint64_t> missed_from;  // the first commit it did not get
+  };
+
+  // Appends the frame of commit `seq` for `s` to `out`: a commit event with the changes to its
+  // tables (nothing if none), or a gap for an uncertain commit.
+  static void encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
+                         std::vector<std::uint8_t>& out);
+
+  const std::uint64_t epoch_;
+  const std::size_t history_bytes_;
+  const std::size_t max_unsent_;
+  mutable std::mutex mu_;
+  std::uint64_t last_seq_ = 0;    // GUARDED_BY(mu_)
+  std::deque<Held> history_;      // GUARDED_BY(mu_)
+  std::size_t history_size_ = 0;  // GUARDED_BY(mu_): bytes of history_
+  std::vector<Subscriber> subs_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace pasyn::server

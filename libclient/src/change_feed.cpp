@@ -1,0 +1,252 @@
+// ChangeFeed (pasyn/change_feed.hpp): a subscription on a connection of its own. next() reads
+// that connection on the calling thread (no thread of its own), decodes CHANGE frames into
+// Changes, and reconnects and resumes when the connection is lost.
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <pasyn/client.hpp>
+#include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/feed.hpp>
+#include <pasyn/proto/socket_send.hpp>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "client_impl.hpp"
+#include "handshake.hpp"
+#include "reply.hpp"
+
+namespace pasyn {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kSubscribeId = 1;
+constexpr std::chrono::milliseconds kMinBackoff{25};
+constexpr std::chrono::milliseconds kMaxBackoff{2000};
+
+ChangeKind kind_of(proto::ChangeOp op) {
+  switch (op) {
+    case proto::ChangeOp::kInsert:
+      return ChangeKind::insert;
+    case proto::ChangeOp::kUpdate:
+      return ChangeKind::update;
+    case proto::ChangeOp::kDelete:
+      break;
+  }
+  return ChangeKind::remove;
+}
+
+}  // namespace
+
+struct ChangeFeed::Impl {
+  std::string path;
+  ClientOptions options;
+  std::vector<std::string> tables;
+  std::optional<std::uint64_t> first_after;  // the caller's after_seq, for the first SUBSCRIBE
+
+  int fd = -1;
+  proto::FrameDecoder decoder{proto::kDefaultMaxFrame};
+  bool closed = false;
+  bool subscribed_once = false;
+  std::uint64_t epoch = 0;
+  std::uint64_t last_seq = 0;
+  std::deque<Change> ready;
+  std::chrono::milliseconds backoff{kMinBackoff};
+  Clock::time_point next_attempt{};
+
+  ~Impl() { drop(); }
+
+  void drop() noexcept {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+
+  // Connects, subscribes and reads SUBSCRIBED: from the caller's point the first time, then
+  // after the last commit delivered. Throws what connecting throws, or the daemon's error.
+  void subscribe() {
+    const auto deadline = Clock::now() + options.connect_timeout;
+    int s = detail::connect_to_daemon(path, options, deadline);
+    try {
+      std::uint64_t caps = 0;
+      detail::handshake(s, path, options, deadline, &caps);
+      if (!(caps & proto::kCapChangeFeed)) {
+        throw ProtocolError("pasyn-writerd at " + path + " has no change feed");
+      }
+      std::optional<proto::FeedPoint> point;
+      if (subscribed_once) {
+        point = proto::FeedPoint{epoch, last_seq};
+      } else if (first_after) {
+        point = proto::FeedPoint{0, *first_after};
+      }
+      std::vector<std::uint8_t> frame;
+      proto::encode_subscribe(frame, kSubscribeId, tables, point);
+      send_all(s, frame, deadline);
+      // A CHANGE frame is at most about 1 MiB (PROTOCOL.md §8): the default maximum holds it.
+      decoder = proto::FrameDecoder(proto::kDefaultMaxFrame);
+      fd = s;
+      s = -1;
+      proto::FrameView f;
+      while (!next_frame(f, deadline)) {
+      }
+      detail::expect(f, proto::MsgType::kSubscribed);
+      proto::Subscribed m;
+      std::string why;
+      if (!proto::decode_subscribed(f.payload, m, why)) detail::throw_protocol(why);
+      if (subscribed_once && m.epoch != epoch) {
+        ready.push_back(Change{m.last_seq, {}, ChangeKind::reset, 0});
+      }
+      epoch = m.epoch;
+      if (!m.resumed) {
+        last_seq = m.last_seq;
+      } else if (!subscribed_once) {
+        last_seq = *first_after;  // the caller's point: the commits after it follow
+      }
+      subscribed_once = true;
+    } catch (...) {
+      if (s >= 0) ::close(s);
+      drop();
+      throw;
+    }
+  }
+
+  void send_all(int s, const std::vector<std::uint8_t>& frame, Clock::time_point deadline) {
+    std::size_t sent = 0;
+    while ((sent += proto::send_nonblocking(s, frame.data() + sent, frame.size() - sent)) <
+           frame.size()) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        throw ConnectionLostError("cannot subscribe at pasyn-writerd " + path + ": " +
+                                  std::strerror(errno));
+      }
+      if (!wait_readable(s, POLLOUT, deadline)) {
+        throw TimeoutError("pasyn-writerd at " + path + " took no SUBSCRIBE in time");
+      }
+    }
+  }
+
+  static bool wait_readable(int s, short events, Clock::time_point deadline) {
+    for (;;) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{s, events, 0};
+      const int n = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+      if (n > 0) return true;
+      if (n == 0) return false;
+      if (errno != EINTR) return true;  // let the read report it
+    }
+  }
+
+  // The next frame of the connection into `f`, reading until `deadline`; false at the deadline.
+  // Throws ConnectionLostError when the connection ends, ProtocolError for a malformed stream.
+  bool next_frame(proto::FrameView& f, Clock::time_point deadline) {
+    for (;;) {
+      const auto status = decoder.next(f);
+      if (status == proto::FrameDecoder::Status::kFrame) return true;
+      if (status == proto::FrameDecoder::Status::kError) detail::throw_protocol(decoder.error());
+      auto buf = decoder.prepare(detail::kLargeRead);
+      const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+      if (n > 0) {
+        decoder.commit(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n == 0) throw ConnectionLostError("pasyn-writerd at " + path + " closed the feed");
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        throw ConnectionLostError("the feed's connection to pasyn-writerd at " + path +
+                                  " failed: " + std::strerror(errno));
+      }
+      if (!wait_readable(fd, POLLIN, deadline)) return false;
+    }
+  }
+
+  void take(const proto::FrameView& f) {
+    const auto type = static_cast<proto::MsgType>(f.type);
+    if (type == proto::MsgType::kPong) return;
+    if (type != proto::MsgType::kChange) detail::expect(f, proto::MsgType::kChange);  // throws
+    proto::FeedFrame m;
+    std::string why;
+    if (!proto::decode_change(f.payload, m, why)) detail::throw_protocol(why);
+    if (m.event == proto::FeedEvent::kGap) {
+      ready.push_back(Change{m.seq, {}, ChangeKind::gap, 0});
+      return;
+    }
+    for (const auto& c : m.changes) {
+      ready.push_back(Change{m.seq, std::string(c.table), kind_of(c.op), c.rowid});
+    }
+    last_seq = m.seq;
+  }
+
+  std::optional<Change> next(std::chrono::milliseconds timeout) {
+    if (closed) throw ConnectionClosedError("the change feed is closed");
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      if (!ready.empty()) {
+        Change c = std::move(ready.front());
+        ready.pop_front();
+        return c;
+      }
+      if (fd < 0) {
+        const auto now = Clock::now();
+        if (now < next_attempt) {
+          if (deadline <= now) return std::nullopt;
+          std::this_thread::sleep_for(std::min(next_attempt, deadline) - now);
+          continue;
+        }
+        try {
+          subscribe();
+          backoff = kMinBackoff;
+        } catch (const Error&) {  // the daemon is away: try again later
+          next_attempt = Clock::now() + backoff;
+          backoff = std::min(backoff * 2, kMaxBackoff);
+        }
+        continue;
+      }
+      try {
+        proto::FrameView f;
+        if (!next_frame(f, deadline)) return std::nullopt;
+        take(f);
+      } catch (const Error&) {  // lost, or a stream it cannot read: start over, resuming
+        drop();
+        next_attempt = Clock::now();
+      }
+    }
+  }
+};
+
+ChangeFeed::ChangeFeed(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ChangeFeed::ChangeFeed(ChangeFeed&&) noexcept = default;
+ChangeFeed& ChangeFeed::operator=(ChangeFeed&&) noexcept = default;
+ChangeFeed::~ChangeFeed() = default;
+
+std::optional<Change> ChangeFeed::next(std::chrono::milliseconds timeout) {
+  if (!impl_) throw ConnectionClosedError("the change feed is closed");
+  return impl_->next(timeout);
+}
+
+std::uint64_t ChangeFeed::last_seq() const noexcept { return impl_ ? impl_->last_seq : 0; }
+std::uint64_t ChangeFeed::epoch() const noexcept { return impl_ ? impl_->epoch : 0; }
+
+void ChangeFeed::close() noexcept {
+  if (!impl_) return;
+  impl_->drop();
+  impl_->closed = true;
+  impl_->ready.clear();
+}
+
+ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables,
+                                        std::optional<std::uint64_t> after_seq) {
+  auto feed = std::make_unique<ChangeFeed::Impl>();
+  feed->path = socket_path();
+  feed->options = impl().options();
+  feed->tables = std::move(tables);
+  feed->first_after = after_seq;
+  feed->subscribe();
+  return ChangeFeed(std::move(feed));
+}
+
+}  // namespace pasyn

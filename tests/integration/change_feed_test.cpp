@@ -1,0 +1,313 @@
+// The change feed (PROTOCOL.md §8) against the real pasyn-writerd: committed changes arrive in
+// commit order and only after the commit; nothing of rolled-back work appears (a failed request
+// of a batch, a failed script, a rolled-back or half-failed client transaction); a client's own
+// ROLLBACK TO makes its commit a gap; table filters and the daemon's own tables; resuming after
+// a sequence number; a subscriber that does not read gets a gap and does not hold writers up;
+// the feed reconnects by itself and reports a daemon restart.
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+using pasyn::Change;
+using pasyn::ChangeFeed;
+using pasyn::ChangeKind;
+
+constexpr auto kWait = 5s;
+
+class ChangeFeedTest : public DaemonTest {
+ protected:
+  void start_with_table(const std::vector<std::string>& flags = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
+    client_.emplace(connect_client());
+    client_->execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v UNIQUE)");
+  }
+  std::int64_t rowid_of(int v) const { return query_int("SELECT id FROM t WHERE v = ?", {v}); }
+
+  // The next `n` changes, each within kWait (a missing one fails the test).
+  static std::vector<Change> take(ChangeFeed& feed, std::size_t n) {
+    std::vector<Change> out;
+    while (out.size() < n) {
+      auto c = feed.next(std::chrono::duration_cast<std::chrono::milliseconds>(kWait));
+      if (!c) {
+        ADD_FAILURE() << "change " << out.size() + 1 << " of " << n << " did not come";
+        break;
+      }
+      out.push_back(std::move(*c));
+    }
+    return out;
+  }
+  static void expect_quiet(ChangeFeed& feed) {
+    const auto c = feed.next(300ms);
+    EXPECT_FALSE(c) << "unexpected change of " << c->table << " row " << c->rowid;
+  }
+
+  std::optional<pasyn::MultiplexedClient> client_;
+};
+
+TEST_F(ChangeFeedTest, CommittedChangesArriveInCommitOrderAfterTheCommit) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto feed = client_->subscribe();
+  EXPECT_NE(feed.epoch(), 0u);
+  const auto start = feed.last_seq();
+  client_->execute("INSERT INTO t (v) VALUES (1)");
+  client_->execute("INSERT INTO t (v) VALUES (2)");
+  client_->execute("UPDATE t SET v = 3 WHERE v = 2");
+  client_->execute("DELETE FROM t WHERE v = 1");
+  const auto got = take(feed, 4);
+  ASSERT_EQ(got.size(), 4u);
+  const ChangeKind kinds[] = {ChangeKind::insert, ChangeKind::insert, ChangeKind::update,
+                              ChangeKind::remove};
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].kind, kinds[i]) << i;
+    EXPECT_EQ(got[i].table, "t");
+    EXPECT_EQ(got[i].commit_seq, start + i + 1) << "one commit per execute, numbered in order";
+  }
+  EXPECT_EQ(got[0].rowid, got[3].rowid);
+  EXPECT_EQ(got[1].rowid, rowid_of(3));
+  EXPECT_EQ(feed.last_seq(), start + 4);
+  // One transaction of several statements is one commit, its changes in order.
+  auto tx = client_->begin();
+  tx.execute("INSERT INTO t (v) VALUES (10)");
+  tx.execute("INSERT INTO t (v) VALUES (11)");
+  expect_quiet(feed);  // nothing before the commit
+  tx.commit();
+  const auto two = take(feed, 2);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].commit_seq, start + 5);
+  EXPECT_EQ(two[1].commit_seq, start + 5);
+  EXPECT_EQ(two[0].rowid, rowid_of(10));
+  EXPECT_EQ(two[1].rowid, rowid_of(11));
+}
+
+TEST_F(ChangeFeedTest, NothingOfRolledBackWorkAppears) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto feed = client_->subscribe();
+  client_->execute("INSERT INTO t (v) VALUES (1)");
+  EXPECT_THROW(client_->execute("INSERT INTO t (v) VALUES (1)"), pasyn::IntegrityError);
+  // Several requests in flight share batches; a failing one is undone alone, also the row its
+  // statement inserted before it failed (SQLite reported it; the request's savepoint undid it).
+  std::vector<std::future<std::int64_t>> inflight;
+  for (int v = 100; v < 110; ++v) {
+    inflight.push_back(v % 2 == 0
+                           ? client_->execute_async("INSERT INTO t (v) VALUES (?)", {v})
+                           : client_->execute_async("INSERT INTO t (v) VALUES (?), (1)", {v}));
+  }
+  int failed = 0;
+  for (auto& f : inflight) {
+    try {
+      f.get();
+    } catch (const pasyn::IntegrityError&) {
+      ++failed;
+    }
+  }
+  EXPECT_EQ(failed, 5);
+  EXPECT_THROW(
+      client_->executescript("INSERT INTO t (v) VALUES (2); INSERT INTO t (v) VALUES (1);"),
+      pasyn::IntegrityError);
+  {
+    auto tx = client_->begin();
+    tx.execute("INSERT INTO t (v) VALUES (3)");
+    tx.rollback();
+  }
+  {
+    auto tx = client_->begin();
+    tx.execute("INSERT INTO t (v) VALUES (4)");
+    EXPECT_THROW(tx.execute("INSERT INTO t (v) VALUES (50), (1)"), pasyn::IntegrityError);
+    tx.commit();
+  }
+  client_->execute("INSERT INTO t (v) VALUES (7)");
+
+  std::vector<std::int64_t> expected{rowid_of(1)};
+  for (int v = 100; v < 110; v += 2) expected.push_back(rowid_of(v));
+  expected.push_back(rowid_of(4));
+  expected.push_back(rowid_of(7));
+  const auto got = take(feed, expected.size());
+  ASSERT_EQ(got.size(), expected.size());
+  std::uint64_t last = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].kind, ChangeKind::insert) << i;
+    EXPECT_EQ(got[i].rowid, expected[i]) << i;
+    EXPECT_GE(got[i].commit_seq, last);
+    last = got[i].commit_seq;
+  }
+  expect_quiet(feed);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), static_cast<std::int64_t>(expected.size()));
+}
+
+TEST_F(ChangeFeedTest, AClientsOwnRollbackToMakesItsCommitAGap) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto feed = client_->subscribe();
+  {  // inside a script
+    auto tx = client_->begin();
+    tx.executescript(
+        "SAVEPOINT a; INSERT INTO t (v) VALUES (5); ROLLBACK TO a; RELEASE a; "
+        "INSERT INTO t (v) VALUES (6);");
+    tx.commit();
+  }
+  {  // as statements of their own
+    auto tx = client_->begin();
+    tx.execute("SAVEPOINT b");
+    tx.execute("INSERT INTO t (v) VALUES (8)");
+    tx.execute("ROLLBACK TO b");
+    tx.execute("RELEASE b");
+    tx.commit();
+  }
+  {  // SAVEPOINT and RELEASE alone undo nothing: the commit is listed
+    auto tx = client_->begin();
+    tx.execute("SAVEPOINT c");
+    tx.execute("INSERT INTO t (v) VALUES (9)");
+    tx.execute("RELEASE c");
+    tx.commit();
+  }
+  client_->execute("INSERT INTO t (v) VALUES (7)");
+  const auto got = take(feed, 4);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap);
+  EXPECT_TRUE(got[0].table.empty());
+  EXPECT_EQ(got[1].kind, ChangeKind::gap);
+  EXPECT_EQ(got[1].commit_seq, got[0].commit_seq + 1);
+  EXPECT_EQ(got[2].kind, ChangeKind::insert);
+  EXPECT_EQ(got[2].rowid, rowid_of(9));
+  EXPECT_EQ(got[3].kind, ChangeKind::insert);
+  EXPECT_EQ(got[3].rowid, rowid_of(7));
+  EXPECT_EQ(got[3].commit_seq, got[0].commit_seq + 3);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v IN (5, 8)"), 0);
+}
+
+TEST_F(ChangeFeedTest, OnlyTheSubscribedTablesAndNeverTheDaemonsOwn) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  client_->execute("CREATE TABLE other (x)");
+  auto only_t = client_->subscribe({"T"});  // names compare ignoring ASCII case
+  auto all = client_->subscribe();
+  client_->execute("INSERT INTO other VALUES (1)");
+  pasyn::WriteOptions keyed;
+  keyed.idempotency_key = "write-1";  // also writes the daemon's pasyn_idempotency table
+  client_->execute("INSERT INTO t (v) VALUES (1)", {}, keyed);
+  const auto t_changes = take(only_t, 1);
+  ASSERT_EQ(t_changes.size(), 1u);
+  EXPECT_EQ(t_changes[0].table, "t");
+  expect_quiet(only_t);
+  const auto every = take(all, 2);
+  ASSERT_EQ(every.size(), 2u);
+  EXPECT_EQ(every[0].table, "other");
+  EXPECT_EQ(every[1].table, "t");
+  expect_quiet(all);  // no pasyn_idempotency row
+}
+
+TEST_F(ChangeFeedTest, ResumingAfterASequenceNumberReplaysWhatTheDaemonHolds) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  std::uint64_t first = 0;
+  {
+    auto probe = client_->subscribe();
+    first = probe.last_seq();
+  }
+  for (int v = 1; v <= 3; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  auto feed = client_->subscribe({}, first + 1);
+  EXPECT_EQ(feed.last_seq(), first + 1);
+  const auto got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].commit_seq, first + 2);
+  EXPECT_EQ(got[0].rowid, rowid_of(2));
+  EXPECT_EQ(got[1].rowid, rowid_of(3));
+  expect_quiet(feed);
+  EXPECT_THROW(client_->subscribe({}, first + 100), pasyn::ProgrammingError);
+}
+
+TEST_F(ChangeFeedTest, AResumePointOlderThanTheHistoryStartsWithAGap) {
+  // A history of a few hundred bytes holds only the last commits.
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "300"}));
+  const auto first = client_->subscribe().last_seq();
+  for (int v = 1; v <= 20; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  auto feed = client_->subscribe({}, first);
+  const auto got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap);
+  EXPECT_EQ(got[0].commit_seq, first + 1);
+  EXPECT_EQ(got[1].kind, ChangeKind::insert);
+  EXPECT_GT(got[1].commit_seq, first + 1);
+}
+
+TEST_F(ChangeFeedTest, ASubscriberThatDoesNotReadGetsAGapAndHoldsNoWriterUp) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--max-frame", "65536", "--max-output", "65536"}));
+  auto feed = client_->subscribe();
+  const auto start = feed.last_seq();
+  // 300 commits of 200 rows each: megabytes of changes, far more than the socket and the
+  // 32 KiB the daemon buffers for a subscriber.
+  constexpr int kCommits = 300;
+  for (int i = 0; i < kCommits; ++i) {
+    client_->execute(
+        "INSERT INTO t (v) WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
+        "WHERE x < 200) SELECT ? * 1000 + x FROM n",
+        {i});
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kCommits * 200);
+  // Read what was buffered, then one more commit brings the gap and itself.
+  std::optional<Change> gap;
+  std::uint64_t last_before_gap = start;
+  while (auto c = feed.next(500ms)) {
+    if (c->kind == ChangeKind::gap) {
+      gap = c;
+      break;
+    }
+    ASSERT_EQ(c->kind, ChangeKind::insert);
+    last_before_gap = c->commit_seq;
+  }
+  if (!gap) {
+    client_->execute("INSERT INTO t (v) VALUES (-1)");
+    while (auto c = feed.next(std::chrono::duration_cast<std::chrono::milliseconds>(kWait))) {
+      if (c->kind == ChangeKind::gap) {
+        gap = c;
+        break;
+      }
+      last_before_gap = c->commit_seq;
+    }
+  }
+  ASSERT_TRUE(gap) << "no gap notice";
+  EXPECT_EQ(gap->commit_seq, last_before_gap + 1) << "the gap names the first commit missed";
+  EXPECT_LT(last_before_gap, start + kCommits);
+  EXPECT_TRUE(client_->ping());  // the daemon kept serving
+}
+
+TEST_F(ChangeFeedTest, TheFeedReconnectsByItselfAndReportsADaemonRestart) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto feed = client_->subscribe();
+  const auto epoch = feed.epoch();
+  client_->execute("INSERT INTO t (v) VALUES (1)");
+  ASSERT_EQ(take(feed, 1).size(), 1u);
+  client_.reset();
+  ASSERT_NO_FATAL_FAILURE(stop_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  client_.emplace(connect_client());
+  // The feed reconnects inside next(): first it says that the daemon restarted.
+  const auto reset = take(feed, 1);
+  ASSERT_EQ(reset.size(), 1u);
+  EXPECT_EQ(reset[0].kind, ChangeKind::reset);
+  EXPECT_NE(feed.epoch(), epoch);
+  client_->execute("INSERT INTO t (v) VALUES (2)");
+  const auto got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::insert);
+  EXPECT_EQ(got[0].rowid, rowid_of(2));
+  EXPECT_EQ(got[0].commit_seq, reset[0].commit_seq + 1);
+  feed.close();
+  EXPECT_THROW(feed.next(10ms), pasyn::ConnectionClosedError);
+}
+
+TEST_F(ChangeFeedTest, AReadOnlyPeerMaySubscribe) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  client_.reset();
+  ASSERT_NO_FATAL_FAILURE(stop_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--read-only-uid", std::to_string(::getuid())}));
+  client_.emplace(connect_client());
+  auto feed = client_->subscribe();
+  EXPECT_NE(feed.epoch(), 0u);
+  EXPECT_THROW(client_->execute("INSERT INTO t (v) VALUES (1)"), pasyn::OperationalError);
+}
+
+}  // namespace
