@@ -107,8 +107,55 @@ class AsyncClient:
         the block raises. ``tx``'s methods are coroutines."""
         return _AsyncTransaction(self._client)
 
+    async def subscribe(self, tables=None, *, after_seq=None):
+        """The change feed: ``async for change in await client.subscribe():``."""
+        loop = asyncio.get_running_loop()
+        feed = await loop.run_in_executor(
+            None, lambda: self._client.subscribe(tables, after_seq=after_seq))
+        return AsyncChangeFeed(feed)
+
     def close(self):
         self._client.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        return False
+
+
+class AsyncChangeFeed:
+    """An asynchronous iterator over a ``ChangeFeed``: each wait runs on the event loop's
+    default executor, one at a time (the feed is used by one thread at a time)."""
+
+    _SLICE = 0.5  # seconds one executor call waits, so that a cancelled task lets go soon
+
+    def __init__(self, feed):
+        self._feed = feed
+
+    @property
+    def feed(self):
+        """The synchronous feed underneath."""
+        return self._feed
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            change = await loop.run_in_executor(None, self._feed.next, self._SLICE)
+            if change is not None:
+                return change
+
+    async def next(self, timeout):
+        """The next change, or None after ``timeout`` seconds without one."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._feed.next, timeout)
+
+    def close(self):
+        self._feed.close()
 
     async def __aenter__(self):
         return self
@@ -199,4 +246,4 @@ def connect(socket_path, **options):
     return AsyncClient(socket_path, **options)
 
 
-__all__ = ["AsyncClient", "connect"]
+__all__ = ["AsyncClient", "AsyncChangeFeed", "connect"]

@@ -129,6 +129,8 @@ Cursor = _core.Cursor
 OpenFlags = _core.OpenFlags
 MultiplexedClient = _core.MultiplexedClient
 Transaction = _core.Transaction
+ChangeFeed = _core.ChangeFeed
+Change = _core.Change
 WriterServerHandle = _core.WriterServerHandle
 ReadPool = _core.ReadPool
 connect = _core.connect
@@ -147,7 +149,8 @@ def multiplexed_client(socket_path, **options):
 
 
 __all__ = [
-    "Connection", "Cursor", "OpenFlags", "MultiplexedClient", "Transaction",
+    "Connection", "Cursor", "OpenFlags", "MultiplexedClient", "Transaction", "ChangeFeed",
+    "Change",
     "WriterServerHandle", "ReadPool", "connect", "start_writer_server", "default_socket_path",
     "multiplexed_client", "sqlite_version", "sqlite_version_number", "sqlite_threadsafe",
     "memory_used", "memory_highwater", "SqliteError", "IntegrityError", "OperationalError",

@@ -8,7 +8,9 @@
 #include <chrono>
 #include <exception>
 #include <optional>
+#include <string>
 #include <variant>
+#include <vector>
 
 #include "values.hpp"
 
@@ -44,5 +46,11 @@ auto dispatch(const AnyParams& params, Positional positional, Named named) {
 
 /// Binds Transaction and MultiplexedClient (writer.cpp).
 void bind_writer(nb::module_& m);
+
+/// Binds ChangeFeed and Change (feed.cpp).
+void bind_feed(nb::module_& m);
+/// MultiplexedClient.subscribe(): a ChangeFeed object (feed.cpp).
+nb::object subscribe(MultiplexedClient& client, std::vector<std::string> tables,
+                     std::optional<std::uint64_t> after_seq);
 
 }  // namespace pasyn::python

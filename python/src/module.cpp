@@ -474,5 +474,6 @@ NB_MODULE(_core, m) {
       .def_prop_ro("size", &ReadPool::size)
       .def_prop_ro("open_connections", &ReadPool::open_connections);
 
+  bind_feed(m);
   bind_writer(m);
 }

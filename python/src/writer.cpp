@@ -425,6 +425,13 @@ void bind_writer(nb::module_& m) {
              for (const auto& [k, v] : report) d[nb::str(k.c_str())] = to_python(v);
              return d;
            })
+      .def(
+          "subscribe",
+          [](PyClient& self, std::optional<std::vector<std::string>> tables,
+             std::optional<std::uint64_t> after_seq) {
+            return subscribe(self.get(), tables.value_or(std::vector<std::string>{}), after_seq);
+          },
+          "tables"_a = nb::none(), nb::kw_only(), "after_seq"_a = nb::none())
       .def_prop_ro("socket_path", [](PyClient& self) { return self.get().socket_path(); })
       .def("close", &PyClient::close)
       .def("__enter__", [](nb::object self) { return self; })

@@ -1,0 +1,109 @@
+// pasyn_sqlite_core._core: ChangeFeed and Change (the change feed, PROTOCOL.md §8), returned by
+// MultiplexedClient.subscribe(). Iterating a feed blocks until the next change (without the GIL,
+// in slices of kSlice so that Ctrl-C and other signals are handled); next(timeout) returns None
+// when nothing came in time. pasyn_sqlite.aio iterates it asynchronously.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <pasyn/pasyn.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+
+namespace pasyn::python {
+namespace {
+
+using namespace nb::literals;
+
+constexpr std::chrono::milliseconds kSlice{200};
+
+const char* kind_name(ChangeKind k) {
+  switch (k) {
+    case ChangeKind::insert:
+      return "insert";
+    case ChangeKind::update:
+      return "update";
+    case ChangeKind::remove:
+      return "delete";
+    case ChangeKind::gap:
+      return "gap";
+    case ChangeKind::reset:
+      break;
+  }
+  return "reset";
+}
+
+struct PyFeed {
+  std::optional<ChangeFeed> feed;
+
+  ChangeFeed& get() {
+    if (!feed) throw ConnectionClosedError("the change feed is closed");
+    return *feed;
+  }
+  void close() {
+    if (feed) feed->close();
+  }
+};
+
+}  // namespace
+
+nb::object subscribe(MultiplexedClient& client, std::vector<std::string> tables,
+                     std::optional<std::uint64_t> after_seq) {
+  auto feed = unlocked([&] { return client.subscribe(std::move(tables), after_seq); });
+  auto* py = new PyFeed();
+  py->feed.emplace(std::move(feed));
+  return nb::cast(py, nb::rv_policy::take_ownership);
+}
+
+void bind_feed(nb::module_& m) {
+  nb::class_<Change>(m, "Change")
+      .def_ro("commit_seq", &Change::commit_seq)
+      .def_ro("table", &Change::table)
+      .def_prop_ro("kind", [](const Change& c) { return kind_name(c.kind); })
+      .def_ro("rowid", &Change::rowid)
+      .def("__repr__", [](const Change& c) {
+        std::string s = "Change(commit_seq=" + std::to_string(c.commit_seq) + ", kind='" +
+                        kind_name(c.kind) + "'";
+        if (!c.table.empty()) {
+          s += ", table=" + nb::cast<std::string>(nb::repr(nb::str(c.table.c_str()))) +
+               ", rowid=" + std::to_string(c.rowid);
+        }
+        return s + ")";
+      });
+
+  nb::class_<PyFeed>(m, "ChangeFeed")
+      .def(
+          "next",
+          [](PyFeed& self, double timeout) -> std::optional<Change> {
+            auto& feed = self.get();
+            const auto ms = to_ms(timeout);
+            return unlocked([&] { return feed.next(ms); });
+          },
+          "timeout"_a)
+      .def("__iter__", [](nb::object self) { return self; })
+      .def("__next__",
+           [](PyFeed& self) -> Change {
+             auto& feed = self.get();
+             for (;;) {
+               auto c = unlocked([&] { return feed.next(kSlice); });
+               if (c) return std::move(*c);
+               if (PyErr_CheckSignals() != 0) throw nb::python_error();
+             }
+           })
+      .def_prop_ro("last_seq", [](PyFeed& self) { return self.get().last_seq(); })
+      .def_prop_ro("epoch", [](PyFeed& self) { return self.get().epoch(); })
+      .def("close", &PyFeed::close)
+      .def("__enter__", [](nb::object self) { return self; })
+      .def("__exit__", [](PyFeed& self, nb::args) {
+        self.close();
+        return false;
+      });
+}
+
+}  // namespace pasyn::python
