@@ -107,8 +107,8 @@ int main(int argc, char** argv) {
                "shorter runs, one repetition, fewer rows: under a minute on 2 cores");
   app.add_flag("--json", json, "print one JSON object instead of the table");
   std::vector<std::string> accepted = kRowNames;
-  accepted.insert(accepted.end(),
-                  {"idle_round_trip_p50", "idle_round_trip_p99", "clients1000_rss_mib"});
+  accepted.insert(accepted.end(), {"idle_round_trip_p50", "idle_round_trip_p99",
+                                   "clients1000_rss_mib", "feed16_full", "feed16_normal"});
   app.add_option("--only", only, "run one row")->check(CLI::IsMember(accepted));
   app.add_flag("--sweep", sweep,
                "print CSV writers,mode,pasyn_rows_s,direct_rows_s for 1..64 writers instead");

@@ -31,7 +31,8 @@ Throughput aggregate(const std::vector<WorkerResult>& results) {
 }
 
 Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads, bool full,
-                           double seconds, const std::vector<std::string>& daemon_flags) {
+                           double seconds, const std::vector<std::string>& daemon_flags,
+                           FeedSubscribers* feed) {
   const fs::path dir = ctx.fresh_dir(std::string("writers-") + (pasyn_side ? "pasyn" : "direct"));
   const std::string db = (dir / "bench.sqlite").string();
   create_bench_db(db);
@@ -45,7 +46,21 @@ Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads
                      std::string("sync=") + (full ? "full" : "normal"),
                      "base=" + std::to_string(p * threads)});
   }
-  const Throughput t = aggregate(run_workers(ctx, specs, seconds));
+  for (int i = 0; feed && pasyn_side && i < feed->count; ++i) {
+    specs.push_back(
+        {"subscriber", "socket=" + daemon->socket(), "seconds=" + std::to_string(seconds)});
+  }
+  std::vector<WorkerResult> results = run_workers(ctx, specs, seconds);
+  if (feed && pasyn_side) {  // the subscribers' reports follow the writers'
+    feed->changes_min = kNaN;
+    for (std::size_t i = static_cast<std::size_t>(procs); i < results.size(); ++i) {
+      const double seen = results[i].num("changes");
+      feed->changes_min = std::isnan(feed->changes_min) ? seen : std::min(feed->changes_min, seen);
+      feed->gaps += static_cast<std::int64_t>(results[i].num("gaps"));
+    }
+    results.resize(static_cast<std::size_t>(procs));
+  }
+  const Throughput t = aggregate(results);
   if (daemon) daemon->stop();
   fs::remove_all(dir);
   return t;
@@ -97,13 +112,16 @@ std::string rep_label(const std::string& row, int rep, int reps) {
   return row + " rep " + std::to_string(rep + 1) + "/" + std::to_string(reps);
 }
 
-const std::vector<std::string> kRowNames = {
-    "writers16_full", "writers16_normal", "writers64_full", "inflight1000",     "execute_many_100k",
-    "point_select",   "idle_round_trip",  "clients1000",    "seed_multiprocess"};
+const std::vector<std::string> kRowNames = {"writers16_full",    "writers16_normal",
+                                            "writers64_full",    "inflight1000",
+                                            "execute_many_100k", "point_select",
+                                            "idle_round_trip",   "clients1000",
+                                            "seed_multiprocess", "feed16"};
 
 std::string canonical_row(const std::string& name) {
   if (name == "idle_round_trip_p50" || name == "idle_round_trip_p99") return "idle_round_trip";
   if (name == "clients1000_rss_mib") return "clients1000";
+  if (name == "feed16_full" || name == "feed16_normal") return "feed16";
   return name;
 }
 
@@ -116,6 +134,7 @@ std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::strin
   if (name == "point_select") return row_point_select(ctx, s);
   if (name == "idle_round_trip") return row_idle_round_trip(ctx, s);
   if (name == "clients1000") return row_clients1000(ctx, s);
+  if (name == "feed16") return row_feed16(ctx, s);
   return row_seed(ctx, s);
 }
 

@@ -43,10 +43,20 @@ struct Throughput {
 // Sums the workers' operations over the longest of their times (they started together).
 Throughput aggregate(const std::vector<WorkerResult>& results);
 
+// Change-feed subscribers beside the writers of measure_writers (pasyn side only): `count`
+// processes each subscribed to every table; filled in with the fewest changes one of them saw
+// in the run and the gap notices they got.
+struct FeedSubscribers {
+  int count = 0;
+  double changes_min = kNaN;
+  std::int64_t gaps = 0;
+};
+
 // `procs` processes × `threads` writer threads, one-row INSERTs each waiting for its ack
-// (pasyn_side: through a daemon started with `daemon_flags`).
+// (pasyn_side: through a daemon started with `daemon_flags`, and `feed`'s subscribers).
 Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads, bool full,
-                           double seconds, const std::vector<std::string>& daemon_flags = {});
+                           double seconds, const std::vector<std::string>& daemon_flags = {},
+                           FeedSubscribers* feed = nullptr);
 
 // One direct connection inserting `rows` rows in one transaction at synchronous=FULL.
 Throughput measure_direct_txn(Context& ctx, std::int64_t rows);
@@ -102,6 +112,7 @@ std::string rep_label(const std::string& row, int rep, int reps);
 // The rows, by group (rows_writers.cpp, rows_single_client.cpp, rows_many_clients.cpp).
 std::vector<RowResult> row_writers16(Context& ctx, const Settings& s, bool full);
 std::vector<RowResult> row_writers64(Context& ctx, const Settings& s);
+std::vector<RowResult> row_feed16(Context& ctx, const Settings& s);
 std::vector<RowResult> row_inflight(Context& ctx, const Settings& s);
 std::vector<RowResult> row_execute_many(Context& ctx, const Settings& s);
 std::vector<RowResult> row_point_select(Context& ctx, const Settings& s);

@@ -168,4 +168,42 @@ std::vector<RowResult> row_writers64(Context& ctx, const Settings& s) {
   return {r};
 }
 
+// The change feed's cost (issue 14): 16 acked writers as in writers16_*, with 2 processes
+// subscribed to every table against none, alternating in each repetition; ratio = with / without
+// (target 0.9: the feed costs at most 10 %).
+std::vector<RowResult> row_feed16(Context& ctx, const Settings& s) {
+  constexpr int kSubscribers = 2;
+  std::vector<RowResult> rows;
+  for (const bool full : {true, false}) {
+    const std::string name = full ? "feed16_full" : "feed16_normal";
+    const int threads = kCeilingWriters / kProcesses;
+    Samples with, without;
+    std::vector<double> seen_share;
+    std::int64_t gaps = 0;
+    for (int rep = 0; rep < s.reps; ++rep) {
+      progress(ctx, rep_label(name, rep, s.reps));
+      without.add(measure_writers(ctx, true, kProcesses, threads, full, s.seconds));
+      FeedSubscribers feed{kSubscribers};
+      const Throughput t =
+          measure_writers(ctx, true, kProcesses, threads, full, s.seconds, {}, &feed);
+      with.add(t);
+      seen_share.push_back(feed.changes_min / static_cast<double>(t.ops));
+      gaps += feed.gaps;
+    }
+    RowResult r = throughput_row(name, "rows/s", 0.9, with, without);
+    r.ratio_of = "pasyn with 2 change-feed subscribers / pasyn without";
+    r.extra["subscriber_seen_share"] = median(seen_share);
+    r.extra["subscriber_gaps"] = static_cast<double>(gaps);
+    r.note = std::to_string(kCeilingWriters) + " acked writers in " + std::to_string(kProcesses) +
+             " processes as in writers16_" + (full ? "full" : "normal") + ", with " +
+             std::to_string(kSubscribers) +
+             " processes subscribed to every table (MultiplexedClient::subscribe) against "
+             "none, alternating; the slower subscriber saw " +
+             format("%.3f", median(seen_share)) +
+             " of the rows written within the run (median), gap notices: " + std::to_string(gaps);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
 }  // namespace pasyn_bench

@@ -157,5 +157,6 @@ void worker_seed(const Args& a);
 void worker_echo_server(const Args& a);
 void worker_echo_clients(const Args& a);
 void worker_commit_txns(const Args& a);
+void worker_subscriber(const Args& a);
 
 }  // namespace pasyn_bench

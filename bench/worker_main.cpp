@@ -84,6 +84,8 @@ int worker_main(int argc, char** argv) {
       worker_echo_clients(a);
     } else if (kind == "commit_txns") {
       worker_commit_txns(a);
+    } else if (kind == "subscriber") {
+      worker_subscriber(a);
     } else {
       throw std::runtime_error("unknown worker kind '" + kind + "'");
     }

@@ -156,4 +156,28 @@ void worker_round_trip(const Args& a) {
   finish_report();
 }
 
+// subscriber: one change feed of every table (MultiplexedClient::subscribe) read for `seconds`
+// from "go": reports the changes seen and the gap notices.
+void worker_subscriber(const Args& a) {
+  pasyn::MultiplexedClient client(arg(a, "socket"), client_options());
+  pasyn::ChangeFeed feed = client.subscribe();
+  const auto run = std::chrono::duration_cast<Clock::duration>(Seconds(arg_double(a, "seconds")));
+  ready_then_wait_for_go();
+  const auto end = Clock::now() + run;
+  std::int64_t changes = 0, gaps = 0;
+  while (Clock::now() < end) {
+    const auto c = feed.next(std::chrono::milliseconds(50));
+    if (!c) continue;
+    if (c->kind == pasyn::ChangeKind::gap || c->kind == pasyn::ChangeKind::reset) {
+      ++gaps;
+    } else {
+      ++changes;
+    }
+  }
+  put("changes", static_cast<double>(changes));
+  put("gaps", static_cast<double>(gaps));
+  put("seconds", Seconds(run).count());
+  finish_report();
+}
+
 }  // namespace pasyn_bench

@@ -63,6 +63,7 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
     }
     end_transaction(work, std::nullopt);  // rolls back if the commit failed
     reply(r, std::move(frame));
+    publish_committed();
     return;
   }
   if (must_run_alone(r.sql)) {

@@ -519,6 +519,7 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
     for (const auto& out : per_sink) last_batch_replies_.emplace(out.sink, out.count);
   }
   for (auto& out : per_sink) out.sink->deliver(std::move(out.bytes), out.count);
+  publish_committed();  // after the replies: the feed never delays an acknowledgement
   if (shutdown && on_shutdown_request_) on_shutdown_request_();
 }
 

@@ -346,8 +346,8 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
     } else if (stmt == rollback_.get()) {
       changes_.rollback();
     } else if (stmt == commit_.get()) {
-      auto committed = changes_.take_commit();
-      if (committed && feed_) feed_->publish(std::move(*committed));
+      publish_committed();  // (the previous commit's, had a path not published it yet)
+      committed_ = changes_.take_commit();
     }
     return true;
   }
@@ -399,6 +399,13 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
   if (rows) rows->patch_u32(row_count_at, row_count);
   note_client_statement(stmt);
   return true;
+}
+
+void Writer::publish_committed() {
+  if (!committed_) return;
+  auto c = std::move(*committed_);
+  committed_.reset();
+  if (feed_) feed_->publish(std::move(c));
 }
 
 void Writer::note_client_statement(sqlite3_stmt* stmt) {

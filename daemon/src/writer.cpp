@@ -339,6 +339,7 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
                           "pasyn-writerd is shutting down; the request was not executed");
     } else {
       process(work);
+      publish_committed();  // every commit's replies are out by now
       // Between batches (their replies are out), never inside a client transaction.
       if (!tx_ && !aborted_) maintain_wal();
     }

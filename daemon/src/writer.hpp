@@ -323,9 +323,11 @@ class Writer {
 
   // Runs one of the writer's own statements; the transaction statements among them (begin_,
   // commit_, rollback_, savepoint_, release_, rollback_to_) also keep changes_ in step, and a
-  // successful commit_ publishes the committed changes.
+  // successful commit_ takes the committed changes for publish_committed().
   bool exec_internal(sqlite3_stmt* stmt);
   bool exec_internal(const Stmt& stmt) { return exec_internal(stmt.get()); }
+  // Publishes the last COMMIT's changes (held in committed_ until its replies are out).
+  void publish_committed();
   // After a client statement ran: a client's own ROLLBACK TO undid changes the feed cannot
   // name (change_feed.hpp).
   void note_client_statement(sqlite3_stmt* stmt);
@@ -355,6 +357,8 @@ class Writer {
   // rollback_all), published to feed_ after each COMMIT. Writer thread.
   ChangeLog changes_;
   FeedHub* feed_ = nullptr;
+  // The last COMMIT's changes until its replies are out (publish_committed).
+  std::optional<CommittedChanges> committed_;
   std::optional<IdempotencyStore> keys_;
   // Prepared client statements, one cache per client mode (client_index): a statement is
   // authorized when it is prepared, so one authorized for a role (or inside a transaction) is

@@ -4,7 +4,8 @@
 writers16_full/normal also carry groupcommit16 (the leanest group commit, same run) and
 bound_ratio = groupcommit16 / the row's ceiling. writers64_full, inflight1000 and the idle round
 trip carry the bound of their own minimal program (ceiling_ipc64, groupcommit_pipelined,
-commit_pingpong_us); every bound row has of_bound = ratio / bound_ratio.
+commit_pingpong_us); every bound row has of_bound = ratio / bound_ratio. feed16_full/normal divide
+pasyn with 2 change-feed subscribers by pasyn without.
 
 Runs the real pasyn-bench (which starts the real pasyn-writerd) on its shortest settings, one row
 at a time, and checks the shape and the arithmetic of the output, never the speed: the figures of
@@ -133,6 +134,16 @@ check(inflight is not None, "no inflight1000 row")
 if inflight:
     check(inflight["target"] == 0.5, f"inflight1000 target {inflight['target']}")
     check_own_bound(inflight, "groupcommit_pipelined")
+
+feed = run("feed16")
+check(set(feed) == {"feed16_full", "feed16_normal"}, f"feed rows: {sorted(feed)}")
+for r in feed.values():
+    check(r["target"] == 0.9, f"{r['name']} target {r['target']}")
+    check(r.get("ratio_of") == "pasyn with 2 change-feed subscribers / pasyn without",
+          f"{r['name']} ratio_of: {r.get('ratio_of')}")
+    check(close(r["ratio"], r["pasyn"] / r["baseline"]), f"{r['name']} ratio")
+    check(isinstance(r.get("subscriber_seen_share"), (int, float)),
+          f"{r['name']}: no subscriber_seen_share")
 
 rtt = run("idle_round_trip")
 check(set(rtt) == {"idle_round_trip_p50", "idle_round_trip_p99"}, f"idle rows: {sorted(rtt)}")
