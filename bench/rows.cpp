@@ -47,8 +47,8 @@ Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads
                      "base=" + std::to_string(p * threads)});
   }
   for (int i = 0; feed && pasyn_side && i < feed->count; ++i) {
-    specs.push_back(
-        {"subscriber", "socket=" + daemon->socket(), "seconds=" + std::to_string(seconds)});
+    specs.push_back({"subscriber", "socket=" + daemon->socket(),
+                     "seconds=" + std::to_string(seconds), feed->read ? "read=1" : "read=0"});
   }
   std::vector<WorkerResult> results = run_workers(ctx, specs, seconds);
   if (feed && pasyn_side) {  // the subscribers' reports follow the writers'

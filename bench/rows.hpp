@@ -48,6 +48,7 @@ Throughput aggregate(const std::vector<WorkerResult>& results);
 // in the run and the gap notices they got.
 struct FeedSubscribers {
   int count = 0;
+  bool read = true;  // false: they subscribe and never read (stalled readers)
   double changes_min = kNaN;
   std::int64_t gaps = 0;
 };

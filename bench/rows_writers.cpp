@@ -178,7 +178,7 @@ std::vector<RowResult> row_feed16(Context& ctx, const Settings& s) {
     const std::string name = full ? "feed16_full" : "feed16_normal";
     const int threads = kCeilingWriters / kProcesses;
     Samples with, without;
-    std::vector<double> seen_share;
+    std::vector<double> seen_share, stalled_ratio;
     std::int64_t gaps = 0;
     for (int rep = 0; rep < s.reps; ++rep) {
       progress(ctx, rep_label(name, rep, s.reps));
@@ -189,18 +189,26 @@ std::vector<RowResult> row_feed16(Context& ctx, const Settings& s) {
       with.add(t);
       seen_share.push_back(feed.changes_min / static_cast<double>(t.ops));
       gaps += feed.gaps;
+      FeedSubscribers stalled{kSubscribers, false};
+      const Throughput u =
+          measure_writers(ctx, true, kProcesses, threads, full, s.seconds, {}, &stalled);
+      stalled_ratio.push_back(u.per_second / without.value.back());
     }
     RowResult r = throughput_row(name, "rows/s", 0.9, with, without);
     r.ratio_of = "pasyn with 2 change-feed subscribers / pasyn without";
     r.extra["subscriber_seen_share"] = median(seen_share);
     r.extra["subscriber_gaps"] = static_cast<double>(gaps);
+    r.extra["stalled_ratio"] = median(stalled_ratio);
     r.note = std::to_string(kCeilingWriters) + " acked writers in " + std::to_string(kProcesses) +
              " processes as in writers16_" + (full ? "full" : "normal") + ", with " +
              std::to_string(kSubscribers) +
              " processes subscribed to every table (MultiplexedClient::subscribe) against "
              "none, alternating; the slower subscriber saw " +
              format("%.3f", median(seen_share)) +
-             " of the rows written within the run (median), gap notices: " + std::to_string(gaps);
+             " of the rows written within the run (median), gap notices: " + std::to_string(gaps) +
+             "; stalled_ratio " + format("%.2f", median(stalled_ratio)) +
+             ": pasyn with 2 subscribers that never read / pasyn without (the feed never waits "
+             "for a subscriber)";
     rows.push_back(r);
   }
   return rows;

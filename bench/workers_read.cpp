@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <optional>
 #include <random>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -157,14 +158,17 @@ void worker_round_trip(const Args& a) {
 }
 
 // subscriber: one change feed of every table (MultiplexedClient::subscribe) read for `seconds`
-// from "go": reports the changes seen and the gap notices.
+// from "go": reports the changes seen and the gap notices. read=0: subscribes and never reads
+// (a stalled subscriber).
 void worker_subscriber(const Args& a) {
   pasyn::MultiplexedClient client(arg(a, "socket"), client_options());
   pasyn::ChangeFeed feed = client.subscribe();
   const auto run = std::chrono::duration_cast<Clock::duration>(Seconds(arg_double(a, "seconds")));
+  const bool read = arg_int(a, "read") != 0;
   ready_then_wait_for_go();
   const auto end = Clock::now() + run;
   std::int64_t changes = 0, gaps = 0;
+  if (!read) std::this_thread::sleep_until(end);
   while (Clock::now() < end) {
     const auto c = feed.next(std::chrono::milliseconds(50));
     if (!c) continue;

@@ -144,6 +144,7 @@ for r in feed.values():
     check(close(r["ratio"], r["pasyn"] / r["baseline"]), f"{r['name']} ratio")
     check(isinstance(r.get("subscriber_seen_share"), (int, float)),
           f"{r['name']}: no subscriber_seen_share")
+    positive(r, "stalled_ratio")
 
 rtt = run("idle_round_trip")
 check(set(rtt) == {"idle_round_trip_p50", "idle_round_trip_p99"}, f"idle rows: {sorted(rtt)}")
