@@ -241,6 +241,15 @@ void FeedHub::unsubscribe(const FeedSink* sink) {
   std::erase_if(subs_, [&](const Subscriber& s) { return s.sink.get() == sink; });
 }
 
+void FeedHub::unsubscribe_all() {
+  std::vector<Subscriber> gone;
+  {
+    std::lock_guard lk(mu_);
+    gone.swap(subs_);
+  }
+  // (The sessions, destroyed here if these were the last references, take their own locks.)
+}
+
 std::size_t FeedHub::subscribers() const {
   std::lock_guard lk(mu_);
   return subs_.size();

@@ -106,6 +106,8 @@ class FeedHub {
   std::optional<std::string> subscribe(const std::shared_ptr<FeedSink>& sink,
                                        std::uint64_t request_id, const proto::Subscribe& m);
   void unsubscribe(const FeedSink* sink);
+  /// Drops every subscriber (the server stopped).
+  void unsubscribe_all();
 
   std::size_t subscribers() const;
   std::uint64_t last_seq() const;

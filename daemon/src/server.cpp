@@ -144,6 +144,9 @@ void Server::Impl::run() {
     }
   }
   writer_.join();
+  // The writer publishes no more: let go of the subscribed sessions now, while the I/O context
+  // their sockets belong to still exists (feed_ outlives io_).
+  feed_.unsubscribe_all();
   remove_socket();  // also when the I/O loop ran out of work before the writer drained
   lock_.reset();    // the database is closed: another server may take it now
   if (auto failure = writer_.storage_failure()) {

@@ -310,4 +310,20 @@ TEST_F(ChangeFeedTest, AReadOnlyPeerMaySubscribe) {
   EXPECT_THROW(client_->execute("INSERT INTO t (v) VALUES (1)"), pasyn::OperationalError);
 }
 
+// The in-process server stops with a subscriber still connected: its session is let go while
+// the server's I/O context still exists (ASan would see the socket outlive it otherwise).
+TEST(ChangeFeedInProcessTest, StoppingTheServerWithASubscriberConnectedIsClean) {
+  TempDir dir;
+  auto server = pasyn::start_writer_server(dir.file("db.sqlite"));
+  pasyn::MultiplexedClient client(server.socket_path());
+  client.execute("CREATE TABLE t (x)");
+  auto feed = client.subscribe();
+  client.execute("INSERT INTO t VALUES (1)");
+  const auto c = feed.next(std::chrono::duration_cast<std::chrono::milliseconds>(kWait));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->kind, ChangeKind::insert);
+  server.stop();
+  EXPECT_FALSE(feed.next(100ms));  // the server is gone: nothing, and no error
+}
+
 }  // namespace
