@@ -85,6 +85,8 @@ bool is_vacuum(std::string_view sql) {
 bool must_run_alone(std::string_view sql) {
   const char* end = sql.data() + sql.size();
   const char* p = skip_space_and_comments(sql.data(), end);
+  // Every request passes here: most start with neither VACUUM nor PRAGMA, seen at once.
+  if (p == end || ((*p | 0x20) != 'v' && (*p | 0x20) != 'p')) return false;
   const Word first(p, end);
   if (first == "vacuum") return true;
   if (first != "pragma") return false;
