@@ -174,14 +174,16 @@ class Writer {
 
   /// Starts the writer thread. `on_shutdown_request` runs (on the writer thread) after a
   /// SHUTDOWN request was answered; `on_drained` runs (on the writer thread) once stop() was
-  /// called, the queue is empty, the WAL is checkpointed and the database closed.
+  /// called, the queue is empty, the WAL is checkpointed (--checkpoint-mode internal) and the
+  /// database closed.
   void start(std::function<void()> on_shutdown_request, std::function<void()> on_drained);
 
   /// Queues requests; false (nothing queued) once stop() was called.
   /// Thread-safe.
   bool submit(std::vector<Request>& requests);
 
-  /// Finish what is queued, then checkpoint, close, and call on_drained. Thread-safe.
+  /// Finish what is queued, then checkpoint (--checkpoint-mode internal), close, and call
+  /// on_drained. Thread-safe.
   void stop();
   /// Interrupt the statement running now and fail what is still queued (drain timeout).
   /// Thread-safe.
@@ -251,9 +253,10 @@ class Writer {
   /// BACKUP: hands the request to backup_ (its own thread and connection); answered from there.
   void start_backup(Request& r);
   void count_answered(std::size_t n);
-  /// Truncating checkpoint once the WAL passed --wal-limit (see writer.cpp).
+  /// Truncating checkpoint once the WAL passed --wal-limit (see checkpointer.cpp).
   // Between batches and after each client transaction (never inside one): the passive
-  // checkpoint from kAutoCheckpointFrames on, then bound_wal().
+  // checkpoint from kAutoCheckpointFrames on, then bound_wal(); nothing with --checkpoint-mode
+  // external.
   void maintain_wal();
   void bound_wal();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
