@@ -43,7 +43,8 @@ Writer::Writer(const Config& config) : config_(config) {
                       (db_ ? std::string(" (") + sqlite3_errmsg(db_) + ")" : std::string());
     // Statements first: closing with some left would leave a zombie connection holding the
     // file's descriptors and locks (the in-process server's caller may try again).
-    for (auto* s : {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_}) {
+    for (auto* s :
+         {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_, &data_version_}) {
       s->reset();
     }
     sqlite3_close_v2(db_);
@@ -106,7 +107,9 @@ Writer::Writer(const Config& config) : config_(config) {
   savepoint_.reset(prepare_internal("SAVEPOINT pasyn_request"));
   release_.reset(prepare_internal("RELEASE pasyn_request"));
   rollback_to_.reset(prepare_internal("ROLLBACK TO pasyn_request"));
-  if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_) {
+  data_version_.reset(prepare_internal("PRAGMA data_version"));
+  if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_ ||
+      !data_version_) {
     fail("cannot prepare transaction statements");
   }
   sqlite3_progress_handler(db_, kProgressInterval, &Writer::on_progress, this);

@@ -259,6 +259,9 @@ class Writer {
   // external.
   void maintain_wal();
   void bound_wal();
+  /// --checkpoint-mode external: leaves the write lock free for a moment when the WAL is large,
+  /// so the program that checkpoints can take it (see checkpointer.cpp).
+  void yield_to_checkpointer();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
   /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
@@ -385,6 +388,8 @@ class Writer {
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
+  Clock::time_point next_yield_{};  // see yield_to_checkpointer()
+  Stmt data_version_;               // PRAGMA data_version: another connection committed
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;
