@@ -389,6 +389,7 @@ class Writer {
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
   Clock::time_point next_yield_{};  // see yield_to_checkpointer()
+  bool wal_restarted_ = false;      // on_wal_commit saw fewer frames than before: a reset
   Stmt data_version_;               // PRAGMA data_version: another connection committed
 
   struct OpenTransaction {
