@@ -2,7 +2,7 @@
 # Builds Litestream (README "Surviving the loss of the machine") from the Go module proxy into a
 # directory of the build tree, once, and prints the binary's absolute path on stdout (everything
 # else goes to stderr). The Litestream test (tests/integration/litestream_test.cpp) runs it to
-# find the binary, as does whoever runs pasyn-bench-litestream (--litestream "$(scripts/litestream.sh)");
+# find the binary, and so does pasyn-bench-litestream's user (--litestream "$(scripts/...)").
 # scripts/test.sh runs it first, so that the build (about a minute, the first time) is not part
 # of a test's time.
 #   scripts/litestream.sh [DIR]    DIR: where the binary goes (default: build/litestream-bin)
