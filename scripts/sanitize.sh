@@ -8,6 +8,8 @@
 # With clang, the ASan tree is also instrumented for libFuzzer (-fsanitize=fuzzer-no-link) and
 # builds the fuzz targets, so that scripts/fuzz.sh can run them without a tree of its own
 # (PASYN_FUZZ_BUILD_DIR=build-asan, as CI does).
+# Not the Litestream test (PASYN_LITESTREAM_TEST=OFF): 60 s beside another program at full
+# speed, which scripts/test.sh runs in the Release tree; it adds no instrumented code.
 # The soak tests keep their 20 s here: under ASan the daemon's RSS grows for about 10 s (the
 # allocator's quarantine fills) before it levels off, so a shorter soak fails its RSS check.
 # Any sanitizer report fails the run: the first error stops the process that made it, and every
@@ -58,7 +60,8 @@ fi
 cmake -S . -B "build-$kind" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DPASYN_WERROR=ON -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
-  -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF -DPASYN_UNITY_BUILD=ON "${extra[@]}" >/dev/null
+  -DPASYN_BUILD_BENCH=OFF -DPASYN_BUILD_EXAMPLES=OFF -DPASYN_UNITY_BUILD=ON \
+  -DPASYN_LITESTREAM_TEST=OFF "${extra[@]}" >/dev/null
 cmake --build "build-$kind" -j2
 rm -rf "$reports"
 mkdir -p "$reports"

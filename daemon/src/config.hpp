@@ -62,11 +62,21 @@ struct Config {
   std::size_t max_total_bytes = 256u << 20;
   /// Size of the WAL past which the writer checkpoints with TRUNCATE (waiting at most a moment
   /// for readers) instead of SQLite's passive auto-checkpoint, so the WAL stays bounded while
-  /// readers keep it busy.
+  /// readers keep it busy. Not used with CheckpointMode::kExternal.
   std::size_t wal_limit = 64u << 20;
   /// Bytes of committed changes the change feed keeps for subscribers that resume
   /// (PROTOCOL.md §8).
   std::size_t feed_history = 16u << 20;
+  /// --checkpoint-mode: who checkpoints the WAL (checkpointer.cpp). kInternal: the writer, as
+  /// SQLite's auto-checkpoint would (passive, between batches), with TRUNCATE past wal_limit and
+  /// at shutdown. kExternal: never the daemon on its own, another program does (Litestream, which
+  /// must see every WAL frame before the WAL is reset): no checkpoint between batches, none at
+  /// shutdown, not even SQLite's when the connection closes; wal_limit is ignored. Only an
+  /// admin's explicit CHECKPOINT (or PRAGMA wal_checkpoint) runs one. SQLite's own
+  /// auto-checkpoint is off on the writer connection in both modes.
+  enum class CheckpointMode { kInternal, kExternal };
+  CheckpointMode checkpoint_mode = CheckpointMode::kInternal;
+  bool checkpoints_internally() const { return checkpoint_mode == CheckpointMode::kInternal; }
   /// Idempotency keys remembered (the most recent ones; PROTOCOL.md §6.3).
   std::size_t idempotency_keys = 100000;
   /// How long one client statement may run before it is interrupted (TIMEOUT); 0: no limit.

@@ -220,6 +220,13 @@ int main(int argc, char** argv) {
                  "resume after a reconnect (PROTOCOL.md section 8)")
       ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 40))
       ->capture_default_str();
+  std::string checkpoint_mode = "internal";
+  app.add_option("--checkpoint-mode", checkpoint_mode,
+                 "internal: the daemon checkpoints the WAL (passively between batches, TRUNCATE "
+                 "past --wal-limit and at shutdown); external: it never does on its own, another "
+                 "program such as Litestream does (--wal-limit is then ignored)")
+      ->check(CLI::IsMember({"internal", "external"}))
+      ->capture_default_str();
   app.add_option("--idempotency-keys", config.idempotency_keys,
                  "how many of the most recent idempotency keys the daemon remembers")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))
@@ -302,6 +309,9 @@ int main(int argc, char** argv) {
                       : batch_wait == "off" ? pasyn::server::Config::BatchWait::kOff
                                             : pasyn::server::Config::BatchWait::kAuto;
   config.foreign_keys = foreign_keys == "on";
+  config.checkpoint_mode = checkpoint_mode == "external"
+                               ? pasyn::server::Config::CheckpointMode::kExternal
+                               : pasyn::server::Config::CheckpointMode::kInternal;
   config.busy_timeout = std::chrono::milliseconds(busy_ms);
   config.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   config.drain_timeout = std::chrono::milliseconds(drain_ms);
@@ -345,6 +355,11 @@ int main(int argc, char** argv) {
 
   namespace sd = pasyn::server::systemd;
   if (sd::stderr_is_journal()) sd::log_to_journal();
+  if (!config.checkpoints_internally() && app.count("--wal-limit") > 0) {
+    log().warn(
+        "--wal-limit is ignored with --checkpoint-mode external: the program that "
+        "checkpoints (Litestream) bounds the WAL");
+  }
   if (std::getenv("NOTIFY_SOCKET")) config.notify = sd::notify;
   if (const auto interval = sd::watchdog_interval()) config.watchdog_interval = *interval;
   try {

@@ -26,6 +26,11 @@ void prepare_for_readers(const std::string& database) {
   if (sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal) != SQLITE_OK) {
     fail("SQLITE_FCNTL_PERSIST_WAL");
   }
+  // As the last connection, SQLite would checkpoint at close: the WAL is the daemon's or
+  // (--checkpoint-mode external) Litestream's to checkpoint, never this.
+  int no_checkpoint = 0;
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, &no_checkpoint);
+  if (no_checkpoint != 1) fail("SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE");
   // A read transaction on a WAL database opens (creates) -wal and -shm; a database in another
   // journal mode needs neither, and is left as it is (the daemon switches it to WAL).
   if (sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr) !=

@@ -43,7 +43,8 @@ Writer::Writer(const Config& config) : config_(config) {
                       (db_ ? std::string(" (") + sqlite3_errmsg(db_) + ")" : std::string());
     // Statements first: closing with some left would leave a zombie connection holding the
     // file's descriptors and locks (the in-process server's caller may try again).
-    for (auto* s : {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_}) {
+    for (auto* s :
+         {&begin_, &commit_, &rollback_, &savepoint_, &release_, &rollback_to_, &data_version_}) {
       s->reset();
     }
     sqlite3_close_v2(db_);
@@ -73,6 +74,13 @@ Writer::Writer(const Config& config) : config_(config) {
   int persist_wal = 1;
   if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal) != SQLITE_OK)
     fail("cannot keep the WAL files (SQLITE_FCNTL_PERSIST_WAL)");
+  // --checkpoint-mode external: not even SQLite checkpoints (and resets the WAL) when this, the
+  // last connection, closes; the program that checkpoints must see every frame first.
+  if (!config_.checkpoints_internally()) {
+    int no_checkpoint = 0;
+    sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, &no_checkpoint);
+    if (no_checkpoint != 1) fail("cannot turn the checkpoint at close off");
+  }
   const char* sync =
       config_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
   if (sqlite3_exec(db_, sync, nullptr, nullptr, nullptr) != SQLITE_OK)
@@ -99,13 +107,17 @@ Writer::Writer(const Config& config) : config_(config) {
   savepoint_.reset(prepare_internal("SAVEPOINT pasyn_request"));
   release_.reset(prepare_internal("RELEASE pasyn_request"));
   rollback_to_.reset(prepare_internal("ROLLBACK TO pasyn_request"));
-  if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_) {
+  data_version_.reset(prepare_internal("PRAGMA data_version"));
+  if (!begin_ || !commit_ || !rollback_ || !savepoint_ || !release_ || !rollback_to_ ||
+      !data_version_) {
     fail("cannot prepare transaction statements");
   }
   sqlite3_progress_handler(db_, kProgressInterval, &Writer::on_progress, this);
   changes_.install(db_);
-  // Checkpoints (replaces SQLite's auto-checkpoint, which is this same hook): passive from
-  // kAutoCheckpointFrames on, as SQLite would; TRUNCATE past --wal-limit.
+  // Checkpoints: the hook replaces SQLite's auto-checkpoint (which is this same hook), so SQLite
+  // never checkpoints on its own on this connection, in either --checkpoint-mode. With
+  // `internal`, maintain_wal() runs them: passive from kAutoCheckpointFrames on, as SQLite would;
+  // TRUNCATE past --wal-limit. With `external`, none (checkpointer.cpp).
   int page_size = 4096;
   if (sqlite3_stmt* ps = prepare_internal("PRAGMA page_size")) {
     if (sqlite3_step(ps) == SQLITE_ROW) page_size = sqlite3_column_int(ps, 0);
@@ -434,6 +446,6 @@ bool Writer::answered_by_key(Request& r, const RequestDigest& digest, bool& erro
   return false;
 }
 
-void Writer::checkpoint_and_close() { close_database(true); }
+void Writer::checkpoint_and_close() { close_database(config_.checkpoints_internally()); }
 
 }  // namespace pasyn::server

@@ -174,14 +174,16 @@ class Writer {
 
   /// Starts the writer thread. `on_shutdown_request` runs (on the writer thread) after a
   /// SHUTDOWN request was answered; `on_drained` runs (on the writer thread) once stop() was
-  /// called, the queue is empty, the WAL is checkpointed and the database closed.
+  /// called, the queue is empty, the WAL is checkpointed (--checkpoint-mode internal) and the
+  /// database closed.
   void start(std::function<void()> on_shutdown_request, std::function<void()> on_drained);
 
   /// Queues requests; false (nothing queued) once stop() was called.
   /// Thread-safe.
   bool submit(std::vector<Request>& requests);
 
-  /// Finish what is queued, then checkpoint, close, and call on_drained. Thread-safe.
+  /// Finish what is queued, then checkpoint (--checkpoint-mode internal), close, and call
+  /// on_drained. Thread-safe.
   void stop();
   /// Interrupt the statement running now and fail what is still queued (drain timeout).
   /// Thread-safe.
@@ -251,11 +253,15 @@ class Writer {
   /// BACKUP: hands the request to backup_ (its own thread and connection); answered from there.
   void start_backup(Request& r);
   void count_answered(std::size_t n);
-  /// Truncating checkpoint once the WAL passed --wal-limit (see writer.cpp).
+  /// Truncating checkpoint once the WAL passed --wal-limit (see checkpointer.cpp).
   // Between batches and after each client transaction (never inside one): the passive
-  // checkpoint from kAutoCheckpointFrames on, then bound_wal().
+  // checkpoint from kAutoCheckpointFrames on, then bound_wal(); nothing with --checkpoint-mode
+  // external.
   void maintain_wal();
   void bound_wal();
+  /// --checkpoint-mode external: leaves the write lock free for a moment when the WAL is large,
+  /// so the program that checkpoints can take it (see checkpointer.cpp).
+  void yield_to_checkpointer();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
   /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
@@ -386,6 +392,9 @@ class Writer {
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
+  Clock::time_point next_yield_{};  // see yield_to_checkpointer()
+  bool wal_restarted_ = false;      // on_wal_commit saw fewer frames than before: a reset
+  Stmt data_version_;               // PRAGMA data_version: another connection committed
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;

@@ -1,0 +1,143 @@
+// Integration tests of --checkpoint-mode against the real binary (README "Daemon flags",
+// "Surviving the loss of the machine"). In WAL mode the database file is written by checkpoints
+// only, so its size tells whether anyone checkpointed: with `external` the daemon never does
+// (not between batches, not past --wal-limit, not at shutdown, not when SQLite closes the last
+// connection), so that Litestream sees every WAL frame before anybody resets the WAL; with
+// `internal` (the default) it does as before.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+using namespace std::chrono_literals;
+
+std::int64_t file_size(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+class CheckpointModeTest : public DaemonTest {
+ protected:
+  // 3,000 rows of 4 KB: past SQLite's auto-checkpoint threshold (1,000 pages, the passive
+  // checkpoint the daemon runs in its place) and far past the --wal-limit the tests give.
+  static constexpr int kBatches = 30, kRowsPerBatch = 100, kRowBytes = 4000;
+  static constexpr std::int64_t kRows = kBatches * kRowsPerBatch;
+  static constexpr std::int64_t kDataBytes = kRows * kRowBytes;
+
+  struct Sizes {
+    std::int64_t db_at_start = -1;  // after the daemon created the database
+    std::int64_t largest_db = -1;   // while the rows were written
+    std::int64_t wal_at_end = -1;   // after the last write, before the daemon stops
+  };
+
+  // Starts the daemon with `flags`, writes the rows in kBatches requests while the sizes of the
+  // database file are sampled after each.
+  Sizes write_rows(const std::vector<std::string>& flags) {
+    Sizes sizes;
+    std::vector<std::string> all{"--synchronous", "normal"};
+    all.insert(all.end(), flags.begin(), flags.end());
+    start_daemon(all);
+    if (HasFatalFailure()) return sizes;
+    auto client = connect_client();
+    client.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, pad BLOB)");
+    sizes.db_at_start = file_size(db_);
+    sizes.largest_db = sizes.db_at_start;
+    const std::vector<pasyn::Params> rows(kRowsPerBatch,
+                                          pasyn::Params{pasyn::Blob(kRowBytes, 'x')});
+    for (int b = 0; b < kBatches; ++b) {
+      client.execute_many("INSERT INTO t (pad) VALUES (?)", rows);
+      sizes.largest_db = std::max(sizes.largest_db, file_size(db_));
+    }
+    sizes.wal_at_end = file_size(db_ + "-wal");
+    return sizes;
+  }
+};
+
+TEST_F(CheckpointModeTest, ExternalNeverCheckpointsNeitherAcrossWritesNorAtShutdown) {
+  // --wal-limit given explicitly: ignored, with a warning.
+  const Sizes s = write_rows({"--checkpoint-mode", "external", "--wal-limit", "65536"});
+  ASSERT_FALSE(HasFatalFailure());
+  std::cout << "[          ] external: database " << s.db_at_start << " -> " << s.largest_db
+            << " bytes, WAL " << s.wal_at_end << " bytes\n";
+  EXPECT_EQ(s.largest_db, s.db_at_start) << "the daemon checkpointed while writing";
+  EXPECT_GT(s.wal_at_end, kDataBytes);
+  stop_daemon();
+  EXPECT_EQ(file_size(db_), s.db_at_start) << "the daemon checkpointed at shutdown";
+  EXPECT_EQ(file_size(db_ + "-wal"), s.wal_at_end) << "the WAL changed at shutdown";
+  EXPECT_TRUE(contains(read_file(log_), "--wal-limit is ignored with --checkpoint-mode external"))
+      << read_file(log_);
+  // Nothing is lost: the rows are read from the WAL.
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kRows);
+}
+
+/// The control, today's behaviour: the same workload is checkpointed into the database file
+/// while it runs, and the WAL is truncated at shutdown.
+TEST_F(CheckpointModeTest, InternalCheckpointsWhileWritingAndTruncatesTheWalAtShutdown) {
+  const Sizes s = write_rows({"--wal-limit", "1048576"});
+  ASSERT_FALSE(HasFatalFailure());
+  std::cout << "[          ] internal: database " << s.db_at_start << " -> " << s.largest_db
+            << " bytes, WAL " << s.wal_at_end << " bytes\n";
+  EXPECT_GT(s.largest_db, s.db_at_start);
+  EXPECT_LT(s.wal_at_end, kDataBytes);
+  stop_daemon();
+  EXPECT_EQ(file_size(db_ + "-wal"), 0);
+  EXPECT_GT(file_size(db_), kDataBytes);
+  EXPECT_FALSE(contains(read_file(log_), "--wal-limit is ignored"));
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kRows);
+}
+
+/// Nor does SQLite checkpoint for it when the daemon is gone: the database, killed, restarted and
+/// stopped again keeps its WAL; the rows of both runs are there.
+TEST_F(CheckpointModeTest, ExternalLeavesTheWalAloneAcrossAKillAndARestart) {
+  const Sizes s = write_rows({"--checkpoint-mode", "external"});
+  ASSERT_FALSE(HasFatalFailure());
+  daemon_.signal(SIGKILL);
+  ASSERT_TRUE(daemon_.wait_exit(kStopTimeout).has_value());
+  start_daemon({"--checkpoint-mode", "external"});
+  ASSERT_FALSE(HasFatalFailure());
+  connect_client().execute("INSERT INTO t (pad) VALUES (x'00')");
+  stop_daemon();
+  EXPECT_EQ(file_size(db_), s.db_at_start);
+  EXPECT_GT(file_size(db_ + "-wal"), s.wal_at_end);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kRows + 1);
+}
+
+/// `pasyn-writerd --prepare-readers` (run by the socket unit before the daemon starts) opens the
+/// database read-write and, as its last connection, SQLite would checkpoint when it closes it:
+/// it must not (the WAL is Litestream's to checkpoint).
+TEST_F(CheckpointModeTest, PrepareReadersDoesNotCheckpoint) {
+  const Sizes s = write_rows({"--checkpoint-mode", "external"});
+  ASSERT_FALSE(HasFatalFailure());
+  daemon_.signal(SIGKILL);
+  ASSERT_TRUE(daemon_.wait_exit(kStopTimeout).has_value());
+  const Completed prepared =
+      run_to_completion({PASYN_WRITERD, "--database", db_, "--prepare-readers"}, dir_);
+  EXPECT_TRUE(exited_with(prepared.status, 0)) << prepared.err;
+  EXPECT_EQ(file_size(db_), s.db_at_start);
+  EXPECT_EQ(file_size(db_ + "-wal"), s.wal_at_end);
+}
+
+/// An admin's explicit CHECKPOINT still runs with `external`: it was asked for.
+TEST_F(CheckpointModeTest, ExternalStillRunsAnExplicitCheckpoint) {
+  const Sizes s = write_rows({"--checkpoint-mode", "external"});
+  ASSERT_FALSE(HasFatalFailure());
+  auto client = connect_client();
+  const pasyn::Report report = client.checkpoint("PASSIVE");
+  EXPECT_EQ(as_int(figure(report, "busy")), 0);
+  EXPECT_GT(as_int(figure(report, "checkpointed_frames")), 0);
+  EXPECT_GT(file_size(db_), kDataBytes);
+  EXPECT_EQ(file_size(db_ + "-wal"), s.wal_at_end) << "PASSIVE does not truncate";
+}
+
+}  // namespace
