@@ -44,6 +44,8 @@ constexpr std::size_t kMaxChangeFrame = 1u << 20;
 // What one held change costs beyond its table name, for the history's byte bound.
 constexpr std::size_t kHeldEntryBytes = sizeof(CommittedChanges::Entry);
 constexpr std::size_t kHeldCommitBytes = 64;
+// Entries of capacity the open transaction's log keeps between transactions.
+constexpr std::size_t kKeptCapacity = 4096;
 
 std::uint64_t new_epoch() {
   std::random_device rd;
@@ -127,11 +129,22 @@ std::optional<CommittedChanges> ChangeLog::take_commit() {
   open_ = false;
   uncertain_ = stray_ = false;
   marks_.clear();
-  if (current_.entries.empty() && !uncertain) return std::nullopt;
-  CommittedChanges c = std::move(current_);
-  current_ = {};
+  if (current_.entries.empty() && !uncertain) {
+    // Keep no capacity a large rolled-back transaction left behind.
+    if (current_.entries.capacity() > kKeptCapacity) current_ = {};
+    return std::nullopt;
+  }
+  CommittedChanges c;
   c.uncertain = uncertain;
-  if (uncertain) c.entries.clear();
+  if (!uncertain) {
+    // Copied, not moved: the history's byte bound counts what it holds, and the log's vector
+    // may have the capacity of a much larger transaction (rolled back since).
+    c.entries.assign(current_.entries.begin(), current_.entries.end());
+    c.tables = current_.tables;
+  }
+  current_.entries.clear();
+  current_.tables.clear();
+  if (current_.entries.capacity() > kKeptCapacity) current_ = {};
   return c;
 }
 
@@ -153,10 +166,14 @@ void FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const Committed
       }
     }
   }
+  // Frames of at most about kMaxChangeFrame; all but the last are kCommitPart, so that a client
+  // delivers (and resumes after) whole commits only.
   std::size_t i = 0;
+  std::size_t last_frame_at = out.size();
+  bool any = false;
   while (i < c.entries.size()) {
     proto::FrameWriter w(out, proto::MsgType::kChange, s.request_id);
-    w.u8(static_cast<std::uint8_t>(proto::FeedEvent::kCommit));
+    w.u8(static_cast<std::uint8_t>(proto::FeedEvent::kCommitPart));
     w.u64(seq);
     const std::size_t count_at = w.position();
     w.u32(0);
@@ -174,36 +191,53 @@ void FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const Committed
       continue;
     }
     w.patch_u32(count_at, count);
+    last_frame_at = w.start();
+    any = true;
     w.finish();
   }
+  // The last frame says the commit is complete.
+  if (any)
+    out[last_frame_at + proto::kHeaderSize] = static_cast<std::uint8_t>(proto::FeedEvent::kCommit);
 }
 
-void FeedHub::publish(CommittedChanges c) {
+void FeedHub::publish(CommittedChanges c) noexcept {
   std::lock_guard lk(mu_);
   const std::uint64_t seq = ++last_seq_;
-  std::size_t bytes = kHeldCommitBytes + c.entries.size() * kHeldEntryBytes;
-  for (const auto& t : c.tables) bytes += t.size() + sizeof(std::string);
-  history_.push_back({seq, std::move(c), bytes});
-  history_size_ += bytes;
-  while (history_size_ > history_bytes_ && history_.size() > 1) {
-    history_size_ -= history_.front().bytes;
-    history_.pop_front();
-  }
-  const CommittedChanges& held = history_.back().changes;
-  for (auto& s : subs_) {
-    const std::size_t unsent = s.sink->unsent();
-    // Behind: catching up first (half the bound), so that gaps do not come one per commit.
-    if (s.missed_from && unsent > max_unsent_ / 2) continue;
-    std::vector<std::uint8_t> frames;
-    if (s.missed_from) proto::encode_gap(frames, s.request_id, *s.missed_from);
-    encode_for(s, seq, held, frames);
-    if (unsent + frames.size() > max_unsent_) {
-      // Never wait for a subscriber: it hears of what it missed with a later commit.
-      if (!s.missed_from) s.missed_from = seq;
-      continue;
+  const CommittedChanges* held = nullptr;
+  try {
+    std::size_t bytes = kHeldCommitBytes + c.entries.capacity() * kHeldEntryBytes;
+    for (const auto& t : c.tables) bytes += t.capacity() + sizeof(std::string);
+    history_.push_back({seq, std::move(c), bytes});
+    history_size_ += bytes;
+    while (history_size_ > history_bytes_ && history_.size() > 1) {
+      history_size_ -= history_.front().bytes;
+      history_.pop_front();
     }
-    s.missed_from.reset();
-    if (!frames.empty()) s.sink->push(std::move(frames));
+    held = &history_.back().changes;
+  } catch (...) {  // out of memory: commit `seq` is missed by everyone, and said so
+    for (auto& s : subs_) {
+      if (!s.missed_from) s.missed_from = seq;
+    }
+    return;
+  }
+  for (auto& s : subs_) {
+    try {
+      const std::size_t unsent = s.sink->unsent();
+      // Behind: catching up first (half the bound), so that gaps do not come one per commit.
+      if (s.missed_from && unsent > max_unsent_ / 2) continue;
+      std::vector<std::uint8_t> frames;
+      if (s.missed_from) proto::encode_gap(frames, s.request_id, *s.missed_from);
+      encode_for(s, seq, *held, frames);
+      if (unsent + frames.size() > max_unsent_) {
+        // Never wait for a subscriber: it hears of what it missed with a later commit.
+        if (!s.missed_from) s.missed_from = seq;
+        continue;
+      }
+      s.missed_from.reset();
+      if (!frames.empty()) s.sink->push(std::move(frames));
+    } catch (...) {  // out of memory for this subscriber's frames: it missed this commit
+      if (!s.missed_from) s.missed_from = seq;
+    }
   }
 }
 

@@ -96,8 +96,9 @@ class FeedHub {
 
   std::uint64_t epoch() const noexcept { return epoch_; }
 
-  /// Writer thread: numbers `c`, keeps it, and sends it to every subscriber.
-  void publish(CommittedChanges c);
+  /// Writer thread: numbers `c`, keeps it, and sends it to every subscriber. Never throws: a
+  /// subscriber it cannot send to (no memory) gets a gap instead.
+  void publish(CommittedChanges c) noexcept;
 
   /// Registers `sink` with its tables (empty: all) and start point, and pushes to it the
   /// SUBSCRIBED reply followed by the held commits after the resume point (under the lock that

@@ -31,6 +31,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::uint64_t kSubscribeId = 1;
 constexpr std::chrono::milliseconds kMinBackoff{25};
 constexpr std::chrono::milliseconds kMaxBackoff{2000};
+constexpr std::chrono::milliseconds kMinReconnect{200};
 
 ChangeKind kind_of(proto::ChangeOp op) {
   switch (op) {
@@ -59,6 +60,9 @@ struct ChangeFeed::Impl {
   std::uint64_t epoch = 0;
   std::uint64_t last_seq = 0;
   std::deque<Change> ready;
+  // The changes of a commit whose frames have not all come (kCommitPart): delivered with its
+  // last frame, dropped if the connection is lost before it (the resume replays the commit).
+  std::vector<Change> partial;
   std::chrono::milliseconds backoff{kMinBackoff};
   Clock::time_point next_attempt{};
 
@@ -67,12 +71,13 @@ struct ChangeFeed::Impl {
   void drop() noexcept {
     if (fd >= 0) ::close(fd);
     fd = -1;
+    partial.clear();  // an unfinished commit comes again whole after the resume
   }
 
-  // Connects, subscribes and reads SUBSCRIBED: from the caller's point the first time, then
-  // after the last commit delivered. Throws what connecting throws, or the daemon's error.
-  void subscribe() {
-    const auto deadline = Clock::now() + options.connect_timeout;
+  // Connects, subscribes and reads SUBSCRIBED by `deadline`: from the caller's point the first
+  // time, then after the last commit delivered. Throws what connecting throws, TimeoutError, or
+  // the daemon's error.
+  void subscribe(Clock::time_point deadline) {
     int s = detail::connect_to_daemon(path, options, deadline);
     try {
       std::uint64_t caps = 0;
@@ -94,7 +99,8 @@ struct ChangeFeed::Impl {
       fd = s;
       s = -1;
       proto::FrameView f;
-      while (!next_frame(f, deadline)) {
+      if (!next_frame(f, deadline)) {
+        throw TimeoutError("pasyn-writerd at " + path + " did not answer SUBSCRIBE in time");
       }
       detail::expect(f, proto::MsgType::kSubscribed);
       proto::Subscribed m;
@@ -167,17 +173,30 @@ struct ChangeFeed::Impl {
   void take(const proto::FrameView& f) {
     const auto type = static_cast<proto::MsgType>(f.type);
     if (type == proto::MsgType::kPong) return;
+    if (type == proto::MsgType::kError) {  // the daemon ends the connection (shed, shutdown...)
+      proto::ErrorReply e;
+      std::string why;
+      if (!proto::decode_error(f.payload, e, why)) detail::throw_protocol(why);
+      throw ConnectionLostError("pasyn-writerd at " + path + " ended the feed: " + e.message);
+    }
     if (type != proto::MsgType::kChange) detail::expect(f, proto::MsgType::kChange);  // throws
     proto::FeedFrame m;
     std::string why;
     if (!proto::decode_change(f.payload, m, why)) detail::throw_protocol(why);
+    if (!partial.empty() &&
+        (m.event == proto::FeedEvent::kGap || partial.front().commit_seq != m.seq)) {
+      detail::throw_protocol("a commit's frames were interrupted");
+    }
     if (m.event == proto::FeedEvent::kGap) {
       ready.push_back(Change{m.seq, {}, ChangeKind::gap, 0});
       return;
     }
     for (const auto& c : m.changes) {
-      ready.push_back(Change{m.seq, std::string(c.table), kind_of(c.op), c.rowid});
+      partial.push_back(Change{m.seq, std::string(c.table), kind_of(c.op), c.rowid});
     }
+    if (m.event == proto::FeedEvent::kCommitPart) return;
+    for (auto& c : partial) ready.push_back(std::move(c));
+    partial.clear();
     last_seq = m.seq;
   }
 
@@ -197,10 +216,17 @@ struct ChangeFeed::Impl {
           std::this_thread::sleep_for(std::min(next_attempt, deadline) - now);
           continue;
         }
+        // A reconnect gets the connect timeout, but no more than what is left of this call
+        // (at least kMinReconnect, or a short next() could never reconnect).
+        const auto connect_by =
+            std::min(now + options.connect_timeout, std::max(deadline, now + kMinReconnect));
         try {
-          subscribe();
+          subscribe(connect_by);
           backoff = kMinBackoff;
-        } catch (const Error&) {  // the daemon is away: try again later
+        } catch (const ConnectionLostError&) {  // the daemon is away: try again later
+          next_attempt = Clock::now() + backoff;
+          backoff = std::min(backoff * 2, kMaxBackoff);
+        } catch (const TimeoutError&) {
           next_attempt = Clock::now() + backoff;
           backoff = std::min(backoff * 2, kMaxBackoff);
         }
@@ -210,9 +236,12 @@ struct ChangeFeed::Impl {
         proto::FrameView f;
         if (!next_frame(f, deadline)) return std::nullopt;
         take(f);
-      } catch (const Error&) {  // lost, or a stream it cannot read: start over, resuming
+      } catch (const ConnectionLostError&) {  // start over, resuming after the last commit
         drop();
         next_attempt = Clock::now();
+      } catch (...) {  // a stream it cannot read: not worth retrying blindly
+        drop();
+        throw;
       }
     }
   }
@@ -245,7 +274,7 @@ ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables,
   feed->options = impl().options();
   feed->tables = std::move(tables);
   feed->first_after = after_seq;
-  feed->subscribe();
+  feed->subscribe(Clock::now() + feed->options.connect_timeout);
   return ChangeFeed(std::move(feed));
 }
 

@@ -79,11 +79,12 @@ bool decode_change(std::span<const std::uint8_t> payload, FeedFrame& m, std::str
     m.event = FeedEvent::kGap;
     return done(r, why);
   }
-  if (event != static_cast<std::uint8_t>(FeedEvent::kCommit)) {
+  if (event != static_cast<std::uint8_t>(FeedEvent::kCommit) &&
+      event != static_cast<std::uint8_t>(FeedEvent::kCommitPart)) {
     why = "unknown CHANGE event " + std::to_string(event);
     return false;
   }
-  m.event = FeedEvent::kCommit;
+  m.event = static_cast<FeedEvent>(event);
   std::uint32_t n = 0;
   if (!r.count(n, kMinChangeSize)) return done(r, why);
   m.changes.reserve(n);

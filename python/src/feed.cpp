@@ -10,6 +10,7 @@
 #include <pasyn/pasyn.hpp>
 
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,14 +40,32 @@ const char* kind_name(ChangeKind k) {
   return "reset";
 }
 
+// A ChangeFeed is for one thread at a time; Python may call close() from one thread (or an
+// asyncio task) while another waits in next() without the GIL: `mu` orders them, so close()
+// waits for the next() in progress (at most its timeout) instead of closing under it.
 struct PyFeed {
   std::optional<ChangeFeed> feed;
+  std::mutex mu;
 
   ChangeFeed& get() {
     if (!feed) throw ConnectionClosedError("the change feed is closed");
     return *feed;
   }
+  std::optional<Change> next(std::chrono::milliseconds timeout) {
+    auto& f = get();
+    nb::gil_scoped_release release;
+    std::lock_guard lk(mu);
+    return f.next(timeout);
+  }
+  template <typename F>
+  auto locked(F&& f) {
+    nb::gil_scoped_release release;
+    std::lock_guard lk(mu);
+    return f(get());
+  }
   void close() {
+    nb::gil_scoped_release release;
+    std::lock_guard lk(mu);
     if (feed) feed->close();
   }
 };
@@ -81,23 +100,22 @@ void bind_feed(nb::module_& m) {
       .def(
           "next",
           [](PyFeed& self, double timeout) -> std::optional<Change> {
-            auto& feed = self.get();
-            const auto ms = to_ms(timeout);
-            return unlocked([&] { return feed.next(ms); });
+            return self.next(to_ms(timeout));
           },
           "timeout"_a)
       .def("__iter__", [](nb::object self) { return self; })
       .def("__next__",
            [](PyFeed& self) -> Change {
-             auto& feed = self.get();
              for (;;) {
-               auto c = unlocked([&] { return feed.next(kSlice); });
+               auto c = self.next(kSlice);
                if (c) return std::move(*c);
                if (PyErr_CheckSignals() != 0) throw nb::python_error();
              }
            })
-      .def_prop_ro("last_seq", [](PyFeed& self) { return self.get().last_seq(); })
-      .def_prop_ro("epoch", [](PyFeed& self) { return self.get().epoch(); })
+      .def_prop_ro("last_seq",
+                   [](PyFeed& self) { return self.locked([](auto& f) { return f.last_seq(); }); })
+      .def_prop_ro("epoch",
+                   [](PyFeed& self) { return self.locked([](auto& f) { return f.epoch(); }); })
       .def("close", &PyFeed::close)
       .def("__enter__", [](nb::object self) { return self; })
       .def("__exit__", [](PyFeed& self, nb::args) {

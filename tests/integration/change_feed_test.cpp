@@ -47,6 +47,14 @@ class ChangeFeedTest : public DaemonTest {
     EXPECT_FALSE(c) << "unexpected change of " << c->table << " row " << c->rowid;
   }
 
+  static std::int64_t stat(const pasyn::Report& report, const std::string& name) {
+    for (const auto& [k, v] : report) {
+      if (k == name) return std::get<std::int64_t>(v);
+    }
+    ADD_FAILURE() << "no " << name << " in STATS";
+    return -1;
+  }
+
   std::optional<pasyn::MultiplexedClient> client_;
 };
 
@@ -90,14 +98,24 @@ TEST_F(ChangeFeedTest, NothingOfRolledBackWorkAppears) {
   auto feed = client_->subscribe();
   client_->execute("INSERT INTO t (v) VALUES (1)");
   EXPECT_THROW(client_->execute("INSERT INTO t (v) VALUES (1)"), pasyn::IntegrityError);
-  // Several requests in flight share batches; a failing one is undone alone, also the row its
-  // statement inserted before it failed (SQLite reported it; the request's savepoint undid it).
+  // Several requests share one batch (they queue behind another client's transaction, and run
+  // together when it commits); a failing one is undone alone, also the row its statement
+  // inserted before it failed (SQLite reported it; the request's savepoint undid it).
+  auto blocker = connect_client();
+  auto held = blocker.begin();
   std::vector<std::future<std::int64_t>> inflight;
   for (int v = 100; v < 110; ++v) {
     inflight.push_back(v % 2 == 0
                            ? client_->execute_async("INSERT INTO t (v) VALUES (?)", {v})
                            : client_->execute_async("INSERT INTO t (v) VALUES (?), (1)", {v}));
   }
+  // All ten wait for the transaction before it commits.
+  for (const auto until = Clock::now() + kWait;
+       stat(client_->stats(), "waiting_for_transaction") < 10 && Clock::now() < until;) {
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto batches_before = stat(client_->stats(), "batches");
+  held.commit();
   int failed = 0;
   for (auto& f : inflight) {
     try {
@@ -107,6 +125,7 @@ TEST_F(ChangeFeedTest, NothingOfRolledBackWorkAppears) {
     }
   }
   EXPECT_EQ(failed, 5);
+  EXPECT_EQ(stat(client_->stats(), "batches"), batches_before + 1) << "not one batch";
   EXPECT_THROW(
       client_->executescript("INSERT INTO t (v) VALUES (2); INSERT INTO t (v) VALUES (1);"),
       pasyn::IntegrityError);
@@ -138,6 +157,22 @@ TEST_F(ChangeFeedTest, NothingOfRolledBackWorkAppears) {
   }
   expect_quiet(feed);
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), static_cast<std::int64_t>(expected.size()));
+}
+
+TEST_F(ChangeFeedTest, ACommitOfManyChangesComesWholeOverSeveralFrames) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto feed = client_->subscribe();
+  constexpr int kRows = 150000;  // ~2 MiB of changes: three frames of at most 1 MiB
+  std::vector<pasyn::Params> rows;
+  for (int i = 0; i < kRows; ++i) rows.push_back({i});
+  client_->execute_many("INSERT INTO t (v) VALUES (?)", rows);
+  const auto got = take(feed, kRows);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kRows));
+  EXPECT_EQ(got.front().commit_seq, got.back().commit_seq);
+  EXPECT_EQ(feed.last_seq(), got.back().commit_seq);
+  EXPECT_EQ(got.front().rowid, rowid_of(0));
+  EXPECT_EQ(got.back().rowid, rowid_of(kRows - 1));
+  expect_quiet(feed);
 }
 
 TEST_F(ChangeFeedTest, AClientsOwnRollbackToMakesItsCommitAGap) {

@@ -95,6 +95,12 @@ TEST(FeedCodec, ChangeFramesDecodeCommitsAndGaps) {
   EXPECT_EQ(m.changes[1].rowid, -3);
   EXPECT_EQ(m.changes[1].op, ChangeOp::kDelete);
 
+  // A part of a commit (more frames with the same seq follow).
+  frame[kHeaderSize] = static_cast<std::uint8_t>(FeedEvent::kCommitPart);
+  ASSERT_TRUE(decode_change(payload_of(frame), m, why)) << why;
+  EXPECT_EQ(m.event, FeedEvent::kCommitPart);
+  EXPECT_EQ(m.changes.size(), 2u);
+
   frame.clear();
   encode_gap(frame, 5, 12);
   ASSERT_TRUE(decode_change(payload_of(frame), m, why)) << why;

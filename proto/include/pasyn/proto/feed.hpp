@@ -17,8 +17,9 @@ namespace pasyn::proto {
 /// The kind byte of one change in a CHANGE commit event.
 enum class ChangeOp : std::uint8_t { kInsert = 1, kUpdate = 2, kDelete = 3 };
 
-/// The event byte of a CHANGE frame.
-enum class FeedEvent : std::uint8_t { kCommit = 0, kGap = 1 };
+/// The event byte of a CHANGE frame: a commit's (last) frame, a gap, or a frame of a commit
+/// whose changes continue in the next frame (same seq).
+enum class FeedEvent : std::uint8_t { kCommit = 0, kGap = 1, kCommitPart = 2 };
 
 /// SUBSCRIBE flags and SUBSCRIBED flags: bit 0.
 inline constexpr std::uint8_t kFeedResume = 0x01;
@@ -49,7 +50,7 @@ struct FeedChange {
 struct FeedFrame {
   FeedEvent event = FeedEvent::kCommit;
   std::uint64_t seq = 0;
-  std::vector<FeedChange> changes;  // commit events only
+  std::vector<FeedChange> changes;  // commit events (and parts) only
 };
 
 void encode_subscribe(std::vector<std::uint8_t>& out, std::uint64_t request_id,
