@@ -6,6 +6,9 @@
 // Exit status: 0 done, 1 the daemon or SQLite refused or failed (or any other error), 2 bad usage.
 // Options go before or after the subcommand (`pasyn --socket S stats --json` and
 // `pasyn stats --socket S --json` are the same). --timeout bounds the connect and every request.
+// Over 600 lines on purpose: one short function per command and the whole command table
+// (main) in one file, so that what `pasyn --help` promises and what runs sit side by side; the
+// JSON helpers are in json.cpp.
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <chrono>

@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "daemon_fixture.hpp"
@@ -29,12 +30,18 @@ int seconds_from_env() {
   return v != nullptr && *v != '\0' ? std::atoi(v) : 20;
 }
 
-// One writer process: inserts (w, n) rows with n counting up, and in between a duplicate that
+// One writer process, forked before the test process has any thread (ThreadSanitizer refuses
+// threads started after a multi-threaded fork): waits until `go` becomes readable (the parent
+// writes a byte per writer once the table exists and the subscribers listen), then
+// inserts (w, n) rows with n counting up, and in between a duplicate that
 // fails, a multi-row insert that fails after its first row, a rolled-back transaction, a
 // committed transaction that also updates, and a failing script. Exits 0 unless an unexpected
 // error happened.
-[[noreturn]] void write_for(const std::string& socket, int w, Clock::time_point until) {
+[[noreturn]] void write_for(const std::string& socket, int w, int go, int seconds) {
   int status = 0;
+  char byte = 0;
+  if (::read(go, &byte, 1) != 1) std::_Exit(5);  // the parent went away
+  const auto until = Clock::now() + std::chrono::seconds(seconds);
   try {
     pasyn::ClientOptions options;
     options.connect_timeout = 5s;
@@ -94,6 +101,28 @@ class ChangeFeedLoadTest : public DaemonTest {};
 
 TEST_F(ChangeFeedLoadTest, EveryCommittedChangeReachesEachSubscriberExactlyOnceInCommitOrder) {
   ASSERT_NO_FATAL_FAILURE(start_daemon());
+  // The writers first, while this process has no thread yet; they wait for the go.
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  // Closing the write end without writing releases the writers too: they exit at once (a
+  // failed assertion below returns early).
+  struct CloseOnExit {
+    int& fd;
+    ~CloseOnExit() {
+      if (fd >= 0) ::close(fd);
+    }
+  } release{go[1]};
+  std::vector<pid_t> children;
+  for (int w = 0; w < kWriters; ++w) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(go[1]);
+      write_for(sock_, w, go[0], seconds_from_env());
+    }
+    ASSERT_GT(pid, 0);
+    children.push_back(pid);
+  }
+  ::close(go[0]);
   auto client = connect_client();
   client.execute(
       "CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER, n INTEGER, touched INTEGER DEFAULT 0, "
@@ -122,14 +151,9 @@ TEST_F(ChangeFeedLoadTest, EveryCommittedChangeReachesEachSubscriberExactlyOnceI
     });
   }
 
-  const auto until = Clock::now() + std::chrono::seconds(seconds_from_env());
-  std::vector<pid_t> children;
-  for (int w = 0; w < kWriters; ++w) {
-    const pid_t pid = ::fork();
-    if (pid == 0) write_for(sock_, w, until);
-    ASSERT_GT(pid, 0);
-    children.push_back(pid);
-  }
+  const char bytes[kWriters] = {};
+  ASSERT_EQ(::write(go[1], bytes, kWriters), kWriters);
+  ::close(std::exchange(go[1], -1));
   for (const pid_t pid : children) {
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
