@@ -12,6 +12,7 @@
 //    see the same SQL and values.
 // A broken property prints what broke and aborts, which libFuzzer reports as a crash.
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/feed.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -250,6 +251,44 @@ void check_payload(const Frame& f) {
       proto::encode_hello_ok(out, m);
       check(std::equal(out.begin() + proto::kHeaderSize, out.end(), payload.begin(), payload.end()),
             "HELLO_OK re-encoded differs");
+    }
+  }
+  {  // The change feed (PROTOCOL.md §8): what decodes re-encodes to the same bytes.
+    proto::Subscribe m;
+    if (proto::decode_subscribe(payload, m, why)) {
+      const std::vector<std::string> tables(m.tables.begin(), m.tables.end());
+      Bytes out;
+      proto::encode_subscribe(out, f.request_id, tables, m.resume);
+      check(std::equal(out.begin() + proto::kHeaderSize, out.end(), payload.begin(), payload.end()),
+            "SUBSCRIBE re-encoded differs");
+    }
+    proto::Subscribed s;
+    if (proto::decode_subscribed(payload, s, why)) {
+      Bytes out;
+      proto::encode_subscribed(out, f.request_id, s);
+      check(std::equal(out.begin() + proto::kHeaderSize, out.end(), payload.begin(), payload.end()),
+            "SUBSCRIBED re-encoded differs");
+    }
+    proto::FeedFrame c;
+    if (proto::decode_change(payload, c, why)) {
+      Bytes out;
+      if (c.event == proto::FeedEvent::kGap) {
+        check(c.changes.empty(), "a gap with changes");
+        proto::encode_gap(out, f.request_id, c.seq);
+      } else {
+        proto::FrameWriter w(out, MsgType::kChange, f.request_id);
+        w.u8(static_cast<std::uint8_t>(c.event));
+        w.u64(c.seq);
+        w.u32(static_cast<std::uint32_t>(c.changes.size()));
+        for (const auto& e : c.changes) {
+          w.string(e.table);
+          w.u8(static_cast<std::uint8_t>(e.op));
+          w.i64(e.rowid);
+        }
+        w.finish();
+      }
+      check(std::equal(out.begin() + proto::kHeaderSize, out.end(), payload.begin(), payload.end()),
+            "CHANGE re-encoded differs");
     }
   }
   check(proto::decode_empty(payload, why) == payload.empty(), "decode_empty disagrees with size");

@@ -2,6 +2,7 @@
 //   pasyn-fuzz-make-corpus DIR    -> DIR/frames/NAME and DIR/session/NAME
 // Each file is one input in the layout of input.hpp: a flag byte, then a byte stream.
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/feed.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -156,6 +157,17 @@ std::vector<Seed> requests() {
     proto::add_idempotency_key(stream, at, "named-key-1");
     s.push_back({"execute-named", 0, stream});
   }
+  {
+    // The change feed (PROTOCOL.md §8): a subscription resuming in the current epoch, a write
+    // (refused: the connection is a feed), a PING, and a second SUBSCRIBE (refused).
+    Bytes stream = statement(MsgType::kExecute, 1, kCreate);
+    proto::encode_subscribe(stream, 2, {"t", "u"}, proto::FeedPoint{0, 0});
+    const Bytes tail =
+        cat({statement(MsgType::kExecute, 3, kInsert, kAllTypes), empty(MsgType::kPing, 4)});
+    stream.insert(stream.end(), tail.begin(), tail.end());
+    proto::encode_subscribe(stream, 5, {}, std::nullopt);
+    s.push_back({"subscribe", 0, stream});
+  }
   return s;
 }
 
@@ -187,6 +199,28 @@ std::vector<Seed> replies() {
     proto::encode_empty(out, MsgType::kPong, 6);
     proto::encode_empty(out, MsgType::kOk, 7);
     s.push_back({"reply-error-pong-ok", 0, out});
+  }
+  {
+    Bytes out;
+    proto::encode_subscribed(out, 2, {0x1234, 7, true});
+    proto::FrameWriter w(out, MsgType::kChange, 2);
+    w.u8(static_cast<std::uint8_t>(proto::FeedEvent::kCommitPart));
+    w.u64(8);
+    w.u32(1);
+    w.string("t");
+    w.u8(static_cast<std::uint8_t>(proto::ChangeOp::kInsert));
+    w.i64(1);
+    w.finish();
+    proto::FrameWriter last(out, MsgType::kChange, 2);
+    last.u8(static_cast<std::uint8_t>(proto::FeedEvent::kCommit));
+    last.u64(8);
+    last.u32(1);
+    last.string("t");
+    last.u8(static_cast<std::uint8_t>(proto::ChangeOp::kDelete));
+    last.i64(1);
+    last.finish();
+    proto::encode_gap(out, 2, 9);
+    s.push_back({"reply-subscribed-changes", 0, out});
   }
   return s;
 }

@@ -43,6 +43,10 @@ bool decode_subscribe(std::span<const std::uint8_t> payload, Subscribe& m, std::
     why = "unknown SUBSCRIBE flags";
     return false;
   }
+  if (!(flags & kFeedResume) && (point.epoch != 0 || point.after_seq != 0)) {
+    why = "a SUBSCRIBE without the resume flag has a resume point";  // one encoding per request
+    return false;
+  }
   if (flags & kFeedResume) m.resume = point;
   return done(r, why);
 }
@@ -59,7 +63,13 @@ void encode_subscribed(std::vector<std::uint8_t>& out, std::uint64_t request_id,
 bool decode_subscribed(std::span<const std::uint8_t> payload, Subscribed& m, std::string& why) {
   PayloadReader r(payload);
   std::uint8_t flags = 0;
-  if (r.u64(m.epoch) && r.u64(m.last_seq) && r.u8(flags)) m.resumed = (flags & kFeedResume) != 0;
+  if (r.u64(m.epoch) && r.u64(m.last_seq) && r.u8(flags)) {
+    if ((flags & ~kFeedResume) != 0) {
+      why = "unknown SUBSCRIBED flags";
+      return false;
+    }
+    m.resumed = (flags & kFeedResume) != 0;
+  }
   return done(r, why);
 }
 

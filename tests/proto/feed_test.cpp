@@ -49,6 +49,9 @@ TEST(FeedCodec, SubscribeWithUnknownFlagsOrTrailingBytesIsRejected) {
   EXPECT_FALSE(decode_subscribe(payload, m, why));
   EXPECT_NE(why.find("flags"), std::string::npos) << why;
   payload[4] = 0;
+  payload[5] = 1;  // an epoch without the resume flag: not the one encoding of this request
+  EXPECT_FALSE(decode_subscribe(payload, m, why));
+  payload[5] = 0;
   payload.push_back(0);
   EXPECT_FALSE(decode_subscribe(payload, m, why));
   payload.resize(payload.size() - 3);
