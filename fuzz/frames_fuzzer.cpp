@@ -276,7 +276,7 @@ void check_payload(const Frame& f) {
         check(c.changes.empty(), "a gap with changes");
         proto::encode_gap(out, f.request_id, c.seq);
       } else {
-        proto::FrameWriter w(out, MsgType::kChange, f.request_id);
+        proto::FrameWriter w(out, proto::MsgType::kChange, f.request_id);
         w.u8(static_cast<std::uint8_t>(c.event));
         w.u64(c.seq);
         w.u32(static_cast<std::uint32_t>(c.changes.size()));
