@@ -39,6 +39,7 @@
 #include <vector>
 
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/feed.hpp>
 
 #include "config.hpp"
 #include "input.hpp"
@@ -246,6 +247,16 @@ class Connection {
         case proto::MsgType::kError: {
           proto::ErrorReply m;
           ok = proto::decode_error(payload, m, why);
+          break;
+        }
+        case proto::MsgType::kSubscribed: {  // the change feed (PROTOCOL.md §8)
+          proto::Subscribed m;
+          ok = proto::decode_subscribed(payload, m, why);
+          break;
+        }
+        case proto::MsgType::kChange: {
+          proto::FeedFrame m;
+          ok = proto::decode_change(payload, m, why);
           break;
         }
         default:
