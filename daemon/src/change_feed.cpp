@@ -46,6 +46,9 @@ constexpr std::size_t kHeldEntryBytes = sizeof(CommittedChanges::Entry);
 constexpr std::size_t kHeldCommitBytes = 64;
 // Entries of capacity the open transaction's log keeps between transactions.
 constexpr std::size_t kKeptCapacity = 4096;
+// A subscriber's frames are pushed once this many bytes wait, or this long after the oldest.
+constexpr std::size_t kFlushBytes = 64 * 1024;
+constexpr auto kFlushDelay = std::chrono::milliseconds(1);
 
 std::uint64_t new_epoch() {
   std::random_device rd;
@@ -220,9 +223,10 @@ void FeedHub::publish(CommittedChanges c) noexcept {
     }
     return;
   }
+  const auto now = std::chrono::steady_clock::now();
   for (auto& s : subs_) {
     try {
-      const std::size_t unsent = s.sink->unsent();
+      const std::size_t unsent = s.sink->unsent() + s.queued.size();
       // Behind: catching up first (half the bound), so that gaps do not come one per commit.
       if (s.missed_from && unsent > max_unsent_ / 2) continue;
       std::vector<std::uint8_t> frames;
@@ -234,16 +238,47 @@ void FeedHub::publish(CommittedChanges c) noexcept {
         continue;
       }
       s.missed_from.reset();
-      if (!frames.empty()) s.sink->push(std::move(frames));
+      if (frames.empty()) continue;
+      if (s.queued.empty()) s.queued_since = now;
+      s.queued.insert(s.queued.end(), frames.begin(), frames.end());
+      if (s.queued.size() >= kFlushBytes) push_queued(s);
     } catch (...) {  // out of memory for this subscriber's frames: it missed this commit
       if (!s.missed_from) s.missed_from = seq;
     }
   }
 }
 
+void FeedHub::push_queued(Subscriber& s) noexcept {
+  if (s.queued.empty()) return;
+  try {
+    s.sink->push(std::exchange(s.queued, {}));
+  } catch (...) {  // (push copies into the connection's output) no memory: those are missed
+    s.queued.clear();
+  }
+}
+
+void FeedHub::flush_due(bool all) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lk(mu_);
+  for (auto& s : subs_) {
+    if (!s.queued.empty() && (all || now - s.queued_since >= kFlushDelay)) push_queued(s);
+  }
+}
+
+std::optional<std::chrono::steady_clock::time_point> FeedHub::next_flush() const {
+  std::lock_guard lk(mu_);
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (const auto& s : subs_) {
+    if (s.queued.empty()) continue;
+    const auto at = s.queued_since + kFlushDelay;
+    if (!next || at < *next) next = at;
+  }
+  return next;
+}
+
 std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& sink,
                                               std::uint64_t request_id, const proto::Subscribe& m) {
-  Subscriber s{sink, request_id, {}, std::nullopt};
+  Subscriber s{sink, request_id, {}, std::nullopt, {}, {}};
   for (const auto t : m.tables) s.tables.push_back(lower(t));
   std::lock_guard lk(mu_);
   proto::Subscribed reply{epoch_, last_seq_, false};

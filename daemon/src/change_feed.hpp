@@ -20,6 +20,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -96,9 +97,17 @@ class FeedHub {
 
   std::uint64_t epoch() const noexcept { return epoch_; }
 
-  /// Writer thread: numbers `c`, keeps it, and sends it to every subscriber. Never throws: a
-  /// subscriber it cannot send to (no memory) gets a gap instead.
+  /// Writer thread: numbers `c`, keeps it, and queues its frames for every subscriber. Never
+  /// throws: a subscriber it cannot send to (no memory) gets a gap instead. A subscriber's
+  /// frames are pushed to its connection once kFlushBytes wait, or by flush_due() kFlushDelay
+  /// after the oldest: one wake-up of a subscriber per many small commits, not one per commit
+  /// (measured: pushing every commit to 2 subscribers halved 16 acked writers at full).
   void publish(CommittedChanges c) noexcept;
+
+  /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`).
+  void flush_due(bool all = false) noexcept;
+  /// When flush_due() has frames to push next, if any.
+  std::optional<std::chrono::steady_clock::time_point> next_flush() const;
 
   /// Registers `sink` with its tables (empty: all) and start point, and pushes to it the
   /// SUBSCRIBED reply followed by the held commits after the resume point (under the lock that
@@ -124,7 +133,11 @@ class FeedHub {
     std::uint64_t request_id;
     std::vector<std::string> tables;           // lower-case; empty: all
     std::optional<std::uint64_t> missed_from;  // the first commit it did not get
+    std::vector<std::uint8_t> queued;          // frames not pushed yet (publish, flush_due)
+    std::chrono::steady_clock::time_point queued_since{};
   };
+  // Pushes `s.queued` to its connection. REQUIRES: mu_ held.
+  static void push_queued(Subscriber& s) noexcept;
 
   // Appends the frame of commit `seq` for `s` to `out`: a commit event with the changes to its
   // tables (nothing if none), or a gap for an uncertain commit.

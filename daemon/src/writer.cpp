@@ -313,7 +313,10 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
     {
       std::unique_lock lk(mu_);
       while (queue_.empty() && !stopping_) {
-        const auto deadline = next_deadline();
+        auto deadline = next_deadline();
+        if (const auto flush = feed_ ? feed_->next_flush() : std::nullopt) {
+          if (!deadline || *flush < *deadline) deadline = flush;
+        }
         idle_.store(true, std::memory_order_relaxed);
         waiting_ = true;
         const bool timed_out = deadline ? cv_.wait_until(lk, *deadline) == std::cv_status::timeout
@@ -352,6 +355,7 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
     } else {
       process(work);
       publish_committed();  // every commit's replies are out by now
+      if (feed_) feed_->flush_due(stopping);
       // Between batches (their replies are out), never inside a client transaction.
       if (!tx_ && !aborted_) maintain_wal();
     }
