@@ -63,31 +63,36 @@ void ChangeLog::install(sqlite3* db) { sqlite3_update_hook(db, &ChangeLog::on_up
 
 void ChangeLog::on_update(void* self, int op, const char* db, const char* table,
                           sqlite3_int64 rowid) {
-  if (std::strcmp(db, "main") != 0 || !reported_table(table)) return;
+  if (std::strcmp(db, "main") != 0) return;
+  auto* log = static_cast<ChangeLog*>(self);
   try {
-    static_cast<ChangeLog*>(self)->record(op, table, rowid);
+    log->record(op, table, rowid);
   } catch (...) {  // out of memory: the changes are unknown, not wrong
-    static_cast<ChangeLog*>(self)->uncertain_ = true;
+    log->uncertain_ = true;
   }
 }
 
 void ChangeLog::record(int op, const char* table, sqlite3_int64 rowid) {
+  auto& entries = current_.entries;
+  auto& tables = current_.tables;
+  // The common case first: the table of the change before, which was checked when it was
+  // recorded (statements mostly change one table many times; this path is a twentieth of the
+  // cost of the checks below, by callgrind: ~290 instructions per inserted row before).
+  if (open_ && !uncertain_ && !entries.empty() &&
+      std::strcmp(tables[entries.back().table].c_str(), table) == 0) {
+    entries.push_back({entries.back().table, op_of(op), rowid});
+    return;
+  }
+  if (!reported_table(table)) return;
   if (!open_) {
     stray_ = true;
     return;
   }
   if (uncertain_) return;  // published as a gap anyway
-  auto& tables = current_.tables;
-  std::uint32_t index = 0;
-  // The last table first: statements mostly change one table many times.
-  if (!current_.entries.empty() && tables[current_.entries.back().table] == table) {
-    index = current_.entries.back().table;
-  } else {
-    const auto it = std::find(tables.begin(), tables.end(), table);
-    index = static_cast<std::uint32_t>(it - tables.begin());
-    if (it == tables.end()) tables.emplace_back(table);
-  }
-  current_.entries.push_back({index, op_of(op), rowid});
+  const auto it = std::find(tables.begin(), tables.end(), table);
+  const auto index = static_cast<std::uint32_t>(it - tables.begin());
+  if (it == tables.end()) tables.emplace_back(table);
+  entries.push_back({index, op_of(op), rowid});
 }
 
 void ChangeLog::begin() noexcept {
