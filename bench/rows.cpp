@@ -66,12 +66,15 @@ Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads
   return t;
 }
 
-Throughput measure_direct_txn(Context& ctx, std::int64_t rows) {
+Throughput measure_direct_txn(Context& ctx, std::int64_t rows, bool from_params) {
   const fs::path dir = ctx.fresh_dir("direct-txn");
   const std::string db = (dir / "bench.sqlite").string();
   create_bench_db(db);
-  const Throughput t = aggregate(run_workers(
-      ctx, {{"direct_txn", "db=" + db, "rows=" + std::to_string(rows), "sync=full"}}, 60));
+  const Throughput t =
+      aggregate(run_workers(ctx,
+                            {{"direct_txn", "db=" + db, "rows=" + std::to_string(rows), "sync=full",
+                              from_params ? "params=1" : "params=0"}},
+                            60));
   fs::remove_all(dir);
   return t;
 }

@@ -60,7 +60,7 @@ Throughput measure_writers(Context& ctx, bool pasyn_side, int procs, int threads
                            FeedSubscribers* feed = nullptr);
 
 // One direct connection inserting `rows` rows in one transaction at synchronous=FULL.
-Throughput measure_direct_txn(Context& ctx, std::int64_t rows);
+Throughput measure_direct_txn(Context& ctx, std::int64_t rows, bool from_params = false);
 
 // One row of the report. Ratios are oriented so that higher is better.
 struct RowResult {

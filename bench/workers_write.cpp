@@ -195,18 +195,33 @@ void worker_many(const Args& a) {
   finish_report();
 }
 
-// direct_txn: one direct connection inserting `rows` rows in one transaction.
+// direct_txn: one direct connection inserting `rows` rows in one transaction. With params=1,
+// the rows are first built as the std::vector<pasyn::Params> that execute_many takes (as the
+// many worker does, timed) and bound from it: execute_many's bound, what any implementation
+// of that call costs at least.
 void worker_direct_txn(const Args& a) {
   SqliteDb db(arg(a, "db"), kDirectWriteFlags);
   db.configure_writer(arg(a, "sync") == "full");
   Stmt insert(db, kInsertSql);
   const std::int64_t rows = arg_int(a, "rows");
+  const bool params = a.count("params") != 0 && arg(a, "params") == "1";
   ready_then_wait_for_go();
   const auto start = Clock::now();
+  std::vector<pasyn::Params> batch;
+  if (params) {
+    batch.reserve(static_cast<std::size_t>(rows));
+    for (std::int64_t i = 0; i < rows; ++i) batch.push_back({i, std::string(kPayload)});
+  }
   db.exec("BEGIN");
   for (std::int64_t i = 0; i < rows; ++i) {
-    sqlite3_bind_int64(insert, 1, i);
-    insert.text(2, kPayload);
+    if (params) {
+      const auto& p = batch[static_cast<std::size_t>(i)];
+      sqlite3_bind_int64(insert, 1, std::get<std::int64_t>(p[0]));
+      insert.text(2, std::get<std::string>(p[1]));
+    } else {
+      sqlite3_bind_int64(insert, 1, i);
+      insert.text(2, kPayload);
+    }
     if (sqlite3_step(insert) != SQLITE_DONE) {
       throw std::runtime_error(std::string("insert: ") + sqlite3_errmsg(db.get()));
     }
