@@ -370,6 +370,9 @@ class Writer {
   // authorized when it is prepared, so one authorized for a role (or inside a transaction) is
   // never found by a request of another.
   std::array<Cache, kClientModes> cache_;
+  // Per cache, the entry prepare_one() returned last (owned by cache_), or null; clear_cache()
+  // resets them.
+  std::array<const Cache::value_type*, kClientModes> last_cached_{};
 
   // Writer-thread state.
   bool in_tx_request_ = false;  // running a request inside a client transaction
