@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <pasyn/proto/feed.hpp>
+
 #include "daemon_fixture.hpp"
 
 namespace {
@@ -343,6 +345,58 @@ TEST_F(ChangeFeedTest, AReadOnlyPeerMaySubscribe) {
   auto feed = client_->subscribe();
   EXPECT_NE(feed.epoch(), 0u);
   EXPECT_THROW(client_->execute("INSERT INTO t (v) VALUES (1)"), pasyn::OperationalError);
+}
+
+std::vector<std::uint8_t> subscribe_frame(std::uint64_t request_id) {
+  std::vector<std::uint8_t> frame;
+  pasyn::proto::encode_subscribe(frame, request_id, {}, std::nullopt);
+  return frame;
+}
+
+// A connection holding a transaction, or with requests not answered yet, may not turn into a
+// feed (it could then send only PING: its transaction would hold the writer until the idle
+// timeout). The refusal is a MISUSE error; the transaction and the connection go on.
+TEST_F(ChangeFeedTest, SubscribeIsRefusedWhileTheConnectionHoldsATransactionOrAwaitsReplies) {
+  namespace proto = pasyn::proto;
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "20s"}));
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  const auto ok = peer.request(empty_frame(proto::MsgType::kBegin, 1));
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->type, static_cast<std::uint8_t>(proto::MsgType::kOk));
+  proto::ErrorReply e;
+  EXPECT_TRUE(is_error(peer.request(subscribe_frame(2)), 2, proto::ErrorDomain::kPasyn,
+                       proto::PasynCode::kMisuse, &e));
+  EXPECT_TRUE(contains(e.message, "transaction")) << e.message;
+  // The transaction is intact and still this connection's.
+  auto result = peer.request(
+      tx_statement_frame(proto::MsgType::kExecute, 3, 1, "INSERT INTO t (v) VALUES (1)"));
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+  result = peer.request(tx_end_frame(proto::MsgType::kCommit, 4, 1));
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->type, static_cast<std::uint8_t>(proto::MsgType::kOk));
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v = 1"), 1);
+
+  // A request still waiting (behind another connection's transaction): refused as well.
+  auto other = connect_client();
+  auto held = other.begin();
+  ASSERT_TRUE(peer.send(statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecute), 5,
+                                        "INSERT INTO t (v) VALUES (2)")));
+  ASSERT_TRUE(stat_reaches(*client_, "waiting_for_transaction", 1));
+  EXPECT_TRUE(is_error(peer.request(subscribe_frame(6)), 6, proto::ErrorDomain::kPasyn,
+                       proto::PasynCode::kMisuse, &e));
+  EXPECT_TRUE(contains(e.message, "not answered")) << e.message;
+  held.commit();
+  result = peer.read_frame(kReplyTimeout);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->request_id, 5u);
+  EXPECT_EQ(result->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+
+  // Once everything is answered and no transaction is held, the same connection subscribes.
+  const auto subscribed = peer.request(subscribe_frame(7));
+  ASSERT_TRUE(subscribed);
+  EXPECT_EQ(subscribed->type, static_cast<std::uint8_t>(proto::MsgType::kSubscribed));
 }
 
 // The in-process server stops with a subscriber still connected: its session is let go while
