@@ -49,6 +49,9 @@ constexpr std::size_t kKeptCapacity = 4096;
 // A subscriber's frames are pushed once this many bytes wait, or this long after the oldest.
 constexpr std::size_t kFlushBytes = 64 * 1024;
 constexpr auto kFlushDelay = std::chrono::milliseconds(1);
+// While a subscriber is behind (it missed commits), how often flush_due() looks whether it has
+// read its output down, to tell it of the gap without waiting for another commit.
+constexpr auto kBehindPoll = std::chrono::milliseconds(10);
 
 std::uint64_t new_epoch() {
   std::random_device rd;
@@ -260,18 +263,38 @@ void FeedHub::push_queued(Subscriber& s) noexcept {
 void FeedHub::flush_due(bool all) noexcept {
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lk(mu_);
+  const bool poll_behind = now >= next_behind_poll_;
+  if (poll_behind) next_behind_poll_ = now + kBehindPoll;
   for (auto& s : subs_) {
+    if (s.missed_from && poll_behind) tell_gap_if_caught_up(s, now);
     if (!s.queued.empty() && (all || now - s.queued_since >= kFlushDelay)) push_queued(s);
+  }
+}
+
+void FeedHub::tell_gap_if_caught_up(Subscriber& s,
+                                    std::chrono::steady_clock::time_point now) noexcept {
+  try {
+    // The condition publish() resumes a subscriber on.
+    if (s.sink->unsent() + s.queued.size() > max_unsent_ / 2) return;
+    std::vector<std::uint8_t> gap;
+    proto::encode_gap(gap, s.request_id, *s.missed_from);
+    if (s.queued.empty()) s.queued_since = now;
+    s.queued.insert(s.queued.end(), gap.begin(), gap.end());
+    s.missed_from.reset();
+    push_queued(s);
+  } catch (...) {  // no memory now: polled again later
   }
 }
 
 std::optional<std::chrono::steady_clock::time_point> FeedHub::next_flush() const {
   std::lock_guard lk(mu_);
   std::optional<std::chrono::steady_clock::time_point> next;
-  for (const auto& s : subs_) {
-    if (s.queued.empty()) continue;
-    const auto at = s.queued_since + kFlushDelay;
+  const auto earliest = [&](std::chrono::steady_clock::time_point at) {
     if (!next || at < *next) next = at;
+  };
+  for (const auto& s : subs_) {
+    if (s.missed_from) earliest(next_behind_poll_);
+    if (!s.queued.empty()) earliest(s.queued_since + kFlushDelay);
   }
   return next;
 }

@@ -104,7 +104,9 @@ class FeedHub {
   /// (measured: pushing every commit to 2 subscribers halved 16 acked writers at full).
   void publish(CommittedChanges c) noexcept;
 
-  /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`).
+  /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`), and,
+  /// every kBehindPoll while a subscriber is behind, tells one that has read its output down
+  /// of the commits it missed (a gap), without waiting for another commit.
   void flush_due(bool all = false) noexcept;
   /// When flush_due() has frames to push next, if any.
   std::optional<std::chrono::steady_clock::time_point> next_flush() const;
@@ -138,6 +140,9 @@ class FeedHub {
   };
   // Pushes `s.queued` to its connection. REQUIRES: mu_ held.
   static void push_queued(Subscriber& s) noexcept;
+  // A subscriber behind (`s.missed_from`) that has read its output down as publish() requires
+  // gets the gap notice now. REQUIRES: mu_ held.
+  void tell_gap_if_caught_up(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept;
 
   // Appends the frame of commit `seq` for `s` to `out`: a commit event with the changes to its
   // tables (nothing if none), or a gap for an uncertain commit.
@@ -152,6 +157,8 @@ class FeedHub {
   std::deque<Held> history_;      // GUARDED_BY(mu_)
   std::size_t history_size_ = 0;  // GUARDED_BY(mu_): bytes of history_
   std::vector<Subscriber> subs_;  // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_): when flush_due() next looks at the subscribers that are behind.
+  std::chrono::steady_clock::time_point next_behind_poll_{};
 };
 
 }  // namespace pasyn::server
