@@ -137,6 +137,11 @@ class FeedHub {
     std::optional<std::uint64_t> missed_from;  // the first commit it did not get
     std::vector<std::uint8_t> queued;          // frames not pushed yet (publish, flush_due)
     std::chrono::steady_clock::time_point queued_since{};
+    // The last commit its client resumes after: its start point, then the last commit frame
+    // (a progress mark too) queued for it. Gaps do not move it.
+    std::uint64_t sent_seq = 0;
+    // Since when sent_seq lags last_seq_ (commits not for it), if it does.
+    std::optional<std::chrono::steady_clock::time_point> lag_since;
   };
   // Pushes `s.queued` to its connection. REQUIRES: mu_ held.
   static void push_queued(Subscriber& s) noexcept;
@@ -145,9 +150,19 @@ class FeedHub {
   void tell_gap_if_caught_up(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept;
 
   // Appends the frame of commit `seq` for `s` to `out`: a commit event with the changes to its
-  // tables (nothing if none), or a gap for an uncertain commit.
-  static void encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
+  // tables (nothing if none), or a gap for an uncertain commit. True if it wrote a commit event
+  // (the client's resume point moves to `seq`).
+  static bool encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
                          std::vector<std::uint8_t>& out);
+  // Appends a progress mark: an empty commit event for `seq` (PROTOCOL.md §8).
+  static void encode_mark(const Subscriber& s, std::uint64_t seq, std::vector<std::uint8_t>& out);
+  // After frames for commit `seq` were queued for `s` (`advanced`: a commit event among them):
+  // keeps sent_seq and lag_since. REQUIRES: mu_ held.
+  void note_sent(Subscriber& s, bool advanced, std::uint64_t seq,
+                 std::chrono::steady_clock::time_point now);
+  // Queues and pushes a progress mark for last_seq_ to `s`, which has lagged kMarkDelay.
+  // REQUIRES: mu_ held.
+  void mark_progress(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept;
 
   const std::uint64_t epoch_;
   const std::size_t history_bytes_;

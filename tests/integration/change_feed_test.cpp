@@ -5,7 +5,12 @@
 // a sequence number; a subscriber that does not read gets a gap (once it reads, with no further
 // commit) and does not hold writers up;
 // the feed reconnects by itself and reports a daemon restart.
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <set>
 
 #include <string>
 #include <vector>
@@ -60,6 +65,31 @@ class ChangeFeedTest : public DaemonTest {
 
   std::optional<pasyn::MultiplexedClient> client_;
 };
+
+// The socket descriptors this process has open.
+std::set<int> open_sockets() {
+  std::set<int> fds;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) fds.insert(fd);
+  }
+  return fds;
+}
+
+// The one socket opened since `before` (-1 and a test failure if not exactly one): a feed's
+// connection, which a test then cuts with shutdown(2) to make the feed reconnect and resume.
+int new_socket(const std::set<int>& before) {
+  std::vector<int> fresh;
+  for (const int fd : open_sockets()) {
+    if (!before.contains(fd)) fresh.push_back(fd);
+  }
+  if (fresh.size() != 1) {
+    ADD_FAILURE() << fresh.size() << " new sockets, expected the feed's only";
+    return -1;
+  }
+  return fresh[0];
+}
 
 TEST_F(ChangeFeedTest, CommittedChangesArriveInCommitOrderAfterTheCommit) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
@@ -269,6 +299,33 @@ TEST_F(ChangeFeedTest, AResumePointOlderThanTheHistoryStartsWithAGap) {
   EXPECT_EQ(got[0].commit_seq, first + 1);
   EXPECT_EQ(got[1].kind, ChangeKind::insert);
   EXPECT_GT(got[1].commit_seq, first + 1);
+}
+
+// A subscriber filtered to a table nobody writes gets progress marks (empty commit events), so
+// its resume point follows the daemon's commits: a reconnect after the history rolled over
+// resumes without a gap, as it missed nothing it wanted.
+TEST_F(ChangeFeedTest, AFilteredSubscribersResumePointFollowsCommitsItDoesNotWant) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "300"}));
+  client_->execute("CREATE TABLE quiet (x)");
+  const auto before = open_sockets();
+  auto feed = client_->subscribe({"quiet"});
+  const int fd = new_socket(before);
+  ASSERT_GE(fd, 0);
+  for (int v = 1; v <= 20; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  const auto last = client_->subscribe().last_seq();
+  for (const auto until = Clock::now() + kWait; feed.last_seq() < last && Clock::now() < until;) {
+    const auto c = feed.next(20ms);
+    ASSERT_FALSE(c) << "a change of " << c->table << ", kind " << static_cast<int>(c->kind);
+  }
+  EXPECT_EQ(feed.last_seq(), last) << "no progress mark";
+  ASSERT_EQ(::shutdown(fd, SHUT_RDWR), 0);  // the feed reconnects and resumes after `last`
+  client_->execute("INSERT INTO quiet VALUES (1)");
+  const auto got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::insert) << "a false gap";
+  EXPECT_EQ(got[0].table, "quiet");
+  EXPECT_EQ(got[0].commit_seq, last + 1);
+  expect_quiet(feed);
 }
 
 TEST_F(ChangeFeedTest, ASubscriberThatDoesNotReadGetsAGapAndHoldsNoWriterUp) {
