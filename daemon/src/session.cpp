@@ -46,8 +46,10 @@ void Session::start() {
 }
 
 void Session::deliver(std::vector<std::uint8_t> frames, std::size_t replies) {
-  send(std::move(frames));
+  // Answered before the replies can reach the client: a SUBSCRIBE it sends once it has them
+  // must not find them still in flight (subscribe()).
   inflight_.fetch_sub(replies);
+  send(std::move(frames));
   wake();
 }
 
