@@ -287,6 +287,48 @@ TEST_F(ChangeFeedTest, ResumingAfterASequenceNumberReplaysWhatTheDaemonHolds) {
   EXPECT_THROW(client_->subscribe({}, first + 100), pasyn::ProgrammingError);
 }
 
+TEST_F(ChangeFeedTest, AResumePointWithAnEpochIsHonouredInThatEpochOnly) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  std::uint64_t epoch = 0, first = 0;
+  {
+    auto probe = client_->subscribe();
+    epoch = probe.epoch();
+    first = probe.last_seq();
+  }
+  for (int v = 1; v <= 2; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  {
+    auto feed = client_->subscribe({}, epoch, first + 1);
+    EXPECT_EQ(feed.epoch(), epoch);
+    EXPECT_EQ(feed.last_seq(), first + 1);
+    const auto got = take(feed, 1);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].kind, ChangeKind::insert);
+    EXPECT_EQ(got[0].commit_seq, first + 2);
+    EXPECT_EQ(got[0].rowid, rowid_of(2));
+    expect_quiet(feed);
+  }
+  EXPECT_THROW(client_->subscribe({}, epoch, first + 100), pasyn::ProgrammingError);
+  // After a restart the point names a commit of another run: the feed starts with a reset.
+  client_.reset();
+  ASSERT_NO_FATAL_FAILURE(stop_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  client_.emplace(connect_client());
+  for (int v = 3; v <= 5; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  auto feed = client_->subscribe({}, epoch, first + 1);
+  EXPECT_NE(feed.epoch(), epoch);
+  const auto reset = take(feed, 1);
+  ASSERT_EQ(reset.size(), 1u);
+  EXPECT_EQ(reset[0].kind, ChangeKind::reset);
+  EXPECT_EQ(reset[0].commit_seq, 3u) << "the new run's last commit";
+  EXPECT_EQ(feed.last_seq(), 3u);
+  client_->execute("INSERT INTO t (v) VALUES (6)");
+  const auto got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::insert);
+  EXPECT_EQ(got[0].rowid, rowid_of(6));
+  EXPECT_EQ(got[0].commit_seq, 4u);
+}
+
 TEST_F(ChangeFeedTest, AResumePointOlderThanTheHistoryStartsWithAGap) {
   // A history of a few hundred bytes holds only the last commits.
   ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "300"}));
