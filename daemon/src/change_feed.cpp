@@ -235,13 +235,13 @@ void FeedHub::publish(CommittedChanges c) noexcept {
   try {
     std::size_t bytes = kHeldCommitBytes + c.entries.capacity() * kHeldEntryBytes;
     for (const auto& t : c.tables) bytes += t.capacity() + sizeof(std::string);
-    history_.push_back({seq, std::move(c), bytes});
+    history_.push_back({seq, std::make_shared<const CommittedChanges>(std::move(c)), bytes});
     history_size_ += bytes;
     while (history_size_ > history_bytes_ && history_.size() > 1) {
       history_size_ -= history_.front().bytes;
       history_.pop_front();
     }
-    held = &history_.back().changes;
+    held = history_.back().changes.get();
   } catch (...) {  // out of memory: commit `seq` is missed by everyone, and said so
     for (auto& s : subs_) {
       if (!s.missed_from) s.missed_from = seq;
@@ -343,11 +343,20 @@ std::optional<std::chrono::steady_clock::time_point> FeedHub::next_flush() const
   return next;
 }
 
+void FeedHub::take_held_after(const Subscriber& s, std::uint64_t after,
+                              std::vector<std::uint8_t>& out, std::vector<Snapshot>& held) {
+  const std::uint64_t first_held = history_.empty() ? last_seq_ + 1 : history_.front().seq;
+  if (first_held > after + 1) proto::encode_gap(out, s.request_id, after + 1);
+  for (const auto& h : history_) {
+    if (h.seq > after) held.push_back({h.seq, h.changes});
+  }
+}
+
 std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& sink,
                                               std::uint64_t request_id, const proto::Subscribe& m) {
   Subscriber s{sink, request_id, {}, std::nullopt, {}, {}, 0, std::nullopt};
   for (const auto t : m.tables) s.tables.push_back(lower(t));
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   proto::Subscribed reply{epoch_, last_seq_, false};
   std::optional<std::uint64_t> after;
   if (m.resume && (m.resume->epoch == 0 || m.resume->epoch == epoch_)) {
@@ -363,10 +372,25 @@ std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& s
   // Where the client's resume point is: its `after_seq`, then each commit sent to it.
   s.sent_seq = after ? *after : last_seq_;
   if (after && *after < last_seq_) {
-    const std::uint64_t first_held = history_.empty() ? last_seq_ + 1 : history_.front().seq;
-    if (first_held > *after + 1) proto::encode_gap(frames, request_id, *after + 1);
-    for (const auto& h : history_) {
-      if (h.seq > *after && encode_for(s, h.seq, h.changes, frames)) s.sent_seq = h.seq;
+    // The held commits after the point are encoded without the lock (up to --feed-history of
+    // them: publish() on the writer thread would wait for it), from shared references that
+    // outlive their leaving the history; then, under the lock again, what was published
+    // meanwhile, and the subscriber is registered: nothing missed, nothing twice.
+    const auto encode = [&](std::vector<Snapshot>& held) {
+      for (const auto& [seq, changes] : held) {
+        if (encode_for(s, seq, *changes, frames)) s.sent_seq = seq;
+      }
+      held.clear();
+    };
+    std::vector<Snapshot> held;
+    take_held_after(s, *after, frames, held);
+    const std::uint64_t taken_up_to = last_seq_;
+    lk.unlock();
+    encode(held);  // (drops the last references of commits gone from the history meanwhile)
+    lk.lock();
+    if (last_seq_ > taken_up_to) {
+      take_held_after(s, taken_up_to, frames, held);
+      encode(held);
     }
   }
   note_sent(s, false, 0, std::chrono::steady_clock::now());

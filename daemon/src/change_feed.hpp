@@ -112,9 +112,11 @@ class FeedHub {
   std::optional<std::chrono::steady_clock::time_point> next_flush() const;
 
   /// Registers `sink` with its tables (empty: all) and start point, and pushes to it the
-  /// SUBSCRIBED reply followed by the held commits after the resume point (under the lock that
-  /// publish() takes, so that nothing is missed or sent twice). Returns an error message
-  /// (nothing registered, nothing pushed) for a resume point beyond the last commit.
+  /// SUBSCRIBED reply followed by the held commits after the resume point (encoded outside the
+  /// lock that publish() takes, then what was published meanwhile under it, and registered
+  /// under it: nothing is missed or sent twice). I/O thread (one subscribe at a time per sink).
+  /// Returns an error message (nothing registered, nothing pushed) for a resume point beyond the
+  /// last commit.
   std::optional<std::string> subscribe(const std::shared_ptr<FeedSink>& sink,
                                        std::uint64_t request_id, const proto::Subscribe& m);
   void unsubscribe(const FeedSink* sink);
@@ -127,8 +129,12 @@ class FeedHub {
  private:
   struct Held {
     std::uint64_t seq;
-    CommittedChanges changes;
+    std::shared_ptr<const CommittedChanges> changes;  // shared with a subscribe() replaying it
     std::size_t bytes;
+  };
+  struct Snapshot {
+    std::uint64_t seq;
+    std::shared_ptr<const CommittedChanges> changes;
   };
   struct Subscriber {
     std::shared_ptr<FeedSink> sink;
@@ -143,6 +149,11 @@ class FeedHub {
     // Since when sent_seq lags last_seq_ (commits not for it), if it does.
     std::optional<std::chrono::steady_clock::time_point> lag_since;
   };
+  // For a subscriber resuming after commit `after`: appends a gap to `out` if the history no
+  // longer holds `after + 1`, and to `held` the held commits after `after`, to encode.
+  // REQUIRES: mu_ held.
+  void take_held_after(const Subscriber& s, std::uint64_t after, std::vector<std::uint8_t>& out,
+                       std::vector<Snapshot>& held);
   // Pushes `s.queued` to its connection. REQUIRES: mu_ held.
   static void push_queued(Subscriber& s) noexcept;
   // A subscriber behind (`s.missed_from`) that has read its output down as publish() requires
