@@ -2,9 +2,10 @@
 // commit order and only after the commit; nothing of rolled-back work appears (a failed request
 // of a batch, a failed script, a rolled-back or half-failed client transaction); a client's own
 // ROLLBACK TO makes its commit a gap; table filters and the daemon's own tables; resuming after
-// a sequence number; a subscriber that does not read gets a gap (once it reads, with no further
-// commit) and does not hold writers up;
-// the feed reconnects by itself and reports a daemon restart.
+// a sequence number, with or without its epoch; a filtered subscriber's resume point follows the
+// commits it does not want (progress marks); a subscriber that does not read gets a gap (once it
+// reads, with no further commit) and does not hold writers up; the feed reconnects by itself and
+// reports a daemon restart; SUBSCRIBE is refused on a connection holding a transaction.
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
