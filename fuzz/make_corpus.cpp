@@ -158,9 +158,10 @@ std::vector<Seed> requests() {
     s.push_back({"execute-named", 0, stream});
   }
   {
-    // The change feed (PROTOCOL.md §8): a subscription resuming in the current epoch, a write
-    // (refused: the connection is a feed), a PING, and a second SUBSCRIBE (refused).
-    Bytes stream = statement(MsgType::kExecute, 1, kCreate);
+    // The change feed (PROTOCOL.md §8): a subscription resuming in the current epoch (first:
+    // SUBSCRIBE behind a request not yet answered is refused), a write (refused: the
+    // connection is a feed), a PING, and a second SUBSCRIBE (refused).
+    Bytes stream;
     proto::encode_subscribe(stream, 2, {"t", "u"}, proto::FeedPoint{0, 0});
     const Bytes tail =
         cat({statement(MsgType::kExecute, 3, kInsert, kAllTypes), empty(MsgType::kPing, 4)});

@@ -49,6 +49,12 @@ constexpr std::size_t kKeptCapacity = 4096;
 // A subscriber's frames are pushed once this many bytes wait, or this long after the oldest.
 constexpr std::size_t kFlushBytes = 64 * 1024;
 constexpr auto kFlushDelay = std::chrono::milliseconds(1);
+// While a subscriber is behind (it missed commits), how often flush_due() looks whether it has
+// read its output down, to tell it of the gap without waiting for another commit.
+constexpr auto kBehindPoll = std::chrono::milliseconds(10);
+// A subscriber whose client's resume point lags the last commit (no frame of the commits since
+// was for it: a table filter) gets a progress mark this long after it began to lag.
+constexpr auto kMarkDelay = std::chrono::milliseconds(100);
 
 std::uint64_t new_epoch() {
   std::random_device rd;
@@ -159,11 +165,11 @@ std::optional<CommittedChanges> ChangeLog::take_commit() {
 FeedHub::FeedHub(std::size_t history_bytes, std::size_t max_unsent)
     : epoch_(new_epoch()), history_bytes_(history_bytes), max_unsent_(max_unsent) {}
 
-void FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
+bool FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
                          std::vector<std::uint8_t>& out) {
   if (c.uncertain) {
     proto::encode_gap(out, s.request_id, seq);
-    return;
+    return false;
   }
   // Which of the commit's tables this subscriber wants.
   std::vector<char> wanted(c.tables.size(), s.tables.empty() ? 1 : 0);
@@ -206,6 +212,25 @@ void FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const Committed
   // The last frame says the commit is complete.
   if (any)
     out[last_frame_at + proto::kHeaderSize] = static_cast<std::uint8_t>(proto::FeedEvent::kCommit);
+  return any;
+}
+
+void FeedHub::encode_mark(const Subscriber& s, std::uint64_t seq, std::vector<std::uint8_t>& out) {
+  proto::FrameWriter w(out, proto::MsgType::kChange, s.request_id);
+  w.u8(static_cast<std::uint8_t>(proto::FeedEvent::kCommit));
+  w.u64(seq);
+  w.u32(0);
+  w.finish();
+}
+
+void FeedHub::note_sent(Subscriber& s, bool advanced, std::uint64_t seq,
+                        std::chrono::steady_clock::time_point now) {
+  if (advanced) s.sent_seq = seq;
+  if (s.sent_seq >= last_seq_) {
+    s.lag_since.reset();
+  } else if (!s.lag_since) {
+    s.lag_since = now;
+  }
 }
 
 void FeedHub::publish(CommittedChanges c) noexcept {
@@ -215,13 +240,13 @@ void FeedHub::publish(CommittedChanges c) noexcept {
   try {
     std::size_t bytes = kHeldCommitBytes + c.entries.capacity() * kHeldEntryBytes;
     for (const auto& t : c.tables) bytes += t.capacity() + sizeof(std::string);
-    history_.push_back({seq, std::move(c), bytes});
+    history_.push_back({seq, std::make_shared<const CommittedChanges>(std::move(c)), bytes});
     history_size_ += bytes;
     while (history_size_ > history_bytes_ && history_.size() > 1) {
       history_size_ -= history_.front().bytes;
       history_.pop_front();
     }
-    held = &history_.back().changes;
+    held = history_.back().changes.get();
   } catch (...) {  // out of memory: commit `seq` is missed by everyone, and said so
     for (auto& s : subs_) {
       if (!s.missed_from) s.missed_from = seq;
@@ -236,13 +261,15 @@ void FeedHub::publish(CommittedChanges c) noexcept {
       if (s.missed_from && unsent > max_unsent_ / 2) continue;
       std::vector<std::uint8_t> frames;
       if (s.missed_from) proto::encode_gap(frames, s.request_id, *s.missed_from);
-      encode_for(s, seq, *held, frames);
+      const bool advanced = encode_for(s, seq, *held, frames);
       if (unsent + frames.size() > max_unsent_) {
-        // Never wait for a subscriber: it hears of what it missed with a later commit.
+        // Never wait for a subscriber: it hears of what it missed by flush_due() or with a
+        // later commit.
         if (!s.missed_from) s.missed_from = seq;
         continue;
       }
       s.missed_from.reset();
+      note_sent(s, advanced, seq, now);
       if (frames.empty()) continue;
       if (s.queued.empty()) s.queued_since = now;
       s.queued.insert(s.queued.end(), frames.begin(), frames.end());
@@ -265,27 +292,76 @@ void FeedHub::push_queued(Subscriber& s) noexcept {
 void FeedHub::flush_due(bool all) noexcept {
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lk(mu_);
+  const bool poll_behind = now >= next_behind_poll_;
+  if (poll_behind) next_behind_poll_ = now + kBehindPoll;
   for (auto& s : subs_) {
+    if (s.missed_from && poll_behind) tell_gap_if_caught_up(s, now);
+    if (!s.missed_from && s.lag_since && now - *s.lag_since >= kMarkDelay) mark_progress(s, now);
     if (!s.queued.empty() && (all || now - s.queued_since >= kFlushDelay)) push_queued(s);
+  }
+}
+
+void FeedHub::mark_progress(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept {
+  try {
+    std::vector<std::uint8_t> mark;
+    encode_mark(s, last_seq_, mark);
+    if (s.sink->unsent() + s.queued.size() + mark.size() > max_unsent_) {
+      s.lag_since = now;  // it does not read: tried again later
+      return;
+    }
+    if (s.queued.empty()) s.queued_since = now;
+    s.queued.insert(s.queued.end(), mark.begin(), mark.end());
+    note_sent(s, true, last_seq_, now);
+    push_queued(s);
+  } catch (...) {  // no memory now: tried again later
+    s.lag_since = now;
+  }
+}
+
+void FeedHub::tell_gap_if_caught_up(Subscriber& s,
+                                    std::chrono::steady_clock::time_point now) noexcept {
+  try {
+    // The condition publish() resumes a subscriber on.
+    if (s.sink->unsent() + s.queued.size() > max_unsent_ / 2) return;
+    std::vector<std::uint8_t> gap;
+    proto::encode_gap(gap, s.request_id, *s.missed_from);
+    if (s.queued.empty()) s.queued_since = now;
+    s.queued.insert(s.queued.end(), gap.begin(), gap.end());
+    s.missed_from.reset();
+    note_sent(s, false, 0, now);  // a gap does not move the client's resume point
+    push_queued(s);
+  } catch (...) {  // no memory now: polled again later
   }
 }
 
 std::optional<std::chrono::steady_clock::time_point> FeedHub::next_flush() const {
   std::lock_guard lk(mu_);
   std::optional<std::chrono::steady_clock::time_point> next;
-  for (const auto& s : subs_) {
-    if (s.queued.empty()) continue;
-    const auto at = s.queued_since + kFlushDelay;
+  const auto earliest = [&](std::chrono::steady_clock::time_point at) {
     if (!next || at < *next) next = at;
+  };
+  for (const auto& s : subs_) {
+    if (s.missed_from) earliest(next_behind_poll_);
+    if (!s.missed_from && s.lag_since) earliest(*s.lag_since + kMarkDelay);
+    if (!s.queued.empty()) earliest(s.queued_since + kFlushDelay);
   }
   return next;
 }
 
+void FeedHub::take_held_after(const Subscriber& s, std::uint64_t after,
+                              std::vector<std::uint8_t>& out, std::vector<Snapshot>& held) {
+  const std::uint64_t first_held = history_.empty() ? last_seq_ + 1 : history_.front().seq;
+  if (first_held > after + 1) proto::encode_gap(out, s.request_id, after + 1);
+  for (const auto& h : history_) {
+    if (h.seq > after) held.push_back({h.seq, h.changes});
+  }
+}
+
 std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& sink,
                                               std::uint64_t request_id, const proto::Subscribe& m) {
-  Subscriber s{sink, request_id, {}, std::nullopt, {}, {}};
+  Subscriber s{sink, request_id, {}, std::nullopt, {}, {}, 0, std::nullopt};
   for (const auto t : m.tables) s.tables.push_back(lower(t));
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   proto::Subscribed reply{epoch_, last_seq_, false};
   std::optional<std::uint64_t> after;
   if (m.resume && (m.resume->epoch == 0 || m.resume->epoch == epoch_)) {
@@ -298,13 +374,31 @@ std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& s
   }
   std::vector<std::uint8_t> frames;
   proto::encode_subscribed(frames, request_id, reply);
+  // Where the client's resume point is: its `after_seq`, then each commit sent to it.
+  s.sent_seq = after ? *after : last_seq_;
   if (after && *after < last_seq_) {
-    const std::uint64_t first_held = history_.empty() ? last_seq_ + 1 : history_.front().seq;
-    if (first_held > *after + 1) proto::encode_gap(frames, request_id, *after + 1);
-    for (const auto& h : history_) {
-      if (h.seq > *after) encode_for(s, h.seq, h.changes, frames);
+    // The held commits after the point are encoded without the lock (up to --feed-history of
+    // them: publish() on the writer thread would wait for it), from shared references that
+    // outlive their leaving the history; then, under the lock again, what was published
+    // meanwhile, and the subscriber is registered: nothing missed, nothing twice.
+    const auto encode = [&](std::vector<Snapshot>& held) {
+      for (const auto& [seq, changes] : held) {
+        if (encode_for(s, seq, *changes, frames)) s.sent_seq = seq;
+      }
+      held.clear();
+    };
+    std::vector<Snapshot> held;
+    take_held_after(s, *after, frames, held);
+    const std::uint64_t taken_up_to = last_seq_;
+    lk.unlock();
+    encode(held);  // (drops the last references of commits gone from the history meanwhile)
+    lk.lock();
+    if (last_seq_ > taken_up_to) {
+      take_held_after(s, taken_up_to, frames, held);
+      encode(held);
     }
   }
+  note_sent(s, false, 0, std::chrono::steady_clock::now());
   sink->push(std::move(frames));
   subs_.push_back(std::move(s));
   return std::nullopt;

@@ -104,15 +104,19 @@ class FeedHub {
   /// (measured: pushing every commit to 2 subscribers halved 16 acked writers at full).
   void publish(CommittedChanges c) noexcept;
 
-  /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`).
+  /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`), and,
+  /// every kBehindPoll while a subscriber is behind, tells one that has read its output down
+  /// of the commits it missed (a gap), without waiting for another commit.
   void flush_due(bool all = false) noexcept;
   /// When flush_due() has frames to push next, if any.
   std::optional<std::chrono::steady_clock::time_point> next_flush() const;
 
   /// Registers `sink` with its tables (empty: all) and start point, and pushes to it the
-  /// SUBSCRIBED reply followed by the held commits after the resume point (under the lock that
-  /// publish() takes, so that nothing is missed or sent twice). Returns an error message
-  /// (nothing registered, nothing pushed) for a resume point beyond the last commit.
+  /// SUBSCRIBED reply followed by the held commits after the resume point (encoded outside the
+  /// lock that publish() takes, then what was published meanwhile under it, and registered
+  /// under it: nothing is missed or sent twice). I/O thread (one subscribe at a time per sink).
+  /// Returns an error message (nothing registered, nothing pushed) for a resume point beyond the
+  /// last commit.
   std::optional<std::string> subscribe(const std::shared_ptr<FeedSink>& sink,
                                        std::uint64_t request_id, const proto::Subscribe& m);
   void unsubscribe(const FeedSink* sink);
@@ -125,8 +129,12 @@ class FeedHub {
  private:
   struct Held {
     std::uint64_t seq;
-    CommittedChanges changes;
+    std::shared_ptr<const CommittedChanges> changes;  // shared with a subscribe() replaying it
     std::size_t bytes;
+  };
+  struct Snapshot {
+    std::uint64_t seq;
+    std::shared_ptr<const CommittedChanges> changes;
   };
   struct Subscriber {
     std::shared_ptr<FeedSink> sink;
@@ -135,14 +143,37 @@ class FeedHub {
     std::optional<std::uint64_t> missed_from;  // the first commit it did not get
     std::vector<std::uint8_t> queued;          // frames not pushed yet (publish, flush_due)
     std::chrono::steady_clock::time_point queued_since{};
+    // The last commit its client resumes after: its start point, then the last commit frame
+    // (a progress mark too) queued for it. Gaps do not move it.
+    std::uint64_t sent_seq = 0;
+    // Since when sent_seq lags last_seq_ (commits not for it), if it does.
+    std::optional<std::chrono::steady_clock::time_point> lag_since;
   };
+  // For a subscriber resuming after commit `after`: appends a gap to `out` if the history no
+  // longer holds `after + 1`, and to `held` the held commits after `after`, to encode.
+  // REQUIRES: mu_ held.
+  void take_held_after(const Subscriber& s, std::uint64_t after, std::vector<std::uint8_t>& out,
+                       std::vector<Snapshot>& held);
   // Pushes `s.queued` to its connection. REQUIRES: mu_ held.
   static void push_queued(Subscriber& s) noexcept;
+  // A subscriber behind (`s.missed_from`) that has read its output down as publish() requires
+  // gets the gap notice now. REQUIRES: mu_ held.
+  void tell_gap_if_caught_up(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept;
 
   // Appends the frame of commit `seq` for `s` to `out`: a commit event with the changes to its
-  // tables (nothing if none), or a gap for an uncertain commit.
-  static void encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
+  // tables (nothing if none), or a gap for an uncertain commit. True if it wrote a commit event
+  // (the client's resume point moves to `seq`).
+  static bool encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
                          std::vector<std::uint8_t>& out);
+  // Appends a progress mark: an empty commit event for `seq` (PROTOCOL.md §8).
+  static void encode_mark(const Subscriber& s, std::uint64_t seq, std::vector<std::uint8_t>& out);
+  // After frames for commit `seq` were queued for `s` (`advanced`: a commit event among them):
+  // keeps sent_seq and lag_since. REQUIRES: mu_ held.
+  void note_sent(Subscriber& s, bool advanced, std::uint64_t seq,
+                 std::chrono::steady_clock::time_point now);
+  // Queues and pushes a progress mark for last_seq_ to `s`, which has lagged kMarkDelay.
+  // REQUIRES: mu_ held.
+  void mark_progress(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept;
 
   const std::uint64_t epoch_;
   const std::size_t history_bytes_;
@@ -152,6 +183,8 @@ class FeedHub {
   std::deque<Held> history_;      // GUARDED_BY(mu_)
   std::size_t history_size_ = 0;  // GUARDED_BY(mu_): bytes of history_
   std::vector<Subscriber> subs_;  // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_): when flush_due() next looks at the subscribers that are behind.
+  std::chrono::steady_clock::time_point next_behind_poll_{};
 };
 
 }  // namespace pasyn::server

@@ -19,6 +19,7 @@ void Writer::begin_transaction(Request& r) {
   }
   tx_ = OpenTransaction{r.sink, Clock::now(), r.id};
   tx_started_ns_.store(tx_->last_activity.time_since_epoch().count(), std::memory_order_relaxed);
+  tx_owner_.store(r.sink.get(), std::memory_order_release);  // before the reply goes out
   std::vector<std::uint8_t> frame;
   proto::encode_empty(frame, proto::MsgType::kOk, r.id);
   reply(r, std::move(frame));
@@ -122,6 +123,7 @@ void Writer::end_transaction(std::deque<Request>& work, std::optional<std::strin
   if (reason) ended_[tx_->owner.get()] = EndedTransaction{tx_->number, *reason};
   tx_.reset();
   tx_started_ns_.store(0, std::memory_order_relaxed);
+  tx_owner_.store(nullptr, std::memory_order_release);
   work.insert(work.begin(), std::make_move_iterator(deferred_.begin()),
               std::make_move_iterator(deferred_.end()));
   deferred_.clear();

@@ -46,8 +46,10 @@ void Session::start() {
 }
 
 void Session::deliver(std::vector<std::uint8_t> frames, std::size_t replies) {
-  send(std::move(frames));
+  // Answered before the replies can reach the client: a SUBSCRIBE it sends once it has them
+  // must not find them still in flight (subscribe()).
   inflight_.fetch_sub(replies);
+  send(std::move(frames));
   wake();
 }
 
@@ -261,7 +263,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
     send(std::move(reply));
     return true;
   }
-  if (type == MsgType::kSubscribe) return subscribe(f);
+  if (type == MsgType::kSubscribe) return subscribe(f, !out.empty());
   if (subscribed_ && type != MsgType::kPing) {
     std::vector<std::uint8_t> reply;
     proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse,
@@ -382,7 +384,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   return true;
 }
 
-bool Session::subscribe(const proto::FrameView& f) {
+bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
   proto::Subscribe m;
   std::string why;
   if (!proto::decode_subscribe(f.payload, m, why)) return protocol_error("bad SUBSCRIBE: " + why);
@@ -390,6 +392,21 @@ bool Session::subscribe(const proto::FrameView& f) {
   if (subscribed_) {
     proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse,
                               "this connection is subscribed already");
+    send(std::move(reply));
+    return true;
+  }
+  // After SUBSCRIBE only PING is read: a transaction held here could not end but by the idle
+  // timeout, and replies still owed would mix with the feed. Refused; the connection goes on.
+  // (Every request answered, the writer's transaction owner is exact: only this connection
+  // could make it this one.)
+  if (parsed_requests || inflight_.load() > 0 || server_.writer_.holds_transaction(this)) {
+    proto::encode_pasyn_error(
+        reply, f.request_id, proto::PasynCode::kMisuse,
+        server_.writer_.holds_transaction(this)
+            ? "SUBSCRIBE refused: this connection holds a transaction (end it first, or "
+              "subscribe on a connection of its own)"
+            : "SUBSCRIBE refused: this connection has requests not answered yet (wait for "
+              "their replies, or subscribe on a connection of its own)");
     send(std::move(reply));
     return true;
   }

@@ -103,8 +103,9 @@ class Session : public ReplySink,
   // Returns false after a protocol error (the session is then closing).
   bool handle_frame(const proto::FrameView& f, std::vector<Request>& out);
 
-  // SUBSCRIBE: the connection becomes a change feed (FeedHub), or gets the error.
-  bool subscribe(const proto::FrameView& f);
+  // SUBSCRIBE: the connection becomes a change feed (FeedHub), or gets the error (also while it
+  // holds a transaction or has requests unanswered, `parsed_requests` those not yet submitted).
+  bool subscribe(const proto::FrameView& f, bool parsed_requests);
 
   // What the connection's role allows: an error to answer a well-formed request with, if any.
   // Also marks the request with the role, for the writer's own checks.

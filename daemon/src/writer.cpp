@@ -294,6 +294,7 @@ void Writer::run() {
     deferred_count_.store(0, std::memory_order_relaxed);
     tx_.reset();
     tx_started_ns_.store(0, std::memory_order_relaxed);
+    tx_owner_.store(nullptr, std::memory_order_release);
     sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
     backup_.cancel();  // its own connection; nothing of it is published
     backup_.join();

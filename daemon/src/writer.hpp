@@ -194,6 +194,12 @@ class Writer {
   /// outlive the writer thread.
   void attach_feed(FeedHub& hub) noexcept { feed_ = &hub; }
 
+  /// Thread-safe: whether `sink`'s connection holds the open client transaction (BEGIN
+  /// answered, not ended yet). Exact once every request of that connection has been answered.
+  bool holds_transaction(const ReplySink* sink) const noexcept {
+    return tx_owner_.load(std::memory_order_acquire) == sink;
+  }
+
   /// Thread-safe.
   WriterStats stats() const;
   /// Set (before on_drained runs) when the writer stopped because a commit's outcome is
@@ -441,7 +447,8 @@ class Writer {
   std::vector<std::uint32_t> commit_us_;  // GUARDED_BY(stats_mu_): ring of the last commits
   std::size_t commit_next_ = 0;           // GUARDED_BY(stats_mu_)
   std::atomic<std::size_t> deferred_count_{0};
-  std::atomic<std::int64_t> tx_started_ns_{0};  // steady clock; 0: no transaction open
+  std::atomic<std::int64_t> tx_started_ns_{0};       // steady clock; 0: no transaction open
+  std::atomic<const ReplySink*> tx_owner_{nullptr};  // tx_->owner, for holds_transaction()
 
   // Last, so that it is destroyed first: a running backup answers through reply().
   BackupRunner backup_{config_};

@@ -56,7 +56,7 @@ struct ChangeFeed::Impl {
   int fd = -1;
   proto::FrameDecoder decoder{proto::kDefaultMaxFrame};
   bool closed = false;
-  bool subscribed_once = false;
+  bool subscribed_once = false;  // (epoch, last_seq) name the point to resume after
   std::uint64_t epoch = 0;
   std::uint64_t last_seq = 0;
   std::deque<Change> ready;
@@ -274,6 +274,21 @@ ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables,
   feed->options = impl().options();
   feed->tables = std::move(tables);
   feed->first_after = after_seq;
+  feed->subscribe(Clock::now() + feed->options.connect_timeout);
+  return ChangeFeed(std::move(feed));
+}
+
+ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables, std::uint64_t epoch,
+                                        std::uint64_t after_seq) {
+  if (epoch == 0) return subscribe(std::move(tables), std::optional<std::uint64_t>(after_seq));
+  auto feed = std::make_unique<ChangeFeed::Impl>();
+  feed->path = socket_path();
+  feed->options = impl().options();
+  feed->tables = std::move(tables);
+  // As a feed that delivered up to `after_seq` of `epoch` and resumes: another epoch is a reset.
+  feed->subscribed_once = true;
+  feed->epoch = epoch;
+  feed->last_seq = after_seq;
   feed->subscribe(Clock::now() + feed->options.connect_timeout);
   return ChangeFeed(std::move(feed));
 }

@@ -2,12 +2,21 @@
 // commit order and only after the commit; nothing of rolled-back work appears (a failed request
 // of a batch, a failed script, a rolled-back or half-failed client transaction); a client's own
 // ROLLBACK TO makes its commit a gap; table filters and the daemon's own tables; resuming after
-// a sequence number; a subscriber that does not read gets a gap and does not hold writers up;
-// the feed reconnects by itself and reports a daemon restart.
+// a sequence number, with or without its epoch; a filtered subscriber's resume point follows the
+// commits it does not want (progress marks); a subscriber that does not read gets a gap (once it
+// reads, with no further commit) and does not hold writers up; the feed reconnects by itself and
+// reports a daemon restart; SUBSCRIBE is refused on a connection holding a transaction.
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <set>
 
 #include <string>
 #include <vector>
+
+#include <pasyn/proto/feed.hpp>
 
 #include "daemon_fixture.hpp"
 
@@ -57,6 +66,31 @@ class ChangeFeedTest : public DaemonTest {
 
   std::optional<pasyn::MultiplexedClient> client_;
 };
+
+// The socket descriptors this process has open.
+std::set<int> open_sockets() {
+  std::set<int> fds;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) fds.insert(fd);
+  }
+  return fds;
+}
+
+// The one socket opened since `before` (-1 and a test failure if not exactly one): a feed's
+// connection, which a test then cuts with shutdown(2) to make the feed reconnect and resume.
+int new_socket(const std::set<int>& before) {
+  std::vector<int> fresh;
+  for (const int fd : open_sockets()) {
+    if (!before.contains(fd)) fresh.push_back(fd);
+  }
+  if (fresh.size() != 1) {
+    ADD_FAILURE() << fresh.size() << " new sockets, expected the feed's only";
+    return -1;
+  }
+  return fresh[0];
+}
 
 TEST_F(ChangeFeedTest, CommittedChangesArriveInCommitOrderAfterTheCommit) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
@@ -254,6 +288,48 @@ TEST_F(ChangeFeedTest, ResumingAfterASequenceNumberReplaysWhatTheDaemonHolds) {
   EXPECT_THROW(client_->subscribe({}, first + 100), pasyn::ProgrammingError);
 }
 
+TEST_F(ChangeFeedTest, AResumePointWithAnEpochIsHonouredInThatEpochOnly) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  std::uint64_t epoch = 0, first = 0;
+  {
+    auto probe = client_->subscribe();
+    epoch = probe.epoch();
+    first = probe.last_seq();
+  }
+  for (int v = 1; v <= 2; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  {
+    auto feed = client_->subscribe({}, epoch, first + 1);
+    EXPECT_EQ(feed.epoch(), epoch);
+    EXPECT_EQ(feed.last_seq(), first + 1);
+    const auto got = take(feed, 1);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].kind, ChangeKind::insert);
+    EXPECT_EQ(got[0].commit_seq, first + 2);
+    EXPECT_EQ(got[0].rowid, rowid_of(2));
+    expect_quiet(feed);
+  }
+  EXPECT_THROW(client_->subscribe({}, epoch, first + 100), pasyn::ProgrammingError);
+  // After a restart the point names a commit of another run: the feed starts with a reset.
+  client_.reset();
+  ASSERT_NO_FATAL_FAILURE(stop_daemon());
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  client_.emplace(connect_client());
+  for (int v = 3; v <= 5; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  auto feed = client_->subscribe({}, epoch, first + 1);
+  EXPECT_NE(feed.epoch(), epoch);
+  const auto reset = take(feed, 1);
+  ASSERT_EQ(reset.size(), 1u);
+  EXPECT_EQ(reset[0].kind, ChangeKind::reset);
+  EXPECT_EQ(reset[0].commit_seq, 3u) << "the new run's last commit";
+  EXPECT_EQ(feed.last_seq(), 3u);
+  client_->execute("INSERT INTO t (v) VALUES (6)");
+  const auto got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::insert);
+  EXPECT_EQ(got[0].rowid, rowid_of(6));
+  EXPECT_EQ(got[0].commit_seq, 4u);
+}
+
 TEST_F(ChangeFeedTest, AResumePointOlderThanTheHistoryStartsWithAGap) {
   // A history of a few hundred bytes holds only the last commits.
   ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "300"}));
@@ -266,6 +342,33 @@ TEST_F(ChangeFeedTest, AResumePointOlderThanTheHistoryStartsWithAGap) {
   EXPECT_EQ(got[0].commit_seq, first + 1);
   EXPECT_EQ(got[1].kind, ChangeKind::insert);
   EXPECT_GT(got[1].commit_seq, first + 1);
+}
+
+// A subscriber filtered to a table nobody writes gets progress marks (empty commit events), so
+// its resume point follows the daemon's commits: a reconnect after the history rolled over
+// resumes without a gap, as it missed nothing it wanted.
+TEST_F(ChangeFeedTest, AFilteredSubscribersResumePointFollowsCommitsItDoesNotWant) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "300"}));
+  client_->execute("CREATE TABLE quiet (x)");
+  const auto before = open_sockets();
+  auto feed = client_->subscribe({"quiet"});
+  const int fd = new_socket(before);
+  ASSERT_GE(fd, 0);
+  for (int v = 1; v <= 20; ++v) client_->execute("INSERT INTO t (v) VALUES (?)", {v});
+  const auto last = client_->subscribe().last_seq();
+  for (const auto until = Clock::now() + kWait; feed.last_seq() < last && Clock::now() < until;) {
+    const auto c = feed.next(20ms);
+    ASSERT_FALSE(c) << "a change of " << c->table << ", kind " << static_cast<int>(c->kind);
+  }
+  EXPECT_EQ(feed.last_seq(), last) << "no progress mark";
+  ASSERT_EQ(::shutdown(fd, SHUT_RDWR), 0);  // the feed reconnects and resumes after `last`
+  client_->execute("INSERT INTO quiet VALUES (1)");
+  const auto got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::insert) << "a false gap";
+  EXPECT_EQ(got[0].table, "quiet");
+  EXPECT_EQ(got[0].commit_seq, last + 1);
+  expect_quiet(feed);
 }
 
 TEST_F(ChangeFeedTest, ASubscriberThatDoesNotReadGetsAGapAndHoldsNoWriterUp) {
@@ -282,10 +385,11 @@ TEST_F(ChangeFeedTest, ASubscriberThatDoesNotReadGetsAGapAndHoldsNoWriterUp) {
         {i});
   }
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), kCommits * 200);
-  // Read what was buffered, then one more commit brings the gap and itself.
+  // Read what was buffered: once it is read down, the gap notice follows by itself, with no
+  // further commit.
   std::optional<Change> gap;
   std::uint64_t last_before_gap = start;
-  while (auto c = feed.next(500ms)) {
+  while (auto c = feed.next(std::chrono::duration_cast<std::chrono::milliseconds>(kWait))) {
     if (c->kind == ChangeKind::gap) {
       gap = c;
       break;
@@ -293,19 +397,16 @@ TEST_F(ChangeFeedTest, ASubscriberThatDoesNotReadGetsAGapAndHoldsNoWriterUp) {
     ASSERT_EQ(c->kind, ChangeKind::insert);
     last_before_gap = c->commit_seq;
   }
-  if (!gap) {
-    client_->execute("INSERT INTO t (v) VALUES (-1)");
-    while (auto c = feed.next(std::chrono::duration_cast<std::chrono::milliseconds>(kWait))) {
-      if (c->kind == ChangeKind::gap) {
-        gap = c;
-        break;
-      }
-      last_before_gap = c->commit_seq;
-    }
-  }
-  ASSERT_TRUE(gap) << "no gap notice";
+  ASSERT_TRUE(gap) << "no gap notice without another commit";
   EXPECT_EQ(gap->commit_seq, last_before_gap + 1) << "the gap names the first commit missed";
   EXPECT_LT(last_before_gap, start + kCommits);
+  expect_quiet(feed);
+  // The feed goes on after the gap.
+  client_->execute("INSERT INTO t (v) VALUES (-1)");
+  const auto next = take(feed, 1);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].kind, ChangeKind::insert);
+  EXPECT_EQ(next[0].rowid, rowid_of(-1));
   EXPECT_TRUE(client_->ping());  // the daemon kept serving
 }
 
@@ -343,6 +444,58 @@ TEST_F(ChangeFeedTest, AReadOnlyPeerMaySubscribe) {
   auto feed = client_->subscribe();
   EXPECT_NE(feed.epoch(), 0u);
   EXPECT_THROW(client_->execute("INSERT INTO t (v) VALUES (1)"), pasyn::OperationalError);
+}
+
+std::vector<std::uint8_t> subscribe_frame(std::uint64_t request_id) {
+  std::vector<std::uint8_t> frame;
+  pasyn::proto::encode_subscribe(frame, request_id, {}, std::nullopt);
+  return frame;
+}
+
+// A connection holding a transaction, or with requests not answered yet, may not turn into a
+// feed (it could then send only PING: its transaction would hold the writer until the idle
+// timeout). The refusal is a MISUSE error; the transaction and the connection go on.
+TEST_F(ChangeFeedTest, SubscribeIsRefusedWhileTheConnectionHoldsATransactionOrAwaitsReplies) {
+  namespace proto = pasyn::proto;
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "20s"}));
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  const auto ok = peer.request(empty_frame(proto::MsgType::kBegin, 1));
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->type, static_cast<std::uint8_t>(proto::MsgType::kOk));
+  proto::ErrorReply e;
+  EXPECT_TRUE(is_error(peer.request(subscribe_frame(2)), 2, proto::ErrorDomain::kPasyn,
+                       proto::PasynCode::kMisuse, &e));
+  EXPECT_TRUE(contains(e.message, "transaction")) << e.message;
+  // The transaction is intact and still this connection's.
+  auto result = peer.request(
+      tx_statement_frame(proto::MsgType::kExecute, 3, 1, "INSERT INTO t (v) VALUES (1)"));
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+  result = peer.request(tx_end_frame(proto::MsgType::kCommit, 4, 1));
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->type, static_cast<std::uint8_t>(proto::MsgType::kOk));
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v = 1"), 1);
+
+  // A request still waiting (behind another connection's transaction): refused as well.
+  auto other = connect_client();
+  auto held = other.begin();
+  ASSERT_TRUE(peer.send(statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecute), 5,
+                                        "INSERT INTO t (v) VALUES (2)")));
+  ASSERT_TRUE(stat_reaches(*client_, "waiting_for_transaction", 1));
+  EXPECT_TRUE(is_error(peer.request(subscribe_frame(6)), 6, proto::ErrorDomain::kPasyn,
+                       proto::PasynCode::kMisuse, &e));
+  EXPECT_TRUE(contains(e.message, "not answered")) << e.message;
+  held.commit();
+  result = peer.read_frame(kReplyTimeout);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->request_id, 5u);
+  EXPECT_EQ(result->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+
+  // Once everything is answered and no transaction is held, the same connection subscribes.
+  const auto subscribed = peer.request(subscribe_frame(7));
+  ASSERT_TRUE(subscribed);
+  EXPECT_EQ(subscribed->type, static_cast<std::uint8_t>(proto::MsgType::kSubscribed));
 }
 
 // The in-process server stops with a subscriber still connected: its session is let go while

@@ -58,7 +58,9 @@ class PASYN_EXPORT ChangeFeed {
   /// ConnectionClosedError after close().
   std::optional<Change> next(std::chrono::milliseconds timeout);
 
-  /// The sequence number of the last commit delivered (or the start point), in epoch().
+  /// The sequence number of the last commit delivered (or the start point), in epoch(); for a
+  /// feed with a table filter, also of the commits since that were not for it (the daemon's
+  /// progress marks, PROTOCOL.md §8): where a reconnect resumes.
   std::uint64_t last_seq() const noexcept;
   /// The daemon run the sequence numbers belong to (a random non-zero number).
   std::uint64_t epoch() const noexcept;

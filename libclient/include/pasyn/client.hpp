@@ -272,6 +272,14 @@ class PASYN_EXPORT MultiplexedClient {
   /// `after_seq` beyond the last commit, ProtocolError if the daemon has no change feed.
   ChangeFeed subscribe(std::vector<std::string> tables = {},
                        std::optional<std::uint64_t> after_seq = {});
+  /// Subscribes as above, resuming after commit `after_seq` of the daemon run `epoch` (a
+  /// ChangeFeed::epoch() saved with its last_seq()) only: if the daemon runs another epoch (it
+  /// restarted since), the feed starts with a `reset` at the new epoch's last commit, then the
+  /// commits after it. `epoch` 0 is the current epoch, as subscribe(tables, after_seq). Throws
+  /// as above; ProgrammingError only for an `after_seq` beyond the last commit of the daemon's
+  /// own epoch.
+  ChangeFeed subscribe(std::vector<std::string> tables, std::uint64_t epoch,
+                       std::uint64_t after_seq);
 
   /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
   void close();
