@@ -45,8 +45,8 @@ using namespace std::chrono_literals;
 // whole sync interval. So kCopyAllowance, measured: over five whole runs at full speed (every
 // moment a possible loss; load 1.8-3.7 on 2 cores) the data in the replica was at worst 1.09,
 // 1.12, 1.21, 1.31 and 1.50 s old (the last with a build running beside), and the oldest write
-// missing at the end had been acknowledged 0.73-1.01 s before it. Before the daemon left the
-// write lock free as soon as Litestream checkpoints (checkpointer.cpp), Litestream copied
+// missing at the end had been acknowledged 0.67-1.01 s before it (15 runs). Before the daemon left
+// the write lock free as soon as Litestream checkpoints (checkpointer.cpp), Litestream copied
 // nothing while it waited for the lock, up to 0.84 s at each checkpoint: the data in the replica
 // was at worst 1.70-2.91 s old, and one run missed a write acknowledged 2.37 s before the end
 // (the bound was 3.1 s then).
