@@ -1,8 +1,9 @@
 // pasyn-bench-litestream: one writer's throughput with and without Litestream replicating
 // (README "Surviving the loss of the machine"; the target: at least 0.5x). Each run starts the
 // real pasyn-writerd with --checkpoint-mode external on a fresh database, with or without
-// `litestream replicate` beside it (a file replica, Litestream's default intervals, its first
-// snapshot taken before the clock starts), and counts the INSERTs one client acknowledges, one
+// `litestream replicate` beside it (a file replica, the settings of systemd/litestream/
+// litestream.yml: monitor-interval 100ms, max-checkpoint-page-count 2000; its first snapshot
+// taken before the clock starts), and counts the INSERTs one client acknowledges, one
 // at a time, in --seconds. The two kinds of run alternate, --rounds times each, so that a change
 // of load on the machine hits both; a third kind, --checkpoint-mode internal (the default)
 // without Litestream, is the baseline of today. It prints every run, the medians and the
@@ -117,8 +118,9 @@ std::int64_t run(const Options& o, bool replicate, bool external = true) {
     if (replicate) {
       std::ofstream(dir / "litestream.yml")
           << "dbs:\n  - path: " << db
+          << "\n    monitor-interval: 100ms\n    max-checkpoint-page-count: 2000"
           << "\n    replicas:\n      - type: file\n        path: " << (dir / "replica").string()
-          << "\n";
+          << "\n        sync-interval: 1s\n";
       litestream.emplace(
           std::vector<std::string>{o.litestream, "replicate", "-config", dir / "litestream.yml"},
           dir / "litestream.log");

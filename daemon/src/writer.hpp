@@ -265,9 +265,18 @@ class Writer {
   // external.
   void maintain_wal();
   void bound_wal();
-  /// --checkpoint-mode external: leaves the write lock free for a moment when the WAL is large,
-  /// so the program that checkpoints can take it (see checkpointer.cpp).
+  /// --checkpoint-mode external: leaves the write lock free for a moment when another program
+  /// just checkpointed or reset the WAL, or when the WAL is large, so the program that
+  /// checkpoints can take it (see checkpointer.cpp).
   void yield_to_checkpointer();
+  /// What the WAL-index tells of checkpoints (checkpointer.cpp): `progress` (nBackfill,
+  /// nBackfillAttempted) changes when anyone checkpoints; `running`: another connection holds
+  /// the checkpoint lock. Both 0 if the WAL-index is not mapped.
+  struct Checkpointer {
+    std::uint64_t progress = 0;
+    bool running = false;
+  };
+  Checkpointer checkpointer();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
   /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
@@ -401,9 +410,10 @@ class Writer {
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
-  Clock::time_point next_yield_{};  // see yield_to_checkpointer()
-  bool wal_restarted_ = false;      // on_wal_commit saw fewer frames than before: a reset
-  Stmt data_version_;               // PRAGMA data_version: another connection committed
+  Clock::time_point next_yield_{};         // see yield_to_checkpointer()
+  bool wal_restarted_ = false;             // on_wal_commit saw fewer frames than before: a reset
+  std::uint64_t checkpoint_progress_ = 0;  // checkpointer().progress after the last pause or batch
+  Stmt data_version_;                      // PRAGMA data_version: another connection committed
 
   struct OpenTransaction {
     std::shared_ptr<ReplySink> owner;

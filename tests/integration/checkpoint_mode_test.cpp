@@ -5,6 +5,7 @@
 // connection), so that Litestream sees every WAL frame before anybody resets the WAL; with
 // `internal` (the default) it does as before.
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -138,6 +139,54 @@ TEST_F(CheckpointModeTest, ExternalStillRunsAnExplicitCheckpoint) {
   EXPECT_GT(as_int(figure(report, "checkpointed_frames")), 0);
   EXPECT_GT(file_size(db_), kDataBytes);
   EXPECT_EQ(file_size(db_ + "-wal"), s.wal_at_end) << "PASSIVE does not truncate";
+}
+
+/// With `external`, the checkpointing program writes right after each of its checkpoints
+/// (Litestream's row in _litestream_seq; its copying of the WAL waits for it): the daemon,
+/// writing without pause, leaves it the write lock after the first batch that sees the
+/// checkpoint, not only once the WAL is large (checkpointer.cpp, yield_to_checkpointer).
+TEST_F(CheckpointModeTest, ExternalLeavesTheWriteLockFreeAfterAnotherProgramsCheckpoint) {
+  start_daemon({"--checkpoint-mode", "external", "--log-level", "debug"});
+  ASSERT_FALSE(HasFatalFailure());
+  connect_client().execute("CREATE TABLE t (id INTEGER PRIMARY KEY, pad BLOB)");
+  connect_client().execute("CREATE TABLE other (n INTEGER)");
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> written{0};
+  std::thread writer([&] {
+    auto client = connect_client();
+    while (!stop.load()) {
+      client.execute("INSERT INTO t (pad) VALUES (x'00')");
+      ++written;
+    }
+  });
+  struct JoinAtExit {  // also when an assertion below returns early
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~JoinAtExit() {
+      stop = true;
+      thread.join();
+    }
+  } join_writer{stop, writer};
+  ASSERT_TRUE(eventually([&] { return written.load() >= 100; }, 30s));
+
+  // Another program: a checkpoint, then its write at once, as Litestream does.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(db_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  sqlite3_busy_timeout(db, 30000);
+  EXPECT_EQ(sqlite3_exec(db, "PRAGMA wal_checkpoint(PASSIVE)", nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  EXPECT_EQ(sqlite3_exec(db, "INSERT INTO other VALUES (1)", nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  const std::int64_t after = written.load();
+  EXPECT_TRUE(eventually([&] { return written.load() >= after + 100; }, 30s))
+      << "the daemon writes again after the pause";
+  stop = true;
+  EXPECT_EQ(query_int("SELECT count(*) FROM other"), 1);
+  const std::string log = read_file(log_);
+  EXPECT_NE(log.find("another program checkpoints): another program wrote"), std::string::npos)
+      << log.substr(0, 4000);
 }
 
 }  // namespace

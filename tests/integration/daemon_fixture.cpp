@@ -584,8 +584,11 @@ void DaemonTest::TearDown() {
 
 std::vector<std::string> DaemonTest::daemon_args(const std::vector<std::string>& extra,
                                                  const std::string& socket) const {
-  std::vector<std::string> args{PASYN_WRITERD, "--database",  db_,   "--socket",
-                                socket,        "--log-level", "warn"};
+  std::vector<std::string> args{PASYN_WRITERD, "--database", db_, "--socket", socket};
+  // "--log-level warn" unless the test asks for another level.
+  if (std::find(extra.begin(), extra.end(), "--log-level") == extra.end()) {
+    args.insert(args.end(), {"--log-level", "warn"});
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }

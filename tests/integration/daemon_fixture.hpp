@@ -298,7 +298,8 @@ class DaemonTest : public ::testing::Test {
  protected:
   void TearDown() override;
 
-  /// The daemon's command line for `socket`, with this test's extra flags.
+  /// The daemon's command line for `socket`, with this test's extra flags (and
+  /// `--log-level warn` unless they have a --log-level).
   std::vector<std::string> daemon_args(const std::vector<std::string>& extra,
                                        const std::string& socket) const;
 
