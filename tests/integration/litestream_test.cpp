@@ -5,7 +5,8 @@
 // killed at the same moment, with writes in flight, and the replica is restored to another path.
 // Every write acknowledged more than one replication interval before that moment must be in the
 // restored copy, the copy must pass PRAGMA integrity_check, and Litestream must have kept one
-// generation throughout (nobody reset the WAL behind its back, kills and restarts included).
+// generation throughout (nobody reset the WAL behind its back), but for one it may start when a
+// kill cuts a commit short (see the check at the end).
 // Before the daemon left the write lock free for Litestream's checkpoints (checkpointer.cpp,
 // yield_to_checkpointer), 42 of Litestream's syncs failed in such a run and it lost its place in
 // the WAL once ("wal overwritten by another process": a second generation); before it paused
@@ -20,10 +21,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,6 +65,9 @@ constexpr auto kCopyAllowance = 500ms;
 constexpr int kMaxCheckpointPages = 2000;
 constexpr auto kReplicationBound = kMonitorInterval + kSyncInterval + kCopyAllowance;
 constexpr auto kRun = 60s;
+// How long after a kill of the daemon Litestream may start a new generation because of it (its
+// next sync after the restart: a monitor and a sync interval, and the restart itself).
+constexpr auto kGenerationAfterKill = 5s;
 constexpr int kWriters = 4;
 
 std::string trimmed(std::string s) {
@@ -85,6 +92,40 @@ std::size_t entries(const std::filesystem::path& dir) {
   if (!std::filesystem::is_directory(dir, ec)) return 0;
   return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(dir, ec),
                                                 std::filesystem::directory_iterator()));
+}
+
+// The new generations Litestream logged after its first one, as (time, reason): its log lines
+// read `time=2026-12-05T18:25:36.731Z level=INFO msg="sync: new generation" ... reason="..."`.
+struct NewGeneration {
+  std::chrono::system_clock::time_point at;
+  std::string reason;
+};
+std::vector<NewGeneration> new_generations(const std::string& log) {
+  std::vector<NewGeneration> found;
+  std::istringstream lines(log);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.find("msg=\"sync: new generation\"") == std::string::npos) continue;
+    const auto r = line.find("reason=\"");
+    std::string reason = r == std::string::npos ? "" : line.substr(r + 8);
+    if (!reason.empty() && reason.back() == '"') reason.pop_back();
+    if (reason == "no generation exists") continue;  // its first
+    std::tm tm{};
+    int millis = 0;
+    const auto t = line.find("time=");
+    if (t == std::string::npos ||
+        std::sscanf(line.c_str() + t + 5, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon,
+                    &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &millis) != 7) {
+      found.push_back({{}, reason + " (at a time the test could not read: " + line + ")"});
+      continue;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    found.push_back(
+        {std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::milliseconds(millis),
+         reason});
+  }
+  return found;
 }
 
 std::size_t occurrences(const std::string& text, const std::string& part) {
@@ -180,8 +221,10 @@ TEST_F(LitestreamTest, EveryAcknowledgedWriteSurvivesKillsAndTheLossOfTheMachine
   }
 
   const auto started = Clock::now();
+  std::vector<std::chrono::system_clock::time_point> kills;  // Litestream logs wall-clock times
   for (int restart = 1; restart <= 2; ++restart) {
     std::this_thread::sleep_until(started + restart * kRun / 3);
+    kills.push_back(std::chrono::system_clock::now());
     daemon_.signal(SIGKILL);
     ASSERT_TRUE(daemon_.wait_exit(kStopTimeout).has_value());
     start_daemon(daemon_flags());
@@ -257,8 +300,26 @@ TEST_F(LitestreamTest, EveryAcknowledgedWriteSurvivesKillsAndTheLossOfTheMachine
   EXPECT_GT(due, 0);
   EXPECT_EQ(missing, 0);
   EXPECT_EQ(unknown, 0) << "rows that no writer attempted";
-  EXPECT_EQ(generations, 1u) << "Litestream started a new generation:\n"
-                             << read_file(litestream_log);
+  // One generation throughout, but for one that Litestream may start when the daemon is killed
+  // in the middle of a commit: SQLite writes a commit's frames to the WAL file before it
+  // publishes them in the WAL-index, Litestream reads the file and may copy the frames of the
+  // commit the kill cut short (never acknowledged), and the restarted daemon, finding them
+  // unpublished, writes its next commit over them ("wal overwritten by another process"; seen in
+  // about 1 run in 10, the same with the daemon before its pauses for Litestream). Any other new
+  // generation (a reset of the WAL behind Litestream's back, by --wal-limit or a shutdown
+  // checkpoint) fails the test.
+  const std::string log = read_file(litestream_log);
+  const auto fresh = new_generations(log);
+  EXPECT_EQ(generations, 1 + fresh.size()) << "generations in the replica against Litestream's log";
+  for (const auto& g : fresh) {
+    const bool at_a_kill = g.reason == "wal overwritten by another process" &&
+                           std::any_of(kills.begin(), kills.end(), [&](auto k) {
+                             return g.at >= k - 1s && g.at <= k + kGenerationAfterKill;
+                           });
+    EXPECT_TRUE(at_a_kill) << "Litestream started a new generation (" << g.reason
+                           << ") other than at a kill of the daemon:\n"
+                           << log;
+  }
   if (HasFailure()) std::cerr << "---- litestream ----\n" << read_file(litestream_log);
 }
 
