@@ -25,6 +25,18 @@ namespace {
 
 // SQLite VM instructions between two progress ticks (the watchdog's sign of life).
 constexpr int kProgressInterval = 1000;
+// How long the writer watches for the next request after a lone one (serve()): about two
+// thread wake-ups and a client's turnaround on the machines pasyn was measured on.
+constexpr auto kLoneSpin = std::chrono::microseconds(50);
+constexpr int kLoneStreak = 3;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 }  // namespace
 
@@ -176,6 +188,7 @@ bool Writer::submit(std::vector<Request>& requests) {
       for (auto& r : requests) queue_.push_back(std::move(r));
     }
     wake = waiting_ && queue_.size() >= wake_at_;
+    queued_.store(true, std::memory_order_release);
   }
   requests.clear();
   if (wake) cv_.notify_one();
@@ -311,6 +324,20 @@ void Writer::run() {
 void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
   for (;;) {
     bool stopping = false;
+    // After lone requests (one caller waiting for each ack, the idle round trip), the next one
+    // usually comes within tens of µs: the writer watches for it for up to kLoneSpin before it
+    // sleeps, so that the I/O thread's submit() needs no wake-up, which costs both threads a
+    // system call and the caller the scheduler's latency. Measured (pasyn-bench idle_round_trip,
+    // idle machine, 3 alternations): p50 46-52 -> 26-28 us, p99 71-77 -> 44 us. Only after
+    // kLoneStreak lone batches in a row: after a batch of several requests, or a lone one among
+    // them (a pipelining client), the CPU it would burn is the clients' and the I/O thread's
+    // (spinning after every lone batch cost inflight1000 a fifth of its throughput on 2 cores).
+    if (lone_streak_ >= kLoneStreak) {
+      const auto until = Clock::now() + kLoneSpin;
+      while (!queued_.load(std::memory_order_acquire) && Clock::now() < until) {
+        cpu_relax();
+      }
+    }
     {
       std::unique_lock lk(mu_);
       while (queue_.empty() && !stopping_) {
@@ -328,6 +355,9 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
       }
       incoming.swap(queue_);
       if (!stopping_) fill_batch(lk, incoming);
+      queued_.store(false, std::memory_order_relaxed);  // queue_ is empty now
+      const bool lone = incoming.size() == 1 && !incoming.front().disconnect;
+      lone_streak_ = lone ? lone_streak_ + 1 : 0;
       stopping = stopping_;
     }
     progress_.fetch_add(1, std::memory_order_relaxed);

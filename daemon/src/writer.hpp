@@ -444,6 +444,10 @@ class Writer {
   // GUARDED_BY(mu_): submit() wakes the sleeping writer once queue_ holds this many requests
   // (1, or more while fill_batch() waits for a batch to fill).
   std::size_t wake_at_ = 1;
+  // Set by submit() (under mu_) and cleared when serve() takes the queue: what the writer
+  // watches, without the lock, while it spins after a lone request (serve()).
+  std::atomic<bool> queued_{false};
+  int lone_streak_ = 0;  // writer thread: how many batches in a row held one request
   std::atomic<bool> aborted_{false};
   std::optional<StorageFailure> storage_failure_;  // GUARDED_BY(mu_)
 
