@@ -357,7 +357,7 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
       if (!stopping_) fill_batch(lk, incoming);
       queued_.store(false, std::memory_order_relaxed);  // queue_ is empty now
       const bool lone = incoming.size() == 1 && !incoming.front().disconnect;
-      lone_streak_ = lone ? lone_streak_ + 1 : 0;
+      lone_streak_ = lone ? std::min(lone_streak_ + 1, kLoneStreak) : 0;  // saturates: no overflow
       stopping = stopping_;
     }
     progress_.fetch_add(1, std::memory_order_relaxed);
