@@ -46,6 +46,10 @@ constexpr std::size_t kHeldEntryBytes = sizeof(CommittedChanges::Entry);
 constexpr std::size_t kHeldCommitBytes = 64;
 // Entries of capacity the open transaction's log keeps between transactions.
 constexpr std::size_t kKeptCapacity = 4096;
+// take_commit() reuses a spare commit whose capacity is at most twice what it needs plus this;
+// publish() hands back only commits of at most kSpareMaxEntries (a large one is freed).
+constexpr std::size_t kSpareSlack = 8;
+constexpr std::size_t kSpareMaxEntries = 1024;
 // A subscriber's frames are pushed once this many bytes wait, or this long after the oldest.
 constexpr std::size_t kFlushBytes = 64 * 1024;
 constexpr auto kFlushDelay = std::chrono::milliseconds(1);
@@ -138,7 +142,7 @@ void ChangeLog::rollback() noexcept {
   open_ = false;
 }
 
-std::optional<CommittedChanges> ChangeLog::take_commit() {
+std::shared_ptr<CommittedChanges> ChangeLog::take_commit(std::shared_ptr<CommittedChanges>& spare) {
   const bool uncertain = uncertain_ || stray_;
   open_ = false;
   uncertain_ = stray_ = false;
@@ -146,15 +150,24 @@ std::optional<CommittedChanges> ChangeLog::take_commit() {
   if (current_.entries.empty() && !uncertain) {
     // Keep no capacity a large rolled-back transaction left behind.
     if (current_.entries.capacity() > kKeptCapacity) current_ = {};
-    return std::nullopt;
+    return nullptr;
   }
-  CommittedChanges c;
-  c.uncertain = uncertain;
+  // Copied, not moved: the history's byte bound counts the capacity it holds, and the log's
+  // vector may have the capacity of a much larger transaction (rolled back since); for the same
+  // reason `spare` is used only if it is not much larger than these changes need.
+  const std::size_t need = uncertain ? 0 : current_.entries.size();
+  std::shared_ptr<CommittedChanges> c;
+  if (spare && spare->entries.capacity() <= 2 * need + kSpareSlack) {
+    c = std::move(spare);
+    c->entries.clear();
+    c->tables.clear();
+  } else {
+    c = std::make_shared<CommittedChanges>();
+  }
+  c->uncertain = uncertain;
   if (!uncertain) {
-    // Copied, not moved: the history's byte bound counts what it holds, and the log's vector
-    // may have the capacity of a much larger transaction (rolled back since).
-    c.entries.assign(current_.entries.begin(), current_.entries.end());
-    c.tables = current_.tables;
+    c->entries.assign(current_.entries.begin(), current_.entries.end());
+    c->tables = current_.tables;
   }
   current_.entries.clear();
   current_.tables.clear();
@@ -233,17 +246,25 @@ void FeedHub::note_sent(Subscriber& s, bool advanced, std::uint64_t seq,
   }
 }
 
-void FeedHub::publish(CommittedChanges c) noexcept {
+std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChanges> c) noexcept {
   std::lock_guard lk(mu_);
   const std::uint64_t seq = ++last_seq_;
   const CommittedChanges* held = nullptr;
+  std::shared_ptr<CommittedChanges> spare;
   try {
-    std::size_t bytes = kHeldCommitBytes + c.entries.capacity() * kHeldEntryBytes;
-    for (const auto& t : c.tables) bytes += t.capacity() + sizeof(std::string);
-    history_.push_back({seq, std::make_shared<const CommittedChanges>(std::move(c)), bytes});
+    std::size_t bytes = kHeldCommitBytes + c->entries.capacity() * kHeldEntryBytes;
+    for (const auto& t : c->tables) bytes += t.capacity() + sizeof(std::string);
+    history_.push_back({seq, std::move(c), bytes});
     history_size_ += bytes;
     while (history_size_ > history_bytes_ && history_.size() > 1) {
-      history_size_ -= history_.front().bytes;
+      auto& oldest = history_.front();
+      history_size_ -= oldest.bytes;
+      // Nobody else holds it (a resume copies references under mu_, which is held here), and
+      // it was made non-const by take_commit(): the writer may fill it again.
+      if (!spare && oldest.changes.use_count() == 1 &&
+          oldest.changes->entries.capacity() <= kSpareMaxEntries) {
+        spare = std::const_pointer_cast<CommittedChanges>(std::move(oldest.changes));
+      }
       history_.pop_front();
     }
     held = history_.back().changes.get();
@@ -251,7 +272,7 @@ void FeedHub::publish(CommittedChanges c) noexcept {
     for (auto& s : subs_) {
       if (!s.missed_from) s.missed_from = seq;
     }
-    return;
+    return spare;
   }
   const auto now = std::chrono::steady_clock::now();
   for (auto& s : subs_) {
@@ -259,7 +280,8 @@ void FeedHub::publish(CommittedChanges c) noexcept {
       const std::size_t unsent = s.sink->unsent() + s.queued.size();
       // Behind: catching up first (half the bound), so that gaps do not come one per commit.
       if (s.missed_from && unsent > max_unsent_ / 2) continue;
-      std::vector<std::uint8_t> frames;
+      auto& frames = frames_;
+      frames.clear();
       if (s.missed_from) proto::encode_gap(frames, s.request_id, *s.missed_from);
       const bool advanced = encode_for(s, seq, *held, frames);
       if (unsent + frames.size() > max_unsent_) {
@@ -278,6 +300,8 @@ void FeedHub::publish(CommittedChanges c) noexcept {
       if (!s.missed_from) s.missed_from = seq;
     }
   }
+  if (frames_.capacity() > kFlushBytes) std::vector<std::uint8_t>().swap(frames_);
+  return spare;
 }
 
 void FeedHub::push_queued(Subscriber& s) noexcept {

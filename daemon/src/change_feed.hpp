@@ -22,7 +22,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,6 +30,8 @@
 #include <vector>
 
 #include <pasyn/proto/feed.hpp>
+
+#include "fifo.hpp"
 
 namespace pasyn::server {
 
@@ -59,9 +60,12 @@ class ChangeLog {
   void rollback_to() noexcept;
   void rollback() noexcept;
   void uncertain() noexcept { uncertain_ = true; }
-  /// After a successful COMMIT: the transaction's changes, or nothing if it changed no row the
-  /// feed reports (and was not uncertain). Leaves the log closed and empty.
-  std::optional<CommittedChanges> take_commit();
+  /// After a successful COMMIT: the transaction's changes, or null if it changed no row the
+  /// feed reports (and was not uncertain). Leaves the log closed and empty. They are written
+  /// into `spare` (a commit FeedHub::publish() handed back) if it is given and its capacity
+  /// fits them (then `spare` is moved from), so that publishing costs no allocation in the
+  /// steady state.
+  std::shared_ptr<CommittedChanges> take_commit(std::shared_ptr<CommittedChanges>& spare);
 
  private:
   static void on_update(void* self, int op, const char* db, const char* table, sqlite3_int64 rowid);
@@ -102,7 +106,9 @@ class FeedHub {
   /// frames are pushed to its connection once kFlushBytes wait, or by flush_due() kFlushDelay
   /// after the oldest: one wake-up of a subscriber per many small commits, not one per commit
   /// (measured: pushing every commit to 2 subscribers halved 16 acked writers at full).
-  void publish(CommittedChanges c) noexcept;
+  /// Returns, for the next take_commit(), a commit the history no longer holds and nobody else
+  /// does (a small one, emptied), or null.
+  std::shared_ptr<CommittedChanges> publish(std::shared_ptr<CommittedChanges> c) noexcept;
 
   /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`), and,
   /// every kBehindPoll while a subscriber is behind, tells one that has read its output down
@@ -179,10 +185,11 @@ class FeedHub {
   const std::size_t history_bytes_;
   const std::size_t max_unsent_;
   mutable std::mutex mu_;
-  std::uint64_t last_seq_ = 0;    // GUARDED_BY(mu_)
-  std::deque<Held> history_;      // GUARDED_BY(mu_)
-  std::size_t history_size_ = 0;  // GUARDED_BY(mu_): bytes of history_
-  std::vector<Subscriber> subs_;  // GUARDED_BY(mu_)
+  std::uint64_t last_seq_ = 0;        // GUARDED_BY(mu_)
+  Fifo<Held> history_;                // GUARDED_BY(mu_)
+  std::vector<std::uint8_t> frames_;  // GUARDED_BY(mu_): publish()'s scratch (one subscriber's)
+  std::size_t history_size_ = 0;      // GUARDED_BY(mu_): bytes of history_
+  std::vector<Subscriber> subs_;      // GUARDED_BY(mu_)
   // GUARDED_BY(mu_): when flush_due() next looks at the subscribers that are behind.
   std::chrono::steady_clock::time_point next_behind_poll_{};
 };

@@ -47,7 +47,7 @@ void Writer::refuse_transaction_request(Request& r) {
                     : std::string("the transaction has ended"));
 }
 
-void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
+void Writer::run_in_transaction(Request& r, RequestQueue& work) {
   tx_->last_activity = Clock::now();
   std::vector<std::uint8_t> frame;
   if (r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback) {
@@ -110,7 +110,7 @@ void Writer::run_in_transaction(Request& r, std::deque<Request>& work) {
   replies_ = {};
 }
 
-void Writer::fail_transaction(Request& r, std::deque<Request>& work, const std::string& why) {
+void Writer::fail_transaction(Request& r, RequestQueue& work, const std::string& why) {
   std::vector<std::uint8_t> frame;
   proto::encode_pasyn_error(frame, r.id, proto::PasynCode::kTransactionEnded,
                             "the transaction was rolled back: " + why);
@@ -118,7 +118,7 @@ void Writer::fail_transaction(Request& r, std::deque<Request>& work, const std::
   end_transaction(work, why);
 }
 
-void Writer::end_transaction(std::deque<Request>& work, std::optional<std::string> reason) {
+void Writer::end_transaction(RequestQueue& work, std::optional<std::string> reason) {
   rollback_all();
   if (reason) ended_[tx_->owner.get()] = EndedTransaction{tx_->number, *reason};
   tx_.reset();
@@ -141,7 +141,7 @@ void Writer::defer(Request& r) {
   deferred_count_.store(deferred_.size(), std::memory_order_relaxed);
 }
 
-void Writer::expire(Clock::time_point now, std::deque<Request>& work) {
+void Writer::expire(Clock::time_point now, RequestQueue& work) {
   while (!deferred_.empty() && deferred_.front().arrived + config_.lock_wait <= now) {
     Request r = std::move(deferred_.front());
     deferred_.pop_front();

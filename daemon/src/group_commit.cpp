@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <new>
 #include <stdexcept>
-#include <unordered_map>
 
 #include "access_control.hpp"
 #include "log.hpp"
@@ -33,6 +32,12 @@ namespace {
 // holds every connection's replies behind many megabytes (and the WAL growing by them) at once.
 constexpr std::size_t kMaxBatch = 4096;
 constexpr std::size_t kMaxBatchBytes = 1u << 20;
+// recycle_payloads() keeps at most this many payload buffers for the I/O thread, each of at most
+// this capacity (a request of ~100 bytes is the common case): at most 2 MiB pooled per list.
+constexpr std::size_t kPooledPayloads = 1024;
+constexpr std::size_t kPooledPayloadCapacity = 2048;
+// deliver() keeps each connection's reply buffer for the next batch up to this capacity.
+constexpr std::size_t kKeptReplyCapacity = 64u << 10;
 // The batching policy's wait (fill_batch): at most this fraction of the last COMMIT's duration,
 // and never longer than kMaxBatchWait.
 constexpr int kBatchWaitDivisor = 2;
@@ -99,13 +104,18 @@ void Writer::fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& 
   ++stats_.batch_waits;
 }
 
-void Writer::process(std::deque<Request>& work) {
-  std::vector<Request> batch;
+void Writer::process(RequestQueue& work) {
+  std::vector<Request>& batch = batch_;
+  struct Clear {  // whatever way process() ends, batch_ keeps no request (nor its connection)
+    std::vector<Request>& batch;
+    ~Clear() { batch.clear(); }
+  } clear{batch};
   std::size_t batch_bytes = 0;
   auto flush = [&] {
     batch_bytes = 0;
     if (batch.empty()) return;
     run_batch(batch);
+    recycle_payloads(batch);
     batch.clear();
   };
   // The checkpoints run between batches (serve() calls maintain_wal() after this) and also as
@@ -191,6 +201,24 @@ void Writer::process(std::deque<Request>& work) {
   flush();
 }
 
+void Writer::recycle_payloads(std::vector<Request>& batch) noexcept {
+  try {
+    spent_payloads_.reserve(
+        kPooledPayloads);  // once per list: the lists swap with the I/O thread's
+  } catch (const std::bad_alloc&) {
+    return;  // the buffers are freed with their requests instead
+  }
+  for (auto& r : batch) {
+    if (spent_payloads_.size() == kPooledPayloads) return;
+    const std::size_t capacity = r.payload.capacity();
+    if (capacity == 0 || capacity > kPooledPayloadCapacity) continue;
+    r.sql = r.key = {};  // they point into the payload
+    r.params = {};
+    r.many = {};
+    spent_payloads_.push_back(std::move(r.payload));  // within the reserved capacity
+  }
+}
+
 void Writer::run_batch(std::vector<Request>& batch) {
   batch_committed_ = delivering_ = false;
   lost_attempts_ = 0;
@@ -221,7 +249,7 @@ void Writer::run_batch_attempts(std::vector<Request>& batch) {
     delivering_ = false;  // only the keyed requests were answered
     if (batch.empty()) return;
   }
-  std::vector<Outcome> outcomes;
+  std::vector<Outcome>& outcomes = outcomes_;
   // First without savepoints: a batch in which nothing fails (the common case) then costs one
   // statement per request. If a request fails, the whole attempt is rolled back and the batch
   // runs again with a savepoint around each request, so that only the failing ones are undone.
@@ -490,24 +518,26 @@ void Writer::abandon(std::vector<Request>& batch) noexcept {
 }
 
 void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes) {
-  // One buffer per sink, in request order, so each connection gets one coalesced write.
-  struct Replies {
-    ReplySink* sink;
-    std::vector<std::uint8_t> bytes;
-    std::size_t count = 0;
-  };
-  std::vector<Replies> per_sink;
-  std::unordered_map<ReplySink*, std::size_t> index;
+  // One buffer per sink, in request order, so each connection gets one coalesced write. The
+  // buffers are per_sink_'s, kept from batch to batch; a sink finds its own through
+  // batch_slot_.
+  std::size_t used = 0;
   bool shutdown = false;
   count_answered(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Request& r = batch[i];
     shutdown = shutdown || (r.type == proto::MsgType::kShutdown && outcomes[i].ok);
     if (!r.sink) continue;
-    auto [it, inserted] = index.try_emplace(r.sink.get(), per_sink.size());
-    if (inserted) per_sink.push_back({r.sink.get(), {}, 0});
+    ReplySink* sink = r.sink.get();
+    if (sink->batch_slot_ >= used || per_sink_[sink->batch_slot_].sink != sink) {
+      if (used == per_sink_.size()) per_sink_.emplace_back();
+      per_sink_[used].sink = sink;
+      per_sink_[used].bytes.clear();
+      per_sink_[used].count = 0;
+      sink->batch_slot_ = used++;
+    }
     const std::size_t off = outcomes[i].offset;
-    auto& out = per_sink[it->second];
+    auto& out = per_sink_[sink->batch_slot_];
     out.bytes.insert(out.bytes.end(), replies_.begin() + off,
                      replies_.begin() + off + frame_size_at(replies_, off));
     ++out.count;
@@ -516,9 +546,17 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
   // What fill_batch expects next; only kept when it waits (--batch-wait auto or on).
   if (config_.batch_wait_enabled()) {
     last_batch_replies_.clear();
-    for (const auto& out : per_sink) last_batch_replies_.emplace(out.sink, out.count);
+    for (std::size_t k = 0; k < used; ++k) {
+      last_batch_replies_.emplace(per_sink_[k].sink, per_sink_[k].count);
+    }
   }
-  for (auto& out : per_sink) out.sink->deliver(std::move(out.bytes), out.count);
+  for (std::size_t k = 0; k < used; ++k) {
+    auto& out = per_sink_[k];
+    out.sink->deliver(out.bytes, out.count);
+    out.sink = nullptr;
+    // A large reply (rows of a RETURNING, a big fetch) does not pin its capacity for ever.
+    if (out.bytes.capacity() > kKeptReplyCapacity) std::vector<std::uint8_t>().swap(out.bytes);
+  }
   publish_committed();  // after the replies: the feed never delays an acknowledgement
   if (shutdown && on_shutdown_request_) on_shutdown_request_();
 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 
@@ -53,6 +54,23 @@ class Server::Impl {
   // it, and the sessions, which subscribe.
   FeedHub feed_{config_.feed_history, config_.max_output / 2};
   Writer writer_;
+  // I/O thread: the requests Session::pump_once() parses from the socket, kept from one call to
+  // the next so that its buffer (which Writer::submit() exchanges with the writer's queue, and
+  // the queue with the writer's) circulates instead of being allocated per read. Empty outside
+  // pump_once().
+  std::vector<Request> parsed_;
+  // I/O thread: payload buffers the writer has finished with (Writer::submit), for the next
+  // requests parsed (Session::handle_frame takes them from the back).
+  Writer::PayloadBuffers spare_payloads_;
+  // I/O thread: the payload `f` into `payload` (empty), in a spare buffer if there is one (one
+  // too small grows: a pool of small ones must not get stuck behind it).
+  void copy_payload(std::span<const std::uint8_t> f, std::vector<std::uint8_t>& payload) {
+    if (!spare_payloads_.empty()) {
+      payload.swap(spare_payloads_.back());
+      spare_payloads_.pop_back();
+    }
+    payload.assign(f.begin(), f.end());
+  }
   asio::io_context io_{1};
   local::acceptor acceptor_{io_};
   asio::steady_timer accept_timer_{io_};  // the back-off after a failed accept (EMFILE, ...)

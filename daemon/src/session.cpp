@@ -45,11 +45,11 @@ void Session::start() {
   do_read();
 }
 
-void Session::deliver(std::vector<std::uint8_t> frames, std::size_t replies) {
+void Session::deliver(std::span<const std::uint8_t> frames, std::size_t replies) {
   // Answered before the replies can reach the client: a SUBSCRIBE it sends once it has them
   // must not find them still in flight (subscribe()).
   inflight_.fetch_sub(replies);
-  send(std::move(frames));
+  send(frames);
   wake();
 }
 
@@ -199,7 +199,14 @@ void Session::pump() {
 }
 
 bool Session::pump_once() {
-  std::vector<Request> requests;
+  // (Nothing here runs another session's pump_once(); were it to, the inner call would parse into
+  // a vector of its own rather than into the requests of this one.)
+  std::vector<Request> nested;
+  std::vector<Request>& requests = server_.parsed_.empty() ? server_.parsed_ : nested;
+  struct Clear {  // refused or submitted, nothing stays behind (a request holds its session)
+    std::vector<Request>& requests;
+    ~Clear() { requests.clear(); }
+  } clear{requests};
   proto::FrameView frame;
   while (!reading_blocked(requests.size())) {
     const auto status = decoder_.next(frame);
@@ -219,7 +226,7 @@ bool Session::pump_once() {
   if (!requests.empty()) {
     // Counted before the writer can answer them, so that the count never goes negative.
     inflight_.fetch_add(requests.size(), std::memory_order_acq_rel);
-    if (!server_.writer_.submit(requests)) {
+    if (!server_.writer_.submit(requests, &server_.spare_payloads_)) {
       inflight_.fetch_sub(requests.size(), std::memory_order_acq_rel);
       refuse(requests);
     }
@@ -260,7 +267,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
     // client asked for.
     proto::encode_hello_ok(reply, {proto::kVersion, proto::kServerCapabilities,
                                    server_.config_.max_frame, "pasyn-writerd " PASYN_VERSION});
-    send(std::move(reply));
+    send(reply);
     return true;
   }
   if (type == MsgType::kSubscribe) return subscribe(f, !out.empty());
@@ -268,7 +275,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
     std::vector<std::uint8_t> reply;
     proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse,
                               "this connection is a change feed: it may only send PING");
-    send(std::move(reply));
+    send(reply);
     return true;
   }
   Request r;
@@ -281,7 +288,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   // idempotency key comes first (PROTOCOL.md §6.3).
   std::span<const std::uint8_t> body;
   if (r.type >= MsgType::kExecute && r.type <= MsgType::kExecuteScript) {
-    r.payload.assign(f.payload.begin(), f.payload.end());
+    server_.copy_payload(f.payload, r.payload);
     body = r.payload;
     if (proto::has_idempotency_key(f.type)) {
       proto::PayloadReader reader(body);
@@ -305,7 +312,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
       if (!(ok = proto::decode_empty(f.payload, why))) break;
       std::vector<std::uint8_t> reply;
       proto::encode_empty(reply, MsgType::kPong, f.request_id);
-      send(std::move(reply));
+      send(reply);
       return true;
     }
     case MsgType::kExecute:
@@ -343,12 +350,12 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
         });
       }
       proto::encode_report(reply, f.request_id, report);
-      send(std::move(reply));
+      send(reply);
       return true;
     }
     case MsgType::kCheckpoint:
     case MsgType::kBackup: {
-      r.payload.assign(f.payload.begin(), f.payload.end());
+      server_.copy_payload(f.payload, r.payload);
       proto::PayloadReader reader(r.payload);
       ok = reader.string(r.sql) && reader.finish();
       if (!ok) why = reader.error();
@@ -376,7 +383,7 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   if (refusal) {  // answered here; the connection goes on
     std::vector<std::uint8_t> reply;
     proto::encode_pasyn_error(reply, r.id, refusal->first, refusal->second);
-    send(std::move(reply));
+    send(reply);
     return true;
   }
   r.sink = shared_from_this();
@@ -392,7 +399,7 @@ bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
   if (subscribed_) {
     proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse,
                               "this connection is subscribed already");
-    send(std::move(reply));
+    send(reply);
     return true;
   }
   // After SUBSCRIBE only PING is read: a transaction held here could not end but by the idle
@@ -407,13 +414,13 @@ bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
               "subscribe on a connection of its own)"
             : "SUBSCRIBE refused: this connection has requests not answered yet (wait for "
               "their replies, or subscribe on a connection of its own)");
-    send(std::move(reply));
+    send(reply);
     return true;
   }
   // Any role may subscribe: the feed changes nothing.
   if (auto error = server_.feed_.subscribe(shared_from_this(), f.request_id, m)) {
     proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kMisuse, *error);
-    send(std::move(reply));
+    send(reply);
     return true;
   }
   subscribed_ = true;
@@ -468,7 +475,7 @@ void Session::refuse(std::vector<Request>& requests) {
     proto::encode_pasyn_error(replies, r.id, proto::PasynCode::kShuttingDown,
                               "pasyn-writerd is shutting down; the request was not executed");
   }
-  send(std::move(replies));
+  send(replies);
 }
 
 bool Session::protocol_error(const std::string& why) {
@@ -478,12 +485,12 @@ bool Session::protocol_error(const std::string& why) {
   }
   std::vector<std::uint8_t> reply;
   proto::encode_pasyn_error(reply, 0, proto::PasynCode::kProtocol, why);
-  send(std::move(reply));
+  send(reply);
   close_after_flush();
   return false;
 }
 
-void Session::send(std::vector<std::uint8_t> frames) {
+void Session::send(std::span<const std::uint8_t> frames) {
   if (frames.empty()) return;
   std::unique_lock lk(out_mu_);
   if (out_closed_) return;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,7 +44,7 @@ class Session : public ReplySink,
   void start();
 
   // Writer thread: the replies of `replies` requests of this connection.
-  void deliver(std::vector<std::uint8_t> frames, std::size_t replies) override;
+  void deliver(std::span<const std::uint8_t> frames, std::size_t replies) override;
 
   // Any thread: a queued request was dropped (ByteCharge) or replies were written.
   void release_bytes(std::size_t n) noexcept override;
@@ -56,7 +57,7 @@ class Session : public ReplySink,
   std::size_t unsent_bytes();
 
   // Any thread: the change feed's frames (FeedHub, after SUBSCRIBE).
-  void push(std::vector<std::uint8_t> frames) override { send(std::move(frames)); }
+  void push(std::vector<std::uint8_t> frames) override { send(frames); }
   std::size_t unsent() override { return unsent_bytes(); }
 
   // I/O thread: disconnects this client, the largest holder of unread replies while
@@ -122,7 +123,7 @@ class Session : public ReplySink,
   // Any thread: sends the frames now, from this thread, if no write is in flight and the
   // socket takes them; whatever remains goes to the I/O thread's single async_write, behind
   // which later frames queue up and are written together.
-  void send(std::vector<std::uint8_t> frames);
+  void send(std::span<const std::uint8_t> frames);
 
   // I/O thread: writes what is pending, or ends the write phase (and a pending close).
   void do_write();

@@ -356,7 +356,7 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
       changes_.rollback();
     } else if (stmt == commit_.get()) {
       publish_committed();  // (the previous commit's, had a path not published it yet)
-      committed_ = changes_.take_commit();
+      committed_ = changes_.take_commit(feed_spare_);
     }
     return true;
   }
@@ -412,9 +412,9 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
 
 void Writer::publish_committed() {
   if (!committed_) return;
-  auto c = std::move(*committed_);
+  auto spare = feed_ ? feed_->publish(std::move(committed_)) : nullptr;
   committed_.reset();
-  if (feed_) feed_->publish(std::move(c));
+  if (!feed_spare_) feed_spare_ = std::move(spare);
 }
 
 void Writer::note_client_statement(sqlite3_stmt* stmt) {

@@ -174,7 +174,7 @@ void Writer::start(std::function<void()> on_shutdown_request, std::function<void
   thread_ = std::thread([this] { run(); });
 }
 
-bool Writer::submit(std::vector<Request>& requests) {
+bool Writer::submit(std::vector<Request>& requests, PayloadBuffers* spare) {
   if (requests.empty()) return true;
   bool wake = false;
   const auto now = Clock::now();
@@ -189,6 +189,7 @@ bool Writer::submit(std::vector<Request>& requests) {
     }
     wake = waiting_ && queue_.size() >= wake_at_;
     queued_.store(true, std::memory_order_release);
+    if (spare && spare->empty()) spare->swap(free_payloads_);
   }
   requests.clear();
   if (wake) cv_.notify_one();
@@ -283,7 +284,7 @@ void Writer::record_commit(Clock::duration took, std::size_t batch_size, std::si
 }
 
 void Writer::run() {
-  std::deque<Request> work;
+  RequestQueue work;
   std::vector<Request> incoming;
   try {
     serve(work, incoming);
@@ -321,7 +322,7 @@ void Writer::run() {
   if (on_drained_) on_drained_();
 }
 
-void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
+void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
   for (;;) {
     bool stopping = false;
     // After lone requests (one caller waiting for each ack, the idle round trip), the next one
@@ -354,6 +355,15 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
         if (timed_out) break;
       }
       incoming.swap(queue_);
+      if (free_payloads_.empty()) {
+        free_payloads_.swap(spent_payloads_);
+      } else {  // the I/O thread has not taken the last ones yet: add to them, within capacity
+        while (!spent_payloads_.empty() && free_payloads_.size() < free_payloads_.capacity()) {
+          free_payloads_.push_back(std::move(spent_payloads_.back()));
+          spent_payloads_.pop_back();
+        }
+      }
+      spent_payloads_.clear();
       if (!stopping_) fill_batch(lk, incoming);
       queued_.store(false, std::memory_order_relaxed);  // queue_ is empty now
       const bool lone = incoming.size() == 1 && !incoming.front().disconnect;
@@ -399,7 +409,7 @@ void Writer::serve(std::deque<Request>& work, std::vector<Request>& incoming) {
 
 void Writer::reply(Request& r, std::vector<std::uint8_t> frames) {
   count_answered(1);
-  if (r.sink) r.sink->deliver(std::move(frames), 1);
+  if (r.sink) r.sink->deliver(frames, 1);
 }
 
 void Writer::reply_error(Request& r, proto::PasynCode code, std::string_view message) {

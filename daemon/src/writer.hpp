@@ -61,6 +61,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -73,6 +74,7 @@
 #include "backup.hpp"
 #include "change_feed.hpp"
 #include "config.hpp"
+#include "fifo.hpp"
 #include "histogram.hpp"
 #include "idempotency.hpp"
 #include "memory_budget.hpp"
@@ -86,14 +88,22 @@ namespace pasyn::server {
 class ReplySink {
  public:
   virtual ~ReplySink() = default;
-  /// `frames` holds the replies of `replies` requests.
-  virtual void deliver(std::vector<std::uint8_t> frames, std::size_t replies) = 0;
+  /// `frames` holds the replies of `replies` requests; the sink copies what it cannot send at
+  /// once, so the caller keeps (and reuses) the buffer.
+  virtual void deliver(std::span<const std::uint8_t> frames, std::size_t replies) = 0;
   /// False once the connection behind the sink has closed. Thread-safe.
   virtual bool alive() const noexcept = 0;
   /// Closes the connection without a reply to the requests the writer still owes it (their
   /// outcome is unknown to the writer's caller, so the client sees ConnectionLostError); replies
   /// delivered before are flushed first. Called on the writer thread. Thread-safe.
   virtual void abandon() noexcept = 0;
+
+ private:
+  friend class Writer;
+  // Writer thread only: this sink's entry among the per-connection reply buffers of the batch
+  // being delivered (Writer::deliver), so that grouping replies needs no map. Stale between
+  // batches: Writer::deliver trusts it only if that entry names this sink.
+  std::size_t batch_slot_ = 0;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -128,6 +138,9 @@ struct Request {
   proto::ManyView many;      // EXECUTE_MANY
   ByteCharge charge;         // the bytes it costs its connection until dropped (memory_budget.hpp)
 };
+
+/// The writer's work list: requests taken from the queue and not yet run, in order.
+using RequestQueue = Fifo<Request>;
 
 /// The size of the reply frame at `offset` in `buf` (length field included).
 std::uint32_t frame_size_at(const std::vector<std::uint8_t>& buf, std::size_t offset);
@@ -178,9 +191,12 @@ class Writer {
   /// database closed.
   void start(std::function<void()> on_shutdown_request, std::function<void()> on_drained);
 
-  /// Queues requests; false (nothing queued) once stop() was called.
-  /// Thread-safe.
-  bool submit(std::vector<Request>& requests);
+  /// Queues requests; false (nothing queued) once stop() was called. If `spare` is given and
+  /// empty, it receives payload buffers of requests the writer has finished with, for the
+  /// caller's next requests (Request::payload): the I/O thread reuses them instead of
+  /// allocating buffers that the writer thread frees. Thread-safe.
+  using PayloadBuffers = std::vector<std::vector<std::uint8_t>>;
+  bool submit(std::vector<Request>& requests, PayloadBuffers* spare = nullptr);
 
   /// Finish what is queued, then checkpoint (--checkpoint-mode internal), close, and call
   /// on_drained. Thread-safe.
@@ -249,7 +265,7 @@ class Writer {
   };
 
   void run();
-  void process(std::deque<Request>& work);
+  void process(RequestQueue& work);
   void run_batch(std::vector<Request>& batch);
   void run_batch_attempts(std::vector<Request>& batch);
   void run_alone(Request& r);
@@ -282,16 +298,16 @@ class Writer {
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
   void fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming);
   void begin_transaction(Request& r);
-  void run_in_transaction(Request& r, std::deque<Request>& work);
+  void run_in_transaction(Request& r, RequestQueue& work);
   /// Rolls back the open transaction (if SQLite has not already), tells its owner `reason` on
   /// its next transaction request (none: it ended normally), and puts the deferred requests
   /// back at the front of `work`.
-  void end_transaction(std::deque<Request>& work, std::optional<std::string> reason);
+  void end_transaction(RequestQueue& work, std::optional<std::string> reason);
   /// Answers `r` with TRANSACTION_ENDED (`why`) and ends the transaction.
-  void fail_transaction(Request& r, std::deque<Request>& work, const std::string& why);
+  void fail_transaction(Request& r, RequestQueue& work, const std::string& why);
   void refuse_transaction_request(Request& r);
   void defer(Request& r);
-  void expire(Clock::time_point now, std::deque<Request>& work);
+  void expire(Clock::time_point now, RequestQueue& work);
   std::optional<Clock::time_point> next_deadline() const;
   void reply(Request& r, std::vector<std::uint8_t> frames);
   void reply_error(Request& r, proto::PasynCode code, std::string_view message);
@@ -360,7 +376,7 @@ class Writer {
   /// `checkpoint` (not after a storage failure: see run()).
   void close_database(bool checkpoint);
   /// The loop of run(), until stop() and the queue is drained; throws FailStop.
-  void serve(std::deque<Request>& work, std::vector<Request>& incoming);
+  void serve(RequestQueue& work, std::vector<Request>& incoming);
 
   static int on_progress(void* self);
   static int on_wal_commit(void* self, sqlite3* db, const char* schema, int frames);
@@ -378,8 +394,10 @@ class Writer {
   // rollback_all), published to feed_ after each COMMIT. Writer thread.
   ChangeLog changes_;
   FeedHub* feed_ = nullptr;
-  // The last COMMIT's changes until its replies are out (publish_committed).
-  std::optional<CommittedChanges> committed_;
+  // The last COMMIT's changes until its replies are out (publish_committed), and a spent
+  // commit the hub handed back for the next one.
+  std::shared_ptr<CommittedChanges> committed_;
+  std::shared_ptr<CommittedChanges> feed_spare_;
   std::optional<IdempotencyStore> keys_;
   // Prepared client statements, one cache per client mode (client_index): a statement is
   // authorized when it is prepared, so one authorized for a role (or inside a transaction) is
@@ -430,7 +448,23 @@ class Writer {
   };
   std::unordered_map<ReplySink*, EndedTransaction> ended_;
   std::vector<std::uint8_t> replies_;  // reply frames of the current batch attempt
-  proto::ErrorReply failure_;          // the error of the last failed run_* call
+  // Reused batch after batch, so that a request costs the writer no allocation of its own in
+  // the steady state: the batch being built (process), its outcomes (run_batch_attempts), and
+  // the replies grouped per connection (deliver; `used` of them in the current batch).
+  std::vector<Request> batch_;
+  std::vector<Outcome> outcomes_;
+  struct SinkReplies {
+    ReplySink* sink = nullptr;  // only compared (ReplySink::batch_slot_); null after delivery
+    std::vector<std::uint8_t> bytes;
+    std::size_t count = 0;
+  };
+  std::vector<SinkReplies> per_sink_;
+  // Payload buffers of answered batch requests (recycle_payloads), handed to free_payloads_
+  // when serve() next takes the queue, and from there to the I/O thread by submit(). At most
+  // kPooledPayloads of them, each of at most kPooledPayloadCapacity bytes, in each list.
+  PayloadBuffers spent_payloads_;
+  void recycle_payloads(std::vector<Request>& batch) noexcept;
+  proto::ErrorReply failure_;  // the error of the last failed run_* call
 
   std::function<void()> on_shutdown_request_;
   std::function<void()> on_drained_;
@@ -438,9 +472,10 @@ class Writer {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<Request> queue_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;       // GUARDED_BY(mu_)
-  bool waiting_ = false;        // GUARDED_BY(mu_): the writer sleeps on cv_
+  std::vector<Request> queue_;    // GUARDED_BY(mu_)
+  PayloadBuffers free_payloads_;  // GUARDED_BY(mu_): see spent_payloads_
+  bool stopping_ = false;         // GUARDED_BY(mu_)
+  bool waiting_ = false;          // GUARDED_BY(mu_): the writer sleeps on cv_
   // GUARDED_BY(mu_): submit() wakes the sleeping writer once queue_ holds this many requests
   // (1, or more while fill_batch() waits for a batch to fill).
   std::size_t wake_at_ = 1;

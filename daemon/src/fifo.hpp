@@ -1,0 +1,70 @@
+// Fifo: a first-in first-out list in one vector, for the writer's work list and the change
+// feed's history, which take from the front and add at the back all day long. A std::deque
+// allocates a node every few elements (every two requests: a Request is 224 bytes) and frees
+// it again; this reuses its one buffer once it has grown to the list's usual length.
+#pragma once
+
+#include <cstddef>
+#include <iterator>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace pasyn::server {
+
+/// The elements are items_[head_, end). pop_front() resets the element it leaves behind (a
+/// shared reference is released at once) and advances head_; the buffer is emptied whole once
+/// everything was taken, or compacted (the live elements moved to its start) once the dead
+/// ones are at least half of it and kCompactAt, so that a list that never empties (a sliding
+/// window) stays within twice its length. Thread-safety: none (guard it like a std::deque).
+/// Ownership: owns its elements.
+template <typename T>
+class Fifo {
+ public:
+  using iterator = typename std::vector<T>::iterator;
+  using const_iterator = typename std::vector<T>::const_iterator;
+
+  bool empty() const noexcept { return head_ == items_.size(); }
+  std::size_t size() const noexcept { return items_.size() - head_; }
+  iterator begin() noexcept { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+  iterator end() noexcept { return items_.end(); }
+  const_iterator begin() const noexcept {
+    return items_.begin() + static_cast<std::ptrdiff_t>(head_);
+  }
+  const_iterator end() const noexcept { return items_.end(); }
+  T& front() noexcept { return items_[head_]; }
+  const T& front() const noexcept { return items_[head_]; }
+  T& back() noexcept { return items_.back(); }
+  const T& back() const noexcept { return items_.back(); }
+
+  void push_back(T&& value) { items_.push_back(std::move(value)); }
+  iterator insert(iterator at, T&& value) { return items_.insert(at, std::move(value)); }
+  template <typename It>
+  iterator insert(iterator at, It first, It last) {
+    return items_.insert(at, first, last);
+  }
+
+  void pop_front() noexcept {
+    items_[head_] = T{};
+    if (++head_ == items_.size()) {
+      clear();
+    } else if (head_ >= kCompactAt && 2 * head_ >= items_.size()) {
+      // The elements are movable without throwing (static_assert below): nothing can fail.
+      std::move(items_.begin() + static_cast<std::ptrdiff_t>(head_), items_.end(), items_.begin());
+      items_.erase(items_.end() - static_cast<std::ptrdiff_t>(head_), items_.end());
+      head_ = 0;
+    }
+  }
+  void clear() noexcept {
+    items_.clear();
+    head_ = 0;
+  }
+
+ private:
+  static_assert(std::is_nothrow_move_assignable_v<T>);
+  static constexpr std::size_t kCompactAt = 64;
+  std::vector<T> items_;
+  std::size_t head_ = 0;
+};
+
+}  // namespace pasyn::server
