@@ -1,0 +1,69 @@
+// The daemon's side of issue 11, item 2: a synchronous execute costs pasyn-writerd no heap
+// allocation of its own in the steady state. The request's payload goes into a buffer the
+// writer handed back (Writer::submit), it crosses to the writer and back through reused
+// vectors (the queue, Fifo, the batch, per-connection reply buffers), and the change feed
+// fills a commit its history let go (FeedHub::publish). Counted with an LD_PRELOAD library
+// (alloc_count.cpp) in the real daemon: its operator new calls, not SQLite's mallocs.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "../sanitizers.hpp"
+#include "daemon_fixture.hpp"
+
+namespace pasyn::itest {
+namespace {
+
+class DaemonAllocTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+#if PASYN_TEST_ASAN || PASYN_TEST_TSAN
+    GTEST_SKIP() << "a sanitizer runtime replaces operator new before any preloaded library";
+#endif
+    daemon_env_ = {std::string("LD_PRELOAD=") + PASYN_ALLOC_COUNT,
+                   "PASYN_ALLOC_COUNT_FILE=" + count_file_};
+    // A small history, so that the feed reaches its steady state (it lets go of a commit for
+    // each one it takes) within the warm-up.
+    start_daemon({"--synchronous", "normal", "--feed-history", "65536"});
+  }
+
+  // The daemon's operator new calls so far (bounded wait for its signal handler).
+  std::uint64_t daemon_allocations() {
+    std::remove(count_file_.c_str());
+    daemon_.signal(SIGUSR2);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(count_file_);
+      std::uint64_t n = 0;
+      if (in >> n) return n;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "the daemon did not report its allocations";
+    return 0;
+  }
+
+  std::string count_file_ = dir_.file("allocations");
+};
+
+TEST_F(DaemonAllocTest, ASynchronousExecuteCostsTheDaemonNoAllocation) {
+  constexpr int kWarmUp = 3000;  // ~130 bytes of feed history each: it is full after ~500
+  constexpr int kCalls = 2000;
+  auto client = connect_client();
+  client.execute("CREATE TABLE t(x INTEGER, s TEXT)");
+  const Params params{Value{std::int64_t{7}}, Value{std::string(40, 'p')}};
+  for (int i = 0; i < kWarmUp; ++i) client.execute("INSERT INTO t VALUES (?, ?)", params);
+  const auto before = daemon_allocations();
+  for (int i = 0; i < kCalls; ++i) client.execute("INSERT INTO t VALUES (?, ?)", params);
+  const auto after = daemon_allocations();
+  EXPECT_GT(before, 0u) << "the counter does not count";
+  EXPECT_EQ(after - before, 0u) << "operator new calls in pasyn-writerd across " << kCalls
+                                << " synchronous execute() calls";
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kWarmUp + kCalls);
+}
+
+}  // namespace
+}  // namespace pasyn::itest
