@@ -44,6 +44,7 @@ struct Options {
   std::string backup_path;
   std::vector<std::string> tables;     // watch
   std::optional<std::uint64_t> after;  // watch --after
+  std::optional<std::uint64_t> epoch;  // watch --epoch (with --after)
   std::optional<std::uint64_t> count;  // watch --count
 };
 
@@ -470,8 +471,11 @@ const char* kind_name(pasyn::ChangeKind k) {
 }
 
 // Prints committed changes as they come, one line each, until --count of them (or forever).
+// With --json each line has the epoch its seq belongs to: with it, --epoch and --after resume.
 int watch(const Options& o) {
-  auto feed = connect(o).subscribe(o.tables, o.after);
+  auto client = connect(o);
+  auto feed = o.epoch ? client.subscribe(o.tables, *o.epoch, *o.after)
+                      : client.subscribe(o.tables, o.after);
   for (std::uint64_t seen = 0; !o.count || seen < *o.count;) {
     const auto c = feed.next(std::chrono::seconds(1));
     if (!c) continue;
@@ -481,8 +485,9 @@ int watch(const Options& o) {
       if (!c->table.empty()) {
         std::cout << ",\"table\":" << json_string(c->table) << ",\"rowid\":" << c->rowid;
       }
-      if (c->kind == pasyn::ChangeKind::reset) std::cout << ",\"epoch\":" << feed.epoch();
-      std::cout << "}" << std::endl;
+      // A string: epochs use all 64 bits, beyond the integers a double (jq 1.6, JavaScript)
+      // holds exactly.
+      std::cout << ",\"epoch\":\"" << feed.epoch() << "\"}" << std::endl;
     } else if (c->table.empty()) {
       std::cout << c->commit_seq << " " << kind_name(c->kind) << std::endl;
     } else {
@@ -586,8 +591,17 @@ int main(int argc, char** argv) {
   auto* watch_cmd = app.add_subcommand(
       "watch", "print committed changes as they commit: SEQ KIND TABLE ROWID, one a line");
   watch_cmd->add_option("tables", o.tables, "only these tables (default: all)");
-  watch_cmd->add_option("--after", o.after,
-                        "resume after this commit sequence number of the daemon's current run");
+  auto* after = watch_cmd
+                    ->add_option("--after", o.after,
+                                 "resume after this commit of the daemon's current run (of "
+                                 "run E with --epoch)")
+                    ->type_name("SEQ");
+  watch_cmd
+      ->add_option("--epoch", o.epoch,
+                   "resume in the daemon run E only (the \"epoch\" of a --json line, with its "
+                   "\"seq\" as --after): after a restart, a reset comes first")
+      ->type_name("E")
+      ->needs(after);
   watch_cmd->add_option("--count", o.count, "exit after this many changes (default: never)")
       ->check(CLI::PositiveNumber);
 

@@ -377,4 +377,10 @@ bool PayloadReader::finish() {
   return true;
 }
 
+bool PayloadReader::finish(std::string& why) {
+  if (finish()) return true;
+  why = error();
+  return false;
+}
+
 }  // namespace pasyn::proto

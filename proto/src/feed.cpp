@@ -4,12 +4,6 @@
 namespace pasyn::proto {
 namespace {
 
-bool done(PayloadReader& r, std::string& why) {
-  if (r.finish()) return true;
-  why = r.error();
-  return false;
-}
-
 // A table name, a kind byte and a rowid: the smallest change is 4 + 1 + 8 bytes.
 constexpr std::size_t kMinChangeSize = 4 + 1 + 8;
 
@@ -31,14 +25,14 @@ bool decode_subscribe(std::span<const std::uint8_t> payload, Subscribe& m, std::
   std::uint32_t n = 0;
   m.tables.clear();
   m.resume.reset();
-  if (!r.count(n, 4)) return done(r, why);
+  if (!r.count(n, 4)) return r.finish(why);
   m.tables.reserve(n);
   for (std::uint32_t i = 0; i < n; ++i) {
-    if (!r.string(m.tables.emplace_back())) return done(r, why);
+    if (!r.string(m.tables.emplace_back())) return r.finish(why);
   }
   std::uint8_t flags = 0;
   FeedPoint point;
-  if (!r.u8(flags) || !r.u64(point.epoch) || !r.u64(point.after_seq)) return done(r, why);
+  if (!r.u8(flags) || !r.u64(point.epoch) || !r.u64(point.after_seq)) return r.finish(why);
   if ((flags & ~kFeedResume) != 0) {
     why = "unknown SUBSCRIBE flags";
     return false;
@@ -48,7 +42,7 @@ bool decode_subscribe(std::span<const std::uint8_t> payload, Subscribe& m, std::
     return false;
   }
   if (flags & kFeedResume) m.resume = point;
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_subscribed(std::vector<std::uint8_t>& out, std::uint64_t request_id,
@@ -70,7 +64,7 @@ bool decode_subscribed(std::span<const std::uint8_t> payload, Subscribed& m, std
     }
     m.resumed = (flags & kFeedResume) != 0;
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_gap(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::uint64_t seq) {
@@ -84,10 +78,10 @@ bool decode_change(std::span<const std::uint8_t> payload, FeedFrame& m, std::str
   PayloadReader r(payload);
   std::uint8_t event = 0;
   m.changes.clear();
-  if (!r.u8(event) || !r.u64(m.seq)) return done(r, why);
+  if (!r.u8(event) || !r.u64(m.seq)) return r.finish(why);
   if (event == static_cast<std::uint8_t>(FeedEvent::kGap)) {
     m.event = FeedEvent::kGap;
-    return done(r, why);
+    return r.finish(why);
   }
   if (event != static_cast<std::uint8_t>(FeedEvent::kCommit) &&
       event != static_cast<std::uint8_t>(FeedEvent::kCommitPart)) {
@@ -96,19 +90,19 @@ bool decode_change(std::span<const std::uint8_t> payload, FeedFrame& m, std::str
   }
   m.event = static_cast<FeedEvent>(event);
   std::uint32_t n = 0;
-  if (!r.count(n, kMinChangeSize)) return done(r, why);
+  if (!r.count(n, kMinChangeSize)) return r.finish(why);
   m.changes.reserve(n);
   for (std::uint32_t i = 0; i < n; ++i) {
     FeedChange& c = m.changes.emplace_back();
     std::uint8_t op = 0;
-    if (!r.string(c.table) || !r.u8(op) || !r.i64(c.rowid)) return done(r, why);
+    if (!r.string(c.table) || !r.u8(op) || !r.i64(c.rowid)) return r.finish(why);
     if (op < 1 || op > 3) {
       why = "unknown change kind " + std::to_string(op);
       return false;
     }
     c.op = static_cast<ChangeOp>(op);
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 }  // namespace pasyn::proto

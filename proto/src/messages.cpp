@@ -7,16 +7,6 @@
 
 namespace pasyn::proto {
 
-namespace {
-
-bool done(PayloadReader& r, std::string& why) {
-  if (r.finish()) return true;
-  why = r.error();
-  return false;
-}
-
-}  // namespace
-
 void encode_hello(std::vector<std::uint8_t>& out, const Hello& m) {
   FrameWriter w(out, MsgType::kHello, 0);
   w.u32(m.magic);
@@ -28,7 +18,7 @@ void encode_hello(std::vector<std::uint8_t>& out, const Hello& m) {
 bool decode_hello(std::span<const std::uint8_t> payload, Hello& m, std::string& why) {
   PayloadReader r(payload);
   r.u32(m.magic) && r.u16(m.version) && r.u64(m.capabilities);
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_hello_ok(std::vector<std::uint8_t>& out, const HelloOk& m) {
@@ -46,7 +36,7 @@ bool decode_hello_ok(std::span<const std::uint8_t> payload, HelloOk& m, std::str
   if (r.u16(m.version) && r.u64(m.capabilities) && r.u32(m.max_frame) && r.string(server)) {
     m.server = server;
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_empty(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id) {
@@ -55,7 +45,7 @@ void encode_empty(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t re
 
 bool decode_empty(std::span<const std::uint8_t> payload, std::string& why) {
   PayloadReader r(payload);
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
@@ -73,7 +63,7 @@ bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::
     m.sql = sql;
     r.params(m.params);
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 namespace {
@@ -127,14 +117,14 @@ bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& wh
     for (std::uint32_t i = 0; i < n && r.params(m.rows.emplace_back()); ++i) {
     }
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 bool decode_statement_view(std::span<const std::uint8_t> payload, StatementView& m,
                            std::string& why, bool named) {
   PayloadReader r(payload);
   r.string(m.sql) && (named ? r.named_params_view(m.params) : r.params_view(m.params));
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_statement_named(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
@@ -170,7 +160,7 @@ bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::s
     }
     m.bytes = payload.subspan(start, payload.size() - r.remaining() - start);
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_text(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
@@ -184,7 +174,7 @@ bool decode_text(std::span<const std::uint8_t> payload, std::string& text, std::
   PayloadReader r(payload);
   std::string_view s;
   if (r.string(s)) text = s;
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql) {
@@ -248,7 +238,7 @@ bool decode_transaction_end(std::span<const std::uint8_t> payload, std::uint64_t
                             std::string& why) {
   PayloadReader r(payload);
   r.u64(transaction);
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m) {
@@ -277,7 +267,7 @@ bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string
     for (std::uint32_t i = 0; i < ncols && r.string(name); ++i) m.columns.emplace_back(name);
     // Each row takes at least one tag byte per column; a zero-column row takes nothing, so a
     // row count without columns must be zero.
-    if (!r.count(nrows, ncols)) return done(r, why);  // nrows unchecked: reserve nothing
+    if (!r.count(nrows, ncols)) return r.finish(why);  // nrows unchecked: reserve nothing
     if (ncols == 0 && nrows != 0) {
       why = "rows without columns";
       return false;
@@ -291,7 +281,7 @@ bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string
       }
     }
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, const ErrorReply& m) {
@@ -315,7 +305,7 @@ bool decode_error(std::span<const std::uint8_t> payload, ErrorReply& m, std::str
     m.domain = static_cast<ErrorDomain>(domain);
     m.message = message;
   }
-  return done(r, why);
+  return r.finish(why);
 }
 
 void encode_pasyn_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, PasynCode code,

@@ -107,11 +107,11 @@ class AsyncClient:
         the block raises. ``tx``'s methods are coroutines."""
         return _AsyncTransaction(self._client)
 
-    async def subscribe(self, tables=None, *, after_seq=None):
+    async def subscribe(self, tables=None, *, after_seq=None, epoch=None):
         """The change feed: ``async for change in await client.subscribe():``."""
         loop = asyncio.get_running_loop()
         feed = await loop.run_in_executor(
-            None, lambda: self._client.subscribe(tables, after_seq=after_seq))
+            None, lambda: self._client.subscribe(tables, after_seq=after_seq, epoch=epoch))
         return AsyncChangeFeed(feed)
 
     def close(self):

@@ -49,8 +49,9 @@ void bind_writer(nb::module_& m);
 
 /// Binds ChangeFeed and Change (feed.cpp).
 void bind_feed(nb::module_& m);
-/// MultiplexedClient.subscribe(): a ChangeFeed object (feed.cpp).
+/// MultiplexedClient.subscribe(): a ChangeFeed object (feed.cpp); with `epoch`, resuming after
+/// `after_seq` of that daemon run only (ValueError without `after_seq`).
 nb::object subscribe(MultiplexedClient& client, std::vector<std::string> tables,
-                     std::optional<std::uint64_t> after_seq);
+                     std::optional<std::uint64_t> after_seq, std::optional<std::uint64_t> epoch);
 
 }  // namespace pasyn::python

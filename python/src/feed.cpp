@@ -73,8 +73,14 @@ struct PyFeed {
 }  // namespace
 
 nb::object subscribe(MultiplexedClient& client, std::vector<std::string> tables,
-                     std::optional<std::uint64_t> after_seq) {
-  auto feed = unlocked([&] { return client.subscribe(std::move(tables), after_seq); });
+                     std::optional<std::uint64_t> after_seq, std::optional<std::uint64_t> epoch) {
+  // An epoch names the run an after_seq belongs to: alone it names no resume point.
+  if (epoch && !after_seq)
+    throw nb::value_error("subscribe(): epoch needs after_seq (a commit of that epoch)");
+  auto feed = unlocked([&] {
+    return epoch ? client.subscribe(std::move(tables), *epoch, *after_seq)
+                 : client.subscribe(std::move(tables), after_seq);
+  });
   auto* py = new PyFeed();
   py->feed.emplace(std::move(feed));
   return nb::cast(py, nb::rv_policy::take_ownership);

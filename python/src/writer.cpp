@@ -428,10 +428,12 @@ void bind_writer(nb::module_& m) {
       .def(
           "subscribe",
           [](PyClient& self, std::optional<std::vector<std::string>> tables,
-             std::optional<std::uint64_t> after_seq) {
-            return subscribe(self.get(), tables.value_or(std::vector<std::string>{}), after_seq);
+             std::optional<std::uint64_t> after_seq, std::optional<std::uint64_t> epoch) {
+            return subscribe(self.get(), tables.value_or(std::vector<std::string>{}), after_seq,
+                             epoch);
           },
-          "tables"_a = nb::none(), nb::kw_only(), "after_seq"_a = nb::none())
+          "tables"_a = nb::none(), nb::kw_only(), "after_seq"_a = nb::none(),
+          "epoch"_a = nb::none())
       .def_prop_ro("socket_path", [](PyClient& self) { return self.get().socket_path(); })
       .def("close", &PyClient::close)
       .def("__enter__", [](nb::object self) { return self; })

@@ -66,3 +66,59 @@ def test_the_async_iterator_yields_changes(server, table):
                 assert await feed.next(0.2) is None
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_resume_in_the_feeds_own_epoch_continues_without_loss_or_reset(table):
+    client = table
+    feed = client.subscribe(["t"])
+    epoch = feed.epoch
+    for v in (1, 2, 3):
+        client.execute("INSERT INTO t (v) VALUES (?)", [v])
+    first = feed.next(5)
+    assert first is not None and first.kind == "insert"
+    feed.close()  # saved (epoch, first.commit_seq); the two other commits are not seen yet
+    client.execute("INSERT INTO t (v) VALUES (4)")
+    with client.subscribe(["t"], after_seq=first.commit_seq, epoch=epoch) as resumed:
+        got = [resumed.next(5) for _ in range(3)]
+        assert [c.kind for c in got] == ["insert", "insert", "insert"]
+        assert [c.commit_seq for c in got] == [first.commit_seq + i for i in (1, 2, 3)]
+        assert resumed.next(0.3) is None
+        assert resumed.epoch == epoch
+
+
+def test_resume_in_another_epoch_starts_with_a_reset(table):
+    client = table
+    feed = client.subscribe()
+    epoch, last = feed.epoch, feed.last_seq
+    feed.close()
+    other = 2 if epoch == 1 else 1  # not this daemon run's epoch (0 would mean the current)
+    # After commit 1000 of another run: no ProgrammingError (that run may have had it).
+    with client.subscribe(["t"], after_seq=last + 1000, epoch=other) as resumed:
+        reset = resumed.next(5)
+        assert reset is not None and reset.kind == "reset"
+        assert reset.commit_seq == last and reset.table == "" and reset.rowid == 0
+        assert resumed.epoch == epoch
+        client.execute("INSERT INTO t (v) VALUES (1)")
+        change = resumed.next(5)
+        assert change is not None and change.kind == "insert" and change.commit_seq == last + 1
+
+
+def test_an_epoch_without_after_seq_is_a_value_error(table):
+    with pytest.raises(ValueError, match="epoch needs after_seq"):
+        table.subscribe(epoch=1)
+
+
+def test_the_async_client_resumes_in_an_epoch(server, table):
+    client = table
+    with client.subscribe() as feed:
+        epoch, last = feed.epoch, feed.last_seq
+    client.execute("INSERT INTO t (v) VALUES (1)")
+
+    async def main():
+        async with aio.AsyncClient(server.socket_path) as aclient:
+            async with await aclient.subscribe(after_seq=last, epoch=epoch) as feed:
+                change = await feed.next(5)
+                assert change is not None and change.kind == "insert"
+                assert change.commit_seq == last + 1
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -109,13 +109,19 @@ TEST_F(CliTest, WatchPrintsCommittedChangesAsTextAndAsJson) {
   client.execute("INSERT INTO t (id, name) VALUES (1, 'ann')");  // rowid 1, commit 1
   client.execute("INSERT INTO other VALUES (0)");                // commit 2
   client.execute("DELETE FROM t WHERE id = 1");                  // commit 3
-  // From the start of this daemon's run (--after 0): the daemon still holds every commit.
+  const auto epoch = std::to_string(client.subscribe().epoch());
+  // From the start of this daemon's run (--after 0): the daemon still holds every commit. Each
+  // JSON line names the epoch its seq belongs to.
   auto r = cli_on_daemon({"--json", "watch", "--after", "0", "--count", "3"});
   EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
   EXPECT_EQ(r.out,
-            "{\"seq\":1,\"kind\":\"insert\",\"table\":\"t\",\"rowid\":1}\n"
-            "{\"seq\":2,\"kind\":\"insert\",\"table\":\"other\",\"rowid\":1}\n"
-            "{\"seq\":3,\"kind\":\"delete\",\"table\":\"t\",\"rowid\":1}\n")
+            "{\"seq\":1,\"kind\":\"insert\",\"table\":\"t\",\"rowid\":1,\"epoch\":\"" + epoch +
+                "\"}\n"
+                "{\"seq\":2,\"kind\":\"insert\",\"table\":\"other\",\"rowid\":1,\"epoch\":\"" +
+                epoch +
+                "\"}\n"
+                "{\"seq\":3,\"kind\":\"delete\",\"table\":\"t\",\"rowid\":1,\"epoch\":\"" +
+                epoch + "\"}\n")
       << show(r);
   r = cli_on_daemon({"watch", "t", "--after", "1", "--count", "1"});
   EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
@@ -123,6 +129,40 @@ TEST_F(CliTest, WatchPrintsCommittedChangesAsTextAndAsJson) {
   r = cli_on_daemon({"watch", "--after", "99", "--count", "1"});
   EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
   EXPECT_NE(r.err.find("cannot resume after commit 99"), std::string::npos) << show(r);
+}
+
+TEST_F(CliTest, WatchResumesInTheEpochOfAJsonLineOnly) {
+  auto client = connect_client();
+  client.execute("INSERT INTO t (id) VALUES (1)");  // commit 1
+  client.execute("INSERT INTO t (id) VALUES (2)");  // commit 2
+  auto r = cli_on_daemon({"--json", "watch", "--after", "0", "--count", "2"});
+  ASSERT_TRUE(exited_with(r.status, 0)) << show(r);
+  // The first line's epoch, a string (64 bits do not fit a double).
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("^\\{\"seq\":1,.*\"epoch\":\"([0-9]+)\"\\}")))
+      << show(r);
+  const std::string epoch = m[1];
+  EXPECT_EQ(epoch, std::to_string(client.subscribe().epoch()));
+
+  // The line's (epoch, seq): the commits after it, no reset.
+  r = cli_on_daemon({"watch", "--epoch", epoch, "--after", "1", "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "2 insert t 2\n") << show(r);
+
+  // Another run's epoch: a reset at this run's last commit comes first (then the commits after
+  // it), even after a seq this run never had.
+  const std::string other = epoch == "1" ? "2" : "1";
+  r = cli_on_daemon({"--json", "watch", "--epoch", other, "--after", "99", "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "{\"seq\":2,\"kind\":\"reset\",\"epoch\":\"" + epoch + "\"}\n") << show(r);
+  r = cli_on_daemon({"watch", "--epoch", other, "--after", "1", "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "2 reset\n") << show(r);
+
+  // --epoch alone names no resume point: bad usage.
+  r = cli_on_daemon({"watch", "--epoch", epoch, "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
+  EXPECT_NE(r.err.find("--after"), std::string::npos) << show(r);
 }
 
 TEST_F(CliTest, QueryPrintsRowsAsTabSeparatedTextAndAsJson) {

@@ -261,6 +261,8 @@ class PayloadReader {
   bool count(std::uint32_t& n, std::size_t min_item_size);
   /// Succeeds if every byte was consumed (and nothing failed before).
   bool finish();
+  /// finish(), setting `why` to error() when it fails: how each decode_* ends.
+  bool finish(std::string& why);
 
   bool ok() const noexcept { return error_ == nullptr; }
   const char* error() const noexcept { return error_ ? error_ : ""; }
