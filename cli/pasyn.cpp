@@ -599,7 +599,8 @@ int main(int argc, char** argv) {
   watch_cmd
       ->add_option("--epoch", o.epoch,
                    "resume in the daemon run E only (the \"epoch\" of a --json line, with its "
-                   "\"seq\" as --after): after a restart, a reset comes first")
+                   "\"seq\" as --after; or feed_epoch and feed_last_seq of `pasyn stats`): after "
+                   "a restart, a reset comes first")
       ->type_name("E")
       ->needs(after);
   watch_cmd->add_option("--count", o.count, "exit after this many changes (default: never)")

@@ -299,6 +299,8 @@ proto::Report Server::Impl::stats() const {
   report.emplace_back("batch_bytes_max", i64(w.batch_bytes_max));
   report.emplace_back("feed_subscribers", i64(feed_.subscribers()));
   report.emplace_back("feed_last_seq", i64(feed_.last_seq()));
+  // In decimal, as a string: epochs use all 64 bits (and `pasyn watch --json` prints it so).
+  report.emplace_back("feed_epoch", std::to_string(feed_.epoch()));
   w.batch_size.append_figures(report, "batch_size");
   w.commit_us.append_figures(report, "commit_us");
   w.queue_wait_us.append_figures(report, "queue_wait_us");

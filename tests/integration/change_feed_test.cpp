@@ -10,10 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
-
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <pasyn/proto/feed.hpp>
@@ -320,6 +321,13 @@ TEST_F(ChangeFeedTest, AResumePointWithAnEpochIsHonouredInThatEpochOnly) {
   ASSERT_TRUE(eventually([&] { return stat(client_->stats(), "feed_last_seq") == 3; }, 10s));
   auto feed = client_->subscribe({}, epoch, first + 1);
   EXPECT_NE(feed.epoch(), epoch);
+  // STATS tells the run's epoch, a resume point with feed_last_seq, before any change arrives.
+  const auto stats = client_->stats();
+  const auto it = std::find_if(stats.begin(), stats.end(),
+                               [](const auto& kv) { return kv.first == "feed_epoch"; });
+  ASSERT_NE(it, stats.end());
+  ASSERT_TRUE(std::holds_alternative<std::string>(it->second));
+  EXPECT_EQ(std::get<std::string>(it->second), std::to_string(feed.epoch()));
   const auto reset = take(feed, 1);
   ASSERT_EQ(reset.size(), 1u);
   EXPECT_EQ(reset[0].kind, ChangeKind::reset);
