@@ -1,6 +1,8 @@
 // MultiplexedClient::Impl: the connection, its I/O thread and the pending requests. Declared
 // here with the calls' entry points (submit, wait); the connection's life is defined in
 // client_connection.cpp, the sending, reading and delivering in client_io.cpp.
+// Over 600 lines: a third of it is the design below, and the class is the one every client
+// source file shares (its definitions are in the three files named above).
 //
 // Design
 // ------

@@ -1,4 +1,7 @@
 // Shared pieces of the integration tests; see daemon_fixture.hpp.
+// Over 600 lines: child processes, temporary directories, running steps as another user, the
+// notify socket and the daemon fixture are each short, and every test file uses several of
+// them; apart they would only add headers.
 #include "daemon_fixture.hpp"
 
 #include <fcntl.h>
