@@ -162,6 +162,7 @@ std::shared_ptr<CommittedChanges> ChangeLog::take_commit(std::shared_ptr<Committ
     c->entries.clear();
     c->tables.clear();
   } else {
+    spare.reset();  // too large for commits like this one: the next one the hub hands back
     c = std::make_shared<CommittedChanges>();
   }
   c->uncertain = uncertain;
@@ -405,21 +406,25 @@ std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& s
     // them: publish() on the writer thread would wait for it), from shared references that
     // outlive their leaving the history; then, under the lock again, what was published
     // meanwhile, and the subscriber is registered: nothing missed, nothing twice.
-    const auto encode = [&](std::vector<Snapshot>& held) {
+    // The references are dropped under the lock: publish() refills a commit the history let go
+    // once it holds the only reference (use_count() under mu_), and our reads of it must come
+    // before that (the lock orders them; the count alone does not).
+    const auto encode = [&](const std::vector<Snapshot>& held) {
       for (const auto& [seq, changes] : held) {
         if (encode_for(s, seq, *changes, frames)) s.sent_seq = seq;
       }
-      held.clear();
     };
     std::vector<Snapshot> held;
     take_held_after(s, *after, frames, held);
     const std::uint64_t taken_up_to = last_seq_;
     lk.unlock();
-    encode(held);  // (drops the last references of commits gone from the history meanwhile)
+    encode(held);
     lk.lock();
+    held.clear();  // (frees the commits gone from the history meanwhile)
     if (last_seq_ > taken_up_to) {
       take_held_after(s, taken_up_to, frames, held);
       encode(held);
+      held.clear();
     }
   }
   note_sent(s, false, 0, std::chrono::steady_clock::now());

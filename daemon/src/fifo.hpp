@@ -16,7 +16,8 @@ namespace pasyn::server {
 /// shared reference is released at once) and advances head_; the buffer is emptied whole once
 /// everything was taken, or compacted (the live elements moved to its start) once the dead
 /// ones are at least half of it and kCompactAt, so that a list that never empties (a sliding
-/// window) stays within twice its length. Thread-safety: none (guard it like a std::deque).
+/// window) stays within twice its length; once empty it keeps at most kKeptCapacity elements
+/// room, so a burst does not pin its memory. Thread-safety: none (guard it like a std::deque).
 /// Ownership: owns its elements.
 template <typename T>
 class Fifo {
@@ -58,11 +59,13 @@ class Fifo {
   void clear() noexcept {
     items_.clear();
     head_ = 0;
+    if (items_.capacity() > kKeptCapacity) std::vector<T>().swap(items_);  // after a burst
   }
 
  private:
   static_assert(std::is_nothrow_move_assignable_v<T>);
   static constexpr std::size_t kCompactAt = 64;
+  static constexpr std::size_t kKeptCapacity = 4096;  // elements kept once empty
   std::vector<T> items_;
   std::size_t head_ = 0;
 };

@@ -36,8 +36,12 @@ constexpr std::size_t kMaxBatchBytes = 1u << 20;
 // this capacity (a request of ~100 bytes is the common case): at most 2 MiB pooled per list.
 constexpr std::size_t kPooledPayloads = 1024;
 constexpr std::size_t kPooledPayloadCapacity = 2048;
-// deliver() keeps each connection's reply buffer for the next batch up to this capacity.
-constexpr std::size_t kKeptReplyCapacity = 64u << 10;
+// deliver() keeps the reply buffers for the next batch: the first kKeptLargeReplySlots up to
+// kKeptLargeReplyCapacity each (large replies: RETURNING rows, fetches), every other up to
+// kKeptReplyCapacity (a few small replies): at most ~3 MiB for 4,096 connections in a batch.
+constexpr std::size_t kKeptLargeReplySlots = 16;
+constexpr std::size_t kKeptLargeReplyCapacity = 64u << 10;
+constexpr std::size_t kKeptReplyCapacity = 512;
 // The batching policy's wait (fill_batch): at most this fraction of the last COMMIT's duration,
 // and never longer than kMaxBatchWait.
 constexpr int kBatchWaitDivisor = 2;
@@ -555,7 +559,9 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
     out.sink->deliver(out.bytes, out.count);
     out.sink = nullptr;
     // A large reply (rows of a RETURNING, a big fetch) does not pin its capacity for ever.
-    if (out.bytes.capacity() > kKeptReplyCapacity) std::vector<std::uint8_t>().swap(out.bytes);
+    const std::size_t keep =
+        k < kKeptLargeReplySlots ? kKeptLargeReplyCapacity : kKeptReplyCapacity;
+    if (out.bytes.capacity() > keep) std::vector<std::uint8_t>().swap(out.bytes);
   }
   publish_committed();  // after the replies: the feed never delays an acknowledgement
   if (shutdown && on_shutdown_request_) on_shutdown_request_();

@@ -23,6 +23,8 @@ namespace {
 constexpr std::size_t kSmallRead = 4096;
 constexpr std::size_t kLargeRead = 64 * 1024;
 constexpr auto kFlushGrace = std::chrono::seconds(5);
+// pump_once() keeps the parse vector's room for this many requests (a burst's is let go).
+constexpr std::size_t kKeptParsed = 4096;
 
 }  // namespace
 
@@ -205,7 +207,11 @@ bool Session::pump_once() {
   std::vector<Request>& requests = server_.parsed_.empty() ? server_.parsed_ : nested;
   struct Clear {  // refused or submitted, nothing stays behind (a request holds its session)
     std::vector<Request>& requests;
-    ~Clear() { requests.clear(); }
+    ~Clear() {
+      requests.clear();
+      // After a burst (the buffer came back from the writer's queue): not pinned for ever.
+      if (requests.capacity() > kKeptParsed) std::vector<Request>().swap(requests);
+    }
   } clear{requests};
   proto::FrameView frame;
   while (!reading_blocked(requests.size())) {

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
@@ -63,6 +64,26 @@ TEST_F(DaemonAllocTest, ASynchronousExecuteCostsTheDaemonNoAllocation) {
   EXPECT_EQ(after - before, 0u) << "operator new calls in pasyn-writerd across " << kCalls
                                 << " synchronous execute() calls";
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), kWarmUp + kCalls);
+}
+
+// The feed refills a commit its history let go only if it is not much larger than the next
+// commit needs: one larger commit (a batch of 50 rows here) once let go must not leave every
+// later small commit allocating its own.
+TEST_F(DaemonAllocTest, ALargerCommitLeavesTheFeedAllocatingNothingAfterward) {
+  constexpr int kCalls = 2000;
+  auto client = connect_client();
+  client.execute("CREATE TABLE t(x INTEGER, s TEXT)");
+  const Params params{Value{std::int64_t{7}}, Value{std::string(40, 'p')}};
+  for (int i = 0; i < 1000; ++i) client.execute("INSERT INTO t VALUES (?, ?)", params);
+  client.execute_many("INSERT INTO t VALUES (?, ?)", std::vector<Params>(50, params));
+  // ~500 one-row commits fill the 64 KiB history: the large one leaves it within these.
+  for (int i = 0; i < 3000; ++i) client.execute("INSERT INTO t VALUES (?, ?)", params);
+  const auto before = daemon_allocations();
+  for (int i = 0; i < kCalls; ++i) client.execute("INSERT INTO t VALUES (?, ?)", params);
+  const auto after = daemon_allocations();
+  EXPECT_EQ(after - before, 0u) << "operator new calls in pasyn-writerd across " << kCalls
+                                << " synchronous execute() calls after a larger commit";
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 1000 + 50 + 3000 + kCalls);
 }
 
 }  // namespace
