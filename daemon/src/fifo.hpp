@@ -13,12 +13,12 @@
 namespace pasyn::server {
 
 /// The elements are items_[head_, end). pop_front() resets the element it leaves behind (a
-/// shared reference is released at once) and advances head_; the buffer is emptied whole once
-/// everything was taken, or compacted (the live elements moved to its start) once the dead
-/// ones are at least half of it and kCompactAt, so that a list that never empties (a sliding
-/// window) stays within twice its length; once empty it keeps at most kKeptCapacity elements
-/// room, so a burst does not pin its memory. Thread-safety: none (guard it like a std::deque).
-/// Ownership: owns its elements.
+/// shared reference is released at once), take_front() moves it out, and both advance head_; the
+/// buffer is emptied whole once everything was taken, or compacted (the live elements moved to its
+/// start) once the dead ones are at least half of it and kCompactAt, so that a list that never
+/// empties (a sliding window) stays within twice its length; once empty it keeps at most
+/// kKeptCapacity elements room, so a burst does not pin its memory. Thread-safety: none (guard it
+/// like a std::deque). Ownership: owns its elements.
 template <typename T>
 class Fifo {
  public:
@@ -45,8 +45,27 @@ class Fifo {
     return items_.insert(at, first, last);
   }
 
+  /// Drops the first element, resetting it at once (a shared reference is released now).
   void pop_front() noexcept {
     items_[head_] = T{};
+    advance();
+  }
+  /// Moves the first element out and drops it. What it leaves behind is moved-from (a Request
+  /// then holds nothing) and is destroyed when the buffer is emptied or compacted: cheaper
+  /// than pop_front() for a large element.
+  T take_front() noexcept {
+    T value = std::move(items_[head_]);
+    advance();
+    return value;
+  }
+  void clear() noexcept {
+    items_.clear();
+    head_ = 0;
+    if (items_.capacity() > kKeptCapacity) std::vector<T>().swap(items_);  // after a burst
+  }
+
+ private:
+  void advance() noexcept {
     if (++head_ == items_.size()) {
       clear();
     } else if (head_ >= kCompactAt && 2 * head_ >= items_.size()) {
@@ -56,14 +75,8 @@ class Fifo {
       head_ = 0;
     }
   }
-  void clear() noexcept {
-    items_.clear();
-    head_ = 0;
-    if (items_.capacity() > kKeptCapacity) std::vector<T>().swap(items_);  // after a burst
-  }
 
- private:
-  static_assert(std::is_nothrow_move_assignable_v<T>);
+  static_assert(std::is_nothrow_move_assignable_v<T> && std::is_nothrow_move_constructible_v<T>);
   static constexpr std::size_t kCompactAt = 64;
   static constexpr std::size_t kKeptCapacity = 4096;  // elements kept once empty
   std::vector<T> items_;

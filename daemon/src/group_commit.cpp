@@ -136,8 +136,7 @@ void Writer::process(RequestQueue& work) {
       finish_pending_with(batch, proto::PasynCode::kShuttingDown, kNotExecuted);
       return;
     }
-    Request r = std::move(work.front());
-    work.pop_front();
+    Request r = work.take_front();
     const bool owner = tx_ && tx_->owner.get() == r.sink.get();
     if (r.disconnect) {
       if (owner) {
