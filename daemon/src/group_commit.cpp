@@ -206,8 +206,8 @@ void Writer::process(RequestQueue& work) {
 
 void Writer::recycle_payloads(std::vector<Request>& batch) noexcept {
   try {
-    spent_payloads_.reserve(
-        kPooledPayloads);  // once per list: the lists swap with the I/O thread's
+    // Once per list (the lists change places with the I/O thread's, so each is reserved once).
+    spent_payloads_.reserve(kPooledPayloads);
   } catch (const std::bad_alloc&) {
     return;  // the buffers are freed with their requests instead
   }
