@@ -23,8 +23,6 @@ namespace {
 constexpr std::size_t kSmallRead = 4096;
 constexpr std::size_t kLargeRead = 64 * 1024;
 constexpr auto kFlushGrace = std::chrono::seconds(5);
-// pump_once() keeps the parse vector's room for this many requests (a burst's is let go).
-constexpr std::size_t kKeptParsed = 4096;
 
 }  // namespace
 
@@ -210,7 +208,7 @@ bool Session::pump_once() {
     ~Clear() {
       requests.clear();
       // After a burst (the buffer came back from the writer's queue): not pinned for ever.
-      if (requests.capacity() > kKeptParsed) std::vector<Request>().swap(requests);
+      if (requests.capacity() > Writer::kKeptRequests) std::vector<Request>().swap(requests);
     }
   } clear{requests};
   proto::FrameView frame;

@@ -29,9 +29,6 @@ constexpr int kProgressInterval = 1000;
 // thread wake-ups and a client's turnaround on the machines pasyn was measured on.
 constexpr auto kLoneSpin = std::chrono::microseconds(50);
 constexpr int kLoneStreak = 3;
-// serve() keeps the room of the vector it takes the queue in for this many requests; a burst's
-// larger one is let go (the vector circulates: Writer::submit, Session::pump_once).
-constexpr std::size_t kMaxQueueKept = 4096;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -385,7 +382,7 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
     }
     for (auto& r : incoming) work.push_back(std::move(r));
     incoming.clear();
-    if (incoming.capacity() > kMaxQueueKept) std::vector<Request>().swap(incoming);  // a burst
+    if (incoming.capacity() > kKeptRequests) std::vector<Request>().swap(incoming);  // a burst
     expire(Clock::now(), work);
     if (stopping && tx_) end_transaction(work, "the daemon is shutting down");
     if (aborted_) {

@@ -196,6 +196,9 @@ class Writer {
   /// caller's next requests (Request::payload): the I/O thread reuses them instead of
   /// allocating buffers that the writer thread frees. Thread-safe.
   using PayloadBuffers = std::vector<std::vector<std::uint8_t>>;
+  /// The request vectors submit() exchanges (the caller's, the queue, the writer's) keep room
+  /// for at most this many requests once emptied: a burst's larger buffer is let go.
+  static constexpr std::size_t kKeptRequests = 4096;
   bool submit(std::vector<Request>& requests, PayloadBuffers* spare = nullptr);
 
   /// Finish what is queued, then checkpoint (--checkpoint-mode internal), close, and call
