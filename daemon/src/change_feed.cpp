@@ -67,16 +67,43 @@ std::uint64_t new_epoch() {
   return e;
 }
 
+// Whether `table` of the main database is a rowid table. SQLite resolves the names rowid, oid
+// and _rowid_ in every rowid table (to the rowid, or to a column of that name), and in a
+// WITHOUT ROWID table only to a column of that name; so a table that lacks one of them has no
+// rowid. (The session extension calls schema functions from its preupdate hook the same way.)
+bool has_rowid(sqlite3* db, const char* table) {
+  for (const char* name : {"rowid", "oid", "_rowid_"}) {
+    if (sqlite3_table_column_metadata(db, "main", table, name, nullptr, nullptr, nullptr, nullptr,
+                                      nullptr) != SQLITE_OK) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
-void ChangeLog::install(sqlite3* db) { sqlite3_update_hook(db, &ChangeLog::on_update, this); }
+void ChangeLog::install(sqlite3* db) { sqlite3_preupdate_hook(db, &ChangeLog::on_preupdate, this); }
 
-void ChangeLog::on_update(void* self, int op, const char* db, const char* table,
-                          sqlite3_int64 rowid) {
-  if (std::strcmp(db, "main") != 0) return;
+// SQLite calls this before each row of a table (not of a virtual table, nor sqlite_sequence or
+// sqlite_stat1) is inserted, updated or deleted, with the rowid before and after: for an INSERT
+// only the new one is defined, for a DELETE the old one, and for a WITHOUT ROWID table neither
+// (both are 0 there, so only a change whose rowids are both 0 needs the schema's word).
+void ChangeLog::on_preupdate(void* self, sqlite3* db, int op, const char* schema, const char* table,
+                             sqlite3_int64 old_rowid, sqlite3_int64 new_rowid) {
+  if (std::strcmp(schema, "main") != 0) return;
+  if (old_rowid == 0 && new_rowid == 0 && !has_rowid(db, table)) return;
   auto* log = static_cast<ChangeLog*>(self);
   try {
-    log->record(op, table, rowid);
+    if (op == SQLITE_INSERT) {
+      log->record(op, table, new_rowid);
+    } else if (op == SQLITE_DELETE) {
+      log->record(op, table, old_rowid);
+    } else {
+      // An UPDATE that moves the row to another rowid: that rowid no longer names a row.
+      if (old_rowid != new_rowid) log->record(SQLITE_DELETE, table, old_rowid);
+      log->record(op, table, new_rowid);
+    }
   } catch (...) {  // out of memory: the changes are unknown, not wrong
     log->uncertain_ = true;
   }

@@ -1,10 +1,16 @@
 // The change feed (PROTOCOL.md §8): what each committed transaction changed, published to the
 // connections that subscribed.
 //
-// Design. The writer connection's sqlite3_update_hook feeds a ChangeLog, which holds the
-// changes of the open transaction only. It is told, by the writer, of every statement that
-// opens, commits or rolls back the transaction or one of the writer's own per-request
-// savepoints, so that what it holds is exactly what a COMMIT makes durable:
+// Design. The writer connection's preupdate hook (sqlite3_preupdate_hook) feeds a ChangeLog,
+// which holds the changes of the open transaction only. The preupdate hook, not the update hook:
+// SQLite calls it for every row of a rowid table that changes, also where the update hook is
+// silent (rows deleted by ON CONFLICT REPLACE; a DELETE without WHERE, whose truncate
+// optimization SQLite turns off while a preupdate hook is set), and it names both rowids of an
+// UPDATE that moves a row (recorded as the old rowid removed, then the new one updated).
+// WITHOUT ROWID tables have no rowid to report: their changes are left out (see on_preupdate). It
+// is told, by the writer, of every statement that opens, commits or rolls back the transaction or
+// one of the writer's own per-request savepoints, so that what it holds is exactly what a COMMIT
+// makes durable:
 //  * begin(): empty (whatever a vanished transaction left is gone with it);
 //  * savepoint()/release()/rollback_to(): a stack of marks; rollback_to() drops what was
 //    recorded since the innermost mark (the failed request's changes);
@@ -47,11 +53,11 @@ struct CommittedChanges {
   bool uncertain = false;  // publish as a gap: the exact changes are unknown
 };
 
-/// The open transaction's changes. Thread-safety: the writer thread only (the update hook runs
+/// The open transaction's changes. Thread-safety: the writer thread only (the hook runs
 /// on it, inside sqlite3_step). Ownership: plain values.
 class ChangeLog {
  public:
-  /// Installs the update hook on `db` (the writer connection).
+  /// Installs the preupdate hook on `db` (the writer connection).
   void install(sqlite3* db);
 
   void begin() noexcept;
@@ -68,7 +74,8 @@ class ChangeLog {
   std::shared_ptr<CommittedChanges> take_commit(std::shared_ptr<CommittedChanges>& spare);
 
  private:
-  static void on_update(void* self, int op, const char* db, const char* table, sqlite3_int64 rowid);
+  static void on_preupdate(void* self, sqlite3* db, int op, const char* schema, const char* table,
+                           sqlite3_int64 old_rowid, sqlite3_int64 new_rowid);
   void record(int op, const char* table, sqlite3_int64 rowid);
 
   bool open_ = false;

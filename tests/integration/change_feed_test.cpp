@@ -1,7 +1,9 @@
 // The change feed (PROTOCOL.md §8) against the real pasyn-writerd: committed changes arrive in
 // commit order and only after the commit; nothing of rolled-back work appears (a failed request
 // of a batch, a failed script, a rolled-back or half-failed client transaction); a client's own
-// ROLLBACK TO makes its commit a gap; table filters and the daemon's own tables; resuming after
+// ROLLBACK TO makes its commit a gap; table filters and the daemon's own tables; rows SQLite's
+// update hook misses (REPLACE, a moved rowid, DELETE without WHERE) and WITHOUT ROWID tables,
+// which have none to name; resuming after
 // a sequence number, with or without its epoch; a filtered subscriber's resume point follows the
 // commits it does not want (progress marks); a subscriber that does not read gets a gap (once it
 // reads, with no further commit) and does not hold writers up; the feed reconnects by itself and
@@ -268,6 +270,67 @@ TEST_F(ChangeFeedTest, OnlyTheSubscribedTablesAndNeverTheDaemonsOwn) {
   EXPECT_EQ(every[0].table, "other");
   EXPECT_EQ(every[1].table, "t");
   expect_quiet(all);  // no pasyn_idempotency row
+}
+
+// What SQLite's update hook never reports is in the feed, since the daemon records changes with
+// the preupdate hook: rows deleted by REPLACE, the old rowid of an UPDATE that moves a row, the
+// rows of a DELETE without WHERE (no truncate optimization). WITHOUT ROWID tables, which have no
+// rowid to name, are left out, even one with a column named rowid, and their changes leave the
+// error of a later failing request its own.
+TEST_F(ChangeFeedTest, RowsTheUpdateHookMissesAreReported) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  client_->execute("CREATE TABLE w (rowid TEXT PRIMARY KEY, v) WITHOUT ROWID");
+  client_->execute("INSERT INTO t (id, v) VALUES (1, 'a'), (2, 'b')");
+  // Published just after its reply: wait, so that the feed does not begin with it.
+  ASSERT_TRUE(eventually([&] { return stat(client_->stats(), "feed_last_seq") == 1; }, 10s));
+  auto feed = client_->subscribe();
+
+  // REPLACE deletes the row holding 'a' (rowid 1) and inserts a new one.
+  const auto replaced =
+      client_->execute_returning_rowid("INSERT OR REPLACE INTO t (v) VALUES ('a')");
+  auto got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, ChangeKind::remove);
+  EXPECT_EQ(got[0].rowid, 1);
+  EXPECT_EQ(got[1].kind, ChangeKind::insert);
+  EXPECT_EQ(got[1].rowid, replaced);
+  EXPECT_EQ(got[0].commit_seq, got[1].commit_seq);
+
+  // An UPDATE that moves row 2 to rowid 100: 2 is gone, 100 is the updated row.
+  client_->execute("UPDATE t SET id = 100 WHERE id = 2");
+  got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, ChangeKind::remove);
+  EXPECT_EQ(got[0].rowid, 2);
+  EXPECT_EQ(got[1].kind, ChangeKind::update);
+  EXPECT_EQ(got[1].rowid, 100);
+
+  // A WITHOUT ROWID table: nothing, and the batch's other requests are unaffected.
+  client_->execute("INSERT INTO w VALUES ('k', 1)");
+  client_->execute("UPDATE w SET v = 2");
+  client_->execute("DELETE FROM w WHERE rowid = 'k'");
+  expect_quiet(feed);
+  client_->execute("INSERT INTO w VALUES ('k', 1)");
+  try {
+    client_->execute("INSERT INTO t (v) VALUES ('a')");  // 'a' exists: UNIQUE fails
+    ADD_FAILURE() << "the duplicate was inserted";
+  } catch (const pasyn::IntegrityError& e) {
+    EXPECT_NE(std::string(e.what()).find("UNIQUE constraint failed: t.v"), std::string::npos)
+        << e.what();
+  }
+  expect_quiet(feed);
+
+  // A DELETE without WHERE names every row it deletes.
+  client_->execute("DELETE FROM t");
+  got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  std::set<std::int64_t> removed;
+  for (const auto& c : got) {
+    EXPECT_EQ(c.kind, ChangeKind::remove);
+    removed.insert(c.rowid);
+  }
+  EXPECT_EQ(removed, (std::set<std::int64_t>{replaced, 100}));
+  expect_quiet(feed);
 }
 
 TEST_F(ChangeFeedTest, ResumingAfterASequenceNumberReplaysWhatTheDaemonHolds) {

@@ -35,8 +35,9 @@ struct Change {
 /// A subscription to the committed changes of the daemon's database, opened by
 /// MultiplexedClient::subscribe(). Changes arrive in commit order, and within a commit in the
 /// order they happened; a commit's changes are delivered only after it committed, and never
-/// those of work that was rolled back. SQLite does not report some changes (WITHOUT ROWID
-/// tables, rows deleted by REPLACE, a DELETE without WHERE): see PROTOCOL.md §8.
+/// those of work that was rolled back. Every changed row of a rowid table is reported (also
+/// rows deleted by REPLACE, and an UPDATE that changes a rowid as `remove` of the old one, then
+/// `update` of the new); WITHOUT ROWID tables are not, having no rowid: see PROTOCOL.md §8.
 ///
 /// Ownership: owns a connection of its own to the daemon (not the MultiplexedClient's). When
 /// that connection is lost, next() reconnects by itself (backing off from 25 ms to 2 s while
