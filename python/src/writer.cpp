@@ -1,7 +1,8 @@
 // pasyn_sqlite_core._core: Transaction and MultiplexedClient (the writer side), with the
 // asynchronous forms that pasyn_sqlite.aio completes through the client's Dispatcher. Every
 // blocking call takes an optional `timeout=` (seconds; None: the client's): see to_timeout().
-// The blocking statement calls the two classes share are defined once (def_statement_calls).
+// The blocking and asynchronous statement calls the two classes share are defined once
+// (def_statement_calls, def_async_statement_calls).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -118,12 +119,67 @@ void submit_in(PyTransaction& t, std::future<T> future, Convert convert, nb::obj
                           std::move(callback));
 }
 
+// Queues an asynchronous request of the client itself (lane 0: no transaction's order to keep).
+template <typename T, typename Convert>
+void submit_in(PyClient& c, std::future<T> future, Convert convert, nb::object callback) {
+  c.async().submit(0, make_pending(std::move(future), std::move(convert)), std::move(callback));
+}
+
 // Calls `f()` without the call's own Timeout (None: the client's request_timeout applies), or
 // `f(timeout)` with it: `f` passes its arguments on to the C++ call.
 template <typename F>
 auto timed(const std::optional<Timeout>& timeout, F f) {
   if (timeout) return f(*timeout);
   return f();
+}
+
+// The asynchronous statement calls for pasyn_sqlite.aio that Transaction and MultiplexedClient
+// share: `(self.*Get)()` is the C++ object they call, and submit_in(self, ...) queues the future
+// in the object's lane; `callback(result, error)` is called (with the GIL, from the client's
+// completion thread) once the reply arrives. (execute_many differs: the client has no named
+// form, so each class defines its own.)
+template <typename Py, auto Get>
+void def_async_statement_calls(nb::class_<Py>& cls) {
+  cls.def(
+         "_execute_async",
+         [](Py& self, std::string_view sql, nb::handle params, bool rowid, nb::object callback) {
+           AnyParams p = to_params(params);
+           auto& c = (self.*Get)();
+           auto future = unlocked([&] {
+             return dispatch(
+                 p,
+                 [&](const Params& x) {
+                   return rowid ? c.execute_returning_rowid_async(sql, x) : c.execute_async(sql, x);
+                 },
+                 [&](const NamedParams& x) {
+                   return rowid ? c.execute_returning_rowid_named_async(sql, x)
+                                : c.execute_named_async(sql, x);
+                 });
+           });
+           submit_in(self, std::move(future), &int_result, std::move(callback));
+         },
+         "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
+      .def(
+          "_execute_fetchall_async",
+          [](Py& self, std::string_view sql, nb::handle params, nb::object callback) {
+            AnyParams p = to_params(params);
+            auto& c = (self.*Get)();
+            auto future = unlocked([&] {
+              return dispatch(
+                  p, [&](const Params& x) { return c.execute_fetchall_async(sql, x); },
+                  [&](const NamedParams& x) { return c.execute_fetchall_named_async(sql, x); });
+            });
+            submit_in(self, std::move(future), &rows_result, std::move(callback));
+          },
+          "sql"_a, "params"_a.none(), "callback"_a)
+      .def(
+          "_executescript_async",
+          [](Py& self, std::string_view sql, nb::object callback) {
+            auto& c = (self.*Get)();
+            auto future = unlocked([&] { return c.executescript_async(sql); });
+            submit_in(self, std::move(future), &none_result, std::move(callback));
+          },
+          "sql"_a, "callback"_a);
 }
 
 // The blocking statement calls, commit() and rollback() that Transaction and MultiplexedClient
@@ -254,30 +310,9 @@ void bind_writer(nb::module_& m) {
   // -- Transaction
   nb::class_<PyTransaction> transaction(m, "Transaction");
   def_statement_calls<PyTransaction, &PyTransaction::get>(transaction);
+  def_async_statement_calls<PyTransaction, &PyTransaction::get>(transaction);
   transaction
-      // Asynchronous forms for pasyn_sqlite.aio: `callback(result, error)` is called (with the
-      // GIL, from the client's completion thread) once the reply arrives.
-      .def(
-          "_execute_async",
-          [](PyTransaction& t, std::string_view sql, nb::handle params, bool rowid,
-             nb::object callback) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p,
-                  [&](const Params& x) {
-                    return rowid ? tx.execute_returning_rowid_async(sql, x)
-                                 : tx.execute_async(sql, x);
-                  },
-                  [&](const NamedParams& x) {
-                    return rowid ? tx.execute_returning_rowid_named_async(sql, x)
-                                 : tx.execute_named_async(sql, x);
-                  });
-            });
-            submit_in(t, std::move(future), &int_result, std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
+      // The rest of the asynchronous forms (see def_async_statement_calls).
       .def(
           "_execute_many_async",
           [](PyTransaction& t, std::string_view sql, nb::handle batch, nb::object callback) {
@@ -292,27 +327,6 @@ void bind_writer(nb::module_& m) {
             submit_in(t, std::move(future), &int_result, std::move(callback));
           },
           "sql"_a, "params_batch"_a, "callback"_a)
-      .def(
-          "_execute_fetchall_async",
-          [](PyTransaction& t, std::string_view sql, nb::handle params, nb::object callback) {
-            AnyParams p = to_params(params);
-            Transaction& tx = t.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return tx.execute_fetchall_async(sql, x); },
-                  [&](const NamedParams& x) { return tx.execute_fetchall_named_async(sql, x); });
-            });
-            submit_in(t, std::move(future), &rows_result, std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "callback"_a)
-      .def(
-          "_executescript_async",
-          [](PyTransaction& t, std::string_view sql, nb::object callback) {
-            Transaction& tx = t.get();
-            auto future = unlocked([&] { return tx.executescript_async(sql); });
-            submit_in(t, std::move(future), &none_result, std::move(callback));
-          },
-          "sql"_a, "callback"_a)
       .def(
           "_commit_async",
           [](PyTransaction& t, nb::object callback) {
@@ -358,6 +372,7 @@ void bind_writer(nb::module_& m) {
   // -- MultiplexedClient
   nb::class_<PyClient> client(m, "MultiplexedClient");
   def_statement_calls<PyClient, &PyClient::tx>(client);
+  def_async_statement_calls<PyClient, &PyClient::get>(client);
   client
       .def(
           "__init__",
@@ -442,30 +457,7 @@ void bind_writer(nb::module_& m) {
              self.close();
              return false;
            })
-      // Asynchronous writes for pasyn_sqlite.aio: `callback(result, error)` is called (with the
-      // GIL, from the client's completion thread) once the reply arrives.
-      .def(
-          "_execute_async",
-          [](PyClient& self, std::string_view sql, nb::handle params, bool rowid,
-             nb::object callback) {
-            AnyParams p = to_params(params);
-            auto& c = self.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p,
-                  [&](const Params& x) {
-                    return rowid ? c.execute_returning_rowid_async(sql, x)
-                                 : c.execute_async(sql, x);
-                  },
-                  [&](const NamedParams& x) {
-                    return rowid ? c.execute_returning_rowid_named_async(sql, x)
-                                 : c.execute_named_async(sql, x);
-                  });
-            });
-            self.async().submit(0, make_pending(std::move(future), &int_result),
-                                std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
+      // The rest of the asynchronous forms (see def_async_statement_calls).
       .def(
           "_execute_many_async",
           [](PyClient& self, std::string_view sql, nb::handle batch, nb::object callback) {
@@ -475,40 +467,15 @@ void bind_writer(nb::module_& m) {
             if (p == nullptr)
               throw nb::type_error("aio execute_many takes positional parameter sets");
             auto future = unlocked([&] { return c.execute_many_async(sql, *p); });
-            self.async().submit(0, make_pending(std::move(future), &int_result),
-                                std::move(callback));
+            submit_in(self, std::move(future), &int_result, std::move(callback));
           },
           "sql"_a, "params_batch"_a, "callback"_a)
-      .def(
-          "_execute_fetchall_async",
-          [](PyClient& self, std::string_view sql, nb::handle params, nb::object callback) {
-            AnyParams p = to_params(params);
-            auto& c = self.get();
-            auto future = unlocked([&] {
-              return dispatch(
-                  p, [&](const Params& x) { return c.execute_fetchall_async(sql, x); },
-                  [&](const NamedParams& x) { return c.execute_fetchall_named_async(sql, x); });
-            });
-            self.async().submit(0, make_pending(std::move(future), &rows_result),
-                                std::move(callback));
-          },
-          "sql"_a, "params"_a.none(), "callback"_a)
-      .def(
-          "_executescript_async",
-          [](PyClient& self, std::string_view sql, nb::object callback) {
-            auto& c = self.get();
-            auto future = unlocked([&] { return c.executescript_async(sql); });
-            self.async().submit(0, make_pending(std::move(future), &none_result),
-                                std::move(callback));
-          },
-          "sql"_a, "callback"_a)
       .def(
           "_ping_async",
           [](PyClient& self, nb::object callback) {
             auto& c = self.get();
             auto future = unlocked([&] { return c.ping_async(); });
-            self.async().submit(0, make_pending(std::move(future), &true_result),
-                                std::move(callback));
+            submit_in(self, std::move(future), &true_result, std::move(callback));
           },
           "callback"_a)
       // `callback(transaction, error)`: a Transaction whose _*_async calls complete the same way.
