@@ -15,16 +15,19 @@ namespace {
 // The echo server (with `commit`, checked against its database afterwards) and the clients
 // `specs` run against it for `seconds` (`{socket}` in a spec is replaced by the server's socket).
 EchoRun run_echo(Context& ctx, std::vector<std::vector<std::string>> specs, double seconds,
-                 EchoCommit commit) {
+                 EchoCommit commit, int gather_us = 0) {
   const fs::path dir = ctx.fresh_dir("ceiling-echo");
   const std::string socket = (dir / "echo.sock").string();
   const std::string db = (dir / "bench.sqlite").string();
   std::vector<std::string> server_args{"echo_server", "socket=" + socket};
   if (commit != EchoCommit::none) {
     create_bench_db(db);
-    server_args.push_back(commit == EchoCommit::full ? "commit=full" : "commit=normal");
+    server_args.push_back(commit == EchoCommit::full        ? "commit=full"
+                          : commit == EchoCommit::pipelined ? "commit=pipelined"
+                                                            : "commit=normal");
     server_args.push_back("db=" + db);
     server_args.push_back("size=" + std::to_string(kCeilingMessageSize));
+    if (gather_us > 0) server_args.push_back("gather_us=" + std::to_string(gather_us));
   }
   std::vector<std::unique_ptr<WorkerProcess>> server;
   server.push_back(std::make_unique<WorkerProcess>(ctx.self, server_args));
@@ -63,14 +66,15 @@ EchoRun run_echo(Context& ctx, std::vector<std::vector<std::string>> specs, doub
 
 }  // namespace
 
-EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoCommit commit) {
+EchoRun measure_echo(Context& ctx, int procs, int threads, double seconds, EchoCommit commit,
+                     int gather_us) {
   std::vector<std::vector<std::string>> specs;
   for (int p = 0; p < procs; ++p) {
     specs.push_back({"echo_clients", "{socket}", "threads=" + std::to_string(threads),
                      "seconds=" + std::to_string(seconds),
                      "size=" + std::to_string(kCeilingMessageSize)});
   }
-  return run_echo(ctx, std::move(specs), seconds, commit);
+  return run_echo(ctx, std::move(specs), seconds, commit, gather_us);
 }
 
 EchoRun measure_echo_pipelined(Context& ctx, std::int64_t window, std::int64_t ops,
@@ -85,9 +89,15 @@ EchoRun measure_group_commit64(Context& ctx, double seconds) {
   return measure_echo(ctx, kProcesses, 64 / kProcesses, seconds, EchoCommit::full);
 }
 
-EchoRun measure_group_commit16(Context& ctx, double seconds, bool full) {
-  return measure_echo(ctx, kProcesses, kCeilingWriters / kProcesses, seconds,
-                      full ? EchoCommit::full : EchoCommit::normal);
+EchoRun measure_group_commit16(Context& ctx, double seconds, bool full, GroupDesign design) {
+  if (design == GroupDesign::pipelined && !full) {
+    throw std::logic_error("groupcommit16_pipelined is a design for synchronous=full only");
+  }
+  const EchoCommit commit = design == GroupDesign::pipelined ? EchoCommit::pipelined
+                            : full                           ? EchoCommit::full
+                                                             : EchoCommit::normal;
+  return measure_echo(ctx, kProcesses, kCeilingWriters / kProcesses, seconds, commit,
+                      design == GroupDesign::gathered ? kGatherMicros : 0);
 }
 
 Throughput measure_commits(Context& ctx, int rows, double seconds) {

@@ -16,9 +16,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "batch_committer.hpp"
@@ -55,24 +60,112 @@ class Fd {
 
 }  // namespace
 
-// echo_server socket=PATH [commit=full|normal db=PATH size=N]: listens, writes "ready", then
-// echoes every byte it reads back on the same connection until the orchestrator's byte (or EOF)
-// arrives on stdin; reports the bytes. Client descriptors stay blocking: each readiness gets one
-// read, and a client waits for its reply before sending again, so a reply never waits for buffer
-// space. Without commit= each read is echoed at once. With it, the reads of one epoll batch are
-// cut into N-byte requests, committed as one transaction (one INSERT per request, the writer
-// being the client's accept order), and each request is then answered with N bytes; the report
-// adds the rows and commits.
+namespace {
+
+// commit=pipelined (flush pipelining): the server's connection runs at synchronous=NORMAL, so a
+// COMMIT writes the WAL without syncing it, and this second thread answers each commit's
+// requests once an fdatasync() of the WAL that began after that COMMIT has returned. The reading
+// thread meanwhile goes on reading and committing, so the sync of one batch overlaps the next
+// batch's round trips and INSERTs; an answered row is on disk as at synchronous=FULL.
+class SyncedReplies {
+ public:
+  SyncedReplies(std::string wal, std::size_t size) : wal_(std::move(wal)), size_(size) {
+    thread_ = std::thread([this] { run(); });
+  }
+  SyncedReplies(const SyncedReplies&) = delete;
+  SyncedReplies& operator=(const SyncedReplies&) = delete;
+  ~SyncedReplies() {
+    stop();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  // After a COMMIT: its requests, as (client descriptor, complete requests).
+  void committed(const std::vector<std::pair<int, std::int64_t>>& ready) {
+    {
+      std::lock_guard lk(mu_);
+      if (!error_.empty()) throw std::runtime_error(error_);
+      pending_.insert(pending_.end(), ready.begin(), ready.end());
+    }
+    cv_.notify_one();
+  }
+  // Answers what is pending, stops the thread and returns the bytes it sent.
+  std::uint64_t finish() {
+    stop();
+    if (!error_.empty()) throw std::runtime_error(error_);
+    return bytes_;
+  }
+  std::uint64_t syncs() const { return syncs_; }
+
+ private:
+  void stop() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lk(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void run() {
+    std::vector<std::pair<int, std::int64_t>> taken;
+    std::vector<char> reply;
+    for (;;) {
+      {
+        std::unique_lock lk(mu_);
+        cv_.wait(lk, [&] { return stopping_ || !pending_.empty(); });
+        if (pending_.empty()) return;  // stopping, and everything answered
+        taken.swap(pending_);
+      }
+      if (fd_ < 0) fd_ = ::open(wal_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ < 0 || ::fdatasync(fd_) != 0) {  // the rows' outcome is unknown: answer none
+        std::lock_guard lk(mu_);
+        error_ = "fdatasync of " + wal_ + ": " + std::strerror(errno);
+        return;
+      }
+      ++syncs_;
+      for (const auto& [fd, complete] : taken) {
+        const std::size_t len = static_cast<std::size_t>(complete) * size_;
+        if (reply.size() < len) reply.resize(len, 'x');
+        if (write_all(fd, reply.data(), len)) bytes_ += len;
+      }
+      taken.clear();
+    }
+  }
+  const std::string wal_;
+  const std::size_t size_;
+  int fd_ = -1;                          // the WAL, opened after the first COMMIT created it
+  std::uint64_t bytes_ = 0, syncs_ = 0;  // this thread's until stop()
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<int, std::int64_t>> pending_;  // guarded by mu_
+  bool stopping_ = false;                              // guarded by mu_
+  std::string error_;                                  // guarded by mu_ until stop()
+  std::thread thread_;
+};
+
+}  // namespace
+
+// echo_server socket=PATH [commit=full|normal|pipelined db=PATH size=N [gather_us=U]]: listens,
+// writes "ready", then echoes every byte it reads back on the same connection until the
+// orchestrator's byte (or EOF) arrives on stdin; reports the bytes. Client descriptors stay
+// blocking: each readiness gets one read, and a client waits for its reply before sending again,
+// so a reply never waits for buffer space. Without commit= each read is echoed at once. With it,
+// the reads of one epoll batch are cut into N-byte requests, committed as one transaction (one
+// INSERT per request, the writer being the client's accept order), and each request is then
+// answered with N bytes (commit=pipelined: see SyncedReplies); the report adds the rows and
+// commits. With gather_us=U a batch waits, up to U us after its first request, until every
+// connected client has a request in it: all writers in every commit.
 void worker_echo_server(const Args& a) {
   const std::string path = arg(a, "socket");
   std::optional<BatchCommitter> committer;
   std::size_t size = 0;
+  std::optional<SyncedReplies> synced;
   if (const auto it = a.find("commit"); it != a.end()) {
-    if (it->second != "full" && it->second != "normal") {
-      throw std::runtime_error("commit= must be full or normal, not " + it->second);
+    if (it->second != "full" && it->second != "normal" && it->second != "pipelined") {
+      throw std::runtime_error("commit= must be full, normal or pipelined, not " + it->second);
     }
     committer.emplace(arg(a, "db"), it->second == "full");
     size = static_cast<std::size_t>(arg_int(a, "size"));
+    if (it->second == "pipelined") synced.emplace(arg(a, "db") + "-wal", size);
   }
   Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   const sockaddr_un addr = unix_address(path);
@@ -107,11 +200,20 @@ void worker_echo_server(const Args& a) {
   std::vector<std::pair<int, std::int64_t>> ready;
   std::vector<std::pair<std::int64_t, std::int64_t>> batch;
   std::vector<char> reply;
+  const auto gather = std::chrono::microseconds(a.count("gather_us") ? arg_int(a, "gather_us") : 0);
+  Clock::time_point gather_until{};  // while a batch gathers
   for (bool stop = false; !stop;) {
-    const int n = ::epoll_wait(ep.get(), events, 64, 1000);
+    int n;
+    if (!batch.empty()) {  // gathering: wait for the rest until gather_until
+      const auto left = std::max<std::int64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(gather_until - Clock::now()).count(),
+          0);
+      const timespec ts{0, static_cast<long>(left)};
+      n = ::epoll_pwait2(ep.get(), events, 64, &ts, nullptr);
+    } else {
+      n = ::epoll_wait(ep.get(), events, 64, 1000);
+    }
     if (n < 0 && errno != EINTR) throw std::runtime_error("epoll_wait failed");
-    ready.clear();
-    batch.clear();
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == 0) {
@@ -142,12 +244,29 @@ void worker_echo_server(const Args& a) {
       }
     }
     if (batch.empty()) continue;
+    if (gather.count() > 0 && batch.size() < clients.size()) {
+      if (gather_until == Clock::time_point{}) gather_until = Clock::now() + gather;
+      if (Clock::now() < gather_until) continue;
+    }
+    gather_until = {};
     committer->commit(batch);
+    if (synced) {
+      synced->committed(ready);
+      ready.clear();
+      batch.clear();
+      continue;
+    }
     for (const auto& [fd, complete] : ready) {
       const std::size_t len = static_cast<std::size_t>(complete) * size;
       if (reply.size() < len) reply.resize(len, 'x');
       if (write_all(fd, reply.data(), len)) bytes += len;
     }
+    ready.clear();
+    batch.clear();
+  }
+  if (synced) {
+    bytes += synced->finish();
+    put("syncs", static_cast<double>(synced->syncs()));
   }
   for (const auto& [fd, c] : clients) ::close(fd);
   put("bytes", static_cast<double>(bytes));
