@@ -129,6 +129,11 @@ MultiplexedClient::Impl::Turn MultiplexedClient::Impl::lead(
       left.tv_sec = static_cast<std::time_t>(ns / 1'000'000'000);
       left.tv_nsec = static_cast<long>(ns % 1'000'000'000);
     }
+    // ppoll() for POLLIN, then a non-blocking recv(), rather than one blocking recv(): on a Unix
+    // socket the daemon's read of our request wakes every plain waiter (write space), and only
+    // poll's waiter filters that wake-up out by its events. Measured (one caller, sequential
+    // INSERTs, perf stat): a blocking recv() made 3.0 system calls per call instead of 4.0 but
+    // 1.9 context switches instead of 1.0.
     pollfd p{c->fd, POLLIN, 0};
     const int r = ::ppoll(&p, 1, deadline ? &left : nullptr, nullptr);
     if (r <= 0) continue;  // the deadline (seen above), or a signal
