@@ -5,18 +5,19 @@
 //   place a hand-written event loop is the point: it is the baseline no design can beat. With
 //   commit=full|normal it is the leanest group commit there is (groupcommit16): each time epoll
 //   reports ready sockets it reads them, runs one transaction with one INSERT per complete
-//   request, commits, and only then replies; one thread, no queue, no hand-off.
+//   request, commits, and only then replies; one thread, no queue, no hand-off. gather_us=
+//   makes each batch wait for every client (groupcommit16_gathered), commit=pipelined syncs the
+//   WAL and replies on a second thread while the first goes on (groupcommit16_pipelined).
 // - echo_clients: synchronous clients, one connection per thread, each sending a message and
 //   waiting for its echo (ceiling_ipc16 with 4 processes x 4 threads; t_rtt with one thread).
 // - commit_txns: one direct connection committing `rows`-row transactions at synchronous=FULL in
 //   WAL, back to back (t_commit16).
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <cerrno>
 #include <condition_variable>
@@ -117,8 +118,9 @@ class SyncedReplies {
       }
       if (fd_ < 0) fd_ = ::open(wal_.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd_ < 0 || ::fdatasync(fd_) != 0) {  // the rows' outcome is unknown: answer none
+        const int error = errno;
         std::lock_guard lk(mu_);
-        error_ = "fdatasync of " + wal_ + ": " + std::strerror(errno);
+        error_ = "fdatasync of " + wal_ + ": " + std::strerror(error);
         return;
       }
       ++syncs_;
