@@ -18,7 +18,6 @@
 #include <pasyn/proto/codec.hpp>
 #include <pasyn/proto/feed.hpp>
 
-#include "../sanitizers.hpp"
 #include "change_feed.hpp"
 
 namespace {
@@ -95,18 +94,22 @@ Received decode(const std::vector<std::uint8_t>& bytes) {
 TEST(FeedHubTest, ResumesWhilePublishingMissNothingAndRepeatNothing) {
   FeedHub hub(std::size_t{256} << 20, std::size_t{1} << 30);  // the whole run stays held
   constexpr std::int64_t kBefore = 5000;
-  // Under a sanitizer a third as many: with 30,000 it took 56 s under TSan beside the other
-  // tests of a -j2 CI run; with 10,000 alone, 1.7 s and 61 resumes overlapping the publisher.
-  constexpr std::int64_t kDuring = PASYN_TEST_ASAN || PASYN_TEST_TSAN ? 10000 : 30000;
   for (std::int64_t seq = 1; seq <= kBefore; ++seq) hub.publish(commit_of(seq));
 
-  std::atomic<bool> done{false};
+  // Counted, not timed: the publisher goes on until the resumes are done, and the resumes go on
+  // until kOverlaps of them saw the publisher publish during their subscribe() (the window under
+  // test). A fixed number of commits raced the resumes instead, and a fast machine finished
+  // publishing after 4 of them (CI, under ASan).
+  constexpr std::size_t kResumes = 100, kOverlaps = 20, kMaxResumes = 1000;
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> published{0};
   std::thread publisher([&] {
-    for (std::int64_t seq = kBefore + 1; seq <= kBefore + kDuring; ++seq) {
-      hub.publish(commit_of(seq));
+    std::int64_t seq = kBefore;
+    while (!stop.load()) {
+      hub.publish(commit_of(++seq));
       if (seq % 64 == 0) hub.flush_due();
     }
-    done = true;
+    published = seq;
   });
 
   struct Resumed {
@@ -114,24 +117,32 @@ TEST(FeedHubTest, ResumesWhilePublishingMissNothingAndRepeatNothing) {
     std::uint64_t after;
   };
   std::vector<Resumed> resumed;
+  std::size_t overlaps = 0;
+  std::string refusal;  // asserted after the publisher has stopped
   std::mt19937_64 rng(7);
   std::uint64_t id = 1;
-  while (!done && resumed.size() < 400) {
+  while ((resumed.size() < kResumes || overlaps < kOverlaps) && resumed.size() < kMaxResumes) {
     const std::uint64_t last = hub.last_seq();
     const std::uint64_t back = rng() % 4000;  // a few thousand commits to encode unlocked
     const std::uint64_t after = last > back ? last - back : 0;
     auto sink = std::make_shared<CollectingSink>();
     proto::Subscribe m;
     m.resume = proto::FeedPoint{hub.epoch(), after};
-    const auto refused = hub.subscribe(sink, id++, m);
-    ASSERT_FALSE(refused) << *refused;
+    if (const auto refused = hub.subscribe(sink, id++, m)) {
+      refusal = "resume after " + std::to_string(after) + " refused: " + *refused;
+      break;
+    }
+    if (hub.last_seq() != last) ++overlaps;
     resumed.push_back({std::move(sink), after});
   }
+  stop = true;
   publisher.join();
   hub.flush_due(true);
-  ASSERT_GE(resumed.size(), 10u) << "the publisher finished before the resumes could overlap it";
+  ASSERT_EQ(refusal, "");
+  ASSERT_GE(overlaps, kOverlaps) << "of " << resumed.size() << " resumes, " << overlaps
+                                 << " overlapped a publish";
 
-  const auto last = static_cast<std::uint64_t>(kBefore + kDuring);
+  const auto last = static_cast<std::uint64_t>(published.load());
   for (const auto& [sink, after] : resumed) {
     const Received got = decode(sink->bytes());
     ASSERT_TRUE(got.error.empty()) << got.error;
