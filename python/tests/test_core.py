@@ -41,14 +41,14 @@ def test_writer_server_context_manager_and_socket_path(tmpdir_path):
 
 def test_start_writer_server_options(tmpdir_path):
     with core.start_writer_server(os.path.join(tmpdir_path, "b.db"), lock_wait=0,
-                                  transaction_idle_timeout=0.3) as server:
+                                  transaction_idle_timeout=1.0) as server:
         c = core.multiplexed_client(server.socket_path)
         c.executescript("CREATE TABLE t (x)")
+        other = core.MultiplexedClient(server.socket_path)  # connected before the idle clock runs
         tx = c.begin_exclusive()
-        other = core.MultiplexedClient(server.socket_path)
         with pytest.raises(core.TimeoutError):  # lock_wait=0: the seed's fail-at-once
             other.execute("INSERT INTO t VALUES (1)")
-        time.sleep(0.8)  # idle longer than transaction_idle_timeout: rolled back
+        time.sleep(2.5)  # idle longer than transaction_idle_timeout: rolled back
         with pytest.raises(core.OperationalError) as info:
             tx.execute("INSERT INTO t VALUES (2)")
         assert tx.finished

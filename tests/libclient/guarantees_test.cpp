@@ -79,7 +79,7 @@ class GuaranteesTest : public ::testing::Test {
 // ---- 6. A transaction handle acts only in its own transaction ---------------------------------
 
 TEST_F(GuaranteesTest, AStaleHandleDoesNotExecuteInsideTheNextTransaction) {
-  auto server = start(300ms);
+  auto server = start(1s);  // tx2 idles between its calls too: 300 ms was short on a loaded machine
   pasyn::MultiplexedClient client(sock_, bounded());
   auto tx1 = client.begin();
   tx1.execute("INSERT INTO t (x, tag) VALUES (1, 'tx1')");
@@ -101,7 +101,7 @@ TEST_F(GuaranteesTest, AStaleHandleDoesNotExecuteInsideTheNextTransaction) {
 }
 
 TEST_F(GuaranteesTest, AStaleHandleDoesNotCommitTheNextTransaction) {
-  auto server = start(300ms);
+  auto server = start(1s);  // tx2 idles between its calls too: 300 ms was short on a loaded machine
   pasyn::MultiplexedClient client(sock_, bounded());
   auto tx1 = client.begin();
   tx1.execute("INSERT INTO t (x, tag) VALUES (1, 'tx1')");

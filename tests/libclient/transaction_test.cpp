@@ -434,15 +434,18 @@ TEST_F(TransactionTest, AReturningReplyTooLargeToSendUndoesItsWritesInsideATrans
 }
 
 TEST_F(TransactionTest, AStatementRunningLongerThanTheIdleTimeoutDoesNotCountAsIdle) {
-  auto server = start(5s, 200ms);
+  // 400 ms: the calls around the statement must each come sooner (a loaded machine pauses a
+  // thread for a few hundred milliseconds); 6M rows: 0.6-0.9 s of SQLite's own work.
+  constexpr auto kIdle = 400ms;
+  auto server = start(5s, kIdle);
   pasyn::MultiplexedClient client(server.socket_path());
   auto tx = client.begin();
   tx.execute("INSERT INTO t (x) VALUES (1)");
   const auto started = Clock::now();
   tx.execute_fetchall(
-      "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 3000000) "
+      "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 6000000) "
       "SELECT count(*) FROM r");
-  const bool slow_enough = Clock::now() - started > 200ms;
+  const bool slow_enough = Clock::now() - started > kIdle;
   EXPECT_EQ(tx.execute("INSERT INTO t (x) VALUES (2)"), 1) << "rolled back as idle";
   tx.commit();
   EXPECT_EQ(count(), 2);
