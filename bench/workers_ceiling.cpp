@@ -204,6 +204,7 @@ void worker_echo_server(const Args& a) {
   std::vector<char> reply;
   const auto gather = std::chrono::microseconds(a.count("gather_us") ? arg_int(a, "gather_us") : 0);
   Clock::time_point gather_until{};  // while a batch gathers
+  std::size_t open_clients = 0;      // what a gathered batch waits for (not those that left)
   for (bool stop = false; !stop;) {
     int n;
     if (!batch.empty()) {  // gathering: wait for the rest until gather_until
@@ -225,6 +226,7 @@ void worker_echo_server(const Args& a) {
           const int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
           if (c < 0) break;  // EAGAIN: accepted all that were waiting
           clients.emplace(c, Client{static_cast<std::int64_t>(clients.size()), 0});
+          ++open_clients;
           watch(c);
         }
       } else {
@@ -241,12 +243,14 @@ void worker_echo_server(const Args& a) {
         } else if (r > 0 && write_all(fd, buf.data(), static_cast<std::size_t>(r))) {
           bytes += static_cast<std::uint64_t>(r);
         } else if (r == 0 || (r < 0 && errno != EINTR)) {
+          // Left open (not reused): a new client never inherits this one's entry.
           ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
+          --open_clients;
         }
       }
     }
     if (batch.empty()) continue;
-    if (gather.count() > 0 && batch.size() < clients.size()) {
+    if (gather.count() > 0 && batch.size() < open_clients) {
       if (gather_until == Clock::time_point{}) gather_until = Clock::now() + gather;
       if (Clock::now() < gather_until) continue;
     }
