@@ -5,6 +5,7 @@
 // the daemon lets go promptly; an idle client notices that the daemon has gone.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -113,18 +114,26 @@ TEST_F(ReaderRoleTest, TheIoThreadWakesOncePerReplyOfSequentialAsynchronousCalls
   client.execute_async("INSERT INTO kv (k) VALUES ('warm-up')").get();
   const auto io = client_io_threads();
   ASSERT_EQ(io.size(), 1u);
-  const long before = voluntary_switches(io[0]);
-  ASSERT_GE(before, 0);
-  constexpr int kCalls = 2000;
-  for (int i = 0; i < kCalls; ++i) {
-    ASSERT_EQ(client.execute_async("INSERT INTO kv (k, who) VALUES ('async', ?)", {i}).get(), 1);
+  // Counted in blocks, judged by the quietest (upper bound) and the busiest (lower bound): a
+  // thread preempted or blocked on a mutex also counts a switch, and a load spike of the machine
+  // lands in one block, not in all.
+  constexpr int kBlocks = 4, kCalls = 500;
+  long fewest = -1, most = -1;
+  for (int b = 0; b < kBlocks; ++b) {
+    const long before = voluntary_switches(io[0]);
+    ASSERT_GE(before, 0);
+    for (int i = 0; i < kCalls; ++i) {
+      ASSERT_EQ(client.execute_async("INSERT INTO kv (k, who) VALUES ('async', ?)", {i}).get(), 1);
+    }
+    const long woken = voluntary_switches(io[0]) - before;
+    fewest = fewest < 0 ? woken : std::min(fewest, woken);
+    most = std::max(most, woken);
   }
-  const long woken = voluntary_switches(io[0]) - before;
   // Woken to take the role, then by the reply: 2 * kCalls.
-  EXPECT_LT(woken, kCalls * 3 / 2) << "the I/O thread woke " << woken << " times for " << kCalls
-                                   << " sequential asynchronous calls";
-  EXPECT_GE(woken, kCalls / 2) << "the replies were read by the I/O thread";
-  EXPECT_EQ(rows(), kCalls + 1);
+  EXPECT_LT(fewest, kCalls * 3 / 2) << "the I/O thread woke at least " << fewest << " times for "
+                                    << kCalls << " sequential asynchronous calls";
+  EXPECT_GE(most, kCalls / 2) << "the replies were read by the I/O thread";
+  EXPECT_EQ(rows(), kBlocks * kCalls + 1);
 }
 
 TEST_F(ReaderRoleTest, ConcurrentSynchronousCallersEachGetTheirOwnReply) {
