@@ -128,11 +128,12 @@ TEST(FeedHubTest, ResumesWhilePublishingMissNothingAndRepeatNothing) {
     auto sink = std::make_shared<CollectingSink>();
     proto::Subscribe m;
     m.resume = proto::FeedPoint{hub.epoch(), after};
+    const std::uint64_t before = hub.last_seq();  // (`last` is older: the request was built since)
     if (const auto refused = hub.subscribe(sink, id++, m)) {
       refusal = "resume after " + std::to_string(after) + " refused: " + *refused;
       break;
     }
-    if (hub.last_seq() != last) ++overlaps;
+    if (hub.last_seq() != before) ++overlaps;
     resumed.push_back({std::move(sink), after});
   }
   stop = true;
