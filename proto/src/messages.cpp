@@ -3,6 +3,7 @@
 #include <pasyn/proto/codec.hpp>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 
 namespace pasyn::proto {
@@ -48,14 +49,6 @@ bool decode_empty(std::span<const std::uint8_t> payload, std::string& why) {
   return r.finish(why);
 }
 
-void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
-                      std::string_view sql, const Params& params) {
-  FrameWriter w(out, type, request_id);
-  w.string(sql);
-  w.params(params);
-  w.finish();
-}
-
 bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::string& why) {
   PayloadReader r(payload);
   std::string_view sql;
@@ -90,7 +83,77 @@ std::size_t encoded_size(const Params& params) {
   return n;
 }
 
+// Writes a frame whose size is known before it starts, into bytes already added to the output
+// (one resize per frame, where FrameWriter checks the capacity and grows the vector per field):
+// the encoders of the requests that carry parameters, the client's hot path. Its layout is
+// FrameWriter's, field for field.
+class SizedFrame {
+ public:
+  SizedFrame(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+             std::size_t size)
+      : start_(out.size()) {
+    out.resize(start_ + size);
+    p_ = out.data() + start_;
+    end_ = p_ + size;
+    put(static_cast<std::uint32_t>(size - kLengthFieldSize));
+    put(static_cast<std::uint8_t>(type));
+    put(request_id);
+  }
+
+  template <typename T>
+  void put(T v) noexcept {
+    std::memcpy(p_, &v, sizeof v);
+    p_ += sizeof v;
+  }
+  void bytes(const void* b, std::size_t n) noexcept {
+    put(static_cast<std::uint32_t>(n));
+    if (n != 0) std::memcpy(p_, b, n);
+    p_ += n;
+  }
+  void params(const Params& params) noexcept {
+    put(static_cast<std::uint32_t>(params.size()));
+    for (const auto& v : params) {
+      put(static_cast<std::uint8_t>(type_of(v)));
+      switch (type_of(v)) {
+        case ValueType::kNull:
+          break;
+        case ValueType::kInteger:
+          put(std::get<std::int64_t>(v));
+          break;
+        case ValueType::kReal:
+          put(std::get<double>(v));
+          break;
+        case ValueType::kText: {
+          const auto& t = std::get<std::string>(v);
+          bytes(t.data(), t.size());
+          break;
+        }
+        case ValueType::kBlob: {
+          const auto& b = std::get<Blob>(v);
+          bytes(b.data(), b.size());
+          break;
+        }
+      }
+    }
+  }
+  // True when exactly the announced size was written (encoded_size and params agree).
+  bool complete() const noexcept { return p_ == end_; }
+
+ private:
+  std::size_t start_;
+  std::uint8_t* p_;
+  std::uint8_t* end_;
+};
+
 }  // namespace
+
+void encode_statement(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
+                      std::string_view sql, const Params& params) {
+  SizedFrame w(out, type, request_id, kHeaderSize + 4 + sql.size() + encoded_size(params));
+  w.bytes(sql.data(), sql.size());
+  w.params(params);
+  assert(w.complete());
+}
 
 void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::string_view sql,
                  const std::vector<Params>& rows) {
@@ -98,12 +161,11 @@ void encode_many(std::vector<std::uint8_t>& out, std::uint64_t request_id, std::
   // doubling of the vector.
   std::size_t size = kHeaderSize + 4 + sql.size() + 4;
   for (const auto& row : rows) size += encoded_size(row);
-  out.reserve(out.size() + size);
-  FrameWriter w(out, MsgType::kExecuteMany, request_id);
-  w.string(sql);
-  w.u32(static_cast<std::uint32_t>(rows.size()));
+  SizedFrame w(out, MsgType::kExecuteMany, request_id, size);
+  w.bytes(sql.data(), sql.size());
+  w.put(static_cast<std::uint32_t>(rows.size()));
   for (const auto& row : rows) w.params(row);
-  w.finish();
+  assert(w.complete());
 }
 
 bool decode_many(std::span<const std::uint8_t> payload, Many& m, std::string& why) {

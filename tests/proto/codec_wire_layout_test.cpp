@@ -73,6 +73,27 @@ TEST(WireLayout, ExecuteMatchesTheSpec) {
   EXPECT_EQ(hex(wire), hex(expected));
 }
 
+// The client's outbox holds earlier frames: a request is appended after them, byte for byte the
+// frame it would be alone (an empty TEXT and an empty BLOB included).
+TEST(WireLayout, ExecuteAppendedAfterOtherFramesIsTheSameFrame) {
+  const Params params{std::string(), Blob{}, std::int64_t{7}};
+  Bytes alone;
+  encode_statement(alone, MsgType::kExecute, 9, "INSERT INTO t VALUES (?,?,?)", params);
+  Bytes outbox;
+  encode_empty(outbox, MsgType::kPing, 8);
+  const std::size_t before = outbox.size();
+  encode_statement(outbox, MsgType::kExecute, 9, "INSERT INTO t VALUES (?,?,?)", params);
+  encode_many(outbox, 10, "?", {{std::int64_t{1}}});
+  ASSERT_GT(outbox.size(), before + alone.size());
+  EXPECT_EQ(hex(Bytes(outbox.begin() + static_cast<std::ptrdiff_t>(before),
+                      outbox.begin() + static_cast<std::ptrdiff_t>(before + alone.size()))),
+            hex(alone));
+  Bytes many;
+  encode_many(many, 10, "?", {{std::int64_t{1}}});
+  EXPECT_EQ(hex(Bytes(outbox.end() - static_cast<std::ptrdiff_t>(many.size()), outbox.end())),
+            hex(many));
+}
+
 TEST(WireLayout, ExecuteManyMatchesTheSpec) {
   Bytes wire;
   encode_many(wire, 1, "?", {{std::int64_t{1}}, {}});
