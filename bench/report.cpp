@@ -102,6 +102,7 @@ void print_json(const std::vector<RowResult>& rows,
     first = false;
   }
   out += "},\n\"settings\": {\"reps\": " + std::to_string(s.reps) +
+         ", \"count_reps\": " + std::to_string(s.count_reps) +
          ", \"seconds\": " + json_number(s.seconds) +
          ", \"quick\": " + (s.quick ? "true" : "false") +
          ", \"statistic\": \"median over reps of each figure; ratio = median(pasyn) / "
@@ -124,8 +125,13 @@ void print_table(const std::vector<RowResult>& rows,
               get("pasyn").c_str(), get("build_type").c_str(), get("cpu").c_str(),
               get("cores").c_str(), get("memory_mib").c_str(), get("kernel").c_str(),
               get("sqlite").c_str(), get("temp_fs").c_str());
-  std::printf("%d repetition%s per row (median), %s s per timed run%s\n\n", s.reps,
-              s.reps == 1 ? "" : "s", plain(s.seconds).c_str(), s.quick ? ", --quick" : "");
+  std::printf("%d repetition%s per row (median)%s, %s s per timed run%s\n\n", s.reps,
+              s.reps == 1 ? "" : "s",
+              s.count_reps == s.reps
+                  ? ""
+                  : (", " + std::to_string(s.count_reps) + " of inflight1000 and execute_many_100k")
+                        .c_str(),
+              plain(s.seconds).c_str(), s.quick ? ", --quick" : "");
   // bound: bound_ratio, the ratio the minimal program doing only the row's work reaches in the
   // same run (see add_bound); of_bound = ratio / bound.
   const auto extra = [](const RowResult& r, const char* key) {

@@ -14,6 +14,10 @@ namespace pasyn_bench {
 
 struct Settings {
   int reps = 3;
+  // Repetitions of the two rows that time a fixed count of rows (inflight1000,
+  // execute_many_100k) rather than a duration: each takes well under a second, and one alone
+  // swings by a third on a noisy machine, so --quick keeps three of them. --reps sets both.
+  int count_reps = 3;
   double seconds = 5;
   bool quick = false;
   std::int64_t inflight_rows = 100000;

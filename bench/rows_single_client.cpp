@@ -14,8 +14,8 @@ namespace pasyn_bench {
 std::vector<RowResult> row_inflight(Context& ctx, const Settings& s) {
   Samples via, direct;
   std::vector<double> bound;
-  for (int rep = 0; rep < s.reps; ++rep) {
-    progress(ctx, rep_label("inflight1000", rep, s.reps));
+  for (int rep = 0; rep < s.count_reps; ++rep) {
+    progress(ctx, rep_label("inflight1000", rep, s.count_reps));
     direct.add(measure_direct_txn(ctx, s.inflight_rows));
     const EchoRun b =
         measure_echo_pipelined(ctx, s.inflight_window, s.inflight_rows, EchoCommit::full);
@@ -60,8 +60,8 @@ std::vector<RowResult> row_execute_many(Context& ctx, const Settings& s) {
   }
   Samples via, direct;
   std::vector<double> build_share, bound;
-  for (int rep = 0; rep < s.reps; ++rep) {
-    progress(ctx, rep_label("execute_many_100k", rep, s.reps));
+  for (int rep = 0; rep < s.count_reps; ++rep) {
+    progress(ctx, rep_label("execute_many_100k", rep, s.count_reps));
     direct.add(measure_direct_txn(ctx, s.many_rows));
     bound.push_back(measure_direct_txn(ctx, s.many_rows, true).per_second);
     const fs::path dir = ctx.fresh_dir("many");
