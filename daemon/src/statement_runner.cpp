@@ -134,7 +134,7 @@ bool Writer::run_request_body(Request& r) {
   if (r.type == MsgType::kExecuteScript) {
     std::int64_t changes = 0;
     if (!run_script(r.sql, changes)) return false;
-    proto::encode_result(replies_, r.id, proto::Result{changes, 0, {}, {}});
+    proto::encode_result_counts(replies_, r.id, changes, 0);
     return true;
   }
   sqlite3_stmt* stmt = nullptr;
@@ -163,26 +163,28 @@ bool Writer::run_request_body(Request& r) {
     return true;
   }
 
-  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH: one RESULT frame; rows are streamed straight into it.
+  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH: one RESULT frame. sqlite3_changes64 keeps the count
+  // of the last INSERT/UPDATE/DELETE, which may be another request's: it is trusted only when
+  // this statement changed something.
+  if (r.type == MsgType::kExecuteRowid) sqlite3_set_last_insert_rowid(db_, 0);
+  const auto before = sqlite3_total_changes64(db_);
+  const auto changed = [&] {
+    return sqlite3_total_changes64(db_) != before ? sqlite3_changes64(db_) : 0;
+  };
+  if (r.type != MsgType::kExecuteFetch) {  // no rows: the frame is written once it is known
+    if (!run_statement(stmt, r.params, nullptr)) return false;
+    const std::int64_t rowid =
+        r.type == MsgType::kExecuteRowid ? sqlite3_last_insert_rowid(db_) : 0;
+    proto::encode_result_counts(replies_, r.id, changed(), rowid);
+    return true;
+  }
+  // Rows are streamed straight into the frame, the counts patched in at the end.
   proto::FrameWriter w(replies_, MsgType::kResult, r.id);
   const std::size_t changes_at = w.position();
   w.i64(0);  // changes, patched below
-  w.i64(0);  // last_rowid, patched below
-  const bool fetch = r.type == MsgType::kExecuteFetch;
-  if (r.type == MsgType::kExecuteRowid) sqlite3_set_last_insert_rowid(db_, 0);
-  const auto before = sqlite3_total_changes64(db_);
-  if (!run_statement(stmt, r.params, fetch ? &w : nullptr)) return false;
-  if (!fetch) {
-    w.u32(0);  // no columns
-    w.u32(0);  // no rows
-  }
-  // sqlite3_changes64 keeps the count of the last INSERT/UPDATE/DELETE, which may be another
-  // request's: trust it only when this statement changed something.
-  const std::int64_t changes = sqlite3_total_changes64(db_) != before ? sqlite3_changes64(db_) : 0;
-  w.patch_u64(changes_at, static_cast<std::uint64_t>(changes));
-  if (r.type == MsgType::kExecuteRowid) {
-    w.patch_u64(changes_at + 8, static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)));
-  }
+  w.i64(0);  // last_rowid (none for a fetch)
+  if (!run_statement(stmt, r.params, &w)) return false;
+  w.patch_u64(changes_at, static_cast<std::uint64_t>(changed()));
   w.finish();
   return true;
 }

@@ -74,6 +74,23 @@ inline void expect(const proto::FrameView& f, proto::MsgType type) {
   }
 }
 
+// The counts of a RESULT (rows changed, rowid inserted): read in place when it has no columns
+// and no rows, as EXECUTE's and EXECUTE_ROWID's have; anything else is read whole.
+struct ResultCounts {
+  std::int64_t changes = 0;
+  std::int64_t last_rowid = 0;
+};
+
+inline proto::Result decode_result(const proto::FrameView& f);
+
+inline ResultCounts decode_result_counts(const proto::FrameView& f) {
+  expect(f, proto::MsgType::kResult);
+  ResultCounts c;
+  if (proto::decode_result_counts(f.payload, c.changes, c.last_rowid)) return c;
+  const proto::Result r = decode_result(f);
+  return {r.changes, r.last_rowid};
+}
+
 inline proto::Result decode_result(const proto::FrameView& f) {
   expect(f, proto::MsgType::kResult);
   proto::Result r;
@@ -159,9 +176,9 @@ class Completion {
     try {
       switch (kind_) {
         case Kind::kChanges:
-          return set<std::int64_t>(decode_result(f).changes);
+          return set<std::int64_t>(decode_result_counts(f).changes);
         case Kind::kRowid:
-          return set<std::int64_t>(decode_result(f).last_rowid);
+          return set<std::int64_t>(decode_result_counts(f).last_rowid);
         case Kind::kRows:
           return set<std::vector<Row>>(std::move(decode_result(f).rows));
         case Kind::kColumns: {

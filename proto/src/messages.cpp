@@ -260,6 +260,31 @@ void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, con
   w.finish();
 }
 
+void encode_result_counts(std::vector<std::uint8_t>& out, std::uint64_t request_id,
+                          std::int64_t changes, std::int64_t last_rowid) {
+  SizedFrame w(out, MsgType::kResult, request_id, kHeaderSize + 8 + 8 + 4 + 4);
+  w.put(changes);
+  w.put(last_rowid);
+  w.put(std::uint32_t{0});  // no columns
+  w.put(std::uint32_t{0});  // no rows
+  assert(w.complete());
+}
+
+bool decode_result_counts(std::span<const std::uint8_t> payload, std::int64_t& changes,
+                          std::int64_t& last_rowid) noexcept {
+  std::uint32_t columns, rows;
+  if (payload.size() != sizeof changes + sizeof last_rowid + sizeof columns + sizeof rows) {
+    return false;
+  }
+  const std::uint8_t* p = payload.data();
+  std::memcpy(&columns, p + 16, sizeof columns);
+  std::memcpy(&rows, p + 20, sizeof rows);
+  if (columns != 0 || rows != 0) return false;
+  std::memcpy(&changes, p, sizeof changes);
+  std::memcpy(&last_rowid, p + 8, sizeof last_rowid);
+  return true;
+}
+
 void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
                          std::string_view key) {
   // Inserted in place, without a temporary buffer: a client's hot path allocates nothing here.

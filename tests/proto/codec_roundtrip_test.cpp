@@ -322,6 +322,33 @@ TEST(ReportCodec, IsAResultWithNameAndValueColumns) {
   }
 }
 
+// encode_result_counts writes what encode_result writes for a RESULT without columns or rows,
+// and decode_result_counts reads exactly that shape and nothing else (decode_result reads the
+// rest, or rejects it).
+TEST(ResultCodec, CountsAloneAreTheSameBytesAndReadInPlace) {
+  Bytes fast, general;
+  encode_result_counts(fast, 5, -3, std::numeric_limits<std::int64_t>::max());
+  encode_result(general, 5, Result{-3, std::numeric_limits<std::int64_t>::max(), {}, {}});
+  EXPECT_EQ(fast, general);
+  std::int64_t changes = 0, rowid = 0;
+  ASSERT_TRUE(decode_result_counts(only_frame(fast).payload, changes, rowid));
+  EXPECT_EQ(changes, -3);
+  EXPECT_EQ(rowid, std::numeric_limits<std::int64_t>::max());
+
+  Bytes with_rows, truncated, longer;
+  encode_result(with_rows, 6, Result{1, 2, {"a"}, {{std::int64_t{1}}}});
+  EXPECT_FALSE(decode_result_counts(only_frame(with_rows).payload, changes, rowid));
+  const auto payload = only_frame(fast).payload;
+  truncated.assign(payload.begin(), payload.end() - 1);
+  EXPECT_FALSE(decode_result_counts(truncated, changes, rowid));
+  longer.assign(payload.begin(), payload.end());
+  longer.push_back(0);
+  EXPECT_FALSE(decode_result_counts(longer, changes, rowid));
+  Bytes columns_only;  // one column, no rows: not the counts-only shape either
+  encode_result(columns_only, 7, Result{1, 2, {"a"}, {}});
+  EXPECT_FALSE(decode_result_counts(only_frame(columns_only).payload, changes, rowid));
+}
+
 TEST(ResultCodec, RoundTripsColumnsAndRows) {
   const Result sent{
       .changes = std::numeric_limits<std::int64_t>::max(),

@@ -371,11 +371,21 @@ void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std
 bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why);
 
 void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Result& m);
+/// A RESULT with no columns and no rows, what EXECUTE, EXECUTE_ROWID and EXECUTE_MANY answer:
+/// the same bytes as encode_result of {changes, last_rowid, {}, {}}, written at once (the
+/// writer's reply to every plain write).
+void encode_result_counts(std::vector<std::uint8_t>& out, std::uint64_t request_id,
+                          std::int64_t changes, std::int64_t last_rowid);
 /// A report (STATS, CHECKPOINT and BACKUP replies): a RESULT with the columns "name" and "value",
 /// one row per figure.
 using Report = std::vector<std::pair<std::string, Value>>;
 void encode_report(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Report& m);
 bool decode_result(std::span<const std::uint8_t> payload, Result& m, std::string& why);
+/// Reads a RESULT payload that has no columns and no rows (encode_result_counts): true with
+/// both counts set when the payload is exactly that. False for any other payload, which
+/// decode_result then reads or rejects; nothing is decided here but the fast case.
+bool decode_result_counts(std::span<const std::uint8_t> payload, std::int64_t& changes,
+                          std::int64_t& last_rowid) noexcept;
 
 void encode_error(std::vector<std::uint8_t>& out, std::uint64_t request_id, const ErrorReply& m);
 bool decode_error(std::span<const std::uint8_t> payload, ErrorReply& m, std::string& why);
