@@ -159,7 +159,7 @@ bool Writer::run_request_body(Request& r) {
       if (transaction_lost_midway()) return false;
       if (sqlite3_total_changes64(db_) != before) changes += sqlite3_changes64(db_);
     }
-    proto::encode_result(replies_, r.id, proto::Result{changes, 0, {}, {}});
+    proto::encode_result_counts(replies_, r.id, changes, 0);
     return true;
   }
 

@@ -371,9 +371,9 @@ void encode_script(std::vector<std::uint8_t>& out, std::uint64_t request_id, std
 bool decode_script(std::span<const std::uint8_t> payload, std::string& sql, std::string& why);
 
 void encode_result(std::vector<std::uint8_t>& out, std::uint64_t request_id, const Result& m);
-/// A RESULT with no columns and no rows, what EXECUTE, EXECUTE_ROWID and EXECUTE_MANY answer:
-/// the same bytes as encode_result of {changes, last_rowid, {}, {}}, written at once (the
-/// writer's reply to every plain write).
+/// A RESULT with no columns and no rows, what EXECUTE, EXECUTE_ROWID, EXECUTE_MANY and
+/// EXECUTE_SCRIPT answer: the same bytes as encode_result of {changes, last_rowid, {}, {}},
+/// written at once (the writer's reply to every plain write).
 void encode_result_counts(std::vector<std::uint8_t>& out, std::uint64_t request_id,
                           std::int64_t changes, std::int64_t last_rowid);
 /// A report (STATS, CHECKPOINT and BACKUP replies): a RESULT with the columns "name" and "value",
