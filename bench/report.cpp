@@ -125,13 +125,14 @@ void print_table(const std::vector<RowResult>& rows,
               get("pasyn").c_str(), get("build_type").c_str(), get("cpu").c_str(),
               get("cores").c_str(), get("memory_mib").c_str(), get("kernel").c_str(),
               get("sqlite").c_str(), get("temp_fs").c_str());
+  std::string exceptions;  // the rows that run another number of repetitions (rows.hpp)
+  if (s.count_reps != s.reps) {
+    exceptions += ", " + std::to_string(s.count_reps) + " of inflight1000 and execute_many_100k";
+  }
+  if (s.reps % 2 != 0) exceptions += ", " + std::to_string(s.reps + 1) + " of feed16";
   std::printf("%d repetition%s per row (median)%s, %s s per timed run%s\n\n", s.reps,
-              s.reps == 1 ? "" : "s",
-              s.count_reps == s.reps
-                  ? ""
-                  : (", " + std::to_string(s.count_reps) + " of inflight1000 and execute_many_100k")
-                        .c_str(),
-              plain(s.seconds).c_str(), s.quick ? ", --quick" : "");
+              s.reps == 1 ? "" : "s", exceptions.c_str(), plain(s.seconds).c_str(),
+              s.quick ? ", --quick" : "");
   // bound: bound_ratio, the ratio the minimal program doing only the row's work reaches in the
   // same run (see add_bound); of_bound = ratio / bound.
   const auto extra = [](const RowResult& r, const char* key) {
