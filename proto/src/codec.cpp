@@ -6,6 +6,8 @@
 #include <bit>
 #include <cstring>
 
+#include "value_layout.hpp"
+
 namespace pasyn::proto {
 
 static_assert(std::endian::native == std::endian::little,
@@ -184,23 +186,14 @@ void FrameWriter::bytes(std::span<const std::uint8_t> b) {
 }
 
 void FrameWriter::value(const Value& v) {
-  u8(static_cast<std::uint8_t>(v.index()));
-  switch (type_of(v)) {
-    case ValueType::kNull:
-      break;
-    case ValueType::kInteger:
-      i64(std::get<std::int64_t>(v));
-      break;
-    case ValueType::kReal:
-      f64(std::get<double>(v));
-      break;
-    case ValueType::kText:
-      string(std::get<std::string>(v));
-      break;
-    case ValueType::kBlob:
-      bytes(std::get<Blob>(v));
-      break;
-  }
+  struct Fields {  // detail::write_value's writer, on this FrameWriter
+    FrameWriter& w;
+    void u8(std::uint8_t x) { w.u8(x); }
+    void i64(std::int64_t x) { w.i64(x); }
+    void f64(double x) { w.f64(x); }
+    void bytes(const void* p, std::size_t n) { w.bytes({static_cast<const std::uint8_t*>(p), n}); }
+  } fields{*this};
+  detail::write_value(fields, v);
 }
 
 void FrameWriter::params(const Params& p) {

@@ -6,6 +6,8 @@
 #include <cassert>
 #include <cstring>
 
+#include "value_layout.hpp"
+
 namespace pasyn::proto {
 
 void encode_hello(std::vector<std::uint8_t>& out, const Hello& m) {
@@ -62,25 +64,9 @@ bool decode_statement(std::span<const std::uint8_t> payload, Statement& m, std::
 namespace {
 
 std::size_t encoded_size(const Params& params) {
-  std::size_t n = 4;
-  for (const auto& v : params) {
-    switch (type_of(v)) {
-      case ValueType::kNull:
-        n += 1;
-        break;
-      case ValueType::kInteger:
-      case ValueType::kReal:
-        n += 9;
-        break;
-      case ValueType::kText:
-        n += 5 + std::get<std::string>(v).size();
-        break;
-      case ValueType::kBlob:
-        n += 5 + std::get<Blob>(v).size();
-        break;
-    }
-  }
-  return n;
+  detail::SizeCount size{4};  // the count
+  for (const auto& v : params) detail::write_value(size, v);
+  return size.n;
 }
 
 // Writes a frame whose size is known before it starts, into bytes already added to the output
@@ -110,31 +96,12 @@ class SizedFrame {
     if (n != 0) std::memcpy(p_, b, n);
     p_ += n;
   }
+  void u8(std::uint8_t v) noexcept { put(v); }
+  void i64(std::int64_t v) noexcept { put(v); }
+  void f64(double v) noexcept { put(v); }
   void params(const Params& params) noexcept {
     put(static_cast<std::uint32_t>(params.size()));
-    for (const auto& v : params) {
-      put(static_cast<std::uint8_t>(type_of(v)));
-      switch (type_of(v)) {
-        case ValueType::kNull:
-          break;
-        case ValueType::kInteger:
-          put(std::get<std::int64_t>(v));
-          break;
-        case ValueType::kReal:
-          put(std::get<double>(v));
-          break;
-        case ValueType::kText: {
-          const auto& t = std::get<std::string>(v);
-          bytes(t.data(), t.size());
-          break;
-        }
-        case ValueType::kBlob: {
-          const auto& b = std::get<Blob>(v);
-          bytes(b.data(), b.size());
-          break;
-        }
-      }
-    }
+    for (const auto& v : params) detail::write_value(*this, v);
   }
   // True when exactly the announced size was written (encoded_size and params agree).
   bool complete() const noexcept { return p_ == end_; }
