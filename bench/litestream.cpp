@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +25,7 @@
 #include <fstream>
 #include <optional>
 #include <pasyn/pasyn.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -71,13 +71,10 @@ class Child {
 };
 
 bool connects(const std::string& socket) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  socket.copy(addr.sun_path, sizeof addr.sun_path - 1);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  const int fd = pasyn::proto::connect_unix(socket);
+  if (fd < 0) return false;
   ::close(fd);
-  return ok;
+  return true;
 }
 
 template <typename Pred>

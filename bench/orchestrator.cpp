@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <pasyn/proto/unix_socket.hpp>
 #include <sstream>
 #include <thread>
 
@@ -186,14 +186,10 @@ std::vector<WorkerResult> run_workers(Context& ctx,
 }
 
 bool socket_accepts(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = pasyn::proto::connect_unix(path);
   if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
-  return ok;
+  return true;
 }
 
 Daemon::Daemon(Context& ctx, const fs::path& dir, const std::string& database, bool full,

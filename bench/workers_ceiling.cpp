@@ -24,6 +24,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <pasyn/proto/unix_socket.hpp>
 #include <thread>
 #include <unordered_map>
 
@@ -36,12 +37,9 @@ namespace pasyn_bench {
 namespace {
 
 sockaddr_un unix_address(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path)
-    throw std::runtime_error("socket path too long: " + path);
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  return addr;
+  const auto addr = pasyn::proto::unix_address(path);
+  if (!addr) throw std::runtime_error("not a Unix socket path: " + path);
+  return *addr;
 }
 
 // Closes a descriptor on scope exit.

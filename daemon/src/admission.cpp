@@ -3,7 +3,7 @@
 
 #include <unistd.h>
 
-#include <pasyn/proto/socket_send.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 
 namespace pasyn::server {
 

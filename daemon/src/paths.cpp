@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <pasyn/proto/unix_socket.hpp>
+
 #include "log.hpp"
 
 namespace pasyn::server {
@@ -122,15 +124,10 @@ void free_socket_path(const std::string& socket_path) {
     throw StartError(StartError::Kind::kSocket,
                      "refusing to replace " + socket_path + ": it exists and is not a socket");
   }
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw StartError(StartError::Kind::kSocket, "socket(): " + errno_text(errno));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
-  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int fd = proto::connect_unix(socket_path);
   const int err = errno;
-  ::close(fd);
-  if (rc == 0) {
+  if (fd >= 0) {
+    ::close(fd);
     throw StartError(StartError::Kind::kSocket,
                      "socket " + socket_path + " is in use by a running server");
   }

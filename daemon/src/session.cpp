@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <span>
 
-#include <pasyn/proto/socket_send.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 
 #include "access_control.hpp"
 #include "admission.hpp"

@@ -13,7 +13,7 @@
 #include <pasyn/client.hpp>
 #include <pasyn/proto/codec.hpp>
 #include <pasyn/proto/feed.hpp>
-#include <pasyn/proto/socket_send.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <string>
 #include <thread>
 #include <utility>

@@ -89,7 +89,7 @@
 #include <optional>
 #include <pasyn/client.hpp>
 #include <pasyn/proto/codec.hpp>
-#include <pasyn/proto/socket_send.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>

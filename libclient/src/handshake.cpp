@@ -10,7 +10,7 @@
 #include <cstring>
 #include <pasyn/errors.hpp>
 #include <pasyn/proto/codec.hpp>
-#include <pasyn/proto/socket_send.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <vector>
 
 #include "reply.hpp"
@@ -64,12 +64,12 @@ void wait_ready(int fd, short events, const std::string& path, const ClientOptio
 // refuses with EAGAIN until the daemon accepts: retry until the deadline).
 int connect_to_daemon(const std::string& path, const ClientOptions& options,
                       std::chrono::steady_clock::time_point deadline) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) {
-    throw ConnectionLostError("socket path is too long for a Unix socket: " + path);
+  const auto address = proto::unix_address(path);
+  if (!address) {
+    throw ConnectionLostError("not a Unix socket path (empty, holding a NUL byte, or over " +
+                              std::to_string(sizeof address->sun_path - 1) + " bytes): " + path);
   }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const sockaddr_un& addr = *address;
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw ConnectionLostError(std::string("socket(): ") + std::strerror(errno));
   for (;;) {

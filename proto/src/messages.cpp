@@ -76,10 +76,10 @@ std::size_t encoded_size(const Params& params) {
 class SizedFrame {
  public:
   SizedFrame(std::vector<std::uint8_t>& out, MsgType type, std::uint64_t request_id,
-             std::size_t size)
-      : start_(out.size()) {
-    out.resize(start_ + size);
-    p_ = out.data() + start_;
+             std::size_t size) {
+    const std::size_t start = out.size();
+    out.resize(start + size);
+    p_ = out.data() + start;
     end_ = p_ + size;
     put(static_cast<std::uint32_t>(size - kLengthFieldSize));
     put(static_cast<std::uint8_t>(type));
@@ -107,7 +107,6 @@ class SizedFrame {
   bool complete() const noexcept { return p_ == end_; }
 
  private:
-  std::size_t start_;
   std::uint8_t* p_;
   std::uint8_t* end_;
 };
@@ -254,16 +253,16 @@ bool decode_result_counts(std::span<const std::uint8_t> payload, std::int64_t& c
 
 void add_idempotency_key(std::vector<std::uint8_t>& out, std::size_t frame_start,
                          std::string_view key) {
-  // Inserted in place, without a temporary buffer: a client's hot path allocates nothing here.
-  std::uint8_t size[sizeof(std::uint32_t)];
+  // Inserted in place, without a temporary buffer (a client's hot path allocates nothing here):
+  // room for the size and the key in one move of the frame's tail, then both copied in.
   const auto n = static_cast<std::uint32_t>(key.size());
-  std::memcpy(size, &n, sizeof n);
-  const auto at = static_cast<std::ptrdiff_t>(frame_start + kHeaderSize);
-  out.insert(out.begin() + at, key.begin(), key.end());
-  out.insert(out.begin() + at, std::begin(size), std::end(size));
+  const std::size_t at = frame_start + kHeaderSize;
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(at), sizeof n + key.size(), 0);
+  std::memcpy(out.data() + at, &n, sizeof n);
+  if (!key.empty()) std::memcpy(out.data() + at + sizeof n, key.data(), key.size());
   std::uint32_t length;
   std::memcpy(&length, out.data() + frame_start, sizeof length);
-  length += static_cast<std::uint32_t>(sizeof size + key.size());
+  length += static_cast<std::uint32_t>(sizeof n + key.size());
   std::memcpy(out.data() + frame_start, &length, sizeof length);
   out[frame_start + kLengthFieldSize] |= kIdempotent;
 }

@@ -33,7 +33,6 @@
 #include <poll.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +47,7 @@
 #include <memory>
 #include <mutex>
 #include <pasyn/pasyn.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <random>
 #include <string>
 #include <thread>
@@ -235,13 +235,9 @@ class Adversary {
 
   void refused(Clock::time_point until) {
     while (Clock::now() < until) {
-      const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
-      if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      const int fd = pasyn::proto::connect_unix(socket_);
+      if (fd < 0) {
         // The daemon may refuse at the listen backlog: that is a refusal too.
-        if (fd >= 0) ::close(fd);
         std::this_thread::sleep_for(10ms);
         continue;
       }

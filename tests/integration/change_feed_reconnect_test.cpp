@@ -31,10 +31,8 @@ class CuttingProxy {
   CuttingProxy(std::string path, std::string target, std::size_t cut_after)
       : path_(std::move(path)), target_(std::move(target)), cut_after_(cut_after) {
     listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
-    if (::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+    const auto addr = pasyn::proto::unix_address(path_);
+    if (!addr || ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0 ||
         ::listen(listen_fd_, 8) != 0) {
       ADD_FAILURE() << "cannot listen at " << path_ << ": " << std::strerror(errno);
     }

@@ -258,10 +258,9 @@ TEST_F(CliTest, SocketNobodyListensOnFails) {
   const std::string stale = dir_.file("stale.sock");
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, stale.c_str(), sizeof addr.sun_path - 1);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const auto addr = pasyn::proto::unix_address(stale);
+  ASSERT_TRUE(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
   ::close(fd);
 
   for (const auto& path : {stale, dir_.file("missing.sock")}) {

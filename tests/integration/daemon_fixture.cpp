@@ -175,12 +175,11 @@ bool NotifyListener::Message::has(std::string_view prefix) const {
 }
 
 NotifyListener::NotifyListener(std::string path) : path_(std::move(path)) {
+  const auto addr = proto::unix_address(path_);
+  if (!addr) throw std::runtime_error("not a Unix socket path: " + path_);
   fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  if (::bind(fd_, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0) {
     const std::string why = std::strerror(errno);
     ::close(fd_);
     throw std::runtime_error("bind " + path_ + ": " + why);
@@ -245,19 +244,6 @@ std::vector<NotifyListener::Message> NotifyListener::between(std::string_view pr
 }
 
 // ---- RawPeer ----------------------------------------------------------------------------------
-
-int connect_unix(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 bool RawPeer::send(const std::vector<std::uint8_t>& bytes) {
   std::size_t sent = 0;

@@ -21,6 +21,7 @@
 #include <optional>
 #include <pasyn/pasyn.hpp>
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -109,8 +110,8 @@ Completed run_to_completion(const std::vector<std::string>& args, const TempDir&
                             const std::vector<std::string>& env = {},
                             Clock::duration timeout = 30s);
 
-/// A connected AF_UNIX stream socket, or -1.
-int connect_unix(const std::string& path);
+/// A connected AF_UNIX stream socket, or -1 (the proto library's, shared with the bench).
+using proto::connect_unix;
 
 /// Receives what a daemon sends to $NOTIFY_SOCKET (sd_notify(3)): binds a datagram socket at
 /// `path` and collects every datagram, with its arrival time, on a thread of its own.

@@ -553,10 +553,9 @@ TEST_F(DaemonTest, StaleSocketFileIsReplacedAndServed) {
   {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ASSERT_GE(fd, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, sock_.c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const auto addr = pasyn::proto::unix_address(sock_);
+    ASSERT_TRUE(addr);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
     ::close(fd);  // leaves the socket file behind, with nobody accepting on it
   }
   struct stat st {};

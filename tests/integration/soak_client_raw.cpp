@@ -2,7 +2,6 @@
 // frames it sends (soak_client.hpp).
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <array>
@@ -11,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <pasyn/proto/codec.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,19 +19,6 @@
 
 namespace pasyn::soak {
 namespace {
-
-int connect_unix(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 void append_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
@@ -46,7 +33,7 @@ constexpr std::array<std::uint8_t, 12> kUnknownTypes{0x00, 0x0F, 0x10, 0x1F, 0x2
 
 }  // namespace
 
-RawSocket::RawSocket(const std::string& path) : fd_(connect_unix(path)) {}
+RawSocket::RawSocket(const std::string& path) : fd_(proto::connect_unix(path)) {}
 
 RawSocket::~RawSocket() {
   if (fd_ >= 0) ::close(fd_);

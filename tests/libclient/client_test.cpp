@@ -2,13 +2,13 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <future>
 #include <pasyn/pasyn.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 #include <thread>
 
 namespace {
@@ -351,10 +351,9 @@ TEST_F(ClientTest, ADaemonThatNeverAnswersTheHandshakeTimesOutTheConstructor) {
   const std::string path = dir_.file("silent.sock");
   const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const auto addr = pasyn::proto::unix_address(path);
+  ASSERT_TRUE(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
   ASSERT_EQ(::listen(fd, 1), 0);
   pasyn::ClientOptions options;
   options.connect_timeout = std::chrono::milliseconds(300);

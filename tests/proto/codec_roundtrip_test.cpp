@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -75,6 +76,35 @@ TEST(TransactionBit, IsAllowedOnlyOnTheExecuteFamily) {
     const auto flagged = static_cast<std::uint8_t>(t | kInTransaction);
     EXPECT_FALSE(in_transaction(flagged)) << int(t);
     EXPECT_EQ(base_type(flagged), flagged);  // stays an unknown type
+  }
+}
+
+TEST(IdempotencyKey, PrecedesTheStatementPayloadAndSetsTheKeyBit) {
+  Bytes wire;
+  encode_empty(wire, MsgType::kPing, 1);  // a frame before it stays untouched
+  const Bytes before = wire;
+  const std::size_t start = wire.size();
+  encode_statement(wire, MsgType::kExecute, 5, "SELECT ?", {std::string("v")});
+  for (const std::string& key : {std::string("k"), std::string(kMaxIdempotencyKey, 'x')}) {
+    Bytes keyed = wire;
+    add_idempotency_key(keyed, start, key);
+    EXPECT_TRUE(std::equal(before.begin(), before.end(), keyed.begin()));
+    const Frame f =
+        only_frame(Bytes(keyed.begin() + static_cast<std::ptrdiff_t>(start), keyed.end()));
+    EXPECT_EQ(f.type, byte(MsgType::kExecute) | kIdempotent);
+    EXPECT_EQ(f.request_id, 5u);
+    PayloadReader r(f.payload);
+    std::string_view got;
+    ASSERT_TRUE(r.string(got));
+    EXPECT_EQ(got, key);
+    Statement m;
+    std::string why;
+    ASSERT_TRUE(decode_statement(
+        std::span<const std::uint8_t>(f.payload).subspan(sizeof(std::uint32_t) + key.size()), m,
+        why))
+        << why;
+    EXPECT_EQ(m.sql, "SELECT ?");
+    EXPECT_EQ(keyed.size(), wire.size() + sizeof(std::uint32_t) + key.size());
   }
 }
 

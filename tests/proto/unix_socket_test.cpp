@@ -1,0 +1,80 @@
+// The Unix-socket helpers every part shares (proto/include/pasyn/proto/unix_socket.hpp): an
+// address is never truncated, and a connection reports why it failed.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <pasyn/proto/unix_socket.hpp>
+#include <string>
+
+namespace {
+
+using pasyn::proto::connect_unix;
+using pasyn::proto::unix_address;
+
+constexpr std::size_t kLongest = sizeof(sockaddr_un::sun_path) - 1;  // 107 on Linux
+
+TEST(UnixAddress, HoldsThePathWithItsTerminator) {
+  const auto addr = unix_address("/run/pasyn/x.sock");
+  ASSERT_TRUE(addr);
+  EXPECT_EQ(addr->sun_family, AF_UNIX);
+  EXPECT_STREQ(addr->sun_path, "/run/pasyn/x.sock");
+}
+
+TEST(UnixAddress, TakesTheLongestPathThatFitsAndRefusesOneByteMore) {
+  const std::string fits(kLongest, 'a');
+  const auto addr = unix_address(fits);
+  ASSERT_TRUE(addr);
+  EXPECT_EQ(std::string(addr->sun_path), fits);
+  // A truncated path would name another file: refused, never shortened.
+  EXPECT_FALSE(unix_address(fits + "b"));
+}
+
+TEST(UnixAddress, RefusesAnEmptyPathAndOneHoldingANul) {
+  EXPECT_FALSE(unix_address(""));
+  EXPECT_FALSE(unix_address(std::string("/tmp/a\0b", 8)));
+}
+
+class ConnectUnix : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/pasyn-unix-socket-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    ::unlink((dir_ + "/s").c_str());
+    ::rmdir(dir_.c_str());
+  }
+  std::string dir_;
+};
+
+TEST_F(ConnectUnix, ConnectsToAListeningSocketCloseOnExec) {
+  const std::string path = dir_ + "/s";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  const auto addr = unix_address(path);
+  ASSERT_TRUE(addr);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  const int fd = connect_unix(path);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+  ::close(fd);
+  ::close(listener);
+}
+
+TEST_F(ConnectUnix, ReportsWhyItFailed) {
+  errno = 0;
+  EXPECT_EQ(connect_unix(dir_ + "/nobody-here"), -1);
+  EXPECT_EQ(errno, ENOENT);
+  errno = 0;
+  EXPECT_EQ(connect_unix(std::string(kLongest + 1, 'a')), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+}
+
+}  // namespace
