@@ -21,7 +21,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -40,6 +39,7 @@
 
 #include <pasyn/proto/codec.hpp>
 #include <pasyn/proto/feed.hpp>
+#include <pasyn/proto/unix_socket.hpp>
 
 #include "config.hpp"
 #include "input.hpp"
@@ -150,14 +150,8 @@ Fixture* g_fixture = nullptr;
 class Connection {
  public:
   explicit Connection(const std::string& path) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) finding(std::string("socket(): ") + std::strerror(errno));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      finding("cannot connect to the server: " + std::string(std::strerror(errno)));
-    }
+    fd_ = proto::connect_unix(path);
+    if (fd_ < 0) finding("cannot connect to the server: " + std::string(std::strerror(errno)));
     ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
   }
   ~Connection() { ::close(fd_); }

@@ -34,7 +34,8 @@ class CuttingProxy {
     const auto addr = pasyn::proto::unix_address(path_);
     if (!addr || ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0 ||
         ::listen(listen_fd_, 8) != 0) {
-      ADD_FAILURE() << "cannot listen at " << path_ << ": " << std::strerror(errno);
+      ADD_FAILURE() << "cannot listen at " << path_ << ": "
+                    << (addr ? std::strerror(errno) : "not a Unix socket path");
     }
     thread_ = std::thread([this] { run(); });
   }

@@ -47,6 +47,7 @@ class ConnectUnix : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override {
+    if (dir_.empty()) return;  // mkdtemp failed: nothing was made
     ::unlink((dir_ + "/s").c_str());
     ::rmdir(dir_.c_str());
   }
@@ -75,6 +76,26 @@ TEST_F(ConnectUnix, ReportsWhyItFailed) {
   errno = 0;
   EXPECT_EQ(connect_unix(std::string(kLongest + 1, 'a')), -1);
   EXPECT_EQ(errno, ENAMETOOLONG);
+  for (const std::string& bad : {std::string(), std::string("/tmp/a\0b", 8)}) {
+    errno = 0;
+    EXPECT_EQ(connect_unix(bad), -1);
+    EXPECT_EQ(errno, EINVAL);
+  }
+}
+
+// A socket file nobody listens on (a daemon that died): ECONNREFUSED, which is how the daemon's
+// start tells a stale socket it may replace from one in use (daemon/src/paths.cpp).
+TEST_F(ConnectUnix, ASocketNobodyListensOnRefuses) {
+  const std::string path = dir_ + "/s";
+  const int bound = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(bound, 0);
+  const auto addr = unix_address(path);
+  ASSERT_TRUE(addr);
+  ASSERT_EQ(::bind(bound, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
+  ::close(bound);  // the file stays, with nobody behind it
+  errno = 0;
+  EXPECT_EQ(connect_unix(path), -1);
+  EXPECT_EQ(errno, ECONNREFUSED);
 }
 
 }  // namespace

@@ -30,17 +30,17 @@ inline std::optional<sockaddr_un> unix_address(std::string_view path) noexcept {
   return addr;
 }
 
-/// A blocking, close-on-exec connection of `type` (SOCK_STREAM, SOCK_DGRAM) to the Unix socket
-/// at `path`: its descriptor, or -1 with errno set (ENAMETOOLONG for a path unix_address()
-/// refuses). For tools and tests; the client library connects without blocking, within its
+/// A blocking, close-on-exec stream connection to the Unix socket at `path`: its descriptor, or
+/// -1 with errno set (for a path unix_address() refuses: ENAMETOOLONG if it is too long, else
+/// EINVAL). For tools and tests; the client library connects without blocking, within its
 /// connect timeout (libclient/src/handshake.cpp).
-inline int connect_unix(std::string_view path, int type = SOCK_STREAM) noexcept {
+inline int connect_unix(std::string_view path) noexcept {
   const auto addr = unix_address(path);
   if (!addr) {
-    errno = ENAMETOOLONG;
+    errno = path.size() >= sizeof addr->sun_path ? ENAMETOOLONG : EINVAL;
     return -1;
   }
-  const int fd = ::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0) {
     const int err = errno;
