@@ -48,21 +48,30 @@ class ConnectUnix : public ::testing::Test {
   }
   void TearDown() override {
     if (dir_.empty()) return;  // mkdtemp failed: nothing was made
-    ::unlink((dir_ + "/s").c_str());
+    ::unlink(path().c_str());
     ::rmdir(dir_.c_str());
   }
+  // A stream socket bound at path() (its file made), or -1 with a test failure.
+  int bound_socket() const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const auto addr = unix_address(path());
+    if (fd < 0 || !addr ||
+        ::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0) {
+      ADD_FAILURE() << "cannot bind at " << path() << ": " << std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  std::string path() const { return dir_ + "/s"; }
   std::string dir_;
 };
 
 TEST_F(ConnectUnix, ConnectsToAListeningSocketCloseOnExec) {
-  const std::string path = dir_ + "/s";
-  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int listener = bound_socket();
   ASSERT_GE(listener, 0);
-  const auto addr = unix_address(path);
-  ASSERT_TRUE(addr);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
   ASSERT_EQ(::listen(listener, 1), 0);
-  const int fd = connect_unix(path);
+  const int fd = connect_unix(path());
   ASSERT_GE(fd, 0) << std::strerror(errno);
   EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
   ::close(fd);
@@ -86,15 +95,11 @@ TEST_F(ConnectUnix, ReportsWhyItFailed) {
 // A socket file nobody listens on (a daemon that died): ECONNREFUSED, which is how the daemon's
 // start tells a stale socket it may replace from one in use (daemon/src/paths.cpp).
 TEST_F(ConnectUnix, ASocketNobodyListensOnRefuses) {
-  const std::string path = dir_ + "/s";
-  const int bound = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int bound = bound_socket();
   ASSERT_GE(bound, 0);
-  const auto addr = unix_address(path);
-  ASSERT_TRUE(addr);
-  ASSERT_EQ(::bind(bound, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr), 0);
   ::close(bound);  // the file stays, with nobody behind it
   errno = 0;
-  EXPECT_EQ(connect_unix(path), -1);
+  EXPECT_EQ(connect_unix(path()), -1);
   EXPECT_EQ(errno, ECONNREFUSED);
 }
 
