@@ -81,22 +81,22 @@ struct ResultCounts {
   std::int64_t last_rowid = 0;
 };
 
-inline proto::Result decode_result(const proto::FrameView& f);
-
-inline ResultCounts decode_result_counts(const proto::FrameView& f) {
-  expect(f, proto::MsgType::kResult);
-  ResultCounts c;
-  if (proto::decode_result_counts(f.payload, c.changes, c.last_rowid)) return c;
-  const proto::Result r = decode_result(f);
-  return {r.changes, r.last_rowid};
-}
-
 inline proto::Result decode_result(const proto::FrameView& f) {
   expect(f, proto::MsgType::kResult);
   proto::Result r;
   std::string why;
   if (!proto::decode_result(f.payload, r, why)) throw_protocol(why);
   return r;
+}
+
+inline ResultCounts decode_result_counts(const proto::FrameView& f) {
+  ResultCounts c;
+  if (f.type == static_cast<std::uint8_t>(proto::MsgType::kResult) &&
+      proto::decode_result_counts(f.payload, c.changes, c.last_rowid)) {
+    return c;
+  }
+  const proto::Result r = decode_result(f);  // any other frame: checked and read whole
+  return {r.changes, r.last_rowid};
 }
 
 inline void decode_nothing(const proto::FrameView& f, proto::MsgType type) {
