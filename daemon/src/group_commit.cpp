@@ -187,7 +187,7 @@ void Writer::process(RequestQueue& work) {
         flush();
         run_alone(r);
       } else {
-        const std::size_t bytes = r.payload.size();
+        const std::size_t bytes = r.bytes();
         if (batch_bytes + bytes > kMaxBatchBytes) flush();  // r starts the next batch
         batch_bytes += bytes;
         batch.push_back(std::move(r));
@@ -408,7 +408,7 @@ Writer::AttemptEnd Writer::attempt(std::vector<Request>& batch, std::vector<Outc
   if (exec_internal(commit_)) {
     batch_committed_ = true;
     std::size_t bytes = 0;
-    for (const auto& r : batch) bytes += r.payload.size();
+    for (const auto& r : batch) bytes += r.bytes();
     record_commit(Clock::now() - commit_started, batch.size(), bytes);
     return {AttemptEnd::kDone};
   }

@@ -292,8 +292,14 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   // idempotency key comes first (PROTOCOL.md §6.3).
   std::span<const std::uint8_t> body;
   if (r.type >= MsgType::kExecute && r.type <= MsgType::kExecuteScript) {
-    server_.copy_payload(f.payload, r.payload);
-    body = r.payload;
+    if (auto frame = decoder_.take_frame_buffer()) {  // large: f.payload stays where it is
+      r.frame = std::move(frame);
+      r.frame_bytes = f.payload.size();
+      body = f.payload;
+    } else {
+      server_.copy_payload(f.payload, r.payload);
+      body = r.payload;
+    }
     if (proto::has_idempotency_key(f.type)) {
       proto::PayloadReader reader(body);
       if (!reader.string(r.key) || r.key.empty() || r.key.size() > proto::kMaxIdempotencyKey) {

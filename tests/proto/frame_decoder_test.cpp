@@ -263,6 +263,82 @@ TEST(FrameDecoder, GrowsGeometricallyWithTheBytesOfALargeFrameAndStillReassemble
   EXPECT_LT(reallocations, 20u);               // doubling, not one step per read
 }
 
+// Feeds `wire` to `decoder` in reads of at most `chunk` bytes until a frame (or an error) comes.
+Status read_until_frame(FrameDecoder& decoder, const Bytes& wire, std::size_t& pos, FrameView& view,
+                        std::size_t chunk = 64 * 1024) {
+  Status status = decoder.next(view);
+  while (status == Status::kNeedMore && pos < wire.size()) {
+    const auto space = decoder.prepare(chunk);
+    const std::size_t n = std::min({space.size(), chunk, wire.size() - pos});
+    std::memcpy(space.data(), wire.data() + pos, n);
+    decoder.commit(n);
+    pos += n;
+    status = decoder.next(view);
+  }
+  return status;
+}
+
+TEST(FrameDecoder, HandsOverTheBufferOfALargeFrameThatFillsItAlone) {
+  Bytes wire;
+  encode_script(wire, 7, std::string(1 << 20, 's'));
+  encode_script(wire, 8, std::string(100, 'n'));  // the next frame arrives after the large one
+  const std::size_t first = wire.size() - (kHeaderSize + 4 + 100);
+  FrameDecoder decoder;
+  std::size_t pos = 0;
+  FrameView view;
+  // Reads end exactly where the large frame ends: nothing of the next one is buffered.
+  const Bytes large(wire.begin(), wire.begin() + static_cast<std::ptrdiff_t>(first));
+  ASSERT_EQ(read_until_frame(decoder, large, pos, view), Status::kFrame) << decoder.error();
+  const std::span<const std::uint8_t> payload = view.payload;
+  FrameDecoder::Buffer taken = decoder.take_frame_buffer();
+  ASSERT_NE(taken, nullptr);
+  EXPECT_EQ(decoder.capacity(), 0u);
+  EXPECT_EQ(decoder.buffered(), 0u);
+  EXPECT_EQ(decoder.take_frame_buffer(), nullptr);  // once
+
+  // The decoder goes on with a buffer of its own (the next frame would overwrite the taken one's
+  // payload otherwise); the taken one still holds the frame.
+  decoder.feed(std::span<const std::uint8_t>(wire).subspan(first));
+  FrameView next;
+  ASSERT_EQ(decoder.next(next), Status::kFrame);
+  EXPECT_EQ(next.request_id, 8u);
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), wire.begin() + kHeaderSize));
+  EXPECT_GE(payload.data(), taken.get());
+}
+
+TEST(FrameDecoder, KeepsItsBufferWhenTheFrameIsSmallOrNotAlone) {
+  // A small frame: copied out by the caller, the buffer stays.
+  Bytes small;
+  encode_empty(small, MsgType::kPing, 1);
+  FrameDecoder decoder;
+  FrameView view;
+  EXPECT_EQ(decoder.take_frame_buffer(), nullptr);  // no frame yet
+  decoder.feed(small);
+  ASSERT_EQ(decoder.next(view), Status::kFrame);
+  EXPECT_EQ(decoder.take_frame_buffer(), nullptr);
+  EXPECT_GT(decoder.capacity(), 0u);
+
+  // A large frame with the start of the next one behind it in the same buffer.
+  Bytes wire;
+  encode_script(wire, 2, std::string(256 << 10, 'x'));
+  encode_empty(wire, MsgType::kPing, 3);
+  FrameDecoder mixed;
+  std::size_t pos = 0;
+  ASSERT_EQ(read_until_frame(mixed, wire, pos, view, wire.size()), Status::kFrame);
+  EXPECT_EQ(mixed.take_frame_buffer(), nullptr);
+  ASSERT_EQ(mixed.next(view), Status::kFrame);  // the ping is still there
+  EXPECT_EQ(view.request_id, 3u);
+
+  // A large frame, then a read: what next() returned before is no longer the last thing.
+  Bytes alone;
+  encode_script(alone, 4, std::string(256 << 10, 'y'));
+  FrameDecoder later;
+  pos = 0;
+  ASSERT_EQ(read_until_frame(later, alone, pos, view), Status::kFrame);
+  ASSERT_EQ(later.next(view), Status::kNeedMore);
+  EXPECT_EQ(later.take_frame_buffer(), nullptr);
+}
+
 TEST(FrameDecoder, SetMaxFrameCapsTheHandshakeThenRaisesTheLimit) {
   FrameDecoder decoder(kMaxHandshakeFrame);
   Bytes hello;

@@ -156,6 +156,17 @@ class FrameDecoder {
   /// Takes the next complete frame, if any.
   Status next(FrameView& out);
 
+  /// A buffer of the decoder's: from malloc, freed with std::free.
+  struct Free {
+    void operator()(std::uint8_t* p) const noexcept;
+  };
+  using Buffer = std::unique_ptr<std::uint8_t, Free>;
+  /// Right after next() returned a frame that filled a buffer grown for it (larger than the
+  /// buffer an idle connection keeps, holding nothing else), hands that buffer over instead of
+  /// letting the caller copy the frame out: the frame's view stays valid while the caller keeps
+  /// the buffer, and the decoder starts afresh. Otherwise null, and nothing changes.
+  Buffer take_frame_buffer() noexcept;
+
   /// Why the stream was rejected, once next() returned kError.
   const std::string& error() const noexcept { return error_; }
   /// Bytes received but not yet returned as frames.
@@ -171,11 +182,13 @@ class FrameDecoder {
   static constexpr std::size_t kKeepBuffer = 16 * 1024;
   void reallocate(std::size_t size);
 
-  std::unique_ptr<std::uint8_t[]> buf_;  // capacity_ bytes, not zero-filled
+  // capacity_ bytes from malloc, not zero-filled; grown with realloc (see reallocate()).
+  Buffer buf_;
   std::size_t capacity_ = 0;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
-  std::size_t partial_ = 0;  // size of the frame starting at begin_ once its header is seen
+  std::size_t partial_ = 0;   // size of the frame starting at begin_ once its header is seen
+  bool frame_alone_ = false;  // the frame next() just returned filled buf_ from its start
   std::uint32_t max_frame_;
   std::string error_;
 };
