@@ -223,7 +223,9 @@ bool Session::pump_once() {
     const bool go_on = handle_frame(frame, requests);
     // Counted from now until the writer has answered and dropped the request.
     if (requests.size() > before) {
-      requests.back().charge = charge(proto::kHeaderSize + frame.payload.size());
+      // A large frame's whole buffer, if the request holds it (Request::frame).
+      requests.back().charge =
+          charge(std::max(proto::kHeaderSize + frame.payload.size(), requests.back().frame_bytes));
     }
     if (!go_on) break;
   }
@@ -292,9 +294,10 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   // idempotency key comes first (PROTOCOL.md §6.3).
   std::span<const std::uint8_t> body;
   if (r.type >= MsgType::kExecute && r.type <= MsgType::kExecuteScript) {
-    if (auto frame = decoder_.take_frame_buffer()) {  // large: f.payload stays where it is
+    std::size_t held = 0;
+    if (auto frame = decoder_.take_frame_buffer(held)) {  // large: f.payload stays where it is
       r.frame = std::move(frame);
-      r.frame_bytes = f.payload.size();
+      r.frame_bytes = held;
       body = f.payload;
     } else {
       server_.copy_payload(f.payload, r.payload);

@@ -133,10 +133,11 @@ struct Request {
   Clock::time_point arrived;          // set by submit(); for the lock wait
   std::vector<std::uint8_t> payload;  // the frame's payload; the views below point into it
   // Or, for a large frame, the buffer it was received in, taken over from the connection's
-  // decoder instead of copied (payload then stays empty), and the size of its payload.
+  // decoder instead of copied (payload then stays empty), and that buffer's size (at most twice
+  // the frame's; charged to the connection).
   proto::FrameDecoder::Buffer frame;
   std::size_t frame_bytes = 0;
-  /// The request's payload size, wherever it is held.
+  /// The bytes of the request's payload, or of the buffer that holds it.
   std::size_t bytes() const noexcept { return payload.size() + frame_bytes; }
   std::string_view sql;
   std::string_view key;      // idempotency key; empty: none (PROTOCOL.md §6.3)

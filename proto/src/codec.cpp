@@ -173,9 +173,13 @@ FrameDecoder::Status FrameDecoder::next(FrameView& out) {
   return Status::kFrame;
 }
 
-FrameDecoder::Buffer FrameDecoder::take_frame_buffer() noexcept {
-  if (!frame_alone_ || capacity_ <= kKeepBuffer) return nullptr;
+FrameDecoder::Buffer FrameDecoder::take_frame_buffer(std::size_t& held) noexcept {
+  // The frame started at 0 and ended at end_. Only a large frame in a buffer at most twice its
+  // size (one grown for it) is handed over: whoever takes it accounts for the frame's bytes,
+  // and must not be holding a large read buffer for a small frame.
+  if (!frame_alone_ || end_ <= kKeepBuffer || capacity_ > 2 * end_) return nullptr;
   frame_alone_ = false;
+  held = capacity_;
   capacity_ = begin_ = end_ = 0;
   return std::move(buf_);
 }

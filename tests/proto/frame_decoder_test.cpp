@@ -290,11 +290,14 @@ TEST(FrameDecoder, HandsOverTheBufferOfALargeFrameThatFillsItAlone) {
   const Bytes large(wire.begin(), wire.begin() + static_cast<std::ptrdiff_t>(first));
   ASSERT_EQ(read_until_frame(decoder, large, pos, view), Status::kFrame) << decoder.error();
   const std::span<const std::uint8_t> payload = view.payload;
-  FrameDecoder::Buffer taken = decoder.take_frame_buffer();
+  std::size_t held = 0;
+  FrameDecoder::Buffer taken = decoder.take_frame_buffer(held);
   ASSERT_NE(taken, nullptr);
+  EXPECT_GE(held, first);  // the whole frame, header included
+  EXPECT_LE(held, 2 * first);
   EXPECT_EQ(decoder.capacity(), 0u);
   EXPECT_EQ(decoder.buffered(), 0u);
-  EXPECT_EQ(decoder.take_frame_buffer(), nullptr);  // once
+  EXPECT_EQ(decoder.take_frame_buffer(held), nullptr);  // once
 
   // The decoder goes on with a buffer of its own (the next frame would overwrite the taken one's
   // payload otherwise); the taken one still holds the frame.
@@ -312,11 +315,32 @@ TEST(FrameDecoder, KeepsItsBufferWhenTheFrameIsSmallOrNotAlone) {
   encode_empty(small, MsgType::kPing, 1);
   FrameDecoder decoder;
   FrameView view;
-  EXPECT_EQ(decoder.take_frame_buffer(), nullptr);  // no frame yet
+  std::size_t held = 0;
+  EXPECT_EQ(decoder.take_frame_buffer(held), nullptr);  // no frame yet
   decoder.feed(small);
   ASSERT_EQ(decoder.next(view), Status::kFrame);
-  EXPECT_EQ(decoder.take_frame_buffer(), nullptr);
+  EXPECT_EQ(decoder.take_frame_buffer(held), nullptr);
   EXPECT_GT(decoder.capacity(), 0u);
+
+  // A small frame alone in a large read buffer (a connection reading 64 KiB at a time): the
+  // request would hold the whole buffer for a few bytes.
+  FrameDecoder reading;
+  const auto space = reading.prepare(64 * 1024);
+  std::copy(small.begin(), small.end(), space.begin());
+  reading.commit(small.size());
+  ASSERT_EQ(reading.next(view), Status::kFrame);
+  EXPECT_GE(reading.capacity(), 64u * 1024);
+  EXPECT_EQ(reading.take_frame_buffer(held), nullptr);
+
+  // A frame just over the kept size in a buffer more than twice as large.
+  Bytes medium;
+  encode_script(medium, 5, std::string(20 << 10, 'm'));
+  FrameDecoder roomy;
+  const auto room = roomy.prepare(256 * 1024);
+  std::copy(medium.begin(), medium.end(), room.begin());
+  roomy.commit(medium.size());
+  ASSERT_EQ(roomy.next(view), Status::kFrame);
+  EXPECT_EQ(roomy.take_frame_buffer(held), nullptr);
 
   // A large frame with the start of the next one behind it in the same buffer.
   Bytes wire;
@@ -325,7 +349,7 @@ TEST(FrameDecoder, KeepsItsBufferWhenTheFrameIsSmallOrNotAlone) {
   FrameDecoder mixed;
   std::size_t pos = 0;
   ASSERT_EQ(read_until_frame(mixed, wire, pos, view, wire.size()), Status::kFrame);
-  EXPECT_EQ(mixed.take_frame_buffer(), nullptr);
+  EXPECT_EQ(mixed.take_frame_buffer(held), nullptr);
   ASSERT_EQ(mixed.next(view), Status::kFrame);  // the ping is still there
   EXPECT_EQ(view.request_id, 3u);
 
@@ -336,7 +360,7 @@ TEST(FrameDecoder, KeepsItsBufferWhenTheFrameIsSmallOrNotAlone) {
   pos = 0;
   ASSERT_EQ(read_until_frame(later, alone, pos, view), Status::kFrame);
   ASSERT_EQ(later.next(view), Status::kNeedMore);
-  EXPECT_EQ(later.take_frame_buffer(), nullptr);
+  EXPECT_EQ(later.take_frame_buffer(held), nullptr);
 }
 
 TEST(FrameDecoder, SetMaxFrameCapsTheHandshakeThenRaisesTheLimit) {

@@ -161,11 +161,12 @@ class FrameDecoder {
     void operator()(std::uint8_t* p) const noexcept;
   };
   using Buffer = std::unique_ptr<std::uint8_t, Free>;
-  /// Right after next() returned a frame that filled a buffer grown for it (larger than the
-  /// buffer an idle connection keeps, holding nothing else), hands that buffer over instead of
-  /// letting the caller copy the frame out: the frame's view stays valid while the caller keeps
-  /// the buffer, and the decoder starts afresh. Otherwise null, and nothing changes.
-  Buffer take_frame_buffer() noexcept;
+  /// Right after next() returned a frame that filled a buffer grown for it (a frame larger than
+  /// the buffer an idle connection keeps, alone in a buffer at most twice its size), hands that
+  /// buffer over instead of letting the caller copy the frame out: the frame's view stays valid
+  /// while the caller keeps the buffer, and the decoder starts afresh; `held` is set to the
+  /// buffer's size. Otherwise null, and nothing changes.
+  Buffer take_frame_buffer(std::size_t& held) noexcept;
 
   /// Why the stream was rejected, once next() returned kError.
   const std::string& error() const noexcept { return error_; }
