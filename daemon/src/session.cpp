@@ -290,8 +290,8 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   r.id = f.request_id;
   r.uid = static_cast<std::uint32_t>(cred_.uid);
   bool ok = false;
-  // The execute family keeps one copy of the payload and reads SQL and values in place; an
-  // idempotency key comes first (PROTOCOL.md §6.3).
+  // The execute family keeps the payload (a copy, or for a large frame the buffer it arrived
+  // in) and reads SQL and values in place; an idempotency key comes first (PROTOCOL.md §6.3).
   std::span<const std::uint8_t> body;
   if (r.type >= MsgType::kExecute && r.type <= MsgType::kExecuteScript) {
     std::size_t held = 0;
