@@ -95,6 +95,7 @@
 #include <unordered_set>
 
 #include "handshake.hpp"
+#include "outbox.hpp"
 #include "process.hpp"
 #include "reply.hpp"
 #include "waiter.hpp"
@@ -178,16 +179,17 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       wait_for_slot(lk, bound);
     }
     const std::uint64_t id = next_id_++;
-    const std::size_t before = outbox_.size();
+    std::vector<std::uint8_t>& out = outbox_.buffer();
+    const std::size_t before = out.size();
     try {
-      encode(outbox_, id);
+      encode(out, id);
     } catch (...) {  // never leave half a frame in the stream
-      outbox_.resize(before);
+      out.resize(before);
       throw;
     }
-    const std::size_t size = outbox_.size() - before;
+    const std::size_t size = out.size() - before;
     if (size > max_frame_) {
-      outbox_.resize(before);
+      out.resize(before);
       throw DataError("request of " + std::to_string(size) +
                           " bytes exceeds the daemon's maximum frame size of " +
                           std::to_string(max_frame_) + " bytes (--max-frame)",
@@ -197,7 +199,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
     try {
       add_pending(id, std::move(completion));
     } catch (...) {  // not registered: never sent either
-      outbox_.resize(before);
+      out.resize(before);
       throw;
     }
     Sent sent{id, generation_};
@@ -616,7 +618,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::chrono::milliseconds backoff_{25};               // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
   std::mutex connect_mu_;                               // one reconnect at a time
-  std::vector<std::uint8_t> outbox_;                    // GUARDED_BY(mu_)
+  detail::Outbox outbox_;                               // GUARDED_BY(mu_)
   bool write_scheduled_ = false;                        // GUARDED_BY(mu_)
   // The pending requests. A delivered request's node is kept (spare_nodes_) and reused by the
   // next, so that a request in the steady state allocates nothing. (Not a

@@ -23,21 +23,19 @@ namespace pasyn {
 // wake-up per request when idle). Whatever the socket does not take at once is left to the
 // I/O thread. REQUIRES: mu_ held, state_ kOpen, no write scheduled.
 void MultiplexedClient::Impl::send_now() {
-  const std::size_t sent = proto::send_nonblocking(conn_->fd, outbox_.data(), outbox_.size());
-  if (sent == outbox_.size()) {
-    outbox_.clear();
-    return;
-  }
-  outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
+  const auto unsent = outbox_.unsent();
+  outbox_.consume(proto::send_nonblocking(conn_->fd, unsent.data(), unsent.size()));
+  if (outbox_.empty()) return;
   schedule_write();  // a full socket, or an error the I/O thread's send then reports
 }
 
 // The I/O thread sends what the socket takes of the outbox; clears write_scheduled_ once it is
 // empty. Returns 0, or the errno of a failed send. REQUIRES: mu_ held, conn_.
 int MultiplexedClient::Impl::flush_outbox() {
-  const std::size_t sent = proto::send_nonblocking(conn_->fd, outbox_.data(), outbox_.size());
+  const auto unsent = outbox_.unsent();
+  const std::size_t sent = proto::send_nonblocking(conn_->fd, unsent.data(), unsent.size());
   const int error = errno;
-  outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(sent));
+  outbox_.consume(sent);
   if (outbox_.empty()) {
     write_scheduled_ = false;
     return 0;
