@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--quick", s.quick,
-               "shorter runs, one repetition (three of inflight1000 and execute_many_100k, two "
-               "of feed16), fewer rows: about a minute on 2 cores");
+               "shorter runs, one repetition (three of inflight1000, execute_many_100k and "
+               "clients1000, two of feed16), fewer rows: about a minute on 2 cores");
   app.add_flag("--json", json, "print one JSON object instead of the table");
   std::vector<std::string> accepted = kRowNames;
   accepted.insert(accepted.end(), {"idle_round_trip_p50", "idle_round_trip_p99",

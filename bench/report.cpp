@@ -127,7 +127,8 @@ void print_table(const std::vector<RowResult>& rows,
               get("sqlite").c_str(), get("temp_fs").c_str());
   std::string exceptions;  // the rows that run another number of repetitions (rows.hpp)
   if (s.count_reps != s.reps) {
-    exceptions += ", " + std::to_string(s.count_reps) + " of inflight1000 and execute_many_100k";
+    exceptions +=
+        ", " + std::to_string(s.count_reps) + " of inflight1000, execute_many_100k and clients1000";
   }
   if (s.reps % 2 != 0) exceptions += ", " + std::to_string(s.reps + 1) + " of feed16";
   std::printf("%d repetition%s per row (median)%s, %s s per timed run%s\n\n", s.reps,

@@ -14,9 +14,11 @@ namespace pasyn_bench {
 
 struct Settings {
   int reps = 3;
-  // Repetitions of the two rows that time a fixed count of rows (inflight1000,
-  // execute_many_100k) rather than a duration: each takes well under a second, and one alone
-  // swings by a third on a noisy machine, so --quick keeps three of them. --reps sets both.
+  // Repetitions of the rows whose one run alone swings by a third or more on a noisy machine,
+  // so --quick keeps three of them: the two that time a fixed count of rows rather than a
+  // duration (inflight1000, execute_many_100k: each takes well under a second), and clients1000
+  // (1,000 clients for --quick's 1.5 s: 0.77-1.23 in one session's quick runs, one machine,
+  // where its full runs' medians were 0.96-1.28). --reps sets both.
   int count_reps = 3;
   double seconds = 5;
   bool quick = false;

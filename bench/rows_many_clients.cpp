@@ -33,8 +33,8 @@ std::vector<RowResult> row_clients1000(Context& ctx, const Settings& s) {
     fs::remove_all(dir);
     return t;
   };
-  for (int rep = 0; rep < s.reps; ++rep) {
-    progress(ctx, rep_label("clients1000", rep, s.reps));
+  for (int rep = 0; rep < s.count_reps; ++rep) {
+    progress(ctx, rep_label("clients1000", rep, s.count_reps));
     double rss = kNaN;
     few.add(measure(4, rss));
     rss_few.push_back(rss);
