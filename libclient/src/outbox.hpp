@@ -22,8 +22,9 @@ class Outbox {
  public:
   static constexpr std::size_t kKeptCapacity = 1u << 20;
 
-  /// Where requests are encoded: append past size() only. Bytes before size() that were
-  /// appended by the same caller may be cut again (resize back) before anything else happens.
+  /// Where requests are encoded: only appended to. A caller may cut back what it appended
+  /// itself (resize to the size it found) before anything else uses the outbox, never further:
+  /// the bytes before that size may be partly sent.
   std::vector<std::uint8_t>& buffer() noexcept { return bytes_; }
   /// The bytes still to send.
   std::span<const std::uint8_t> unsent() const noexcept {
