@@ -13,7 +13,8 @@
 namespace pasyn_bench {
 
 // writers: `threads` threads each inserting one row at a time, waiting for each, until the
-// deadline. backend=pasyn: one MultiplexedClient shared by the threads (target = socket);
+// deadline. backend=pasyn: one MultiplexedClient shared by the threads (target = socket), or one
+// per thread with connections=per_thread (not a bench row: for comparing the two by hand);
 // backend=direct: one SQLite connection per thread (target = database).
 void worker_writers(const Args& a) {
   const std::string backend = arg(a, "backend");
@@ -22,11 +23,15 @@ void worker_writers(const Args& a) {
   const double seconds = arg_double(a, "seconds");
   const bool full = arg(a, "sync") == "full";
   const std::int64_t base = arg_int(a, "base");
-  std::optional<pasyn::MultiplexedClient> client;
-  if (backend == "pasyn") client.emplace(target, client_options());
+  const bool per_thread = a.count("connections") && a.at("connections") == "per_thread";
+  std::optional<pasyn::MultiplexedClient> shared;
+  if (backend == "pasyn" && !per_thread) shared.emplace(target, client_options());
 
   run_threads_and_report(threads, seconds, [&](int t, StartGate& gate, ThreadStats& s) {
     const std::int64_t id = base + t;
+    std::optional<pasyn::MultiplexedClient> own;
+    if (backend == "pasyn" && per_thread) own.emplace(target, client_options());
+    pasyn::MultiplexedClient* client = own ? &*own : shared ? &*shared : nullptr;
     if (client) {
       const pasyn::Params params{id, std::string(kPayload)};
       if (!gate.arrive_and_wait()) return;
