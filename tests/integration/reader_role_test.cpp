@@ -1,6 +1,7 @@
 // The reader role (leader/follower, client_impl.hpp), against the real pasyn-writerd: a lone
 // synchronous caller reads its own reply, so the client's I/O thread sleeps through sequential
-// calls; the role passes between callers, and to the I/O thread for asynchronous completions,
+// calls (and through concurrent ones, whose callers also send their own requests); the role
+// passes between callers, and to the I/O thread for asynchronous completions,
 // so that every reply reaches its caller; a reader that times out, is closed under, or loses
 // the daemon lets go promptly; an idle client notices that the daemon has gone.
 #include <signal.h>
@@ -103,6 +104,37 @@ TEST_F(ReaderRoleTest, TheIoThreadSleepsThroughSequentialSynchronousCalls) {
   EXPECT_LT(woken, kCalls / 10) << "the I/O thread woke " << woken << " times for " << kCalls
                                 << " sequential calls";
   EXPECT_EQ(rows(), kCalls + 1);
+}
+
+// Threads sharing one client, each waiting for its own call: every caller sends its request
+// itself, also while the others' replies are outstanding, and the replies are read by the
+// callers (the reader role passes among them), so the I/O thread has nothing to do. Handing the
+// request to the I/O thread instead cost a wake-up of it per request (client_impl.hpp).
+TEST_F(ReaderRoleTest, TheIoThreadSleepsThroughConcurrentSynchronousCalls) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = connect_client();
+  client.execute("INSERT INTO kv (k) VALUES ('warm-up')");
+  const auto io = client_io_threads();
+  ASSERT_EQ(io.size(), 1u);
+  const long before = voluntary_switches(io[0]);
+  ASSERT_GE(before, 0);
+  constexpr int kThreads = 4, kCalls = 500;
+  std::vector<std::future<int>> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.push_back(std::async(std::launch::async, [&client, t] {
+      int done = 0;
+      for (int i = 0; i < kCalls; ++i) {
+        done += static_cast<int>(client.execute("INSERT INTO kv (k, who) VALUES ('con', ?)", {t}));
+      }
+      return done;
+    }));
+  }
+  for (auto& t : threads) EXPECT_EQ(within_hang_bound(t, "a caller"), kCalls);
+  const long woken = voluntary_switches(io[0]) - before;
+  EXPECT_LT(woken, kThreads * kCalls / 10)
+      << "the I/O thread woke " << woken << " times for " << kThreads * kCalls
+      << " synchronous calls from " << kThreads << " threads";
+  EXPECT_EQ(rows(), kThreads * kCalls + 1);
 }
 
 // Asynchronous calls one at a time: the I/O thread reads their replies, and once it has, it
