@@ -380,8 +380,7 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
             std::chrono::duration_cast<std::chrono::microseconds>(taken - r.arrived).count()));
       }
     }
-    for (auto& r : incoming) work.push_back(std::move(r));
-    incoming.clear();
+    work.append(incoming);
     if (incoming.capacity() > kKeptRequests) std::vector<Request>().swap(incoming);  // a burst
     expire(Clock::now(), work);
     if (stopping && tx_) end_transaction(work, "the daemon is shutting down");
