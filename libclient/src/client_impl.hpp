@@ -182,7 +182,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       wait_for_slot(lk, bound);
     }
     const std::uint64_t id = next_id_++;
-    std::vector<std::uint8_t>& out = outbox_.buffer();
+    std::vector<std::uint8_t>& out = outbox_.for_append();
     const std::size_t before = out.size();
     try {
       encode(out, id);

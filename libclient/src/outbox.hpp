@@ -8,24 +8,33 @@
 
 namespace pasyn::detail {
 
-/// Requests are appended at the end (encoders write to buffer()); sends take from the front. A
-/// partial send advances an offset instead of moving the rest of the bytes to the front: a
-/// large frame, which a Unix socket takes ~200 KiB per send, was otherwise moved once per
-/// send, so sending it was quadratic (a 4.8 MiB execute_many moved ~55 MiB). The sent prefix is
-/// dropped when everything is sent, or once it is at least half of the buffer (then at most as
-/// many bytes move as were sent: linear overall). A buffer grown past kKeptCapacity by a large
-/// request is freed once it is all sent, so one large call does not pin its size for the
-/// client's lifetime.
+/// Requests are appended at the end (encoders write to for_append()); sends take from the
+/// front. A partial send advances an offset instead of moving the rest of the bytes to the
+/// front: a large frame, which a Unix socket takes ~200 KiB per send, was otherwise moved once
+/// per send, so sending it was quadratic (a 4.8 MiB execute_many moved ~55 MiB). The sent
+/// prefix is dropped when everything is sent, or before a request is appended once that prefix
+/// is at least half of the buffer (then at most as many bytes move as were sent: linear
+/// overall), as server::Fifo compacts only before it adds: a large frame sent while nothing is
+/// appended moves no byte. A buffer grown past kKeptCapacity by a large request is freed once
+/// it is all sent, so one large call does not pin its size for the client's lifetime.
 ///
 /// Not thread-safe: MultiplexedClient::Impl guards it with its mutex. Owns its bytes.
 class Outbox {
  public:
   static constexpr std::size_t kKeptCapacity = 1u << 20;
 
-  /// Where requests are encoded: only appended to. A caller may cut back what it appended
+  /// Where a request is encoded: only appended to. A caller may cut back what it appended
   /// itself (resize to the size it found) before anything else uses the outbox, never further:
   /// the bytes before that size may be partly sent.
-  std::vector<std::uint8_t>& buffer() noexcept { return bytes_; }
+  std::vector<std::uint8_t>& for_append() {
+    if (sent_ != 0 && sent_ * 2 >= bytes_.size()) {
+      bytes_.erase(bytes_.begin(), bytes_.begin() + static_cast<std::ptrdiff_t>(sent_));
+      sent_ = 0;
+    }
+    return bytes_;
+  }
+  /// Every byte, the sent prefix included (for tests and checks).
+  const std::vector<std::uint8_t>& bytes() const noexcept { return bytes_; }
   /// The bytes still to send.
   std::span<const std::uint8_t> unsent() const noexcept {
     return std::span<const std::uint8_t>(bytes_).subspan(sent_);
@@ -34,12 +43,7 @@ class Outbox {
   /// The first `n` unsent bytes were sent. REQUIRES: n <= unsent().size().
   void consume(std::size_t n) noexcept {
     sent_ += n;
-    if (sent_ == bytes_.size()) {
-      clear();
-    } else if (sent_ * 2 >= bytes_.size()) {
-      bytes_.erase(bytes_.begin(), bytes_.begin() + static_cast<std::ptrdiff_t>(sent_));
-      sent_ = 0;
-    }
+    if (sent_ == bytes_.size()) clear();
   }
   /// Drops everything, sent or not.
   void clear() noexcept {

@@ -1,6 +1,6 @@
 // detail::Outbox (libclient/src/outbox.hpp): partial sends keep the stream's order and bytes,
-// whatever the sends and appends interleave, and the sent prefix is dropped without moving the
-// rest on every send.
+// whatever the sends and appends interleave, and the sent prefix is dropped before an append,
+// never while sending, so a large frame sent on its own moves no byte.
 #include "outbox.hpp"
 
 #include <gtest/gtest.h>
@@ -19,7 +19,8 @@ std::vector<std::uint8_t> sequence(std::size_t from, std::size_t n) {
 }
 
 void append(Outbox& box, const std::vector<std::uint8_t>& bytes) {
-  box.buffer().insert(box.buffer().end(), bytes.begin(), bytes.end());
+  auto& out = box.for_append();
+  out.insert(out.end(), bytes.begin(), bytes.end());
 }
 
 TEST(Outbox, PartialSendsReturnTheStreamInOrderWhileRequestsAreAppended) {
@@ -46,27 +47,29 @@ TEST(Outbox, PartialSendsReturnTheStreamInOrderWhileRequestsAreAppended) {
     box.consume(take);
   }
   EXPECT_EQ(sent, appended);
-  EXPECT_TRUE(box.buffer().empty());
+  EXPECT_TRUE(box.bytes().empty());
 }
 
-TEST(Outbox, ASentPrefixIsDroppedOnceItIsHalfTheBufferNotOnEverySend) {
+TEST(Outbox, ASentPrefixIsDroppedBeforeAnAppendOnceItIsHalfTheBufferNeverWhileSending) {
   Outbox box;
   append(box, sequence(0, 1000));
-  const std::uint8_t* const data = box.buffer().data();
+  const std::uint8_t* const data = box.bytes().data();
   box.consume(100);  // a tenth sent: nothing moves
-  EXPECT_EQ(box.buffer().size(), 1000u);
-  EXPECT_EQ(box.buffer().data(), data);
-  EXPECT_EQ(box.unsent().size(), 900u);
-  EXPECT_EQ(box.unsent().front(), sequence(100, 1).front());
-  box.consume(400);  // half sent: the rest moves to the front, once
-  EXPECT_EQ(box.buffer().size(), 500u);
-  EXPECT_EQ(box.unsent().size(), 500u);
+  box.consume(400);  // half sent, and still nothing moves: no request is being appended
+  EXPECT_EQ(box.bytes().size(), 1000u);
+  EXPECT_EQ(box.bytes().data(), data);
+  EXPECT_EQ(std::vector<std::uint8_t>(box.unsent().begin(), box.unsent().end()),
+            sequence(500, 500));
+  // A request is appended: the sent half is dropped first, once.
+  auto& out = box.for_append();
+  EXPECT_EQ(out.size(), 500u);
   EXPECT_EQ(std::vector<std::uint8_t>(box.unsent().begin(), box.unsent().end()),
             sequence(500, 500));
   // A request cut again before anything else (an encode that failed) leaves the rest intact.
-  const std::size_t before = box.buffer().size();
-  append(box, sequence(7, 30));
-  box.buffer().resize(before);
+  const std::size_t before = out.size();
+  const auto cut = sequence(7, 30);
+  out.insert(out.end(), cut.begin(), cut.end());
+  out.resize(before);
   EXPECT_EQ(std::vector<std::uint8_t>(box.unsent().begin(), box.unsent().end()),
             sequence(500, 500));
   box.consume(500);
@@ -74,22 +77,38 @@ TEST(Outbox, ASentPrefixIsDroppedOnceItIsHalfTheBufferNotOnEverySend) {
   EXPECT_TRUE(box.unsent().empty());
 }
 
+TEST(Outbox, ALargeFrameSentInPiecesWithNothingAppendedMovesNoByte) {
+  Outbox box;
+  append(box, sequence(0, 64 * 1024));
+  const std::uint8_t* const data = box.bytes().data();
+  while (box.unsent().size() > 1000) {
+    box.consume(1000);  // a socket taking a little at a time
+    EXPECT_EQ(box.bytes().data(), data);
+    EXPECT_EQ(box.bytes().size(), 64u * 1024);
+  }
+  EXPECT_EQ(std::vector<std::uint8_t>(box.unsent().begin(), box.unsent().end()),
+            sequence(64 * 1024 - box.unsent().size(), box.unsent().size()));
+  box.consume(box.unsent().size());
+  EXPECT_TRUE(box.empty());
+  EXPECT_TRUE(box.bytes().empty());
+}
+
 TEST(Outbox, ABufferGrownByALargeRequestIsFreedOnceSentASmallOneIsKept) {
   Outbox box;
   append(box, sequence(0, 4096));
   box.consume(4096);
   EXPECT_TRUE(box.empty());
-  EXPECT_GE(box.buffer().capacity(), 4096u);  // kept for the next requests
+  EXPECT_GE(box.bytes().capacity(), 4096u);  // kept for the next requests
   append(box, sequence(0, Outbox::kKeptCapacity + 1));
   box.consume(box.unsent().size() / 4);
-  EXPECT_GT(box.buffer().capacity(), Outbox::kKeptCapacity);  // still being sent
+  EXPECT_GT(box.bytes().capacity(), Outbox::kKeptCapacity);  // still being sent
   box.consume(box.unsent().size());
   EXPECT_TRUE(box.empty());
-  EXPECT_EQ(box.buffer().capacity(), 0u);
+  EXPECT_EQ(box.bytes().capacity(), 0u);
   append(box, sequence(0, Outbox::kKeptCapacity + 1));
   box.clear();  // a lost connection drops the rest: freed the same way
   EXPECT_TRUE(box.empty());
-  EXPECT_EQ(box.buffer().capacity(), 0u);
+  EXPECT_EQ(box.bytes().capacity(), 0u);
 }
 
 }  // namespace
