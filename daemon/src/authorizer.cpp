@@ -24,6 +24,9 @@ constexpr const char* kAttachMessage =
 constexpr const char* kVacuumIntoMessage =
     "VACUUM INTO is not allowed through pasyn-writerd (an operator copies the database with "
     "BACKUP: `pasyn backup PATH`)";
+constexpr const char* kExtensionMessage =
+    "load_extension() is not allowed through pasyn-writerd: extensions are not loaded into the "
+    "daemon";
 constexpr const char* kPragmaMessage =
     "this pragma is not on pasyn-writerd's allow-list for this connection (SECURITY.md \"SQL "
     "allow-list\"): connection settings are the daemon's flags, and read-only peers may only "
@@ -213,8 +216,12 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
   switch (action) {
     case SQLITE_SELECT:
     case SQLITE_RECURSIVE:
-    case SQLITE_FUNCTION:  // load_extension() is disabled on the connection itself
       return kAllow;
+    case SQLITE_FUNCTION:  // arg2 the function's name
+      // Also disabled on the connection itself (writer.cpp); refused here too, so the client is
+      // told PERMISSION, as for every other refused action, not SQLite's bare "not authorized".
+      return arg2 && sqlite3_stricmp(arg2, "load_extension") == 0 ? deny(kExtensionMessage)
+                                                                  : kAllow;
     case SQLITE_READ:  // arg1 table (a pragma_* table-valued function too), arg2 column
       return reserved(arg1) ? deny(kReservedMessage) : kAllow;
     case SQLITE_PRAGMA:  // arg1 name, arg2 value or argument (nullptr: the query), arg3 db

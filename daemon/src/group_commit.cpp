@@ -469,6 +469,17 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     }
     return Lost::kByRequest;
   }
+  // A request must leave no deferred foreign-key violation for the batch's COMMIT to find: that
+  // COMMIT would fail every request of the batch for one request's orphan row, and a later
+  // request that happened to add the missing parent would let an orphan commit that fails when
+  // it runs alone. So each request is held to what a COMMIT right after it would say, as if it
+  // ran in a transaction of its own (PROTOCOL.md §6.1). ROLLBACK TO restores SQLite's count.
+  if (ok && deferred_violations()) {
+    failure_ = {proto::ErrorDomain::kSqlite, SQLITE_CONSTRAINT, SQLITE_CONSTRAINT_FOREIGNKEY,
+                "FOREIGN KEY constraint failed (a deferred constraint this request leaves "
+                "violated; nothing of it was written)"};
+    ok = false;
+  }
   // The key is written in the same transaction as the request's effects: both or neither.
   if (ok && !r.key.empty() && !keys_->record(r.uid, r.key, digest, replies_, out.offset)) {
     if (!in_write_transaction()) return Lost::kByWriter;
@@ -482,6 +493,13 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     fail();
   }
   return Lost::kNo;
+}
+
+bool Writer::deferred_violations() {
+  int current = 0, highwater = 0;
+  return sqlite3_db_status(db_, SQLITE_DBSTATUS_DEFERRED_FKS, &current, &highwater, 0) ==
+             SQLITE_OK &&
+         current > 0;
 }
 
 void Writer::fail_batch(std::vector<Request>& batch, const std::exception& e) {

@@ -253,8 +253,8 @@ int main(int argc, char** argv) {
   app.add_option("--socket-group", socket_group, "group of the socket file (name or gid)")
       ->check(known_id(true));
   app.add_option("--allow-uid", allow_uid,
-                 "only these users (names or uids) may connect, with --allow-gid's groups; "
-                 "repeat or separate with commas")
+                 "only these users (names or uids) may connect, with --allow-gid's groups and the "
+                 "daemon's own user; repeat or separate with commas")
       ->delimiter(',')
       ->check(known_id(false));
   app.add_option("--allow-gid", allow_gid,

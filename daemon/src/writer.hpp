@@ -328,6 +328,8 @@ class Writer {
   /// Runs request `r` of a batch attempt (idempotency lookup, the request, the record); its
   /// reply frame or error goes to replies_ at out.offset.
   Lost run_batched(Request& r, Outcome& out);
+  /// Whether the open transaction has deferred foreign-key violations (SQLite's count).
+  bool deferred_violations();
   /// Runs one of the writer's own statements inside the batch transaction.
   enum class Step { kOk, kFailed, kLost };
   Step step(const Stmt& stmt);

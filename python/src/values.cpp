@@ -15,7 +15,10 @@ Value to_value(nb::handle o) {
   if (PyLong_Check(p)) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(p, &overflow);
-    if (overflow != 0) throw nb::value_error("Python int too large to convert to SQLite INTEGER");
+    if (overflow != 0) {  // OverflowError, as Python's sqlite3 raises (no silent wrap)
+      PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to SQLite INTEGER");
+      throw nb::python_error();
+    }
     if (v == -1 && PyErr_Occurred()) throw nb::python_error();
     return std::int64_t{v};
   }
@@ -46,19 +49,6 @@ Value to_value(nb::handle o) {
       ("unsupported parameter type: " + std::string(nb::type_name(o.type()).c_str())).c_str());
 }
 
-namespace {
-Value checked_value(nb::handle o) {
-  if (PyLong_Check(o.ptr()) && !PyBool_Check(o.ptr())) {
-    int overflow = 0;
-    const long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
-    if (overflow != 0) throw nb::value_error("Python int too large to convert to SQLite INTEGER");
-    if (v == -1 && PyErr_Occurred()) throw nb::python_error();
-    return std::int64_t{v};
-  }
-  return to_value(o);
-}
-}  // namespace
-
 AnyParams to_params(nb::handle o) {
   PyObject* p = o.ptr();
   if (p == nullptr || p == Py_None) return Params{};
@@ -73,8 +63,7 @@ AnyParams to_params(nb::handle o) {
       Py_ssize_t size = 0;
       const char* data = PyUnicode_AsUTF8AndSize(key, &size);
       if (data == nullptr) throw nb::python_error();
-      named.values.emplace_back(std::string(data, static_cast<std::size_t>(size)),
-                                checked_value(value));
+      named.values.emplace_back(std::string(data, static_cast<std::size_t>(size)), to_value(value));
     }
     return named;
   }
@@ -83,10 +72,10 @@ AnyParams to_params(nb::handle o) {
     PyObject** items = PySequence_Fast_ITEMS(p);
     Params params;
     params.reserve(static_cast<std::size_t>(n));
-    for (Py_ssize_t i = 0; i < n; ++i) params.push_back(checked_value(items[i]));
+    for (Py_ssize_t i = 0; i < n; ++i) params.push_back(to_value(items[i]));
     return params;
   }
-  return Params{checked_value(o)};
+  return Params{to_value(o)};
 }
 
 std::variant<std::vector<Params>, std::vector<NamedParams>> to_params_batch(nb::handle o) {

@@ -267,9 +267,18 @@ TEST_F(AllowListTest, DefensiveModeRefusesWritingAShadowTable) {
 
 TEST_F(AllowListTest, ExtensionsCannotBeLoaded) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
-  const std::string outcome =
-      outcome_of([&] { client_->execute_fetchall("SELECT load_extension('/lib/x/libc.so.6')"); });
-  EXPECT_TRUE(contains(outcome, "not authorized")) << outcome;
+  // Refused with PERMISSION like every other action off the allow-list (SPEC §4), in any case
+  // and in a script.
+  for (const char* sql : {"SELECT load_extension('/lib/x/libc.so.6')",
+                          "SELECT LOAD_EXTENSION('/lib/x/libc.so.6', 'f')",
+                          "INSERT INTO probe (v) VALUES (load_extension('x'))"}) {
+    const std::string outcome = outcome_of([&] { client_->execute_fetchall(sql); });
+    EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
+    EXPECT_TRUE(contains(outcome, "load_extension() is not allowed")) << outcome;
+  }
+  const std::string script =
+      outcome_of([&] { client_->executescript("SELECT 1; SELECT load_extension('x');"); });
+  EXPECT_TRUE(script.starts_with(kRefusedPermission)) << script;
   EXPECT_TRUE(client_->ping());
 }
 

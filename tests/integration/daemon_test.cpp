@@ -324,6 +324,58 @@ TEST_F(DaemonTest, FailingMembersOfAGroupCommitFailAloneAndTheRestCommit) {
   EXPECT_EQ(succeeded.size(), std::size_t{kRequests - kRequests / 10});
 }
 
+// A deferred foreign key is checked at COMMIT, which a batch shares: each request is held to
+// what its own COMMIT would say, so one request's orphan row fails that request alone, and a
+// later request of the same batch that adds the missing parent does not rescue it.
+TEST_F(DaemonTest, ADeferredForeignKeyViolationFailsOnlyTheRequestThatLeftIt) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--foreign-keys", "on"}));
+  auto client = connect_client();
+  client.executescript(
+      "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+      "CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent (id) "
+      "DEFERRABLE INITIALLY DEFERRED);"
+      "CREATE TABLE other (v TEXT)");
+  auto holder = connect_client();
+  auto tx = holder.begin();  // the requests below queue behind it and then run as one batch
+  auto a = connect_client(), b = connect_client(), c = connect_client();
+  auto orphan = a.execute_async("INSERT INTO child (id, p) VALUES (1, 7)");
+  ASSERT_TRUE(stat_reaches(client, "waiting_for_transaction", 1));
+  auto unrelated = b.execute_async("INSERT INTO other (v) VALUES ('b')");
+  ASSERT_TRUE(stat_reaches(client, "waiting_for_transaction", 2));
+  auto parent = c.execute_async("INSERT INTO parent (id) VALUES (7)");
+  ASSERT_TRUE(stat_reaches(client, "waiting_for_transaction", 3));
+  // A request with one orphan among its rows fails whole (parent 8 never exists)...
+  auto whole = c.execute_async("INSERT INTO child (id, p) SELECT 2, 8 UNION ALL SELECT 3, 7");
+  ASSERT_TRUE(stat_reaches(client, "waiting_for_transaction", 4));
+  // ...and one that resolves its own violation before it ends commits.
+  auto script = b.executescript_async(
+      "INSERT INTO child (id, p) VALUES (4, 9); INSERT INTO parent (id) VALUES (9)");
+  ASSERT_TRUE(stat_reaches(client, "waiting_for_transaction", 5));
+  tx.rollback();
+
+  try {
+    orphan.get();
+    ADD_FAILURE() << "an orphan row under a deferred foreign key was committed";
+  } catch (const pasyn::IntegrityError& e) {
+    EXPECT_EQ(e.extended_code(), 787) << e.what();  // SQLITE_CONSTRAINT_FOREIGNKEY
+  }
+  EXPECT_EQ(unrelated.get(), 1);
+  EXPECT_EQ(parent.get(), 1);
+  try {
+    whole.get();
+    ADD_FAILURE() << "a request that left a deferred violation (parent 8) was committed";
+  } catch (const pasyn::IntegrityError& e) {
+    EXPECT_EQ(e.extended_code(), 787) << e.what();  // SQLITE_CONSTRAINT_FOREIGNKEY
+  }
+  script.get();  // its second statement adds the parent its first one needs
+
+  EXPECT_EQ(query_int("SELECT count(*) FROM other"), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM parent"), 2);  // 7 and 9
+  EXPECT_EQ(query_int("SELECT count(*) FROM child"), 1);   // only the script's row 4
+  EXPECT_EQ(query_int("SELECT count(*) FROM child WHERE id = 4"), 1);
+  EXPECT_TRUE(client.execute_fetchall("PRAGMA foreign_key_check").empty());
+}
+
 TEST_F(DaemonTest, BadSqlIsATypedErrorAndTheDaemonKeepsServing) {
   ASSERT_NO_FATAL_FAILURE(start_daemon());
   auto client = connect_client();
