@@ -474,10 +474,14 @@ std::optional<std::pair<proto::PasynCode, std::string>> Session::refuse_over_lim
                      "the SQL text is " + std::to_string(r.sql.size()) +
                          " bytes, more than --max-sql-length " + std::to_string(c.max_sql_length)};
   }
-  if (r.params.count > c.max_params) {
-    return std::pair{proto::PasynCode::kTooLarge, std::to_string(r.params.count) +
-                                                      " parameters, more than --max-params " +
-                                                      std::to_string(c.max_params)};
+  const std::uint32_t params =
+      r.type == proto::MsgType::kExecuteMany ? r.many.max_params : r.params.count;
+  if (params > c.max_params) {
+    return std::pair{
+        proto::PasynCode::kTooLarge,
+        std::to_string(params) +
+            (r.type == proto::MsgType::kExecuteMany ? " parameters in a row" : " parameters") +
+            ", more than --max-params " + std::to_string(c.max_params)};
   }
   return std::nullopt;
 }

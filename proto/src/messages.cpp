@@ -183,8 +183,10 @@ bool decode_many_view(std::span<const std::uint8_t> payload, ManyView& m, std::s
   if (r.string(m.sql) && r.count(m.rows, 4)) {  // every parameter list takes at least its count
     const std::size_t start = payload.size() - r.remaining();
     ParamsView row;
+    m.max_params = 0;
     for (std::uint32_t i = 0; i < m.rows && (named ? r.named_params_view(row) : r.params_view(row));
          ++i) {
+      m.max_params = std::max(m.max_params, row.count);
     }
     m.bytes = payload.subspan(start, payload.size() - r.remaining() - start);
   }

@@ -145,9 +145,17 @@ TEST_F(LimitTest, MoreParametersThanMaxParamsIsADataErrorAndTheConnectionGoesOn)
     EXPECT_TRUE(contains(e.what(), "--max-params")) << e.what();
   }
   EXPECT_THROW(client.execute_fetchall("SELECT ?, ?, ?, ?", {1, 2, 3, 4}), pasyn::DataError);
-  // Each EXECUTE_MANY row meets SQLite's variable limit, which the daemon sets to the same value
-  // (PROTOCOL.md §7): refused by SQLite, not by the session, so with SQLite's error.
-  EXPECT_THROW(client.execute_many("INSERT INTO quad VALUES (?, ?, ?, ?)", {{1, 2, 3, 4}}),
+  // Each EXECUTE_MANY row is held to the same limit, with the same error (PROTOCOL.md §7)...
+  try {
+    client.execute_many("INSERT INTO quad VALUES (?, ?, ?, ?)", {{1, 2, 3}, {1, 2, 3, 4}});
+    ADD_FAILURE() << "a row of 4 parameters ran under --max-params 3";
+  } catch (const pasyn::DataError& e) {
+    EXPECT_EQ(e.code(), SQLITE_TOOBIG);
+    EXPECT_TRUE(contains(e.what(), "4 parameters in a row, more than --max-params 3")) << e.what();
+  }
+  // ...and a statement with more placeholders meets SQLite's variable limit, which the daemon
+  // sets to the same value: refused by SQLite, with its error.
+  EXPECT_THROW(client.execute_many("INSERT INTO quad VALUES (?, ?, ?, ?)", {{1, 2, 3}}),
                pasyn::SqliteError);
   EXPECT_EQ(query_int("SELECT count(*) FROM quad"), 0);
 

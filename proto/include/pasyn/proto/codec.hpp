@@ -331,6 +331,7 @@ struct ManyView {
   std::uint32_t rows = 0;
   std::span<const std::uint8_t> bytes;  // `rows` parameter lists back to back, validated
   bool named = false;                   // they are named lists (kNamedParams)
+  std::uint32_t max_params = 0;         // the most parameters any one row has
 };
 
 struct Result {
