@@ -94,6 +94,22 @@ void Writer::run_in_transaction(Request& r, RequestQueue& work) {
     replies_.clear();
     proto::encode_error(replies_, r.id, failure_);
   }
+  if (sqlite3_get_autocommit(db_) && !ok && r.timed_out) {
+    // --statement-timeout interrupted a write: SQLite rolls back the whole transaction when it
+    // interrupts a statement that writes, whatever savepoints are open. The request is told
+    // TIMEOUT, as outside a transaction, and why the transaction is over; the transaction's
+    // later requests get TRANSACTION_ENDED with that reason.
+    const std::string why =
+        "a write ran longer than --statement-timeout, and SQLite rolls back the whole "
+        "transaction when it interrupts one";
+    failure_.message += "; the transaction was rolled back (" + why + ")";
+    replies_.clear();
+    proto::encode_error(replies_, r.id, failure_);
+    reply(r, std::move(replies_));
+    replies_ = {};
+    end_transaction(work, why);
+    return;
+  }
   if (sqlite3_get_autocommit(db_)) {
     // The statement ended the transaction (INSERT OR ROLLBACK, RAISE(ROLLBACK), I/O error).
     return fail_transaction(r, work,

@@ -374,6 +374,42 @@ TEST_F(LimitTest, StatementTimeoutInterruptsARunawayQueryAndTheRestOfItsBatchCom
   expect_still_served();
 }
 
+// Inside a client transaction a runaway read is undone alone and the transaction goes on; a
+// runaway write ends the transaction, because SQLite rolls back the whole transaction when it
+// interrupts a statement that writes. Both are answered TIMEOUT; what the transaction wrote
+// before is gone in the second case, and its next request says why.
+TEST_F(LimitTest, StatementTimeoutInsideATransactionIsATimeoutAndAWriteEndsTheTransaction) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--statement-timeout", "200"}));
+  auto client = connect_client();
+  auto tx = client.begin();
+  tx.execute("INSERT INTO probe (v) VALUES ('kept')");
+  EXPECT_THROW(tx.execute_fetchall(kEndless), pasyn::TimeoutError);
+  tx.execute("INSERT INTO probe (v) VALUES ('kept too')");
+  tx.commit();
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v LIKE 'kept%'"), 2);
+
+  auto lost = client.begin();
+  lost.execute("INSERT INTO probe (v) VALUES ('lost')");
+  try {
+    lost.execute(
+        "INSERT INTO probe (v) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) "
+        "SELECT 'runaway' FROM c");
+    ADD_FAILURE() << "an endless INSERT returned";
+  } catch (const pasyn::TimeoutError& e) {
+    EXPECT_TRUE(contains(e.what(), "--statement-timeout")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "the transaction was rolled back")) << e.what();
+  }
+  try {
+    lost.execute("INSERT INTO probe (v) VALUES ('after')");
+    ADD_FAILURE() << "the transaction went on after SQLite rolled it back";
+  } catch (const pasyn::OperationalError& e) {
+    EXPECT_TRUE(contains(e.what(), "--statement-timeout")) << e.what();
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v IN ('lost', 'runaway', 'after')"), 0);
+  EXPECT_EQ(client.execute("INSERT INTO probe (v) VALUES ('served')"), 1);
+  expect_still_served();
+}
+
 // ---- Access control ---------------------------------------------------------------------------
 
 /// Peers of another user. The tests run as root in CI (the daemon too), and root may become
