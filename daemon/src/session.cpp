@@ -51,6 +51,15 @@ void Session::deliver(std::span<const std::uint8_t> frames, std::size_t replies)
   inflight_.fetch_sub(replies);
   send(frames);
   wake();
+  // The peer sent all it will (EOF) and this was its last answer: close after the flush. The
+  // I/O thread checks the same two after setting peer_done_ (on_read): one of us sees both.
+  if (peer_done_.load() && inflight_.load() == 0) {
+    asio::post(server_.io_, [self = shared_from_this()] { self->finish_sent(); });
+  }
+}
+
+void Session::finish_sent() {
+  if (peer_done_.load() && inflight_.load() == 0 && !closing_ && !closed_) close_after_flush();
 }
 
 void Session::release_bytes(std::size_t n) noexcept {
@@ -168,7 +177,7 @@ ByteCharge Session::charge(std::size_t n) {
 }
 
 void Session::do_read() {
-  if (closing_ || closed_) return;
+  if (closing_ || closed_ || peer_done_.load()) return;
   auto space = decoder_.prepare(busy_reads_ ? kLargeRead : kSmallRead);
   offered_ = space.size();
   socket_.async_read_some(
@@ -180,6 +189,15 @@ void Session::on_read(error_code ec, std::size_t n) {
   if (closed_) return;
   if (ec) {
     if (closing_) return;  // we shut the receive side ourselves; writes finish the close
+    if (ec == asio::error::eof && hello_done_) {
+      // The peer shut its sending side, or closed: either way every request it sent gets its
+      // reply (PROTOCOL.md §2), and the connection closes after the last one. (A peer that
+      // closed fully makes the send fail, which closes at once.) A partial frame left in the
+      // decoder is not a request: it is dropped with the connection.
+      peer_done_.store(true);
+      finish_sent();
+      return;
+    }
     if (ec != asio::error::eof && ec != asio::error::connection_reset) {
       log().warn("connection {}: read failed: {}", id_, ec.message());
     }

@@ -120,6 +120,10 @@ class Session : public ReplySink,
 
   bool protocol_error(const std::string& why);
 
+  // I/O thread: after the peer's EOF, closes (once the output is flushed) when no request of it
+  // is left unanswered; does nothing before, or once closing.
+  void finish_sent();
+
   // Any thread: sends the frames now, from this thread, if no write is in flight and the
   // socket takes them; whatever remains goes to the I/O thread's single async_write, behind
   // which later frames queue up and are written together.
@@ -159,6 +163,10 @@ class Session : public ReplySink,
   bool hello_done_ = false;
   bool subscribed_ = false;  // a change feed (PROTOCOL.md §8): only PING may follow
   bool closing_ = false;     // no more reads; close once the replies are written
+  // The peer shut its sending side (EOF after the handshake): nothing more to read, but every
+  // request it sent is still answered; the session closes once they all are (finish_sent()).
+  // Atomic: deliver() (writer thread) reads it after its own decrement of inflight_.
+  std::atomic<bool> peer_done_{false};
   bool closed_ = false;
   std::vector<std::uint8_t> writing_buf_;  // I/O thread: frames of the async_write in flight
 

@@ -256,6 +256,10 @@ bool RawPeer::send(const std::vector<std::uint8_t>& bytes) {
   return true;
 }
 
+void RawPeer::shutdown_send() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
 void RawPeer::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

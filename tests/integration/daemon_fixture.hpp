@@ -176,6 +176,8 @@ class RawPeer {
 
   bool connected() const { return fd_ >= 0; }
   bool send(const std::vector<std::uint8_t>& bytes);
+  /// Shuts the sending side only (shutdown(SHUT_WR)): the daemon reads EOF, we can still read.
+  void shutdown_send();
   void close();
 
   /// Sends a good HELLO and waits for HELLO_OK.

@@ -248,6 +248,44 @@ TEST_F(BadInputTest, HalfAHelloThenDisconnectHarmsNoOne) {
   expect_still_serving();
 }
 
+// A peer that shuts its sending side after its requests (shutdown(SHUT_WR), as a script piping
+// requests in does) still gets every reply, in order, and then the close; its transaction's
+// COMMIT, sent before the shutdown, commits.
+TEST_F(BadInputTest, APeerThatShutsItsSendingSideGetsEveryReplyAndThenTheClose) {
+  constexpr std::uint64_t kWrites = 200;
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> bytes;
+  for (std::uint64_t id = 1; id <= kWrites; ++id) {
+    const auto frame = statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecute), id,
+                                       "INSERT INTO probe (v) VALUES ('half-closed')");
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+  }
+  constexpr std::uint64_t kBegin = 1000;
+  for (const auto& frame : {empty_frame(proto::MsgType::kBegin, kBegin),
+                            tx_statement_frame(proto::MsgType::kExecute, kBegin + 1, kBegin,
+                                               "INSERT INTO probe (v) VALUES ('half-closed tx')"),
+                            tx_end_frame(proto::MsgType::kCommit, kBegin + 2, kBegin)}) {
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+  }
+  ASSERT_TRUE(peer.send(bytes));
+  peer.shutdown_send();
+
+  const auto r = peer.read_until_closed(kReplyTimeout);
+  EXPECT_TRUE(r.closed) << "the daemon kept the connection open after the last reply";
+  EXPECT_TRUE(r.decode_error.empty()) << r.decode_error;
+  ASSERT_EQ(r.frames.size(), kWrites + 3);
+  for (std::size_t i = 0; i < r.frames.size(); ++i) {
+    const auto& f = r.frames[i];
+    EXPECT_EQ(f.request_id, i < kWrites ? i + 1 : kBegin + (i - kWrites)) << "reply " << i;
+    EXPECT_NE(f.type, static_cast<std::uint8_t>(proto::MsgType::kError)) << "reply " << i;
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'half-closed'"),
+            static_cast<std::int64_t>(kWrites));
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'half-closed tx'"), 1);
+  expect_still_serving();
+}
+
 // ---- Many processes ---------------------------------------------------------------------------
 
 TEST_F(DaemonTest, FourProcessesOfEightThreadsEachGetEveryWriteAcknowledgedExactlyOnce) {
