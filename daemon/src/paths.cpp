@@ -74,7 +74,34 @@ std::string default_socket_path(const std::string& database_path) {
   return private_socket_dir() + name;
 }
 
-LockFile::LockFile(const std::string& database_path) : path_(database_path + "-pasyn.lock") {
+namespace {
+
+// The database's path with every symlink resolved (of its directory, if the file is not there
+// yet), so that two paths to one file name one lock file.
+std::string canonical_database_path(const std::string& database_path) {
+  std::error_code ec;
+  const auto canonical = std::filesystem::weakly_canonical(database_path, ec);
+  return ec || canonical.empty() ? database_path : canonical.string();
+}
+
+// SQLite names the WAL and the -shm after the path it was given, so a daemon (or any writer)
+// reaching the file through a second hard link would keep a WAL of its own beside the first
+// one's, and checkpoints from both would corrupt the database. No lock file can stand for both
+// names; a database with more than one link is refused instead.
+void refuse_hard_links(const std::string& database_path) {
+  struct stat st {};
+  if (::stat(database_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink <= 1) return;
+  throw StartError(StartError::Kind::kDatabase,
+                   "database " + database_path + " has " + std::to_string(st.st_nlink) +
+                       " hard links; SQLite keeps one WAL per file name, so a writer through "
+                       "another link would corrupt it. Serve a copy, or remove the other links");
+}
+
+}  // namespace
+
+LockFile::LockFile(const std::string& database_path)
+    : path_(canonical_database_path(database_path) + "-pasyn.lock") {
+  refuse_hard_links(database_path);
   // O_NOFOLLOW: a symlink planted at the lock file's path (in a directory others may write) must
   // not make the daemon truncate the file it points to.
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);

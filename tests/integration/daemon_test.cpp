@@ -627,6 +627,39 @@ TEST_F(DaemonTest, SecondDaemonOnTheSameDatabaseIsRefusedAndTheFirstKeepsServing
   EXPECT_TRUE(connect_client().ping());
 }
 
+// The same database through another path: a symlink finds the first daemon's lock (named after
+// the resolved path); a hard link is refused outright (SQLite would keep a second WAL under the
+// other name), also when no daemon runs.
+TEST_F(DaemonTest, ASecondPathToTheDatabaseIsRefusedToo) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto client = connect_client();
+  client.execute("CREATE TABLE t (x)");
+  const std::string symlink = dir_.file("symlink.sqlite");
+  ASSERT_EQ(::symlink(db_.c_str(), symlink.c_str()), 0);
+  const auto second_start = [&](const std::string& database, const std::string& expected) {
+    const std::string sock = dir_.file("second.sock"), err_file = dir_.file("second.err");
+    Process second;
+    second.spawn({PASYN_WRITERD, "--database", database, "--socket", sock, "--log-level", "warn"},
+                 err_file, err_file);
+    const auto [status, killed] = second.wait_or_kill(kStartTimeout);
+    EXPECT_FALSE(killed) << database << ": the second daemon kept running";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << describe_status(status);
+    const std::string err = read_file(err_file);
+    EXPECT_NE(err.find(expected), std::string::npos) << database << ": " << err;
+    EXPECT_FALSE(path_exists(sock));
+  };
+  second_start(symlink, "already served");
+
+  const std::string link = dir_.file("hardlink.sqlite");
+  ASSERT_EQ(::link(db_.c_str(), link.c_str()), 0);
+  second_start(link, "hard links");
+  EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
+  client.close();
+  stop_daemon();
+  second_start(link, "hard links");  // nothing runs: still refused
+  second_start(db_, "hard links");   // and under its first name too
+}
+
 TEST_F(DaemonTest, RegularFileAtTheSocketPathIsRefusedAndLeftUntouched) {
   const std::string content = "precious data, not a socket\n";
   std::ofstream(sock_, std::ios::binary) << content;
