@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include <chrono>
+#include <exception>
 #include <future>
 #include <memory>
 #include <optional>
@@ -171,7 +172,8 @@ auto send_empty(Impl& impl, proto::MsgType type, proto::MsgType reply, Via via) 
 }
 
 // STATS, CHECKPOINT, BACKUP: answered with a RESULT of (name, value) rows.
-inline Report send_admin(Impl& impl, proto::MsgType type, std::optional<std::string_view> text) {
+inline Report send_admin(Impl& impl, proto::MsgType type, std::optional<std::string_view> text,
+                         Sync via = kSync) {
   auto rows = send<std::vector<Row>>(
       impl, kPlain,
       [&](std::vector<std::uint8_t>& out, std::uint64_t id) {
@@ -181,7 +183,7 @@ inline Report send_admin(Impl& impl, proto::MsgType type, std::optional<std::str
           proto::encode_empty(out, type, id);
         }
       },
-      Kind::kRows, proto::MsgType::kResult, kSync);
+      Kind::kRows, proto::MsgType::kResult, via);
   Report report;
   report.reserve(rows.size());
   for (auto& row : rows) {
@@ -242,6 +244,10 @@ struct Transaction::Impl {
   std::shared_ptr<MultiplexedClient::Impl> client;
   detail::TxRef tx;  // the connection that began it, and its number there
   bool finished = false;
+  // Why it finished when the daemon or the connection ended it (TRANSACTION_ENDED, connection
+  // lost or closed): every later call throws this again; null when the caller committed or
+  // rolled back (later calls: ProgrammingError).
+  std::exception_ptr ended;
 };
 
 }  // namespace pasyn

@@ -61,6 +61,7 @@ MultiplexedClient::Impl& Transaction::open() const {
   if (!impl_)
     throw ProgrammingError("the transaction was moved from", SQLITE_MISUSE, SQLITE_MISUSE);
   if (impl_->finished) {
+    if (impl_->ended) std::rethrow_exception(impl_->ended);  // the daemon ended it: say why
     throw ProgrammingError("the transaction is finished (committed or rolled back)", SQLITE_MISUSE,
                            SQLITE_MISUSE);
   }
@@ -70,17 +71,23 @@ MultiplexedClient::Impl& Transaction::open() const {
 template <typename Send>
 auto Transaction::call(Send send) {
   auto& client = open();
+  // The daemon or the connection ended the transaction: finished, and every later call through
+  // the handle throws the same error again, saying why (open()).
+  const auto ended_by = [this](std::exception_ptr why) {
+    impl_->finished = true;
+    impl_->ended = std::move(why);
+  };
   try {
     return send(client, impl_->tx);
   } catch (const OperationalError& e) {
     // The daemon rolled the transaction back (idle timeout, a statement that ended it, ...).
-    if (e.extended_code() == detail::kTransactionEndedCode) impl_->finished = true;
+    if (e.extended_code() == detail::kTransactionEndedCode) ended_by(std::current_exception());
     throw;
   } catch (const ConnectionLostError&) {
-    impl_->finished = true;  // the daemon rolls back the transaction of a lost connection
+    ended_by(std::current_exception());  // the daemon rolls back a lost connection's transaction
     throw;
   } catch (const ConnectionClosedError&) {
-    impl_->finished = true;
+    ended_by(std::current_exception());
     throw;
   }
 }

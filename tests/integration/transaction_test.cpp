@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 #include <future>
 #include <string>
 #include <thread>
@@ -174,6 +175,44 @@ TEST_F(TransactionTest, IdleTransactionIsRolledBackAndItsOwnerIsToldOnItsNextCal
   EXPECT_EQ(rows_with_key("a"), 0) << "the idle transaction's row was kept";
   EXPECT_EQ(rows_with_key("a2"), 0);
   EXPECT_EQ(rows_with_key("b"), 1);
+}
+
+// A statement that ends the transaction: its own call says so (516, why), and so does every
+// later call through the handle, commit() and rollback() included; a handle the caller finished
+// itself answers ProgrammingError instead.
+TEST_F(TransactionTest, EveryCallAfterAStatementEndedTheTransactionSaysWhy) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto a = connect_client();
+  a.execute("CREATE TABLE u (k TEXT UNIQUE)");
+  auto tx = a.begin();
+  ASSERT_EQ(tx.execute("INSERT INTO kv (k) VALUES (?)", {"a"}), 1);
+  ASSERT_EQ(tx.execute("INSERT INTO u (k) VALUES (?)", {"a"}), 1);
+  const auto ended_why = [](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const pasyn::OperationalError& e) {
+      EXPECT_EQ(e.extended_code(), 516) << e.what();  // SQLITE_ABORT_ROLLBACK
+      return std::string(e.what());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "expected OperationalError 516, got: " << e.what();
+      return std::string();
+    }
+    ADD_FAILURE() << "a call through an ended transaction succeeded";
+    return std::string();
+  };
+  const std::string first =
+      ended_why([&] { tx.execute("INSERT OR ROLLBACK INTO u (k) VALUES (?)", {"a"}); });
+  EXPECT_NE(first.find("a statement ended it"), std::string::npos) << first;
+  EXPECT_TRUE(tx.finished());
+  EXPECT_EQ(ended_why([&] { tx.execute("INSERT INTO kv (k) VALUES (?)", {"b"}); }), first);
+  EXPECT_EQ(ended_why([&] { tx.commit(); }), first);
+  EXPECT_EQ(ended_why([&] { tx.rollback(); }), first);
+  EXPECT_EQ(rows_with_key("a"), 0);
+  EXPECT_EQ(rows_with_key("b"), 0);
+
+  auto done = a.begin();
+  done.commit();
+  EXPECT_THROW(done.execute("INSERT INTO kv (k) VALUES (?)", {"c"}), pasyn::ProgrammingError);
 }
 
 TEST_F(TransactionTest, StatsReportTheAgeOfAnotherClientsOpenTransactionUntilItsCommit) {
