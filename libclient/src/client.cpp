@@ -174,6 +174,22 @@ Report MultiplexedClient::backup(std::string_view path) {
   return send_admin(impl(), proto::MsgType::kBackup, path);
 }
 
+void MultiplexedClient::shutdown_server(Timeout timeout) {
+  send_empty(impl(), proto::MsgType::kShutdown, proto::MsgType::kShutdownOk, within(timeout));
+}
+
+Report MultiplexedClient::stats(Timeout timeout) {
+  return send_admin(impl(), proto::MsgType::kStats, std::nullopt, within(timeout));
+}
+
+Report MultiplexedClient::checkpoint(std::string_view mode, Timeout timeout) {
+  return send_admin(impl(), proto::MsgType::kCheckpoint, mode, within(timeout));
+}
+
+Report MultiplexedClient::backup(std::string_view path, Timeout timeout) {
+  return send_admin(impl(), proto::MsgType::kBackup, path, within(timeout));
+}
+
 Transaction MultiplexedClient::begin() {
   return begin(Timeout(impl().bound_of(std::nullopt).timeout));
 }

@@ -4,6 +4,7 @@
 // for an in-flight slot). The writer is held up by another client's open transaction, or the
 // whole daemon by SIGSTOP.
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <functional>
@@ -203,14 +204,29 @@ TEST_F(TimeoutTest, TheLargestBoundMeansNoBound) {
   EXPECT_EQ(rows_with_key("own"), 1);
 }
 
-TEST_F(TimeoutTest, PingsTimeoutBoundsItWhileTheDaemonIsStopped) {
+// The calls the daemon answers on its I/O thread or between batches take a Timeout too.
+TEST_F(TimeoutTest, PingStatsAndTheAdminCallsTimeoutBoundsThemWhileTheDaemonIsStopped) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
   auto client = client_with(0ms);
   ASSERT_TRUE(client.ping(Timeout{kHang}));
   stop();
-  EXPECT_TRUE(client_timed_out(outcome([&] { client.ping(Timeout{200ms}); })));
+  const Timeout t{200ms};
+  const std::vector<std::pair<std::string, std::function<void()>>> calls = {
+      {"ping", [&] { client.ping(t); }},
+      {"stats", [&] { (void)client.stats(t); }},
+      {"checkpoint", [&] { (void)client.checkpoint("PASSIVE", t); }},
+      {"backup", [&] { (void)client.backup("timed-out.sqlite", t); }},
+      {"shutdown_server", [&] { client.shutdown_server(t); }},
+  };
+  for (const auto& [name, call] : calls) {
+    const auto what = outcome(call);
+    EXPECT_TRUE(client_timed_out(what)) << name << ": " << what;
+    EXPECT_TRUE(contains(what, "within 200 ms")) << name << ": " << what;
+  }
   resume();
-  EXPECT_TRUE(client.ping(Timeout{kHang}));
+  // The SHUTDOWN sent above still arrives: the daemon stops once it is resumed.
+  const auto status = daemon_.wait_exit(kStopTimeout);
+  EXPECT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
 }
 
 TEST_F(TimeoutTest, ATransactionStatementThatTimedOutLeavesTheTransactionOpen) {

@@ -261,6 +261,10 @@ class PASYN_EXPORT MultiplexedClient {
   std::optional<Row> execute_fetchone_named(std::string_view sql, const NamedParams& params,
                                             Timeout timeout);
   bool ping(Timeout timeout);
+  void shutdown_server(Timeout timeout);
+  Report stats(Timeout timeout);
+  Report checkpoint(std::string_view mode, Timeout timeout);
+  Report backup(std::string_view name, Timeout timeout);
   /// begin() waiting at most `timeout` for the grant (then TimeoutError; a grant that comes
   /// later is rolled back at once), whatever `request_timeout` is.
   [[nodiscard]] Transaction begin(Timeout timeout);
@@ -309,9 +313,9 @@ class PASYN_EXPORT MultiplexedClient {
 /// handle carries its number (PROTOCOL.md §6.2): no other connection, and no other handle of
 /// the same client (an earlier transaction's), can act in it, commit it or roll it back. The
 /// daemon rolls it back when that connection closes or dies, when it stays idle longer than
-/// `--transaction-idle-timeout`, or when a statement ends it; the next call through the handle
-/// then throws OperationalError (extended code SQLITE_ABORT_ROLLBACK) saying why, and the
-/// handle is finished. Calls through the handle never reconnect: once the connection that
+/// `--transaction-idle-timeout`, or when a statement ends it; the call that learns it, and every
+/// later call through the handle, throws OperationalError (extended code SQLITE_ABORT_ROLLBACK)
+/// saying why, and the handle is finished. Calls through the handle never reconnect: once the connection that
 /// began it is lost, they throw ConnectionLostError and the handle is finished.
 ///
 /// Thread-safety: not safe for concurrent use; use it from one thread at a time.
