@@ -269,6 +269,7 @@ void ChangeFeed::close() noexcept {
 
 ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables,
                                         std::optional<std::uint64_t> after_seq) {
+  impl().check_not_closed();
   auto feed = std::make_unique<ChangeFeed::Impl>();
   feed->path = socket_path();
   feed->options = impl().options();
@@ -281,6 +282,7 @@ ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables,
 ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables, std::uint64_t epoch,
                                         std::uint64_t after_seq) {
   if (epoch == 0) return subscribe(std::move(tables), std::optional<std::uint64_t>(after_seq));
+  impl().check_not_closed();
   auto feed = std::make_unique<ChangeFeed::Impl>();
   feed->path = socket_path();
   feed->options = impl().options();

@@ -76,9 +76,13 @@ void MultiplexedClient::Impl::close() {
   wake_io();
   lk.unlock();
   if (io_->thread.joinable()) io_->thread.join();
+  // The requests still waiting were sent, or may have been: like a lost connection's, their
+  // outcome is unknown (the daemon runs what it read), so they fail with ConnectionLostError.
+  // ConnectionClosedError is for the calls made after close(), which send nothing.
   fail_all(
-      [](const std::string& what) { return std::make_exception_ptr(ConnectionClosedError(what)); },
-      "the client was closed");
+      [](const std::string& what) { return std::make_exception_ptr(ConnectionLostError(what)); },
+      "the client was closed before the reply came; the request may still be executed "
+      "(outcome unknown)");
 }
 
 // In a forked child, on the first use of this client: abandons the parent's connection

@@ -229,6 +229,11 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   const ClientOptions& options() const noexcept { return options_; }
+  // For the calls that open a connection of their own (subscribe()): a closed client opens none.
+  void check_not_closed() const {
+    std::lock_guard lk(mu_);
+    if (state_ == State::kClosed) throw ConnectionClosedError("the client is closed");
+  }
 
   /// The bound of one blocking call, taken when the call begins: its own (pasyn::Timeout) when
   /// it has one, else `request_timeout` (see unbounded()), and the deadline it sets for the

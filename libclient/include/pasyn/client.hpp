@@ -99,7 +99,8 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// owns the socket and one I/O thread, named pasyn-client-io (started with every signal
 /// blocked, so that signals go to the application's threads), which writes what the socket did
 /// not take at once and reads replies when only asynchronous calls wait; the destructor closes
-/// both, failing calls still waiting with ConnectionClosedError. At most
+/// both, failing calls still waiting with ConnectionLostError (their requests were sent: the
+/// outcome is unknown). At most
 /// `ClientOptions::max_in_flight` requests are unanswered at once; further calls wait.
 ///
 /// fork(): a client may cross fork(). In the child, its first call leaves the parent's
@@ -117,7 +118,7 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// next call reconnects by itself, retrying at most every 25 ms doubling to 2 s while the
 /// daemon stays unreachable),
 /// TimeoutError when `request_timeout` (or the call's own Timeout) runs out,
-/// ConnectionClosedError after close().
+/// ConnectionClosedError for calls made after close() (nothing is sent).
 /// The `_async` variants return at once; their futures carry the same results and exceptions.
 class PASYN_EXPORT MultiplexedClient {
  public:
@@ -285,7 +286,9 @@ class PASYN_EXPORT MultiplexedClient {
   ChangeFeed subscribe(std::vector<std::string> tables, std::uint64_t epoch,
                        std::uint64_t after_seq);
 
-  /// Closes the socket; calls still waiting fail with ConnectionClosedError. Idempotent.
+  /// Closes the socket. Calls still waiting fail with ConnectionLostError: their requests were
+  /// sent, and the daemon runs what it read, so their outcome is unknown. Later calls (and
+  /// subscribe()) throw ConnectionClosedError. Idempotent.
   void close();
   /// False after close(), or once the connection was lost until a later call reconnects. A
   /// connection nobody is reading is looked at first, so a daemon that closed it is noticed.
@@ -315,8 +318,8 @@ class PASYN_EXPORT MultiplexedClient {
 /// daemon rolls it back when that connection closes or dies, when it stays idle longer than
 /// `--transaction-idle-timeout`, or when a statement ends it; the call that learns it, and every
 /// later call through the handle, throws OperationalError (extended code SQLITE_ABORT_ROLLBACK)
-/// saying why, and the handle is finished. Calls through the handle never reconnect: once the connection that
-/// began it is lost, they throw ConnectionLostError and the handle is finished.
+/// saying why, and the handle is finished. Calls through the handle never reconnect: once the
+/// connection that began it is lost, they throw ConnectionLostError and the handle is finished.
 ///
 /// Thread-safety: not safe for concurrent use; use it from one thread at a time.
 /// Ownership: shares the client's connection (the client may be destroyed first: calls then
