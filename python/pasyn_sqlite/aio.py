@@ -11,8 +11,9 @@ closed are dropped. Reads stay synchronous on a ``pasyn_sqlite_core.Connection``
 Transactions: ``async with client.transaction() as tx:`` (tasks share one thread, so the
 thread-bound ``begin()``/``commit()`` of the synchronous client does not apply to them). They,
 ``executescript`` and ``ping`` are completed the same way: nothing here runs in a thread pool or
-blocks the loop. A transaction whose ``begin`` await was cancelled is rolled back as soon as the
-daemon grants it.
+blocks the loop. A transaction whose ``begin`` await was cancelled is rolled back once the
+daemon has granted it and the loop runs again (a loop blocked in a synchronous call holds it, and
+the write lock, until the call returns).
 """
 
 import asyncio

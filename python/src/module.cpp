@@ -100,7 +100,10 @@ std::chrono::milliseconds to_ms(std::optional<double> seconds) {
     throw nb::value_error("a timeout is a number of seconds, 0 or more");
   }
   const double s = std::min(*seconds, kLongest);
-  return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000.0 + 0.5));
+  // A positive duration under half a millisecond is 1 ms, not 0, which means "no bound" (or
+  // "at once") to most of the options it goes to.
+  const auto ms = static_cast<std::int64_t>(s * 1000.0 + 0.5);
+  return std::chrono::milliseconds(s > 0 && ms == 0 ? 1 : ms);
 }
 
 std::optional<Timeout> to_timeout(std::optional<double> seconds) {
@@ -109,8 +112,7 @@ std::optional<Timeout> to_timeout(std::optional<double> seconds) {
     throw nb::value_error("a timeout is a number of seconds, 0 or more");
   }
   if (*seconds >= 1e12) return Timeout(std::chrono::milliseconds(0));  // infinity, or as good
-  const auto ms = to_ms(seconds);
-  return Timeout(*seconds > 0 && ms.count() == 0 ? std::chrono::milliseconds(1) : ms);
+  return Timeout(to_ms(seconds));
 }
 
 namespace {

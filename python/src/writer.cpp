@@ -81,10 +81,15 @@ struct PyClient {
     return *dispatcher;
   }
   void close() {
+    {
+      nb::gil_scoped_release release;
+      threads.reset();
+      // The calls still waiting fail now (ConnectionLostError: their outcome is unknown), so
+      // the completion thread below hands them to their loops and ends at once, instead of
+      // waiting for their replies while the loop that called close() is blocked.
+      if (client) client->close();
+    }
     if (dispatcher) dispatcher->stop();
-    nb::gil_scoped_release release;
-    threads.reset();
-    if (client) client->close();
   }
 };
 

@@ -117,3 +117,25 @@ def test_aio_cancelled_or_orphaned_begin_leaves_no_transaction_open(db_path):
         client.close()
         holder.close()
         other.close()
+
+
+def test_aio_close_fails_the_waiting_awaits_with_connection_lost(db_path):
+    """close() does not wait for the replies of awaits still pending: their requests were sent,
+    so they fail with ConnectionLostError (outcome unknown), as the synchronous client's do."""
+    with core.start_writer_server(db_path, lock_wait=60.0) as server:
+        holder = core.MultiplexedClient(server.socket_path)
+        holder.executescript("CREATE TABLE t (x)")
+        tx = holder.begin_exclusive()  # the write below waits behind it, up to lock_wait
+
+        async def main():
+            client = aio.connect(server.socket_path)
+            pending = asyncio.ensure_future(client.execute("INSERT INTO t VALUES (1)"))
+            await asyncio.sleep(0.2)  # sent, and waiting in the daemon
+            assert not pending.done()
+            client.close()  # before the change: blocked until the holder's transaction ended
+            with pytest.raises(core.ConnectionLostError, match="outcome unknown"):
+                await pending
+
+        asyncio.run(main())
+        tx.rollback()
+        holder.close()

@@ -194,6 +194,13 @@ def test_exceptions_are_sqlite_error_and_sqlite3_classes(client):
     assert isinstance(e, core.IntegrityError)
     assert e.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_UNIQUE
     assert e.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE"
+    # An extended code this Python's sqlite3 may not know is still named for itself, never for
+    # its primary code (SQLITE_CONSTRAINT_DATATYPE: a STRICT table's type check).
+    client.executescript("CREATE TABLE s (n INTEGER) STRICT")
+    with pytest.raises(core.IntegrityError) as strict:
+        client.execute("INSERT INTO s VALUES ('x')")
+    assert strict.value.sqlite_errorcode == 3091
+    assert strict.value.sqlite_errorname == "SQLITE_CONSTRAINT_DATATYPE"
     with pytest.raises(sqlite3.OperationalError):
         client.execute("INSERT INTO nowhere VALUES (1)")
     with pytest.raises(sqlite3.ProgrammingError):

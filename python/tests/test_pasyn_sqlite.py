@@ -55,6 +55,8 @@ def test_read_pool_under_many_threads(db_path):
     held = [pool.acquire() for _ in range(3)]
     with pytest.raises(pasyn_sqlite.PoolError):
         pool.acquire(timeout=0.05)
+    with pytest.raises(pasyn_sqlite.PoolError):  # under 1 ms is 1 ms, not "wait for ever"
+        pool.acquire(timeout=0.0004)
     with pytest.raises(sqlite3.OperationalError):  # read-only
         held[0].execute("INSERT INTO t VALUES (1)")
     for c in held:
