@@ -117,6 +117,7 @@ void Session::abandon() noexcept {
 
 void Session::close_now() {
   if (closed_) return;
+  const auto self = std::move(paused_hold_);  // released when this returns, not before
   closed_ = true;
   alive_.store(false, std::memory_order_release);
   if (subscribed_) server_.feed_.unsubscribe(this);
@@ -161,6 +162,7 @@ void Session::check_access() {
 void Session::resume_reading() {
   if (!read_paused_.load() || closing_ || closed_) return;
   read_paused_.store(false);
+  const auto self = std::move(paused_hold_);  // alive through pump(), which may pause again
   pump();
 }
 
@@ -260,7 +262,10 @@ bool Session::pump_once() {
     // Paused first, then checked again: a release from now on sees the flag and wakes us.
     read_paused_.store(true);
     if (server_.budget_.full()) server_.budget_.wait_for_room();
-    if (reading_blocked()) return false;
+    if (reading_blocked()) {
+      paused_hold_ = shared_from_this();  // until resume_reading() or close_now()
+      return false;
+    }
     read_paused_.store(false);
     return true;  // room again: parse what the decoder holds before reading more
   }

@@ -159,6 +159,11 @@ class Session : public ReplySink,
   /// Request payloads not yet answered and unsent reply bytes (--max-queued-bytes).
   std::atomic<std::size_t> queued_bytes_{0};
   std::atomic<bool> read_paused_{false};  // backpressure: no read until reading_blocked() ends
+  // I/O thread: the session itself while its reading is paused. Nothing else may hold it then (no
+  // read in flight, maybe no request in the writer): without this it would be destroyed, its
+  // socket closed unannounced and its connection slot never given back. Dropped on resume or
+  // close.
+  std::shared_ptr<Session> paused_hold_;
   std::atomic<bool> wake_posted_{false};  // a resume_reading() is posted
   bool hello_done_ = false;
   bool subscribed_ = false;  // a change feed (PROTOCOL.md §8): only PING may follow

@@ -167,6 +167,53 @@ TEST_F(LimitTest, MoreParametersThanMaxParamsIsADataErrorAndTheConnectionGoesOn)
 
 // ---- Connections, backpressure, output --------------------------------------------------------
 
+// A connection whose reading pauses because --max-total-bytes is reached (by other connections'
+// requests waiting behind a transaction) while it has nothing in the writer stays open, and is
+// read again once the bytes are released: it is neither closed unannounced nor lost from the
+// connection count. (While the budget is full nobody is read, the transaction's owner neither:
+// the waiting requests' --lock-wait releases it.)
+TEST_F(LimitTest, AConnectionPausedByTheTotalBudgetIsKeptAndReadAgain) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--max-frame", "65536", "--max-output", "1048576", "--max-queued-bytes",
+                        "1048576", "--max-total-bytes", "2097152", "--lock-wait", "1s"}));
+  auto holder = connect_client();
+  auto tx = holder.begin();  // the big senders' requests wait behind it and fill the budget
+  RawPeer big1(sock_), big2(sock_), paused(sock_);
+  ASSERT_TRUE(big1.handshake());
+  ASSERT_TRUE(big2.handshake());
+  ASSERT_TRUE(paused.handshake());
+  std::vector<std::uint8_t> bulk;
+  for (std::uint64_t id = 1; id <= 60; ++id) {
+    const auto f = statement_frame(kExecute, id, "INSERT INTO probe (v) VALUES (?)",
+                                   {pasyn::Blob(20000, 'y')});
+    bulk.insert(bulk.end(), f.begin(), f.end());
+  }
+  auto send1 = std::async(std::launch::async, [&] { return big1.send(bulk); });
+  auto send2 = std::async(std::launch::async, [&] { return big2.send(bulk); });
+  std::this_thread::sleep_for(300ms);  // ~2 MiB of requests wait: the budget is full
+  const auto request =
+      statement_frame(kExecute, 7, "INSERT INTO probe (v) VALUES ('paused, then read')");
+  const std::size_t half = request.size() / 2;
+  ASSERT_TRUE(paused.send({request.begin(), request.begin() + half}));  // read, then paused
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(paused.send({request.begin() + half, request.end()}));
+  // Answered once the budget has room again: TIMEOUT (it waits for the holder's transaction
+  // too) or a RESULT, but an answer, on the same connection.
+  const auto reply = paused.read_frame(20s);
+  ASSERT_TRUE(reply.has_value()) << "the paused connection was dropped";
+  EXPECT_EQ(reply->request_id, 7u);
+  EXPECT_TRUE(send1.get());
+  EXPECT_TRUE(send2.get());
+  tx.commit();
+  big1.close();
+  big2.close();
+  paused.close();
+  // Every raw connection's slot is given back: the holder and before_ are what is left.
+  EXPECT_TRUE(eventually([&] { return stat_int(holder, "connections") == 2; }, kReplyTimeout))
+      << stat_int(holder, "connections");
+  expect_still_served();
+}
+
 TEST_F(LimitTest, AConnectionOverMaxConnectionsIsRefusedAsBusyAndAFreedSlotIsReused) {
   ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-connections", "2"}));
   auto first = connect_client();
