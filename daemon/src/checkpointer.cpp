@@ -282,9 +282,12 @@ bool Writer::checkpoint(std::string_view mode, proto::Report& report) {
     capture_sqlite_error();
     return false;
   }
-  // SQLITE_BUSY: readers kept part of the WAL from being copied back; the counts tell how much.
+  // Busy: readers kept part of the WAL from being copied back; the counts tell how much. FULL,
+  // RESTART and TRUNCATE say so with SQLITE_BUSY; PASSIVE never waits and never does, its counts
+  // alone tell.
+  const bool busy = rc == SQLITE_BUSY || checkpointed < wal_frames;
   report = {{"mode", std::string(found->first)},
-            {"busy", std::int64_t{rc == SQLITE_BUSY}},
+            {"busy", std::int64_t{busy}},
             {"wal_frames", std::int64_t{wal_frames}},
             {"checkpointed_frames", std::int64_t{checkpointed}}};
   return true;

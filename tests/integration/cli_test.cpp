@@ -356,6 +356,27 @@ TEST_F(OperationsTest, CheckpointTruncateEmptiesTheWalWhenNoOneReads) {
   EXPECT_EQ(query_int("SELECT count(*) FROM kv"), 1);
 }
 
+// A reader's snapshot keeps the frames after it from being copied back: every mode reports
+// busy, PASSIVE too (which never waits, so SQLite does not say SQLITE_BUSY for it).
+TEST_F(OperationsTest, CheckpointReportsBusyWhenAReaderKeptFramesInTheWal) {
+  client_->execute("INSERT INTO kv (k) VALUES ('before')");
+  auto reader = pasyn::connect(db_, pasyn::OpenFlags::readonly());
+  reader.begin();
+  ASSERT_EQ(reader.execute_fetchall("SELECT count(*) FROM kv")[0][0],
+            pasyn::Value(std::int64_t{1}));  // the snapshot is taken
+  for (int i = 0; i < 20; ++i) client_->execute("INSERT INTO kv (k) VALUES ('after')");
+  for (const char* mode : {"PASSIVE", "FULL"}) {
+    const auto report = client_->checkpoint(mode, pasyn::Timeout{std::chrono::seconds(30)});
+    EXPECT_EQ(as_int(figure(report, "busy")), 1) << mode;
+    EXPECT_LT(as_int(figure(report, "checkpointed_frames")), as_int(figure(report, "wal_frames")))
+        << mode;
+  }
+  reader.rollback();
+  const auto report = client_->checkpoint("PASSIVE");
+  EXPECT_EQ(as_int(figure(report, "busy")), 0);
+  EXPECT_EQ(as_int(figure(report, "checkpointed_frames")), as_int(figure(report, "wal_frames")));
+}
+
 TEST_F(OperationsTest, CheckpointWithAnUnknownModeThrowsAndTheDaemonKeepsServing) {
   EXPECT_THROW(client_->checkpoint("bogus"), pasyn::ProgrammingError);
   EXPECT_EQ(client_->execute("INSERT INTO kv (k) VALUES ('after')"), 1);
