@@ -346,6 +346,7 @@ void Writer::fail_stop_unless_definite(const char* what) {
 
 Writer::AttemptEnd Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
                                    bool savepoints) {
+  ++attempt_;  // every sink's reply bytes start from 0 (run_batched)
   if (!exec_internal(begin_)) {
     capture_sqlite_error();
     fail_stop_unless_definite("BEGIN of a batch");
@@ -479,6 +480,28 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
                 "FOREIGN KEY constraint failed (a deferred constraint this request leaves "
                 "violated; nothing of it was written)"};
     ok = false;
+  }
+  // One connection's replies in one batch stay under --max-output: they are all built before
+  // any is sent, so a client pipelining large results (or not reading them) would otherwise make
+  // the daemon hold every one of them at once (a probe: 20 requests of 46 bytes, 320 MB of
+  // replies). The request that would pass the bound is undone and answered TOO_LARGE instead.
+  if (ok && r.sink) {
+    ReplySink& sink = *r.sink;
+    if (sink.attempt_of_ != attempt_) {
+      sink.attempt_of_ = attempt_;
+      sink.attempt_reply_bytes_ = 0;
+    }
+    const std::size_t bytes = replies_.size() - out.offset;
+    if (sink.attempt_reply_bytes_ + bytes > config_.max_output) {
+      set_failure(proto::PasynCode::kTooLarge,
+                  "the replies to this connection's requests in one batch would pass "
+                  "--max-output (" +
+                      std::to_string(config_.max_output) +
+                      " bytes): nothing of this one was written; send fewer large queries at once");
+      ok = false;
+    } else {
+      sink.attempt_reply_bytes_ += bytes;
+    }
   }
   // The key is written in the same transaction as the request's effects: both or neither.
   if (ok && !r.key.empty() && !keys_->record(r.uid, r.key, digest, replies_, out.offset)) {

@@ -104,6 +104,11 @@ class ReplySink {
   // being delivered (Writer::deliver), so that grouping replies needs no map. Stale between
   // batches: Writer::deliver trusts it only if that entry names this sink.
   std::size_t batch_slot_ = 0;
+  // Writer thread only: the reply bytes this sink's requests produced in the current batch
+  // attempt (Writer::attempt_), held under --max-output (run_batched). Stale when attempt_of_
+  // is not the writer's attempt number.
+  std::size_t attempt_reply_bytes_ = 0;
+  std::uint64_t attempt_of_ = 0;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -427,6 +432,7 @@ class Writer {
   std::optional<Clock::time_point> deadline_;
   bool timed_out_ = false;        // on_progress interrupted the statement
   bool batch_committed_ = false;  // the current batch's COMMIT succeeded (group_commit.cpp)
+  std::uint64_t attempt_ = 0;     // numbers the batch attempts (ReplySink::attempt_of_)
   bool delivering_ = false;       // the current batch's replies are being handed out
   int lost_attempts_ = 0;         // attempts of the current batch lost by our own statements
   // The batching policy's memory of the last batch (fill_batch): how many replies it sent to

@@ -167,6 +167,43 @@ TEST_F(LimitTest, MoreParametersThanMaxParamsIsADataErrorAndTheConnectionGoesOn)
 
 // ---- Connections, backpressure, output --------------------------------------------------------
 
+// One connection's replies in one batch are held under --max-output: the request that would
+// pass it is undone and answered TOO_LARGE, the others of the batch (its own smaller ones too)
+// are served, and the daemon never holds more than the bound for it.
+TEST_F(LimitTest, OneConnectionsRepliesInABatchStayUnderMaxOutput) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--max-frame", "524288", "--max-output", "1048576", "--lock-wait", "30s"}));
+  auto holder = connect_client();
+  auto tx = holder.begin();  // everything below queues behind it and runs as one batch
+  auto client = connect_client();
+  std::vector<std::future<std::vector<pasyn::Row>>> big;
+  for (int i = 0; i < 6; ++i) {
+    big.push_back(client.execute_fetchall_async(
+        "INSERT INTO probe (v) VALUES (zeroblob(300000)) RETURNING v"));
+  }
+  auto small = client.execute_async("INSERT INTO probe (v) VALUES ('small')");
+  ASSERT_TRUE(
+      eventually([&] { return stat_int(holder, "waiting_for_transaction") == 7; }, kReplyTimeout));
+  tx.commit();
+  for (int i = 0; i < 6; ++i) {
+    if (i < 3) {  // 3 x 300,000 bytes fit in 1 MiB; a fourth does not
+      EXPECT_EQ(big[i].get().size(), 1u) << i;
+      continue;
+    }
+    try {
+      big[i].get();
+      ADD_FAILURE() << "reply " << i << " passed --max-output";
+    } catch (const pasyn::DataError& e) {
+      EXPECT_TRUE(contains(e.what(), "--max-output")) << e.what();
+    }
+  }
+  EXPECT_EQ(small.get(), 1);
+  // The refused ones wrote nothing: 3 large rows and the small one.
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE length(v) = 300000"), 3);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'small'"), 1);
+  expect_still_served();
+}
+
 // A connection whose reading pauses because --max-total-bytes is reached (by other connections'
 // requests waiting behind a transaction) while it has nothing in the writer stays open, and is
 // read again once the bytes are released: it is neither closed unannounced nor lost from the
