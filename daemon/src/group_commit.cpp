@@ -475,7 +475,9 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
   // request that happened to add the missing parent would let an orphan commit that fails when
   // it runs alone. So each request is held to what a COMMIT right after it would say, as if it
   // ran in a transaction of its own (PROTOCOL.md §6.1). ROLLBACK TO restores SQLite's count.
-  if (ok && deferred_violations()) {
+  // Only with --foreign-keys on: clients cannot turn enforcement on (the pragma is query-only),
+  // and without it there is nothing to count (the check takes the connection's mutex).
+  if (ok && config_.foreign_keys && deferred_violations()) {
     failure_ = {proto::ErrorDomain::kSqlite, SQLITE_CONSTRAINT, SQLITE_CONSTRAINT_FOREIGNKEY,
                 "FOREIGN KEY constraint failed (a deferred constraint this request leaves "
                 "violated; nothing of it was written)"};
