@@ -193,6 +193,11 @@ TEST_F(LimitTest, AConnectionPausedByTheTotalBudgetIsKeptAndReadAgain) {
   EXPECT_TRUE(send1.get());
   EXPECT_TRUE(send2.get());
   tx.commit();
+  // Every bulk request is answered (TIMEOUT, or run after the commit) before the rows are
+  // counted below.
+  for (RawPeer* peer : {&big1, &big2}) {
+    for (int i = 0; i < 60; ++i) ASSERT_TRUE(peer->read_frame(kReplyTimeout).has_value()) << i;
+  }
   big1.close();
   big2.close();
   paused.close();
