@@ -205,7 +205,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 40))
       ->capture_default_str();
   app.add_option("--max-total-bytes", config.max_total_bytes,
-                 "the same bytes over all connections: past it no connection is read from, and "
+                 "the same bytes over all connections: past it no connection is read from (but the "
+                 "client transaction's owner, under its own limit), and "
                  "the client holding the most unread replies is disconnected (at least "
                  "--max-queued-bytes)")
       ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 44))

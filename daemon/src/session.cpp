@@ -168,8 +168,14 @@ void Session::resume_reading() {
 
 bool Session::reading_blocked(std::size_t parsed) const {
   const auto& c = server_.config_;
+  // The connection holding the client transaction is read past the total: the requests that
+  // fill it may be waiting for that transaction, which only this connection's requests can end
+  // (without it they would wait for --lock-wait, and the transaction for its idle timeout).
+  // Its own --max-queued-bytes still bounds it. (Set before BEGIN's reply, whose request's
+  // release wakes a connection paused meanwhile.)
   return inflight_.load() + parsed >= c.max_inflight ||
-         queued_bytes_.load() >= c.max_queued_bytes || server_.budget_.full();
+         queued_bytes_.load() >= c.max_queued_bytes ||
+         (server_.budget_.full() && !server_.writer_.holds_transaction(this));
 }
 
 ByteCharge Session::charge(std::size_t n) {

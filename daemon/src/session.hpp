@@ -83,7 +83,7 @@ class Session : public ReplySink,
   void resume_reading();
 
   // A limit that stops reading: unanswered requests (--max-inflight), this connection's bytes
-  // (--max-queued-bytes) or everyone's (--max-total-bytes).
+  // (--max-queued-bytes) or everyone's (--max-total-bytes; not for the transaction's owner).
   bool reading_blocked(std::size_t parsed = 0) const;
 
   ByteCharge charge(std::size_t n);

@@ -207,6 +207,50 @@ TEST_F(LimitTest, AConnectionPausedByTheTotalBudgetIsKeptAndReadAgain) {
   expect_still_served();
 }
 
+// Requests waiting behind a client transaction can fill --max-total-bytes; the transaction's
+// owner is still read (its own --max-queued-bytes bounds it), so its COMMIT ends the wait
+// instead of waiting for --lock-wait to fail the others.
+TEST_F(LimitTest, TheTransactionOwnerIsReadWhileOthersFillTheTotalBudget) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-frame", "65536", "--max-queued-bytes", "1572864",
+                                            "--max-total-bytes", "2097152", "--lock-wait", "60s"}));
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  tx.execute("INSERT INTO probe (v) VALUES ('in the transaction')");
+  RawPeer big1(sock_), big2(sock_);
+  ASSERT_TRUE(big1.handshake());
+  ASSERT_TRUE(big2.handshake());
+  std::vector<std::uint8_t> bulk;
+  for (std::uint64_t id = 1; id <= 60; ++id) {
+    const auto f = statement_frame(kExecute, id, "INSERT INTO probe (v) VALUES (?)",
+                                   {pasyn::Blob(20000, 'y')});
+    bulk.insert(bulk.end(), f.begin(), f.end());
+  }
+  auto send1 = std::async(std::launch::async, [&] { return big1.send(bulk); });
+  auto send2 = std::async(std::launch::async, [&] { return big2.send(bulk); });
+  // ~2 MiB of requests (~104 of 120) wait behind the transaction: the total budget, not
+  // either sender's own, is full.
+  ASSERT_TRUE(eventually([&] { return stat_int(holder, "waiting_for_transaction") >= 100; }, 10s))
+      << stat_int(holder, "waiting_for_transaction");
+  std::this_thread::sleep_for(100ms);
+  EXPECT_LT(stat_int(holder, "waiting_for_transaction"), 120);
+  // Sent while the budget is full; without the owner's exemption it is read only after
+  // --lock-wait (60 s) has failed every waiting request.
+  tx.execute("INSERT INTO probe (v) VALUES ('read while the budget is full')");
+  tx.commit();
+  EXPECT_TRUE(send1.get());
+  EXPECT_TRUE(send2.get());
+  for (RawPeer* peer : {&big1, &big2}) {
+    for (int i = 0; i < 60; ++i) {
+      const auto reply = peer->read_frame(kReplyTimeout);
+      ASSERT_TRUE(reply.has_value()) << i;
+      EXPECT_EQ(reply->type, static_cast<std::uint8_t>(proto::MsgType::kResult)) << i;
+    }
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE length(v) = 20000"), 120);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v LIKE '%budget is full'"), 1);
+  expect_still_served();
+}
+
 TEST_F(LimitTest, AConnectionOverMaxConnectionsIsRefusedAsBusyAndAFreedSlotIsReused) {
   ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-connections", "2"}));
   auto first = connect_client();
