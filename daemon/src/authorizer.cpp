@@ -27,6 +27,9 @@ constexpr const char* kVacuumIntoMessage =
 constexpr const char* kExtensionMessage =
     "load_extension() is not allowed through pasyn-writerd: extensions are not loaded into the "
     "daemon";
+constexpr const char* kTokenizerMessage =
+    "fts3_tokenizer() is not allowed through pasyn-writerd: it reads and replaces raw pointers "
+    "in the daemon's memory";
 constexpr const char* kPragmaMessage =
     "this pragma is not on pasyn-writerd's allow-list for this connection (SECURITY.md \"SQL "
     "allow-list\"): connection settings are the daemon's flags, and read-only peers may only "
@@ -218,10 +221,15 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
     case SQLITE_RECURSIVE:
       return kAllow;
     case SQLITE_FUNCTION:  // arg2 the function's name
-      // Also disabled on the connection itself (writer.cpp); refused here too, so the client is
-      // told PERMISSION, as for every other refused action, not SQLite's bare "not authorized".
-      return arg2 && sqlite3_stricmp(arg2, "load_extension") == 0 ? deny(kExtensionMessage)
-                                                                  : kAllow;
+      // Both also disabled on the connection itself (writer.cpp); refused here too, so the
+      // client is told PERMISSION, as for every other refused action, not SQLite's bare "not
+      // authorized". fts3_tokenizer() returns a pointer into the daemon (one argument) or
+      // installs a client's bytes as a tokenizer's function table (two), which the next FTS3
+      // query calls: a crash at best, for readers too (a SELECT).
+      if (!arg2) return kAllow;
+      if (sqlite3_stricmp(arg2, "load_extension") == 0) return deny(kExtensionMessage);
+      if (sqlite3_stricmp(arg2, "fts3_tokenizer") == 0) return deny(kTokenizerMessage);
+      return kAllow;
     case SQLITE_READ:  // arg1 table (a pragma_* table-valued function too), arg2 column
       return reserved(arg1) ? deny(kReservedMessage) : kAllow;
     case SQLITE_PRAGMA:  // arg1 name, arg2 value or argument (nullptr: the query), arg3 db
@@ -299,7 +307,11 @@ int Authorizer::callback(void* self, int action, const char* a1, const char* a2,
                          const char* a4) {
   auto* a = static_cast<Authorizer*>(self);
   const Decision d = decide(a->mode_, action, a1, a2, a3, a4);
-  if (!d.allowed()) a->denial_ = d;
+  if (!d.allowed()) {
+    a->denial_ = d;
+  } else if (action == SQLITE_ALTER_TABLE && a->mode_ != Mode::kInternal) {
+    a->altered_ = true;
+  }
   return d.rc;
 }
 

@@ -68,6 +68,11 @@ bool pragma_allowed(Mode mode, std::string_view name, const char* value);
 inline constexpr const char* kInternalSavepoint = "pasyn_request";
 /// Table names starting with this (any case) belong to the daemon: clients cannot touch them.
 inline constexpr std::string_view kReservedPrefix = "pasyn_";
+/// The refusal of an ALTER TABLE that gave a table (or an FTS table's shadow table) a reserved
+/// name: found after the statement ran (Authorizer::altered()), and undone.
+inline constexpr const char* kRenameReservedMessage =
+    "tables whose names start with pasyn_ belong to pasyn-writerd: no table may be renamed to "
+    "one; nothing of the request was written";
 
 /// The authorizer installed on the writer connection: the current mode and the last denial.
 ///
@@ -94,7 +99,14 @@ class Authorizer {
 
   /// The last refusal since clear_denial(), if any.
   const std::optional<Decision>& denial() const { return denial_; }
-  void clear_denial() { denial_.reset(); }
+  /// Whether a client's ALTER TABLE was allowed since clear_denial(). SQLite names only the old
+  /// table to the authorizer, so the writer checks the new name afterwards
+  /// (Writer::renamed_into_reserved_names).
+  bool altered() const { return altered_; }
+  void clear_denial() {
+    denial_.reset();
+    altered_ = false;
+  }
 
  private:
   static int callback(void* self, int action, const char* a1, const char* a2, const char* a3,
@@ -102,6 +114,7 @@ class Authorizer {
 
   Mode mode_ = Mode::kNone;
   std::optional<Decision> denial_;
+  bool altered_ = false;
 };
 
 }  // namespace pasyn::server

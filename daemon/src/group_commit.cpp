@@ -236,7 +236,7 @@ void Writer::run_batch_attempts(std::vector<Request>& batch) {
   // The key table is created once, here, outside any transaction, so no rollback undoes it.
   if (!keys_->ready() &&
       std::any_of(batch.begin(), batch.end(), [](const Request& r) { return !r.key.empty(); }) &&
-      !keys_->prepare()) {
+      !(keys_->prepare() && (reserved_names_ = count_reserved_names()) >= 0)) {
     capture_sqlite_error();
     failure_.message = "cannot keep idempotency keys: " + failure_.message;
     std::vector<Request> keyed, rest;

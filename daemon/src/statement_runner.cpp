@@ -95,6 +95,14 @@ bool Writer::run_request(Request& r) {
     out_of_memory("the reply is larger than pasyn-writerd can hold");
   }
   deadline_.reset();
+  // SQLite shows the authorizer only the old name of ALTER TABLE ... RENAME (and of an FTS
+  // table's shadow tables): a new name in the daemon's namespace is found here, and the request
+  // undone like any failed one. (Without it a client could plant pasyn_idempotency, with
+  // forged replies for other clients' keys, before the daemon first made it.)
+  if (ok && authorizer_.altered() && renamed_into_reserved_names()) {
+    set_failure(proto::PasynCode::kPermission, kRenameReservedMessage);
+    ok = false;
+  }
   const auto& denied = authorizer_.denial();
   if (!ok && denied && failure_.domain == proto::ErrorDomain::kSqlite &&
       failure_.code == SQLITE_AUTH) {

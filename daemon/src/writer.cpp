@@ -102,6 +102,10 @@ Writer::Writer(const Config& config) : config_(config) {
   sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_enable_load_extension(db_, 0);  // also the SQL function load_extension()
+  // fts3_tokenizer(name, pointer) installs a client's bytes as a tokenizer's function table
+  // (Debian builds SQLite with SQLITE_ENABLE_FTS3_TOKENIZER); the authorizer refuses the
+  // function in every form too.
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, nullptr);
   // SQL functions and virtual tables in the schema (triggers, views, defaults) are limited to
   // the innocuous ones: a schema written by one client cannot run dangerous code for another.
   sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
@@ -140,6 +144,22 @@ Writer::Writer(const Config& config) : config_(config) {
   sqlite3_wal_hook(db_, &Writer::on_wal_commit, this);
   commit_us_.reserve(kCommitWindow);
   keys_.emplace(db_, authorizer_, config_.idempotency_keys);
+  reserved_names_ = count_reserved_names();
+}
+
+std::int64_t Writer::count_reserved_names() {
+  Authorizer::Scope internal(authorizer_, Mode::kInternal);
+  sqlite3_stmt* s = nullptr;
+  std::int64_t n = -1;  // unknown: refuses the ALTER rather than let a rename through
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'pasyn\\_%' "
+                         "ESCAPE '\\'",
+                         -1, &s, nullptr) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW) {
+    n = sqlite3_column_int64(s, 0);
+  }
+  sqlite3_finalize(s);
+  return n;
 }
 
 Writer::~Writer() {

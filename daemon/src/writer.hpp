@@ -349,6 +349,10 @@ class Writer {
   // The run_* helpers return false on failure, with the error in failure_.
   bool run_request(Request& r);
   bool run_request_body(Request& r);
+  /// Schema objects named pasyn_* (any case): the daemon's own, counted when it made them
+  /// (reserved_names_). More after a client's ALTER TABLE means it renamed a table into them.
+  std::int64_t count_reserved_names();
+  bool renamed_into_reserved_names() { return count_reserved_names() != reserved_names_; }
   bool run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params, proto::FrameWriter* rows);
   bool run_script(std::string_view sql, std::int64_t& changes);
   bool prepare_one(std::string_view sql, Mode mode, sqlite3_stmt*& stmt);
@@ -416,6 +420,7 @@ class Writer {
   std::shared_ptr<CommittedChanges> committed_;
   std::shared_ptr<CommittedChanges> feed_spare_;
   std::optional<IdempotencyStore> keys_;
+  std::int64_t reserved_names_ = 0;  // count_reserved_names() after keys_ made its table
   // Prepared client statements, one cache per client mode (client_index): a statement is
   // authorized when it is prepared, so one authorized for a role (or inside a transaction) is
   // never found by a request of another.

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "../sanitizers.hpp"
-#include "daemon_fixture.hpp"
+#include "hardening_fixture.hpp"
 
 namespace {
 
@@ -29,25 +29,17 @@ using namespace pasyn::itest;
 /// The outcome_of() prefix of MISUSE (→ SQLITE_MISUSE).
 const std::string kRefusedMisuse = "ProgrammingError code " + std::to_string(SQLITE_MISUSE) + ":";
 
-class AllowListTest : public DaemonTest {
+/// HardeningTest's daemon and client connected before (`before_`), which the tests also use to
+/// send the statements under test.
+class AllowListTest : public hardening::HardeningTest {
  protected:
-  void start_with_probe(const std::vector<std::string>& flags = {}) {
-    ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
-    client_.emplace(connect_client());
-    client_->execute("CREATE TABLE probe (v TEXT)");
-  }
-  void TearDown() override {
-    client_.reset();
-    DaemonTest::TearDown();
-  }
   /// Each statement is refused with PERMISSION.
   void expect_permission(const std::vector<std::string>& statements) {
     for (const auto& sql : statements) {
-      const std::string outcome = outcome_of([&] { client_->execute_fetchall(sql); });
+      const std::string outcome = outcome_of([&] { before_->execute_fetchall(sql); });
       EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
     }
   }
-  std::optional<pasyn::MultiplexedClient> client_;
 };
 
 /// Peers of user nobody (the tests run as root; root may become nobody).
@@ -75,14 +67,14 @@ class RoleTest : public AllowListTest {
 
 TEST_F(AllowListTest, AnAdminMayCheckpointThroughThePragma) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());  // the daemon's own user: an admin
-  EXPECT_EQ(outcome_of([&] { client_->execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"); }), "ok");
+  EXPECT_EQ(outcome_of([&] { before_->execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"); }), "ok");
 }
 
 TEST_F(AllowListTest, PragmasThatSetConnectionStateAreRefusedAndTheWriterIsUnaffected) {
   // The test runs as the daemon's own user, an admin by default: --admin-uid makes it a writer.
   ASSERT_NO_FATAL_FAILURE(start_with_probe({"--foreign-keys", "on", "--admin-uid", "nobody"}));
-  client_->execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)");
-  client_->execute("CREATE TABLE child (p INTEGER REFERENCES parent (id))");
+  before_->execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)");
+  before_->execute("CREATE TABLE child (p INTEGER REFERENCES parent (id))");
   expect_permission({"PRAGMA hard_heap_limit=1",
                      "PRAGMA soft_heap_limit=1",
                      "PRAGMA cache_size=10",
@@ -114,11 +106,11 @@ TEST_F(AllowListTest, PragmasThatSetConnectionStateAreRefusedAndTheWriterIsUnaff
                      "PRAGMA temp.table_info(probe)"});
   // The same inside a script and inside a transaction.
   const std::string script = outcome_of([&] {
-    client_->executescript("INSERT INTO probe (v) VALUES ('s'); PRAGMA max_page_count=1;");
+    before_->executescript("INSERT INTO probe (v) VALUES ('s'); PRAGMA max_page_count=1;");
   });
   EXPECT_TRUE(script.starts_with(kRefusedPermission)) << script;
   {
-    auto tx = client_->begin();
+    auto tx = before_->begin();
     const std::string in_tx = outcome_of([&] { tx.execute("PRAGMA hard_heap_limit=1"); });
     EXPECT_TRUE(in_tx.starts_with(kRefusedPermission)) << in_tx;
     tx.rollback();
@@ -127,55 +119,55 @@ TEST_F(AllowListTest, PragmasThatSetConnectionStateAreRefusedAndTheWriterIsUnaff
   // None of them took effect: big rows still fit (max_page_count, hard_heap_limit), LIKE still
   // ignores case, foreign keys are still enforced.
   for (int i = 0; i < 20; ++i) {
-    EXPECT_EQ(client_->execute("INSERT INTO probe (v) VALUES (?)", {std::string(100000, 'x')}), 1);
+    EXPECT_EQ(before_->execute("INSERT INTO probe (v) VALUES (?)", {std::string(100000, 'x')}), 1);
   }
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE length(v) = 100000"), 20);
-  EXPECT_EQ(client_->execute_fetchall("SELECT 'a' LIKE 'A'")[0][0], pasyn::Value(std::int64_t{1}));
-  EXPECT_THROW(client_->execute("INSERT INTO child (p) VALUES (42)"), pasyn::IntegrityError);
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA foreign_keys")[0][0], pasyn::Value(std::int64_t{1}));
+  EXPECT_EQ(before_->execute_fetchall("SELECT 'a' LIKE 'A'")[0][0], pasyn::Value(std::int64_t{1}));
+  EXPECT_THROW(before_->execute("INSERT INTO child (p) VALUES (42)"), pasyn::IntegrityError);
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA foreign_keys")[0][0], pasyn::Value(std::int64_t{1}));
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 's'"), 0);
 }
 
 TEST_F(AllowListTest, ListedPragmasRunForAWriter) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA table_info(probe)").size(), 1u);
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA main.table_xinfo('probe')").size(), 1u);
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA integrity_check")[0][0],
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA table_info(probe)").size(), 1u);
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA main.table_xinfo('probe')").size(), 1u);
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA integrity_check")[0][0],
             pasyn::Value(std::string("ok")));
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA quick_check(probe)")[0][0],
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA quick_check(probe)")[0][0],
             pasyn::Value(std::string("ok")));
-  EXPECT_TRUE(client_->execute_fetchall("PRAGMA foreign_key_check").empty());
-  client_->execute("PRAGMA user_version = 7");
+  EXPECT_TRUE(before_->execute_fetchall("PRAGMA foreign_key_check").empty());
+  before_->execute("PRAGMA user_version = 7");
   EXPECT_EQ(query_int("PRAGMA user_version"), 7);
-  client_->execute("PRAGMA application_id = 1234");
+  before_->execute("PRAGMA application_id = 1234");
   EXPECT_EQ(query_int("PRAGMA application_id"), 1234);
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA journal_mode=wal")[0][0],
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA journal_mode=wal")[0][0],
             pasyn::Value(std::string("wal")));
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA journal_mode")[0][0],
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA journal_mode")[0][0],
             pasyn::Value(std::string("wal")));
-  client_->execute("PRAGMA optimize");
+  before_->execute("PRAGMA optimize");
   for (const char* sql :
        {"PRAGMA data_version", "PRAGMA page_count", "PRAGMA page_size", "PRAGMA freelist_count",
         "PRAGMA schema_version", "PRAGMA compile_options", "PRAGMA database_list",
         "PRAGMA collation_list", "PRAGMA index_list(probe)", "PRAGMA foreign_keys",
         "PRAGMA synchronous", "PRAGMA encoding"}) {
-    EXPECT_EQ(outcome_of([&] { client_->execute_fetchall(sql); }), "ok") << sql;
+    EXPECT_EQ(outcome_of([&] { before_->execute_fetchall(sql); }), "ok") << sql;
   }
   // Default --foreign-keys off, like SQLite's own default.
-  EXPECT_EQ(client_->execute_fetchall("PRAGMA foreign_keys")[0][0], pasyn::Value(std::int64_t{0}));
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA foreign_keys")[0][0], pasyn::Value(std::int64_t{0}));
 }
 
 TEST_F(AllowListTest, PragmaTableValuedFunctionsFollowTheSameList) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
-  const auto columns = client_->execute_fetchall("SELECT name FROM pragma_table_info('probe')");
+  const auto columns = before_->execute_fetchall("SELECT name FROM pragma_table_info('probe')");
   ASSERT_EQ(columns.size(), 1u);
   EXPECT_EQ(columns[0][0], pasyn::Value(std::string("v")));
-  EXPECT_EQ(outcome_of([&] { client_->execute_fetchall("SELECT * FROM pragma_compile_options"); }),
+  EXPECT_EQ(outcome_of([&] { before_->execute_fetchall("SELECT * FROM pragma_compile_options"); }),
             "ok");
   // (Pragmas without a result, like mmap_size or wal_checkpoint, have no table-valued form.)
   expect_permission({"SELECT * FROM pragma_cache_size", "SELECT * FROM pragma_hard_heap_limit",
                      "SELECT * FROM pragma_busy_timeout", "SELECT * FROM pragma_soft_heap_limit"});
-  EXPECT_TRUE(client_->ping());
+  EXPECT_TRUE(before_->ping());
 }
 
 // ---- Objects ----------------------------------------------------------------------------------
@@ -220,14 +212,14 @@ TEST_F(AllowListTest, OrdinarySchemaChangesStillRun) {
            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) "
            "SELECT count(*) FROM c",
        }) {
-    EXPECT_EQ(outcome_of([&] { client_->execute_fetchall(sql); }), "ok") << sql;
+    EXPECT_EQ(outcome_of([&] { before_->execute_fetchall(sql); }), "ok") << sql;
   }
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'x'"), 1);
 }
 
 TEST_F(AllowListTest, TheIdempotencyTableIsOutOfReachOfClientSql) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
-  client_->execute("INSERT INTO probe (v) VALUES ('keyed')", {}, {.idempotency_key = "secret"});
+  before_->execute("INSERT INTO probe (v) VALUES ('keyed')", {}, {.idempotency_key = "secret"});
   ASSERT_EQ(query_int("SELECT count(*) FROM pasyn_idempotency"), 1);
   expect_permission({
       "SELECT * FROM pasyn_idempotency",
@@ -242,26 +234,87 @@ TEST_F(AllowListTest, TheIdempotencyTableIsOutOfReachOfClientSql) {
       "CREATE TABLE pasyn_mine (x)",
   });
   // Through a view or a trigger of the client's: refused when they would run.
-  client_->execute("CREATE VIEW peek AS SELECT key FROM pasyn_idempotency");
+  before_->execute("CREATE VIEW peek AS SELECT key FROM pasyn_idempotency");
   expect_permission({"SELECT * FROM peek"});
-  client_->execute(
+  before_->execute(
       "CREATE TRIGGER wipe AFTER INSERT ON probe BEGIN DELETE FROM pasyn_idempotency; END");
   expect_permission({"INSERT INTO probe (v) VALUES ('fires')"});
   EXPECT_EQ(query_int("SELECT count(*) FROM pasyn_idempotency"), 1);
 }
 
+// SQLite shows the authorizer only the old name of ALTER TABLE ... RENAME. Before the daemon
+// first made pasyn_idempotency, a client could rename a table of its own, with forged replies
+// for other clients' keys, into that name (a probe: a keyed INSERT answered "42 changes" that
+// wrote nothing).
+TEST_F(AllowListTest, NoTableCanBeRenamedIntoTheDaemonsNames) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  before_->execute(
+      "CREATE TABLE planted (id INTEGER PRIMARY KEY, uid INTEGER NOT NULL, key TEXT NOT NULL, "
+      "digest BLOB NOT NULL, reply BLOB NOT NULL, UNIQUE (uid, key))");
+  before_->execute("CREATE VIRTUAL TABLE docs USING fts5 (body)");
+  expect_permission({
+      "ALTER TABLE planted RENAME TO pasyn_idempotency",
+      "ALTER TABLE planted RENAME TO \"PASYN_Other\"",
+      "ALTER TABLE docs RENAME TO pasyn",  // its shadow tables would become pasyn_data, ...
+  });
+  const std::string script = outcome_of([&] {
+    before_->executescript(
+        "INSERT INTO probe (v) VALUES ('script'); "
+        "ALTER TABLE planted RENAME TO pasyn_idempotency;");
+  });
+  EXPECT_TRUE(script.starts_with(kRefusedPermission)) << script;
+  {
+    auto tx = before_->begin();
+    tx.execute("INSERT INTO probe (v) VALUES ('tx')");
+    const std::string in_tx =
+        outcome_of([&] { tx.execute("ALTER TABLE planted RENAME TO pasyn_idempotency"); });
+    EXPECT_TRUE(in_tx.starts_with(kRefusedPermission)) << in_tx;
+    tx.commit();  // the refusal undid only itself
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'pasyn%'"), 0);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v IN ('script', 'tx')"), 1);
+  // The daemon makes its own table on the first key, and every other rename still runs.
+  EXPECT_EQ(
+      before_->execute("INSERT INTO probe (v) VALUES ('keyed')", {}, {.idempotency_key = "k1"}), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM pasyn_idempotency"), 1);
+  EXPECT_EQ(outcome_of([&] { before_->execute("ALTER TABLE planted RENAME TO kept"); }), "ok");
+  EXPECT_EQ(outcome_of([&] { before_->execute("ALTER TABLE docs RENAME TO notes"); }), "ok");
+  expect_permission({"ALTER TABLE kept RENAME TO pasyn_idempotency2"});
+  EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'pasyn%'"), 1);
+  expect_still_served();
+}
+
+// fts3_tokenizer() returns a pointer into the daemon, or with two arguments installs a client's
+// bytes as a tokenizer's function table, which the next FTS3 query calls (a probe crashed the
+// daemon with it, also from a read-only peer: the call is a SELECT).
+TEST_F(AllowListTest, Fts3TokenizerIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  before_->execute("CREATE VIRTUAL TABLE docs USING fts3 (body)");
+  before_->execute("INSERT INTO docs (body) VALUES ('hello world')");
+  for (const char* sql : {"SELECT hex(fts3_tokenizer('simple'))",
+                          "SELECT FTS3_TOKENIZER('simple', x'4141414141414141')",
+                          "SELECT fts3_tokenizer('evil', x'4141414141414141')"}) {
+    const std::string outcome = outcome_of([&] { before_->execute_fetchall(sql); });
+    EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
+    EXPECT_TRUE(contains(outcome, "fts3_tokenizer() is not allowed")) << outcome;
+  }
+  EXPECT_EQ(before_->execute_fetchall("SELECT count(*) FROM docs WHERE docs MATCH 'hello'")[0][0],
+            pasyn::Value(std::int64_t{1}));
+  expect_still_served();
+}
+
 TEST_F(AllowListTest, DefensiveModeRefusesWritingAShadowTable) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
-  client_->execute("CREATE VIRTUAL TABLE docs USING fts5 (body)");
-  client_->execute("INSERT INTO docs (body) VALUES ('hello world')");
+  before_->execute("CREATE VIRTUAL TABLE docs USING fts5 (body)");
+  before_->execute("INSERT INTO docs (body) VALUES ('hello world')");
   // Allowed by the allow-list (a table of the main database), refused by SQLITE_DBCONFIG_DEFENSIVE:
   // writing an FTS5 shadow table directly could corrupt the index.
   for (const char* sql : {"DELETE FROM docs_data", "INSERT INTO docs_data VALUES (99, x'00')",
                           "UPDATE docs_content SET c0 = 'x'"}) {
-    const std::string outcome = outcome_of([&] { client_->execute(sql); });
+    const std::string outcome = outcome_of([&] { before_->execute(sql); });
     EXPECT_TRUE(contains(outcome, "may not be modified")) << sql << ": " << outcome;
   }
-  EXPECT_EQ(client_->execute_fetchall("SELECT count(*) FROM docs WHERE docs MATCH 'hello'")[0][0],
+  EXPECT_EQ(before_->execute_fetchall("SELECT count(*) FROM docs WHERE docs MATCH 'hello'")[0][0],
             pasyn::Value(std::int64_t{1}));
 }
 
@@ -272,19 +325,19 @@ TEST_F(AllowListTest, ExtensionsCannotBeLoaded) {
   for (const char* sql : {"SELECT load_extension('/lib/x/libc.so.6')",
                           "SELECT LOAD_EXTENSION('/lib/x/libc.so.6', 'f')",
                           "INSERT INTO probe (v) VALUES (load_extension('x'))"}) {
-    const std::string outcome = outcome_of([&] { client_->execute_fetchall(sql); });
+    const std::string outcome = outcome_of([&] { before_->execute_fetchall(sql); });
     EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
     EXPECT_TRUE(contains(outcome, "load_extension() is not allowed")) << outcome;
   }
   const std::string script =
-      outcome_of([&] { client_->executescript("SELECT 1; SELECT load_extension('x');"); });
+      outcome_of([&] { before_->executescript("SELECT 1; SELECT load_extension('x');"); });
   EXPECT_TRUE(script.starts_with(kRefusedPermission)) << script;
-  EXPECT_TRUE(client_->ping());
+  EXPECT_TRUE(before_->ping());
 }
 
 TEST_F(AllowListTest, TheDaemonsSavepointNameIsReservedInAnyCase) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
-  auto tx = client_->begin();
+  auto tx = before_->begin();
   for (const char* sql : {"SAVEPOINT pasyn_request", "SAVEPOINT PASYN_REQUEST",
                           "RELEASE Pasyn_Request", "ROLLBACK TO pasyn_REQUEST"}) {
     const std::string outcome = outcome_of([&] { tx.execute(sql); });
@@ -295,7 +348,7 @@ TEST_F(AllowListTest, TheDaemonsSavepointNameIsReservedInAnyCase) {
   tx.execute("RELEASE mine");
   tx.commit();
   // A savepoint statement prepared inside a transaction is not reused outside one.
-  const std::string outside = outcome_of([&] { client_->execute("SAVEPOINT mine"); });
+  const std::string outside = outcome_of([&] { before_->execute("SAVEPOINT mine"); });
   EXPECT_TRUE(outside.starts_with(kRefusedMisuse)) << outside;
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'in'"), 1);
 }
@@ -344,8 +397,8 @@ std::string database_bytes(const std::string& db) { return read_file(db) + read_
 
 TEST_F(RoleTest, AReadOnlyPeerChangesNothingNotEvenWithAKeyOrAPragma) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe({"--socket-mode", "0666", "--read-only-uid", "nobody"}));
-  client_->execute("INSERT INTO probe (v) VALUES ('visible')");
-  client_->execute("PRAGMA user_version = 3");
+  before_->execute("INSERT INTO probe (v) VALUES ('visible')");
+  before_->execute("PRAGMA user_version = 3");
   const std::string before = database_bytes(db_);
   const std::string sock = sock_;
   const auto nobody = as_nobody([sock](StepLog& log) {
@@ -366,19 +419,22 @@ TEST_F(RoleTest, AReadOnlyPeerChangesNothingNotEvenWithAKeyOrAPragma) {
     log.run("journal_mode wal", [&] { c.execute_fetchall("PRAGMA journal_mode = WAL"); });
     log.run("vacuum", [&] { c.execute("VACUUM"); });
     log.run("temp table", [&] { c.execute("CREATE TEMP TABLE t (x)"); });
+    log.run("fts3_tokenizer",
+            [&] { c.execute_fetchall("SELECT fts3_tokenizer('simple', x'4141414141414141')"); });
     log.run("ping after", [&] { c.ping(); });
   });
   for (const char* allowed : {"connect", "select", "pragma query", "table_info", "ping after"}) {
     EXPECT_EQ(nobody[allowed], "ok") << allowed;
   }
-  for (const char* refused : {"keyed select", "keyed insert", "set user_version", "set cache_size",
-                              "optimize", "journal_mode wal", "vacuum", "temp table"}) {
+  for (const char* refused :
+       {"keyed select", "keyed insert", "set user_version", "set cache_size", "optimize",
+        "journal_mode wal", "vacuum", "temp table", "fts3_tokenizer"}) {
     EXPECT_TRUE(nobody[refused].starts_with(kRefusedPermission))
         << refused << ": " << nobody[refused];
   }
   EXPECT_EQ(database_bytes(db_), before) << "a read-only peer changed the database";
   EXPECT_EQ(query_int("PRAGMA user_version"), 3);
-  EXPECT_TRUE(client_->ping());
+  EXPECT_TRUE(before_->ping());
 }
 
 TEST_F(RoleTest, AKeyBelongsToItsUidAndToItsRequest) {
@@ -386,8 +442,8 @@ TEST_F(RoleTest, AKeyBelongsToItsUidAndToItsRequest) {
   const pasyn::WriteOptions key{.idempotency_key = "shared-name"};
   const std::string insert = "INSERT INTO probe (v) VALUES (?)";
   const pasyn::Params root{std::string("root")};
-  EXPECT_EQ(client_->execute(insert, root, key), 1);
-  EXPECT_EQ(client_->execute(insert, root, key), 1);  // replayed
+  EXPECT_EQ(before_->execute(insert, root, key), 1);
+  EXPECT_EQ(before_->execute(insert, root, key), 1);  // replayed
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'root'"), 1);
 
   // Another uid, the same key and the very same request: its own write, not root's reply.
@@ -408,10 +464,10 @@ TEST_F(RoleTest, AKeyBelongsToItsUidAndToItsRequest) {
   for (const auto& request : std::vector<std::pair<std::string, pasyn::Params>>{
            {insert, {std::string("other")}}, {"INSERT INTO probe (v) VALUES ('root')", {}}}) {
     const std::string outcome =
-        outcome_of([&] { client_->execute(request.first, request.second, key); });
+        outcome_of([&] { before_->execute(request.first, request.second, key); });
     EXPECT_TRUE(outcome.starts_with(kRefusedMisuse)) << request.first << ": " << outcome;
   }
-  const std::string many = outcome_of([&] { client_->execute_many(insert, {root}, key); });
+  const std::string many = outcome_of([&] { before_->execute_many(insert, {root}, key); });
   EXPECT_TRUE(many.starts_with(kRefusedMisuse)) << many;
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'other'"), 0);
   EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'root'"), 2);
