@@ -18,6 +18,7 @@ void Writer::begin_transaction(Request& r) {
     return;
   }
   tx_ = OpenTransaction{r.sink, Clock::now(), r.id};
+  r.sink->had_transaction_ = true;
   tx_started_ns_.store(tx_->last_activity.time_since_epoch().count(), std::memory_order_relaxed);
   tx_owner_.store(r.sink.get(), std::memory_order_release);  // before the reply goes out
   std::vector<std::uint8_t> frame;
@@ -31,7 +32,7 @@ void Writer::begin_transaction(Request& r) {
 void Writer::refuse_transaction_request(Request& r) {
   const bool owner = tx_ && tx_->owner.get() == r.sink.get();
   auto it = ended_.find(r.sink.get());
-  if (!owner && it == ended_.end()) {
+  if (!owner && it == ended_.end() && !(r.sink && r.sink->had_transaction_)) {
     reply_error(r, proto::PasynCode::kMisuse, "no transaction is open on this connection");
     return;
   }

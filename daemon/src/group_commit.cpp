@@ -186,6 +186,11 @@ void Writer::process(RequestQueue& work) {
                  must_run_alone(r.sql) && is_single_statement(r.sql)) {
         flush();
         run_alone(r);
+      } else if (r.type == proto::MsgType::kExecuteMany && must_run_alone(r.sql)) {
+        flush();  // answered after the requests before it
+        reply_error(r, proto::PasynCode::kMisuse,
+                    "VACUUM and pragmas such as journal_mode run alone, outside any transaction: "
+                    "send them with execute(), not execute_many()");
       } else {
         const std::size_t bytes = r.bytes();
         if (batch_bytes + bytes > kMaxBatchBytes) flush();  // r starts the next batch

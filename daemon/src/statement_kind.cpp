@@ -29,16 +29,36 @@ const char* skip_space_and_comments(const char* p, const char* end) {
 class Word {
  public:
   Word(const char*& p, const char* end) {
-    for (; p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_'); ++p) {
-      if (n_ < sizeof buf_) buf_[n_] = static_cast<char>(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-      ++n_;
+    for (; p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_'); ++p) add(*p);
+  }
+  /// A name as SQLite reads one: a word, or quoted in "", '', `` or [] (a doubled quote inside
+  /// stands for one), so that `PRAGMA "journal_mode"` is the pragma journal_mode.
+  static Word name(const char*& p, const char* end) {
+    if (p == end || (*p != '"' && *p != '\'' && *p != '`' && *p != '[')) return Word(p, end);
+    const char close = *p == '[' ? ']' : *p;
+    Word w;
+    for (++p; p < end; ++p) {
+      if (*p == close) {
+        if (close == ']' || end - p < 2 || p[1] != close) {
+          ++p;
+          break;
+        }
+        ++p;  // a doubled quote
+      }
+      w.add(*p);
     }
+    return w;
   }
   bool operator==(std::string_view keyword) const {
     return n_ <= sizeof buf_ && std::string_view(buf_, n_) == keyword;
   }
 
  private:
+  Word() = default;
+  void add(char c) {
+    if (n_ < sizeof buf_) buf_[n_] = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    ++n_;
+  }
   char buf_[16];
   std::size_t n_ = 0;
 };
@@ -91,11 +111,11 @@ bool must_run_alone(std::string_view sql) {
   if (first == "vacuum") return true;
   if (first != "pragma") return false;
   p = skip_space_and_comments(p, end);
-  Word name(p, end);
+  Word name = Word::name(p, end);
   p = skip_space_and_comments(p, end);
   if (p < end && *p == '.') {  // schema.pragma
     p = skip_space_and_comments(p + 1, end);
-    name = Word(p, end);
+    name = Word::name(p, end);
   }
   static constexpr std::string_view kAlone[] = {"journal_mode", "foreign_keys", "locking_mode",
                                                 "page_size",    "auto_vacuum",  "wal_checkpoint"};

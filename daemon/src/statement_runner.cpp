@@ -389,6 +389,13 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
   std::size_t row_count_at = 0;
   std::uint32_t row_count = 0;
   const int ncols = rows ? sqlite3_column_count(stmt) : 0;
+  const auto over_max_frame = [&](const char* advice) {
+    if (rows->position() - rows->start() <= config_.max_frame) return false;
+    set_failure(proto::PasynCode::kTooLarge,
+                "the result does not fit in one frame (max " + std::to_string(config_.max_frame) +
+                    " bytes); the statement was rolled back, " + advice);
+    return true;
+  };
   if (rows) {
     rows->u32(static_cast<std::uint32_t>(ncols));
     for (int c = 0; c < ncols; ++c) {
@@ -397,6 +404,8 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
     }
     row_count_at = rows->position();
     rows->u32(0);
+    // The column names alone (a reply of no rows too), before anything runs.
+    if (over_max_frame("select fewer or shorter-named columns")) return false;
   }
   for (;;) {
     const int rc = sqlite3_step(stmt);
@@ -408,12 +417,7 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
     if (!rows) continue;
     for (int c = 0; c < ncols; ++c) encode_column(*rows, stmt, c);
     ++row_count;
-    if (rows->position() - rows->start() > config_.max_frame) {
-      set_failure(proto::PasynCode::kTooLarge,
-                  "the result does not fit in one frame (max " + std::to_string(config_.max_frame) +
-                      " bytes); the statement was rolled back, select fewer rows");
-      return false;
-    }
+    if (over_max_frame("select fewer rows")) return false;
   }
   if (rows) rows->patch_u32(row_count_at, row_count);
   note_client_statement(stmt);

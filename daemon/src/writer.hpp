@@ -109,6 +109,9 @@ class ReplySink {
   // is not the writer's attempt number.
   std::size_t attempt_reply_bytes_ = 0;
   std::uint64_t attempt_of_ = 0;
+  // Writer thread only: the connection has had a client transaction, so a transaction request
+  // naming none that is open is stale (TRANSACTION_ENDED), not MISUSE (PROTOCOL.md §6.2).
+  bool had_transaction_ = false;
 };
 
 using Clock = std::chrono::steady_clock;

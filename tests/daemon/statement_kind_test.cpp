@@ -20,6 +20,19 @@ TEST(MustRunAlone, RecognisesVacuumAndTheTransactionlessPragmasInAnyCase) {
   EXPECT_TRUE(must_run_alone("PRAGMA wal_checkpoint(TRUNCATE)"));
 }
 
+// SQLite reads a pragma's name quoted too (a probe: PRAGMA "journal_mode" ran inside a
+// transaction, where the unquoted one is MISUSE).
+TEST(MustRunAlone, ReadsAQuotedPragmaNameAsSQLiteDoes) {
+  EXPECT_TRUE(must_run_alone("PRAGMA \"journal_mode\""));
+  EXPECT_TRUE(must_run_alone("pragma 'Foreign_Keys'"));
+  EXPECT_TRUE(must_run_alone("PRAGMA `locking_mode`"));
+  EXPECT_TRUE(must_run_alone("PRAGMA [page_size] = 4096"));
+  EXPECT_TRUE(must_run_alone("PRAGMA \"main\".\"journal_mode\" = wal"));
+  EXPECT_TRUE(must_run_alone("PRAGMA [main] . 'wal_checkpoint'"));
+  EXPECT_FALSE(must_run_alone("PRAGMA \"user_version\""));
+  EXPECT_FALSE(must_run_alone("PRAGMA \"journal\"\"_mode\""));  // the name journal"_mode
+}
+
 TEST(MustRunAlone, LeavesEverythingElseInTheBatch) {
   EXPECT_FALSE(must_run_alone("INSERT INTO vacuum VALUES (1)"));
   EXPECT_FALSE(must_run_alone("PRAGMA user_version = 3"));

@@ -203,6 +203,31 @@ TEST_F(AuthorizerTest, VacuumRunsButVacuumIntoAPathIsRefusedWithPermission) {
   expect_still_served();
 }
 
+// What must run alone, outside any transaction (VACUUM, PRAGMA journal_mode, ...) is MISUSE in
+// execute_many, which runs in the batch, and inside a transaction also when the pragma's name is
+// quoted (a probe got SQLite's "cannot VACUUM from within a transaction", and a quoted
+// PRAGMA "journal_mode" ran inside a transaction).
+TEST_F(AuthorizerTest, WhatMustRunAloneIsMisuseInExecuteManyAndInATransaction) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  auto client = connect_client();
+  for (const char* sql : {"VACUUM", "PRAGMA journal_mode", "PRAGMA \"journal_mode\""}) {
+    const std::string many = outcome_of([&] { client.execute_many(sql, {{}, {}}); });
+    EXPECT_TRUE(many.starts_with("ProgrammingError code 21:")) << sql << ": " << many;
+    EXPECT_TRUE(contains(many, "not execute_many()")) << many;
+  }
+  {
+    auto tx = client.begin();
+    for (const char* sql : {"PRAGMA \"journal_mode\"", "PRAGMA main.'foreign_keys'"}) {
+      const std::string in_tx = outcome_of([&] { tx.execute_fetchall(sql); });
+      EXPECT_TRUE(in_tx.starts_with("ProgrammingError code 21:")) << sql << ": " << in_tx;
+    }
+    tx.rollback();
+  }
+  EXPECT_EQ(client.execute_fetchall("PRAGMA \"journal_mode\"")[0][0],
+            pasyn::Value(std::string("wal")));  // alone, it runs
+  expect_still_served();
+}
+
 TEST_F(AuthorizerTest, AttachDetachAndProtectedPragmasAreRefusedWithPermission) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
   auto client = connect_client();

@@ -116,6 +116,29 @@ TEST_F(LimitTest, MoreParametersThanMaxParamsIsADataErrorAndTheConnectionGoesOn)
   expect_still_served();
 }
 
+// A result's column names count toward --max-frame, also with no row (a probe got a reply over
+// the frame size the daemon announced, which the client took for a broken connection).
+TEST_F(LimitTest, AResultsColumnNamesAloneAreHeldToMaxFrame) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-frame", "1024"}));
+  auto client = connect_client();
+  // Three 200-byte column names: each request fits in a frame, two copies of them do not.
+  const std::string a(200, 'a'), b(200, 'b'), c(200, 'c');
+  client.execute("CREATE TABLE wide (" + a + ", " + b + ", " + c + ")");
+  for (const char* sql :
+       {"SELECT * FROM wide, wide AS w2 WHERE 0", "SELECT * FROM wide, wide AS w2",
+        "INSERT INTO wide VALUES (1, 2, 3) RETURNING *, *"}) {
+    try {
+      client.execute_fetchall(sql);
+      ADD_FAILURE() << sql << ": 1,200 bytes of column names under --max-frame 1024";
+    } catch (const pasyn::DataError& e) {
+      EXPECT_TRUE(contains(e.what(), "does not fit in one frame")) << e.what();
+    }
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM wide"), 0);
+  EXPECT_TRUE(client.ping());
+  expect_still_served();
+}
+
 // ---- Connections, backpressure, output --------------------------------------------------------
 
 // One connection's replies in one batch are held under --max-output: the request that would

@@ -88,6 +88,30 @@ TEST_F(TransactionTest, OtherConnectionsCanNeitherCommitNorRollBackNorActInATran
   EXPECT_EQ(pong->request_id, 4u);
 }
 
+// PROTOCOL.md §6.2: after a connection's own COMMIT its transaction's number is stale like one
+// the daemon ended (a probe got MISUSE, "no transaction is open", where an idle-ended one got
+// TRANSACTION_ENDED).
+TEST_F(TransactionTest, ANumberCommittedByItsOwnConnectionIsStale) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  proto::ErrorReply e;
+  const auto ok = [](const std::optional<Frame>& f, std::uint64_t id) {
+    return f && f->type == static_cast<std::uint8_t>(proto::MsgType::kOk) && f->request_id == id;
+  };
+  ASSERT_TRUE(ok(peer.request(empty_frame(proto::MsgType::kBegin, 10)), 10));
+  ASSERT_TRUE(ok(peer.request(tx_end_frame(proto::MsgType::kCommit, 11, 10)), 11));
+  EXPECT_TRUE(is_error(peer.request(tx_end_frame(proto::MsgType::kCommit, 12, 10)), 12,
+                       proto::ErrorDomain::kPasyn, proto::PasynCode::kTransactionEnded, &e))
+      << "COMMIT again";
+  EXPECT_TRUE(ok(peer.request(tx_end_frame(proto::MsgType::kRollback, 13, 10)), 13));
+  EXPECT_TRUE(is_error(peer.request(tx_statement_frame(proto::MsgType::kExecute, 14, 10,
+                                                       "INSERT INTO kv (k) VALUES ('late')")),
+                       14, proto::ErrorDomain::kPasyn, proto::PasynCode::kTransactionEnded, &e))
+      << "EXECUTE in the committed transaction";
+  EXPECT_EQ(rows_with_key("late"), 0);
+}
+
 TEST_F(TransactionTest, KilledOwnerProcessHasItsTransactionRolledBackAndReleasesWaitingWriters) {
   // Neither limit may be what releases the waiting writer here: only the owner's death.
   ASSERT_NO_FATAL_FAILURE(
