@@ -127,10 +127,35 @@ LockFile::LockFile(const std::string& database_path)
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
     log().warn("cannot record pid in lock file {}: {}", path_, errno_text(errno));
   }
+  // Before SQLite opens it (created here if missing, as SQLite would: an empty file is a new
+  // database). flock() locks are apart from SQLite's fcntl() locks.
+  database_fd_ = ::open(database_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (database_fd_ < 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    throw StartError(StartError::Kind::kDatabase,
+                     "cannot open database " + database_path + ": " + errno_text(err));
+  }
+  if (::flock(database_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(database_fd_);
+    ::close(fd_);
+    database_fd_ = fd_ = -1;
+    if (err == EWOULDBLOCK) {
+      throw StartError(StartError::Kind::kLocked,
+                       "database " + database_path +
+                           " is already served by another pasyn writer, through another path to "
+                           "the same file (renamed while served, or bind-mounted)");
+    }
+    throw StartError(StartError::Kind::kDatabase,
+                     "cannot lock database " + database_path + ": " + errno_text(err));
+  }
 }
 
 LockFile::~LockFile() {
   // The file stays: unlinking a lock file races with the next owner opening it.
+  if (database_fd_ >= 0) ::close(database_fd_);
   if (fd_ >= 0) ::close(fd_);
 }
 

@@ -41,6 +41,11 @@ class LockFile {
  private:
   std::string path_;
   int fd_ = -1;
+  // The database file itself, flock()ed: a second path to the same file that is neither a
+  // symlink nor a hard link (the file renamed while served, a bind mount) finds it too. Closed
+  // only after SQLite has closed the database: closing a descriptor of a file drops every POSIX
+  // lock this process holds on it, SQLite's included.
+  int database_fd_ = -1;
 };
 
 /// Makes `socket_path` free to bind: nothing there, or a stale socket (one nobody accepts on),

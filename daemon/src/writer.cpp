@@ -444,7 +444,14 @@ void Writer::run_alone(Request& r) {
   vacuum_ = r.role != Role::kReadOnly && is_vacuum(r.sql);
   alone_ = true;
   const bool ok = run_request(r);
+  const bool vacuum = vacuum_;
   alone_ = vacuum_ = false;
+  // VACUUM commits its own transaction: an I/O error (a failed fsync of its COMMIT) leaves its
+  // outcome unknown, as for a batch (WAL recovery may bring it back), so no error reply.
+  if (!ok && vacuum && failure_.domain == proto::ErrorDomain::kSqlite &&
+      (failure_.extended_code & 0xff) == SQLITE_IOERR) {
+    fail_stop_unless_definite("VACUUM");
+  }
   if (!ok) {
     replies_.clear();
     proto::encode_error(replies_, r.id, failure_);

@@ -93,6 +93,31 @@ TEST_F(BatchIntegrityTest, FsyncFailureAtCommitStopsWithoutAnswering) {
   EXPECT_EQ(again.execute("INSERT INTO t (v) VALUES ('after')"), 1);
 }
 
+// VACUUM commits its own transaction, outside any batch: an fsync that fails at its COMMIT leaves
+// its outcome unknown too (a probe's VACUUM got "disk I/O error" and was there after recovery).
+TEST_F(BatchIntegrityTest, FsyncFailureAtAVacuumsCommitStopsWithoutAnswering) {
+  start_daemon();
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  c.execute_many("INSERT INTO t (v) VALUES (?)", std::vector<pasyn::Params>(200, {"acked"}));
+  c.execute("DELETE FROM t WHERE id > 100");  // pages for VACUUM to free
+  arm("fsync EIO -wal");
+  try {
+    c.execute("VACUUM");
+    ADD_FAILURE() << "a VACUUM whose commit failed to sync was answered";
+  } catch (const ConnectionLostError&) {  // outcome unknown: the only true answer
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected ConnectionLostError, got: " << e.what();
+  }
+  const auto status = daemon_.wait_exit(kStopTimeout);
+  ASSERT_TRUE(status) << "pasyn-writerd kept running after an fsync failure at VACUUM's COMMIT";
+  EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
+  EXPECT_TRUE(fired());
+  start_daemon();
+  EXPECT_EQ(query_int("SELECT count(*) FROM pragma_integrity_check WHERE integrity_check='ok'"), 1);
+  EXPECT_EQ(count("v = 'acked'"), 100);
+}
+
 // A definite commit failure (ENOSPC writing the WAL: SQLITE_FULL, nothing committed) is an error
 // for every request of the batch, and the daemon goes on serving.
 TEST_F(BatchIntegrityTest, DiskFullAtCommitFailsTheBatchAndKeepsServing) {

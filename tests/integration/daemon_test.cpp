@@ -660,6 +660,33 @@ TEST_F(DaemonTest, ASecondPathToTheDatabaseIsRefusedToo) {
   second_start(db_, "hard links");   // and under its first name too
 }
 
+// The file renamed while it is served (or bind-mounted elsewhere) is a second path that is
+// neither a symlink nor a hard link: a probe's second daemon served it with a WAL of its own,
+// and the first daemon's acknowledged rows were gone after both stopped.
+TEST_F(DaemonTest, TheDatabaseRenamedWhileServedIsRefusedUnderItsNewName) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto client = connect_client();
+  client.execute("CREATE TABLE t (x)");
+  EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
+  const std::string moved = dir_.file("moved.sqlite");
+  ASSERT_EQ(::rename(db_.c_str(), moved.c_str()), 0);
+  const std::string sock = dir_.file("second.sock"), err_file = dir_.file("second.err");
+  Process second;
+  second.spawn({PASYN_WRITERD, "--database", moved, "--socket", sock, "--log-level", "warn"},
+               err_file, err_file);
+  const auto [status, killed] = second.wait_or_kill(kStartTimeout);
+  EXPECT_FALSE(killed) << "the second daemon kept running";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << describe_status(status);
+  const std::string err = read_file(err_file);
+  EXPECT_NE(err.find("another path to the same file"), std::string::npos) << err;
+  EXPECT_FALSE(path_exists(moved + "-wal")) << "the second daemon opened the database";
+  EXPECT_EQ(client.execute("INSERT INTO t VALUES (2)"), 1);  // the first one goes on
+  client.close();
+  stop_daemon();
+  ASSERT_EQ(::rename(moved.c_str(), db_.c_str()), 0);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 2);
+}
+
 TEST_F(DaemonTest, RegularFileAtTheSocketPathIsRefusedAndLeftUntouched) {
   const std::string content = "precious data, not a socket\n";
   std::ofstream(sock_, std::ios::binary) << content;
