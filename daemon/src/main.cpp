@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -96,6 +97,12 @@ int main(int argc, char** argv) {
   // Durations: a number of milliseconds, or a number with a unit ("250ms", "5s", "2min").
   const auto duration = CLI::AsNumberWithUnit(
       std::map<std::string, std::int64_t>{{"ms", 1}, {"s", 1000}, {"min", 60000}});
+  // At most 2^31 - 1 ms (24.8 days): SQLite's busy timeout is an int, and a deadline of now plus
+  // a duration near INT64_MAX nanoseconds overflows into the past (a probe's 300000000min
+  // expired at once).
+  constexpr std::int64_t kMaxMs = 2147483647;
+  const auto at_least_0 = CLI::Range(std::int64_t{0}, kMaxMs);
+  const auto at_least_1 = CLI::Range(std::int64_t{1}, kMaxMs);
 
   const std::string instance = find_instance(argc, argv);
   std::string config_file;
@@ -122,9 +129,13 @@ int main(int argc, char** argv) {
   // Flags in a file, one `name = value` per line with the long flag names (TOML/INI, e.g.
   // `synchronous = "normal"`); flags on the command line win over the file.
   app.set_config("--config", config_file,
-                 "read flags from this file (`synchronous = \"normal\"`, one per line); "
-                 "command-line flags win")
+                 "read flags from this file (`synchronous = \"normal\"`, one per line; an "
+                 "unknown name is an error); command-line flags win; with --instance, replaces "
+                 "/etc/pasyn/NAME.conf")
       ->type_name("FILE");
+  // A misspelt flag in the file is refused, not ignored (`synchronus = "normal"` would
+  // otherwise start a daemon at synchronous=full).
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--database", config.database_path, "SQLite database file (created if missing)")
       ->required(instance.empty());
   app.add_option("--socket", config.socket_path,
@@ -149,7 +160,7 @@ int main(int argc, char** argv) {
   app.add_option("--busy-timeout", busy_ms,
                  "milliseconds to wait for other processes writing the file directly")
       ->transform(duration)
-      ->check(CLI::NonNegativeNumber)
+      ->check(at_least_0)
       ->capture_default_str();
   app.add_option("--max-frame", config.max_frame, "largest protocol frame in bytes")
       ->check(CLI::Range(pasyn::proto::kMinMaxFrame, 1u << 30))
@@ -157,24 +168,24 @@ int main(int argc, char** argv) {
   app.add_option("--handshake-timeout", handshake_ms,
                  "milliseconds a new connection has to send HELLO")
       ->transform(duration)
-      ->check(CLI::PositiveNumber)
+      ->check(at_least_1)
       ->capture_default_str();
   app.add_option("--drain-timeout", drain_ms,
                  "milliseconds to finish queued work on shutdown before interrupting it")
       ->transform(duration)
-      ->check(CLI::PositiveNumber)
+      ->check(at_least_1)
       ->capture_default_str();
   app.add_option("--lock-wait", lock_wait_ms,
                  "milliseconds a write waits for another connection's transaction before it "
                  "fails with a timeout (0: fail at once)")
       ->transform(duration)
-      ->check(CLI::NonNegativeNumber)
+      ->check(at_least_0)
       ->capture_default_str();
   app.add_option("--transaction-idle-timeout", idle_ms,
                  "milliseconds an open transaction may go without a request before it is "
                  "rolled back")
       ->transform(duration)
-      ->check(CLI::PositiveNumber)
+      ->check(at_least_1)
       ->capture_default_str();
   // Limits (PROTOCOL.md §7).
   std::int64_t statement_ms = config.statement_timeout.count();
@@ -236,7 +247,7 @@ int main(int argc, char** argv) {
                  "milliseconds one request's statements may run before they are interrupted "
                  "(TIMEOUT; 0: no limit)")
       ->transform(duration)
-      ->check(CLI::NonNegativeNumber)
+      ->check(at_least_0)
       ->capture_default_str();
 
   // Access control (PROTOCOL.md §3).
@@ -363,6 +374,10 @@ int main(int argc, char** argv) {
   }
   if (std::getenv("NOTIFY_SOCKET")) config.notify = sd::notify;
   if (const auto interval = sd::watchdog_interval()) config.watchdog_interval = *interval;
+  // A file-size limit (ulimit -f, LimitFSIZE=) would kill the daemon with SIGXFSZ, unannounced
+  // and with its socket left behind; ignored, the write fails with EFBIG: an I/O error, which
+  // takes the documented way (a failed commit stops the daemon with exit status 74).
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     config.listen_fd = sd::take_listen_fd();
     pasyn::server::Server server(std::move(config));

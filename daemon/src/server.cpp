@@ -62,7 +62,7 @@ Server::Impl::Impl(Config config)
       writer_(config_) {
   writer_.attach_feed(feed_);
   // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
-  if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT);
+  if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT, SIGHUP);
   error_code ec;
   if (config_.listen_fd >= 0) {  // socket activation: systemd bound and listens already
     const int fd = std::exchange(config_.listen_fd, -1);
@@ -130,11 +130,7 @@ void Server::Impl::run() {
       watchdog_tick();
     }
   }
-  if (signals_) {
-    signals_->async_wait([this](error_code ec, int signo) {
-      if (!ec) begin_stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    });
-  }
+  if (signals_) wait_for_signal();
   for (;;) {
     try {
       io_.run();
@@ -216,6 +212,21 @@ void Server::Impl::shed_unread_replies() {
     largest->shed(most);
     if (largest->unsent_bytes() != 0) break;  // not released: never loop on the same one
   }
+}
+
+// SIGTERM and SIGINT stop the daemon, after its queued work. SIGHUP (a closed terminal, a
+// `kill -HUP` meant as "reload") would otherwise kill it at once, without finishing its queued
+// work or checkpointing: there is nothing to reload, so it is logged and ignored.
+void Server::Impl::wait_for_signal() {
+  signals_->async_wait([this](error_code ec, int signo) {
+    if (ec) return;
+    if (signo == SIGHUP) {
+      log().warn("SIGHUP ignored: pasyn-writerd has nothing to reload (SIGTERM stops it)");
+      wait_for_signal();
+      return;
+    }
+    begin_stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
 }
 
 void Server::Impl::request_stop() {

@@ -39,6 +39,7 @@ class Server::Impl {
   explicit Impl(Config config);
   void run();
   void request_stop();
+  void wait_for_signal();
   void on_session_closed(std::uint64_t id);
   void wake_sessions();
   void shed_unread_replies();

@@ -336,4 +336,52 @@ TEST_F(InstanceTest, MissingConfigFileGivenExplicitlyIsAnError) {
   EXPECT_FALSE(path_exists(socket_)) << "it served anyway";
 }
 
+// A misspelt name in the configuration file is refused (a probe's `synchronus = "normal"` was
+// ignored, and the daemon ran at synchronous=full).
+TEST_F(InstanceTest, ANameInTheConfigFileThatIsNoFlagIsAnError) {
+  std::ofstream(conf_ + "/t1.conf") << "synchronus = \"normal\"\n";
+  const auto r = run_to_completion({PASYN_WRITERD, "--instance", "t1"}, dir_, env(), kStopTimeout);
+  EXPECT_FALSE(r.killed) << "pasyn-writerd started with a misspelt flag in its file";
+  EXPECT_TRUE(exited_with(r.status, 2)) << describe_status(r.status) << r.err;
+  EXPECT_NE(r.err.find("synchronus"), std::string::npos) << r.err;
+  EXPECT_FALSE(path_exists(state_ + "/t1.sqlite")) << "it opened the database anyway";
+}
+
+// Durations past 2^31 - 1 ms are refused: SQLite's busy timeout is an int, and a deadline that
+// far overflows the clock (a probe's --busy-timeout 2147483648 turned the wait off; its
+// --lock-wait 300000000min failed every wait at once).
+TEST_F(InstanceTest, ADurationPastItsRangeIsRefusedAtStart) {
+  for (const char* flag :
+       {"--busy-timeout", "--lock-wait", "--statement-timeout", "--transaction-idle-timeout",
+        "--handshake-timeout", "--drain-timeout"}) {
+    for (const char* value : {"2147483648", "300000000min"}) {
+      const auto r = run_to_completion({PASYN_WRITERD, "--instance", "t1", flag, value}, dir_,
+                                       env(), kStopTimeout);
+      EXPECT_TRUE(exited_with(r.status, 2)) << flag << " " << value << ": " << r.err;
+      EXPECT_NE(r.err.find("2147483647"), std::string::npos) << flag << ": " << r.err;
+    }
+  }
+  EXPECT_FALSE(path_exists(state_ + "/t1.sqlite"));
+  // The largest is accepted.
+  auto stats = serve_instance({"--busy-timeout", "2147483647", "--lock-wait", "2147483647"});
+  EXPECT_FALSE(stats.empty());
+  stop_daemon();
+}
+
+// SIGHUP (a closed terminal, a `kill -HUP` meant as "reload") neither kills the daemon at once
+// nor stops it: it is logged and ignored.
+TEST_F(InstanceTest, SighupIsIgnored) {
+  ASSERT_FALSE(serve_instance({}).empty());
+  pasyn::MultiplexedClient client(socket_, bounded_options());
+  client.execute("CREATE TABLE t (x)");
+  daemon_.signal(SIGHUP);
+  ASSERT_TRUE(eventually(
+      [&] { return read_file(log_).find("SIGHUP ignored") != std::string::npos; }, kReplyTimeout))
+      << read_file(log_);
+  EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
+  daemon_.signal(SIGHUP);
+  EXPECT_TRUE(client.ping());
+  stop_daemon();  // SIGTERM still stops it, with exit status 0
+}
+
 }  // namespace
