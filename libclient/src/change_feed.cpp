@@ -202,7 +202,7 @@ struct ChangeFeed::Impl {
 
   std::optional<Change> next(std::chrono::milliseconds timeout) {
     if (closed) throw ConnectionClosedError("the change feed is closed");
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     for (;;) {
       if (!ready.empty()) {
         Change c = std::move(ready.front());
@@ -218,8 +218,8 @@ struct ChangeFeed::Impl {
         }
         // A reconnect gets the connect timeout, but no more than what is left of this call
         // (at least kMinReconnect, or a short next() could never reconnect).
-        const auto connect_by =
-            std::min(now + options.connect_timeout, std::max(deadline, now + kMinReconnect));
+        const auto connect_by = std::min(detail::deadline_after(options.connect_timeout),
+                                         std::max(deadline, now + kMinReconnect));
         try {
           subscribe(connect_by);
           backoff = kMinBackoff;
@@ -275,7 +275,7 @@ ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables,
   feed->options = impl().options();
   feed->tables = std::move(tables);
   feed->first_after = after_seq;
-  feed->subscribe(Clock::now() + feed->options.connect_timeout);
+  feed->subscribe(detail::deadline_after(feed->options.connect_timeout));
   return ChangeFeed(std::move(feed));
 }
 
@@ -291,7 +291,7 @@ ChangeFeed MultiplexedClient::subscribe(std::vector<std::string> tables, std::ui
   feed->subscribed_once = true;
   feed->epoch = epoch;
   feed->last_seq = after_seq;
-  feed->subscribe(Clock::now() + feed->options.connect_timeout);
+  feed->subscribe(detail::deadline_after(feed->options.connect_timeout));
   return ChangeFeed(std::move(feed));
 }
 

@@ -17,7 +17,7 @@ namespace pasyn {
 // The first connection, set up on the calling thread: the I/O thread has nothing to do with it
 // until a write waits for room or the reader role is handed to it.
 void MultiplexedClient::Impl::connect() {
-  const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+  const auto deadline = detail::deadline_after(options_.connect_timeout);
   const int fd = detail::connect_to_daemon(path_, options_, deadline);
   std::uint32_t max_frame = 0;
   std::unique_lock lk(mu_, std::defer_lock);
@@ -35,8 +35,18 @@ void MultiplexedClient::Impl::connect() {
 /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
 /// anything of the old one. Attempts are spaced by a backoff that doubles from 25 ms to 2 s
 /// while the daemon stays unreachable; inside it, calls fail at once. REQUIRES: mu_ not held.
-void MultiplexedClient::Impl::reconnect() {
-  std::lock_guard one_at_a_time(connect_mu_);
+void MultiplexedClient::Impl::reconnect(const CallBound& bound) {
+  const auto not_sent = [&](const std::string& why) {
+    return TimeoutError("no connection to pasyn-writerd at " + path_ + " within the call's " +
+                        std::to_string(bound.timeout.count()) + " ms (" + why +
+                        "); its request was not sent");
+  };
+  std::unique_lock one_at_a_time(connect_mu_, std::defer_lock);
+  if (bound.deadline == std::chrono::steady_clock::time_point::max()) {
+    one_at_a_time.lock();
+  } else if (!one_at_a_time.try_lock_until(bound.deadline)) {
+    throw not_sent("another thread is reconnecting");
+  }
   {
     std::lock_guard lk(mu_);
     if (state_ != State::kLost) return;  // closed (check_open says so) or already reconnected
@@ -45,12 +55,18 @@ void MultiplexedClient::Impl::reconnect() {
                                 lost_reason_ + "); reconnecting is backing off");
     }
   }
-  const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+  const auto connect_by = detail::deadline_after(options_.connect_timeout);
+  const bool call_bounds = bound.deadline < connect_by;
   int fd = -1;
   std::uint32_t max_frame = 0;
   try {
-    fd = detail::connect_to_daemon(path_, options_, deadline);
-    max_frame = detail::handshake(fd, path_, options_, deadline);
+    try {
+      fd = detail::connect_to_daemon(path_, options_, std::min(connect_by, bound.deadline));
+      max_frame = detail::handshake(fd, path_, options_, std::min(connect_by, bound.deadline));
+    } catch (const TimeoutError&) {
+      if (!call_bounds) throw;  // connect_timeout ran out: its own message says so
+      throw not_sent("the daemon did not answer in time");
+    }
   } catch (...) {
     if (fd >= 0) ::close(fd);
     std::lock_guard lk(mu_);

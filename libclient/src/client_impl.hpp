@@ -97,6 +97,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "deadline.hpp"
 #include "handshake.hpp"
 #include "outbox.hpp"
 #include "process.hpp"
@@ -149,8 +150,11 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
 
   /// After the connection was lost: a new connection for later calls (SPEC §3), never re-sending
   /// anything of the old one. Attempts are spaced by a backoff that doubles from 25 ms to 2 s
-  /// while the daemon stays unreachable; inside it, calls fail at once. REQUIRES: mu_ not held.
-  PASYN_INTERNAL void reconnect();
+  /// while the daemon stays unreachable; inside it, calls fail at once. Bounded by
+  /// `connect_timeout` and by the deadline of the call that needs it (`bound`), also while
+  /// another thread's attempt runs (TimeoutError: the call's request was not sent).
+  /// REQUIRES: mu_ not held.
+  PASYN_INTERNAL void reconnect(const CallBound& bound);
 
   /// Encodes a request into the outbox and registers its completion; `encode(out, id)` appends
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
@@ -168,7 +172,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
       if (forked_) leave_parent_connection();
       if (state_ == State::kLost && !tx_generation) {
         lk.unlock();
-        reconnect();
+        reconnect(bound);
         lk.lock();
         continue;  // closed, reconnected, or lost again meanwhile: look again
       }
@@ -247,7 +251,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// True when `timeout` sets no bound: zero or less, or a century or more (such as
   /// milliseconds::max(), whose deadline would overflow the clock).
   static bool unbounded(std::chrono::milliseconds timeout) {
-    return timeout.count() <= 0 || timeout >= std::chrono::hours(24 * 365 * 100);
+    return timeout.count() <= 0 || detail::beyond_any_deadline(timeout);
   }
 
   /// Waits for the reply to the synchronous request `sent`, registered with `waiter`: reads
@@ -323,7 +327,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   void mark_forked_in_child() {
     // Only the forking thread exists here: a mutex or condition variable another thread held
     // or waited on is made anew; the next use of this client leaves the parent's connection.
-    new (&connect_mu_) std::mutex;
+    new (&connect_mu_) std::timed_mutex;
     new (&slot_free_) std::condition_variable;
     slot_waiters_ = 0;
     forked_ = true;
@@ -627,7 +631,7 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::uint64_t generation_ = 0;                        // GUARDED_BY(mu_)
   std::chrono::milliseconds backoff_{25};               // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
-  std::mutex connect_mu_;                               // one reconnect at a time
+  std::timed_mutex connect_mu_;                         // one reconnect at a time
   detail::Outbox outbox_;                               // GUARDED_BY(mu_)
   bool write_scheduled_ = false;                        // GUARDED_BY(mu_)
   // The pending requests. A delivered request's node is kept (spare_nodes_) and reused by the

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "deadline.hpp"
+
 namespace pasyn {
 
 struct ReadPool::Lease::State {
@@ -84,7 +86,7 @@ ReadPool::Lease ReadPool::acquire(std::chrono::milliseconds timeout) {
   if (!state_) throw PoolClosedError("the pool is closed");
   auto& s = *state_;
   std::unique_lock lk(s.mu);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = detail::deadline_after(timeout);
   for (;;) {
     if (s.closed) throw PoolClosedError("the pool is closed");
     if (!s.idle.empty()) {
@@ -104,7 +106,7 @@ ReadPool::Lease ReadPool::acquire(std::chrono::milliseconds timeout) {
         throw;
       }
     }
-    if (timeout.count() == 0) {
+    if (timeout.count() == 0 || deadline == std::chrono::steady_clock::time_point::max()) {
       s.returned.wait(lk);
     } else if (s.returned.wait_until(lk, deadline) == std::cv_status::timeout && s.idle.empty() &&
                s.open >= s.size && !s.closed) {

@@ -53,23 +53,24 @@ struct ThreadTransactions::Impl {
 
   template <typename Begin>
   void open_mine(Begin begin) {
-    if (mine() != nullptr) {
-      throw ProgrammingError("this thread already has an open transaction", SQLITE_MISUSE,
-                             SQLITE_MISUSE);
+    if (Transaction* tx = mine()) {
+      if (!tx->finished()) {
+        throw ProgrammingError("this thread already has an open transaction", SQLITE_MISUSE,
+                               SQLITE_MISUSE);
+      }
+      drop();  // ended by the daemon or a lost connection, which its calls have reported
     }
     Transaction tx = begin(client);
     std::lock_guard lk(mu);
     open.emplace(std::this_thread::get_id(), std::move(tx));
   }
 
+  // A transaction the daemon or a lost connection ended stays the thread's: the writes the
+  // thread meant to run in it throw what ended it, never run outside it, until the thread calls
+  // rollback(), commit() (which throws it too) or begin().
   template <typename InTx, typename Plain>
   auto route(InTx in_tx, Plain plain) {
-    if (Transaction* tx = mine()) {
-      auto result = in_tx(*tx);
-      // The daemon ended it (idle timeout, lost connection): the thread has none any more.
-      if (tx->finished()) drop();
-      return result;
-    }
+    if (Transaction* tx = mine()) return in_tx(*tx);
     return plain(client);
   }
 

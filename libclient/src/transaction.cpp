@@ -169,13 +169,18 @@ std::optional<Row> Transaction::execute_fetchone_named(std::string_view sql,
 template <typename Send>
 auto Transaction::call_async(Send send) {
   auto& client = open();
+  // As call(): a call that fails at once because the connection is gone ends the handle, and
+  // every later call throws the same error (open()). (The daemon's TRANSACTION_ENDED comes
+  // through the future; the handle learns it on its next blocking call.)
   try {
     return send(client, impl_->tx);
   } catch (const ConnectionLostError&) {
     impl_->finished = true;  // the daemon rolls back the transaction of a lost connection
+    impl_->ended = std::current_exception();
     throw;
   } catch (const ConnectionClosedError&) {
     impl_->finished = true;
+    impl_->ended = std::current_exception();
     throw;
   }
 }

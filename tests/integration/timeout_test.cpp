@@ -229,6 +229,50 @@ TEST_F(TimeoutTest, PingStatsAndTheAdminCallsTimeoutBoundsThemWhileTheDaemonIsSt
   EXPECT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
 }
 
+// Reconnecting after a lost connection is bounded by the call's own bound too, and so is the
+// wait for another thread's reconnect (a probe: execute(Timeout{200ms}) and execute_async with
+// request_timeout 200 ms took connect_timeout, 5 s, against a restarted daemon that never
+// answered the handshake).
+TEST_F(TimeoutTest, ReconnectingIsBoundedByTheCallsTimeout) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  auto client = client_with(0ms);               // connect_timeout 5 s, no request_timeout
+  auto async_client = client_with(200ms);       // request_timeout 200 ms
+  auto other_thread_client = client_with(0ms);  // shared by two threads below
+  for (auto* c : {&client, &async_client, &other_thread_client}) ASSERT_TRUE(c->ping());
+  stop_daemon();
+  ASSERT_NO_FATAL_FAILURE(start_daemon(kPatientDaemon));
+  stop();  // connections are accepted (the listen backlog), HELLO is never answered
+
+  const auto not_sent = [](const std::string& what) {
+    return what.starts_with("TimeoutError") && contains(what, "its request was not sent");
+  };
+  const auto own = outcome(
+      [&] { client.execute_named("INSERT INTO kv (k) VALUES (:k)", kLate, Timeout{200ms}); });
+  EXPECT_TRUE(not_sent(own)) << own;
+  const auto async = outcome(
+      [&] { (void)async_client.execute_async("INSERT INTO kv (k) VALUES ('late')").get(); });
+  EXPECT_TRUE(not_sent(async)) << async;
+  // One thread reconnects for up to 3 s; another, bounded by 200 ms, does not wait that long.
+  auto first = std::async(std::launch::async, [&] {
+    return outcome_of([&] { other_thread_client.ping(Timeout{3s}); });
+  });
+  std::this_thread::sleep_for(100ms);
+  const auto second = outcome([&] {
+    other_thread_client.execute_named("INSERT INTO kv (k) VALUES (:k)", kLate, Timeout{200ms});
+  });
+  EXPECT_TRUE(not_sent(second)) << second;
+  resume();
+  EXPECT_TRUE(eventually(
+      [&] {
+        return outcome_of([&] { client.execute("INSERT INTO kv (k) VALUES ('after')"); }) == "ok";
+      },
+      kReplyTimeout));
+  const auto first_outcome = first.get();
+  EXPECT_TRUE(first_outcome == "ok" || not_sent(first_outcome)) << first_outcome;
+  EXPECT_EQ(rows_with_key("late"), 0);
+  EXPECT_EQ(rows_with_key("after"), 1);
+}
+
 TEST_F(TimeoutTest, ATransactionStatementThatTimedOutLeavesTheTransactionOpen) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
   auto client = client_with(0ms);

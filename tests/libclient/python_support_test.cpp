@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 #include <variant>
@@ -222,6 +223,78 @@ TEST_F(WriterTest, ThreadTransactionsBelongToTheCallingThread) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(as_int(rows[0][0]), 2);
   EXPECT_THROW(txs.rollback(), pasyn::ProgrammingError);
+}
+
+// A probe found a thread stuck: after the daemon ended its transaction, begin() said it already
+// had one while in_transaction() said it had none, and only rollback() got it out.
+TEST_F(WriterTest, AThreadWhoseTransactionTheDaemonEndedMayBeginAgain) {
+  client_.executescript("CREATE TABLE u (x UNIQUE); INSERT INTO u VALUES (1)");
+  pasyn::ThreadTransactions txs(client_);
+  const auto ended_by_a_statement = [&] {
+    txs.begin();
+    txs.execute("INSERT INTO u VALUES (2)");
+    try {
+      txs.execute("INSERT OR ROLLBACK INTO u VALUES (1)");  // SQLite rolls the transaction back
+      ADD_FAILURE() << "the conflict did not end the transaction";
+    } catch (const pasyn::OperationalError& e) {
+      EXPECT_NE(std::string(e.what()).find("rolled back"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(txs.in_transaction());
+  };
+  ended_by_a_statement();
+  // What the thread meant to run in it does not run outside it.
+  EXPECT_THROW(txs.execute("INSERT INTO u VALUES (3)"), pasyn::OperationalError);
+  txs.begin();
+  EXPECT_TRUE(txs.in_transaction());
+  txs.execute("INSERT INTO u VALUES (4)");
+  txs.commit();
+  ended_by_a_statement();
+  txs.rollback();  // of what has ended: returns the thread to plain writes
+  EXPECT_FALSE(txs.in_transaction());
+  EXPECT_EQ(txs.execute("INSERT INTO u VALUES (5)"), 1);
+  ended_by_a_statement();
+  EXPECT_THROW(txs.commit(), pasyn::OperationalError);  // says why, and ends it for the thread
+  EXPECT_EQ(txs.execute("INSERT INTO u VALUES (6)"), 1);
+  auto rows = client_.execute_fetchall("SELECT x FROM u ORDER BY x");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(as_int(rows[1][0]), 4);
+  EXPECT_EQ(as_int(rows[3][0]), 6);
+}
+
+// The handle rethrows what ended it also when an asynchronous call was the first to learn it.
+TEST_F(WriterTest, ATransactionsAsyncCallThatFindsTheClientClosedEndsTheHandleWithThatError) {
+  client_.executescript("CREATE TABLE t (x)");
+  auto tx = client_.begin();
+  tx.execute("INSERT INTO t VALUES (1)");
+  client_.close();
+  EXPECT_THROW(tx.execute_async("INSERT INTO t VALUES (2)"), pasyn::ConnectionClosedError);
+  EXPECT_TRUE(tx.finished());
+  EXPECT_THROW(tx.execute("INSERT INTO t VALUES (3)"), pasyn::ConnectionClosedError);
+  EXPECT_THROW(tx.commit(), pasyn::ConnectionClosedError);
+}
+
+// milliseconds::max() is no bound, as for pasyn::Timeout (a probe's acquire(max) threw PoolError
+// at once: now() + max wrapped into the past).
+TEST(ReadPoolTest, TheLargestTimeoutWaitsForAConnection) {
+  TempDir dir;
+  const std::string path = dir.file("p.db");
+  pasyn::connect(path).executescript("CREATE TABLE t (x)");
+  pasyn::ReadPool pool(path, 1);
+  std::optional<pasyn::ReadPool::Lease> held(pool.acquire());
+  std::atomic<bool> acquired{false};
+  std::string error;
+  std::thread waiter([&] {
+    try {
+      auto lease = pool.acquire(std::chrono::milliseconds::max());
+      acquired = true;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  held.reset();  // returned: the waiter gets it
+  waiter.join();
+  EXPECT_TRUE(acquired.load()) << error;
 }
 
 TEST(ReadPoolTest, HandsOutAtMostSizeConnectionsAndRefusesAfterClose) {

@@ -56,7 +56,9 @@ class PASYN_EXPORT ChangeFeed {
   ~ChangeFeed();
 
   /// The next change, waiting at most `timeout`; empty when none came in time. Throws
-  /// ConnectionClosedError after close().
+  /// ConnectionClosedError after close(). While the connection is lost, a reconnect attempt
+  /// inside it may take up to 200 ms, also past a shorter `timeout` (or a short next() could
+  /// never reconnect).
   std::optional<Change> next(std::chrono::milliseconds timeout);
 
   /// The sequence number of the last commit delivered (or the start point), in epoch(); for a

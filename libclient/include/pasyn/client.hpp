@@ -60,7 +60,9 @@ struct WriteOptions {
 ///   is unknown: it may still run and commit, and it is never re-sent (to retry a write safely,
 ///   give it an idempotency key, WriteOptions);
 /// - when it runs out while the call waits for room to send (ClientOptions::max_in_flight
-///   requests unanswered), the call throws TimeoutError and nothing was sent;
+///   requests unanswered) or for a lost connection to be made again (also while another
+///   thread is making it; reconnecting has `connect_timeout` too), the call throws
+///   TimeoutError and nothing was sent;
 /// - it bounds those two waits together, from the call's start (one deadline), as
 ///   request_timeout does;
 /// - for begin(), a BEGIN given up is rolled back as soon as the daemon grants it.
@@ -120,6 +122,8 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// TimeoutError when `request_timeout` (or the call's own Timeout) runs out,
 /// ConnectionClosedError for calls made after close() (nothing is sent).
 /// The `_async` variants return at once; their futures carry the same results and exceptions.
+/// (Except after a lost connection: the call that finds it reconnects first, `_async` ones
+/// too, within `connect_timeout` and `request_timeout`, and throws what that throws.)
 class PASYN_EXPORT MultiplexedClient {
  public:
   /// Connects and performs the protocol handshake, within `options.connect_timeout`. Throws

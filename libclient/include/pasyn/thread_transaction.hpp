@@ -23,6 +23,13 @@ namespace pasyn {
 /// transaction only. A thread that ends with its transaction open leaves it to be rolled back
 /// when this object is destroyed, or by the daemon's idle timeout.
 ///
+/// When the daemon ends a thread's transaction (idle timeout, a statement that ended it) or its
+/// connection is lost, the call that learns it throws why (OperationalError TRANSACTION_ENDED,
+/// ConnectionLostError), and so does every later write of that thread through this object:
+/// what it meant to run inside the transaction never runs outside it. rollback() then returns
+/// the thread to plain writes, commit() throws the reason and does the same, and begin() opens a
+/// new transaction; in_transaction() is false from the call that learnt it.
+///
 /// Thread-safety: every method may be called from any thread concurrently. Ownership: refers to
 /// `client`, which must outlive this object; owns the open transactions and rolls them back on
 /// destruction.
@@ -33,12 +40,13 @@ class PASYN_EXPORT ThreadTransactions {
   ThreadTransactions& operator=(const ThreadTransactions&) = delete;
   ~ThreadTransactions();
 
-  /// Opens the calling thread's transaction. ProgrammingError if it already has one.
+  /// Opens the calling thread's transaction. ProgrammingError if it already has one open (not
+  /// one the daemon ended: that one is dropped).
   void begin();
   /// Commits / rolls back the calling thread's transaction. ProgrammingError if it has none.
   void commit();
   void rollback();
-  /// True while the calling thread has a transaction open.
+  /// True while the calling thread has a transaction open (not ended by the daemon).
   bool in_transaction() const;
 
   /// The client's writes, run inside the calling thread's transaction when it has one.
