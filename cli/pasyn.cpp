@@ -10,6 +10,7 @@
 // (main) in one file, so that what `pasyn --help` promises and what runs sit side by side; the
 // JSON helpers are in json.cpp.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -22,6 +23,7 @@
 #include <pasyn/pasyn.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "json.hpp"
@@ -609,7 +611,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; bad usage exits 2
+    const int status = app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0; bad usage 2
+    // --json promises one JSON object on stdout also for what the parser refused (o.json may
+    // not be set yet: the parse stopped).
+    if (status != 0 && std::any_of(argv + 1, argv + argc,
+                                   [](const char* a) { return std::string_view(a) == "--json"; })) {
+      std::cout << "{\"ok\":false,\"error\":" << json_string(e.what()) << "}\n";
+    }
+    return status;
   }
   // Every failure ends here, reported once on stderr (and as JSON with --json), never as an
   // uncaught exception.

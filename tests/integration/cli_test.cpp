@@ -253,6 +253,20 @@ TEST_F(CliTest, UnknownOrMissingSubcommandIsAUsageError) {
   EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
 }
 
+// With --json, a usage error the option parser finds is JSON on stdout too (a probe got an empty
+// stdout for these, where the README promises valid JSON always).
+TEST_F(CliTest, WithJsonAUsageErrorIsJsonOnStdout) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--json", "exec"},
+                                               {"--json", "checkpoint", "--mode", "bogus"},
+                                               {"--json", "--timeout", "0", "ping"},
+                                               {"--json", "frobnicate"}}) {
+    const auto r = cli_on_daemon(args);
+    EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
+    EXPECT_TRUE(r.out.starts_with("{\"ok\":false,\"error\":\"")) << show(r);
+    EXPECT_TRUE(r.out.ends_with("}\n")) << show(r);
+  }
+}
+
 TEST_F(CliTest, SocketNobodyListensOnFails) {
   // A stale socket file: bound once, never listened on, its socket closed.
   const std::string stale = dir_.file("stale.sock");
