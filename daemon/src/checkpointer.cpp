@@ -301,6 +301,10 @@ void Writer::close_database(bool checkpoint) {
     s->reset();
   }
   if (checkpoint) {
+    // After the drain timeout interrupted the writer, SQLite's interrupt flag is still set (it
+    // clears when a statement starts with none running), and would interrupt this checkpoint
+    // too, leaving the WAL behind: a statement of nothing clears it.
+    if (aborted_) sqlite3_exec(db_, "SELECT 1", nullptr, nullptr, nullptr);
     int wal_frames = 0, checkpointed = 0;
     const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
                                              &checkpointed);

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "access_control.hpp"
 #include "log.hpp"
@@ -64,6 +65,12 @@ Writer::Writer(const Config& config) : config_(config) {
     throw StartError(StartError::Kind::kDatabase, msg);
   };
   if (rc != SQLITE_OK) fail(sqlite3_errstr(rc));
+  // SQLite opens a file it may not write read-only, silently: the daemon would then serve a
+  // database whose every write fails.
+  if (sqlite3_db_readonly(db_, "main") == 1) {
+    fail("it is read-only to this user (uid " + std::to_string(::geteuid()) +
+         "): the writer must be able to write the file and its directory");
+  }
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
   // From here on, client SQL is checked against the allow-list; the daemon's own runs as

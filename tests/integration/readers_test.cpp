@@ -126,6 +126,27 @@ TEST_F(ReadersTest, AGroupMemberReadsWhileTheDaemonRunsAndAfterItStopped) {
   EXPECT_EQ(again.out, "2\n") << again.err;
 }
 
+// SQLite opens a file it may not write read-only, without a word: the daemon refuses to start on
+// it instead of serving a database whose every write fails (a probe's 0444 database was
+// "served", every write failing with "attempt to write a readonly database").
+TEST_F(ReadersTest, ADatabaseTheWriterMayNotWriteIsRefusedAtStart) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (x)", nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((db_ + suffix).c_str(), 0644);  // root's
+  const auto r = run_to_completion(as_writer({PASYN_WRITERD, "--database", db_, "--socket", sock_}),
+                                   dir_, {}, kStopTimeout);
+  EXPECT_FALSE(r.killed) << "pasyn-writerd served a database it may not write";
+  EXPECT_TRUE(exited_with(r.status, 1)) << describe_status(r.status) << r.err;
+  EXPECT_NE(r.err.find("read-only to this user"), std::string::npos) << r.err;
+  EXPECT_FALSE(path_exists(sock_));
+}
+
 TEST_F(ReadersTest, AGroupMemberReadsADatabaseTheDaemonHasNotOpenedOncePrepared) {
   // A WAL database that exists without -wal and -shm: put there by an administrator, or left
   // by a writer that did not keep them; the socket unit waits for the daemon's first start.
