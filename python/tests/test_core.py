@@ -281,6 +281,21 @@ def test_begin_exclusive_contention_waits(client, server):
     assert client.execute_fetchall("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
 
 
+def test_a_thread_whose_transaction_the_daemon_ended_may_begin_again(client):
+    # A probe found the thread stuck: begin() said it had a transaction, in_transaction said no.
+    client.executescript("CREATE TABLE u (x UNIQUE); INSERT INTO u VALUES (1)")
+    client.begin()
+    with pytest.raises(core.OperationalError, match="rolled back"):
+        client.execute("INSERT OR ROLLBACK INTO u VALUES (1)")  # SQLite ends the transaction
+    assert not client.in_transaction
+    with pytest.raises(core.OperationalError):  # never run outside the transaction it was for
+        client.execute("INSERT INTO u VALUES (2)")
+    client.begin()
+    client.execute("INSERT INTO u VALUES (3)")
+    client.commit()
+    assert client.execute_fetchall("SELECT x FROM u ORDER BY x") == [(1,), (3,)]
+
+
 def test_client_level_transaction_belongs_to_the_calling_thread(client):
     client.executescript("CREATE TABLE t (x)")
     client.begin()
