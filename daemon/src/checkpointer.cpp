@@ -301,10 +301,20 @@ void Writer::close_database(bool checkpoint) {
     s->reset();
   }
   if (checkpoint) {
-    // After the drain timeout interrupted the writer, SQLite's interrupt flag is still set (it
-    // clears when a statement starts with none running), and would interrupt this checkpoint
-    // too, leaving the WAL behind: a statement of nothing clears it.
-    if (aborted_) sqlite3_exec(db_, "SELECT 1", nullptr, nullptr, nullptr);
+    // After the drain timeout interrupted the writer, SQLite's interrupt flag is still set, and
+    // would interrupt this checkpoint too, leaving the WAL behind. From here abort() interrupts
+    // nothing more (closing_), and the flag is cleared: SQLite clears it when it starts to parse
+    // a statement while none is running (the statement is not run).
+    {
+      std::lock_guard lk(mu_);
+      closing_ = true;
+    }
+    if (aborted_) {
+      Authorizer::Scope internal(authorizer_, Mode::kInternal);
+      sqlite3_stmt* nothing = nullptr;
+      sqlite3_prepare_v2(db_, "SELECT 1", -1, &nothing, nullptr);
+      sqlite3_finalize(nothing);
+    }
     int wal_frames = 0, checkpointed = 0;
     const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
                                              &checkpointed);

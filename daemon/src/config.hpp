@@ -103,6 +103,10 @@ struct Config {
 
   /// Install SIGTERM/SIGINT handlers that stop the server (the daemon; not in-process servers).
   bool handle_signals = false;
+  /// Also flock() the database file itself (paths.hpp, LockFile): pasyn-writerd only. A server
+  /// in an application's process must not, because closing that descriptor when it stops would
+  /// drop the POSIX locks of the application's own SQLite connections to the file.
+  bool lock_database_file = false;
 
   // Service manager (pasyn-writerd under systemd; see systemd.hpp). In-process servers leave
   // these empty.

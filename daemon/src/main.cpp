@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   pasyn::server::Config config;
   config.handle_signals = true;
+  config.lock_database_file = true;
   std::string synchronous = "full";
   std::string log_level = "info";
   std::int64_t busy_ms = config.busy_timeout.count();

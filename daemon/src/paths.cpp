@@ -99,7 +99,7 @@ void refuse_hard_links(const std::string& database_path) {
 
 }  // namespace
 
-LockFile::LockFile(const std::string& database_path)
+LockFile::LockFile(const std::string& database_path, bool lock_database_file)
     : path_(canonical_database_path(database_path) + "-pasyn.lock") {
   refuse_hard_links(database_path);
   // O_NOFOLLOW: a symlink planted at the lock file's path (in a directory others may write) must
@@ -129,6 +129,7 @@ LockFile::LockFile(const std::string& database_path)
   }
   // Before SQLite opens it (created here if missing, as SQLite would: an empty file is a new
   // database). flock() locks are apart from SQLite's fcntl() locks.
+  if (!lock_database_file) return;
   database_fd_ = ::open(database_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
   if (database_fd_ < 0) {
     const int err = errno;

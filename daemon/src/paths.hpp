@@ -32,7 +32,8 @@ std::string private_socket_dir();
 class LockFile {
  public:
   /// Throws StartError(kLocked) naming the other owner's pid when the lock is held.
-  explicit LockFile(const std::string& database_path);
+  /// `lock_database_file`: also flock() the database file itself (Config::lock_database_file).
+  LockFile(const std::string& database_path, bool lock_database_file);
   ~LockFile();
   LockFile(const LockFile&) = delete;
   LockFile& operator=(const LockFile&) = delete;

@@ -58,7 +58,7 @@ Config with_absolute_database(Config config) {
 
 Server::Impl::Impl(Config config)
     : config_(with_absolute_database(std::move(config))),
-      lock_(std::in_place, config_.database_path),
+      lock_(std::in_place, config_.database_path, config_.lock_database_file),
       writer_(config_) {
   writer_.attach_feed(feed_);
   // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.

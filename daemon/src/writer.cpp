@@ -235,7 +235,7 @@ void Writer::abort() {
   aborted_ = true;
   backup_.cancel();
   std::lock_guard lk(mu_);
-  if (db_) sqlite3_interrupt(db_);
+  if (db_ && !closing_) sqlite3_interrupt(db_);
 }
 
 void Writer::join() {

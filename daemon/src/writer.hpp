@@ -502,6 +502,7 @@ class Writer {
   PayloadBuffers free_payloads_;  // GUARDED_BY(mu_): see spent_payloads_
   bool stopping_ = false;         // GUARDED_BY(mu_)
   bool waiting_ = false;          // GUARDED_BY(mu_): the writer sleeps on cv_
+  bool closing_ = false;          // GUARDED_BY(mu_): the final checkpoint began; abort() waits
   // GUARDED_BY(mu_): submit() wakes the sleeping writer once queue_ holds this many requests
   // (1, or more while fill_batch() waits for a batch to fill).
   std::size_t wake_at_ = 1;

@@ -41,40 +41,60 @@ void MultiplexedClient::Impl::reconnect(const CallBound& bound) {
                         std::to_string(bound.timeout.count()) + " ms (" + why +
                         "); its request was not sent");
   };
-  std::unique_lock one_at_a_time(connect_mu_, std::defer_lock);
-  if (bound.deadline == std::chrono::steady_clock::time_point::max()) {
-    one_at_a_time.lock();
-  } else if (!one_at_a_time.try_lock_until(bound.deadline)) {
-    throw not_sent("another thread is reconnecting");
-  }
   {
-    std::lock_guard lk(mu_);
+    // One reconnect at a time: the others wait for it, each within its own bound. (A flag and
+    // a condition variable, not a timed mutex: ThreadSanitizer does not see the
+    // pthread_mutex_clocklock that try_lock_until uses, and reports its unlock.)
+    std::unique_lock lk(mu_);
+    while (reconnecting_ && state_ == State::kLost) {
+      if (bound.deadline == std::chrono::steady_clock::time_point::max()) {
+        reconnected_.wait(lk);
+      } else if (reconnected_.wait_until(lk, bound.deadline) == std::cv_status::timeout &&
+                 reconnecting_ && state_ == State::kLost) {
+        throw not_sent("another thread is reconnecting");
+      }
+    }
     if (state_ != State::kLost) return;  // closed (check_open says so) or already reconnected
     if (std::chrono::steady_clock::now() < next_attempt_) {
       throw ConnectionLostError("the connection to pasyn-writerd at " + path_ + " was lost (" +
                                 lost_reason_ + "); reconnecting is backing off");
     }
+    reconnecting_ = true;
   }
+  struct Done {
+    Impl& impl;
+    ~Done() {
+      std::lock_guard lk(impl.mu_);
+      impl.reconnecting_ = false;
+      impl.reconnected_.notify_all();
+    }
+  } done{*this};
   const auto connect_by = detail::deadline_after(options_.connect_timeout);
   const bool call_bounds = bound.deadline < connect_by;
   int fd = -1;
   std::uint32_t max_frame = 0;
   try {
-    try {
-      fd = detail::connect_to_daemon(path_, options_, std::min(connect_by, bound.deadline));
-      max_frame = detail::handshake(fd, path_, options_, std::min(connect_by, bound.deadline));
-    } catch (const TimeoutError&) {
-      if (!call_bounds) throw;  // connect_timeout ran out: its own message says so
-      throw not_sent("the daemon did not answer in time");
-    }
+    fd = detail::connect_to_daemon(path_, options_, std::min(connect_by, bound.deadline));
+    max_frame = detail::handshake(fd, path_, options_, std::min(connect_by, bound.deadline));
+  } catch (const TimeoutError&) {
+    if (fd >= 0) ::close(fd);
+    // Only this call's own bound ran out: no backoff for the others (the daemon may just be
+    // slower than this call allows).
+    if (call_bounds) throw not_sent("the daemon did not answer in time");
+    back_off();
+    throw;  // connect_timeout ran out: its own message says so
   } catch (...) {
     if (fd >= 0) ::close(fd);
-    std::lock_guard lk(mu_);
-    next_attempt_ = std::chrono::steady_clock::now() + backoff_;
-    backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
+    back_off();
     throw;
   }
   install(fd, max_frame);
+}
+
+void MultiplexedClient::Impl::back_off() {
+  std::lock_guard lk(mu_);
+  next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+  backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
 }
 
 void MultiplexedClient::Impl::close() {

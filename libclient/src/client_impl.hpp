@@ -155,6 +155,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// another thread's attempt runs (TimeoutError: the call's request was not sent).
   /// REQUIRES: mu_ not held.
   PASYN_INTERNAL void reconnect(const CallBound& bound);
+  /// After a failed reconnect: the next attempt waits (backoff_ doubles). REQUIRES: mu_ not held.
+  PASYN_INTERNAL void back_off();
 
   /// Encodes a request into the outbox and registers its completion; `encode(out, id)` appends
   /// exactly one frame. A request of a transaction passes `tx_generation`, the connection that
@@ -327,7 +329,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   void mark_forked_in_child() {
     // Only the forking thread exists here: a mutex or condition variable another thread held
     // or waited on is made anew; the next use of this client leaves the parent's connection.
-    new (&connect_mu_) std::timed_mutex;
+    new (&reconnected_) std::condition_variable;
+    reconnecting_ = false;
     new (&slot_free_) std::condition_variable;
     slot_waiters_ = 0;
     forked_ = true;
@@ -631,7 +634,8 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   std::uint64_t generation_ = 0;                        // GUARDED_BY(mu_)
   std::chrono::milliseconds backoff_{25};               // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point next_attempt_;  // GUARDED_BY(mu_)
-  std::timed_mutex connect_mu_;                         // one reconnect at a time
+  bool reconnecting_ = false;                           // GUARDED_BY(mu_): see reconnect()
+  std::condition_variable reconnected_;                 // reconnecting_ became false
   detail::Outbox outbox_;                               // GUARDED_BY(mu_)
   bool write_scheduled_ = false;                        // GUARDED_BY(mu_)
   // The pending requests. A delivered request's node is kept (spare_nodes_) and reused by the

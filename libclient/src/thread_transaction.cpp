@@ -3,6 +3,8 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -10,6 +12,18 @@
 #include <utility>
 
 namespace pasyn {
+namespace {
+
+// The calling thread's key in ThreadTransactions: never reused, unlike std::thread::id (glibc
+// reuses a finished thread's pthread_t), so a new thread never inherits a transaction that a
+// finished thread left behind, open or ended.
+std::uint64_t this_thread_token() {
+  static std::atomic<std::uint64_t> next{0};
+  thread_local const std::uint64_t token = ++next;
+  return token;
+}
+
+}  // namespace
 
 struct ThreadTransactions::Impl {
   explicit Impl(MultiplexedClient& c) : client(c) {}
@@ -17,13 +31,13 @@ struct ThreadTransactions::Impl {
   mutable std::mutex mu;
   // Each entry is used only by its own thread; the map itself is guarded by mu. std::map keeps
   // the Transaction in place while other threads insert and erase theirs.
-  std::map<std::thread::id, Transaction> open;  // GUARDED_BY(mu)
+  std::map<std::uint64_t, Transaction> open;  // GUARDED_BY(mu)
 
   // The calling thread's transaction, or null. Only this thread erases its entry, so the
   // pointer stays valid after the lock is released.
   Transaction* mine() const {
     std::lock_guard lk(mu);
-    auto it = open.find(std::this_thread::get_id());
+    auto it = open.find(this_thread_token());
     return it == open.end() ? nullptr : const_cast<Transaction*>(&it->second);
   }
 
@@ -44,7 +58,7 @@ struct ThreadTransactions::Impl {
     std::optional<Transaction> taken;
     {
       std::lock_guard lk(mu);
-      auto it = open.find(std::this_thread::get_id());
+      auto it = open.find(this_thread_token());
       taken.emplace(std::move(it->second));
       open.erase(it);
     }
@@ -62,7 +76,7 @@ struct ThreadTransactions::Impl {
     }
     Transaction tx = begin(client);
     std::lock_guard lk(mu);
-    open.emplace(std::this_thread::get_id(), std::move(tx));
+    open.emplace(this_thread_token(), std::move(tx));
   }
 
   // A transaction the daemon or a lost connection ended stays the thread's: the writes the
@@ -76,7 +90,7 @@ struct ThreadTransactions::Impl {
 
   void drop() {
     std::lock_guard lk(mu);
-    open.erase(std::this_thread::get_id());
+    open.erase(this_thread_token());
   }
 };
 
@@ -84,7 +98,7 @@ ThreadTransactions::ThreadTransactions(MultiplexedClient& client)
     : impl_(std::make_unique<Impl>(client)) {}
 
 ThreadTransactions::~ThreadTransactions() {
-  std::map<std::thread::id, Transaction> open;
+  std::map<std::uint64_t, Transaction> open;
   {
     std::lock_guard lk(impl_->mu);
     open = std::move(impl_->open);

@@ -33,9 +33,26 @@ class LockFileTest : public ::testing::Test {
 
 TEST_F(LockFileTest, TakesTheLockAndRecordsThePid) {
   const std::string db = (dir_ / "db.sqlite").string();
-  pasyn::server::LockFile lock(db);
+  pasyn::server::LockFile lock(db, false);
   EXPECT_EQ(lock.path(), db + "-pasyn.lock");
   EXPECT_EQ(contents(lock.path()), std::to_string(::getpid()) + "\n");
+}
+
+// pasyn-writerd also locks the database file: a second path to it that is neither a symlink nor
+// a hard link (the file renamed while served) finds that lock.
+TEST_F(LockFileTest, TheDatabaseFileIsLockedUnderAnyOfItsNames) {
+  const std::string db = (dir_ / "db.sqlite").string(), moved = (dir_ / "moved.sqlite").string();
+  pasyn::server::LockFile lock(db, true);
+  EXPECT_TRUE(fs::exists(db)) << "made, empty, as SQLite would";
+  fs::rename(db, moved);
+  try {
+    pasyn::server::LockFile second(moved, true);
+    ADD_FAILURE() << "a second lock on the renamed database";
+  } catch (const pasyn::server::StartError& e) {
+    EXPECT_NE(std::string(e.what()).find("another path to the same file"), std::string::npos)
+        << e.what();
+  }
+  pasyn::server::LockFile in_process(moved, false);  // a server in an application's process
 }
 
 /// A symlink planted where the lock file goes must not make the daemon truncate its target
@@ -45,7 +62,7 @@ TEST_F(LockFileTest, RefusesASymlinkAtTheLockPathAndLeavesItsTargetAlone) {
   std::ofstream(victim) << "precious";
   const std::string db = (dir_ / "db.sqlite").string();
   fs::create_symlink(victim, db + "-pasyn.lock");
-  EXPECT_THROW(pasyn::server::LockFile{db}, pasyn::server::StartError);
+  EXPECT_THROW((pasyn::server::LockFile{db, false}), pasyn::server::StartError);
   EXPECT_EQ(contents(victim), "precious");
 }
 

@@ -261,6 +261,27 @@ TEST_F(WriterTest, AThreadWhoseTransactionTheDaemonEndedMayBeginAgain) {
   EXPECT_EQ(as_int(rows[3][0]), 6);
 }
 
+// A thread's transaction is not inherited by a later thread that gets the same std::thread::id
+// (glibc reuses a finished thread's pthread_t; a review found the map keyed by it).
+TEST_F(WriterTest, ALaterThreadDoesNotInheritAFinishedThreadsTransaction) {
+  client_.executescript("CREATE TABLE t (x)");
+  pasyn::ThreadTransactions txs(client_);
+  std::thread::id first_id;
+  std::thread first([&] {
+    first_id = std::this_thread::get_id();
+    txs.begin();  // left open: rolled back when txs is destroyed
+  });
+  first.join();
+  bool inherited = true;
+  std::thread::id second_id;
+  std::thread second([&] {
+    second_id = std::this_thread::get_id();
+    inherited = txs.in_transaction();
+  });
+  second.join();
+  EXPECT_FALSE(inherited) << (first_id == second_id ? "same thread id" : "another thread id");
+}
+
 // The handle rethrows what ended it also when an asynchronous call was the first to learn it.
 TEST_F(WriterTest, ATransactionsAsyncCallThatFindsTheClientClosedEndsTheHandleWithThatError) {
   client_.executescript("CREATE TABLE t (x)");
