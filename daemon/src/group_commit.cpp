@@ -239,9 +239,12 @@ void Writer::run_batch(std::vector<Request>& batch) {
 
 void Writer::run_batch_attempts(std::vector<Request>& batch) {
   // The key table is created once, here, outside any transaction, so no rollback undoes it.
-  if (!keys_->ready() &&
-      std::any_of(batch.begin(), batch.end(), [](const Request& r) { return !r.key.empty(); }) &&
-      !(keys_->prepare() && (reserved_names_ = count_reserved_names()) >= 0)) {
+  // (Made or not, the pasyn_* names are counted again before the next request: run_request.)
+  const bool make_keys =
+      !keys_->ready() &&
+      std::any_of(batch.begin(), batch.end(), [](const Request& r) { return !r.key.empty(); });
+  if (make_keys) recount_reserved_ = true;
+  if (make_keys && !keys_->prepare()) {
     capture_sqlite_error();
     failure_.message = "cannot keep idempotency keys: " + failure_.message;
     std::vector<Request> keyed, rest;

@@ -81,6 +81,15 @@ bool Writer::run_request(Request& r) {
   timed_out_ = false;
   // The whole request, prepare and step, in its mode: SQLite also asks while a statement runs
   // (VACUUM's attach, the PRAGMA behind a pragma_* table-valued function).
+  // The pasyn_* names as they are before this request, when something may have changed them
+  // since they were counted: a request refused below for a rename into them (undone before the
+  // next request runs: a batch reruns with a savepoint per request), the key table made, or a
+  // table an operator made behind the daemon's back, which would otherwise have every later
+  // ALTER TABLE refused.
+  if (recount_reserved_) {
+    reserved_names_ = count_reserved_names();
+    recount_reserved_ = false;
+  }
   Authorizer::Scope scope(authorizer_, mode_of(r));
   authorizer_.clear_denial();
   bool ok = false;
@@ -102,6 +111,7 @@ bool Writer::run_request(Request& r) {
   if (ok && authorizer_.altered() && renamed_into_reserved_names()) {
     set_failure(proto::PasynCode::kPermission, kRenameReservedMessage);
     ok = false;
+    recount_reserved_ = true;
   }
   const auto& denied = authorizer_.denial();
   if (!ok && denied && failure_.domain == proto::ErrorDomain::kSqlite &&

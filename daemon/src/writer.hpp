@@ -352,8 +352,9 @@ class Writer {
   // The run_* helpers return false on failure, with the error in failure_.
   bool run_request(Request& r);
   bool run_request_body(Request& r);
-  /// Schema objects named pasyn_* (any case): the daemon's own, counted when it made them
-  /// (reserved_names_). More after a client's ALTER TABLE means it renamed a table into them.
+  /// Schema objects named pasyn_* (any case): the daemon's own, counted at open and again before
+  /// a request when they may have changed (reserved_names_, recount_reserved_). More after a
+  /// client's ALTER TABLE means it renamed a table into them.
   std::int64_t count_reserved_names();
   bool renamed_into_reserved_names() { return count_reserved_names() != reserved_names_; }
   bool run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params, proto::FrameWriter* rows);
@@ -423,7 +424,8 @@ class Writer {
   std::shared_ptr<CommittedChanges> committed_;
   std::shared_ptr<CommittedChanges> feed_spare_;
   std::optional<IdempotencyStore> keys_;
-  std::int64_t reserved_names_ = 0;  // count_reserved_names() after keys_ made its table
+  std::int64_t reserved_names_ = 0;  // count_reserved_names() at open, or before a request
+  bool recount_reserved_ = false;    // reserved_names_ may be stale: count before the next request
   // Prepared client statements, one cache per client mode (client_index): a statement is
   // authorized when it is prepared, so one authorized for a role (or inside a transaction) is
   // never found by a request of another.

@@ -281,6 +281,21 @@ TEST_F(AllowListTest, NoTableCanBeRenamedIntoTheDaemonsNames) {
   EXPECT_EQ(outcome_of([&] { before_->execute("ALTER TABLE docs RENAME TO notes"); }), "ok");
   expect_permission({"ALTER TABLE kept RENAME TO pasyn_idempotency2"});
   EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'pasyn%'"), 1);
+
+  // A pasyn_ table made behind the daemon's back (an operator's sqlite3 shell) does not make
+  // every later ALTER TABLE look like a rename into the reserved names (a review's point).
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_.c_str(), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    EXPECT_EQ(sqlite3_exec(db, "CREATE TABLE pasyn_operator (x)", nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  EXPECT_EQ(outcome_of([&] { before_->execute("ALTER TABLE kept RENAME TO kept2"); }), "ok");
+  EXPECT_EQ(outcome_of([&] { before_->execute("ALTER TABLE kept2 RENAME TO kept3"); }), "ok");
+  expect_permission({"ALTER TABLE kept3 RENAME TO pasyn_idempotency2"});
   expect_still_served();
 }
 
