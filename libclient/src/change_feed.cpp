@@ -58,7 +58,18 @@ struct ChangeFeed::Impl {
   bool closed = false;
   bool subscribed_once = false;  // (epoch, last_seq) name the point to resume after
   std::uint64_t epoch = 0;
-  std::uint64_t last_seq = 0;
+  std::uint64_t last_seq = 0;  // the last commit received: where a reconnect resumes
+  // While `ready` holds changes: the last commit whose changes next() has all returned (the
+  // resume point last_seq() reports, so that one saved between two changes of a commit never
+  // skips the rest of it). With `ready` empty, last_seq is that point.
+  std::uint64_t handed_out = 0;
+
+  void queue(Change c) {
+    if (ready.empty()) handed_out = last_seq;
+    ready.push_back(std::move(c));
+  }
+
+  std::uint64_t resume_point() const { return ready.empty() ? last_seq : handed_out; }
   std::deque<Change> ready;
   // The changes of a commit whose frames have not all come (kCommitPart): delivered with its
   // last frame, dropped if the connection is lost before it (the resume replays the commit).
@@ -107,7 +118,7 @@ struct ChangeFeed::Impl {
       std::string why;
       if (!proto::decode_subscribed(f.payload, m, why)) detail::throw_protocol(why);
       if (subscribed_once && m.epoch != epoch) {
-        ready.push_back(Change{m.last_seq, {}, ChangeKind::reset, 0});
+        queue(Change{m.last_seq, {}, ChangeKind::reset, 0});
       }
       epoch = m.epoch;
       if (!m.resumed) {
@@ -188,14 +199,14 @@ struct ChangeFeed::Impl {
       detail::throw_protocol("a commit's frames were interrupted");
     }
     if (m.event == proto::FeedEvent::kGap) {
-      ready.push_back(Change{m.seq, {}, ChangeKind::gap, 0});
+      queue(Change{m.seq, {}, ChangeKind::gap, 0});
       return;
     }
     for (const auto& c : m.changes) {
       partial.push_back(Change{m.seq, std::string(c.table), kind_of(c.op), c.rowid});
     }
     if (m.event == proto::FeedEvent::kCommitPart) return;
-    for (auto& c : partial) ready.push_back(std::move(c));
+    for (auto& c : partial) queue(std::move(c));
     partial.clear();
     last_seq = m.seq;
   }
@@ -207,6 +218,15 @@ struct ChangeFeed::Impl {
       if (!ready.empty()) {
         Change c = std::move(ready.front());
         ready.pop_front();
+        if (!ready.empty()) {
+          if (c.kind == ChangeKind::reset) {
+            handed_out = c.commit_seq;  // the new run's point, before its commits
+          } else if (c.kind == ChangeKind::gap) {
+            handed_out = ready.front().commit_seq - 1;  // the commits after the gap follow
+          } else if (ready.front().commit_seq != c.commit_seq) {
+            handed_out = c.commit_seq;  // the last change of its commit
+          }
+        }
         return c;
       }
       if (fd < 0) {
@@ -257,7 +277,7 @@ std::optional<Change> ChangeFeed::next(std::chrono::milliseconds timeout) {
   return impl_->next(timeout);
 }
 
-std::uint64_t ChangeFeed::last_seq() const noexcept { return impl_ ? impl_->last_seq : 0; }
+std::uint64_t ChangeFeed::last_seq() const noexcept { return impl_ ? impl_->resume_point() : 0; }
 std::uint64_t ChangeFeed::epoch() const noexcept { return impl_ ? impl_->epoch : 0; }
 
 void ChangeFeed::close() noexcept {

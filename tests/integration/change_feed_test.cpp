@@ -128,6 +128,17 @@ TEST_F(ChangeFeedTest, CommittedChangesArriveInCommitOrderAfterTheCommit) {
   EXPECT_EQ(two[1].commit_seq, start + 5);
   EXPECT_EQ(two[0].rowid, rowid_of(10));
   EXPECT_EQ(two[1].rowid, rowid_of(11));
+  // Between two changes of one commit, last_seq() still names the commit before: a point saved
+  // there and resumed after skips nothing (a probe found it named the commit already).
+  client_->execute_many("INSERT INTO t (v) VALUES (?)", {{20}, {21}});
+  const auto first = feed.next(kReplyTimeout);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->commit_seq, start + 6);
+  EXPECT_EQ(feed.last_seq(), start + 5);
+  const auto second = feed.next(kReplyTimeout);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->commit_seq, start + 6);
+  EXPECT_EQ(feed.last_seq(), start + 6);
 }
 
 TEST_F(ChangeFeedTest, NothingOfRolledBackWorkAppears) {

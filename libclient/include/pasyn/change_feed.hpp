@@ -61,9 +61,11 @@ class PASYN_EXPORT ChangeFeed {
   /// never reconnect).
   std::optional<Change> next(std::chrono::milliseconds timeout);
 
-  /// The sequence number of the last commit delivered (or the start point), in epoch(); for a
-  /// feed with a table filter, also of the commits since that were not for it (the daemon's
-  /// progress marks, PROTOCOL.md §8): where a reconnect resumes.
+  /// The sequence number of the last commit whose changes next() has all returned (or the start
+  /// point), in epoch(); for a feed with a table filter, also of the commits since that were not
+  /// for it (the daemon's progress marks, PROTOCOL.md §8). Saved with epoch() after any next(),
+  /// it is a point to resume after that skips nothing: between two changes of one commit it
+  /// still names the commit before.
   std::uint64_t last_seq() const noexcept;
   /// The daemon run the sequence numbers belong to (a random non-zero number).
   std::uint64_t epoch() const noexcept;
