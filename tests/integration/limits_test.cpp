@@ -141,6 +141,18 @@ TEST_F(LimitTest, AResultsColumnNamesAloneAreHeldToMaxFrame) {
 
 // ---- Connections, backpressure, output --------------------------------------------------------
 
+// 60 EXECUTE frames of a 20,000-byte INSERT into probe, ids 1 to 60: ~1.2 MB that two
+// connections send at once to fill a 2 MiB --max-total-bytes.
+std::vector<std::uint8_t> bulk_inserts() {
+  std::vector<std::uint8_t> bulk;
+  for (std::uint64_t id = 1; id <= 60; ++id) {
+    const auto f = statement_frame(kExecute, id, "INSERT INTO probe (v) VALUES (?)",
+                                   {pasyn::Blob(20000, 'y')});
+    bulk.insert(bulk.end(), f.begin(), f.end());
+  }
+  return bulk;
+}
+
 // One connection's replies in one batch are held under --max-output: the request that would
 // pass it is undone and answered TOO_LARGE, the others of the batch (its own smaller ones too)
 // are served, and the daemon never holds more than the bound for it.
@@ -193,12 +205,7 @@ TEST_F(LimitTest, AConnectionPausedByTheTotalBudgetIsKeptAndReadAgain) {
   ASSERT_TRUE(big1.handshake());
   ASSERT_TRUE(big2.handshake());
   ASSERT_TRUE(paused.handshake());
-  std::vector<std::uint8_t> bulk;
-  for (std::uint64_t id = 1; id <= 60; ++id) {
-    const auto f = statement_frame(kExecute, id, "INSERT INTO probe (v) VALUES (?)",
-                                   {pasyn::Blob(20000, 'y')});
-    bulk.insert(bulk.end(), f.begin(), f.end());
-  }
+  const auto bulk = bulk_inserts();
   auto send1 = std::async(std::launch::async, [&] { return big1.send(bulk); });
   auto send2 = std::async(std::launch::async, [&] { return big2.send(bulk); });
   std::this_thread::sleep_for(300ms);  // ~2 MiB of requests wait: the budget is full
@@ -242,12 +249,7 @@ TEST_F(LimitTest, TheTransactionOwnerIsReadWhileOthersFillTheTotalBudget) {
   RawPeer big1(sock_), big2(sock_);
   ASSERT_TRUE(big1.handshake());
   ASSERT_TRUE(big2.handshake());
-  std::vector<std::uint8_t> bulk;
-  for (std::uint64_t id = 1; id <= 60; ++id) {
-    const auto f = statement_frame(kExecute, id, "INSERT INTO probe (v) VALUES (?)",
-                                   {pasyn::Blob(20000, 'y')});
-    bulk.insert(bulk.end(), f.begin(), f.end());
-  }
+  const auto bulk = bulk_inserts();
   auto send1 = std::async(std::launch::async, [&] { return big1.send(bulk); });
   auto send2 = std::async(std::launch::async, [&] { return big2.send(bulk); });
   // ~2 MiB of requests (~104 of 120) wait behind the transaction: the total budget, not
