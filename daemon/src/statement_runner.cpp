@@ -79,8 +79,6 @@ bool Writer::run_request(Request& r) {
   // --statement-timeout bounds the whole request (all statements of a script or execute_many).
   if (config_.statement_timeout.count() > 0) deadline_ = Clock::now() + config_.statement_timeout;
   timed_out_ = false;
-  // The whole request, prepare and step, in its mode: SQLite also asks while a statement runs
-  // (VACUUM's attach, the PRAGMA behind a pragma_* table-valued function).
   // The pasyn_* names as they are before this request, when something may have changed them
   // since they were counted: a request refused below for a rename into them (undone before the
   // next request runs: a batch reruns with a savepoint per request), the key table made, or a
@@ -90,6 +88,8 @@ bool Writer::run_request(Request& r) {
     reserved_names_ = count_reserved_names();
     recount_reserved_ = false;
   }
+  // The whole request, prepare and step, in its mode: SQLite also asks while a statement runs
+  // (VACUUM's attach, the PRAGMA behind a pragma_* table-valued function).
   Authorizer::Scope scope(authorizer_, mode_of(r));
   authorizer_.clear_denial();
   bool ok = false;
