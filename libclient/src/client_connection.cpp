@@ -103,7 +103,7 @@ void MultiplexedClient::Impl::close() {
   state_ = State::kClosed;
   slot_free_.notify_all();
   reconnected_.notify_all();  // a call waiting for another thread's reconnect: closed now
-  if (forked_) {  // the parent's socket and thread: leave them all alone
+  if (forked_) {              // the parent's socket and thread: leave them all alone
     abandon_parent_io();
     return;
   }
