@@ -127,6 +127,30 @@ void print_report(const pasyn::Report& report, bool as_json) {
   }
 }
 
+std::string tsv_field(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
 void print_rows(const std::vector<std::string>& columns, const std::vector<pasyn::Row>& rows,
                 bool as_json) {
   if (as_json) {
@@ -144,11 +168,16 @@ void print_rows(const std::vector<std::string>& columns, const std::vector<pasyn
     std::cout << out << "]\n";
     return;
   }
-  // Tab-separated with a header line, easy to cut/awk.
-  for (std::size_t c = 0; c < columns.size(); ++c) std::cout << (c ? "\t" : "") << columns[c];
+  // Tab-separated with a header line, easy to cut/awk: a backslash, tab, newline or carriage
+  // return inside a name or value is written \\, \t, \n or \r (as PostgreSQL's COPY does), so
+  // that every row is one line with one field per column.
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    std::cout << (c ? "\t" : "") << tsv_field(columns[c]);
+  }
   if (!columns.empty()) std::cout << "\n";
   for (const auto& row : rows) {
-    for (std::size_t c = 0; c < row.size(); ++c) std::cout << (c ? "\t" : "") << text(row[c]);
+    for (std::size_t c = 0; c < row.size(); ++c)
+      std::cout << (c ? "\t" : "") << tsv_field(text(row[c]));
     std::cout << "\n";
   }
 }

@@ -182,6 +182,13 @@ TEST_F(CliTest, QueryPrintsRowsAsTabSeparatedTextAndAsJson) {
   r = cli_on_daemon({"query", "SELECT name FROM t WHERE id = ?", "1"});
   EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
   EXPECT_EQ(r.out, "name\nann\n");
+
+  // A tab, newline, carriage return or backslash inside a name or value is escaped: every row
+  // stays one line with one field per column.
+  client.execute("INSERT INTO t (id, name) VALUES (3, ?)", {std::string("a\tb\nc\rd\\e")});
+  r = cli_on_daemon({"query", "SELECT name AS \"x\ty\", id FROM t WHERE id = 3"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "x\\ty\tid\na\\tb\\nc\\rd\\\\e\t3\n");
 }
 
 TEST_F(CliTest, StatsAsJsonReportRequestsAndConnections) {
