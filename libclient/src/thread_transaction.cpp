@@ -69,8 +69,10 @@ struct ThreadTransactions::Impl {
   void open_mine(Begin begin) {
     if (Transaction* tx = mine()) {
       if (!tx->finished()) {
-        throw ProgrammingError("this thread already has an open transaction", SQLITE_MISUSE,
-                               SQLITE_MISUSE);
+        throw ProgrammingError(
+            "this thread already has an open transaction: commit() or rollback() it first (also "
+            "one the daemon may have ended meanwhile, which only a call through it learns)",
+            SQLITE_MISUSE, SQLITE_MISUSE);
       }
       drop();  // ended by the daemon or a lost connection, which its calls have reported
     }
