@@ -121,101 +121,92 @@ void Writer::process(RequestQueue& work) {
     run_batch(batch);
     recycle_payloads(batch);
     batch.clear();
-    if (!deferred_replays_.empty()) {  // they come first in the next batch (run_batched)
-      work.insert(work.begin(), std::make_move_iterator(deferred_replays_.begin()),
-                  std::make_move_iterator(deferred_replays_.end()));
-      deferred_replays_.clear();
-    }
   };
   // The checkpoints run between batches (serve() calls maintain_wal() after this) and also as
   // soon as a client transaction ended: with connections queueing one transaction after another,
   // the writer is otherwise inside one whenever a batch ends, and never checkpoints at all.
   bool had_tx = tx_.has_value();
-  for (;;) {
-    while (!work.empty()) {
-      if (had_tx && !tx_ && !aborted_) maintain_wal();  // no batch is pending while tx_ is open
-      had_tx = tx_.has_value();
-      if (aborted_) {  // the drain timeout ran out: what has not run, does not run
-        for (auto& r : work) batch.push_back(std::move(r));
-        work.clear();
-        std::erase_if(batch, [](const Request& r) { return r.disconnect; });
-        finish_pending_with(batch, proto::PasynCode::kShuttingDown, kNotExecuted);
-        return;
-      }
-      Request r = work.take_front();
-      const bool owner = tx_ && tx_->owner.get() == r.sink.get();
-      if (r.disconnect) {
-        if (owner) {
-          log().info("rolling back the transaction of a closed connection");
-          end_transaction(work, std::nullopt);
-        }
-        ended_.erase(r.sink.get());
-        continue;
-      }
-      if (auto refusal = refuse_admin_request(r.type, r.role == Role::kAdmin)) {
-        reply_error(r, proto::PasynCode::kPermission, *refusal);  // the session refused it already
-        continue;
-      }
-      try {
-        if (r.type == proto::MsgType::kBackup) {  // on its own thread: no need to wait for tx_
-          flush();
-          start_backup(r);
-          continue;
-        }
-        if (r.type == proto::MsgType::kShutdown && tx_) {
-          // As on SIGTERM: the open transaction is rolled back and the requests that waited for it
-          // run (they came before the SHUTDOWN), then SHUTDOWN is answered and the daemon stops.
-          log().info("SHUTDOWN requested: rolling back the open client transaction");
-          const auto waited = static_cast<std::ptrdiff_t>(deferred_.size());
-          end_transaction(work, "the daemon was shut down (SHUTDOWN)");
-          work.insert(work.begin() + waited, std::move(r));
-          continue;
-        }
-        const bool tx_request =
-            r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
-        if (tx_request) {
-          flush();
-          if (owner && tx_->number == r.transaction) {
-            run_in_transaction(r, work);
-          } else {
-            refuse_transaction_request(r);
-          }
-        } else if (tx_) {
-          defer(r);
-        } else if (r.type == proto::MsgType::kBegin) {
-          flush();
-          begin_transaction(r);
-        } else if (r.type == proto::MsgType::kCheckpoint || r.type == proto::MsgType::kBackup) {
-          flush();
-          run_admin(r);
-        } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
-                   must_run_alone(r.sql) && is_single_statement(r.sql)) {
-          flush();
-          run_alone(r);
-        } else if (r.type == proto::MsgType::kExecuteMany && must_run_alone(r.sql)) {
-          flush();  // answered after the requests before it
-          reply_error(r, proto::PasynCode::kMisuse,
-                      "VACUUM and pragmas such as journal_mode run alone, outside any transaction: "
-                      "send them with execute(), not execute_many()");
-        } else {
-          const std::size_t bytes = r.bytes();
-          if (batch_bytes + bytes > kMaxBatchBytes) flush();  // r starts the next batch
-          batch_bytes += bytes;
-          batch.push_back(std::move(r));
-          if (batch.size() >= kMaxBatch || batch_bytes >= kMaxBatchBytes) flush();
-        }
-      } catch (const std::exception& e) {
-        // An allocation failure outside a batch (which has its own barrier): this request's
-        // outcome is unknown here, so its connection is closed unanswered (which also rolls back
-        // its transaction, if it has one); the writer goes on. r is intact if it was not moved.
-        log().error("request {} failed in pasyn-writerd: {}; closing its connection", r.id,
-                    e.what());
-        if (r.sink) r.sink->abandon();
-      }
+  while (!work.empty()) {
+    if (had_tx && !tx_ && !aborted_) maintain_wal();  // no batch is pending while tx_ is open
+    had_tx = tx_.has_value();
+    if (aborted_) {  // the drain timeout ran out: what has not run, does not run
+      for (auto& r : work) batch.push_back(std::move(r));
+      work.clear();
+      std::erase_if(batch, [](const Request& r) { return r.disconnect; });
+      finish_pending_with(batch, proto::PasynCode::kShuttingDown, kNotExecuted);
+      return;
     }
-    flush();
-    if (work.empty()) break;  // else replays the last batch deferred: they run now
+    Request r = work.take_front();
+    const bool owner = tx_ && tx_->owner.get() == r.sink.get();
+    if (r.disconnect) {
+      if (owner) {
+        log().info("rolling back the transaction of a closed connection");
+        end_transaction(work, std::nullopt);
+      }
+      ended_.erase(r.sink.get());
+      continue;
+    }
+    if (auto refusal = refuse_admin_request(r.type, r.role == Role::kAdmin)) {
+      reply_error(r, proto::PasynCode::kPermission, *refusal);  // the session refused it already
+      continue;
+    }
+    try {
+      if (r.type == proto::MsgType::kBackup) {  // on its own thread: no need to wait for tx_
+        flush();
+        start_backup(r);
+        continue;
+      }
+      if (r.type == proto::MsgType::kShutdown && tx_) {
+        // As on SIGTERM: the open transaction is rolled back and the requests that waited for it
+        // run (they came before the SHUTDOWN), then SHUTDOWN is answered and the daemon stops.
+        log().info("SHUTDOWN requested: rolling back the open client transaction");
+        const auto waited = static_cast<std::ptrdiff_t>(deferred_.size());
+        end_transaction(work, "the daemon was shut down (SHUTDOWN)");
+        work.insert(work.begin() + waited, std::move(r));
+        continue;
+      }
+      const bool tx_request =
+          r.in_tx || r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback;
+      if (tx_request) {
+        flush();
+        if (owner && tx_->number == r.transaction) {
+          run_in_transaction(r, work);
+        } else {
+          refuse_transaction_request(r);
+        }
+      } else if (tx_) {
+        defer(r);
+      } else if (r.type == proto::MsgType::kBegin) {
+        flush();
+        begin_transaction(r);
+      } else if (r.type == proto::MsgType::kCheckpoint || r.type == proto::MsgType::kBackup) {
+        flush();
+        run_admin(r);
+      } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
+                 must_run_alone(r.sql) && is_single_statement(r.sql)) {
+        flush();
+        run_alone(r);
+      } else if (r.type == proto::MsgType::kExecuteMany && must_run_alone(r.sql)) {
+        flush();  // answered after the requests before it
+        reply_error(r, proto::PasynCode::kMisuse,
+                    "VACUUM and pragmas such as journal_mode run alone, outside any transaction: "
+                    "send them with execute(), not execute_many()");
+      } else {
+        const std::size_t bytes = r.bytes();
+        if (batch_bytes + bytes > kMaxBatchBytes) flush();  // r starts the next batch
+        batch_bytes += bytes;
+        batch.push_back(std::move(r));
+        if (batch.size() >= kMaxBatch || batch_bytes >= kMaxBatchBytes) flush();
+      }
+    } catch (const std::exception& e) {
+      // An allocation failure outside a batch (which has its own barrier): this request's
+      // outcome is unknown here, so its connection is closed unanswered (which also rolls back
+      // its transaction, if it has one); the writer goes on. r is intact if it was not moved.
+      log().error("request {} failed in pasyn-writerd: {}; closing its connection", r.id, e.what());
+      if (r.sink) r.sink->abandon();
+    }
   }
+  flush();
 }
 
 void Writer::recycle_payloads(std::vector<Request>& batch) noexcept {
@@ -326,23 +317,6 @@ void Writer::run_batch_attempts(std::vector<Request>& batch) {
     reply(r, std::move(frame));
     batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(broke));
     if (batch.empty()) return;
-  }
-  // Replays deferred to the next batch (run_batched) get no reply from this one.
-  if (std::any_of(outcomes.begin(), outcomes.end(), [](const Outcome& o) { return o.deferred; })) {
-    std::size_t kept = 0;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (outcomes[i].deferred) {
-        deferred_replays_.push_back(std::move(batch[i]));
-        continue;
-      }
-      if (kept != i) {
-        batch[kept] = std::move(batch[i]);
-        outcomes[kept] = outcomes[i];
-      }
-      ++kept;
-    }
-    batch.resize(kept);
-    outcomes.resize(kept);
   }
   deliver(batch, outcomes);
 }
@@ -481,14 +455,6 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     const bool replayed = answered_by_key(r, digest, error);  // seen before: nothing executed
     if (!in_write_transaction()) return Lost::kByWriter;
     if (replayed) {
-      // A recorded reply counts toward --max-output like any other (a client pipelining
-      // replays of a large one would otherwise make the daemon hold them all at once). It
-      // cannot be refused, as its request was committed: it waits for the next batch, where it
-      // comes first. A connection's first reply in an attempt always passes, so it is answered.
-      if (r.sink && !charge_output(r, replies_.size() - out.offset, /*first_passes=*/true)) {
-        replies_.resize(out.offset);
-        out.deferred = true;
-      }
       out.ok = true;
       return Lost::kNo;
     }
@@ -529,13 +495,23 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
   // any is sent, so a client pipelining large results (or not reading them) would otherwise make
   // the daemon hold every one of them at once (a probe: 20 requests of 46 bytes, 320 MB of
   // replies). The request that would pass the bound is undone and answered TOO_LARGE instead.
-  if (ok && r.sink && !charge_output(r, replies_.size() - out.offset, /*first_passes=*/false)) {
-    set_failure(proto::PasynCode::kTooLarge,
-                "the replies to this connection's requests in one batch would pass "
-                "--max-output (" +
-                    std::to_string(config_.max_output) +
-                    " bytes): nothing of this one was written; send fewer large queries at once");
-    ok = false;
+  if (ok && r.sink) {
+    ReplySink& sink = *r.sink;
+    if (sink.attempt_of_ != attempt_) {
+      sink.attempt_of_ = attempt_;
+      sink.attempt_reply_bytes_ = 0;
+    }
+    const std::size_t bytes = replies_.size() - out.offset;
+    if (sink.attempt_reply_bytes_ + bytes > config_.max_output) {
+      set_failure(proto::PasynCode::kTooLarge,
+                  "the replies to this connection's requests in one batch would pass "
+                  "--max-output (" +
+                      std::to_string(config_.max_output) +
+                      " bytes): nothing of this one was written; send fewer large queries at once");
+      ok = false;
+    } else {
+      sink.attempt_reply_bytes_ += bytes;
+    }
   }
   // The key is written in the same transaction as the request's effects: both or neither.
   if (ok && !r.key.empty() && !keys_->record(r.uid, r.key, digest, replies_, out.offset)) {
@@ -550,20 +526,6 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     fail();
   }
   return Lost::kNo;
-}
-
-bool Writer::charge_output(const Request& r, std::size_t bytes, bool first_passes) {
-  ReplySink& sink = *r.sink;
-  if (sink.attempt_of_ != attempt_) {
-    sink.attempt_of_ = attempt_;
-    sink.attempt_reply_bytes_ = 0;
-  }
-  const bool first = sink.attempt_reply_bytes_ == 0;
-  if (sink.attempt_reply_bytes_ + bytes > config_.max_output && !(first_passes && first)) {
-    return false;
-  }
-  sink.attempt_reply_bytes_ += bytes;
-  return true;
 }
 
 bool Writer::deferred_violations() {

@@ -261,7 +261,6 @@ class Writer {
   struct Outcome {
     std::size_t offset = 0;  // of this request's reply frame in replies_
     bool ok = false;
-    bool deferred = false;  // a replay left to the next batch (run_batched): no reply here
   };
   /// How one attempt at a batch ended (group_commit.cpp).
   struct AttemptEnd {
@@ -287,10 +286,6 @@ class Writer {
   void process(RequestQueue& work);
   void run_batch(std::vector<Request>& batch);
   void run_batch_attempts(std::vector<Request>& batch);
-  /// Charges `bytes` of reply to r's connection in this attempt; false if that would pass
-  /// --max-output (nothing charged), unless first_passes and it is the connection's first reply
-  /// in the attempt. REQUIRES: r.sink. See run_batched.
-  bool charge_output(const Request& r, std::size_t bytes, bool first_passes);
   void run_alone(Request& r);
   /// CHECKPOINT: runs between batches, outside any transaction.
   void run_admin(Request& r);
@@ -485,9 +480,6 @@ class Writer {
   // the steady state: the batch being built (process), its outcomes (run_batch_attempts), and
   // the replies grouped per connection (deliver; `used` of them in the current batch).
   std::vector<Request> batch_;
-  // Replays of recorded replies that would have passed --max-output in their batch: they run
-  // first in the next one (run_batch_attempts moves them here, process() takes them back).
-  std::vector<Request> deferred_replays_;
   std::vector<Outcome> outcomes_;
   struct SinkReplies {
     ReplySink* sink = nullptr;  // only compared (ReplySink::batch_slot_); null after delivery

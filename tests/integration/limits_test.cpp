@@ -190,49 +190,6 @@ TEST_F(LimitTest, OneConnectionsRepliesInABatchStayUnderMaxOutput) {
   expect_still_served();
 }
 
-// Replays of a recorded reply count toward --max-output too: they cannot be refused (their
-// request was committed), so those past the bound wait for the next batch. Before, a client
-// pipelining replays of a large reply made the daemon hold all of them at once.
-TEST_F(LimitTest, ReplaysOfALargeRecordedReplyAreSpreadOverBatchesUnderMaxOutput) {
-  ASSERT_NO_FATAL_FAILURE(
-      start_with_probe({"--max-frame", "524288", "--max-output", "1048576", "--lock-wait", "30s"}));
-  // EXECUTE_FETCH with the key "large reply": its RESULT holds the 300,000-byte row.
-  const auto keyed = [](std::uint64_t id) {
-    auto frame = statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecuteFetch), id,
-                                 "INSERT INTO probe (v) VALUES (zeroblob(300000)) RETURNING v");
-    proto::add_idempotency_key(frame, 0, "large reply");
-    return frame;
-  };
-  RawPeer peer(sock_);
-  ASSERT_TRUE(peer.handshake());
-  ASSERT_TRUE(peer.send(keyed(1)));
-  auto recorded = peer.read_frame(kReplyTimeout);
-  ASSERT_TRUE(recorded.has_value());
-  ASSERT_EQ(recorded->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
-  ASSERT_GT(recorded->payload.size(), 300000u);
-  auto holder = connect_client();
-  auto tx = holder.begin();  // the replays queue behind it and would run as one batch
-  std::vector<std::uint8_t> replays;
-  for (std::uint64_t id = 2; id <= 7; ++id) {
-    const auto frame = keyed(id);
-    replays.insert(replays.end(), frame.begin(), frame.end());
-  }
-  ASSERT_TRUE(peer.send(replays));
-  ASSERT_TRUE(
-      eventually([&] { return stat_int(holder, "waiting_for_transaction") == 6; }, kReplyTimeout));
-  const std::int64_t batches_before = stat_int(holder, "batches");
-  tx.commit();
-  for (int i = 0; i < 6; ++i) {
-    const auto reply = peer.read_frame(kReplyTimeout);
-    ASSERT_TRUE(reply.has_value()) << i;
-    EXPECT_EQ(reply->payload, recorded->payload) << "not the recorded reply: " << i;
-  }
-  EXPECT_EQ(query_int("SELECT count(*) FROM probe"), 1) << "a replay ran its INSERT";
-  // 3 x 300,000 bytes fit in 1 MiB, a fourth does not: two batches of three.
-  EXPECT_EQ(stat_int(holder, "batches") - batches_before, 2);
-  expect_still_served();
-}
-
 // A connection whose reading pauses because --max-total-bytes is reached (by other connections'
 // requests waiting behind a transaction) while it has nothing in the writer stays open, and is
 // read again once the bytes are released: it is neither closed unannounced nor lost from the
