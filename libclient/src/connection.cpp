@@ -81,6 +81,8 @@ struct Connection::Impl {
   const std::uint64_t forks_ = detail::fork_count();
   // Cursors hold a weak reference: they stop working (ConnectionClosedError) once it is gone.
   std::shared_ptr<sqlite3*> alive_;
+  // Each open cursor holds a copy (detail::has_open_cursors).
+  std::shared_ptr<const bool> cursors_ = std::make_shared<const bool>(true);
 
   // Hidden: Impl is nested in an exported class, so its out-of-line members would otherwise
   // join the library's ABI (scripts/abi-check.sh).
@@ -168,6 +170,11 @@ struct Connection::Impl {
     finalize_cached();
     forget_names();
     alive_.reset();
+    // What is left are open cursors' statements: reset, they end their read transactions now
+    // (the handle itself lives on, closed, until the last of them is finalized).
+    for (sqlite3_stmt* s = sqlite3_next_stmt(db_, nullptr); s; s = sqlite3_next_stmt(db_, s)) {
+      sqlite3_reset(s);
+    }
     return sqlite3_close_v2(std::exchange(db_, nullptr));
   }
 
@@ -413,6 +420,7 @@ Cursor Cursor::open(Connection& connection, std::string_view sql, std::unique_pt
   check_sql_text(sql);
   Cursor cursor(std::move(impl));
   cursor.impl_->connection = conn.alive_;
+  cursor.impl_->open_token = conn.cursors_;
   if (!sql.empty()) {
     // Not from the cache: the cursor keeps its statement mid-result between calls, while the
     // connection goes on running other (possibly the same) SQL.
@@ -432,6 +440,10 @@ Cursor Cursor::open(Connection& connection, std::string_view sql, std::unique_pt
   }
   cursor.execute();
   return cursor;
+}
+
+bool detail::has_open_cursors(const Connection& connection) noexcept {
+  return connection.impl_ && connection.impl_->cursors_.use_count() > 1;
 }
 
 Cursor Connection::cursor(std::string_view sql, const Params& params) {

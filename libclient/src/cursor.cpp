@@ -48,7 +48,9 @@ const std::vector<std::string>& Cursor::column_names() const noexcept {
 
 void Cursor::close() noexcept {
   if (!impl_) return;
-  impl_->stmt.reset();  // finalizing also ends its read transaction
+  impl_->release();
+  impl_->open_token.reset();
+  impl_->closed = true;
   impl_->has_row = false;
   impl_->done = true;
 }

@@ -11,12 +11,19 @@
 #include <string>
 #include <vector>
 
+#include "process.hpp"
 #include "statement.hpp"
 
 namespace pasyn {
 
 struct Cursor::Impl {
   std::weak_ptr<sqlite3*> connection;
+  // Counts this cursor as open on its connection (detail::has_open_cursors) until close().
+  std::shared_ptr<const bool> open_token;
+  // The process that opened it (see Connection::Impl::forks_): in a child its statement is
+  // never used nor finalized.
+  const std::uint64_t forks = detail::fork_count();
+  bool closed = false;
   detail::StmtPtr stmt;  // null for SQL without a statement, and after close()
   Params positional;
   NamedParams named;
@@ -25,7 +32,30 @@ struct Cursor::Impl {
   bool done = true;      // the rows are exhausted (stmt reset)
   std::vector<std::string> columns;
 
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() { release(); }
+
+  bool forked() const noexcept { return forks != detail::fork_count(); }
+
+  // Finalizes the statement, or in a child after fork() forgets it untouched.
+  void release() noexcept {
+    if (forked()) {
+      (void)stmt.release();
+    } else {
+      stmt.reset();  // finalizing also ends its read transaction
+    }
+  }
+
   sqlite3* db() const {
+    if (forked()) {
+      throw ProgrammingError(
+          "this Cursor was opened before fork(); SQLite connections must not cross fork(): "
+          "connect() again in the child",
+          SQLITE_MISUSE, SQLITE_MISUSE);
+    }
+    if (closed) throw ProgrammingError("the cursor is closed", SQLITE_MISUSE, SQLITE_MISUSE);
     auto alive = connection.lock();
     if (!alive) throw ConnectionClosedError("connection is closed");
     return *alive;

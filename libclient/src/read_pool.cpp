@@ -26,9 +26,10 @@ struct ReadPool::Lease::State {
     std::unique_ptr<Connection> to_close;
     {
       std::lock_guard lk(mu);
-      // A connection left inside a read transaction would pin a WAL snapshot, and a closed
-      // pool keeps nothing.
-      bool reusable = !closed && !connection->closed();
+      // A connection left inside a read transaction would pin a WAL snapshot, one with an open
+      // cursor too (and the cursor's owner could step it while another thread leases it), and
+      // a closed pool keeps nothing.
+      bool reusable = !closed && !connection->closed() && !detail::has_open_cursors(*connection);
       if (reusable) {
         try {
           reusable = !connection->in_transaction();

@@ -247,6 +247,7 @@ TEST_F(GuaranteesTest, AConnectionRefusesUseInAForkedChildAndTheParentKeepsIt) {
   auto server = start();
   auto reader = pasyn::connect(db_, pasyn::OpenFlags::readonly());
   ASSERT_TRUE(reader.execute_fetchone("SELECT count(*) FROM t").has_value());
+  auto cursor = reader.cursor("SELECT 1 UNION ALL SELECT 2");
   const int status = in_child([&] {
     try {
       reader.execute_fetchone("SELECT count(*) FROM t");
@@ -254,6 +255,14 @@ TEST_F(GuaranteesTest, AConnectionRefusesUseInAForkedChildAndTheParentKeepsIt) {
     } catch (const pasyn::ProgrammingError& e) {
       if (std::string(e.what()).find("fork") == std::string::npos) return 2;
     }
+    // A cursor opened before fork() refuses too (before, it stepped the parent's handle).
+    try {
+      cursor.fetchone();
+      return 4;
+    } catch (const pasyn::ProgrammingError& e) {
+      if (std::string(e.what()).find("fork") == std::string::npos) return 5;
+    }
+    cursor.close();
     reader.close();  // forgets the parent's handle without touching it
     auto own = pasyn::connect(db_, pasyn::OpenFlags::readonly());
     return own.execute_fetchone("SELECT count(*) FROM t").has_value() ? 0 : 3;

@@ -140,6 +140,77 @@ TEST(CursorTest, FetchallEndsAndTheConnectionRunsOtherStatementsMeanwhile) {
   EXPECT_THROW(named.fetchone(), pasyn::ConnectionClosedError);
 }
 
+// A closed cursor says so (Python's sqlite3: "Cannot operate on a closed cursor"); before, it
+// answered no rows and execute() ran nothing.
+TEST(CursorTest, AClosedCursorRefusesToRun) {
+  auto c = pasyn::Connection::memory();
+  auto cur = c.cursor("SELECT 1");
+  cur.close();
+  cur.close();  // idempotent
+  EXPECT_THROW(cur.fetchone(), pasyn::ProgrammingError);
+  EXPECT_THROW(cur.fetchall(), pasyn::ProgrammingError);
+  EXPECT_THROW(cur.execute(), pasyn::ProgrammingError);
+}
+
+// The rows of a WAL database `path` with table t, and a writer connection to it.
+pasyn::Connection wal_database(const std::string& path) {
+  auto writer = pasyn::connect(path);
+  writer.execute_fetchone("PRAGMA journal_mode = wal");
+  writer.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3)");
+  return writer;
+}
+
+// What a TRUNCATE checkpoint of `writer` reports as busy (1 while a reader pins the WAL).
+std::int64_t checkpoint_busy(pasyn::Connection& writer) {
+  writer.execute("INSERT INTO t VALUES (4)");
+  return as_int(writer.execute_fetchone("PRAGMA wal_checkpoint(TRUNCATE)")->at(0));
+}
+
+// close() releases the connection's snapshot at once, also one that an open cursor holds
+// (before, the closed handle lived on with the cursor, and so did its read lock).
+TEST(CursorTest, ClosingTheConnectionEndsAnOpenCursorsSnapshot) {
+  TempDir dir;
+  const std::string path = dir.file("c.db");
+  auto writer = wal_database(path);
+  auto reader = pasyn::connect(path, pasyn::OpenFlags::readonly());
+  auto cur = reader.cursor("SELECT x FROM t");
+  ASSERT_TRUE(cur.fetchone().has_value());  // mid-result: a snapshot is held
+  ASSERT_EQ(checkpoint_busy(writer), 1);
+  reader.close();
+  EXPECT_EQ(checkpoint_busy(writer), 0);
+  EXPECT_THROW(cur.fetchone(), pasyn::ConnectionClosedError);
+}
+
+// A lease given back while a cursor of its connection is open does not return to the pool: the
+// next lease would read the cursor's old snapshot, and the cursor's owner could step it while
+// another thread uses the connection.
+TEST(ReadPoolTest, AConnectionWithAnOpenCursorIsNotReused) {
+  TempDir dir;
+  const std::string path = dir.file("p.db");
+  auto writer = wal_database(path);
+  pasyn::ReadPool pool(path, 1);
+  std::optional<pasyn::Cursor> cur;
+  {
+    auto lease = pool.acquire();
+    cur.emplace(lease->cursor("SELECT x FROM t"));
+    ASSERT_TRUE(cur->fetchone().has_value());
+  }
+  writer.execute("INSERT INTO t VALUES (10)");  // acknowledged before the next read starts
+  {
+    auto lease = pool.acquire(std::chrono::milliseconds(1000));
+    EXPECT_EQ(as_int(lease->execute_fetchone("SELECT count(*) FROM t")->at(0)), 4);
+  }
+  EXPECT_EQ(checkpoint_busy(writer), 0);  // the cursor's connection was closed, not kept
+  EXPECT_THROW(cur->fetchone(), pasyn::ConnectionClosedError);
+  // A closed cursor does not hold its connection back.
+  {
+    auto lease = pool.acquire();
+    auto closed = lease->cursor("SELECT x FROM t");
+    closed.close();
+  }
+  EXPECT_EQ(pool.open_connections(), 1u);
+}
+
 TEST(NamedParamsTest, LocalBindingIsByNameNotByOrder) {
   auto c = pasyn::Connection::memory();
   c.executescript("CREATE TABLE t (a, b)");
@@ -153,6 +224,9 @@ TEST(NamedParamsTest, LocalBindingIsByNameNotByOrder) {
   EXPECT_THROW(c.execute_named("INSERT INTO t VALUES (:a, :b)", NamedParams{{{"a", 1}}}),
                pasyn::ProgrammingError);
   EXPECT_THROW(c.execute_named("INSERT INTO t VALUES (?, ?)", NamedParams{{{"a", 1}, {"b", 2}}}),
+               pasyn::ProgrammingError);
+  // A name is all of its bytes: "a\0zzz" is not :a (SQLite's lookup stops at a NUL).
+  EXPECT_THROW(c.execute_fetchall_named("SELECT :a", NamedParams{{{std::string("a\0zzz", 5), 1}}}),
                pasyn::ProgrammingError);
 }
 

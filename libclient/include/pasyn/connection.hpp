@@ -18,7 +18,8 @@ namespace pasyn {
 /// `OpenFlags::readwrite() | OpenFlags::create()` is the default.
 class OpenFlags {
  public:
-  /// SQLITE_OPEN_READONLY: any write through the connection fails with OperationalError.
+  /// SQLITE_OPEN_READONLY: any write to the database file fails with OperationalError (a
+  /// TEMP table lives in the connection's own memory and can be written, as in SQLite).
   static constexpr OpenFlags readonly() noexcept { return OpenFlags(kReadOnly); }
   /// SQLITE_OPEN_READWRITE.
   static constexpr OpenFlags readwrite() noexcept { return OpenFlags(kReadWrite); }
@@ -50,6 +51,13 @@ class OpenFlags {
 };
 
 class Cursor;
+class Connection;
+
+namespace detail {
+/// Internal (not exported): true while a Cursor opened on `connection` is not closed.
+/// ReadPool does not reuse such a connection.
+bool has_open_cursors(const Connection& connection) noexcept;
+}  // namespace detail
 
 /// A direct SQLite connection in the caller's thread; reads never cross a socket.
 ///
@@ -128,7 +136,8 @@ class PASYN_EXPORT Connection {
   /// `name` (a `file:` URI with `mode=memory&cache=shared`); it lives while one is open.
   static Connection shared_memory(const std::string& name);
 
-  /// Releases the SQLite connection. Idempotent.
+  /// Releases the SQLite connection. Idempotent. Its open cursors stop: their read
+  /// transactions end now, and their calls throw ConnectionClosedError.
   void close();
   bool closed() const noexcept;
   const std::string& path() const noexcept;
@@ -138,6 +147,7 @@ class PASYN_EXPORT Connection {
   explicit Connection(std::unique_ptr<Impl> impl);
   friend PASYN_EXPORT Connection connect(const std::string& path, OpenFlags flags);
   friend class Cursor;
+  friend bool detail::has_open_cursors(const Connection& connection) noexcept;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -146,7 +156,9 @@ class PASYN_EXPORT Connection {
 /// The cursor owns its own prepared statement and a copy of its parameters. While it has rows
 /// left it holds a read transaction (a WAL snapshot) on its connection; it releases it when the
 /// rows run out, on close(), and on destruction. Once the connection is closed every call
-/// throws ConnectionClosedError.
+/// throws ConnectionClosedError; after the cursor's own close(), execute() and the fetches
+/// throw ProgrammingError; in a child after fork(), every call throws ProgrammingError (as the
+/// Connection's do).
 /// Thread-safety: as its Connection (one thread at a time, the same thread as the connection).
 class PASYN_EXPORT Cursor {
  public:
