@@ -30,6 +30,9 @@ constexpr const char* kExtensionMessage =
 constexpr const char* kTokenizerMessage =
     "fts3_tokenizer() is not allowed through pasyn-writerd: it reads and replaces raw pointers "
     "in the daemon's memory";
+constexpr const char* kStmtTableMessage =
+    "sqlite_stmt is not readable through pasyn-writerd: the connection is shared, and it lists "
+    "every client's statements with their text";
 constexpr const char* kPragmaMessage =
     "this pragma is not on pasyn-writerd's allow-list for this connection (SECURITY.md \"SQL "
     "allow-list\"): connection settings are the daemon's flags, and read-only peers may only "
@@ -231,7 +234,12 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
       if (sqlite3_stricmp(arg2, "fts3_tokenizer") == 0) return deny(kTokenizerMessage);
       return kAllow;
     case SQLITE_READ:  // arg1 table (a pragma_* table-valued function too), arg2 column
-      return reserved(arg1) ? deny(kReservedMessage) : kAllow;
+      if (reserved(arg1)) return deny(kReservedMessage);
+      // SQLITE_ENABLE_STMTVTAB (Debian's SQLite has it): the statements prepared on the
+      // connection, which are every client's (and their literal values, a password in a rolled
+      // back INSERT too).
+      if (arg1 && sqlite3_stricmp(arg1, "sqlite_stmt") == 0) return deny(kStmtTableMessage);
+      return kAllow;
     case SQLITE_PRAGMA:  // arg1 name, arg2 value or argument (nullptr: the query), arg3 db
       return main_db(arg3) && arg1 && pragma_allowed(mode, arg1, arg2) ? kAllow
                                                                        : deny(kPragmaMessage);

@@ -89,7 +89,11 @@ void Writer::run_in_transaction(Request& r, RequestQueue& work) {
   }
   replies_.clear();
   in_tx_request_ = true;
+  // The owner's own last_insert_rowid() (see ReplySink::last_rowid_): within its transaction
+  // only its requests run, and a rollback leaves the value as SQLite does.
+  sqlite3_set_last_insert_rowid(db_, r.sink->last_rowid_);
   const bool ok = run_request(r);
+  r.sink->last_rowid_ = sqlite3_last_insert_rowid(db_);
   in_tx_request_ = false;
   if (!ok) {
     replies_.clear();

@@ -416,6 +416,10 @@ Writer::AttemptEnd Writer::attempt(std::vector<Request>& batch, std::vector<Outc
   const auto commit_started = Clock::now();
   if (exec_internal(commit_)) {
     batch_committed_ = true;
+    for (const auto& r : batch) {
+      if (r.sink && r.sink->rowid_attempt_of_ == attempt_)
+        r.sink->last_rowid_ = r.sink->attempt_rowid_;
+    }
     std::size_t bytes = 0;
     for (const auto& r : batch) bytes += r.bytes();
     record_commit(Clock::now() - commit_started, batch.size(), bytes);
@@ -464,12 +468,16 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
     }
   }
   bool ok;
+  // The connection's own last_insert_rowid(), not the one another connection's request or the
+  // daemon's own key record left on the shared writer connection.
+  if (r.sink) sqlite3_set_last_insert_rowid(db_, own_rowid(*r.sink));
   if (r.timed_out) {  // it ran into --statement-timeout in an earlier attempt
     set_timeout_failure();
     ok = false;
   } else {
     ok = run_request(r);
   }
+  const std::int64_t rowid_left = sqlite3_last_insert_rowid(db_);
   if (!in_write_transaction()) {  // the request's own statement ended the transaction
     if (ok) {
       out.ok = true;
@@ -522,6 +530,10 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
   }
   if (ok) {
     out.ok = true;
+    if (r.sink) {
+      r.sink->attempt_rowid_ = rowid_left;
+      r.sink->rowid_attempt_of_ = attempt_;
+    }
   } else {
     fail();
   }

@@ -398,7 +398,6 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
   if (!bind(stmt, params)) return false;
   std::size_t row_count_at = 0;
   std::uint32_t row_count = 0;
-  const int ncols = rows ? sqlite3_column_count(stmt) : 0;
   const auto over_max_frame = [&](const char* advice) {
     if (rows->position() - rows->start() <= config_.max_frame) return false;
     set_failure(proto::PasynCode::kTooLarge,
@@ -406,6 +405,12 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
                     " bytes); the statement was rolled back, " + advice);
     return true;
   };
+  // The columns are read after the first step: a cached statement that another request's
+  // schema change (ALTER TABLE, DROP and CREATE) made stale is prepared again by SQLite inside
+  // sqlite3_step, and before it column_count and column_name describe the old schema (SELECT *
+  // lost an added column, kept a dropped one as NULL, and named a renamed one by its old name).
+  int rc = sqlite3_step(stmt);
+  const int ncols = rows ? sqlite3_column_count(stmt) : 0;
   if (rows) {
     rows->u32(static_cast<std::uint32_t>(ncols));
     for (int c = 0; c < ncols; ++c) {
@@ -414,11 +419,10 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
     }
     row_count_at = rows->position();
     rows->u32(0);
-    // The column names alone (a reply of no rows too), before anything runs.
+    // The column names alone (a reply of no rows too).
     if (over_max_frame("select fewer or shorter-named columns")) return false;
   }
-  for (;;) {
-    const int rc = sqlite3_step(stmt);
+  for (;; rc = sqlite3_step(stmt)) {
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) {
       capture_sqlite_error();

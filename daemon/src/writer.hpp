@@ -112,6 +112,13 @@ class ReplySink {
   // Writer thread only: the connection has had a client transaction, so a transaction request
   // naming none that is open is stale (TRANSACTION_ENDED), not MISUSE (PROTOCOL.md §6.2).
   bool had_transaction_ = false;
+  // Writer thread only: what last_insert_rowid() says to this connection's SQL, as on a
+  // connection of its own (the writer's is shared): the value its last committed request left
+  // (last_rowid_), and in batch attempt rowid_attempt_of_ the one its last request there left.
+  // Writer::own_rowid() picks; the batch's COMMIT makes the attempt's value the committed one.
+  std::int64_t last_rowid_ = 0;
+  std::int64_t attempt_rowid_ = 0;
+  std::uint64_t rowid_attempt_of_ = 0;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -338,6 +345,11 @@ class Writer {
   Lost run_batched(Request& r, Outcome& out);
   /// Whether the open transaction has deferred foreign-key violations (SQLite's count).
   bool deferred_violations();
+  /// What last_insert_rowid() says to `sink`'s SQL in the current batch attempt (see
+  /// ReplySink::last_rowid_).
+  std::int64_t own_rowid(const ReplySink& sink) const noexcept {
+    return sink.rowid_attempt_of_ == attempt_ ? sink.attempt_rowid_ : sink.last_rowid_;
+  }
   /// Runs one of the writer's own statements inside the batch transaction.
   enum class Step { kOk, kFailed, kLost };
   Step step(const Stmt& stmt);

@@ -318,6 +318,22 @@ TEST_F(AllowListTest, Fts3TokenizerIsRefused) {
   expect_still_served();
 }
 
+// sqlite_stmt (SQLITE_ENABLE_STMTVTAB, in Debian's SQLite) lists the statements prepared on the
+// shared writer connection: every client's, with their literal values (probe14 read another
+// client's password from a rolled-back INSERT).
+TEST_F(AllowListTest, OtherClientsStatementsCannotBeReadThroughSqliteStmt) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  before_->execute("INSERT INTO probe (v) VALUES ('hunter2')");
+  for (const char* sql :
+       {"SELECT sql FROM sqlite_stmt", "SELECT count(*) FROM main.SQLITE_STMT",
+        "SELECT * FROM (SELECT sql FROM sqlite_stmt WHERE sql LIKE '%hunter2%')"}) {
+    const std::string outcome = outcome_of([&] { before_->execute_fetchall(sql); });
+    EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
+    EXPECT_TRUE(contains(outcome, "sqlite_stmt is not readable")) << outcome;
+  }
+  expect_still_served();
+}
+
 TEST_F(AllowListTest, DefensiveModeRefusesWritingAShadowTable) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
   before_->execute("CREATE VIRTUAL TABLE docs USING fts5 (body)");

@@ -110,6 +110,79 @@ TEST_F(ClientTest, ExecuteReturnsChangedRowsAndRowidIsTheRequestsOwn) {
   }
 }
 
+// The writer caches statements for every client: a cached SELECT * run after another client's
+// ALTER TABLE returns the new columns, as plain SQLite does (probe14: it read the column list
+// before the first step, where SQLite prepares a stale statement again, and lost an added
+// column, kept a dropped one as NULL and named a renamed one by its old name).
+TEST_F(ClientTest, ACachedQueryAfterAnotherClientsSchemaChangeHasTheNewColumns) {
+  auto server = pasyn::start_writer_server(db_);
+  pasyn::MultiplexedClient a(server.socket_path()), b(server.socket_path());
+  a.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  const auto select_all = [&] { return b.execute_fetchall_columns("SELECT * FROM t"); };
+  EXPECT_EQ(select_all().columns, std::vector<std::string>{"x"});
+  a.execute("ALTER TABLE t ADD COLUMN y DEFAULT 42");
+  auto result = select_all();
+  EXPECT_EQ(result.columns, (std::vector<std::string>{"x", "y"}));
+  ASSERT_EQ(result.rows.size(), 1u);
+  EXPECT_EQ(result.rows[0], (pasyn::Row{std::int64_t{1}, std::int64_t{42}}));
+  a.execute("ALTER TABLE t DROP COLUMN y");
+  EXPECT_EQ(select_all().columns, std::vector<std::string>{"x"});
+  EXPECT_EQ(select_all().rows[0].size(), 1u);
+  a.execute("ALTER TABLE t RENAME COLUMN x TO renamed");
+  EXPECT_EQ(select_all().columns, std::vector<std::string>{"renamed"});
+  // RETURNING * the same way.
+  const auto insert = [&] {
+    return b.execute_fetchall_columns("INSERT INTO t (renamed) VALUES (2) RETURNING *");
+  };
+  EXPECT_EQ(insert().columns, std::vector<std::string>{"renamed"});
+  a.execute("ALTER TABLE t ADD COLUMN z DEFAULT 'new'");
+  auto returned = insert();
+  EXPECT_EQ(returned.columns, (std::vector<std::string>{"renamed", "z"}));
+  ASSERT_EQ(returned.rows.size(), 1u);
+  EXPECT_EQ(returned.rows[0], (pasyn::Row{std::int64_t{2}, std::string("new")}));
+}
+
+// last_insert_rowid() in a client's SQL is that client's own, as on a connection of its own:
+// not the rowid another client's request (probe14: a child row pointed at another client's
+// row) or the daemon's idempotency record left on the shared writer connection.
+TEST_F(ClientTest, LastInsertRowidInSqlIsTheClientsOwn) {
+  auto server = pasyn::start_writer_server(db_);
+  pasyn::MultiplexedClient a(server.socket_path()), b(server.socket_path());
+  a.executescript(
+      "CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE other (id INTEGER PRIMARY KEY);"
+      "CREATE TABLE child (parent_id, tag)");
+  const auto own = [](pasyn::MultiplexedClient& c) {
+    return std::get<std::int64_t>(c.execute_fetchall("SELECT last_insert_rowid()").at(0).at(0));
+  };
+  b.execute("INSERT INTO parent (id) VALUES (2)");
+  a.execute("INSERT INTO other (id) VALUES (7777)");
+  b.execute("INSERT INTO child VALUES (last_insert_rowid(), 'b')");
+  EXPECT_EQ(own(a), 7777);
+  // Pipelined, so that both run in one batch.
+  auto p = b.execute_async("INSERT INTO parent (id) VALUES (3)");
+  auto o = a.execute_async("INSERT INTO other (id) VALUES (8888)");
+  auto c = b.execute_async("INSERT INTO child VALUES (last_insert_rowid(), 'b, pipelined')");
+  p.get();
+  o.get();
+  c.get();
+  // The key's record is the daemon's own row.
+  b.execute("INSERT INTO parent (id) VALUES (4)", {}, pasyn::WriteOptions{.idempotency_key = "k"});
+  b.execute("INSERT INTO child VALUES (last_insert_rowid(), 'b, keyed')");
+  // In a transaction, from its first statement.
+  a.execute("INSERT INTO other (id) VALUES (9999)");
+  {
+    auto tx = b.begin();
+    tx.execute("INSERT INTO child VALUES (last_insert_rowid(), 'b, in a transaction')");
+    tx.commit();
+  }
+  auto rows = a.execute_fetchall("SELECT parent_id, tag FROM child ORDER BY rowid");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0], (pasyn::Row{std::int64_t{2}, std::string("b")}));
+  EXPECT_EQ(rows[1], (pasyn::Row{std::int64_t{3}, std::string("b, pipelined")}));
+  EXPECT_EQ(rows[2], (pasyn::Row{std::int64_t{4}, std::string("b, keyed")}));
+  EXPECT_EQ(rows[3], (pasyn::Row{std::int64_t{3}, std::string("b, in a transaction")}));
+}
+
 TEST_F(ClientTest, ManyThreadsShareOneClientAndEveryWriteIsAcknowledgedOnce) {
   auto server = pasyn::start_writer_server(db_);
   pasyn::MultiplexedClient client(server.socket_path());
