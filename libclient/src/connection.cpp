@@ -446,6 +446,10 @@ bool detail::has_open_cursors(const Connection& connection) noexcept {
   return connection.impl_ && connection.impl_->cursors_.use_count() > 1;
 }
 
+bool detail::opened_before_fork(const Connection& connection) noexcept {
+  return connection.impl_ && connection.impl_->db_ != nullptr && connection.impl_->forked();
+}
+
 Cursor Connection::cursor(std::string_view sql, const Params& params) {
   auto impl = std::make_unique<Cursor::Impl>();
   impl->positional = params;

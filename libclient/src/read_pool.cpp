@@ -29,7 +29,8 @@ struct ReadPool::Lease::State {
       // A connection left inside a read transaction would pin a WAL snapshot, one with an open
       // cursor too (and the cursor's owner could step it while another thread leases it), and
       // a closed pool keeps nothing.
-      bool reusable = !closed && !connection->closed() && !detail::has_open_cursors(*connection);
+      bool reusable = !closed && !connection->closed() && !detail::has_open_cursors(*connection) &&
+                      !detail::opened_before_fork(*connection);
       if (reusable) {
         try {
           reusable = !connection->in_transaction();
@@ -90,6 +91,12 @@ ReadPool::Lease ReadPool::acquire(std::chrono::milliseconds timeout) {
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
     if (s.closed) throw PoolClosedError("the pool is closed");
+    // In a child after fork() the idle connections are the parent's, unusable here: dropped
+    // (closing one only forgets its handle), and the child opens its own.
+    while (!s.idle.empty() && detail::opened_before_fork(*s.idle.back())) {
+      s.idle.pop_back();
+      --s.open;
+    }
     if (!s.idle.empty()) {
       auto connection = std::move(s.idle.back());
       s.idle.pop_back();

@@ -271,6 +271,31 @@ TEST_F(GuaranteesTest, AConnectionRefusesUseInAForkedChildAndTheParentKeepsIt) {
   EXPECT_TRUE(reader.execute_fetchone("SELECT count(*) FROM t").has_value());
 }
 
+// A ReadPool inherited across fork() hands the child connections of its own: its idle ones are
+// the parent's (a probe's child got ProgrammingError from its first `size` acquisitions).
+TEST_F(GuaranteesTest, AReadPoolInAForkedChildOpensConnectionsOfItsOwn) {
+  auto server = start();
+  pasyn::ReadPool pool(db_, 2);
+  {
+    auto a = pool.acquire();
+    auto b = pool.acquire();
+    ASSERT_TRUE(a->execute_fetchone("SELECT count(*) FROM t").has_value());
+    ASSERT_TRUE(b->execute_fetchone("SELECT count(*) FROM t").has_value());
+  }
+  ASSERT_EQ(pool.open_connections(), 2u);
+  const int status = in_child([&] {
+    for (int i = 0; i < 4; ++i) {
+      auto lease = pool.acquire(std::chrono::milliseconds(2000));
+      if (!lease->execute_fetchone("SELECT count(*) FROM t").has_value()) return 1;
+    }
+    return pool.open_connections() == 1 ? 0 : 2;
+  });
+  EXPECT_EQ(status, 0);
+  auto lease = pool.acquire();  // the parent's are still its own
+  EXPECT_TRUE(lease->execute_fetchone("SELECT count(*) FROM t").has_value());
+  EXPECT_EQ(pool.open_connections(), 2u);
+}
+
 TEST_F(GuaranteesTest, AWriterServerHandleInAForkedChildLeavesTheParentsServerServing) {
   std::optional<pasyn::WriterServerHandle> server(start());
   const int status = in_child([&] {

@@ -57,6 +57,9 @@ namespace detail {
 /// Internal (not exported): true while a Cursor opened on `connection` is not closed.
 /// ReadPool does not reuse such a connection.
 bool has_open_cursors(const Connection& connection) noexcept;
+/// Internal (not exported): true when `connection` is open and was opened before a fork() in
+/// this process (see Connection). ReadPool drops such a connection.
+bool opened_before_fork(const Connection& connection) noexcept;
 }  // namespace detail
 
 /// A direct SQLite connection in the caller's thread; reads never cross a socket.
@@ -148,6 +151,7 @@ class PASYN_EXPORT Connection {
   friend PASYN_EXPORT Connection connect(const std::string& path, OpenFlags flags);
   friend class Cursor;
   friend bool detail::has_open_cursors(const Connection& connection) noexcept;
+  friend bool detail::opened_before_fork(const Connection& connection) noexcept;
   std::unique_ptr<Impl> impl_;
 };
 
