@@ -150,7 +150,7 @@ TEST_F(ClientTest, LastInsertRowidInSqlIsTheClientsOwn) {
   pasyn::MultiplexedClient a(server.socket_path()), b(server.socket_path());
   a.executescript(
       "CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE other (id INTEGER PRIMARY KEY);"
-      "CREATE TABLE child (parent_id, tag)");
+      "CREATE TABLE child (parent_id, tag); CREATE TABLE log (v)");
   const auto own = [](pasyn::MultiplexedClient& c) {
     return std::get<std::int64_t>(c.execute_fetchall("SELECT last_insert_rowid()").at(0).at(0));
   };
@@ -174,6 +174,26 @@ TEST_F(ClientTest, LastInsertRowidInSqlIsTheClientsOwn) {
     auto tx = b.begin();
     tx.execute("INSERT INTO child VALUES (last_insert_rowid(), 'b, in a transaction')");
     tx.commit();
+  }
+  // A batch run again after a failed request (probe16): the first attempt's inserts, also of
+  // requests queued after this one, are not what it sees the second time.
+  a.execute("INSERT INTO other (id) VALUES (100)");
+  auto logged = a.execute_async("INSERT INTO log VALUES (last_insert_rowid())");
+  auto later = a.execute_async("INSERT INTO other (id) VALUES (50)");
+  auto duplicate = a.execute_async("INSERT INTO other (id) VALUES (50)");
+  EXPECT_EQ(logged.get(), 1);
+  EXPECT_EQ(later.get(), 1);
+  EXPECT_THROW(duplicate.get(), pasyn::IntegrityError);
+  EXPECT_EQ(a.execute_fetchall("SELECT v FROM log"),
+            (std::vector<pasyn::Row>{{std::int64_t{100}}}));
+  // execute_returning_rowid of a statement that inserts nothing answers 0 and leaves the value.
+  {
+    auto tx = a.begin();
+    tx.execute("INSERT INTO other (id) VALUES (7)");
+    EXPECT_EQ(tx.execute_returning_rowid("UPDATE other SET id = id WHERE id = 7"), 0);
+    EXPECT_EQ(tx.execute_fetchall("SELECT last_insert_rowid()").at(0).at(0),
+              pasyn::Value(std::int64_t{7}));
+    tx.rollback();
   }
   auto rows = a.execute_fetchall("SELECT parent_id, tag FROM child ORDER BY rowid");
   ASSERT_EQ(rows.size(), 4u);
