@@ -184,6 +184,15 @@ class _AsyncTransaction:
 
     async def __aexit__(self, exc_type, exc, tb):
         if self._tx.finished:
+            # A block that ends normally promised a commit: if the daemon or the connection
+            # ended the transaction (and the block caught what said so), raise that cause again
+            # (the native commit raises it at once, sending nothing); after the block's own
+            # commit or rollback it raises ProgrammingError, which has nothing to report.
+            if exc_type is None:
+                try:
+                    self._tx.commit()
+                except _core.ProgrammingError:
+                    pass
             return False
         if exc_type is None:
             await self.commit()

@@ -70,7 +70,7 @@ nb::object make_error(std::exception_ptr error) {
     else if (dynamic_cast<const NotSupportedError*>(&e))
       kind = "NotSupportedError";
     else
-      kind = "SqliteError";
+      kind = "OperationalError";  // every pasyn error is also a sqlite3.Error
   } catch (const ConnectionClosedError& e) {
     kind = "ConnectionClosedError", message = e.what();
   } catch (const ConnectionLostError& e) {
@@ -84,9 +84,11 @@ nb::object make_error(std::exception_ptr error) {
   } catch (const PoolError& e) {
     kind = "PoolError", message = e.what();
   } catch (const Error& e) {
-    kind = "SqliteError", message = e.what();
+    // Any other error of the library (a server that cannot start, ...): still an instance of
+    // sqlite3.Error, as PYTHON-API.md promises of pasyn's errors.
+    kind = "OperationalError", message = e.what();
   } catch (const std::exception& e) {
-    kind = "SqliteError", message = e.what();
+    kind = "OperationalError", message = e.what();
   }
   return error_factory()(kind, message, code, extended);
 }
@@ -123,44 +125,69 @@ void raise(nb::handle exc) {
 
 // ---- OpenFlags, Connection, Cursor ------------------------------------------------------------
 
+// A Python Connection may be shared by threads (the GIL is released in every call), but the
+// C++ Connection and its cursors are one thread at a time: `mu` serializes every use of them,
+// and is taken without the GIL (a call holding it never needs the GIL). interrupt() alone
+// does not take it: it is the one call that may run beside another, and close() waits for
+// the call in progress, so it never races with close(). Without this, two threads sharing one
+// Connection crashed the interpreter (probe15, probe17).
 struct PyConnection {
+  std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
   std::unique_ptr<Connection> owned;
-  std::optional<ReadPool::Lease> lease;  // when the connection came from a ReadPool
-  Connection* conn = nullptr;
+  std::optional<ReadPool::Lease> lease;    // when the connection came from a ReadPool
+  std::atomic<Connection*> conn{nullptr};  // null once closed; set and cleared under mu
 
-  Connection& get() {
-    if (conn == nullptr) throw ConnectionClosedError("connection is closed");
-    return *conn;
+  // Runs f(connection) without the GIL, holding mu.
+  template <typename F>
+  auto with(F&& f) {
+    nb::gil_scoped_release release;
+    std::lock_guard lk(*mu);
+    Connection* c = conn.load();
+    if (c == nullptr) throw ConnectionClosedError("connection is closed");
+    return f(*c);
   }
   void close() {
+    nb::gil_scoped_release release;
+    std::lock_guard lk(*mu);
+    conn.store(nullptr);
     if (lease) {
-      conn = nullptr;
-      nb::gil_scoped_release release;
       lease.reset();  // back to the pool
-      return;
+    } else if (owned) {
+      owned->close();
     }
-    if (owned) {
-      Connection* c = owned.get();
-      unlocked([&] {
-        c->close();
-        return 0;
-      });
-    }
-    conn = nullptr;
   }
 };
 
 PyConnection* make_connection(Connection c) {
   auto* p = new PyConnection();
   p->owned = std::make_unique<Connection>(std::move(c));
-  p->conn = p->owned.get();
+  p->conn.store(p->owned.get());
   return p;
 }
 
 struct PyCursor {
   Cursor cursor;
-  nb::object connection;  // keeps the Python connection alive
+  nb::object connection;           // keeps the Python connection alive
+  std::shared_ptr<std::mutex> mu;  // its connection's (PyConnection::mu)
   std::int64_t arraysize = 1;
+
+  PyCursor(Cursor c, nb::object conn, std::shared_ptr<std::mutex> m)
+      : cursor(std::move(c)), connection(std::move(conn)), mu(std::move(m)) {}
+  PyCursor(const PyCursor&) = delete;
+  PyCursor& operator=(const PyCursor&) = delete;
+  // Finalizing the statement uses the connection: not while another thread's call does.
+  ~PyCursor() {
+    std::lock_guard lk(*mu);
+    cursor.close();
+  }
+
+  // Runs f(cursor) without the GIL, holding the connection's mu.
+  template <typename F>
+  auto with(F&& f) {
+    nb::gil_scoped_release release;
+    std::lock_guard lk(*mu);
+    return f(cursor);
+  }
 };
 
 }  // namespace
@@ -176,7 +203,14 @@ NB_MODULE(_core, m) {
     try {
       std::rethrow_exception(p);
     } catch (const pasyn::Error&) {
-      raise(make_error(p));
+      try {
+        raise(make_error(p));
+      } catch (nb::python_error& e) {
+        // Building the exception ran Python code, which raised instead: a KeyboardInterrupt
+        // whose signal came during the call, most often. That one is what the caller sees (not
+        // a RuntimeError holding its traceback).
+        e.restore();
+      }
     }
   });
 
@@ -256,16 +290,15 @@ NB_MODULE(_core, m) {
   nb::class_<PyCursor>(m, "Cursor")
       .def("execute",
            [](nb::object self) {
-             auto& c = nb::cast<PyCursor&>(self);
-             unlocked([&] {
-               c.cursor.execute();
+             nb::cast<PyCursor&>(self).with([](Cursor& c) {
+               c.execute();
                return 0;
              });
              return self;
            })
       .def("fetchone",
            [](PyCursor& c) -> nb::object {
-             auto row = unlocked([&] { return c.cursor.fetchone(); });
+             auto row = c.with([](Cursor& cur) { return cur.fetchone(); });
              if (!row) return nb::none();
              return to_python(*row);
            })
@@ -274,19 +307,19 @@ NB_MODULE(_core, m) {
           [](PyCursor& c, std::optional<std::int64_t> size) {
             const auto n =
                 static_cast<std::size_t>(std::max<std::int64_t>(0, size.value_or(c.arraysize)));
-            auto rows = unlocked([&] { return c.cursor.fetchmany(n); });
+            auto rows = c.with([&](Cursor& cur) { return cur.fetchmany(n); });
             return to_python(rows);
           },
           "size"_a = nb::none())
       .def("fetchall",
            [](PyCursor& c) {
-             auto rows = unlocked([&] { return c.cursor.fetchall(); });
+             auto rows = c.with([](Cursor& cur) { return cur.fetchall(); });
              return to_python(rows);
            })
       .def_rw("arraysize", &PyCursor::arraysize)
       .def_prop_ro("description",
                    [](PyCursor& c) -> nb::object {
-                     const auto& names = c.cursor.column_names();
+                     const auto names = c.with([](Cursor& cur) { return cur.column_names(); });
                      if (names.empty()) return nb::none();
                      nb::list out;
                      for (const auto& n : names) {
@@ -295,10 +328,16 @@ NB_MODULE(_core, m) {
                      }
                      return nb::tuple(out);
                    })
-      .def("close", [](PyCursor& c) { c.cursor.close(); })
+      .def("close",
+           [](PyCursor& c) {
+             c.with([](Cursor& cur) {
+               cur.close();
+               return 0;
+             });
+           })
       .def("__iter__", [](nb::object self) { return self; })
       .def("__next__", [](PyCursor& c) -> nb::object {
-        auto row = unlocked([&] { return c.cursor.fetchone(); });
+        auto row = c.with([](Cursor& cur) { return cur.fetchone(); });
         if (!row) throw nb::stop_iteration();
         return to_python(*row);
       });
@@ -313,7 +352,7 @@ NB_MODULE(_core, m) {
             });
             new (self) PyConnection();
             self->owned = std::make_unique<Connection>(std::move(c));
-            self->conn = self->owned.get();
+            self->conn.store(self->owned.get());
           },
           "path"_a, "flags"_a = nb::none())
       .def_static(
@@ -327,8 +366,7 @@ NB_MODULE(_core, m) {
           "execute",
           [](PyConnection& self, std::string_view sql, nb::handle params) {
             AnyParams p = to_params(params);
-            Connection& c = self.get();
-            return unlocked([&] {
+            return self.with([&](Connection& c) {
               return dispatch(
                   p, [&](const Params& x) { return c.execute(sql, x); },
                   [&](const NamedParams& x) { return c.execute_named(sql, x); });
@@ -339,8 +377,7 @@ NB_MODULE(_core, m) {
           "execute_fetchall",
           [](PyConnection& self, std::string_view sql, nb::handle params) {
             AnyParams p = to_params(params);
-            Connection& c = self.get();
-            auto rows = unlocked([&] {
+            auto rows = self.with([&](Connection& c) {
               return dispatch(
                   p, [&](const Params& x) { return c.execute_fetchall(sql, x); },
                   [&](const NamedParams& x) { return c.execute_fetchall_named(sql, x); });
@@ -352,8 +389,7 @@ NB_MODULE(_core, m) {
           "execute_fetchone",
           [](PyConnection& self, std::string_view sql, nb::handle params) -> nb::object {
             AnyParams p = to_params(params);
-            Connection& c = self.get();
-            auto row = unlocked([&] {
+            auto row = self.with([&](Connection& c) {
               return dispatch(
                   p, [&](const Params& x) { return c.execute_fetchone(sql, x); },
                   [&](const NamedParams& x) { return c.execute_fetchone_named(sql, x); });
@@ -365,8 +401,7 @@ NB_MODULE(_core, m) {
       .def(
           "executescript",
           [](PyConnection& self, std::string_view sql) {
-            Connection& c = self.get();
-            unlocked([&] {
+            self.with([&](Connection& c) {
               c.executescript(sql);
               return 0;
             });
@@ -377,61 +412,78 @@ NB_MODULE(_core, m) {
           [](nb::object self, std::string_view sql, nb::handle params) {
             auto& conn = nb::cast<PyConnection&>(self);
             AnyParams p = to_params(params);
-            Connection& c = conn.get();
-            auto cursor = unlocked([&] {
+            auto cursor = conn.with([&](Connection& c) {
               return dispatch(
                   p, [&](const Params& x) { return c.cursor(sql, x); },
                   [&](const NamedParams& x) { return c.cursor_named(sql, x); });
             });
-            return new PyCursor{std::move(cursor), self, 1};
+            return new PyCursor(std::move(cursor), self, conn.mu);
           },
           "sql"_a, "params"_a.none() = nb::none(), nb::rv_policy::take_ownership)
       .def("begin",
            [](PyConnection& self) {
-             Connection& c = self.get();
-             unlocked([&] {
+             self.with([](Connection& c) {
                c.begin();
                return 0;
              });
            })
       .def("commit",
            [](PyConnection& self) {
-             Connection& c = self.get();
-             unlocked([&] {
+             self.with([](Connection& c) {
                c.commit();
                return 0;
              });
            })
       .def("rollback",
            [](PyConnection& self) {
-             Connection& c = self.get();
-             unlocked([&] {
+             self.with([](Connection& c) {
                c.rollback();
                return 0;
              });
            })
       .def(
-          "set_busy_timeout", [](PyConnection& self, int ms) { self.get().set_busy_timeout(ms); },
+          "set_busy_timeout",
+          [](PyConnection& self, int ms) {
+            self.with([&](Connection& c) {
+              c.set_busy_timeout(ms);
+              return 0;
+            });
+          },
           "ms"_a)
       .def("interrupt",
            [](PyConnection& self) {
-             if (self.conn) self.conn->interrupt();
+             // Without mu (see PyConnection): close() waits for the call it interrupts.
+             if (Connection* c = self.conn.load()) c->interrupt();
            })
       .def(
           "get_column_names",
           [](PyConnection& self, std::string_view sql) {
-            Connection& c = self.get();
-            return unlocked([&] { return c.column_names(sql); });
+            return self.with([&](Connection& c) { return c.column_names(sql); });
           },
           "sql"_a)
       .def("close", &PyConnection::close)
       .def_prop_ro("closed",
-                   [](PyConnection& self) { return self.conn == nullptr || self.conn->closed(); })
-      .def_prop_ro("in_transaction", [](PyConnection& self) { return self.get().in_transaction(); })
+                   [](PyConnection& self) {
+                     nb::gil_scoped_release release;
+                     std::lock_guard lk(*self.mu);
+                     Connection* c = self.conn.load();
+                     return c == nullptr || c->closed();
+                   })
+      .def_prop_ro("in_transaction",
+                   [](PyConnection& self) {
+                     return self.with([](Connection& c) { return c.in_transaction(); });
+                   })
       .def_prop_ro("last_insert_rowid",
-                   [](PyConnection& self) { return self.get().last_insert_rowid(); })
-      .def_prop_ro("changes", [](PyConnection& self) { return self.get().changes(); })
-      .def_prop_ro("total_changes", [](PyConnection& self) { return self.get().total_changes(); })
+                   [](PyConnection& self) {
+                     return self.with([](Connection& c) { return c.last_insert_rowid(); });
+                   })
+      .def_prop_ro(
+          "changes",
+          [](PyConnection& self) { return self.with([](Connection& c) { return c.changes(); }); })
+      .def_prop_ro("total_changes",
+                   [](PyConnection& self) {
+                     return self.with([](Connection& c) { return c.total_changes(); });
+                   })
       .def("__enter__", [](nb::object self) { return self; })
       .def("__exit__", [](PyConnection& self, nb::args) {
         self.close();
@@ -463,7 +515,7 @@ NB_MODULE(_core, m) {
             auto lease = unlocked([&] { return pool.acquire(to_ms(timeout)); });
             auto* p = new PyConnection();
             p->lease.emplace(std::move(lease));
-            p->conn = &**p->lease;
+            p->conn.store(&**p->lease);
             return p;
           },
           "timeout"_a = nb::none(), nb::rv_policy::take_ownership)

@@ -1,6 +1,8 @@
 // Conversions between Python objects and pasyn values (see values.hpp).
 #include "values.hpp"
 
+#include <pasyn/errors.hpp>
+
 #include <Python.h>
 
 #include <cstdint>
@@ -110,8 +112,17 @@ nb::object to_python(const Value& v) {
       return nb::steal(PyFloat_FromDouble(std::get<double>(v)));
     case ValueType::kText: {
       const auto& s = std::get<std::string>(v);
-      PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
-      if (o == nullptr) throw nb::python_error();
+      PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), nullptr);
+      if (o == nullptr) {
+        // As Python's sqlite3 does, rather than change the text unseen (which writing it back
+        // would store): OperationalError.
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) throw nb::python_error();
+        PyErr_Clear();
+        throw OperationalError(
+            "Could not decode to UTF-8: a TEXT value is not valid UTF-8 (read it as bytes with "
+            "CAST(column AS BLOB))",
+            1, 1);
+      }
       return nb::steal(o);
     }
     case ValueType::kBlob: {

@@ -10,6 +10,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <pasyn/pasyn.hpp>
 
@@ -44,12 +45,15 @@ struct PyTransaction {
     if (counted) counted->fetch_sub(1, std::memory_order_release);
     counted.reset();
   }
+  // A finished transaction is handed on all the same: its calls throw what finished it, the
+  // cause again when the daemon or the connection ended it (so every later call says why, and
+  // not "already finished" as if the program had committed), else ProgrammingError.
   Transaction& get() {
-    if (!tx || tx->finished()) {
-      uncount();
+    if (!tx) {
       throw ProgrammingError("the transaction is already finished (committed or rolled back)",
                              SQLITE_MISUSE, SQLITE_MISUSE);
     }
+    if (tx->finished()) uncount();
     return *tx;
   }
 };
@@ -65,7 +69,23 @@ struct PyClient {
   std::unique_ptr<MultiplexedClient> client;
   std::unique_ptr<ThreadTransactions> threads;
   std::unique_ptr<Dispatcher> dispatcher;  // created by the first asynchronous call
+  pid_t dispatcher_pid = 0;                // the process whose thread it runs
   std::mutex dispatcher_mu;
+
+  PyClient() = default;
+  PyClient(const PyClient&) = delete;
+  PyClient& operator=(const PyClient&) = delete;
+  ~PyClient() { forget_parents_dispatcher(); }
+
+  // After fork() the child has the parent's Dispatcher but not its thread (nor the requests it
+  // awaits, whose replies go to the parent): stopping it would join a thread that does not
+  // exist here, and its requests would never complete. It is left untouched (leaked), and the
+  // child's first asynchronous call starts one of its own (a probe's aio calls in a forked
+  // child never completed, though their writes committed). REQUIRES: dispatcher_mu, or no
+  // other thread (the destructor).
+  void forget_parents_dispatcher() noexcept {
+    if (dispatcher && dispatcher_pid != ::getpid()) (void)dispatcher.release();
+  }
 
   MultiplexedClient& get() {
     if (!client) throw ConnectionClosedError("client is closed");
@@ -77,7 +97,11 @@ struct PyClient {
   }
   Dispatcher& async() {
     std::lock_guard lk(dispatcher_mu);
-    if (!dispatcher) dispatcher = std::make_unique<Dispatcher>(&make_error);
+    forget_parents_dispatcher();
+    if (!dispatcher) {
+      dispatcher = std::make_unique<Dispatcher>(&make_error);
+      dispatcher_pid = ::getpid();
+    }
     return *dispatcher;
   }
   void close() {
@@ -89,7 +113,13 @@ struct PyClient {
       // waiting for their replies while the loop that called close() is blocked.
       if (client) client->close();
     }
-    if (dispatcher) dispatcher->stop();
+    Dispatcher* d = nullptr;
+    {
+      std::lock_guard lk(dispatcher_mu);
+      forget_parents_dispatcher();
+      d = dispatcher.get();
+    }
+    if (d) d->stop();  // without dispatcher_mu: it joins the thread that runs the callbacks
   }
 };
 
@@ -355,8 +385,20 @@ void bind_writer(nb::module_& m) {
       .def("__enter__", [](nb::object self) { return self; })
       .def("__exit__", [](PyTransaction& t, nb::args args) {
         nb::handle type = args.size() > 0 ? args[0] : nb::none();
-        if (!t.tx || t.tx->finished()) return false;
+        if (!t.tx) return false;
         Transaction& tx = *t.tx;
+        if (tx.finished()) {
+          // A block that ends normally promised a commit: if the daemon or the connection ended
+          // the transaction (and the block caught what said so), the commit throws that cause
+          // again, instead of the block ending as if its writes were committed. After the
+          // block's own commit() or rollback() it throws ProgrammingError: nothing to report.
+          if (!type.is_none()) return false;
+          try {
+            tx.commit();
+          } catch (const ProgrammingError&) {
+          }
+          return false;
+        }
         if (type.is_none()) {
           unlocked([&] {
             tx.commit();

@@ -139,3 +139,42 @@ def test_aio_close_fails_the_waiting_awaits_with_connection_lost(db_path):
         asyncio.run(main())
         tx.rollback()
         holder.close()
+
+
+def test_aio_client_used_before_fork_completes_its_calls_in_the_child(server):
+    # The child had the parent's completion thread object but not its thread: its awaits never
+    # completed, though the writes committed (probe17).
+    import os
+    import signal
+
+    client = aio.connect(server.socket_path)
+
+    async def create():
+        await client.executescript("CREATE TABLE t (x)")
+
+    asyncio.run(create())
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(20)
+
+            async def child():
+                await asyncio.wait_for(client.execute("INSERT INTO t VALUES (1)"), 10)
+                async with client.transaction() as tx:
+                    await asyncio.wait_for(tx.execute("INSERT INTO t VALUES (2)"), 10)
+
+            asyncio.run(child())
+            code = 0
+        except BaseException:  # noqa: B902
+            pass
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+    async def rows():
+        return await client.execute_fetchall("SELECT x FROM t ORDER BY x")
+
+    assert asyncio.run(rows()) == [(1,), (2,)]
+    client.close()

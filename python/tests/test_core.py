@@ -403,3 +403,125 @@ def test_fork_child_uses_the_inherited_client(client):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert client.execute_fetchall("SELECT x FROM t ORDER BY x") == [(0,), (1,)]
+
+
+def test_a_connection_and_its_cursor_may_be_shared_by_threads(tmpdir_path):
+    # Two threads sharing one Connection crashed the interpreter (probe15, probe17): the C++
+    # connection is one thread at a time, and every call releases the GIL. Calls now take turns.
+    conn = core.connect(os.path.join(tmpdir_path, "shared.db"))
+    conn.executescript("CREATE TABLE t (x); " + " ".join(
+        "INSERT INTO t VALUES (%d);" % i for i in range(100)))
+    cursor = conn.cursor("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                         "WHERE i < 20000) SELECT i FROM n")
+    errors, fetched = [], []
+
+    def reader(k):
+        try:
+            for i in range(300):
+                assert conn.execute_fetchall("SELECT x FROM t WHERE x < ?", [(i + k) % 100]) \
+                    == [(x,) for x in range((i + k) % 100)]
+                fetched.extend(cursor.fetchmany(10))
+        except BaseException as e:  # noqa: B902
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert errors == []
+    assert sorted(v for (v,) in fetched) == list(range(1, 12001))  # every row once
+    conn.close()
+
+
+def test_closing_a_connection_while_another_thread_reads_is_safe(tmpdir_path):
+    conn = core.connect(os.path.join(tmpdir_path, "close.db"))
+    outcome = []
+
+    def long_read():
+        try:
+            conn.execute_fetchone("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                  "WHERE i < 3000000) SELECT count(*) FROM n")
+            outcome.append("done")
+        except core.ConnectionClosedError:
+            outcome.append("closed")
+
+    th = threading.Thread(target=long_read)
+    th.start()
+    time.sleep(0.05)
+    conn.close()  # waits for the read in progress, then closes
+    th.join(60)
+    assert outcome in (["done"], ["closed"])
+    with pytest.raises(core.ConnectionClosedError):
+        conn.execute_fetchone("SELECT 1")
+
+
+def test_text_that_is_not_utf8_raises_as_sqlite3_does(client, db_path):
+    # It came back with U+FFFD in place of the bytes, which writing it back would store.
+    client.executescript("CREATE TABLE t (v TEXT); INSERT INTO t VALUES (CAST(X'FF41' AS TEXT))")
+    with pytest.raises(sqlite3.OperationalError, match="UTF-8"):
+        client.execute_fetchall("SELECT v FROM t")
+    reader = core.connect(db_path, core.OpenFlags.readonly())
+    with pytest.raises(sqlite3.OperationalError, match="UTF-8"):
+        reader.execute_fetchone("SELECT v FROM t")
+    assert reader.execute_fetchone("SELECT CAST(v AS BLOB) FROM t") == (b"\xffA",)
+    reader.close()
+
+
+def test_a_transaction_the_daemon_ended_says_why_on_every_call_and_at_the_blocks_end(
+        tmpdir_path):
+    with core.start_writer_server(os.path.join(tmpdir_path, "e.db"),
+                                  transaction_idle_timeout=0.5) as server:
+        c = core.MultiplexedClient(server.socket_path)
+        c.executescript("CREATE TABLE t (x)")
+        tx = c.begin_exclusive()
+        time.sleep(1.5)  # idle past the timeout: rolled back
+        for _ in range(2):  # the cause each time, not "already finished" as if committed
+            with pytest.raises(core.OperationalError, match="idle"):
+                tx.execute("INSERT INTO t VALUES (1)")
+        # A block that caught the error would end as if committed: its end raises the cause.
+        with pytest.raises(core.OperationalError, match="idle"):
+            with c.begin_exclusive() as tx2:
+                time.sleep(1.5)
+                try:
+                    tx2.execute("INSERT INTO t VALUES (2)")
+                except core.OperationalError:
+                    pass
+        with c.begin_exclusive() as tx3:  # committed or rolled back in the block: nothing to say
+            tx3.execute("INSERT INTO t VALUES (3)")
+            tx3.commit()
+        assert c.execute_fetchall("SELECT x FROM t") == [(3,)]
+        c.close()
+
+
+def test_other_errors_of_the_library_are_sqlite3_errors(tmpdir_path, server):
+    # A server refused for its socket raised a bare SqliteError, which `except sqlite3.Error`
+    # missed.
+    with pytest.raises(sqlite3.Error):
+        core.start_writer_server(os.path.join(tmpdir_path, "other.db"), server.socket_path)
+
+
+def test_ctrl_c_during_a_call_that_fails_raises_keyboard_interrupt(tmpdir_path):
+    # The failed call's exception was built by Python code while the signal was pending:
+    # KeyboardInterrupt came out as a RuntimeError holding its traceback.
+    script = """
+import os, signal, sys, threading
+import pasyn_sqlite_core as core
+with core.start_writer_server(sys.argv[1], lock_wait=1.0) as server:
+    holder = core.MultiplexedClient(server.socket_path)
+    holder.executescript("CREATE TABLE t (x)")
+    tx = holder.begin_exclusive()
+    c = core.MultiplexedClient(server.socket_path)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    try:
+        c.execute("INSERT INTO t VALUES (1)")  # waits for tx, then TimeoutError
+        print("returned")
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt")
+    except BaseException as e:
+        print(type(e).__name__)
+    tx.rollback()
+"""
+    out = subprocess.run([sys.executable, "-c", script, os.path.join(tmpdir_path, "i.db")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "KeyboardInterrupt", out.stdout + out.stderr
