@@ -36,7 +36,8 @@ class ReadPool:
     ``with pool.connection() as conn:`` (or ``conn = pool.acquire()`` ... ``conn.close()``)
     lends a connection; ``execute_fetchall``/``execute_fetchone`` borrow one for one query.
     After ``close()`` every call raises ``PoolClosedError``. Thread-safe; the GIL is released
-    while a thread waits for a connection."""
+    while a thread waits for a connection. ``timeout``: ``None`` waits as long as it takes
+    (Ctrl-C interrupts it), ``0`` does not wait, else seconds; ``PoolError`` when it runs out."""
 
     def __init__(self, path, size=4, flags=None):
         self._pool = _core.ReadPool(path, size, flags)

@@ -512,9 +512,26 @@ NB_MODULE(_core, m) {
       .def(
           "acquire",
           [](ReadPool& pool, std::optional<double> timeout) {
-            auto lease = unlocked([&] { return pool.acquire(to_ms(timeout)); });
+            // None: as long as it takes, in slices, so that Ctrl-C is seen between them; 0:
+            // no wait (1 ms: PoolError when no connection is free), as timeout=0 means in
+            // Python; else that many seconds.
+            const auto slice = std::chrono::milliseconds(100);
+            const auto bound = !timeout        ? slice
+                               : *timeout == 0 ? std::chrono::milliseconds(1)
+                                               : to_ms(timeout);
+            std::optional<ReadPool::Lease> lease;
+            while (!lease) {
+              try {
+                lease.emplace(unlocked([&] { return pool.acquire(bound); }));
+              } catch (const PoolClosedError&) {
+                throw;
+              } catch (const PoolError&) {
+                if (timeout) throw;
+                if (PyErr_CheckSignals() != 0) throw nb::python_error();
+              }
+            }
             auto* p = new PyConnection();
-            p->lease.emplace(std::move(lease));
+            p->lease.emplace(std::move(*lease));
             p->conn.store(&**p->lease);
             return p;
           },

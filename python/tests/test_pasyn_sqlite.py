@@ -57,6 +57,12 @@ def test_read_pool_under_many_threads(db_path):
         pool.acquire(timeout=0.05)
     with pytest.raises(pasyn_sqlite.PoolError):  # under 1 ms is 1 ms, not "wait for ever"
         pool.acquire(timeout=0.0004)
+    with pytest.raises(pasyn_sqlite.PoolError):  # 0: no wait (it waited for ever)
+        pool.acquire(timeout=0)
+    returner = threading.Timer(0.3, held.pop().close)  # None waits until one is returned
+    returner.start()
+    held.append(pool.acquire())
+    returner.join()
     with pytest.raises(sqlite3.OperationalError):  # read-only
         held[0].execute("INSERT INTO t VALUES (1)")
     for c in held:
