@@ -76,8 +76,7 @@ Server::Impl::Impl(Config config)
     socket_passed_ = true;
     return;
   }
-  if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
-  free_socket_path(config_.socket_path);
+  free_socket_path(config_.socket_path);  // under the lock: a stale socket is removed
   const local::endpoint endpoint(config_.socket_path);
   // SPEC §4: 0660 by default, so clients of the daemon's user or the socket's group connect.
   // Nobody may connect before the file has its group and mode: Linux creates the socket file
@@ -111,6 +110,16 @@ Server::Impl::Impl(Config config)
                      "cannot listen on " + config_.socket_path + ": " + ec.message());
   }
   ::lstat(config_.socket_path.c_str(), &socket_stat_);
+}
+
+bool Server::Impl::check_socket_path() {
+  if (config_.listen_fd >= 0) return true;
+  if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
+  struct stat st {};
+  if (::lstat(config_.socket_path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    free_socket_path(config_.socket_path);  // refuses it, saying why
+  }
+  return true;
 }
 
 void Server::Impl::run() {

@@ -37,6 +37,9 @@ class Session;
 class Server::Impl {
  public:
   explicit Impl(Config config);
+  // Sets the default socket path if none was given and refuses (StartError) a path that
+  // exists and is not a socket. Nothing to do for a socket systemd passed. Returns true.
+  bool check_socket_path();
   void run();
   void request_stop();
   void wait_for_signal();
@@ -50,6 +53,10 @@ class Server::Impl {
   MemoryBudget budget_{config_.max_total_bytes,
                        [this] { asio::post(io_, [this] { wake_sessions(); }); },
                        [this] { asio::post(io_, [this] { shed_unread_replies(); }); }};
+  // The socket path is chosen, and refused if something other than a socket is there, before
+  // the lock (which creates a missing database file to lock it): a start refused so leaves no
+  // new database behind. A socket there is judged under the lock (claim_socket_path).
+  const bool socket_path_checked_ = check_socket_path();
   std::optional<LockFile> lock_;  // held from construction until run() has stopped
   // The change feed's commits and subscribers: declared before the writer, which publishes to
   // it, and the sessions, which subscribe.

@@ -697,6 +697,7 @@ TEST_F(DaemonTest, RegularFileAtTheSocketPathIsRefusedAndLeftUntouched) {
   const std::string err = read_file(log_);
   EXPECT_NE(err.find("not a socket"), std::string::npos) << err;
   EXPECT_EQ(read_file(sock_), content);
+  EXPECT_FALSE(path_exists(db_)) << "a start refused for its socket created the database";
 }
 
 TEST_F(DaemonTest, StaleSocketFileIsReplacedAndServed) {
