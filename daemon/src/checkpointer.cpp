@@ -280,6 +280,10 @@ bool Writer::checkpoint(std::string_view mode, proto::Report& report) {
   const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, found->second, &wal_frames, &checkpointed);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
     capture_sqlite_error();
+    // The admin is told; the operator reads the log (an I/O error here is the disk failing,
+    // with --synchronous normal the WAL's first fsync).
+    log().error("CHECKPOINT {} failed: {} (SQLite code {})", found->first, failure_.message,
+                failure_.extended_code);
     return false;
   }
   // Busy: readers kept part of the WAL from being copied back; the counts tell how much. FULL,

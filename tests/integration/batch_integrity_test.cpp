@@ -94,6 +94,23 @@ TEST_F(BatchIntegrityTest, FsyncFailureAtCommitStopsWithoutAnswering) {
   EXPECT_EQ(again.execute("INSERT INTO t (v) VALUES ('after')"), 1);
 }
 
+// With --synchronous normal the WAL's first fsync is a checkpoint's: one that fails is answered
+// to the admin who asked, and logged for the operator (a probe found it answered only). The
+// daemon goes on: a checkpoint that fails leaves the WAL, which holds every commit, as it was.
+TEST_F(BatchIntegrityTest, ACheckpointsFailedFsyncIsAnsweredAndLogged) {
+  start_daemon({"--synchronous", "normal"});
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  for (int i = 0; i < 10; ++i) c.execute("INSERT INTO t (v) VALUES (?)", {"acked"});
+  arm("fsync EIO -wal");
+  EXPECT_THROW(c.checkpoint("TRUNCATE"), pasyn::OperationalError);
+  EXPECT_TRUE(fired());
+  EXPECT_NE(read_file(log_).find("CHECKPOINT TRUNCATE failed"), std::string::npos)
+      << read_file(log_);
+  EXPECT_EQ(c.execute("INSERT INTO t (v) VALUES ('after')"), 1);
+  EXPECT_EQ(count("v = 'acked'"), 10);
+}
+
 // VACUUM commits its own transaction, outside any batch: an fsync that fails at its COMMIT leaves
 // its outcome unknown too (a probe's VACUUM got "disk I/O error" and was there after recovery).
 TEST_F(BatchIntegrityTest, FsyncFailureAtAVacuumsCommitStopsWithoutAnswering) {
