@@ -74,7 +74,21 @@ void Writer::maintain_wal() {
   // once the WAL holds kAutoCheckpointFrames, after every commit that added frames.
   if (wal_frames_ >= kAutoCheckpointFrames && wal_frames_ != passive_at_frames_) {
     passive_at_frames_ = wal_frames_;
-    sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    const int rc =
+        sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    // A failure (the disk: with --synchronous normal this is the WAL's first fsync) loses
+    // nothing, as the WAL keeps every commit and grows until one succeeds, but the operator
+    // must hear of it: logged when it starts failing and when it succeeds again.
+    const bool failed = rc != SQLITE_OK && rc != SQLITE_BUSY;
+    if (failed && !passive_failing_) {
+      log().error(
+          "a passive checkpoint failed: {} (SQLite code {}); the WAL keeps every commit "
+          "and grows until one succeeds",
+          sqlite3_errmsg(db_), sqlite3_extended_errcode(db_));
+    } else if (!failed && passive_failing_) {
+      log().info("passive checkpoints succeed again");
+    }
+    passive_failing_ = failed;
   }
   bound_wal();
 }

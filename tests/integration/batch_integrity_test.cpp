@@ -111,6 +111,25 @@ TEST_F(BatchIntegrityTest, ACheckpointsFailedFsyncIsAnsweredAndLogged) {
   EXPECT_EQ(count("v = 'acked'"), 10);
 }
 
+// The daemon's own passive checkpoints too (from 1,000 WAL frames): a failure was ignored.
+TEST_F(BatchIntegrityTest, APassiveCheckpointsFailedFsyncIsLogged) {
+  start_daemon({"--synchronous", "normal"});
+  auto c = connect_client();
+  c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  arm("fsync EIO -wal");
+  // ~1,300 pages of rows, in batches: a passive checkpoint runs once the WAL passes 1,000.
+  for (int i = 0; i < 130 && !fired(); ++i) {
+    c.execute_many("INSERT INTO t (v) VALUES (?)",
+                   std::vector<pasyn::Params>(10, {std::string(4000, 'x')}));
+  }
+  ASSERT_TRUE(fired());
+  EXPECT_TRUE(eventually(
+      [&] { return read_file(log_).find("a passive checkpoint failed") != std::string::npos; },
+      kReplyTimeout))
+      << read_file(log_);
+  EXPECT_EQ(c.execute("INSERT INTO t (v) VALUES ('after')"), 1);
+}
+
 // VACUUM commits its own transaction, outside any batch: an fsync that fails at its COMMIT leaves
 // its outcome unknown too (a probe's VACUUM got "disk I/O error" and was there after recovery).
 TEST_F(BatchIntegrityTest, FsyncFailureAtAVacuumsCommitStopsWithoutAnswering) {
