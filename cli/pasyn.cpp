@@ -634,7 +634,10 @@ int main(int argc, char** argv) {
                    "a restart, a reset comes first")
       ->type_name("E")
       ->needs(after);
-  watch_cmd->add_option("--count", o.count, "exit after this many changes (default: never)")
+  watch_cmd
+      ->add_option(
+          "--count", o.count,
+          "exit after this many lines, changes and gap/reset markers alike (default: never)")
       ->check(CLI::PositiveNumber);
 
   try {
