@@ -3,6 +3,7 @@
 // errors into the request's failure. Runs on the writer thread only. See writer.hpp.
 #include <pasyn/proto/named_params.hpp>
 
+#include <limits>
 #include <new>
 #include <stdexcept>
 
@@ -184,21 +185,24 @@ bool Writer::run_request_body(Request& r) {
   // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH: one RESULT frame. sqlite3_changes64 keeps the count
   // of the last INSERT/UPDATE/DELETE, which may be another request's: it is trusted only when
   // this statement changed something.
-  // EXECUTE_ROWID answers the rowid its own statement inserted, 0 if none: the value is 0 while
-  // it runs, and what it was before comes back when the statement inserted nothing (so that
-  // last_insert_rowid() in later SQL says what SQLite would).
+  // EXECUTE_ROWID answers the rowid its own statement inserted, 0 if none. While it runs the
+  // value is a sentinel no insert sets in practice (the least int64: SQLite's rowids for an
+  // INSERT without one are positive), and what it was before comes back when the statement
+  // inserted nothing, so that last_insert_rowid() in later SQL says what SQLite would (also
+  // after an explicit rowid 0).
+  constexpr std::int64_t kNoInsert = std::numeric_limits<std::int64_t>::min();
   const std::int64_t rowid_before = sqlite3_last_insert_rowid(db_);
-  if (r.type == MsgType::kExecuteRowid) sqlite3_set_last_insert_rowid(db_, 0);
+  if (r.type == MsgType::kExecuteRowid) sqlite3_set_last_insert_rowid(db_, kNoInsert);
   const auto before = sqlite3_total_changes64(db_);
   const auto changed = [&] {
     return sqlite3_total_changes64(db_) != before ? sqlite3_changes64(db_) : 0;
   };
   if (r.type != MsgType::kExecuteFetch) {  // no rows: the frame is written once it is known
     const bool ok = run_statement(stmt, r.params, nullptr);
-    const std::int64_t rowid =
-        r.type == MsgType::kExecuteRowid ? sqlite3_last_insert_rowid(db_) : 0;
-    if (r.type == MsgType::kExecuteRowid && rowid == 0) {
+    std::int64_t rowid = r.type == MsgType::kExecuteRowid ? sqlite3_last_insert_rowid(db_) : 0;
+    if (r.type == MsgType::kExecuteRowid && rowid == kNoInsert) {
       sqlite3_set_last_insert_rowid(db_, rowid_before);
+      rowid = 0;
     }
     if (!ok) return false;
     proto::encode_result_counts(replies_, r.id, changed(), rowid);

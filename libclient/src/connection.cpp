@@ -447,7 +447,7 @@ bool detail::has_open_cursors(const Connection& connection) noexcept {
 }
 
 bool detail::opened_before_fork(const Connection& connection) noexcept {
-  return connection.impl_ && connection.impl_->db_ != nullptr && connection.impl_->forked();
+  return connection.impl_ && connection.impl_->forked();
 }
 
 Cursor Connection::cursor(std::string_view sql, const Params& params) {

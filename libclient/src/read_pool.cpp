@@ -2,6 +2,7 @@
 #include <pasyn/read_pool.hpp>
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <mutex>
@@ -21,16 +22,33 @@ struct ReadPool::Lease::State {
   std::vector<std::unique_ptr<Connection>> idle;  // GUARDED_BY(mu)
   std::size_t open = 0;                           // GUARDED_BY(mu): idle + leased + opening
   bool closed = false;                            // GUARDED_BY(mu)
+  pid_t pid = ::getpid();                         // GUARDED_BY(mu): the process `open` counts for
+
+  // In a child after fork() the pool's connections are the parent's: the idle ones unusable
+  // here, the leased ones held by the parent's threads, which do not exist here (their leases
+  // never come back). The child starts from none: it drops the idle ones (closing one only
+  // forgets its handle) and counts none open, and a connection of the parent's given back later
+  // is dropped uncounted (give_back). REQUIRES: mu.
+  void adopt_after_fork() {
+    if (pid == ::getpid()) return;
+    pid = ::getpid();
+    idle.clear();
+    open = 0;
+  }
 
   void give_back(std::unique_ptr<Connection> connection) noexcept {
     std::unique_ptr<Connection> to_close;
     {
       std::lock_guard lk(mu);
+      adopt_after_fork();
+      if (detail::opened_before_fork(*connection)) {  // the parent's: never counted here
+        to_close = std::move(connection);
+        return;  // nobody waits for it: it frees no place
+      }
       // A connection left inside a read transaction would pin a WAL snapshot, one with an open
       // cursor too (and the cursor's owner could step it while another thread leases it), and
       // a closed pool keeps nothing.
-      bool reusable = !closed && !connection->closed() && !detail::has_open_cursors(*connection) &&
-                      !detail::opened_before_fork(*connection);
+      bool reusable = !closed && !connection->closed() && !detail::has_open_cursors(*connection);
       if (reusable) {
         try {
           reusable = !connection->in_transaction();
@@ -91,12 +109,7 @@ ReadPool::Lease ReadPool::acquire(std::chrono::milliseconds timeout) {
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
     if (s.closed) throw PoolClosedError("the pool is closed");
-    // In a child after fork() the idle connections are the parent's, unusable here: dropped
-    // (closing one only forgets its handle), and the child opens its own.
-    while (!s.idle.empty() && detail::opened_before_fork(*s.idle.back())) {
-      s.idle.pop_back();
-      --s.open;
-    }
+    s.adopt_after_fork();  // a child opens its own (see there)
     if (!s.idle.empty()) {
       auto connection = std::move(s.idle.back());
       s.idle.pop_back();

@@ -186,13 +186,10 @@ class _AsyncTransaction:
         if self._tx.finished:
             # A block that ends normally promised a commit: if the daemon or the connection
             # ended the transaction (and the block caught what said so), raise that cause again
-            # (the native commit raises it at once, sending nothing); after the block's own
-            # commit or rollback it raises ProgrammingError, which has nothing to report.
-            if exc_type is None:
-                try:
-                    self._tx.commit()
-                except _core.ProgrammingError:
-                    pass
+            # (the native commit raises it at once, sending nothing). After the block's own
+            # commit or rollback, whatever came of it, there is nothing to say.
+            if exc_type is None and not self._tx._ended_by_call:
+                self._tx.commit()
             return False
         if exc_type is None:
             await self.commit()

@@ -126,35 +126,70 @@ void raise(nb::handle exc) {
 // ---- OpenFlags, Connection, Cursor ------------------------------------------------------------
 
 // A Python Connection may be shared by threads (the GIL is released in every call), but the
-// C++ Connection and its cursors are one thread at a time: `mu` serializes every use of them,
-// and is taken without the GIL (a call holding it never needs the GIL). interrupt() alone
-// does not take it: it is the one call that may run beside another, and close() waits for
-// the call in progress, so it never races with close(). Without this, two threads sharing one
-// Connection crashed the interpreter (probe15, probe17).
-struct PyConnection {
-  std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
-  std::unique_ptr<Connection> owned;
-  std::optional<ReadPool::Lease> lease;    // when the connection came from a ReadPool
-  std::atomic<Connection*> conn{nullptr};  // null once closed; set and cleared under mu
+// C++ Connection and its cursors are one thread at a time: Turns::mu serializes every use of
+// them, and is taken without the GIL (a call holding it never needs the GIL). Without it, two
+// threads sharing one Connection crashed the interpreter (probe15, probe17). interrupt() does
+// not take it (it is the one call that may run beside another): it takes interrupt_mu, which
+// close() holds while it lets go of the connection.
+//
+// After fork() the child's copy of mu may be held for good by a thread that does not exist
+// there: a child never takes it. Its calls raise ProgrammingError, as the C++ Connection's do.
+struct Turns {
+  std::mutex mu;
+  const pid_t pid = ::getpid();
+  bool forked() const noexcept { return pid != ::getpid(); }
+};
 
-  // Runs f(connection) without the GIL, holding mu.
+[[noreturn]] void throw_forked(const char* what) {
+  throw ProgrammingError(std::string("this ") + what +
+                             " was opened before fork(); SQLite connections must not cross "
+                             "fork(): connect() again in the child",
+                         SQLITE_MISUSE, SQLITE_MISUSE);
+}
+
+struct PyConnection {
+  std::shared_ptr<Turns> turns = std::make_shared<Turns>();
+  std::mutex interrupt_mu;  // see Turns
+  std::unique_ptr<Connection> owned;
+  std::optional<ReadPool::Lease> lease;  // when the connection came from a ReadPool
+  // Null once closed; set and cleared under turns->mu and interrupt_mu both.
+  std::atomic<Connection*> conn{nullptr};
+
+  // Runs f(connection) without the GIL, holding turns->mu.
   template <typename F>
   auto with(F&& f) {
+    if (turns->forked()) throw_forked("Connection");
     nb::gil_scoped_release release;
-    std::lock_guard lk(*mu);
+    std::lock_guard lk(turns->mu);
     Connection* c = conn.load();
     if (c == nullptr) throw ConnectionClosedError("connection is closed");
     return f(*c);
   }
   void close() {
+    if (turns->forked()) {  // the C++ connection forgets the parent's handle untouched
+      if (Connection* c = conn.exchange(nullptr); c != nullptr && owned) owned->close();
+      return;
+    }
     nb::gil_scoped_release release;
-    std::lock_guard lk(*mu);
+    std::lock_guard lk(turns->mu);  // waits for the call in progress
+    std::lock_guard interrupting(interrupt_mu);
     conn.store(nullptr);
     if (lease) {
       lease.reset();  // back to the pool
     } else if (owned) {
       owned->close();
     }
+  }
+  void interrupt() {
+    if (turns->forked()) return;
+    std::lock_guard lk(interrupt_mu);  // held by close() only while it lets go
+    if (Connection* c = conn.load()) c->interrupt();
+  }
+  bool closed() {
+    if (turns->forked()) return conn.load() == nullptr;
+    std::lock_guard lk(interrupt_mu);
+    Connection* c = conn.load();
+    return c == nullptr || c->closed();
   }
 };
 
@@ -167,25 +202,36 @@ PyConnection* make_connection(Connection c) {
 
 struct PyCursor {
   Cursor cursor;
-  nb::object connection;           // keeps the Python connection alive
-  std::shared_ptr<std::mutex> mu;  // its connection's (PyConnection::mu)
+  nb::object connection;         // keeps the Python connection alive
+  std::shared_ptr<Turns> turns;  // its connection's
   std::int64_t arraysize = 1;
 
-  PyCursor(Cursor c, nb::object conn, std::shared_ptr<std::mutex> m)
-      : cursor(std::move(c)), connection(std::move(conn)), mu(std::move(m)) {}
+  PyCursor(Cursor c, nb::object conn, std::shared_ptr<Turns> t)
+      : cursor(std::move(c)), connection(std::move(conn)), turns(std::move(t)) {}
   PyCursor(const PyCursor&) = delete;
   PyCursor& operator=(const PyCursor&) = delete;
-  // Finalizing the statement uses the connection: not while another thread's call does.
+  // Finalizing the statement uses the connection: not while another thread's call does. Called
+  // with the GIL, which it lets go of if it has to wait (that call's thread may need another
+  // Python thread, e.g. one that interrupts it, to end).
   ~PyCursor() {
-    std::lock_guard lk(*mu);
+    if (turns->forked()) {
+      cursor.close();  // forgets the statement untouched
+      return;
+    }
+    if (!turns->mu.try_lock()) {
+      nb::gil_scoped_release release;
+      turns->mu.lock();
+    }
+    std::lock_guard lk(turns->mu, std::adopt_lock);
     cursor.close();
   }
 
-  // Runs f(cursor) without the GIL, holding the connection's mu.
+  // Runs f(cursor) without the GIL, holding the connection's turns->mu.
   template <typename F>
   auto with(F&& f) {
+    if (turns->forked()) throw_forked("Cursor");
     nb::gil_scoped_release release;
-    std::lock_guard lk(*mu);
+    std::lock_guard lk(turns->mu);
     return f(cursor);
   }
 };
@@ -417,7 +463,7 @@ NB_MODULE(_core, m) {
                   p, [&](const Params& x) { return c.cursor(sql, x); },
                   [&](const NamedParams& x) { return c.cursor_named(sql, x); });
             });
-            return new PyCursor(std::move(cursor), self, conn.mu);
+            return new PyCursor(std::move(cursor), self, conn.turns);
           },
           "sql"_a, "params"_a.none() = nb::none(), nb::rv_policy::take_ownership)
       .def("begin",
@@ -450,11 +496,7 @@ NB_MODULE(_core, m) {
             });
           },
           "ms"_a)
-      .def("interrupt",
-           [](PyConnection& self) {
-             // Without mu (see PyConnection): close() waits for the call it interrupts.
-             if (Connection* c = self.conn.load()) c->interrupt();
-           })
+      .def("interrupt", [](PyConnection& self) { self.interrupt(); })
       .def(
           "get_column_names",
           [](PyConnection& self, std::string_view sql) {
@@ -462,13 +504,7 @@ NB_MODULE(_core, m) {
           },
           "sql"_a)
       .def("close", &PyConnection::close)
-      .def_prop_ro("closed",
-                   [](PyConnection& self) {
-                     nb::gil_scoped_release release;
-                     std::lock_guard lk(*self.mu);
-                     Connection* c = self.conn.load();
-                     return c == nullptr || c->closed();
-                   })
+      .def_prop_ro("closed", [](PyConnection& self) { return self.closed(); })
       .def_prop_ro("in_transaction",
                    [](PyConnection& self) {
                      return self.with([](Connection& c) { return c.in_transaction(); });

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 
 #include "common.hpp"
 #include "dispatcher.hpp"
@@ -35,6 +36,7 @@ struct PyTransaction {
   nb::object client;  // the MultiplexedClient it came from (its Dispatcher, for _*_async calls)
   // Set while an asynchronous transaction is unfinished: the Dispatcher's count of them.
   std::shared_ptr<std::atomic<int>> counted;
+  bool ended_by_call = false;  // commit() or rollback() was called (note_ended_by_call)
 
   PyTransaction() = default;
   PyTransaction(const PyTransaction&) = delete;
@@ -57,6 +59,13 @@ struct PyTransaction {
     return *tx;
   }
 };
+
+// A transaction's commit() or rollback() was called (whatever came of it): the end of a `with`
+// block then has nothing to report (see __exit__). Nothing to note for a client.
+template <typename Py>
+void note_ended_by_call(Py& self) {
+  if constexpr (std::is_same_v<Py, PyTransaction>) self.ended_by_call = true;
+}
 
 std::atomic<std::uint64_t> next_token{1};
 
@@ -320,6 +329,7 @@ void def_statement_calls(nb::class_<Py>& cls) {
           [](Py& self, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
+            note_ended_by_call(self);
             unlocked([&] {
               timed(bound, [&](auto... own) { c.commit(own...); });
               return 0;
@@ -331,6 +341,7 @@ void def_statement_calls(nb::class_<Py>& cls) {
           [](Py& self, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
+            note_ended_by_call(self);
             unlocked([&] {
               timed(bound, [&](auto... own) { c.rollback(own...); });
               return 0;
@@ -366,6 +377,7 @@ void bind_writer(nb::module_& m) {
           "_commit_async",
           [](PyTransaction& t, nb::object callback) {
             Transaction& tx = t.get();
+            t.ended_by_call = true;
             auto future = unlocked([&] { return tx.commit_async(); });
             submit_in(t, std::move(future), &none_result, std::move(callback));
             t.uncount();  // finished: nothing of it waits for Python any more
@@ -375,12 +387,14 @@ void bind_writer(nb::module_& m) {
           "_rollback_async",
           [](PyTransaction& t, nb::object callback) {
             Transaction& tx = t.get();
+            t.ended_by_call = true;
             auto future = unlocked([&] { return tx.rollback_async(); });
             submit_in(t, std::move(future), &none_result, std::move(callback));
             t.uncount();
           },
           "callback"_a)
       .def_prop_ro("finished", [](PyTransaction& t) { return !t.tx || t.tx->finished(); })
+      .def_prop_ro("_ended_by_call", [](PyTransaction& t) { return t.ended_by_call; })
       .def_prop_ro("token", [](PyTransaction& t) { return t.token; })
       .def("__enter__", [](nb::object self) { return self; })
       .def("__exit__", [](PyTransaction& t, nb::args args) {
@@ -391,12 +405,9 @@ void bind_writer(nb::module_& m) {
           // A block that ends normally promised a commit: if the daemon or the connection ended
           // the transaction (and the block caught what said so), the commit throws that cause
           // again, instead of the block ending as if its writes were committed. After the
-          // block's own commit() or rollback() it throws ProgrammingError: nothing to report.
-          if (!type.is_none()) return false;
-          try {
-            tx.commit();
-          } catch (const ProgrammingError&) {
-          }
+          // block's own commit() or rollback(), whatever came of it, there is nothing to say.
+          if (!type.is_none() || t.ended_by_call) return false;
+          tx.commit();
           return false;
         }
         if (type.is_none()) {

@@ -525,3 +525,86 @@ with core.start_writer_server(sys.argv[1], lock_wait=1.0) as server:
     out = subprocess.run([sys.executable, "-c", script, os.path.join(tmpdir_path, "i.db")],
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "KeyboardInterrupt", out.stdout + out.stderr
+
+
+def test_dropping_a_cursor_while_another_thread_reads_lets_go_of_the_gil(tmpdir_path):
+    # The cursor's finalizer waited for the connection holding the GIL: the reading thread's
+    # watchdog (which needs the GIL to interrupt it) never ran, and everything froze (review).
+    conn = core.connect(os.path.join(tmpdir_path, "gil.db"))
+    cur = conn.cursor("SELECT 1")
+    outcome = []
+
+    def endless():
+        try:
+            conn.execute_fetchone("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                                  "SELECT count(*) FROM n")
+        except core.OperationalError as e:
+            outcome.append(e.sqlite_errorcode)
+
+    reader = threading.Thread(target=endless)
+    reader.start()
+    time.sleep(0.2)
+    watchdog = threading.Timer(0.5, conn.interrupt)
+    watchdog.start()
+    started = time.monotonic()
+    del cur  # waits for the read, without the GIL: the watchdog runs and interrupts it
+    assert time.monotonic() - started < 10
+    reader.join(10)
+    watchdog.join()
+    assert outcome == [9]  # SQLITE_INTERRUPT
+    conn.close()
+
+
+def test_a_connection_busy_in_another_thread_at_fork_refuses_in_the_child(tmpdir_path):
+    # The child's copy of the connection's lock was held for good by the thread in the call:
+    # every call in the child hung (review). It raises ProgrammingError, as without threads.
+    conn = core.connect(os.path.join(tmpdir_path, "fork.db"))
+    cur = conn.cursor("SELECT 1")
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            conn.execute_fetchone("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                  "WHERE i < 20000) SELECT count(*) FROM n")
+
+    th = threading.Thread(target=busy)
+    th.start()
+    time.sleep(0.1)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(10)
+            for call in (lambda: conn.execute_fetchone("SELECT 1"), cur.fetchone):
+                try:
+                    call()
+                    os._exit(2)
+                except core.ProgrammingError as e:
+                    if "fork" not in str(e):
+                        os._exit(3)
+            del cur
+            conn.close()
+            assert conn.closed
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    stop.set()
+    th.join(10)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert conn.execute_fetchone("SELECT 2") == (2,)
+    conn.close()
+
+
+def test_a_with_block_whose_own_rollback_failed_ends_quietly(tmpdir_path):
+    with core.start_writer_server(os.path.join(tmpdir_path, "w.db")) as server:
+        c = core.MultiplexedClient(server.socket_path)
+        c.executescript("CREATE TABLE t (x)")
+        with c.begin_exclusive() as tx:
+            tx.execute("INSERT INTO t VALUES (1)")
+            c.close()  # the block's own rollback then fails: it knows, and catches it
+            try:
+                tx.rollback()
+            except (core.ConnectionClosedError, core.ConnectionLostError):
+                pass
+        assert tx.finished

@@ -193,6 +193,10 @@ TEST_F(ClientTest, LastInsertRowidInSqlIsTheClientsOwn) {
     EXPECT_EQ(tx.execute_returning_rowid("UPDATE other SET id = id WHERE id = 7"), 0);
     EXPECT_EQ(tx.execute_fetchall("SELECT last_insert_rowid()").at(0).at(0),
               pasyn::Value(std::int64_t{7}));
+    // An explicit rowid 0 is an insert like any other.
+    EXPECT_EQ(tx.execute_returning_rowid("INSERT INTO other (id) VALUES (0)"), 0);
+    EXPECT_EQ(tx.execute_fetchall("SELECT last_insert_rowid()").at(0).at(0),
+              pasyn::Value(std::int64_t{0}));
     tx.rollback();
   }
   auto rows = a.execute_fetchall("SELECT parent_id, tag FROM child ORDER BY rowid");

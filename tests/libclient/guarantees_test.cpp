@@ -273,6 +273,8 @@ TEST_F(GuaranteesTest, AConnectionRefusesUseInAForkedChildAndTheParentKeepsIt) {
 
 // A ReadPool inherited across fork() hands the child connections of its own: its idle ones are
 // the parent's (a probe's child got ProgrammingError from its first `size` acquisitions).
+// A lease held at fork() (by a thread of the parent, which the child does not have) takes no
+// place from the child either.
 TEST_F(GuaranteesTest, AReadPoolInAForkedChildOpensConnectionsOfItsOwn) {
   auto server = start();
   pasyn::ReadPool pool(db_, 2);
@@ -283,14 +285,20 @@ TEST_F(GuaranteesTest, AReadPoolInAForkedChildOpensConnectionsOfItsOwn) {
     ASSERT_TRUE(b->execute_fetchone("SELECT count(*) FROM t").has_value());
   }
   ASSERT_EQ(pool.open_connections(), 2u);
+  std::optional<pasyn::ReadPool::Lease> held(pool.acquire());  // held across the fork
   const int status = in_child([&] {
     for (int i = 0; i < 4; ++i) {
       auto lease = pool.acquire(std::chrono::milliseconds(2000));
+      auto other = pool.acquire(std::chrono::milliseconds(2000));  // both places are free
       if (!lease->execute_fetchone("SELECT count(*) FROM t").has_value()) return 1;
+      if (!other->execute_fetchone("SELECT count(*) FROM t").has_value()) return 2;
     }
-    return pool.open_connections() == 1 ? 0 : 2;
+    held.reset();  // the parent's connection, given back here: dropped, uncounted
+    return pool.open_connections() == 2 ? 0 : 3;
   });
   EXPECT_EQ(status, 0);
+  EXPECT_TRUE((*held)->execute_fetchone("SELECT count(*) FROM t").has_value());
+  held.reset();
   auto lease = pool.acquire();  // the parent's are still its own
   EXPECT_TRUE(lease->execute_fetchone("SELECT count(*) FROM t").has_value());
   EXPECT_EQ(pool.open_connections(), 2u);

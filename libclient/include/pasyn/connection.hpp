@@ -57,8 +57,8 @@ namespace detail {
 /// Internal (not exported): true while a Cursor opened on `connection` is not closed.
 /// ReadPool does not reuse such a connection.
 bool has_open_cursors(const Connection& connection) noexcept;
-/// Internal (not exported): true when `connection` is open and was opened before a fork() in
-/// this process (see Connection). ReadPool drops such a connection.
+/// Internal (not exported): true when `connection` was opened before a fork() in this process,
+/// closed since or not (see Connection). ReadPool drops such a connection.
 bool opened_before_fork(const Connection& connection) noexcept;
 }  // namespace detail
 
