@@ -168,14 +168,16 @@ void Session::resume_reading() {
 
 bool Session::reading_blocked(std::size_t parsed) const {
   const auto& c = server_.config_;
-  // The connection holding the client transaction is read past the total: the requests that
-  // fill it may be waiting for that transaction, which only this connection's requests can end
-  // (without it they would wait for --lock-wait, and the transaction for its idle timeout).
-  // Its own --max-queued-bytes still bounds it. (Set before BEGIN's reply, whose request's
-  // release wakes a connection paused meanwhile.)
-  return inflight_.load() + parsed >= c.max_inflight ||
-         queued_bytes_.load() >= c.max_queued_bytes ||
-         (server_.budget_.full() && !server_.writer_.holds_transaction(this));
+  // The connection holding the client transaction is read past the total and past
+  // --max-inflight: the requests that fill them may be waiting for that transaction (its own
+  // writes sent without the handle too), which only this connection's requests can end
+  // (without it they would wait for --lock-wait, and the transaction for its idle timeout; a
+  // probe's 1,100 writes queued behind their own client's transaction stopped its next
+  // statement from being read). Its own --max-queued-bytes still bounds it. (Set before
+  // BEGIN's reply, whose request's release wakes a connection paused meanwhile.)
+  if (queued_bytes_.load() >= c.max_queued_bytes) return true;
+  if (inflight_.load() + parsed < c.max_inflight && !server_.budget_.full()) return false;
+  return !server_.writer_.holds_transaction(this);
 }
 
 ByteCharge Session::charge(std::size_t n) {

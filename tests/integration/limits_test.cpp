@@ -276,6 +276,29 @@ TEST_F(LimitTest, TheTransactionOwnerIsReadWhileOthersFillTheTotalBudget) {
   expect_still_served();
 }
 
+// The same for --max-inflight: the owner's own writes sent without the handle wait behind its
+// transaction and count toward it (a probe's 1,100 with the default 1,024 stopped the
+// transaction's next statement from being read: it ran into --lock-wait, and the writes failed).
+TEST_F(LimitTest, TheTransactionOwnerIsReadPastMaxInflight) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-inflight", "32", "--lock-wait", "60s"}));
+  auto holder = connect_client();
+  auto tx = holder.begin();
+  tx.execute("INSERT INTO probe (v) VALUES ('in the transaction')");
+  std::vector<std::future<std::int64_t>> waiting;
+  for (int i = 0; i < 40; ++i)
+    waiting.push_back(holder.execute_async("INSERT INTO probe (v) VALUES ('after')"));
+  auto observer = connect_client();
+  ASSERT_TRUE(eventually([&] { return stat_int(observer, "waiting_for_transaction") >= 32; },
+                         kReplyTimeout));
+  const auto started = std::chrono::steady_clock::now();
+  tx.execute("INSERT INTO probe (v) VALUES ('read past --max-inflight')", {}, pasyn::Timeout{10s});
+  tx.commit();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  for (auto& w : waiting) EXPECT_EQ(w.get(), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'after'"), 40);
+  expect_still_served();
+}
+
 TEST_F(LimitTest, AConnectionOverMaxConnectionsIsRefusedAsBusyAndAFreedSlotIsReused) {
   ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-connections", "2"}));
   auto first = connect_client();
