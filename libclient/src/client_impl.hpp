@@ -607,6 +607,13 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // drop while another still reads it).
   PASYN_INTERNAL void fail_all(std::exception_ptr (*make)(const std::string&),
                                const std::string& what);
+  // fail_all's two halves: takes every pending completion (and the followers' list) out.
+  // REQUIRES: mu_ held.
+  PASYN_INTERNAL Pending take_all_pending() noexcept;
+  // Fails what take_all_pending() took. REQUIRES: mu_ not held.
+  PASYN_INTERNAL static void fail_taken(Pending& taken,
+                                        std::exception_ptr (*make)(const std::string&),
+                                        const std::string& what);
 
   const std::string path_;
   const ClientOptions options_;

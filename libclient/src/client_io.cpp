@@ -280,6 +280,7 @@ void MultiplexedClient::Impl::roll_back_abandoned(std::uint64_t transaction, std
 
 // Connection `gen` is gone: fail everything waiting, promptly.
 void MultiplexedClient::Impl::lose(const std::string& why, std::uint64_t gen) {
+  std::optional<Pending> failed;
   {
     std::lock_guard lk(mu_);
     if (state_ != State::kOpen || gen != generation_) return;  // closed, lost, or an old one
@@ -287,10 +288,15 @@ void MultiplexedClient::Impl::lose(const std::string& why, std::uint64_t gen) {
     lost_reason_ = why;  // the first reason: a failed read afterwards does not replace it
     outbox_.clear();     // never sent on a later connection: those calls fail below
     next_attempt_ = {};
-    slot_free_.notify_all();
     retire_conn();  // wakes a reader; the descriptor is closed with the last reference
+    // Taken in the same critical section that marks the loss: once mu_ is released another
+    // thread may reconnect and send, and its requests (pending on the new connection) must not
+    // be failed here (a probe held this thread between two sections: the new connection's
+    // replies then came for ids no longer pending, which dropped it too).
+    failed.emplace(take_all_pending());
   }
-  fail_all(
+  fail_taken(
+      *failed,
       [](const std::string& what) { return std::make_exception_ptr(ConnectionLostError(what)); },
       "the connection to pasyn-writerd at " + path_ + " was lost (" + why +
           "); the outcome of requests in flight is unknown");
@@ -301,12 +307,23 @@ void MultiplexedClient::Impl::fail_all(std::exception_ptr (*make)(const std::str
   std::optional<Pending> failed;
   {
     std::lock_guard lk(mu_);
-    failed.emplace(std::move(pending_));  // allocates nothing
-    pending_.clear();
-    while (followers_head_) unlist(*followers_head_);  // all of them are failed below
-    slot_free_.notify_all();
+    failed.emplace(take_all_pending());
   }
-  for (auto& [id, done] : *failed) done.fail(make(what));
+  fail_taken(*failed, make, what);
+}
+
+MultiplexedClient::Impl::Pending MultiplexedClient::Impl::take_all_pending() noexcept {
+  Pending taken(std::move(pending_));  // allocates nothing
+  pending_.clear();
+  while (followers_head_) unlist(*followers_head_);  // all of them are failed by the caller
+  slot_free_.notify_all();
+  return taken;
+}
+
+void MultiplexedClient::Impl::fail_taken(Pending& taken,
+                                         std::exception_ptr (*make)(const std::string&),
+                                         const std::string& what) {
+  for (auto& [id, done] : taken) done.fail(make(what));
 }
 
 }  // namespace pasyn
