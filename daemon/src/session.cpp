@@ -23,6 +23,8 @@ namespace {
 constexpr std::size_t kSmallRead = 4096;
 constexpr std::size_t kLargeRead = 64 * 1024;
 constexpr auto kFlushGrace = std::chrono::seconds(5);
+// The most tables a SUBSCRIBE may name (PROTOCOL.md §8; see Session::subscribe).
+constexpr std::uint32_t kMaxFeedTables = 1024;
 
 }  // namespace
 
@@ -448,6 +450,25 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
 }
 
 bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
+  // A filter names at most kMaxFeedTables tables, judged from the count before any is decoded:
+  // a 16 MiB frame naming 3 million held ~120 MiB per subscriber (uncounted by any budget) and
+  // had the I/O thread compare each held commit with each name for seconds (probe19). Whoever
+  // wants that many subscribes to every table (none named). The connection goes on.
+  if (f.payload.size() >= 4) {
+    const std::uint32_t count = static_cast<std::uint32_t>(f.payload[0]) |
+                                static_cast<std::uint32_t>(f.payload[1]) << 8 |
+                                static_cast<std::uint32_t>(f.payload[2]) << 16 |
+                                static_cast<std::uint32_t>(f.payload[3]) << 24;
+    if (count > kMaxFeedTables) {
+      std::vector<std::uint8_t> reply;
+      proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kLimit,
+                                "SUBSCRIBE names at most " + std::to_string(kMaxFeedTables) +
+                                    " tables (this one " + std::to_string(count) +
+                                    "): name none to hear about every table");
+      send(reply);
+      return true;
+    }
+  }
   proto::Subscribe m;
   std::string why;
   if (!proto::decode_subscribe(f.payload, m, why)) return protocol_error("bad SUBSCRIBE: " + why);
