@@ -164,6 +164,22 @@ class AdmissionTest : public DaemonTest {};
 
 // Review C3/M5: peers outside --allow-uid, each announcing a 16 MiB frame, cost the daemon
 // nothing: each gets PERMISSION at accept and is closed, before its header is read.
+// A value that cannot fit in a reply frame is refused (TOO_LARGE) before it is copied into the
+// reply: a probe's SELECT zeroblob(900000000) under --max-frame 4096 took the daemon to 1.8 GB
+// first. (SQLite itself makes the value while it steps: that half is SQLite's, SECURITY.md.)
+TEST_F(AdmissionTest, AValueTooLargeForAFrameIsRefusedBeforeItIsCopied) {
+  start_daemon({"--max-frame", "65536", "--max-output", "65536"});
+  auto client = connect_client();
+  EXPECT_THROW(client.execute_fetchall("SELECT zeroblob(800000000)"), pasyn::DataError);
+  EXPECT_THROW(client.execute_fetchall("SELECT 1, zeroblob(70000)"), pasyn::DataError);
+#if !PASYN_TEST_ASAN && !PASYN_TEST_TSAN  // (their allocators and shadow memory count too)
+  // The peak resident size: the 800 MB SQLite makes, not twice that with the reply's copy.
+  EXPECT_LT(status_kib(daemon_.pid(), "VmHWM"), 1300u * 1024) << "the blob was copied";
+#endif
+  EXPECT_EQ(client.execute_fetchall("SELECT length(zeroblob(60000))").at(0).at(0),
+            pasyn::Value(std::int64_t{60000}));
+}
+
 TEST_F(AdmissionTest, RefusedPeersAnnouncingHugeFramesGetPermissionAtAcceptAndCostNoMemory) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run peers as another user (nobody)";
 #if PASYN_TEST_TSAN
