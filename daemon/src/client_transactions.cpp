@@ -1,6 +1,8 @@
 // Client transactions on the writer thread: BEGIN (exclusive: other requests wait), the
 // requests inside, COMMIT/ROLLBACK, the idle timeout, and the end of a transaction whose client
 // left. See writer.hpp ("Client transactions").
+#include <algorithm>
+
 #include "log.hpp"
 #include "statement_kind.hpp"
 #include "writer.hpp"
@@ -149,6 +151,12 @@ void Writer::end_transaction(RequestQueue& work, std::optional<std::string> reas
               std::make_move_iterator(deferred_.end()));
   deferred_.clear();
   deferred_count_.store(0, std::memory_order_relaxed);
+}
+
+bool Writer::begin_waits(const ReplySink* sink) const {
+  return std::any_of(deferred_.begin(), deferred_.end(), [&](const Request& d) {
+    return d.sink.get() == sink && d.type == proto::MsgType::kBegin;
+  });
 }
 
 void Writer::defer(Request& r) {

@@ -171,6 +171,13 @@ void Writer::process(RequestQueue& work) {
         flush();
         if (owner && tx_->number == r.transaction) {
           run_in_transaction(r, work);
+        } else if (tx_ && !owner && begin_waits(r.sink.get())) {
+          // Its connection's BEGIN waits behind another connection's transaction: what the
+          // connection sent after it waits too, in order, so that it runs in the transaction
+          // that BEGIN opens (a client may pipeline BEGIN, statements and COMMIT: they ran
+          // before it and were refused, and the transaction then stayed open, holding every
+          // writer until its idle timeout; probe19).
+          defer(r);
         } else {
           refuse_transaction_request(r);
         }

@@ -345,6 +345,8 @@ class Writer {
   Lost run_batched(Request& r, Outcome& out);
   /// Whether the open transaction has deferred foreign-key violations (SQLite's count).
   bool deferred_violations();
+  /// Whether a BEGIN of `sink` waits in deferred_ (client_transactions.cpp).
+  bool begin_waits(const ReplySink* sink) const;
   /// What last_insert_rowid() says to `sink`'s SQL in the current batch attempt (see
   /// ReplySink::last_rowid_).
   std::int64_t own_rowid(const ReplySink& sink) const noexcept {

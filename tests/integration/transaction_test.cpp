@@ -112,6 +112,38 @@ TEST_F(TransactionTest, ANumberCommittedByItsOwnConnectionIsStale) {
   EXPECT_EQ(rows_with_key("late"), 0);
 }
 
+// A client may pipeline BEGIN, its statements and COMMIT (the transaction's number is the
+// BEGIN's id, known before the OK). When that BEGIN waits behind another connection's
+// transaction, what follows it waits too and runs in the transaction it opens (probe19: they ran
+// first and were refused, and the transaction then stayed open, holding every writer).
+TEST_F(TransactionTest, StatementsPipelinedAfterAWaitingBeginRunInItsTransaction) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--lock-wait", "20s"}));
+  auto other = connect_client();
+  auto held = other.begin();
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> pipelined = empty_frame(proto::MsgType::kBegin, 7);
+  for (const auto& f :
+       {tx_statement_frame(proto::MsgType::kExecute, 8, 7, "INSERT INTO kv (k) VALUES ('piped')"),
+        tx_end_frame(proto::MsgType::kCommit, 9, 7)}) {
+    pipelined.insert(pipelined.end(), f.begin(), f.end());
+  }
+  ASSERT_TRUE(peer.send(pipelined));
+  std::this_thread::sleep_for(200ms);  // all three read, the BEGIN waiting
+  held.rollback();
+  for (const auto& [id, type] :
+       {std::pair{7u, proto::MsgType::kOk}, std::pair{8u, proto::MsgType::kResult},
+        std::pair{9u, proto::MsgType::kOk}}) {
+    const auto reply = peer.read_frame(kReplyTimeout);
+    ASSERT_TRUE(reply) << id;
+    EXPECT_EQ(reply->request_id, id);
+    EXPECT_EQ(reply->type, static_cast<std::uint8_t>(type)) << id;
+  }
+  EXPECT_EQ(rows_with_key("piped"), 1);
+  // No transaction is left open: another writer is not held.
+  EXPECT_EQ(other.execute("INSERT INTO kv (k) VALUES ('after')", {}, pasyn::Timeout{2s}), 1);
+}
+
 TEST_F(TransactionTest, KilledOwnerProcessHasItsTransactionRolledBackAndReleasesWaitingWriters) {
   // Neither limit may be what releases the waiting writer here: only the owner's death.
   ASSERT_NO_FATAL_FAILURE(
