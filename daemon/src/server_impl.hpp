@@ -55,7 +55,8 @@ class Server::Impl {
                        [this] { asio::post(io_, [this] { shed_unread_replies(); }); }};
   // The socket path is chosen, and refused if something other than a socket is there, before
   // the lock (which creates a missing database file to lock it): a start refused so leaves no
-  // new database behind. A socket there is judged under the lock (claim_socket_path).
+  // new database behind. A socket there is judged under the lock (the constructor's
+  // free_socket_path, which removes a stale one).
   const bool socket_path_checked_ = check_socket_path();
   std::optional<LockFile> lock_;  // held from construction until run() has stopped
   // The change feed's commits and subscribers: declared before the writer, which publishes to

@@ -410,8 +410,9 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
   if (!bind(stmt, params)) return false;
   std::size_t row_count_at = 0;
   std::uint32_t row_count = 0;
-  const auto over_max_frame = [&](const char* advice) {
-    if (rows->position() - rows->start() <= config_.max_frame) return false;
+  // Whether the reply, with `more` bytes still to come, passes --max-frame (then the failure).
+  const auto over_max_frame = [&](const char* advice, std::size_t more = 0) {
+    if (rows->position() - rows->start() + more <= config_.max_frame) return false;
     set_failure(proto::PasynCode::kTooLarge,
                 "the result does not fit in one frame (max " + std::to_string(config_.max_frame) +
                     " bytes); the statement was rolled back, " + advice);
@@ -442,17 +443,12 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
     }
     if (!rows) continue;
     for (int c = 0; c < ncols; ++c) {
-      // A text or blob that cannot fit is refused before it is copied (or, a zeroblob(),
-      // made): a probe's SELECT zeroblob(900000000) took the daemon to 1.8 GB before TOO_LARGE.
+      // A text or blob that cannot fit is refused before it is copied into the reply: a
+      // probe's SELECT zeroblob(900000000) took the daemon to 1.8 GB before TOO_LARGE.
       const int type = sqlite3_column_type(stmt, c);
       if ((type == SQLITE_TEXT || type == SQLITE_BLOB) &&
-          rows->position() - rows->start() +
-                  static_cast<std::size_t>(sqlite3_column_bytes(stmt, c)) >
-              config_.max_frame) {
-        set_failure(proto::PasynCode::kTooLarge,
-                    "the result does not fit in one frame (max " +
-                        std::to_string(config_.max_frame) +
-                        " bytes); the statement was rolled back, select fewer or smaller values");
+          over_max_frame("select fewer or smaller values",
+                         static_cast<std::size_t>(sqlite3_column_bytes(stmt, c)))) {
         return false;
       }
       encode_column(*rows, stmt, c);
