@@ -257,17 +257,18 @@ std::string backup_directory(const Config& config) {
   return (std::filesystem::path(database_directory(config)) / "backups").string();
 }
 
-BackupRunner::BackupRunner(const Config& config) : config_(config) {
-  register_fd_vfs();
+void refuse_backup_directory_of_database(const Config& config) {
   struct stat dir {
   }, db_dir{};
-  if (::stat(backup_directory(config_).c_str(), &dir) == 0 &&
-      ::stat(database_directory(config_).c_str(), &db_dir) == 0 && same_file(dir, db_dir)) {
+  if (::stat(backup_directory(config).c_str(), &dir) == 0 &&
+      ::stat(database_directory(config).c_str(), &db_dir) == 0 && same_file(dir, db_dir)) {
     throw StartError(StartError::Kind::kDatabase,
-                     "--backup-dir " + backup_directory(config_) +
+                     "--backup-dir " + backup_directory(config) +
                          " is the database's own directory: backups must go elsewhere");
   }
 }
+
+BackupRunner::BackupRunner(const Config& config) : config_(config) { register_fd_vfs(); }
 
 BackupRunner::~BackupRunner() {
   cancel();
@@ -389,6 +390,12 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     sqlite3_close_v2(dest);
     dest = nullptr;
     if (::fsync(file.fd) != 0) return pasyn_error(proto::PasynCode::kMisuse, errno_text("fsync"));
+    // The drain timeout may have passed during that fsync (a large copy's takes a while): then
+    // nothing is published, as PROTOCOL.md says (probe20 saw one published 30-180 ms after).
+    if (cancel_) {
+      return pasyn_error(proto::PasynCode::kShuttingDown,
+                         "pasyn-writerd is shutting down; the backup was abandoned");
+    }
     // The name must still be our file: never publish what someone else put there.
     struct stat ours {
     }, named{};

@@ -40,6 +40,9 @@ std::optional<std::string> invalid_backup_name(std::string_view name);
 
 /// The backup directory of `config`: config.backup_dir, or "backups" beside the database.
 std::string backup_directory(const Config& config);
+/// Throws StartError if the backup directory is the database's own (checked at start, before
+/// anything is created: Server::Impl::check_before_lock).
+void refuse_backup_directory_of_database(const Config& config);
 
 /// Runs one BACKUP at a time, each on a thread of its own.
 ///

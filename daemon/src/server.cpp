@@ -112,7 +112,8 @@ Server::Impl::Impl(Config config)
   ::lstat(config_.socket_path.c_str(), &socket_stat_);
 }
 
-bool Server::Impl::check_socket_path() {
+bool Server::Impl::check_before_lock() {
+  refuse_backup_directory_of_database(config_);
   if (config_.listen_fd >= 0) return true;
   if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
   struct stat st {};

@@ -37,9 +37,11 @@ class Session;
 class Server::Impl {
  public:
   explicit Impl(Config config);
-  // Sets the default socket path if none was given and refuses (StartError) a path that
-  // exists and is not a socket. Nothing to do for a socket systemd passed. Returns true.
-  bool check_socket_path();
+  // What can refuse a start before the lock (which creates a missing database file): a
+  // --backup-dir that is the database's own directory, and a socket path that exists and is
+  // not a socket (StartError). Sets the default socket path if none was given (nothing to do
+  // for a socket systemd passed). Returns true.
+  bool check_before_lock();
   void run();
   void request_stop();
   void wait_for_signal();
@@ -53,11 +55,10 @@ class Server::Impl {
   MemoryBudget budget_{config_.max_total_bytes,
                        [this] { asio::post(io_, [this] { wake_sessions(); }); },
                        [this] { asio::post(io_, [this] { shed_unread_replies(); }); }};
-  // The socket path is chosen, and refused if something other than a socket is there, before
-  // the lock (which creates a missing database file to lock it): a start refused so leaves no
-  // new database behind. A socket there is judged under the lock (the constructor's
-  // free_socket_path, which removes a stale one).
-  const bool socket_path_checked_ = check_socket_path();
+  // The start's paths are judged before the lock (which creates a missing database file to lock
+  // it): a start refused for them leaves no new database behind. A socket there is judged under the
+  // lock (the constructor's free_socket_path, which removes a stale one).
+  const bool socket_path_checked_ = check_before_lock();
   std::optional<LockFile> lock_;  // held from construction until run() has stopped
   // The change feed's commits and subscribers: declared before the writer, which publishes to
   // it, and the sessions, which subscribe.

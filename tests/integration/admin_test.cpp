@@ -278,6 +278,7 @@ TEST_F(AdminTest, ABackupDirThatIsTheDatabasesDirectoryIsRefusedAtStart) {
       run_to_completion(daemon_args({"--backup-dir", dir_.path().string()}, sock_), dir_, {}, 20s);
   EXPECT_TRUE(exited_with(r.status, 1)) << describe_status(r.status);  // cannot start
   EXPECT_NE(r.err.find("the database's own directory"), std::string::npos) << r.err;
+  EXPECT_FALSE(path_exists(db_)) << "a refused start created the database";
 }
 
 TEST_F(AdminTest, ASymlinkAtTheTargetNameIsReplacedNotFollowed) {
