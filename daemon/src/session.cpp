@@ -242,14 +242,13 @@ bool Session::pump_once() {
     }
   } clear{requests};
   proto::FrameView frame;
-  bool limited = false;  // the limits stopped the parsing (the decoder may hold more frames)
-  for (;;) {
-    if (reading_blocked(requests.size())) {
-      limited = true;
+  bool drained = false;  // the decoder holds no complete frame (else the limit stopped parsing)
+  while (!reading_blocked(requests.size())) {
+    const auto status = decoder_.next(frame);
+    if (status == proto::FrameDecoder::Status::kNeedMore) {
+      drained = true;
       break;
     }
-    const auto status = decoder_.next(frame);
-    if (status == proto::FrameDecoder::Status::kNeedMore) break;
     if (status == proto::FrameDecoder::Status::kError) {
       protocol_error(hello_done_ ? decoder_.error() : "before the handshake: " + decoder_.error());
       break;
@@ -262,7 +261,10 @@ bool Session::pump_once() {
       requests.back().charge =
           charge(std::max(proto::kHeaderSize + frame.payload.size(), requests.back().frame_bytes));
     }
-    if (!go_on) break;
+    if (!go_on) {
+      drained = true;  // (closing, or a frame that stops the reading here)
+      break;
+    }
   }
   if (!requests.empty()) {
     // Counted before the writer can answer them, so that the count never goes negative.
@@ -288,7 +290,7 @@ bool Session::pump_once() {
   // does: the frames still in the decoder are parsed before any more bytes are read (they would
   // otherwise wait for bytes that may never come, and be dropped at the end of the stream: a
   // probe pipelining 3,000 requests got 616 replies).
-  if (limited) return true;
+  if (!drained) return true;
   do_read();
   return false;
 }
@@ -457,9 +459,7 @@ bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
                                 static_cast<std::uint32_t>(f.payload[1]) << 8 |
                                 static_cast<std::uint32_t>(f.payload[2]) << 16 |
                                 static_cast<std::uint32_t>(f.payload[3]) << 24;
-    // (A count the payload cannot hold, at 4 bytes a name at least, is a malformed frame: the
-    // decoder below says so, a protocol error.)
-    if (count > kMaxFeedTables && (f.payload.size() - 4) / 4 >= count) {
+    if (count > kMaxFeedTables) {
       std::vector<std::uint8_t> reply;
       proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kLimit,
                                 "SUBSCRIBE names at most " + std::to_string(kMaxFeedTables) +
