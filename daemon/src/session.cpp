@@ -447,7 +447,9 @@ bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
                                 static_cast<std::uint32_t>(f.payload[1]) << 8 |
                                 static_cast<std::uint32_t>(f.payload[2]) << 16 |
                                 static_cast<std::uint32_t>(f.payload[3]) << 24;
-    if (count > kMaxFeedTables) {
+    // (A count the payload cannot hold, at 4 bytes a name at least, is a malformed frame: the
+    // decoder below says so, a protocol error.)
+    if (count > kMaxFeedTables && (f.payload.size() - 4) / 4 >= count) {
       std::vector<std::uint8_t> reply;
       proto::encode_pasyn_error(reply, f.request_id, proto::PasynCode::kLimit,
                                 "SUBSCRIBE names at most " + std::to_string(kMaxFeedTables) +
