@@ -242,9 +242,13 @@ bool Session::pump_once() {
     }
   } clear{requests};
   proto::FrameView frame;
+  bool drained = false;  // the decoder holds no complete frame (else the limit stopped parsing)
   while (!reading_blocked(requests.size())) {
     const auto status = decoder_.next(frame);
-    if (status == proto::FrameDecoder::Status::kNeedMore) break;
+    if (status == proto::FrameDecoder::Status::kNeedMore) {
+      drained = true;
+      break;
+    }
     if (status == proto::FrameDecoder::Status::kError) {
       protocol_error(hello_done_ ? decoder_.error() : "before the handshake: " + decoder_.error());
       break;
@@ -257,7 +261,10 @@ bool Session::pump_once() {
       requests.back().charge =
           charge(std::max(proto::kHeaderSize + frame.payload.size(), requests.back().frame_bytes));
     }
-    if (!go_on) break;
+    if (!go_on) {
+      drained = true;  // (closing, or a frame that stops the reading here)
+      break;
+    }
   }
   if (!requests.empty()) {
     // Counted before the writer can answer them, so that the count never goes negative.
@@ -279,6 +286,11 @@ bool Session::pump_once() {
     read_paused_.store(false);
     return true;  // room again: parse what the decoder holds before reading more
   }
+  // The limit stopped the parsing, and the writer answered enough meanwhile that it no longer
+  // does: the frames still in the decoder are parsed before any more bytes are read (they would
+  // otherwise wait for bytes that may never come, and be dropped at the end of the stream: a
+  // probe pipelining 3,000 requests got 616 replies).
+  if (!drained) return true;
   do_read();
   return false;
 }

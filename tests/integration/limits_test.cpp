@@ -299,6 +299,41 @@ TEST_F(LimitTest, TheTransactionOwnerIsReadPastMaxInflight) {
   expect_still_served();
 }
 
+// --max-inflight is backpressure: every request parsed later is answered, also the frames that
+// arrived while the limit stopped the parsing, and also after the client shut its sending side.
+// (A probe pipelining 3,000 requests under --max-inflight 8 got 616 replies: when the writer
+// answered between the parse and the check after it, the daemon read the socket again and the
+// frames already in its buffer waited for bytes that never came, or were dropped at the EOF.)
+TEST_F(LimitTest, EveryRequestPipelinedPastMaxInflightIsAnswered) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe({"--max-inflight", "8"}));
+  for (int round = 0; round < 6; ++round) {
+    const bool half_close = round % 2 == 1;
+    constexpr int kRequests = 3000;
+    std::vector<std::uint8_t> commits;  // no transaction is open: each is answered MISUSE
+    for (int i = 1; i <= kRequests; ++i) {
+      const auto f = tx_end_frame(proto::MsgType::kCommit, static_cast<std::uint64_t>(i), 1);
+      commits.insert(commits.end(), f.begin(), f.end());
+    }
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.handshake());
+    auto sent = std::async(std::launch::async, [&] {
+      const bool ok = peer.send(commits);
+      if (half_close) peer.shutdown_send();
+      return ok;
+    });
+    int answered = 0;
+    while (answered < kRequests) {
+      const auto reply = peer.read_frame(kReplyTimeout);
+      if (!reply) break;
+      EXPECT_EQ(reply->request_id, static_cast<std::uint64_t>(answered + 1));
+      ++answered;
+    }
+    EXPECT_TRUE(sent.get());
+    EXPECT_EQ(answered, kRequests) << "round " << round << (half_close ? " (half-closed)" : "");
+  }
+  expect_still_served();
+}
+
 TEST_F(LimitTest, AConnectionOverMaxConnectionsIsRefusedAsBusyAndAFreedSlotIsReused) {
   ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-connections", "2"}));
   auto first = connect_client();
