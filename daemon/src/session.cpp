@@ -242,13 +242,14 @@ bool Session::pump_once() {
     }
   } clear{requests};
   proto::FrameView frame;
-  bool drained = false;  // the decoder holds no complete frame (else the limit stopped parsing)
-  while (!reading_blocked(requests.size())) {
-    const auto status = decoder_.next(frame);
-    if (status == proto::FrameDecoder::Status::kNeedMore) {
-      drained = true;
+  bool limited = false;  // the limits stopped the parsing (the decoder may hold more frames)
+  for (;;) {
+    if (reading_blocked(requests.size())) {
+      limited = true;
       break;
     }
+    const auto status = decoder_.next(frame);
+    if (status == proto::FrameDecoder::Status::kNeedMore) break;
     if (status == proto::FrameDecoder::Status::kError) {
       protocol_error(hello_done_ ? decoder_.error() : "before the handshake: " + decoder_.error());
       break;
@@ -261,10 +262,7 @@ bool Session::pump_once() {
       requests.back().charge =
           charge(std::max(proto::kHeaderSize + frame.payload.size(), requests.back().frame_bytes));
     }
-    if (!go_on) {
-      drained = true;  // (closing, or a frame that stops the reading here)
-      break;
-    }
+    if (!go_on) break;
   }
   if (!requests.empty()) {
     // Counted before the writer can answer them, so that the count never goes negative.
@@ -290,7 +288,7 @@ bool Session::pump_once() {
   // does: the frames still in the decoder are parsed before any more bytes are read (they would
   // otherwise wait for bytes that may never come, and be dropped at the end of the stream: a
   // probe pipelining 3,000 requests got 616 replies).
-  if (!drained) return true;
+  if (limited) return true;
   do_read();
   return false;
 }
