@@ -84,7 +84,11 @@ struct PyClient {
   PyClient() = default;
   PyClient(const PyClient&) = delete;
   PyClient& operator=(const PyClient&) = delete;
-  ~PyClient() { forget_parents_dispatcher(); }
+  // Dropping the last reference closes the client first, as close() does: the calls still
+  // waiting fail at once (ConnectionLostError), so stopping the completion thread does not wait
+  // for their replies while the loop that dropped it is blocked (probe21: as long as the daemon
+  // held them back).
+  ~PyClient() { close(); }
 
   // After fork() the child has the parent's Dispatcher but not its thread (nor the requests it
   // awaits, whose replies go to the parent): stopping it would join a thread that does not

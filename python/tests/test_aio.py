@@ -141,6 +141,48 @@ def test_aio_close_fails_the_waiting_awaits_with_connection_lost(db_path):
         holder.close()
 
 
+def test_aio_client_dropped_with_writes_waiting_does_not_block_the_loop(db_path):
+    """Dropping the last reference to an aio client closes it: its waiting awaits fail with
+    ConnectionLostError at once. Before, the drop joined the completion thread, which waited
+    for the replies: the loop froze for as long as the daemon held them back (probe21)."""
+    import gc
+    import threading
+
+    with core.start_writer_server(db_path, lock_wait=60.0,
+                                  transaction_idle_timeout=600.0) as server:
+        holder = core.MultiplexedClient(server.socket_path)
+        holder.executescript("CREATE TABLE t (x)")
+        tx = holder.begin_exclusive()  # the writes below wait behind it, up to lock_wait
+        # Ends the wait if the drop blocks (the test then fails instead of hanging).
+        rolled_back = threading.Event()
+        release = threading.Timer(30.0, lambda: (tx.rollback(), rolled_back.set()))
+        release.start()
+
+        async def main():
+            client = aio.connect(server.socket_path)
+            await client.ping()
+            pending = [asyncio.ensure_future(client.execute("INSERT INTO t VALUES (1)"))
+                       for _ in range(3)]
+            await asyncio.sleep(0.2)  # sent, and waiting in the daemon
+            assert not any(p.done() for p in pending)
+            del client
+            gc.collect()
+            assert not rolled_back.is_set(), "the drop waited for the holder's rollback"
+            for p in pending:
+                with pytest.raises(core.ConnectionLostError):
+                    await p
+
+        asyncio.run(main())
+        release.cancel()
+        release.join()
+        if not rolled_back.is_set():
+            tx.rollback()
+        # The daemon runs what it read: the dropped client's writes are unknown, not lost.
+        assert holder.execute("INSERT INTO t VALUES (2)") == 1
+        assert holder.execute_fetchall("SELECT count(*) FROM t WHERE x = 1")[0][0] <= 3
+        holder.close()
+
+
 def test_aio_client_used_before_fork_completes_its_calls_in_the_child(server):
     # The child had the parent's completion thread object but not its thread: its awaits never
     # completed, though the writes committed (probe17).
