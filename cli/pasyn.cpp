@@ -522,8 +522,9 @@ int watch(const Options& o) {
     } else if (c->table.empty()) {
       std::cout << c->commit_seq << " " << kind_name(c->kind) << std::endl;
     } else {
-      std::cout << c->commit_seq << " " << kind_name(c->kind) << " " << c->table << " " << c->rowid
-                << std::endl;
+      // Escaped as query's fields are: a name with a newline cannot forge a line (probe23).
+      std::cout << c->commit_seq << " " << kind_name(c->kind) << " " << tsv_field(c->table) << " "
+                << c->rowid << std::endl;
     }
   }
   return 0;

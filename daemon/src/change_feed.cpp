@@ -41,6 +41,9 @@ bool same_table(std::string_view a, std::string_view b) {
 // A commit's changes are split over frames of at most this many bytes (same seq, in order), so
 // that a large commit never makes a frame over a client's maximum.
 constexpr std::size_t kMaxChangeFrame = 1u << 20;
+// ... plus one entry: a commit that changed a table whose name is longer than this is a gap,
+// so that no frame passes a client's maximum (a 17 MiB name wedged every subscriber, probe23).
+constexpr std::size_t kMaxReportedTableName = 64 * 1024;
 // What one held change costs beyond its table name, for the history's byte bound.
 constexpr std::size_t kHeldEntryBytes = sizeof(CommittedChanges::Entry);
 constexpr std::size_t kHeldCommitBytes = 64;
@@ -89,11 +92,17 @@ void ChangeLog::install(sqlite3* db) { sqlite3_preupdate_hook(db, &ChangeLog::on
 // sqlite_stat1) is inserted, updated or deleted, with the rowid before and after: for an INSERT
 // only the new one is defined, for a DELETE the old one, and for a WITHOUT ROWID table neither
 // (both are 0 there, so only a change whose rowids are both 0 needs the schema's word).
+//
+// Only `main` is the database. A change in `temp` is a client's own and is not reported; one in
+// any other schema (clients cannot attach one) makes the changes unknown rather than ignored.
 void ChangeLog::on_preupdate(void* self, sqlite3* db, int op, const char* schema, const char* table,
                              sqlite3_int64 old_rowid, sqlite3_int64 new_rowid) {
-  if (std::strcmp(schema, "main") != 0) return;
-  if (old_rowid == 0 && new_rowid == 0 && !has_rowid(db, table)) return;
   auto* log = static_cast<ChangeLog*>(self);
+  if (std::strcmp(schema, "main") != 0) {
+    if (std::strcmp(schema, "temp") != 0) log->unknown();
+    return;
+  }
+  if (old_rowid == 0 && new_rowid == 0 && !has_rowid(db, table)) return;
   try {
     if (op == SQLITE_INSERT) {
       log->record(op, table, new_rowid);
@@ -105,7 +114,15 @@ void ChangeLog::on_preupdate(void* self, sqlite3* db, int op, const char* schema
       log->record(op, table, new_rowid);
     }
   } catch (...) {  // out of memory: the changes are unknown, not wrong
-    log->uncertain_ = true;
+    log->unknown();
+  }
+}
+
+void ChangeLog::unknown() noexcept {
+  if (open_) {
+    uncertain_ = true;
+  } else {
+    stray_ = true;
   }
 }
 
@@ -128,7 +145,13 @@ void ChangeLog::record(int op, const char* table, sqlite3_int64 rowid) {
   if (uncertain_) return;  // published as a gap anyway
   const auto it = std::find(tables.begin(), tables.end(), table);
   const auto index = static_cast<std::uint32_t>(it - tables.begin());
-  if (it == tables.end()) tables.emplace_back(table);
+  if (it == tables.end()) {
+    if (std::strlen(table) > kMaxReportedTableName) {
+      uncertain_ = true;
+      return;
+    }
+    tables.emplace_back(table);
+  }
   entries.push_back({index, op_of(op), rowid});
 }
 

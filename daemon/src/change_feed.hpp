@@ -18,8 +18,11 @@
 //  * uncertain(): a client's own ROLLBACK TO undid an unknown part: the commit is published as
 //    a gap, never as a list that may name rows that were not written;
 //  * take_commit(), after a successful COMMIT: the committed changes.
-// Changes recorded while no transaction is open (an autocommit statement) mark the next
-// published commit uncertain too. The FeedHub numbers published commits, keeps the most recent
+// Changes recorded while no transaction is open (a statement run alone, such as VACUUM) are
+// published as a gap right after that statement (Writer::run_alone). Rows SQLite writes without
+// the hook (CREATE TABLE ... AS SELECT: Writer::note_client_statement; VACUUM, which copies
+// every table and renumbers rowids: Writer::run_alone) or in a schema other than main and temp
+// make their commit a gap too. The FeedHub numbers published commits, keeps the most recent
 // ones (bounded by bytes) for subscribers that resume, and appends each commit's frame to every
 // subscriber's output on the writer thread, right after the commit's replies.
 #pragma once
@@ -66,6 +69,12 @@ class ChangeLog {
   void rollback_to() noexcept;
   void rollback() noexcept;
   void uncertain() noexcept { uncertain_ = true; }
+  /// True when rows changed while no transaction was open (a statement run alone, such as
+  /// VACUUM): take_commit() then gives a gap to publish at once.
+  bool stray() const noexcept { return stray_; }
+  /// Rows changed that the log cannot list: the open transaction's commit is a gap, or, outside
+  /// one, the gap take_commit() gives next.
+  void unknown() noexcept;
   /// After a successful COMMIT: the transaction's changes, or null if it changed no row the
   /// feed reports (and was not uncertain). Leaves the log closed and empty. They are written
   /// into `spare` (a commit FeedHub::publish() handed back) if it is given and its capacity

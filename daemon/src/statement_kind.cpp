@@ -102,6 +102,42 @@ bool is_vacuum(std::string_view sql) {
   return Word(p, end) == "vacuum";
 }
 
+bool is_create_table_as(std::string_view sql) {
+  const char* end = sql.data() + sql.size();
+  const char* p = skip_space_and_comments(sql.data(), end);
+  // Every statement of a request passes here: most do not start with CREATE, seen at once.
+  if (p == end || (*p | 0x20) != 'c' || !(Word(p, end) == "create")) return false;
+  p = skip_space_and_comments(p, end);
+  Word word(p, end);
+  if (word == "temp" || word == "temporary") {
+    p = skip_space_and_comments(p, end);
+    word = Word(p, end);
+  }
+  if (!(word == "table")) return false;
+  p = skip_space_and_comments(p, end);
+  const char* const after_table = p;
+  if (Word(p, end) == "if") {  // IF NOT EXISTS, or a table named "if"
+    p = skip_space_and_comments(p, end);
+    if (Word(p, end) == "not") {
+      p = skip_space_and_comments(p, end);
+      if (!(Word(p, end) == "exists")) return false;
+      p = skip_space_and_comments(p, end);
+    } else {
+      p = after_table;
+    }
+  } else {
+    p = after_table;
+  }
+  (void)Word::name(p, end);
+  p = skip_space_and_comments(p, end);
+  if (p < end && *p == '.') {  // schema.table
+    p = skip_space_and_comments(p + 1, end);
+    (void)Word::name(p, end);
+    p = skip_space_and_comments(p, end);
+  }
+  return Word(p, end) == "as";
+}
+
 bool must_run_alone(std::string_view sql) {
   const char* end = sql.data() + sql.size();
   const char* p = skip_space_and_comments(sql.data(), end);

@@ -18,6 +18,9 @@ bool is_savepoint_sql(std::string_view sql);
 bool is_rollback_sql(std::string_view sql);
 /// True when the first keyword of `sql` is VACUUM.
 bool is_vacuum(std::string_view sql);
+/// True when `sql` starts with CREATE [TEMP|TEMPORARY] TABLE [IF NOT EXISTS] name AS: SQLite
+/// fills that table without calling the preupdate hook, so the change feed cannot list its rows.
+bool is_create_table_as(std::string_view sql);
 /// True when [p, end) holds only whitespace, comments and empty statements (stray ';'): the
 /// tail sqlite3_prepare leaves after the first statement says whether there were several.
 bool only_space_or_comments(const char* p, const char* end);

@@ -471,7 +471,11 @@ void Writer::publish_committed() {
 void Writer::note_client_statement(sqlite3_stmt* stmt) {
   // Only transaction control is read-only and starts with ROLLBACK; plain ROLLBACK is refused
   // (the authorizer), so this is a ROLLBACK TO.
-  if (sqlite3_stmt_readonly(stmt) && is_rollback_sql(sqlite3_sql(stmt))) changes_.uncertain();
+  if (sqlite3_stmt_readonly(stmt)) {
+    if (is_rollback_sql(sqlite3_sql(stmt))) changes_.uncertain();
+  } else if (is_create_table_as(sqlite3_sql(stmt))) {
+    changes_.uncertain();  // its rows were written without the preupdate hook
+  }
 }
 
 }  // namespace pasyn::server

@@ -58,3 +58,22 @@ TEST(IsSingleStatement, SkipsQuotesCommentsAndTrailingSemicolons) {
 }
 
 }  // namespace
+
+TEST(StatementKindTest, CreateTableAsSelectIsToldFromAPlainCreateTable) {
+  using pasyn::server::is_create_table_as;
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE c AS SELECT 1"));
+  EXPECT_TRUE(is_create_table_as("  -- copy\n create temp TABLE c as select 1"));
+  EXPECT_TRUE(is_create_table_as("CREATE TEMPORARY TABLE IF NOT EXISTS main.c AS SELECT 1"));
+  EXPECT_TRUE(is_create_table_as("create /* x */ table \"a\"\"b\" /* y */ as select 1"));
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE [x y] AS VALUES (1)"));
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE if AS SELECT 1"));  // a table named "if"
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE `m`.`c` AS SELECT 1"));
+  EXPECT_FALSE(is_create_table_as("CREATE TABLE c (a)"));
+  EXPECT_FALSE(is_create_table_as("CREATE TABLE if(a)"));
+  EXPECT_FALSE(is_create_table_as("CREATE TABLE IF NOT EXISTS c (a AS (1))"));
+  EXPECT_FALSE(is_create_table_as("CREATE VIEW v AS SELECT 1"));
+  EXPECT_FALSE(is_create_table_as("CREATE INDEX i ON t (a)"));
+  EXPECT_FALSE(is_create_table_as("INSERT INTO t SELECT 1"));
+  EXPECT_FALSE(is_create_table_as("CREATE"));
+  EXPECT_FALSE(is_create_table_as(""));
+}

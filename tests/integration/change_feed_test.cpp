@@ -344,6 +344,71 @@ TEST_F(ChangeFeedTest, RowsTheUpdateHookMissesAreReported) {
   expect_quiet(feed);
 }
 
+// Rows SQLite writes without calling the preupdate hook make their commit a gap, never a
+// silent change (probe23): VACUUM renumbers the rowids of tables without an INTEGER PRIMARY
+// KEY (it copies them through its own schema, vacuum_db), and CREATE TABLE ... AS SELECT
+// fills its table without the hook. The gap of a VACUUM comes at once, not with the next
+// commit.
+TEST_F(ChangeFeedTest, RowsWrittenWithoutTheHookMakeTheirCommitAGap) {
+  ASSERT_NO_FATAL_FAILURE(start_with_table());
+  client_->execute("CREATE TABLE r (v)");  // rowids that VACUUM may renumber
+  client_->execute("INSERT INTO r VALUES ('a'), ('b'), ('c'), ('d')");
+  client_->execute("DELETE FROM r WHERE v IN ('a', 'b')");
+  ASSERT_TRUE(eventually([&] { return stat(client_->stats(), "feed_last_seq") == 2; }, 10s));
+  auto feed = client_->subscribe();
+
+  client_->execute("VACUUM");
+  ASSERT_EQ(query_int("SELECT rowid FROM r WHERE v = 'c'"), 1);  // was 3: renumbered
+  auto got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap);
+  EXPECT_EQ(got[0].commit_seq, 3u);
+
+  client_->execute("CREATE TABLE copy AS SELECT v FROM r");
+  got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap);
+  EXPECT_EQ(query_int("SELECT count(*) FROM copy"), 2);
+  {  // inside a client transaction, and written with odd spacing and quoting
+    auto tx = client_->begin();
+    tx.execute("INSERT INTO t (v) VALUES (1)");
+    tx.execute("create /* c */ table if not exists \"q\"\"x\" as select 1");
+    tx.execute("CREATE TABLE main.[c2] AS SELECT v FROM r");
+    tx.commit();
+  }
+  got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap);
+
+  // A plain CREATE TABLE, then rows: listed, as before.
+  client_->execute("CREATE TABLE plain (v)");
+  client_->execute("INSERT INTO plain VALUES (1)");
+  got = take(feed, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, ChangeKind::insert);
+  EXPECT_EQ(got[0].table, "plain");
+  expect_quiet(feed);
+}
+
+// A change frame stays near its 1 MiB bound: a commit that changed a table whose name is over
+// 64 KiB is a gap (a 17 MiB name made a frame over the client's maximum, and every later next()
+// failed on it, probe23).
+TEST_F(ChangeFeedTest, ACommitToATableWithAHugeNameIsAGap) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_table({"--max-sql-length", "40000000", "--max-frame", "67108864", "--max-output",
+                        "268435456", "--feed-history", "67108864"}));
+  const std::string name(17 << 20, 'n');  // over the client's 16 MiB frame maximum
+  client_->execute("CREATE TABLE " + name + " (v)");
+  auto feed = client_->subscribe();
+  client_->execute("INSERT INTO " + name + " VALUES (1)");
+  client_->execute("INSERT INTO t (v) VALUES (1)");
+  const auto got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap);
+  EXPECT_EQ(got[1].kind, ChangeKind::insert);
+  EXPECT_EQ(got[1].table, "t");
+}
+
 TEST_F(ChangeFeedTest, ResumingAfterASequenceNumberReplaysWhatTheDaemonHolds) {
   ASSERT_NO_FATAL_FAILURE(start_with_table());
   std::uint64_t first = 0;

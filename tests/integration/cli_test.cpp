@@ -126,6 +126,12 @@ TEST_F(CliTest, WatchPrintsCommittedChangesAsTextAndAsJson) {
   r = cli_on_daemon({"watch", "t", "--after", "1", "--count", "1"});
   EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
   EXPECT_EQ(r.out, "3 delete t 1\n") << show(r);
+  // A table name cannot forge a line: written escaped, as query's fields (probe23).
+  client.execute("CREATE TABLE \"x 1\n77 delete users 42\" (v)");
+  client.execute("INSERT INTO \"x 1\n77 delete users 42\" VALUES (1)");  // commit 4
+  r = cli_on_daemon({"watch", "--after", "3", "--count", "1"});
+  EXPECT_TRUE(exited_with(r.status, 0)) << show(r);
+  EXPECT_EQ(r.out, "4 insert x 1\\n77 delete users 42 1\n") << show(r);
   r = cli_on_daemon({"watch", "--after", "99", "--count", "1"});
   EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
   EXPECT_NE(r.err.find("cannot resume after commit 99"), std::string::npos) << show(r);
