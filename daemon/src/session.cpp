@@ -172,6 +172,11 @@ void Session::resume_reading() {
 
 bool Session::reading_blocked(std::size_t parsed) const {
   const auto& c = server_.config_;
+  // Before HELLO_OK only a handshake-sized frame is read (decoder_), and a HELLO queues no
+  // request: the limits below cannot be passed by it. (While requests queued behind a client
+  // transaction filled --max-total-bytes, a new connection's HELLO was not read, and it was
+  // closed for not sending one within the handshake timeout: probe24.)
+  if (!hello_done_) return false;
   // The connection holding the client transaction is read past the total and past
   // --max-inflight: the requests that fill them may be waiting for that transaction (its own
   // writes sent without the handle too), which only this connection's requests can end
