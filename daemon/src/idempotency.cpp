@@ -15,6 +15,9 @@ constexpr const char* kCreateTable =
     "id INTEGER PRIMARY KEY, uid INTEGER NOT NULL, key TEXT NOT NULL, digest BLOB NOT NULL, "
     "reply BLOB NOT NULL, UNIQUE (uid, key))";
 
+// Records are deleted in steps of this many (PROTOCOL.md §6.3).
+constexpr sqlite3_int64 kPruneStep = 1024;
+
 /// Resets (and unbinds) a statement at the end of the scope.
 struct Reset {
   sqlite3_stmt* s;
@@ -168,8 +171,10 @@ bool IdempotencyStore::record(std::uint32_t uid, std::string_view key, const Req
     sqlite3_bind_blob(insert_, 4, rec.data(), static_cast<int>(rec.size()), SQLITE_STATIC);
     if (!exec(insert_)) return false;
   }
-  // Forget all but the most recent keys, in steps (a cheap delete by rowid).
-  if (++recorded_ % 1024 == 0) {
+  // Forget all but the most recent keys, in steps (a cheap delete by rowid). The step is taken
+  // from the new record's id, which goes on over daemon runs: a count of this run's records
+  // never reached a step in runs shorter than one, and the table grew with every restart.
+  if (sqlite3_last_insert_rowid(db_) % kPruneStep == 0) {
     Reset reset{prune_};
     sqlite3_bind_int64(prune_, 1, static_cast<sqlite3_int64>(keep_));
     exec(prune_);

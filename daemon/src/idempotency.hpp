@@ -69,7 +69,6 @@ class IdempotencyStore {
   sqlite3_stmt* lookup_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* prune_ = nullptr;
-  std::uint64_t recorded_ = 0;
 };
 
 }  // namespace pasyn::server

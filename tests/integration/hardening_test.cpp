@@ -354,6 +354,34 @@ TEST_F(IdempotencyTest, AKeySurvivesADaemonRestart) {
   EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE v = 'once'"), 1);
 }
 
+// The most recent --idempotency-keys records are kept, deleted in steps of 1,024, also over
+// daemon runs shorter than a step (probe22: the step was counted per run, so a daemon
+// restarted before each 1,024th key never pruned: 8 runs of 1,000 keys left 8,000 records).
+TEST_F(IdempotencyTest, OldKeysArePrunedAlsoOverShortDaemonRuns) {
+  constexpr int kRuns = 4, kKeysPerRun = 600, kKeep = 100;
+  for (int run = 0; run < kRuns; ++run) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon({"--idempotency-keys", std::to_string(kKeep)}));
+    auto client = connect_client();
+    client.execute("CREATE TABLE IF NOT EXISTS t (v)");
+    std::vector<std::future<std::int64_t>> writes;
+    for (int i = 0; i < kKeysPerRun; ++i) {
+      const pasyn::WriteOptions key{.idempotency_key = std::to_string(run) + "/" + std::to_string(i)};
+      writes.push_back(client.execute_async("INSERT INTO t VALUES (1)", {}, key));
+    }
+    for (auto& w : writes) ASSERT_EQ(w.get(), 1);
+    stop_daemon();
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kRuns * kKeysPerRun);
+  EXPECT_LT(query_int("SELECT count(*) FROM pasyn_idempotency"), kKeep + 1024);
+  // The most recent key is still answered from its record.
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--idempotency-keys", std::to_string(kKeep)}));
+  auto client = connect_client();
+  const pasyn::WriteOptions last{.idempotency_key = std::to_string(kRuns - 1) + "/" +
+                                                    std::to_string(kKeysPerRun - 1)};
+  EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)", {}, last), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kRuns * kKeysPerRun);
+}
+
 TEST_F(IdempotencyTest, AnEmptyOrOverlongKeyIsAProtocolErrorThatClosesOnlyThatConnection) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
   for (const std::string& key : {std::string(), std::string(proto::kMaxIdempotencyKey + 1, 'k')}) {
