@@ -365,7 +365,8 @@ TEST_F(IdempotencyTest, OldKeysArePrunedAlsoOverShortDaemonRuns) {
     client.execute("CREATE TABLE IF NOT EXISTS t (v)");
     std::vector<std::future<std::int64_t>> writes;
     for (int i = 0; i < kKeysPerRun; ++i) {
-      const pasyn::WriteOptions key{.idempotency_key = std::to_string(run) + "/" + std::to_string(i)};
+      const pasyn::WriteOptions key{.idempotency_key =
+                                        std::to_string(run) + "/" + std::to_string(i)};
       writes.push_back(client.execute_async("INSERT INTO t VALUES (1)", {}, key));
     }
     for (auto& w : writes) ASSERT_EQ(w.get(), 1);
