@@ -1,12 +1,15 @@
 #include "backup.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -228,6 +231,45 @@ BackupError sqlite_error(sqlite3* db, int rc, const std::string& what) {
            what + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc))}};
 }
 
+// Removes the temporary files `.NAME.PID.pasyn-tmp` in `dir_fd` whose PID is no process: backups
+// to NAME whose daemon died mid-copy (SIGKILL, power loss). Under systemd a PID rarely comes
+// back, so the current PID's name alone never matched them (probe22). Those of live PIDs (a
+// daemon of another database sharing the directory) stay; unlinkat removes entries, never
+// what a symlink points to.
+void remove_dead_leftovers(int dir_fd, const std::string& name) {
+  const int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return;
+  }
+  const std::string prefix = "." + name + ".";
+  constexpr std::string_view kSuffix = ".pasyn-tmp";
+  std::vector<std::string> dead;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string_view entry = e->d_name;
+    if (entry.size() <= prefix.size() + kSuffix.size() || !entry.starts_with(prefix) ||
+        !entry.ends_with(kSuffix)) {
+      continue;
+    }
+    const auto digits = entry.substr(prefix.size(), entry.size() - prefix.size() - kSuffix.size());
+    if (digits.size() > 9 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    const auto pid = static_cast<pid_t>(std::stol(std::string(digits)));
+    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) {
+      dead.emplace_back(entry);
+    }
+  }
+  ::closedir(d);
+  for (const auto& f : dead) {
+    if (::unlinkat(dir_fd, f.c_str(), 0) == 0)
+      log().info("removed {}, left by a backup whose daemon died", f);
+  }
+}
+
 bool same_file(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
@@ -351,6 +393,7 @@ void BackupRunner::run(const std::string& name, const Done& done) {
                          errno_text("cannot create " + dir_path + "/" + tmp));
     }
     created = true;
+    remove_dead_leftovers(dir.fd, name);
     if (::fchmod(file.fd, mode) != 0)
       return pasyn_error(proto::PasynCode::kMisuse, errno_text("fchmod"));
 
@@ -412,8 +455,11 @@ void BackupRunner::run(const std::string& name, const Done& done) {
                          errno_text("cannot rename " + tmp + " to " + name + " in " + dir_path));
     }
     created = false;
-    if (::fsync(dir.fd) != 0) {
-      return pasyn_error(proto::PasynCode::kMisuse, errno_text("fsync of " + dir_path));
+    if (::fsync(dir.fd) != 0) {  // NAME is the new copy now, but maybe not after a crash
+      return pasyn_error(proto::PasynCode::kMisuse,
+                         errno_text(name + " in " + dir_path +
+                                    " is the new copy, but the fsync of the directory that makes "
+                                    "the rename durable failed"));
     }
     return std::nullopt;
   };

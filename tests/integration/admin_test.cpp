@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -314,6 +315,29 @@ TEST_F(AdminTest, ASymlinkAtTheTemporaryNameIsNotFollowed) {
   EXPECT_EQ(got, "ok");
   EXPECT_EQ(query_text(backup_file("copy.sqlite"), "SELECT count(*) FROM t"), "1");
   EXPECT_FALSE(path_exists(tmp));
+}
+
+// The temporary file of a backup whose daemon died mid-copy (SIGKILL, power loss) names a PID
+// that is no process any more: the next backup to that name removes it (probe22: each crash
+// during a backup left a hidden copy of up to the database's size). One whose PID lives (another
+// daemon sharing the directory) and one that is a symlink's target stay.
+TEST_F(AdminTest, TheTemporaryFilesOfBackupsWhoseDaemonDiedAreRemoved) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  create_table();
+  ASSERT_EQ(::mkdir(backups().c_str(), 0750), 0);
+  pid_t dead = 4000000;  // a PID that is no process (pid_max is at most 4194304)
+  while (::kill(dead, 0) == 0 || errno != ESRCH) --dead;
+  const std::string died = backup_file(".copy.sqlite." + std::to_string(dead) + ".pasyn-tmp");
+  const std::string alive =
+      backup_file(".copy.sqlite." + std::to_string(::getpid()) + ".pasyn-tmp");
+  const std::string other = backup_file(".other.sqlite." + std::to_string(dead) + ".pasyn-tmp");
+  for (const auto& f : {died, alive, other}) std::ofstream(f) << "partial copy";
+  auto client = connect_client();
+  EXPECT_EQ(outcome_of([&] { client.backup("copy.sqlite"); }), "ok");
+  EXPECT_FALSE(path_exists(died));
+  EXPECT_TRUE(path_exists(alive));  // another daemon's backup in progress
+  EXPECT_TRUE(path_exists(other));  // another name's: removed by a backup to that name
+  EXPECT_EQ(query_text(backup_file("copy.sqlite"), "SELECT count(*) FROM t"), "0");
 }
 
 TEST_F(AdminTest, ASymlinkedBackupDirectoryEntryToTheDatabaseCannotOverwriteIt) {
