@@ -3,7 +3,8 @@
 // Every command goes through the public client library, like any application: writes and
 // operations over the daemon's socket (MultiplexedClient), `query` through a direct read-only
 // SQLite connection (pasyn::Connection) on the database the daemon reports in its stats.
-// Exit status: 0 done, 1 the daemon or SQLite refused or failed (or any other error), 2 bad usage.
+// Exit status: 0 done, 1 the daemon or SQLite refused or failed (or any other error), 2 bad usage,
+// 75 an exec whose outcome is unknown (sent, then the connection was lost or --timeout passed).
 // Options go before or after the subcommand (`pasyn --socket S stats --json` and
 // `pasyn stats --socket S --json` are the same). --timeout bounds the connect and every request.
 // Over 600 lines on purpose: one short function per command and the whole command table
@@ -54,6 +55,12 @@ struct Options {
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// A write sent whose outcome is unknown: it may have committed (exit status 75, EX_TEMPFAIL).
+struct OutcomeUnknown : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+constexpr int kExitOutcomeUnknown = 75;
 
 // ---- Output ------------------------------------------------------------------------------------
 
@@ -458,14 +465,27 @@ int ping(const Options& o) {
 
 int exec(const Options& o) {
   auto client = connect(o);
-  if (o.script) {
-    client.executescript(o.sql);
-    print_report({{"ok", std::int64_t{1}}}, o.json);
+  const auto params = parse_params(o);
+  const auto sent = std::chrono::steady_clock::now();
+  try {
+    if (o.script) {
+      client.executescript(o.sql);
+      print_report({{"ok", std::int64_t{1}}}, o.json);
+      return 0;
+    }
+    const std::int64_t changes = client.execute(o.sql, params);
+    print_report({{"changes", changes}}, o.json);
     return 0;
+  } catch (const pasyn::ConnectionLostError& e) {
+    throw OutcomeUnknown(e.what());  // the daemon runs what it read
+  } catch (const pasyn::TimeoutError& e) {
+    // Our own deadline (--timeout) passed: the request may still run. A TIMEOUT the daemon
+    // answered before it (--lock-wait) says the request was not executed: a failure.
+    if (std::chrono::steady_clock::now() - sent >= std::chrono::milliseconds(o.timeout_ms)) {
+      throw OutcomeUnknown(e.what());
+    }
+    throw;
   }
-  const std::int64_t changes = client.execute(o.sql, parse_params(o));
-  print_report({{"changes", changes}}, o.json);
-  return 0;
 }
 
 int query(const Options& o) {
@@ -656,7 +676,11 @@ int main(int argc, char** argv) {
   // Every failure ends here, reported once on stderr (and as JSON with --json), never as an
   // uncaught exception.
   const auto fail = [&](const char* what, int status) {
-    if (o.json) std::cout << "{\"ok\":false,\"error\":" << json_string(what) << "}\n";
+    if (o.json) {
+      std::cout << "{\"ok\":false,"
+                << (status == kExitOutcomeUnknown ? "\"outcome\":\"unknown\"," : "")
+                << "\"error\":" << json_string(what) << "}\n";
+    }
     std::fprintf(stderr, "pasyn: %s\n", what);
     return status;
   };
@@ -664,6 +688,8 @@ int main(int argc, char** argv) {
     return run(app, o);
   } catch (const UsageError& e) {
     return fail(e.what(), 2);
+  } catch (const OutcomeUnknown& e) {
+    return fail(e.what(), kExitOutcomeUnknown);
   } catch (const std::exception& e) {
     return fail(e.what(), 1);
   } catch (...) {

@@ -103,6 +103,29 @@ TEST_F(CliTest, ExecRunsAScriptAndInsertsWithTypedParameters) {
   EXPECT_EQ(std::get<std::string>(types[1][0]), "integer,null,null");
 }
 
+// A write whose outcome is unknown exits 75 (EX_TEMPFAIL) with "outcome":"unknown", never 1
+// like a definite failure (probe25: a write that committed was reported {"ok":false}, exit 1,
+// as a refused one is). A TIMEOUT the daemon answers (--lock-wait: not executed) stays 1.
+TEST_F(CliTest, AWriteWhoseOutcomeIsUnknownExitsWithItsOwnStatus) {
+  stop_daemon();
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--lock-wait", "2s"}));
+  auto holder = connect_client();
+  {
+    auto tx = holder.begin();  // the writes below wait behind it in the daemon
+    // The CLI's own deadline passes first: its request may still run.
+    auto r = cli_on_daemon({"--timeout", "300", "--json", "exec", "INSERT INTO t (id) VALUES (7)"});
+    EXPECT_TRUE(exited_with(r.status, 75)) << show(r);
+    EXPECT_NE(r.out.find("\"outcome\":\"unknown\""), std::string::npos) << show(r);
+    EXPECT_NE(r.err.find("may still be executed"), std::string::npos) << show(r);
+    // The daemon's --lock-wait passes first: it answers that the request was not executed.
+    r = cli_on_daemon({"--timeout", "20000", "exec", "INSERT INTO t (id) VALUES (8)"});
+    EXPECT_TRUE(exited_with(r.status, 1)) << show(r);
+    EXPECT_NE(r.err.find("was not executed"), std::string::npos) << show(r);
+    tx.rollback();
+  }
+  EXPECT_EQ(count_rows(db_, "t WHERE id = 8"), 0);
+}
+
 TEST_F(CliTest, WatchPrintsCommittedChangesAsTextAndAsJson) {
   auto client = connect_client();
   client.execute("CREATE TABLE other (x)");
