@@ -36,6 +36,9 @@ constexpr std::chrono::milliseconds kTruncateCall{10};
 // After this many failed tries at the longest wait, writes go on kTruncateBackoff before the next.
 constexpr int kTriesAtLongest = 3;
 constexpr std::chrono::seconds kTruncateBackoff{60};
+// After a try that failed on the disk (full, an I/O error), not on readers: writes go on this
+// long before the next (a failing checkpoint copies pages before it fails).
+constexpr std::chrono::seconds kTruncateErrorBackoff{1};
 
 // --checkpoint-mode external (yield_to_checkpointer): from this many WAL frames on (Litestream's
 // default min-checkpoint-page-count, from which it checkpoints)...
@@ -139,13 +142,32 @@ void Writer::bound_wal() {
     wait.call_deadline = std::min(wait.deadline, t + kTruncateCall);
     rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   }
+  const std::string why = rc == SQLITE_OK || rc == SQLITE_BUSY ? "" : sqlite3_errmsg(db_);
+  const int code = sqlite3_extended_errcode(db_);
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
   const auto done = Clock::now();
   if (rc == SQLITE_OK) {
+    if (truncate_failing_) log().info("checkpoints past --wal-limit succeed again");
+    truncate_failing_ = false;
     wal_frames_ = 0;
     truncate_wait_ = kTruncateWait;
     tries_at_longest_ = 0;
     next_truncate_ = {};
+    return;
+  }
+  if (rc != SQLITE_BUSY) {
+    // The disk, not readers (probe25: a full disk was logged as readers keeping snapshots). The
+    // WAL keeps every commit meanwhile; logged when it starts failing and when it succeeds again.
+    if (!truncate_failing_) {
+      log().error(
+          "a checkpoint past --wal-limit failed: {} (SQLite code {}); the WAL keeps every "
+          "commit and grows until one succeeds; trying again every {} s",
+          why, code, kTruncateErrorBackoff.count());
+    }
+    truncate_failing_ = true;
+    truncate_wait_ = kTruncateWait;
+    tries_at_longest_ = 0;
+    next_truncate_ = done + kTruncateErrorBackoff;
     return;
   }
   const auto longest = std::max(
@@ -160,8 +182,8 @@ void Writer::bound_wal() {
     next_truncate_ = done + kTruncateBackoff;
     return;
   }
-  log().debug("WAL over --wal-limit ({} frames): readers outlasted a {} ms wait ({})", wal_frames_,
-              truncate_wait_.count(), sqlite3_errstr(rc));
+  log().debug("WAL over --wal-limit ({} frames): readers outlasted a {} ms wait", wal_frames_,
+              truncate_wait_.count());
   truncate_wait_ = std::min(2 * truncate_wait_, longest);
 }
 
@@ -336,9 +358,15 @@ void Writer::close_database(bool checkpoint) {
     int wal_frames = 0, checkpointed = 0;
     const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames,
                                              &checkpointed);
-    if (rc != SQLITE_OK) {
-      log().warn("final checkpoint incomplete: {} (readers may still hold the WAL)",
-                 sqlite3_errmsg(db_));
+    if (rc == SQLITE_BUSY) {
+      log().warn(
+          "final checkpoint incomplete: readers still hold the WAL; it is kept, and "
+          "the next start or checkpoint copies it back");
+    } else if (rc != SQLITE_OK) {
+      log().error(
+          "final checkpoint failed: {} (SQLite code {}); the WAL is kept, and the next "
+          "start or checkpoint copies it back",
+          sqlite3_errmsg(db_), sqlite3_extended_errcode(db_));
     }
   }
   std::lock_guard lk(mu_);  // abort() may call sqlite3_interrupt concurrently

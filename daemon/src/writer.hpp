@@ -464,10 +464,11 @@ class Writer {
   // its COMMIT.
   std::unordered_map<const ReplySink*, std::size_t> last_batch_replies_;
   Clock::duration last_commit_{};
-  int wal_limit_frames_ = 0;      // config_.wal_limit in WAL frames (pages)
-  int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
-  int passive_at_frames_ = -1;    // wal_frames_ when maintain_wal() last ran a passive checkpoint
-  bool passive_failing_ = false;  // the last passive checkpoint failed (logged once, maintain_wal)
+  int wal_limit_frames_ = 0;       // config_.wal_limit in WAL frames (pages)
+  int wal_frames_ = 0;             // frames in the WAL after the last commit (on_wal_commit)
+  int passive_at_frames_ = -1;     // wal_frames_ when maintain_wal() last ran a passive checkpoint
+  bool passive_failing_ = false;   // the last passive checkpoint failed (logged once, maintain_wal)
+  bool truncate_failing_ = false;  // the last TRUNCATE past --wal-limit failed on the disk
   std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success

@@ -10,7 +10,8 @@
  *   OP     fsync (fsync and fdatasync), pwrite (pwrite64), pread (pread64), or malloc
  *   ERRNO  EIO, ENOSPC or ENOMEM: what the failing call sets errno to
  *   MATCH  for the file calls, a substring of the file's path (/proc/self/fd/N): "-wal", the
- *          database's WAL; "etilqs", SQLite's temporary files (statement journals). For
+ *          database's WAL; "etilqs", SQLite's temporary files (statement journals); ending
+ *          in '$', the end of the path ("db.sqlite$": the database file, not its WAL). For
  *          malloc, a size in bytes: only larger requests fail.
  *   SKIP   matching calls to let through first (default 0)
  *   TIMES  how many matching calls fail after those (default 1)
@@ -83,7 +84,14 @@ static int should_fail(const char* op, int fd, size_t size, int* err) {
     const ssize_t n = readlink(link, target, sizeof target - 1);
     if (n <= 0) return 0;
     target[n] = '\0';
-    if (!strstr(target, t.match)) return 0;
+    const size_t len = strlen(t.match);
+    if (len > 0 && t.match[len - 1] == '$') { /* anchored at the end of the path */
+      const size_t n_match = len - 1, n_target = strlen(target);
+      if (n_target < n_match || strncmp(target + n_target - n_match, t.match, n_match) != 0)
+        return 0;
+    } else if (!strstr(target, t.match)) {
+      return 0;
+    }
   }
   int fire = 0;
   pthread_mutex_lock(&fire_mu);
