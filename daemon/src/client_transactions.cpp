@@ -56,6 +56,7 @@ void Writer::run_in_transaction(Request& r, RequestQueue& work) {
   if (r.type == proto::MsgType::kCommit || r.type == proto::MsgType::kRollback) {
     const bool commit = r.type == proto::MsgType::kCommit;
     if (exec_internal(commit ? commit_ : rollback_)) {
+      if (commit) check_files_in_place();
       proto::encode_empty(frame, proto::MsgType::kOk, r.id);
     } else {
       capture_sqlite_error();

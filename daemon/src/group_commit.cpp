@@ -430,6 +430,7 @@ Writer::AttemptEnd Writer::attempt(std::vector<Request>& batch, std::vector<Outc
     std::size_t bytes = 0;
     for (const auto& r : batch) bytes += r.bytes();
     record_commit(Clock::now() - commit_started, batch.size(), bytes);
+    check_files_in_place();
     return {AttemptEnd::kDone};
   }
   capture_sqlite_error();

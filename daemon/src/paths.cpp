@@ -154,6 +154,25 @@ LockFile::LockFile(const std::string& database_path, bool lock_database_file)
   }
 }
 
+// (probe25: the database file deleted under a running daemon, then a restart: the acknowledged
+// rows still in the WAL were gone.) Checked before the lock file's open creates the database.
+void refuse_wal_without_database(const std::string& database_path) {
+  struct stat db {
+  }, wal{};
+  const bool no_database = ::stat(database_path.c_str(), &db) != 0
+                               ? errno == ENOENT
+                               : S_ISREG(db.st_mode) && db.st_size == 0;
+  const std::string wal_path = database_path + "-wal";
+  if (no_database && ::stat(wal_path.c_str(), &wal) == 0 && wal.st_size > 0) {
+    throw StartError(StartError::Kind::kDatabase,
+                     "cannot open database " + database_path +
+                         ": it is missing or empty, but its WAL " + wal_path + " holds " +
+                         std::to_string(wal.st_size) +
+                         " bytes of commits, which SQLite would delete; restore the database "
+                         "file, or move the WAL away to start a new database");
+  }
+}
+
 LockFile::~LockFile() {
   // The file stays: unlinking a lock file races with the next owner opening it.
   if (database_fd_ >= 0) ::close(database_fd_);

@@ -27,6 +27,10 @@ std::string default_socket_path(const std::string& database_path);
 /// or replace a socket there.
 std::string private_socket_dir();
 
+/// Throws StartError(kDatabase) when `database_path` is missing or empty while its WAL holds
+/// commits: SQLite would take the file for a new database and delete the WAL.
+void refuse_wal_without_database(const std::string& database_path);
+
 /// An exclusive flock on "<database>-pasyn.lock", held for the object's lifetime, so that two
 /// servers never serve one database. The file holds the owner's pid, for the error message.
 class LockFile {

@@ -114,6 +114,7 @@ Server::Impl::Impl(Config config)
 
 bool Server::Impl::check_before_lock() {
   refuse_backup_directory_of_database(config_);
+  refuse_wal_without_database(config_.database_path);
   if (config_.listen_fd >= 0) return true;
   if (config_.socket_path.empty()) config_.socket_path = default_socket_path(config_.database_path);
   struct stat st {};

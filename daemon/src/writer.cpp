@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -29,6 +30,8 @@ constexpr int kProgressInterval = 1000;
 // How long the writer watches for the next request after a lone one (serve()): about two
 // thread wake-ups and a client's turnaround on the machines pasyn was measured on.
 constexpr auto kLoneSpin = std::chrono::microseconds(50);
+// How often check_files_in_place() looks, at most (after a commit).
+constexpr auto kFilesCheckEvery = std::chrono::milliseconds(10);
 constexpr int kLoneStreak = 3;
 
 inline void cpu_relax() {
@@ -52,8 +55,10 @@ Writer::Writer(const Config& config) : config_(config) {
       sqlite3_open_v2(config_.database_path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   auto fail = [&](const std::string& what) {
-    std::string msg = "cannot open database " + config_.database_path + ": " + what +
-                      (db_ ? std::string(" (") + sqlite3_errmsg(db_) + ")" : std::string());
+    std::string msg =
+        "cannot open database " + config_.database_path + ": " + what +
+        (db_ && sqlite3_errcode(db_) != SQLITE_OK ? std::string(" (") + sqlite3_errmsg(db_) + ")"
+                                                  : std::string());
     // Statements first: closing with some left would leave a zombie connection holding the
     // file's descriptors and locks (the in-process server's caller may try again).
     for (auto* s :
@@ -93,6 +98,14 @@ Writer::Writer(const Config& config) : config_(config) {
   int persist_wal = 1;
   if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal) != SQLITE_OK)
     fail("cannot keep the WAL files (SQLITE_FCNTL_PERSIST_WAL)");
+  // Which file the WAL is, from the start (check_files_in_place): a read opens it.
+  if (sqlite3_exec(db_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr) !=
+      SQLITE_OK) {
+    fail("cannot read the schema");
+  }
+  if (struct stat wal{}; ::stat(wal_path_.c_str(), &wal) == 0) {
+    wal_file_.emplace(wal.st_dev, wal.st_ino);
+  }
   // --checkpoint-mode external: not even SQLite checkpoints (and resets the WAL) when this, the
   // last connection, closes; the program that checkpoints must see every frame first.
   if (!config_.checkpoints_internally()) {
@@ -290,6 +303,43 @@ std::optional<StorageFailure> Writer::storage_failure() const {
 void Writer::count_answered(std::size_t n) {
   std::lock_guard lk(stats_mu_);
   stats_.requests += n;
+}
+
+// A file deleted, replaced or renamed under the running daemon keeps the descriptor SQLite
+// writes to, so commits went on being acknowledged into a file nobody would open again, and a
+// restart made a new database (probe25: the database file or its WAL removed, then 200 writes
+// acknowledged and lost). SQLITE_FCNTL_HAS_MOVED compares the file at the path with the one
+// open (a stat of the path: two per check, at most every kFilesCheckEvery, so a commit rarely
+// pays for it). What was committed since the file left its path is unknown to whoever opens the
+// path next: the writer stops answering (FailStop), and the start refuses a WAL beside a missing
+// database file (Writer::Writer).
+void Writer::check_files_in_place() {
+  const auto now = Clock::now();
+  if (now < next_files_check_) return;
+  next_files_check_ = now + kFilesCheckEvery;
+  int moved = 0;
+  const char* which = nullptr;
+  if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved) {
+    which = "the database file";
+  }
+  // The WAL: the file at its path now against the one seen when SQLite first had it open.
+  sqlite3_file* wal = nullptr;
+  if (!which &&
+      sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK && wal &&
+      wal->pMethods) {
+    struct stat st {};
+    const bool there = ::stat(wal_path_.c_str(), &st) == 0;
+    if (!wal_file_) {
+      if (there) wal_file_.emplace(st.st_dev, st.st_ino);
+    } else if (!there || *wal_file_ != std::pair(st.st_dev, st.st_ino)) {
+      which = "the WAL";
+    }
+  }
+  if (!which) return;
+  throw FailStop{{std::string(which) + " of " + config_.database_path +
+                      " is no longer the file at its path (deleted, replaced or renamed while "
+                      "served); the commits since are in a file the next start will not read",
+                  SQLITE_IOERR}};
 }
 
 void Writer::record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes) {

@@ -319,6 +319,9 @@ class Writer {
   };
   Checkpointer checkpointer();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
+  // After a commit: throws FailStop if the database file or its WAL is no longer the file at
+  // its path (deleted, replaced, renamed). Looks at most every kFilesCheckEvery.
+  void check_files_in_place();
   /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
   void fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming);
@@ -464,6 +467,11 @@ class Writer {
   // its COMMIT.
   std::unordered_map<const ReplySink*, std::size_t> last_batch_replies_;
   Clock::duration last_commit_{};
+  Clock::time_point next_files_check_{};  // check_files_in_place
+  // The WAL's file when it was first seen open (SQLite answers SQLITE_FCNTL_HAS_MOVED for the
+  // database file only: it opens its WAL without the inode bookkeeping that needs).
+  std::optional<std::pair<dev_t, ino_t>> wal_file_;
+  const std::string wal_path_ = config_.database_path + "-wal";
   int wal_limit_frames_ = 0;       // config_.wal_limit in WAL frames (pages)
   int wal_frames_ = 0;             // frames in the WAL after the last commit (on_wal_commit)
   int passive_at_frames_ = -1;     // wal_frames_ when maintain_wal() last ran a passive checkpoint

@@ -660,6 +660,10 @@ TEST_F(DaemonTest, ASecondPathToTheDatabaseIsRefusedToo) {
   second_start(db_, "hard links");   // and under its first name too
 }
 
+// pasyn-writerd's exit status when it stops because what it committed may be unknown to the
+// next start (EX_IOERR; README, RestartPreventExitStatus= of the unit).
+constexpr int kExitStorageFailure = 74;
+
 // The file renamed while it is served (or bind-mounted elsewhere) is a second path that is
 // neither a symlink nor a hard link: a probe's second daemon served it with a WAL of its own,
 // and the first daemon's acknowledged rows were gone after both stopped.
@@ -680,11 +684,58 @@ TEST_F(DaemonTest, TheDatabaseRenamedWhileServedIsRefusedUnderItsNewName) {
   const std::string err = read_file(err_file);
   EXPECT_NE(err.find("another path to the same file"), std::string::npos) << err;
   EXPECT_FALSE(path_exists(moved + "-wal")) << "the second daemon opened the database";
-  EXPECT_EQ(client.execute("INSERT INTO t VALUES (2)"), 1);  // the first one goes on
+  // The first one stops at its next commit: the file at its path is not the one it writes, and
+  // what it commits now would be missing under either name (its WAL keeps the old one).
+  std::this_thread::sleep_for(50ms);  // past the writer's 10 ms between two looks
+  EXPECT_THROW(client.execute("INSERT INTO t VALUES (2)"), pasyn::ConnectionLostError);
+  const auto first = daemon_.wait_exit(kStopTimeout);
+  ASSERT_TRUE(first) << "pasyn-writerd kept serving a database renamed under it";
+  EXPECT_TRUE(exited_with(*first, kExitStorageFailure)) << describe_status(*first);
+  EXPECT_NE(read_file(log_).find("is no longer the file at its path"), std::string::npos)
+      << read_file(log_);
   client.close();
-  stop_daemon();
+  // Renamed back, nothing of it is lost: the unanswered write's outcome is unknown.
   ASSERT_EQ(::rename(moved.c_str(), db_.c_str()), 0);
-  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 2);
+  EXPECT_GE(query_int("SELECT count(*) FROM t"), 1);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
+}
+
+// A file removed under the running daemon (the database's WAL, or the database file) keeps the
+// descriptor it writes to: it went on acknowledging writes into a file nobody would read again
+// (probe25: 200 of them, all gone after a restart). It stops at its next commit instead, and a
+// start refuses a database file that is missing or empty beside a WAL holding commits, which
+// SQLite would delete.
+TEST_F(DaemonTest, AFileRemovedUnderTheDaemonStopsItAndAStartKeepsTheWal) {
+  for (const std::string removed : {"-wal", ""}) {
+    db_ = dir_.file(removed.empty() ? "lost-db.sqlite" : "lost-wal.sqlite");
+    SCOPED_TRACE("removed: " + db_ + removed);
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    auto client = connect_client();
+    client.execute("CREATE TABLE t (x)");
+    EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
+    ASSERT_EQ(::unlink((db_ + removed).c_str()), 0);
+    std::this_thread::sleep_for(50ms);  // past the writer's 10 ms between two looks
+    EXPECT_THROW(client.execute("INSERT INTO t VALUES (2)"), pasyn::ConnectionLostError);
+    const auto status = daemon_.wait_exit(kStopTimeout);
+    ASSERT_TRUE(status) << "pasyn-writerd kept serving a file removed under it";
+    EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
+    EXPECT_NE(read_file(log_).find("is no longer the file at its path"), std::string::npos)
+        << read_file(log_);
+    if (!removed.empty()) continue;
+    // The database file is gone, its WAL is not: the start refuses, and leaves the WAL.
+    const auto wal_size = std::filesystem::file_size(db_ + "-wal");
+    ASSERT_GT(wal_size, 0u);
+    Process again;
+    const std::string err = dir_.file("again.err");
+    again.spawn(daemon_args({}, sock_), err, err);
+    const auto [code, killed] = again.wait_or_kill(kStartTimeout);
+    EXPECT_FALSE(killed) << "the daemon started without its database file";
+    EXPECT_TRUE(WIFEXITED(code) && WEXITSTATUS(code) == 1) << describe_status(code);
+    EXPECT_NE(read_file(err).find("it is missing or empty, but its WAL"), std::string::npos)
+        << read_file(err);
+    EXPECT_EQ(std::filesystem::file_size(db_ + "-wal"), wal_size);
+    EXPECT_FALSE(path_exists(db_));
+  }
 }
 
 TEST_F(DaemonTest, RegularFileAtTheSocketPathIsRefusedAndLeftUntouched) {
