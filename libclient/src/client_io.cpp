@@ -220,7 +220,10 @@ bool MultiplexedClient::Impl::read_some(Conn& c) {
   proto::FrameView frame;
   for (;;) {
     const auto status = c.decoder.next(frame);
-    if (status == proto::FrameDecoder::Status::kNeedMore) return true;
+    if (status == proto::FrameDecoder::Status::kNeedMore) {
+      c.decoder.trim();  // every frame was delivered (copied out): keep no large buffer idle
+      return true;
+    }
     if (status == proto::FrameDecoder::Status::kError) {
       lose("malformed reply: " + c.decoder.error(), c.gen);
       return false;

@@ -132,6 +132,13 @@ void FrameDecoder::reallocate(std::size_t size) {
   end_ = live;
 }
 
+void FrameDecoder::trim() noexcept {
+  if (begin_ != end_ || capacity_ <= kKeepBuffer) return;
+  buf_.reset();
+  capacity_ = begin_ = end_ = partial_ = 0;
+  frame_alone_ = false;
+}
+
 void FrameDecoder::commit(std::size_t n) {
   end_ += n;
   frame_alone_ = false;

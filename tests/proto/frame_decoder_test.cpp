@@ -235,6 +235,37 @@ TEST(FrameDecoder, AnAnnouncedLengthDoesNotAllocateBeyondTheBytesReceived) {
   EXPECT_LT(decoder.capacity(), std::size_t{256 * 1024});
 }
 
+// An idle client kept the buffer of its largest reply for as long as it lived (probe22: 8 MB
+// per client after one 8 MB fetch): trim() gives it back once every frame was taken, and keeps
+// a small buffer and one holding a partial frame.
+TEST(FrameDecoder, TrimGivesBackALargeBufferOnceEveryFrameWasTaken) {
+  FrameDecoder decoder(16 << 20);
+  Bytes wire;
+  encode_script(wire, 7, std::string(3 << 20, 'g'));
+  decoder.feed(wire);
+  FrameView view;
+  ASSERT_EQ(decoder.next(view), Status::kFrame);
+  decoder.feed({wire.data(), 100});  // the start of the next frame
+  ASSERT_EQ(decoder.next(view), Status::kNeedMore);
+  const std::size_t held = decoder.capacity();
+  decoder.trim();
+  EXPECT_EQ(decoder.capacity(), held) << "a partial frame's buffer was freed";
+  decoder.feed({wire.data() + 100, wire.size() - 100});
+  ASSERT_EQ(decoder.next(view), Status::kFrame);
+  ASSERT_EQ(decoder.next(view), Status::kNeedMore);
+  decoder.trim();
+  EXPECT_EQ(decoder.capacity(), 0u);
+  // Small buffers stay, and a trimmed decoder reads on.
+  Bytes small;
+  encode_script(small, 8, "SELECT 1");
+  decoder.feed(small);
+  ASSERT_EQ(decoder.next(view), Status::kFrame);
+  EXPECT_EQ(view.request_id, 8u);
+  const std::size_t kept = decoder.capacity();
+  decoder.trim();
+  EXPECT_EQ(decoder.capacity(), kept);
+}
+
 TEST(FrameDecoder, GrowsGeometricallyWithTheBytesOfALargeFrameAndStillReassemblesIt) {
   Bytes wire;
   encode_script(wire, 7, std::string(3 << 20, 'g'));

@@ -153,6 +153,10 @@ class FrameDecoder {
   void commit(std::size_t n);
   /// Copies `bytes` in (prepare + memcpy + commit).
   void feed(std::span<const std::uint8_t> bytes);
+  /// When nothing is buffered, frees a buffer grown past what an idle connection keeps
+  /// (prepare() does so only at the next read, which an idle client may never make: it kept
+  /// the buffer of its largest reply while it lived). Invalidates the last frame's view.
+  void trim() noexcept;
   /// Takes the next complete frame, if any.
   Status next(FrameView& out);
 
