@@ -395,7 +395,8 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     created = true;
     remove_dead_leftovers(dir.fd, name);
     if (::fchmod(file.fd, mode) != 0)
-      return pasyn_error(proto::PasynCode::kMisuse, errno_text("fchmod"));
+      return pasyn_error(proto::PasynCode::kMisuse,
+                         errno_text("fchmod of " + dir_path + "/" + tmp));
 
     // The source: a read-only connection whose read transaction pins one WAL snapshot for the
     // whole copy (a step does not release a transaction it did not open), so writes between
@@ -432,7 +433,10 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     if (rc != SQLITE_DONE) return sqlite_error(dest, rc, "backup to " + tmp + " failed");
     sqlite3_close_v2(dest);
     dest = nullptr;
-    if (::fsync(file.fd) != 0) return pasyn_error(proto::PasynCode::kMisuse, errno_text("fsync"));
+    if (::fsync(file.fd) != 0) {
+      return pasyn_error(proto::PasynCode::kMisuse, errno_text("fsync of " + dir_path + "/" + tmp +
+                                                               " (nothing was published)"));
+    }
     // The drain timeout may have passed during that fsync (a large copy's takes a while): then
     // nothing is published, as PROTOCOL.md says (probe20 saw one published 30-180 ms after).
     if (cancel_) {
