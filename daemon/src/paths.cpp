@@ -157,12 +157,25 @@ LockFile::LockFile(const std::string& database_path, bool lock_database_file)
 // (probe25: the database file deleted under a running daemon, then a restart: the acknowledged
 // rows still in the WAL were gone.) Checked before the lock file's open creates the database.
 void refuse_wal_without_database(const std::string& database_path) {
-  struct stat db {
-  }, wal{};
-  const bool no_database = ::stat(database_path.c_str(), &db) != 0
-                               ? errno == ENOENT
-                               : S_ISREG(db.st_mode) && db.st_size == 0;
-  const std::string wal_path = database_path + "-wal";
+  // SQLite names the WAL after the path with its symlinks resolved, a dangling one too (its
+  // target is the file it creates), so that is where to look.
+  std::string resolved = database_path;
+  for (int hops = 0; hops < 40; ++hops) {
+    struct stat link {};
+    if (::lstat(resolved.c_str(), &link) != 0 || !S_ISLNK(link.st_mode)) break;
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(resolved, ec);
+    if (ec) break;
+    resolved = target.is_absolute()
+                   ? target.string()
+                   : (std::filesystem::path(resolved).parent_path() / target).string();
+  }
+  resolved = canonical_database_path(resolved);
+  struct stat db {};
+  struct stat wal {};
+  const bool no_database =
+      ::stat(resolved.c_str(), &db) != 0 ? errno == ENOENT : S_ISREG(db.st_mode) && db.st_size == 0;
+  const std::string wal_path = resolved + "-wal";
   if (no_database && ::stat(wal_path.c_str(), &wal) == 0 && wal.st_size > 0) {
     throw StartError(StartError::Kind::kDatabase,
                      "cannot open database " + database_path +

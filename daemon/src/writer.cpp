@@ -103,6 +103,7 @@ Writer::Writer(const Config& config) : config_(config) {
       SQLITE_OK) {
     fail("cannot read the schema");
   }
+  wal_path_ = sqlite3_filename_wal(sqlite3_db_filename(db_, "main"));
   if (struct stat wal{}; ::stat(wal_path_.c_str(), &wal) == 0) {
     wal_file_.emplace(wal.st_dev, wal.st_ino);
   }
@@ -322,24 +323,45 @@ void Writer::check_files_in_place() {
   if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved) {
     which = "the database file";
   }
-  // The WAL: the file at its path now against the one seen when SQLite first had it open.
+  // The WAL: the file at its path now against the one seen when SQLite first had it open. Only
+  // a file that is not there (ENOENT) or another file counts: a stat that fails otherwise
+  // (EACCES after a chmod, ESTALE) says nothing, and is tried again at the next look.
+  bool wal_gone = false;
   sqlite3_file* wal = nullptr;
   if (!which &&
       sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK && wal &&
       wal->pMethods) {
     struct stat st {};
     const bool there = ::stat(wal_path_.c_str(), &st) == 0;
+    wal_gone = !there && errno == ENOENT;
     if (!wal_file_) {
       if (there) wal_file_.emplace(st.st_dev, st.st_ino);
-    } else if (!there || *wal_file_ != std::pair(st.st_dev, st.st_ino)) {
+    } else if (wal_gone || (there && *wal_file_ != std::pair(st.st_dev, st.st_ino))) {
       which = "the WAL";
     }
   }
   if (!which) return;
-  throw FailStop{{std::string(which) + " of " + config_.database_path +
-                      " is no longer the file at its path (deleted, replaced or renamed while "
-                      "served); the commits since are in a file the next start will not read",
-                  SQLITE_IOERR}};
+  std::string message = std::string(which) + " of " + config_.database_path +
+                        " is no longer the file at its path (deleted, replaced or renamed while "
+                        "served)";
+  if (wal_gone) {
+    // Only the WAL was removed, and the database file is where it was: the frames the writer
+    // still has open are copied into it, so that no commit is lost (without this, every commit
+    // since the last checkpoint went with the WAL; review18). The batch just committed, not
+    // answered, may so be kept: its outcome is unknown anyway.
+    int frames = 0, copied = 0;
+    const int rc =
+        sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &frames, &copied);
+    message += rc == SQLITE_OK
+                   ? "; its " + std::to_string(copied) +
+                         " frames were copied into the database file first, so no commit is lost"
+                   : "; copying its frames into the database file failed (" +
+                         std::string(sqlite3_errmsg(db_)) +
+                         "): the commits since the last checkpoint are lost";
+  } else {
+    message += "; the commits since are in a file the next start will not read";
+  }
+  throw FailStop{{message, SQLITE_IOERR}};
 }
 
 void Writer::record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes) {

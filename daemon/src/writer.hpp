@@ -471,7 +471,7 @@ class Writer {
   // The WAL's file when it was first seen open (SQLite answers SQLITE_FCNTL_HAS_MOVED for the
   // database file only: it opens its WAL without the inode bookkeeping that needs).
   std::optional<std::pair<dev_t, ino_t>> wal_file_;
-  const std::string wal_path_ = config_.database_path + "-wal";
+  std::string wal_path_;           // as SQLite names it (after the path with its symlinks resolved)
   int wal_limit_frames_ = 0;       // config_.wal_limit in WAL frames (pages)
   int wal_frames_ = 0;             // frames in the WAL after the last commit (on_wal_commit)
   int passive_at_frames_ = -1;     // wal_frames_ when maintain_wal() last ran a passive checkpoint

@@ -664,6 +664,48 @@ TEST_F(DaemonTest, ASecondPathToTheDatabaseIsRefusedToo) {
 // next start (EX_IOERR; README, RestartPreventExitStatus= of the unit).
 constexpr int kExitStorageFailure = 74;
 
+// The same through a symlinked --database: SQLite names the WAL after the resolved path, and so
+// do both checks (review18: they looked beside the symlink, found no WAL, and were off; a start
+// through a dangling symlink let SQLite delete the WAL beside its target).
+TEST_F(DaemonTest, TheWalChecksFollowASymlinkedDatabasePath) {
+  ASSERT_EQ(::mkdir(dir_.file("data").c_str(), 0700), 0);
+  const std::string target = dir_.file("data/real.sqlite");
+  db_ = dir_.file("link.sqlite");
+  ASSERT_EQ(::symlink(target.c_str(), db_.c_str()), 0);
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  {
+    auto client = connect_client();
+    client.execute("CREATE TABLE t (x)");
+    EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
+    ASSERT_EQ(::unlink((target + "-wal").c_str()), 0);
+    std::this_thread::sleep_for(50ms);  // past the writer's 10 ms between two looks
+    EXPECT_THROW(client.execute("INSERT INTO t VALUES (2)"), pasyn::ConnectionLostError);
+  }
+  const auto status = daemon_.wait_exit(kStopTimeout);
+  ASSERT_TRUE(status) << "pasyn-writerd kept serving after its WAL was removed";
+  EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
+
+  // Commits left in the WAL (the daemon killed), then the target removed: a start through the
+  // now dangling symlink is refused, and the WAL stays.
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  EXPECT_EQ(connect_client().execute("INSERT INTO t VALUES (3)"), 1);
+  daemon_.signal(SIGKILL);
+  (void)daemon_.wait_exit(kStopTimeout);
+  const auto wal_size = std::filesystem::file_size(target + "-wal");
+  ASSERT_GT(wal_size, 0u);
+  ASSERT_EQ(::unlink(target.c_str()), 0);
+  Process again;
+  const std::string err = dir_.file("again.err");
+  again.spawn(daemon_args({}, sock_), err, err);
+  const auto [code, killed] = again.wait_or_kill(kStartTimeout);
+  EXPECT_FALSE(killed) << "the daemon started without its database file";
+  EXPECT_TRUE(WIFEXITED(code) && WEXITSTATUS(code) == 1) << describe_status(code);
+  EXPECT_NE(read_file(err).find("it is missing or empty, but its WAL"), std::string::npos)
+      << read_file(err);
+  EXPECT_EQ(std::filesystem::file_size(target + "-wal"), wal_size);
+}
+
 // The file renamed while it is served (or bind-mounted elsewhere) is a second path that is
 // neither a symlink nor a hard link: a probe's second daemon served it with a WAL of its own,
 // and the first daemon's acknowledged rows were gone after both stopped.
@@ -721,7 +763,15 @@ TEST_F(DaemonTest, AFileRemovedUnderTheDaemonStopsItAndAStartKeepsTheWal) {
     EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
     EXPECT_NE(read_file(log_).find("is no longer the file at its path"), std::string::npos)
         << read_file(log_);
-    if (!removed.empty()) continue;
+    if (!removed.empty()) {
+      // Only the WAL went: its frames were copied into the database file before the stop, so
+      // the acknowledged row is there (and the unanswered one may be).
+      EXPECT_NE(read_file(log_).find("frames were copied into the database file first"),
+                std::string::npos)
+          << read_file(log_);
+      EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
+      continue;
+    }
     // The database file is gone, its WAL is not: the start refuses, and leaves the WAL.
     const auto wal_size = std::filesystem::file_size(db_ + "-wal");
     ASSERT_GT(wal_size, 0u);
