@@ -3,8 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <signal.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -231,12 +231,14 @@ BackupError sqlite_error(sqlite3* db, int rc, const std::string& what) {
            what + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc))}};
 }
 
-// Removes the temporary files `.NAME.PID.pasyn-tmp` in `dir_fd` whose PID is no process: backups
-// to NAME whose daemon died mid-copy (SIGKILL, power loss). Under systemd a PID rarely comes
-// back, so the current PID's name alone never matched them (probe22). Those of live PIDs (a
-// daemon of another database sharing the directory) stay; unlinkat removes entries, never
-// what a symlink points to.
-void remove_dead_leftovers(int dir_fd, const std::string& name) {
+// Removes the temporary files `.NAME.PID.pasyn-tmp` in `dir_fd` that no backup is writing:
+// those of backups to NAME whose daemon died mid-copy (SIGKILL, power loss). Under systemd a PID
+// rarely comes back, so the current PID's name alone never matched them (probe22). A backup
+// holds an flock on its temporary file while it writes it (BackupRunner::run), so a file whose
+// lock can be taken is nobody's, whatever its PID says and in whatever PID namespace its daemon
+// ran (review18: a live daemon in another container looks dead to kill(2)). The entry is opened
+// without following a symlink; unlinkat removes entries, never what a symlink points to.
+void remove_dead_leftovers(int dir_fd, const std::string& name, const std::string& ours) {
   const int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;
   DIR* d = ::fdopendir(fd);
@@ -246,27 +248,29 @@ void remove_dead_leftovers(int dir_fd, const std::string& name) {
   }
   const std::string prefix = "." + name + ".";
   constexpr std::string_view kSuffix = ".pasyn-tmp";
-  std::vector<std::string> dead;
+  std::vector<std::string> candidates;
   while (const dirent* e = ::readdir(d)) {
     const std::string_view entry = e->d_name;
-    if (entry.size() <= prefix.size() + kSuffix.size() || !entry.starts_with(prefix) ||
-        !entry.ends_with(kSuffix)) {
+    if (entry == ours || entry.size() <= prefix.size() + kSuffix.size() ||
+        !entry.starts_with(prefix) || !entry.ends_with(kSuffix)) {
       continue;
     }
     const auto digits = entry.substr(prefix.size(), entry.size() - prefix.size() - kSuffix.size());
-    if (digits.size() > 9 ||
-        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      continue;
-    }
-    const auto pid = static_cast<pid_t>(std::stol(std::string(digits)));
-    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) {
-      dead.emplace_back(entry);
+    if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      candidates.emplace_back(entry);
     }
   }
   ::closedir(d);
-  for (const auto& f : dead) {
-    if (::unlinkat(dir_fd, f.c_str(), 0) == 0)
+  for (const auto& f : candidates) {
+    const int leftover =
+        ::openat(dir_fd, f.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (leftover < 0) continue;
+    struct stat st {};
+    if (::fstat(leftover, &st) == 0 && S_ISREG(st.st_mode) &&
+        ::flock(leftover, LOCK_EX | LOCK_NB) == 0 && ::unlinkat(dir_fd, f.c_str(), 0) == 0) {
       log().info("removed {}, left by a backup whose daemon died", f);
+    }
+    ::close(leftover);
   }
 }
 
@@ -393,7 +397,11 @@ void BackupRunner::run(const std::string& name, const Done& done) {
                          errno_text("cannot create " + dir_path + "/" + tmp));
     }
     created = true;
-    remove_dead_leftovers(dir.fd, name);
+    // Held until the file is renamed or removed: a leftover whose lock can be taken is nobody's
+    // (remove_dead_leftovers). A new file's lock is free: this never waits.
+    if (::flock(file.fd, LOCK_EX) != 0)
+      return pasyn_error(proto::PasynCode::kMisuse, errno_text("flock of " + dir_path + "/" + tmp));
+    remove_dead_leftovers(dir.fd, name, tmp);
     if (::fchmod(file.fd, mode) != 0)
       return pasyn_error(proto::PasynCode::kMisuse,
                          errno_text("fchmod of " + dir_path + "/" + tmp));

@@ -37,7 +37,8 @@ constexpr std::chrono::milliseconds kTruncateCall{10};
 constexpr int kTriesAtLongest = 3;
 constexpr std::chrono::seconds kTruncateBackoff{60};
 // After a try that failed on the disk (full, an I/O error), not on readers: writes go on this
-// long before the next (a failing checkpoint copies pages before it fails).
+// long before the next (a failing checkpoint copies pages before it fails), doubling after each
+// failure up to kTruncateBackoff.
 constexpr std::chrono::seconds kTruncateErrorBackoff{1};
 
 // --checkpoint-mode external (yield_to_checkpointer): from this many WAL frames on (Litestream's
@@ -142,32 +143,37 @@ void Writer::bound_wal() {
     wait.call_deadline = std::min(wait.deadline, t + kTruncateCall);
     rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   }
-  const std::string why = rc == SQLITE_OK || rc == SQLITE_BUSY ? "" : sqlite3_errmsg(db_);
+  const bool busy = (rc & 0xff) == SQLITE_BUSY;  // readers (extended codes are on)
+  const std::string why = rc == SQLITE_OK || busy ? "" : sqlite3_errmsg(db_);
   const int code = sqlite3_extended_errcode(db_);
   sqlite3_busy_timeout(db_, static_cast<int>(config_.busy_timeout.count()));
   const auto done = Clock::now();
   if (rc == SQLITE_OK) {
     if (truncate_failing_) log().info("checkpoints past --wal-limit succeed again");
     truncate_failing_ = false;
+    truncate_error_backoff_ = kTruncateErrorBackoff;
     wal_frames_ = 0;
     truncate_wait_ = kTruncateWait;
     tries_at_longest_ = 0;
     next_truncate_ = {};
     return;
   }
-  if (rc != SQLITE_BUSY) {
+  if (!busy) {
     // The disk, not readers (probe25: a full disk was logged as readers keeping snapshots). The
     // WAL keeps every commit meanwhile; logged when it starts failing and when it succeeds again.
     if (!truncate_failing_) {
       log().error(
           "a checkpoint past --wal-limit failed: {} (SQLite code {}); the WAL keeps every "
-          "commit and grows until one succeeds; trying again every {} s",
-          why, code, kTruncateErrorBackoff.count());
+          "commit and grows until one succeeds; trying again after {} s, then less often (up to "
+          "every {} s)",
+          why, code, kTruncateErrorBackoff.count(), kTruncateBackoff.count());
     }
     truncate_failing_ = true;
     truncate_wait_ = kTruncateWait;
     tries_at_longest_ = 0;
-    next_truncate_ = done + kTruncateErrorBackoff;
+    next_truncate_ = done + truncate_error_backoff_;
+    truncate_error_backoff_ =
+        std::min<std::chrono::seconds>(2 * truncate_error_backoff_, kTruncateBackoff);
     return;
   }
   const auto longest = std::max(

@@ -29,7 +29,13 @@ const char* skip_space_and_comments(const char* p, const char* end) {
 class Word {
  public:
   Word(const char*& p, const char* end) {
-    for (; p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_'); ++p) add(*p);
+    // As SQLite's tokenizer reads an identifier: letters, digits, '_', '$' and every byte of a
+    // UTF-8 sequence (review18: `CREATE TABLE données AS ...` was not seen as one).
+    for (; p < end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '_' || *p == '$' ||
+                       static_cast<unsigned char>(*p) >= 0x80);
+         ++p) {
+      add(*p);
+    }
   }
   /// A name as SQLite reads one: a word, or quoted in "", '', `` or [] (a doubled quote inside
   /// stands for one), so that `PRAGMA "journal_mode"` is the pragma journal_mode.

@@ -477,7 +477,8 @@ class Writer {
   int passive_at_frames_ = -1;     // wal_frames_ when maintain_wal() last ran a passive checkpoint
   bool passive_failing_ = false;   // the last passive checkpoint failed (logged once, maintain_wal)
   bool truncate_failing_ = false;  // the last TRUNCATE past --wal-limit failed on the disk
-  std::chrono::milliseconds truncate_wait_{100};  // see bound_wal()
+  std::chrono::seconds truncate_error_backoff_{1};  // before the next try after such a failure
+  std::chrono::milliseconds truncate_wait_{100};    // see bound_wal()
   Clock::time_point next_truncate_{};
   int tries_at_longest_ = 0;  // failed bound_wal() tries at the longest wait since the last success
   Clock::time_point next_yield_{};         // see yield_to_checkpointer()

@@ -68,6 +68,9 @@ TEST(StatementKindTest, CreateTableAsSelectIsToldFromAPlainCreateTable) {
   EXPECT_TRUE(is_create_table_as("CREATE TABLE [x y] AS VALUES (1)"));
   EXPECT_TRUE(is_create_table_as("CREATE TABLE if AS SELECT 1"));  // a table named "if"
   EXPECT_TRUE(is_create_table_as("CREATE TABLE `m`.`c` AS SELECT 1"));
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE a$b AS SELECT 1"));
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE données AS SELECT 1"));
+  EXPECT_TRUE(is_create_table_as("CREATE TABLE été.x AS SELECT 1"));
   EXPECT_FALSE(is_create_table_as("CREATE TABLE c (a)"));
   EXPECT_FALSE(is_create_table_as("CREATE TABLE if(a)"));
   EXPECT_FALSE(is_create_table_as("CREATE TABLE IF NOT EXISTS c (a AS (1))"));

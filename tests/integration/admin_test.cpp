@@ -6,8 +6,8 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
-#include <signal.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -317,26 +317,35 @@ TEST_F(AdminTest, ASymlinkAtTheTemporaryNameIsNotFollowed) {
   EXPECT_FALSE(path_exists(tmp));
 }
 
-// The temporary file of a backup whose daemon died mid-copy (SIGKILL, power loss) names a PID
-// that is no process any more: the next backup to that name removes it (probe22: each crash
-// during a backup left a hidden copy of up to the database's size). One whose PID lives (another
-// daemon sharing the directory) and one that is a symlink's target stay.
+// The temporary file of a backup whose daemon died mid-copy (SIGKILL, power loss) is removed by
+// the next backup to that name (probe22: each crash during a backup left a hidden copy of up to
+// the database's size). A backup holds an flock on its temporary file while it writes it: one
+// whose lock is held (another daemon's backup in progress, in whatever PID namespace) stays, and
+// so do another name's and a symlink.
 TEST_F(AdminTest, TheTemporaryFilesOfBackupsWhoseDaemonDiedAreRemoved) {
   ASSERT_NO_FATAL_FAILURE(start_daemon());
   create_table();
   ASSERT_EQ(::mkdir(backups().c_str(), 0750), 0);
-  pid_t dead = 4000000;  // a PID that is no process (pid_max is at most 4194304)
-  while (::kill(dead, 0) == 0 || errno != ESRCH) --dead;
-  const std::string died = backup_file(".copy.sqlite." + std::to_string(dead) + ".pasyn-tmp");
-  const std::string alive =
-      backup_file(".copy.sqlite." + std::to_string(::getpid()) + ".pasyn-tmp");
-  const std::string other = backup_file(".other.sqlite." + std::to_string(dead) + ".pasyn-tmp");
-  for (const auto& f : {died, alive, other}) std::ofstream(f) << "partial copy";
+  const std::string died = backup_file(".copy.sqlite.4000001.pasyn-tmp");
+  const std::string busy = backup_file(".copy.sqlite.4000002.pasyn-tmp");
+  const std::string other = backup_file(".other.sqlite.4000001.pasyn-tmp");
+  const std::string link = backup_file(".copy.sqlite.4000003.pasyn-tmp");
+  for (const auto& f : {died, busy, other}) std::ofstream(f) << "partial copy";
+  const std::string victim = dir_.file("victim");
+  std::ofstream(victim) << "precious";
+  ASSERT_EQ(::symlink(victim.c_str(), link.c_str()), 0);
+  const int held = ::open(busy.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0);
+  ASSERT_EQ(::flock(held, LOCK_EX), 0);  // a backup in progress
   auto client = connect_client();
   EXPECT_EQ(outcome_of([&] { client.backup("copy.sqlite"); }), "ok");
+  ::close(held);
   EXPECT_FALSE(path_exists(died));
-  EXPECT_TRUE(path_exists(alive));  // another daemon's backup in progress
+  EXPECT_TRUE(path_exists(busy));
   EXPECT_TRUE(path_exists(other));  // another name's: removed by a backup to that name
+  struct stat st {};
+  EXPECT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_EQ(read_file(victim), "precious");
   EXPECT_EQ(query_text(backup_file("copy.sqlite"), "SELECT count(*) FROM t"), "0");
 }
 
