@@ -535,6 +535,7 @@ void Writer::run_alone(Request& r) {
     replies_.clear();
     proto::encode_error(replies_, r.id, failure_);
   }
+  if (ok && vacuum) check_files_in_place();  // it committed: as after a batch's COMMIT
   reply(r, std::move(replies_));
   replies_ = {};
   // A VACUUM renumbers the rowids of tables without an INTEGER PRIMARY KEY, copying them

@@ -36,6 +36,12 @@ void Dispatcher::stop() {
     stopping_ = true;
   }
   cv_.notify_one();
+  if (thread_.joinable() && on_own_thread()) {
+    // The last reference to the client was dropped by a callback on the completion thread
+    // itself (review18): joining would throw in a destructor. It ends on its own (stopping_).
+    thread_.detach();
+    return;
+  }
   if (thread_.joinable()) {
     nb::gil_scoped_release release;
     thread_.join();

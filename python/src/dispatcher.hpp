@@ -66,7 +66,12 @@ class Dispatcher {
   /// which count themselves out once finished.
   const std::shared_ptr<std::atomic<int>>& open_transactions() const { return open_; }
 
-  /// Delivers what is queued, then ends the thread. Idempotent.
+  /// True on the completion thread (in a callback it runs).
+  bool on_own_thread() const { return thread_.get_id() == std::this_thread::get_id(); }
+
+  /// Delivers what is queued, then ends the thread. Idempotent. On the completion thread itself
+  /// it cannot join: the thread is detached, and ends once its callback returns; the caller must
+  /// then leave the Dispatcher alive (leak it), since that thread still uses it.
   void stop();
 
  private:

@@ -88,7 +88,13 @@ struct PyClient {
   // waiting fail at once (ConnectionLostError), so stopping the completion thread does not wait
   // for their replies while the loop that dropped it is blocked (probe21: as long as the daemon
   // held them back).
-  ~PyClient() { close(); }
+  ~PyClient() {
+    close();
+    // Dropped by a callback on the completion thread itself: that thread, detached by stop(),
+    // still runs in the Dispatcher until the callback returns. Left alive (leaked), not freed
+    // under it.
+    if (dispatcher && dispatcher->on_own_thread()) (void)dispatcher.release();
+  }
 
   // After fork() the child has the parent's Dispatcher but not its thread (nor the requests it
   // awaits, whose replies go to the parent): stopping it would join a thread that does not

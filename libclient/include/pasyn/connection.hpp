@@ -78,7 +78,14 @@ bool opened_before_fork(const Connection& connection) noexcept;
 /// fork(): SQLite connections must not cross fork(). In a child, every method throws
 /// `ProgrammingError` saying so; `close()` and the destructor forget the handle without
 /// touching it (closing it there would run SQLite's unlocking and WAL clean-up on files the
-/// parent is using). Open a new Connection in the child.
+/// parent is using). Open a new Connection in the child, and fork while no read of the process
+/// is in progress: SQLite keeps one record per process of the locks held on a database file,
+/// which the child inherits without the POSIX locks themselves, so a read in progress at fork()
+/// leaves the child's new connections to that file without their read locks (a checkpoint may
+/// then reset the WAL under them; probe26).
+///
+/// A Cursor or a `begin()` left unfinished holds the connection's read transaction: the
+/// connection's other reads see its snapshot, not writes acknowledged since, until it ends.
 class PASYN_EXPORT Connection {
  public:
   Connection(Connection&&) noexcept;
