@@ -5,6 +5,7 @@
 
 #include <limits>
 #include <new>
+#include <optional>
 #include <stdexcept>
 
 #include "log.hpp"
@@ -89,9 +90,10 @@ bool Writer::run_request(Request& r) {
     reserved_names_ = count_reserved_names();
     recount_reserved_ = false;
   }
-  // The whole request, prepare and step, in its mode: SQLite also asks while a statement runs
-  // (VACUUM's attach, the PRAGMA behind a pragma_* table-valued function).
-  Authorizer::Scope scope(authorizer_, mode_of(r));
+  // The whole request, prepare and step, in the client's mode: SQLite also asks while a
+  // statement runs (the PRAGMA behind a pragma_* table-valued function). Only a VACUUM's steps
+  // run in Mode::kVacuum (see run_statement): its INTO expression is the client's.
+  Authorizer::Scope scope(authorizer_, client_mode(r.role, in_tx_request_));
   authorizer_.clear_denial();
   bool ok = false;
   try {
@@ -225,10 +227,6 @@ bool Writer::several_statements() {
   return false;
 }
 
-Mode Writer::mode_of(const Request& r) const {
-  return vacuum_ ? Mode::kVacuum : client_mode(r.role, in_tx_request_);
-}
-
 void Writer::capture_failure() {
   if (const auto& denied = authorizer_.denial()) {
     set_failure(denied->code, denied->message);
@@ -356,7 +354,11 @@ bool Writer::run_script(std::string_view sql, std::int64_t& changes) {
       return false;
     }
     int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    {
+      std::optional<Authorizer::Scope> vacuum;  // as in run_statement
+      if (vacuum_) vacuum.emplace(authorizer_, Mode::kVacuum);
+      while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      }
     }
     if (rc != SQLITE_DONE) {
       capture_failure();
@@ -398,6 +400,13 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
 
 bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
                            proto::FrameWriter* rows) {
+  // A VACUUM runs ATTACH and statements of its own inside its step, which Mode::kVacuum allows;
+  // it was prepared in the client's mode, where SQLite authorizes an INTO expression's reads
+  // (review19: prepared in kVacuum, a subquery there read sqlite_stmt and pasyn_* tables). Never
+  // from the statement cache (run_alone clears it): a re-prepare inside this step would be
+  // authorized in kVacuum.
+  std::optional<Authorizer::Scope> vacuum;
+  if (vacuum_) vacuum.emplace(authorizer_, Mode::kVacuum);
   if (!stmt) {  // SQL that is only whitespace or comments: nothing to run
     if (!bind(stmt, params)) return false;  // takes 0 parameters
     if (rows) {

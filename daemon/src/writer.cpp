@@ -525,6 +525,10 @@ void Writer::run_alone(Request& r) {
   const bool ok = run_request(r);
   const bool vacuum = vacuum_;
   alone_ = vacuum_ = false;
+  // No VACUUM statement stays cached: reused after a schema change, it would be prepared again
+  // inside its step, in Mode::kVacuum (see run_statement). (A VACUUM is rare and makes every
+  // cached statement prepare again anyway.)
+  if (vacuum) clear_cache();
   // VACUUM commits its own transaction: an I/O error (a failed fsync of its COMMIT) leaves its
   // outcome unknown, as for a batch (WAL recovery may bring it back), so no error reply.
   if (!ok && vacuum && failure_.domain == proto::ErrorDomain::kSqlite &&

@@ -377,8 +377,6 @@ class Writer {
   bool run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params, proto::FrameWriter* rows);
   bool run_script(std::string_view sql, std::int64_t& changes);
   bool prepare_one(std::string_view sql, Mode mode, sqlite3_stmt*& stmt);
-  /// The authorizer's mode for `r` (its role; in its transaction or not; VACUUM).
-  Mode mode_of(const Request& r) const;
   /// After a failed prepare or step: the authorizer's refusal if it refused, else SQLite's error.
   void capture_failure();
   bool several_statements();

@@ -334,6 +334,31 @@ TEST_F(AllowListTest, OtherClientsStatementsCannotBeReadThroughSqliteStmt) {
   expect_still_served();
 }
 
+// VACUUM INTO takes an expression, whose reads SQLite authorizes when it prepares the statement:
+// they are the client's, not VACUUM's own (review19: prepared in VACUUM's mode, a subquery there
+// read sqlite_stmt and the daemon's tables, one bit per request). VACUUM itself still runs, and
+// after a schema change too (its cached statement would be prepared again inside the step).
+TEST_F(AllowListTest, AVacuumIntoExpressionReadsOnlyWhatTheClientMay) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  before_->execute("INSERT INTO probe (v) VALUES ('hunter2')");
+  before_->execute("INSERT INTO probe (v) VALUES ('keyed')", {}, {.idempotency_key = "k"});
+  for (const char* sql :
+       {"VACUUM INTO (SELECT CASE WHEN (SELECT count(*) FROM sqlite_stmt) >= 0 THEN '' ELSE 'x' "
+        "END)",
+        "VACUUM INTO (SELECT CASE WHEN (SELECT count(*) FROM pasyn_idempotency) >= 0 THEN '' "
+        "ELSE 'x' END)"}) {
+    for (int i = 0; i < 2; ++i) {
+      const std::string outcome = outcome_of([&] { before_->execute(sql); });
+      EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
+      before_->execute("CREATE TABLE IF NOT EXISTS churn" + std::to_string(i) + " (x)");
+    }
+  }
+  EXPECT_EQ(outcome_of([&] { before_->execute("VACUUM"); }), "ok");
+  before_->execute("CREATE TABLE after_vacuum (x)");
+  EXPECT_EQ(outcome_of([&] { before_->execute("VACUUM"); }), "ok");
+  expect_still_served();
+}
+
 TEST_F(AllowListTest, DefensiveModeRefusesWritingAShadowTable) {
   ASSERT_NO_FATAL_FAILURE(start_with_probe());
   before_->execute("CREATE VIRTUAL TABLE docs USING fts5 (body)");
