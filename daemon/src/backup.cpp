@@ -398,10 +398,23 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     }
     created = true;
     // Held until the file is renamed or removed: a leftover whose lock can be taken is nobody's
-    // (remove_dead_leftovers). A new file's lock is free: this never waits.
-    if (::flock(file.fd, LOCK_EX) != 0)
-      return pasyn_error(proto::PasynCode::kMisuse, errno_text("flock of " + dir_path + "/" + tmp));
-    remove_dead_leftovers(dir.fd, name, tmp);
+    // (remove_dead_leftovers). A new file's lock is free: this never waits. Where the file
+    // system has no locks (NFS without a lock manager), the backup goes on and sweeps nothing.
+    if (::flock(file.fd, LOCK_EX) == 0) {
+      // Still the entry at the name: another daemon's sweep may have taken it between the
+      // create and the lock (review19); then fail now rather than after the whole copy.
+      struct stat ours {
+      }, named{};
+      if (::fstat(file.fd, &ours) != 0 ||
+          ::fstatat(dir.fd, tmp.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+          !same_file(ours, named)) {
+        created = false;
+        return pasyn_error(proto::PasynCode::kMisuse,
+                           "the temporary file " + dir_path + "/" + tmp +
+                               " was removed as it was created; nothing was published");
+      }
+      remove_dead_leftovers(dir.fd, name, tmp);
+    }
     if (::fchmod(file.fd, mode) != 0)
       return pasyn_error(proto::PasynCode::kMisuse,
                          errno_text("fchmod of " + dir_path + "/" + tmp));

@@ -139,7 +139,7 @@ void Writer::bound_wal() {
       },
       &wait);
   int rc = SQLITE_BUSY;
-  for (auto t = now; rc == SQLITE_BUSY && t < wait.deadline; t = Clock::now()) {
+  for (auto t = now; (rc & 0xff) == SQLITE_BUSY && t < wait.deadline; t = Clock::now()) {
     wait.call_deadline = std::min(wait.deadline, t + kTruncateCall);
     rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   }

@@ -10,10 +10,12 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <new>
 #include <stdexcept>
 #include <unordered_map>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -314,6 +316,59 @@ void Writer::count_answered(std::size_t n) {
 // pays for it). What was committed since the file left its path is unknown to whoever opens the
 // path next: the writer stops answering (FailStop), and the start refuses a WAL beside a missing
 // database file (Writer::Writer).
+// The WAL left its path while the database file stayed: the commits since the last checkpoint
+// are only in the WAL the writer still has open. Its bytes are copied out through SQLite's own
+// handle, whole (a checkpoint into the database file could stop at a reader's snapshot and
+// leave the file in a state that never existed; review19), into `<wal>.saved`, fsynced, and
+// renamed to the WAL's path if nothing but an empty file is there (a reader may have made one):
+// WAL recovery at the next start then replays exactly the commits it holds. Says what it did.
+std::string Writer::save_open_wal(sqlite3_file& wal, bool take_the_path) {
+  const std::string saved = wal_path_ + ".saved";
+  const auto failed = [&](const std::string& what) {
+    return "; saving the WAL the daemon still had open to " + saved + " failed (" + what +
+           "): the commits since the last checkpoint are lost";
+  };
+  sqlite3_int64 size = 0;
+  if (wal.pMethods->xFileSize(&wal, &size) != SQLITE_OK) return failed("cannot read its size");
+  struct stat db {};
+  const mode_t mode = ::stat(config_.database_path.c_str(), &db) == 0 ? (db.st_mode & 0666) : 0600;
+  const int fd = ::open(saved.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return failed(std::strerror(errno));
+  std::vector<char> buf(64 * 1024);
+  bool ok = true;
+  for (sqlite3_int64 off = 0; ok && off < size;) {
+    const int n = static_cast<int>(
+        std::min<sqlite3_int64>(static_cast<sqlite3_int64>(buf.size()), size - off));
+    ok = wal.pMethods->xRead(&wal, buf.data(), n, off) == SQLITE_OK;
+    for (int done = 0; ok && done < n;) {
+      const ssize_t w = ::write(fd, buf.data() + done, static_cast<std::size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      ok = w > 0;
+      if (ok) done += static_cast<int>(w);
+    }
+    off += n;
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(saved.c_str());
+    return failed("cannot copy it");
+  }
+  const std::string dir = std::filesystem::path(wal_path_).parent_path().string();
+  const bool renamed = take_the_path && ::rename(saved.c_str(), wal_path_.c_str()) == 0;
+  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  if (renamed) {
+    return "; the WAL it still had open (" + std::to_string(size) + " bytes) was saved back to " +
+           wal_path_ + ", so the next start recovers every commit";
+  }
+  return "; the WAL it still had open (" + std::to_string(size) + " bytes) was saved to " + saved +
+         ": with the daemon stopped, move it to " + wal_path_ +
+         " (replacing the file there) to recover the commits since the last checkpoint";
+}
+
 void Writer::check_files_in_place() {
   const auto now = Clock::now();
   if (now < next_files_check_) return;
@@ -326,7 +381,7 @@ void Writer::check_files_in_place() {
   // The WAL: the file at its path now against the one seen when SQLite first had it open. Only
   // a file that is not there (ENOENT) or another file counts: a stat that fails otherwise
   // (EACCES after a chmod, ESTALE) says nothing, and is tried again at the next look.
-  bool wal_gone = false;
+  bool wal_gone = false, wal_there_empty = false, wal_moved = false;
   sqlite3_file* wal = nullptr;
   if (!which &&
       sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK && wal &&
@@ -334,30 +389,20 @@ void Writer::check_files_in_place() {
     struct stat st {};
     const bool there = ::stat(wal_path_.c_str(), &st) == 0;
     wal_gone = !there && errno == ENOENT;
+    wal_there_empty = there && S_ISREG(st.st_mode) && st.st_size == 0;
     if (!wal_file_) {
       if (there) wal_file_.emplace(st.st_dev, st.st_ino);
     } else if (wal_gone || (there && *wal_file_ != std::pair(st.st_dev, st.st_ino))) {
       which = "the WAL";
+      wal_moved = true;
     }
   }
   if (!which) return;
   std::string message = std::string(which) + " of " + config_.database_path +
                         " is no longer the file at its path (deleted, replaced or renamed while "
                         "served)";
-  if (wal_gone) {
-    // Only the WAL was removed, and the database file is where it was: the frames the writer
-    // still has open are copied into it, so that no commit is lost (without this, every commit
-    // since the last checkpoint went with the WAL; review18). The batch just committed, not
-    // answered, may so be kept: its outcome is unknown anyway.
-    int frames = 0, copied = 0;
-    const int rc =
-        sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &frames, &copied);
-    message += rc == SQLITE_OK
-                   ? "; its " + std::to_string(copied) +
-                         " frames were copied into the database file first, so no commit is lost"
-                   : "; copying its frames into the database file failed (" +
-                         std::string(sqlite3_errmsg(db_)) +
-                         "): the commits since the last checkpoint are lost";
+  if (wal_moved) {  // and the database file is where it was
+    message += save_open_wal(*wal, wal_gone || wal_there_empty);
   } else {
     message += "; the commits since are in a file the next start will not read";
   }

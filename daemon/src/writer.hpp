@@ -322,6 +322,7 @@ class Writer {
   // After a commit: throws FailStop if the database file or its WAL is no longer the file at
   // its path (deleted, replaced, renamed). Looks at most every kFilesCheckEvery.
   void check_files_in_place();
+  std::string save_open_wal(sqlite3_file& wal, bool take_the_path);
   /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
   void fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming);

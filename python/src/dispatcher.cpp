@@ -36,9 +36,11 @@ void Dispatcher::stop() {
     stopping_ = true;
   }
   cv_.notify_one();
-  if (thread_.joinable() && on_own_thread()) {
-    // The last reference to the client was dropped by a callback on the completion thread
-    // itself (review18): joining would throw in a destructor. It ends on its own (stopping_).
+  if (thread_.joinable() && thread_.get_id() == std::this_thread::get_id()) {
+    // Called by a callback on the completion thread itself (the last reference to the client
+    // dropped there, or close() called there; review18): joining would throw. It ends on its
+    // own (stopping_), still using this object: see detached().
+    detached_ = true;
     thread_.detach();
     return;
   }

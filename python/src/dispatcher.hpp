@@ -66,12 +66,12 @@ class Dispatcher {
   /// which count themselves out once finished.
   const std::shared_ptr<std::atomic<int>>& open_transactions() const { return open_; }
 
-  /// True on the completion thread (in a callback it runs).
-  bool on_own_thread() const { return thread_.get_id() == std::this_thread::get_id(); }
+  /// True once stop() was called on the completion thread itself (from a callback): the thread
+  /// was detached and still runs in this object, which its owner must then leave alive (leak).
+  bool detached() const { return detached_.load(); }
 
   /// Delivers what is queued, then ends the thread. Idempotent. On the completion thread itself
-  /// it cannot join: the thread is detached, and ends once its callback returns; the caller must
-  /// then leave the Dispatcher alive (leak it), since that thread still uses it.
+  /// it cannot join: the thread is detached (see detached()), and ends once its callback returns.
   void stop();
 
  private:
@@ -80,6 +80,7 @@ class Dispatcher {
     nanobind::object callback;
   };
 
+  std::atomic<bool> detached_{false};
   void run();
   // REQUIRES: mu_. Moves the ready fronts of every lane into `batch`.
   void take_ready(std::vector<Item>& batch);

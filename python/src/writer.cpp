@@ -90,10 +90,9 @@ struct PyClient {
   // held them back).
   ~PyClient() {
     close();
-    // Dropped by a callback on the completion thread itself: that thread, detached by stop(),
-    // still runs in the Dispatcher until the callback returns. Left alive (leaked), not freed
-    // under it.
-    if (dispatcher && dispatcher->on_own_thread()) (void)dispatcher.release();
+    // Stopped by a callback on the completion thread itself: that thread, detached by stop(),
+    // may still run in the Dispatcher. Left alive (leaked), never freed under it (review19).
+    if (dispatcher && dispatcher->detached()) (void)dispatcher.release();
   }
 
   // After fork() the child has the parent's Dispatcher but not its thread (nor the requests it

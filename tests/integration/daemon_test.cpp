@@ -684,11 +684,12 @@ TEST_F(DaemonTest, TheWalChecksFollowASymlinkedDatabasePath) {
   const auto status = daemon_.wait_exit(kStopTimeout);
   ASSERT_TRUE(status) << "pasyn-writerd kept serving after its WAL was removed";
   EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
-  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
+  EXPECT_TRUE(path_exists(target + "-wal"));  // saved back beside the target, not the symlink
 
   // Commits left in the WAL (the daemon killed), then the target removed: a start through the
   // now dangling symlink is refused, and the WAL stays.
   ASSERT_NO_FATAL_FAILURE(start_daemon());
+  EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
   EXPECT_EQ(connect_client().execute("INSERT INTO t VALUES (3)"), 1);
   daemon_.signal(SIGKILL);
   (void)daemon_.wait_exit(kStopTimeout);
@@ -748,14 +749,20 @@ TEST_F(DaemonTest, TheDatabaseRenamedWhileServedIsRefusedUnderItsNewName) {
 // start refuses a database file that is missing or empty beside a WAL holding commits, which
 // SQLite would delete.
 TEST_F(DaemonTest, AFileRemovedUnderTheDaemonStopsItAndAStartKeepsTheWal) {
-  for (const std::string removed : {"-wal", ""}) {
-    db_ = dir_.file(removed.empty() ? "lost-db.sqlite" : "lost-wal.sqlite");
-    SCOPED_TRACE("removed: " + db_ + removed);
+  // "-wal+": the WAL removed and an empty file made in its place (as a reader opening the
+  // database then does).
+  for (const std::string what : {"-wal", "-wal+", ""}) {
+    const std::string removed = what == "-wal+" ? "-wal" : what;
+    db_ = dir_.file(what.empty()     ? "lost-db.sqlite"
+                    : what == "-wal" ? "lost-wal.sqlite"
+                                     : "lost-wal-again.sqlite");
+    SCOPED_TRACE("removed: " + db_ + what);
     ASSERT_NO_FATAL_FAILURE(start_daemon());
     auto client = connect_client();
     client.execute("CREATE TABLE t (x)");
     EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
     ASSERT_EQ(::unlink((db_ + removed).c_str()), 0);
+    if (what == "-wal+") std::ofstream(db_ + removed).flush();
     std::this_thread::sleep_for(50ms);  // past the writer's 10 ms between two looks
     EXPECT_THROW(client.execute("INSERT INTO t VALUES (2)"), pasyn::ConnectionLostError);
     const auto status = daemon_.wait_exit(kStopTimeout);
@@ -764,12 +771,13 @@ TEST_F(DaemonTest, AFileRemovedUnderTheDaemonStopsItAndAStartKeepsTheWal) {
     EXPECT_NE(read_file(log_).find("is no longer the file at its path"), std::string::npos)
         << read_file(log_);
     if (!removed.empty()) {
-      // Only the WAL went: its frames were copied into the database file before the stop, so
-      // the acknowledged row is there (and the unanswered one may be).
-      EXPECT_NE(read_file(log_).find("frames were copied into the database file first"),
-                std::string::npos)
-          << read_file(log_);
+      // Only the WAL went: the one the daemon still had open was saved back to its path before
+      // the stop, so the next start recovers the acknowledged row (and the unanswered one may
+      // be there).
+      EXPECT_NE(read_file(log_).find("was saved back to"), std::string::npos) << read_file(log_);
+      ASSERT_NO_FATAL_FAILURE(start_daemon());
       EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
+      stop_daemon();
       continue;
     }
     // The database file is gone, its WAL is not: the start refuses, and leaves the WAL.
