@@ -76,7 +76,11 @@ void Writer::maintain_wal() {
   }
   // What SQLite's auto-checkpoint would do: passive (it never waits, for readers or anyone),
   // once the WAL holds kAutoCheckpointFrames, after every commit that added frames.
-  if (wal_frames_ >= kAutoCheckpointFrames && wal_frames_ != passive_at_frames_) {
+  // While it fails on the disk, it is tried again after a wait that doubles from 1 s up to
+  // 60 s, not after every commit (each try copies pages on this thread before it fails;
+  // review19), as the TRUNCATE past --wal-limit does.
+  if (wal_frames_ >= kAutoCheckpointFrames && wal_frames_ != passive_at_frames_ &&
+      (!passive_failing_ || Clock::now() >= next_passive_)) {
     passive_at_frames_ = wal_frames_;
     const int rc =
         sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
@@ -91,6 +95,12 @@ void Writer::maintain_wal() {
           sqlite3_errmsg(db_), sqlite3_extended_errcode(db_));
     } else if (!failed && passive_failing_) {
       log().info("passive checkpoints succeed again");
+    }
+    if (failed) {
+      next_passive_ = Clock::now() + passive_backoff_;
+      passive_backoff_ = std::min<std::chrono::seconds>(2 * passive_backoff_, kTruncateBackoff);
+    } else {
+      passive_backoff_ = kTruncateErrorBackoff;
     }
     passive_failing_ = failed;
   }

@@ -470,11 +470,13 @@ class Writer {
   // The WAL's file when it was first seen open (SQLite answers SQLITE_FCNTL_HAS_MOVED for the
   // database file only: it opens its WAL without the inode bookkeeping that needs).
   std::optional<std::pair<dev_t, ino_t>> wal_file_;
-  std::string wal_path_;           // as SQLite names it (after the path with its symlinks resolved)
-  int wal_limit_frames_ = 0;       // config_.wal_limit in WAL frames (pages)
-  int wal_frames_ = 0;             // frames in the WAL after the last commit (on_wal_commit)
-  int passive_at_frames_ = -1;     // wal_frames_ when maintain_wal() last ran a passive checkpoint
-  bool passive_failing_ = false;   // the last passive checkpoint failed (logged once, maintain_wal)
+  std::string wal_path_;          // as SQLite names it (after the path with its symlinks resolved)
+  int wal_limit_frames_ = 0;      // config_.wal_limit in WAL frames (pages)
+  int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
+  int passive_at_frames_ = -1;    // wal_frames_ when maintain_wal() last ran a passive checkpoint
+  bool passive_failing_ = false;  // the last passive checkpoint failed (logged once, maintain_wal)
+  Clock::time_point next_passive_{};         // while it fails: not before this
+  std::chrono::seconds passive_backoff_{1};  // and the wait after the next failure
   bool truncate_failing_ = false;  // the last TRUNCATE past --wal-limit failed on the disk
   std::chrono::seconds truncate_error_backoff_{1};  // before the next try after such a failure
   std::chrono::milliseconds truncate_wait_{100};    // see bound_wal()
