@@ -1,6 +1,7 @@
 // The writer's checkpoints: SQLite's passive auto-checkpoint (the WAL hook), the bounded
-// TRUNCATE past --wal-limit, CHECKPOINT requests, and the checkpoint at close. Runs on the writer
-// thread only. See writer.hpp.
+// TRUNCATE past --wal-limit, CHECKPOINT requests, and the checkpoint at close; and the check
+// that the database file and its WAL are still the files at their paths (check_files_in_place,
+// save_open_wal). Runs on the writer thread only. See writer.hpp.
 //
 // --checkpoint-mode external (Config::CheckpointMode): another program checkpoints, typically
 // Litestream, which keeps a read transaction open so that nobody else can reset the WAL before it
@@ -11,9 +12,19 @@
 // asked for, it is the operator's call (PASSIVE is harmless beside Litestream; a TRUNCATE or
 // RESTART waits for its read transaction, and one that resets the WAL makes it start a new
 // generation).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "log.hpp"
 #include "writer.hpp"
@@ -23,6 +34,8 @@ namespace {
 
 // WAL frames from which each commit runs a passive checkpoint (SQLite's default).
 constexpr int kAutoCheckpointFrames = 1000;
+// How often check_files_in_place() looks, at most (after a commit).
+constexpr auto kFilesCheckEvery = std::chrono::milliseconds(10);
 // A TRUNCATE checkpoint past --wal-limit (see bound_wal) first waits this long for readers...
 constexpr std::chrono::milliseconds kTruncateWait{100};
 // ...doubling after each failed try up to this (or --busy-timeout if shorter): the longest
@@ -388,6 +401,107 @@ void Writer::close_database(bool checkpoint) {
   std::lock_guard lk(mu_);  // abort() may call sqlite3_interrupt concurrently
   if (sqlite3_close_v2(db_) != SQLITE_OK) log().error("closing the database failed");
   db_ = nullptr;
+}
+
+// A file deleted, replaced or renamed under the running daemon keeps the descriptor SQLite
+// writes to, so commits went on being acknowledged into a file nobody would open again, and a
+// restart made a new database (probe25: the database file or its WAL removed, then 200 writes
+// acknowledged and lost). SQLITE_FCNTL_HAS_MOVED compares the file at the path with the one
+// open (a stat of the path: two per check, at most every kFilesCheckEvery, so a commit rarely
+// pays for it). What was committed since the file left its path is unknown to whoever opens the
+// path next: the writer stops answering (FailStop), and the start refuses a WAL beside a missing
+// database file (Writer::Writer).
+// The WAL left its path while the database file stayed: the commits since the last checkpoint
+// are only in the WAL the writer still has open. Its bytes are copied out through SQLite's own
+// handle, whole (a checkpoint into the database file could stop at a reader's snapshot and
+// leave the file in a state that never existed; review19), into `<wal>.saved`, fsynced, and
+// renamed to the WAL's path if nothing but an empty file is there (a reader may have made one):
+// WAL recovery at the next start then replays exactly the commits it holds. Says what it did.
+std::string Writer::save_open_wal(sqlite3_file& wal, bool take_the_path) {
+  const std::string saved = wal_path_ + ".saved";
+  const auto failed = [&](const std::string& what) {
+    return "; saving the WAL the daemon still had open to " + saved + " failed (" + what +
+           "): the commits since the last checkpoint are lost";
+  };
+  sqlite3_int64 size = 0;
+  if (wal.pMethods->xFileSize(&wal, &size) != SQLITE_OK) return failed("cannot read its size");
+  struct stat db {};
+  const mode_t mode = ::stat(config_.database_path.c_str(), &db) == 0 ? (db.st_mode & 0666) : 0600;
+  const int fd = ::open(saved.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return failed(std::strerror(errno));
+  std::vector<char> buf(64 * 1024);
+  bool ok = true;
+  for (sqlite3_int64 off = 0; ok && off < size;) {
+    const int n = static_cast<int>(
+        std::min<sqlite3_int64>(static_cast<sqlite3_int64>(buf.size()), size - off));
+    ok = wal.pMethods->xRead(&wal, buf.data(), n, off) == SQLITE_OK;
+    for (int done = 0; ok && done < n;) {
+      const ssize_t w = ::write(fd, buf.data() + done, static_cast<std::size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      ok = w > 0;
+      if (ok) done += static_cast<int>(w);
+    }
+    off += n;
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(saved.c_str());
+    return failed("cannot copy it");
+  }
+  const std::string dir = std::filesystem::path(wal_path_).parent_path().string();
+  const bool renamed = take_the_path && ::rename(saved.c_str(), wal_path_.c_str()) == 0;
+  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  if (renamed) {
+    return "; the WAL it still had open (" + std::to_string(size) + " bytes) was saved back to " +
+           wal_path_ + ", so the next start recovers every commit";
+  }
+  return "; the WAL it still had open (" + std::to_string(size) + " bytes) was saved to " + saved +
+         ": with the daemon stopped, move it to " + wal_path_ +
+         " (replacing the file there) to recover the commits since the last checkpoint";
+}
+
+void Writer::check_files_in_place() {
+  const auto now = Clock::now();
+  if (now < next_files_check_) return;
+  next_files_check_ = now + kFilesCheckEvery;
+  int moved = 0;
+  const char* which = nullptr;
+  if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved) {
+    which = "the database file";
+  }
+  // The WAL: the file at its path now against the one seen when SQLite first had it open. Only
+  // a file that is not there (ENOENT) or another file counts: a stat that fails otherwise
+  // (EACCES after a chmod, ESTALE) says nothing, and is tried again at the next look.
+  bool wal_gone = false, wal_there_empty = false, wal_moved = false;
+  sqlite3_file* wal = nullptr;
+  if (!which &&
+      sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK && wal &&
+      wal->pMethods) {
+    struct stat st {};
+    const bool there = ::stat(wal_path_.c_str(), &st) == 0;
+    wal_gone = !there && errno == ENOENT;
+    wal_there_empty = there && S_ISREG(st.st_mode) && st.st_size == 0;
+    if (!wal_file_) {
+      if (there) wal_file_.emplace(st.st_dev, st.st_ino);
+    } else if (wal_gone || (there && *wal_file_ != std::pair(st.st_dev, st.st_ino))) {
+      which = "the WAL";
+      wal_moved = true;
+    }
+  }
+  if (!which) return;
+  std::string message = std::string(which) + " of " + config_.database_path +
+                        " is no longer the file at its path (deleted, replaced or renamed while "
+                        "served)";
+  if (wal_moved) {  // and the database file is where it was
+    message += save_open_wal(*wal, wal_gone || wal_there_empty);
+  } else {
+    message += "; the commits since are in a file the next start will not read";
+  }
+  throw FailStop{{message, SQLITE_IOERR}};
 }
 
 }  // namespace pasyn::server
