@@ -16,7 +16,7 @@ struct Config {
   std::string socket_path;  // empty: default_socket_path(database_path)
   bool synchronous_full = true;
   /// --batch-wait: when the writer waits for the connections of the last batch before it starts
-  /// the next (group_commit.cpp, fill_batch). kAuto: at synchronous=full only, where a commit
+  /// the next (batching.cpp, fill_batch). kAuto: at synchronous=full only, where a commit
   /// waits for an fsync. Off by default (measured: see fill_batch).
   enum class BatchWait { kAuto, kOn, kOff };
   BatchWait batch_wait = BatchWait::kOff;

@@ -1,6 +1,6 @@
 // Server::Impl: the I/O thread's state (acceptor, sessions, budgets, timers), shared by
-// server.cpp (accept, stop, STATS) and session.cpp (the connections). The threading model is
-// described at the top of server.cpp.
+// server.cpp (accept, stop, STATS), session.cpp and session_frames.cpp (the connections). The
+// threading model is described at the top of server.cpp.
 #pragma once
 
 #include <sys/stat.h>

@@ -1,7 +1,7 @@
 // The writer thread: its connection, queue and run loop, replies, admin requests. See
-// writer.hpp for the design; the concepts it runs have files of their own: group_commit.cpp
-// (batches), statement_runner.cpp, client_transactions.cpp, checkpointer.cpp, authorizer,
-// idempotency, backup, statement_kind.
+// writer.hpp for the design; the concepts it runs have files of their own: batching.cpp
+// (forming batches), group_commit.cpp (running them), statement_runner.cpp,
+// client_transactions.cpp, checkpointer.cpp, authorizer, idempotency, backup, statement_kind.
 #include "writer.hpp"
 
 #include <pasyn/proto/named_params.hpp>

@@ -5,7 +5,7 @@
 //    shared between the I/O thread and the writer thread, guarded by mu_.
 //  * The writer thread takes everything queued (up to 4,096 requests and 1 MiB of request
 //    payload, after a brief bounded wait for the connections of the previous batch: fill_batch
-//    in group_commit.cpp), opens one `BEGIN IMMEDIATE` transaction, and runs the requests one
+//    in batching.cpp), opens one `BEGIN IMMEDIATE` transaction, and runs the requests one
 //    after the other. If one fails, the attempt is rolled back and the batch runs again with
 //    each request inside its own savepoint: the failing one is rolled back to its savepoint and
 //    answered with its own error, the others stay. (Savepoints cost two statements per request,
@@ -183,7 +183,7 @@ struct WriterStats {
   // Since the start (cumulative, for STATS and Prometheus): requests per batch, COMMIT
   // duration (µs), and the time requests waited in the queue before the writer took them (µs).
   Histogram batch_size{kBatchSizeBounds};
-  // The batching policy (group_commit.cpp, fill_batch): how often the writer waited to fill a
+  // The batching policy (batching.cpp, fill_batch): how often the writer waited to fill a
   // batch, and the largest batch by request bytes (never above kMaxBatchBytes unless one
   // request alone is larger).
   std::uint64_t batch_waits = 0;
@@ -254,6 +254,9 @@ class Writer {
   static constexpr std::size_t kCommitWindow = 1024;
 
  private:
+  // The reply to what a shutdown's drain timeout kept from running.
+  static constexpr const char* kNotExecuted =
+      "pasyn-writerd is shutting down; the request was not executed";
   struct Cached {
     sqlite3_stmt* stmt = nullptr;
     bool several = false;  // the SQL holds more than one statement
@@ -323,7 +326,7 @@ class Writer {
   // its path (deleted, replaced, renamed). Looks at most every kFilesCheckEvery.
   void check_files_in_place();
   std::string save_open_wal(sqlite3_file& wal, bool take_the_path);
-  /// The batching policy (group_commit.cpp): with `lk` held and `incoming` just taken from
+  /// The batching policy (batching.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
   void fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& incoming);
   void begin_transaction(Request& r);

@@ -1,4 +1,9 @@
-"""pasyn_sqlite_core: every name of PYTHON-API.md, against a real in-process writer server."""
+"""pasyn_sqlite_core: every name of PYTHON-API.md, against a real in-process writer server.
+
+Over 600 lines: one test or more per name of the document, in one file so that a name without
+a test shows; the async layer, the change feed, timeouts and the pasyn_sqlite package have
+files of their own.
+"""
 import os
 import signal
 import sqlite3

@@ -1,7 +1,7 @@
-// The writer's batching policy and reply path against the real pasyn-writerd (group_commit.cpp,
-// server.cpp; PROTOCOL.md "The path of a request"): the byte cap of a batch, the bounded wait for
-// the connections of the last batch (never for a lone connection), and the order of one
-// connection's replies when the writer's direct send meets a full socket and the rest goes
+// The writer's batching policy and reply path against the real pasyn-writerd (batching.cpp,
+// group_commit.cpp, server.cpp; PROTOCOL.md "The path of a request"): the byte cap of a batch, the
+// bounded wait for the connections of the last batch (never for a lone connection), and the order
+// of one connection's replies when the writer's direct send meets a full socket and the rest goes
 // through the I/O thread. Behaviour only, read from STATS and the replies; no timing thresholds.
 //
 // Batches are formed deterministically the way batch_integrity_test.cpp does: a holder opens a

@@ -8,6 +8,8 @@
 // commits it does not want (progress marks); a subscriber that does not read gets a gap (once it
 // reads, with no further commit) and does not hold writers up; the feed reconnects by itself and
 // reports a daemon restart; SUBSCRIBE is refused on a connection holding a transaction.
+// Over 600 lines: every test here uses the ChangeFeedTest fixture and helpers below; the
+// reconnect through a cutting proxy and the load test, which need neither, have files of their own.
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>

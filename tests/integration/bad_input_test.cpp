@@ -1,0 +1,278 @@
+// Bad input against the real pasyn-writerd: malformed and oversized frames, a wrong or missing
+// HELLO, truncated or trailing bytes, unknown types and tags, silent and half-sent peers, a peer
+// that shuts its sending side. Each is refused with a typed error (or closed) and the daemon
+// keeps serving the client connected before the bad peer, and new ones.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon_fixture.hpp"
+
+namespace {
+
+using namespace pasyn::itest;
+namespace proto = pasyn::proto;
+
+/// A daemon with a short handshake timeout and a well-behaved client connected before any bad
+/// peer, which must still be served after it.
+class BadInputTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(start_daemon({"--handshake-timeout", "300"}));
+    before_.emplace(connect_client());
+    before_->execute("CREATE TABLE probe (v TEXT)");
+  }
+
+  void TearDown() override {
+    before_.reset();
+    DaemonTest::TearDown();
+  }
+
+  /// The client connected before the bad peer still gets its writes and pings answered, and a
+  /// new client can connect and write.
+  void expect_still_serving() {
+    try {
+      EXPECT_EQ(before_->execute("INSERT INTO probe (v) VALUES (?)", {"before"}), 1);
+      EXPECT_TRUE(before_->ping());
+      auto fresh = connect_client();
+      EXPECT_TRUE(fresh.ping());
+      EXPECT_EQ(fresh.execute("INSERT INTO probe (v) VALUES (?)", {"fresh"}), 1);
+    } catch (const pasyn::Error& e) {
+      ADD_FAILURE() << "the daemon stopped serving other clients: " << e.what();
+    }
+  }
+
+  std::optional<pasyn::MultiplexedClient> before_;
+};
+
+TEST_F(BadInputTest, FrameLengthBelowNineIsAProtocolErrorAndClosesOnlyThatConnection) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> bytes = little_endian_u32(8);  // type + 7 bytes of request id
+  bytes.insert(bytes.end(), {0x02, 1, 0, 0, 0, 0, 0, 0});
+  ASSERT_TRUE(peer.send(bytes));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, AbsurdFrameLengthIsRefusedBeforeTheBodyArrives) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  ASSERT_TRUE(peer.send(little_endian_u32(0xFFFFFFFF)));  // and no body at all
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, AFloodOfProtocolErrorsIsLoggedAtMostTenTimesASecond) {
+  constexpr int kPeers = 40;
+  const auto flood_from = Clock::now();
+  for (int i = 0; i < kPeers; ++i) {
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.send(little_endian_u32(0xFFFFFFFF)));
+    expect_protocol_error_then_close(peer);  // every peer still gets its error frame
+  }
+  const auto flood_span = Clock::now() - flood_from;
+  // The next one, more than a second after the flood's last window opened: logged, after the
+  // count of the flood's errors that were left out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  RawPeer last(sock_);
+  ASSERT_TRUE(last.send(little_endian_u32(0xFFFFFFFF)));
+  expect_protocol_error_then_close(last);
+  expect_still_serving();
+
+  const std::string log = read_file(log_);
+  int logged = 0;
+  for (std::size_t at = 0; (at = log.find("protocol error:", at)) != std::string::npos; ++at) {
+    ++logged;
+  }
+  const std::string left_out = " more protocol errors in the last second were not logged";
+  int counted = 0;
+  for (std::size_t at = 0; (at = log.find(left_out, at)) != std::string::npos; ++at) {
+    std::size_t digits = at;
+    while (digits > 0 && std::isdigit(static_cast<unsigned char>(log[digits - 1]))) --digits;
+    counted += std::stoi(log.substr(digits, at - digits));
+  }
+  // Every error is either logged or counted, however long the flood took on this machine; the
+  // flood's first second logs ten, and each one-second window it spans at most ten more.
+  EXPECT_EQ(logged + counted, kPeers + 1) << log;
+  EXPECT_GE(logged, 10 + 1) << log;
+  const auto windows = static_cast<int>(flood_span / 1s) + 1;
+  EXPECT_LE(logged, std::min(kPeers, 10 * windows) + 1) << windows << " one-second windows\n"
+                                                        << log;
+}
+
+TEST_F(BadInputTest, AbsurdFrameLengthInsteadOfHelloIsRefusedToo) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.send(little_endian_u32(0xFFFFFFFF)));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, HelloWithWrongMagicIsAProtocolError) {
+  RawPeer peer(sock_);
+  std::vector<std::uint8_t> hello;
+  proto::encode_hello(hello, proto::Hello{0x12345678, proto::kVersion, 0});
+  ASSERT_TRUE(peer.send(hello));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, HelloWithUnsupportedVersionIsAProtocolError) {
+  RawPeer peer(sock_);
+  std::vector<std::uint8_t> hello;
+  proto::encode_hello(hello, proto::Hello{proto::kMagic, proto::kVersion + 1, 0});
+  ASSERT_TRUE(peer.send(hello));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, FirstFrameOtherThanHelloIsAProtocolError) {
+  RawPeer peer(sock_);
+  std::vector<std::uint8_t> ping;
+  proto::encode_empty(ping, proto::MsgType::kPing, 1);
+  ASSERT_TRUE(peer.send(ping));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, UnknownMessageTypeAfterHandshakeIsAProtocolError) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> frame;
+  proto::FrameWriter(frame, static_cast<proto::MsgType>(0x42), 7).finish();
+  ASSERT_TRUE(peer.send(frame));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, TruncatedExecutePayloadIsAProtocolErrorAndRunsNothing) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> frame;
+  {
+    proto::FrameWriter w(frame, proto::MsgType::kExecute, 5);
+    w.u32(1000);  // an SQL string of 1000 bytes, of which only a few follow
+    for (char c : std::string("INSERT")) w.u8(static_cast<std::uint8_t>(c));
+    w.finish();
+  }
+  ASSERT_TRUE(peer.send(frame));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, ExecuteWithTrailingGarbageIsAProtocolErrorAndRunsNothing) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> frame;
+  {
+    proto::FrameWriter w(frame, proto::MsgType::kExecute, 5);
+    w.string("INSERT INTO probe (v) VALUES ('garbage')");
+    w.params({});
+    w.u32(0xDEADBEEF);  // bytes the layout does not account for
+    w.finish();
+  }
+  ASSERT_TRUE(peer.send(frame));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'garbage'"), 0);
+}
+
+TEST_F(BadInputTest, ExecuteWithAnUnknownValueTagIsAProtocolError) {
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> frame;
+  {
+    proto::FrameWriter w(frame, proto::MsgType::kExecute, 5);
+    w.string("INSERT INTO probe (v) VALUES (?)");
+    w.u32(1);  // one parameter...
+    w.u8(9);   // ...whose tag names no type
+    w.finish();
+  }
+  ASSERT_TRUE(peer.send(frame));
+  expect_protocol_error_then_close(peer);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, SilentClientIsClosedWithAProtocolErrorAfterTheHandshakeTimeout) {
+  // Timed from before our connect(): the daemon's timer (--handshake-timeout 300) starts at its
+  // accept, after it, so no pause of this thread can make the wait look shorter.
+  const auto connecting = std::chrono::steady_clock::now();
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.connected());
+  const auto r = peer.read_until_closed(kReplyTimeout);
+  expect_protocol_error_and_close(r);
+  EXPECT_GE(std::chrono::steady_clock::now() - connecting, 300ms);
+  EXPECT_LT(r.elapsed, 3s);
+  expect_still_serving();
+}
+
+TEST_F(BadInputTest, HalfAFrameThenDisconnectRunsNothingAndHarmsNoOne) {
+  {
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.handshake());
+    std::vector<std::uint8_t> frame;
+    proto::encode_statement(frame, proto::MsgType::kExecute, 1,
+                            "INSERT INTO probe (v) VALUES ('half')", {});
+    frame.resize(frame.size() / 2);
+    ASSERT_TRUE(peer.send(frame));
+  }  // disconnects
+  expect_still_serving();
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'half'"), 0);
+}
+
+TEST_F(BadInputTest, HalfAHelloThenDisconnectHarmsNoOne) {
+  {
+    RawPeer peer(sock_);
+    std::vector<std::uint8_t> hello;
+    proto::encode_hello(hello, proto::Hello{});
+    hello.resize(hello.size() / 2);
+    ASSERT_TRUE(peer.send(hello));
+  }
+  expect_still_serving();
+}
+
+// A peer that shuts its sending side after its requests (shutdown(SHUT_WR), as a script piping
+// requests in does) still gets every reply, in order, and then the close; its transaction's
+// COMMIT, sent before the shutdown, commits.
+TEST_F(BadInputTest, APeerThatShutsItsSendingSideGetsEveryReplyAndThenTheClose) {
+  constexpr std::uint64_t kWrites = 200;
+  RawPeer peer(sock_);
+  ASSERT_TRUE(peer.handshake());
+  std::vector<std::uint8_t> bytes;
+  for (std::uint64_t id = 1; id <= kWrites; ++id) {
+    const auto frame = statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecute), id,
+                                       "INSERT INTO probe (v) VALUES ('half-closed')");
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+  }
+  constexpr std::uint64_t kBegin = 1000;
+  for (const auto& frame : {empty_frame(proto::MsgType::kBegin, kBegin),
+                            tx_statement_frame(proto::MsgType::kExecute, kBegin + 1, kBegin,
+                                               "INSERT INTO probe (v) VALUES ('half-closed tx')"),
+                            tx_end_frame(proto::MsgType::kCommit, kBegin + 2, kBegin)}) {
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+  }
+  ASSERT_TRUE(peer.send(bytes));
+  peer.shutdown_send();
+
+  const auto r = peer.read_until_closed(kReplyTimeout);
+  EXPECT_TRUE(r.closed) << "the daemon kept the connection open after the last reply";
+  EXPECT_TRUE(r.decode_error.empty()) << r.decode_error;
+  ASSERT_EQ(r.frames.size(), kWrites + 3);
+  for (std::size_t i = 0; i < r.frames.size(); ++i) {
+    const auto& f = r.frames[i];
+    EXPECT_EQ(f.request_id, i < kWrites ? i + 1 : kBegin + (i - kWrites)) << "reply " << i;
+    EXPECT_NE(f.type, static_cast<std::uint8_t>(proto::MsgType::kError)) << "reply " << i;
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'half-closed'"),
+            static_cast<std::int64_t>(kWrites));
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'half-closed tx'"), 1);
+  expect_still_serving();
+}
+
+}  // namespace
