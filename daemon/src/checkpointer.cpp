@@ -464,10 +464,17 @@ std::string Writer::save_open_wal(sqlite3_file& wal, bool take_the_path) {
          " (replacing the file there) to recover the commits since the last checkpoint";
 }
 
-void Writer::check_files_in_place() {
-  const auto now = Clock::now();
-  if (now < next_files_check_) return;
-  next_files_check_ = now + kFilesCheckEvery;
+void Writer::check_files_in_place(bool now) {
+  const auto time = Clock::now();
+  if (!now && time < next_files_check_) {
+    // Looked less than kFilesCheckEvery ago: serve() looks when that ends, so that the last
+    // commit before a pause (or before SIGTERM: close_database) is looked at too (probe29: a
+    // write right after a rename was acknowledged, and the daemon then exited 0).
+    files_check_owed_ = true;
+    return;
+  }
+  files_check_owed_ = false;
+  next_files_check_ = time + kFilesCheckEvery;
   int moved = 0;
   const char* which = nullptr;
   if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved) {

@@ -205,6 +205,7 @@ std::optional<Clock::time_point> Writer::next_deadline() const {
     const auto idle = tx_->last_activity + config_.transaction_idle_timeout;
     if (!next || idle < *next) next = idle;
   }
+  if (files_check_owed_ && (!next || next_files_check_ < *next)) next = next_files_check_;
   return next;
 }
 

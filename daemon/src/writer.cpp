@@ -431,18 +431,22 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
       work.clear();
       deferred_.clear();
       std::erase_if(rest, [](const Request& r) { return r.disconnect; });
-      finish_pending_with(rest, proto::PasynCode::kShuttingDown,
-                          "pasyn-writerd is shutting down; the request was not executed");
+      finish_pending_with(rest, proto::PasynCode::kShuttingDown, kNotExecuted);
     } else {
       process(work);
       publish_committed();  // every commit's replies are out by now
       if (feed_) feed_->flush_due(stopping);
       // Between batches (their replies are out), never inside a client transaction.
       if (!tx_ && !aborted_) maintain_wal();
+      if (files_check_owed_) check_files_in_place();
     }
     if (stopping && work.empty() && deferred_.empty() && !tx_) {
-      std::lock_guard lk(mu_);
-      if (queue_.empty()) break;  // everything queued before stop() has run
+      std::unique_lock lk(mu_);
+      if (queue_.empty()) {  // everything queued before stop() has run
+        lk.unlock();
+        check_files_in_place(true);  // the last commit's look, before exit 0
+        break;
+      }
     }
   }
 }

@@ -323,8 +323,10 @@ class Writer {
   Checkpointer checkpointer();
   void record_commit(Clock::duration took, std::size_t batch_size, std::size_t batch_bytes);
   // After a commit: throws FailStop if the database file or its WAL is no longer the file at
-  // its path (deleted, replaced, renamed). Looks at most every kFilesCheckEvery.
-  void check_files_in_place();
+  // its path (deleted, replaced, renamed). Looks at most every kFilesCheckEvery; a commit inside
+  // that interval owes a look, which serve() makes when the interval ends (next_deadline), and
+  // `now` (the last one, before the daemon exits) makes it at once.
+  void check_files_in_place(bool now = false);
   std::string save_open_wal(sqlite3_file& wal, bool take_the_path);
   /// The batching policy (batching.cpp): with `lk` held and `incoming` just taken from
   /// queue_, may wait briefly for more requests to arrive; appends them to `incoming`.
@@ -470,6 +472,7 @@ class Writer {
   std::unordered_map<const ReplySink*, std::size_t> last_batch_replies_;
   Clock::duration last_commit_{};
   Clock::time_point next_files_check_{};  // check_files_in_place
+  bool files_check_owed_ = false;         // a commit since its last look
   // The WAL's file when it was first seen open (SQLite answers SQLITE_FCNTL_HAS_MOVED for the
   // database file only: it opens its WAL without the inode bookkeeping that needs).
   std::optional<std::pair<dev_t, ino_t>> wal_file_;

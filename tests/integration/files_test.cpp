@@ -156,4 +156,36 @@ TEST_F(FilesTest, AFileRemovedUnderTheDaemonStopsItAndAStartKeepsTheWal) {
   }
 }
 
+// A commit within the writer's 10 ms between two looks is looked at when they end, or at
+// shutdown: probe29's write right after a rename was acknowledged, the daemon went on serving
+// (no commit came to look again), and SIGTERM then exited 0 with nothing in the log.
+TEST_F(FilesTest, TheLastCommitBeforeAPauseOrAStopIsLookedAtToo) {
+  for (const bool sigterm : {false, true}) {
+    db_ = dir_.file(sigterm ? "stopped.sqlite" : "paused.sqlite");
+    SCOPED_TRACE(sigterm ? "SIGTERM right after the write" : "no request after the write");
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    const std::string moved = db_ + ".moved";
+    {
+      auto client = connect_client();
+      client.execute("CREATE TABLE t (x)");
+      EXPECT_EQ(client.execute("INSERT INTO t VALUES (1)"), 1);
+      ASSERT_EQ(::rename(db_.c_str(), moved.c_str()), 0);
+      try {  // usually within 10 ms of the last look, and acknowledged; else the stop is now
+        client.execute("INSERT INTO t VALUES (2)");
+      } catch (const pasyn::ConnectionLostError&) {
+      }
+      if (sigterm) daemon_.signal(SIGTERM);
+      const auto status = daemon_.wait_exit(kStopTimeout);
+      ASSERT_TRUE(status) << "pasyn-writerd kept serving a file that left its path";
+      EXPECT_TRUE(exited_with(*status, kExitStorageFailure)) << describe_status(*status);
+      EXPECT_NE(read_file(log_).find("is no longer the file at its path"), std::string::npos)
+          << read_file(log_);
+    }
+    ASSERT_EQ(::rename(moved.c_str(), db_.c_str()), 0);
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE x = 1"), 1);
+    stop_daemon();
+  }
+}
+
 }  // namespace
