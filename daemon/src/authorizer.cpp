@@ -104,7 +104,7 @@ struct Pragma {
 // Sorted by name. Deliberately absent: everything that sets state of the shared connection
 // (cache_size, foreign_keys, hard_heap_limit, mmap_size, case_sensitive_like,
 // recursive_triggers, max_page_count, busy_timeout, synchronous, query_only, ...), the schema's
-// integrity (writable_schema, ignore_check_constraints, trusted_schema), and anything that
+// integrity (writable_schema, ignore_check_constraints, setting trusted_schema), and anything that
 // changes the file's layout (page_size, auto_vacuum, incremental_vacuum, secure_delete).
 constexpr Pragma kPragmas[] = {
     {"application_id", Use::kWriterSets},
@@ -134,6 +134,7 @@ constexpr Pragma kPragmas[] = {
     {"table_info", Use::kObject},
     {"table_list", Use::kObject},
     {"table_xinfo", Use::kObject},
+    {"trusted_schema", Use::kQuery},  // off (SPEC §4): readable, so that a client can check
     {"user_version", Use::kWriterSets},
     {"wal_checkpoint", Use::kAdminRuns},
 };

@@ -150,9 +150,12 @@ TEST_F(AllowListTest, ListedPragmasRunForAWriter) {
        {"PRAGMA data_version", "PRAGMA page_count", "PRAGMA page_size", "PRAGMA freelist_count",
         "PRAGMA schema_version", "PRAGMA compile_options", "PRAGMA database_list",
         "PRAGMA collation_list", "PRAGMA index_list(probe)", "PRAGMA foreign_keys",
-        "PRAGMA synchronous", "PRAGMA encoding"}) {
+        "PRAGMA synchronous", "PRAGMA encoding", "PRAGMA trusted_schema"}) {
     EXPECT_EQ(outcome_of([&] { before_->execute_fetchall(sql); }), "ok") << sql;
   }
+  // SPEC §4's promise, which a client can read (probe29: the query was refused).
+  EXPECT_EQ(before_->execute_fetchall("PRAGMA trusted_schema")[0][0],
+            pasyn::Value(std::int64_t{0}));
   // Default --foreign-keys off, like SQLite's own default.
   EXPECT_EQ(before_->execute_fetchall("PRAGMA foreign_keys")[0][0], pasyn::Value(std::int64_t{0}));
 }
