@@ -139,8 +139,10 @@ int main(int argc, char** argv) {
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--database", config.database_path, "SQLite database file (created if missing)")
       ->required(instance.empty());
-  app.add_option("--socket", config.socket_path,
-                 "Unix socket to listen on (default: <database>-pasyn.sock)");
+  app.add_option(
+      "--socket", config.socket_path,
+      "Unix socket to listen on (default: <database>-pasyn.sock; /tmp/pasyn-UID/HASH.sock if too "
+      "long, or if the database's directory is writable by all)");
   app.add_option("--synchronous", synchronous,
                  "full: acknowledged writes survive power loss; normal: they survive crashes")
       ->check(CLI::IsMember({"full", "normal"}))

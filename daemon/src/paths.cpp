@@ -30,6 +30,15 @@ std::string absolute_path(const std::string& path) {
   return abs.lexically_normal().string();
 }
 
+// SPEC §4: a default socket path is never in a directory where another user could bind it
+// first. A database in /tmp (or any directory writable by all, sticky or not) would put it
+// there; a directory that cannot be looked at is judged by the start that then fails.
+bool world_writable_directory_of(const std::string& abs) {
+  const std::string dir = std::filesystem::path(abs).parent_path().string();
+  struct stat st {};
+  return ::stat(dir.c_str(), &st) == 0 && (st.st_mode & S_IWOTH) != 0;
+}
+
 }  // namespace
 
 std::string private_socket_dir() {
@@ -62,7 +71,7 @@ std::string private_socket_dir() {
 std::string default_socket_path(const std::string& database_path) {
   std::string abs = absolute_path(database_path);
   std::string beside = abs + "-pasyn.sock";
-  if (beside.size() <= kMaxSocketPath) return beside;
+  if (beside.size() <= kMaxSocketPath && !world_writable_directory_of(abs)) return beside;
   // 64-bit FNV-1a of the absolute path: stable across processes and runs.
   std::uint64_t h = 14695981039346656037ull;
   for (unsigned char c : abs) {

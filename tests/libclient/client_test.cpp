@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -468,6 +469,24 @@ TEST(DefaultSocketPath, IsBesideTheDatabaseAndStable) {
   EXPECT_EQ(p, pasyn::default_socket_path(long_path));
   EXPECT_EQ(p.rfind("/tmp/pasyn-" + std::to_string(::geteuid()) + "/", 0), 0u) << p;
   EXPECT_LT(p.size(), 108u);
+}
+
+// SPEC §4: never in a directory writable by all, where another user could bind the name
+// first (probe29: a database in /tmp had its socket in /tmp).
+TEST(DefaultSocketPath, IsNeverInADirectoryWritableByAll) {
+  char tmpl[] = "/tmp/pasyn-sockdir-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, db = dir + "/x.sqlite";
+  EXPECT_EQ(pasyn::default_socket_path(db), db + "-pasyn.sock");  // mkdtemp: mode 0700
+  for (const mode_t mode : {0777, 01777, 0703}) {
+    ASSERT_EQ(::chmod(dir.c_str(), mode), 0);
+    const auto p = pasyn::default_socket_path(db);
+    EXPECT_EQ(p.rfind("/tmp/pasyn-" + std::to_string(::geteuid()) + "/", 0), 0u)
+        << std::oct << mode << ": " << p;
+    EXPECT_EQ(p, pasyn::default_socket_path(db));  // the daemon's and its clients' alike
+  }
+  EXPECT_EQ(pasyn::default_socket_path("/tmp/x.sqlite").rfind("/tmp/pasyn-", 0), 0u);
+  ::rmdir(dir.c_str());
 }
 
 }  // namespace

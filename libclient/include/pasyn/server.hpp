@@ -89,7 +89,8 @@ PASYN_EXPORT WriterServerHandle start_writer_server(const std::string& database_
                                                     const ServerOptions& options);
 
 /// The socket a server for `database_path` listens on by default: the absolute database path
-/// plus "-pasyn.sock", or, when that is too long for a Unix socket address,
+/// plus "-pasyn.sock", or, when that is too long for a Unix socket address or the database's
+/// directory is writable by all (/tmp: another user could bind the name first),
 /// "/tmp/pasyn-<euid>/<hash of the absolute path>.sock" (the same for the daemon and the
 /// client of one user). That directory is created with mode 0700 if missing; if it is not a
 /// directory owned by the caller's effective uid with mode 0700 (another user could plant a
