@@ -122,6 +122,7 @@ void Session::close_now() {
   const auto self = std::move(paused_hold_);  // released when this returns, not before
   closed_ = true;
   alive_.store(false, std::memory_order_release);
+  charge_buffered(0);  // what the decoder holds goes with the connection
   if (subscribed_) server_.feed_.unsubscribe(this);
   if (hello_done_) {
     // Lets the writer roll back this connection's transaction at once (PROTOCOL.md §6.2).
@@ -164,7 +165,8 @@ void Session::check_access() {
 void Session::resume_reading() {
   if (!read_paused_.load() || closing_ || closed_) return;
   read_paused_.store(false);
-  const auto self = std::move(paused_hold_);  // alive through pump(), which may pause again
+  last_read_ = std::chrono::steady_clock::now();  // a frame's stall is counted from here
+  const auto self = std::move(paused_hold_);      // alive through pump(), which may pause again
   pump();
 }
 
@@ -185,6 +187,37 @@ bool Session::reading_blocked(std::size_t parsed) const {
   if (queued_bytes_.load() >= c.max_queued_bytes) return true;
   if (inflight_.load() + parsed < c.max_inflight && !server_.budget_.full()) return false;
   return !server_.writer_.holds_transaction(this);
+}
+
+void Session::charge_buffered(std::size_t held) {
+  if (held > buffered_charged_) {
+    const std::size_t more = held - buffered_charged_;
+    queued_bytes_.fetch_add(more);
+    server_.budget_.add(more, false);
+  } else if (held < buffered_charged_) {
+    const std::size_t less = buffered_charged_ - held;
+    queued_bytes_.fetch_sub(less);
+    server_.budget_.release(less, false);
+  }
+  buffered_charged_ = held;
+  if (held > 0 && !partial_watched_ && !closing_ && !closed_) watch_partial_frame();
+}
+
+void Session::watch_partial_frame() {
+  partial_watched_ = true;
+  handshake_timer_.expires_at(last_read_ + server_.config_.handshake_timeout);
+  handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    self->partial_watched_ = false;
+    if (ec || self->closing_ || self->closed_ || self->buffered_charged_ == 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (self->read_paused_.load()) self->last_read_ = now;  // the daemon's backpressure
+    if (now < self->last_read_ + self->server_.config_.handshake_timeout) {
+      self->watch_partial_frame();
+      return;
+    }
+    self->protocol_error("a frame stalled: no byte of it for the handshake timeout (" +
+                         std::to_string(self->server_.config_.handshake_timeout.count()) + " ms)");
+  });
 }
 
 ByteCharge Session::charge(std::size_t n) {
@@ -223,6 +256,7 @@ void Session::on_read(error_code ec, std::size_t n) {
   }
   decoder_.commit(n);
   busy_reads_ = n == offered_;
+  if (hello_done_) last_read_ = std::chrono::steady_clock::now();
   pump();
 }
 
@@ -246,6 +280,7 @@ bool Session::pump_once() {
       if (requests.capacity() > Writer::kKeptRequests) std::vector<Request>().swap(requests);
     }
   } clear{requests};
+  charge_buffered(0);  // the frames parsed now are charged as requests
   proto::FrameView frame;
   bool limited = false;  // the limits stopped the parsing (the decoder may hold more frames)
   for (;;) {
@@ -278,6 +313,7 @@ bool Session::pump_once() {
     }
   }
   if (closing_ || closed_) return false;
+  charge_buffered(hello_done_ ? decoder_.buffered() : 0);
   if (reading_blocked()) {
     // Paused first, then checked again: a release from now on sees the flag and wakes us.
     read_paused_.store(true);

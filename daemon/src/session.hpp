@@ -88,6 +88,16 @@ class Session : public ReplySink,
 
   ByteCharge charge(std::size_t n);
 
+  // The bytes of frames in progress (and of complete ones not parsed yet) that the decoder
+  // holds after HELLO count against --max-queued-bytes and --max-total-bytes like a queued
+  // request's (probe31: 60 connections each holding a 16 MiB frame minus one byte, counted
+  // nowhere, took the daemon to 1 GB). pump_once() charges them before it reads or pauses, and
+  // takes the charge back before it parses (the requests parsed are charged on their own).
+  void charge_buffered(std::size_t held);
+  // A frame in progress must progress: no byte of it for --handshake-timeout (while the daemon
+  // reads from the connection) is a protocol error that closes it. One timer wait per timeout.
+  void watch_partial_frame();
+
   void do_read();
 
   void on_read(error_code ec, std::size_t n);
@@ -146,10 +156,15 @@ class Session : public ReplySink,
 
   Server::Impl& server_;
   local::socket socket_;
+  // The handshake's deadline, then a stalled frame's (watch_partial_frame), then a closing
+  // connection's flush grace (close_after_flush).
   asio::steady_timer handshake_timer_;
   proto::FrameDecoder decoder_;
-  std::size_t offered_ = 0;  // bytes the read in flight may fill
-  bool busy_reads_ = false;  // the last read filled what it was offered
+  std::size_t offered_ = 0;                            // bytes the read in flight may fill
+  bool busy_reads_ = false;                            // the last read filled what it was offered
+  std::size_t buffered_charged_ = 0;                   // charge_buffered()
+  std::chrono::steady_clock::time_point last_read_{};  // bytes last arrived (after HELLO)
+  bool partial_watched_ = false;                       // watch_partial_frame() is waiting
   std::uint64_t id_;
   std::string peer_;
   std::atomic<bool> alive_{true};

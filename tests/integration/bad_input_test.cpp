@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -234,6 +235,78 @@ TEST_F(BadInputTest, HalfAHelloThenDisconnectHarmsNoOne) {
     hello.resize(hello.size() / 2);
     ASSERT_TRUE(peer.send(hello));
   }
+  expect_still_serving();
+}
+
+// `n` bytes of `frame` from `at`.
+std::vector<std::uint8_t> bytes_of(const std::vector<std::uint8_t>& frame, std::size_t at,
+                                   std::size_t n) {
+  return {frame.begin() + static_cast<std::ptrdiff_t>(at),
+          frame.begin() + static_cast<std::ptrdiff_t>(at + n)};
+}
+
+// A frame begun after the handshake must progress (probe31: hundreds of connections each
+// holding a frame of 16 MiB minus a byte were kept for ever): no byte of it for the handshake
+// timeout closes the connection with a protocol error. A frame whose bytes keep coming, however
+// slowly, is not cut.
+TEST_F(BadInputTest, AFrameThatStallsMidwayIsClosedOneThatProgressesIsServed) {
+  std::vector<std::uint8_t> frame;
+  proto::encode_statement(frame, proto::MsgType::kExecute, 1,
+                          "INSERT INTO probe (v) VALUES ('slow')", {});
+  RawPeer slow(sock_), stalled(sock_);
+  ASSERT_TRUE(slow.handshake());
+  ASSERT_TRUE(stalled.handshake());
+  ASSERT_TRUE(stalled.send(bytes_of(frame, 0, frame.size() / 2)));
+  const auto stalled_from = std::chrono::steady_clock::now();
+  // The slow peer's frame, a byte every 100 ms (the timeout is 300 ms), over 1 s and more.
+  const std::size_t first = frame.size() - 12;
+  ASSERT_TRUE(slow.send(bytes_of(frame, 0, first)));
+  for (std::size_t i = first; i < frame.size(); ++i) {
+    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(slow.send(bytes_of(frame, i, 1)));
+  }
+  const auto reply = slow.read_frame(kReplyTimeout);
+  ASSERT_TRUE(reply) << "the slowly sent frame was not answered";
+  EXPECT_EQ(reply->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE v = 'slow'"), 1);
+
+  const auto r = stalled.read_until_closed(kReplyTimeout);
+  expect_protocol_error_and_close(r);
+  EXPECT_GE(std::chrono::steady_clock::now() - stalled_from, 300ms);
+  EXPECT_NE(read_file(log_).find("a frame stalled"), std::string::npos) << read_file(log_);
+  expect_still_serving();
+}
+
+// The bytes of frames in progress are held by the daemon, and counted like a queued request's
+// against --max-queued-bytes and --max-total-bytes (STATS held_bytes), until the frame is
+// complete or its connection closed.
+TEST_F(BadInputTest, TheBytesOfFramesInProgressAreCountedInTheByteLimits) {
+  constexpr std::size_t kPeers = 3, kSent = 300'000;
+  std::vector<std::uint8_t> frame;
+  proto::encode_statement(frame, proto::MsgType::kExecute, 1, "SELECT length(?)",
+                          {pasyn::Blob(kSent * 2, 7)});
+  const auto held = [&] { return stat_int(*before_, "held_bytes"); };
+  const std::int64_t idle = held();
+  {
+    std::vector<std::unique_ptr<RawPeer>> peers;
+    for (std::size_t i = 0; i < kPeers; ++i) {
+      peers.push_back(std::make_unique<RawPeer>(sock_));
+      ASSERT_TRUE(peers.back()->handshake());
+      ASSERT_TRUE(peers.back()->send(bytes_of(frame, 0, kSent)));
+    }
+    // Read in pieces as they arrive: wait until the daemon has read them all.
+    const auto deadline = std::chrono::steady_clock::now() + kReplyTimeout;
+    while (held() < idle + static_cast<std::int64_t>(kPeers * kSent) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_GE(held(), idle + static_cast<std::int64_t>(kPeers * kSent));
+  }  // the peers disconnect
+  const auto deadline = std::chrono::steady_clock::now() + kReplyTimeout;
+  while (held() > idle && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(held(), idle);
   expect_still_serving();
 }
 
