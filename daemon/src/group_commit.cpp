@@ -30,6 +30,8 @@ namespace {
 constexpr std::size_t kKeptLargeReplySlots = 16;
 constexpr std::size_t kKeptLargeReplyCapacity = 64u << 10;
 constexpr std::size_t kKeptReplyCapacity = 512;
+// ...and the buffer all of a batch's replies are built in keeps at most this.
+constexpr std::size_t kKeptRepliesCapacity = 1u << 20;
 // Attempts of one batch that the writer's own statements may lose before the batch fails.
 constexpr int kMaxLostAttempts = 3;
 
@@ -163,6 +165,7 @@ void Writer::fail_stop_unless_definite(const char* what) {
 Writer::AttemptEnd Writer::attempt(std::vector<Request>& batch, std::vector<Outcome>& outcomes,
                                    bool savepoints) {
   ++attempt_;  // every sink's reply bytes start from 0 (run_batched)
+  attempt_reply_bytes_ = 0;
   if (!exec_internal(begin_)) {
     capture_sqlite_error();
     fail_stop_unless_definite("BEGIN of a batch");
@@ -312,14 +315,24 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
   // any is sent, so a client pipelining large results (or not reading them) would otherwise make
   // the daemon hold every one of them at once (a probe: 20 requests of 46 bytes, 320 MB of
   // replies). The request that would pass the bound is undone and answered TOO_LARGE instead.
+  // All connections' replies in one batch stay under --max-total-bytes the same way (probe31:
+  // 20 connections each under --max-output made one batch of 1.5 GB of replies).
+  const std::size_t reply_bytes = replies_.size() - out.offset;
+  if (ok && attempt_reply_bytes_ + reply_bytes > config_.max_total_bytes) {
+    set_failure(proto::PasynCode::kTooLarge,
+                "the replies to all connections' requests in one batch would pass "
+                "--max-total-bytes (" +
+                    std::to_string(config_.max_total_bytes) +
+                    " bytes): nothing of this one was written; send fewer large queries at once");
+    ok = false;
+  }
   if (ok && r.sink) {
     ReplySink& sink = *r.sink;
     if (sink.attempt_of_ != attempt_) {
       sink.attempt_of_ = attempt_;
       sink.attempt_reply_bytes_ = 0;
     }
-    const std::size_t bytes = replies_.size() - out.offset;
-    if (sink.attempt_reply_bytes_ + bytes > config_.max_output) {
+    if (sink.attempt_reply_bytes_ + reply_bytes > config_.max_output) {
       set_failure(proto::PasynCode::kTooLarge,
                   "the replies to this connection's requests in one batch would pass "
                   "--max-output (" +
@@ -327,9 +340,10 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
                       " bytes): nothing of this one was written; send fewer large queries at once");
       ok = false;
     } else {
-      sink.attempt_reply_bytes_ += bytes;
+      sink.attempt_reply_bytes_ += reply_bytes;
     }
   }
+  if (ok) attempt_reply_bytes_ += reply_bytes;
   // The key is written in the same transaction as the request's effects: both or neither.
   if (ok && !r.key.empty() && !keys_->record(r.uid, r.key, digest, replies_, out.offset)) {
     if (!in_write_transaction()) return Lost::kByWriter;
@@ -417,6 +431,9 @@ void Writer::deliver(std::vector<Request>& batch, const std::vector<Outcome>& ou
                      replies_.begin() + off + frame_size_at(replies_, off));
     ++out.count;
   }
+  // Copied out: a batch of large replies does not pin its capacity for ever (probe31: 791 MB
+  // kept after every client had closed).
+  if (replies_.capacity() > kKeptRepliesCapacity) std::vector<std::uint8_t>().swap(replies_);
   delivering_ = true;
   // What fill_batch expects next; only kept when it waits (--batch-wait auto or on).
   if (config_.batch_wait_enabled()) {

@@ -461,11 +461,12 @@ class Writer {
   bool vacuum_ = false;         // running VACUUM (alone): Mode::kVacuum
   // --statement-timeout: the running client statement's deadline, checked by on_progress.
   std::optional<Clock::time_point> deadline_;
-  bool timed_out_ = false;        // on_progress interrupted the statement
-  bool batch_committed_ = false;  // the current batch's COMMIT succeeded (group_commit.cpp)
-  std::uint64_t attempt_ = 0;     // numbers the batch attempts (ReplySink::attempt_of_)
-  bool delivering_ = false;       // the current batch's replies are being handed out
-  int lost_attempts_ = 0;         // attempts of the current batch lost by our own statements
+  bool timed_out_ = false;               // on_progress interrupted the statement
+  bool batch_committed_ = false;         // the current batch's COMMIT succeeded (group_commit.cpp)
+  std::uint64_t attempt_ = 0;            // numbers the batch attempts (ReplySink::attempt_of_)
+  std::size_t attempt_reply_bytes_ = 0;  // the current attempt's replies (run_batched)
+  bool delivering_ = false;              // the current batch's replies are being handed out
+  int lost_attempts_ = 0;                // attempts of the current batch lost by our own statements
   // The batching policy's memory of the last batch (fill_batch): how many replies it sent to
   // each connection (by address, only compared: the session may be gone), and the duration of
   // its COMMIT.

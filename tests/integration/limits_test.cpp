@@ -190,6 +190,40 @@ TEST_F(LimitTest, OneConnectionsRepliesInABatchStayUnderMaxOutput) {
   expect_still_served();
 }
 
+// All connections' replies in one batch are held under --max-total-bytes the same way
+// (probe31: 20 connections each under --max-output made one batch of 1.5 GB of replies).
+TEST_F(LimitTest, AllConnectionsRepliesInABatchStayUnderMaxTotalBytes) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--max-frame", "524288", "--max-output", "1048576", "--max-queued-bytes",
+                        "1048576", "--max-total-bytes", "2097152", "--lock-wait", "30s"}));
+  auto holder = connect_client();
+  auto tx = holder.begin();  // everything below queues behind it and runs as one batch
+  std::vector<pasyn::MultiplexedClient> clients;
+  std::vector<std::future<std::vector<pasyn::Row>>> replies;
+  for (int c = 0; c < 4; ++c) {
+    clients.push_back(connect_client());
+    for (int i = 0; i < 3; ++i) {  // 900,000 bytes a connection: under its --max-output
+      replies.push_back(clients.back().execute_fetchall_async("SELECT zeroblob(300000)"));
+    }
+  }
+  ASSERT_TRUE(
+      eventually([&] { return stat_int(holder, "waiting_for_transaction") == 12; }, kReplyTimeout));
+  tx.commit();
+  int served = 0, refused = 0;
+  for (auto& f : replies) {
+    try {
+      EXPECT_EQ(f.get().size(), 1u);
+      ++served;
+    } catch (const pasyn::DataError& e) {
+      EXPECT_TRUE(contains(e.what(), "--max-total-bytes")) << e.what();
+      ++refused;
+    }
+  }
+  EXPECT_EQ(served, 6);  // 6 x 300,000 bytes fit in 2 MiB; a seventh does not
+  EXPECT_EQ(refused, 6);
+  expect_still_served();
+}
+
 // A connection whose reading pauses because --max-total-bytes is reached (by other connections'
 // requests waiting behind a transaction) while it has nothing in the writer stays open, and is
 // read again once the bytes are released: it is neither closed unannounced nor lost from the
