@@ -226,15 +226,31 @@ std::shared_ptr<CommittedChanges> ChangeLog::take_commit(std::shared_ptr<Committ
   return c;
 }
 
+namespace {
+
+// CommittedChanges::encoded_bytes: per entry the table's name (u32 length and bytes), the op
+// (u8) and the rowid (i64), plus each frame's header, event, seq and count.
+std::size_t encoded_size(const CommittedChanges& c) {
+  std::size_t bytes = 0;
+  for (const auto& e : c.entries) bytes += 4 + c.tables[e.table].size() + 1 + 8;
+  const std::size_t frames = bytes / kMaxChangeFrame + 1;
+  return bytes + frames * (proto::kHeaderSize + 1 + 8 + 4);
+}
+
+}  // namespace
+
 FeedHub::FeedHub(std::size_t history_bytes, std::size_t max_unsent)
     : epoch_(new_epoch()), history_bytes_(history_bytes), max_unsent_(max_unsent) {}
 
-bool FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
-                         std::vector<std::uint8_t>& out) {
+FeedHub::Encoded FeedHub::encode_for(const Subscriber& s, std::uint64_t seq,
+                                     const CommittedChanges& c, std::vector<std::uint8_t>& out,
+                                     std::size_t room) {
   if (c.uncertain) {
     proto::encode_gap(out, s.request_id, seq);
-    return false;
+    return Encoded::kNothing;
   }
+  if (s.tables.empty() && c.encoded_bytes > room) return Encoded::kTooLarge;
+  const std::size_t start = out.size();
   // Which of the commit's tables this subscriber wants.
   std::vector<char> wanted(c.tables.size(), s.tables.empty() ? 1 : 0);
   if (!s.tables.empty()) {
@@ -272,11 +288,15 @@ bool FeedHub::encode_for(const Subscriber& s, std::uint64_t seq, const Committed
     last_frame_at = w.start();
     any = true;
     w.finish();
+    if (out.size() - start > room) {  // a filtered subscriber's share of a large commit
+      out.resize(start);
+      return Encoded::kTooLarge;
+    }
   }
   // The last frame says the commit is complete.
-  if (any)
-    out[last_frame_at + proto::kHeaderSize] = static_cast<std::uint8_t>(proto::FeedEvent::kCommit);
-  return any;
+  if (!any) return Encoded::kNothing;
+  out[last_frame_at + proto::kHeaderSize] = static_cast<std::uint8_t>(proto::FeedEvent::kCommit);
+  return Encoded::kSent;
 }
 
 void FeedHub::encode_mark(const Subscriber& s, std::uint64_t seq, std::vector<std::uint8_t>& out) {
@@ -305,6 +325,10 @@ std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChan
   try {
     std::size_t bytes = kHeldCommitBytes + c->entries.capacity() * kHeldEntryBytes;
     for (const auto& t : c->tables) bytes += t.capacity() + sizeof(std::string);
+    c->encoded_bytes = encoded_size(*c);
+    // Bounded by what a resume sends too: each entry repeats its table's name in the frames
+    // (probe31: a 60,000-byte name and 20,000 rows made 1.2 GB of frames from ~1 MB held).
+    bytes = std::max(bytes, c->encoded_bytes);
     history_.push_back({seq, std::move(c), bytes});
     history_size_ += bytes;
     while (history_size_ > history_bytes_ && history_.size() > 1) {
@@ -334,8 +358,10 @@ std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChan
       auto& frames = frames_;
       frames.clear();
       if (s.missed_from) proto::encode_gap(frames, s.request_id, *s.missed_from);
-      const bool advanced = encode_for(s, seq, *held, frames);
-      if (unsent + frames.size() > max_unsent_) {
+      const std::size_t room = max_unsent_ - std::min(max_unsent_, unsent + frames.size());
+      const Encoded encoded = encode_for(s, seq, *held, frames, room);
+      const bool advanced = encoded == Encoded::kSent;
+      if (encoded == Encoded::kTooLarge || unsent + frames.size() > max_unsent_) {
         // Never wait for a subscriber: it hears of what it missed by flush_due() or with a
         // later commit.
         if (!s.missed_from) s.missed_from = seq;
@@ -459,9 +485,16 @@ std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& s
     // The references are dropped under the lock: publish() refills a commit the history let go
     // once it holds the only reference (use_count() under mu_), and our reads of it must come
     // before that (the lock orders them; the count alone does not).
+    // The replay is held to the bound of a subscriber's unsent frames (--max-output / 2), as
+    // publish() holds each commit: past it the subscriber has missed the rest, and is told
+    // with a gap once it has read (probe31: a resume from 0 queued 780 MB for one peer).
     const auto encode = [&](const std::vector<Snapshot>& held) {
       for (const auto& [seq, changes] : held) {
-        if (encode_for(s, seq, *changes, frames)) s.sent_seq = seq;
+        if (s.missed_from) return;
+        const std::size_t room = max_unsent_ - std::min(max_unsent_, frames.size());
+        const Encoded encoded = encode_for(s, seq, *changes, frames, room);
+        if (encoded == Encoded::kSent) s.sent_seq = seq;
+        if (encoded == Encoded::kTooLarge) s.missed_from = seq;
       }
     };
     std::vector<Snapshot> held;

@@ -54,6 +54,9 @@ struct CommittedChanges {
   std::vector<std::string> tables;
   std::vector<Entry> entries;
   bool uncertain = false;  // publish as a gap: the exact changes are unknown
+  // The bytes of its CHANGE frames for a subscriber of every table (each entry repeats its
+  // table's name): set by FeedHub::publish().
+  std::size_t encoded_bytes = 0;
 };
 
 /// The open transaction's changes. Thread-safety: the writer thread only (the hook runs
@@ -182,11 +185,14 @@ class FeedHub {
   // gets the gap notice now. REQUIRES: mu_ held.
   void tell_gap_if_caught_up(Subscriber& s, std::chrono::steady_clock::time_point now) noexcept;
 
-  // Appends the frame of commit `seq` for `s` to `out`: a commit event with the changes to its
-  // tables (nothing if none), or a gap for an uncertain commit. True if it wrote a commit event
-  // (the client's resume point moves to `seq`).
-  static bool encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
-                         std::vector<std::uint8_t>& out);
+  // Appends the frames of commit `seq` for `s` to `out`: a commit event with the changes to its
+  // tables (nothing if none), or a gap for an uncertain commit. kSent if it wrote a commit
+  // event (the client's resume point moves to `seq`); kTooLarge, with `out` as it was, if the
+  // frames would have passed `room` bytes (a subscriber of every table is told without
+  // encoding anything: CommittedChanges::encoded_bytes).
+  enum class Encoded { kNothing, kSent, kTooLarge };
+  static Encoded encode_for(const Subscriber& s, std::uint64_t seq, const CommittedChanges& c,
+                            std::vector<std::uint8_t>& out, std::size_t room);
   // Appends a progress mark: an empty commit event for `seq` (PROTOCOL.md §8).
   static void encode_mark(const Subscriber& s, std::uint64_t seq, std::vector<std::uint8_t>& out);
   // After frames for commit `seq` were queued for `s` (`advanced`: a commit event among them):

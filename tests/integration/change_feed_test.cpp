@@ -496,6 +496,67 @@ TEST_F(ChangeFeedTest, AResumePointOlderThanTheHistoryStartsWithAGap) {
   EXPECT_GT(got[1].commit_seq, first + 1);
 }
 
+// A resume's replay is held to a subscriber's bound of unsent frames (half of --max-output), as
+// each new commit is: what would pass it is missed, and a gap says from where (probe31: a resume
+// from the first commit, each entry repeating a 60,000-byte table name, queued 780 MB for one
+// peer that never read). The history is bounded by those frames' bytes too.
+TEST_F(ChangeFeedTest, AReplayLargerThanTheSubscribersBoundEndsWithAGap) {
+  // 512 KiB a subscriber; a history that would hold all 10 commits (~1 MB of frames).
+  ASSERT_NO_FATAL_FAILURE(start_with_table(
+      {"--max-frame", "262144", "--max-output", "1048576", "--feed-history", "4194304"}));
+  const std::string name = "t" + std::string(1000, 'x');
+  client_->execute("CREATE TABLE " + name + " (v)");
+  const auto first = client_->subscribe().last_seq();
+  std::string script;  // one commit of 100 rows
+  for (int i = 0; i < 100; ++i) script += "INSERT INTO " + name + " VALUES (1); ";
+  for (int c = 0; c < 10; ++c) client_->executescript(script);
+  // Commits are published after their replies are out: all ten, before the resume.
+  ASSERT_TRUE(eventually(
+      [&] {
+        return stat(client_->stats(), "feed_last_seq") == static_cast<std::int64_t>(first + 10);
+      },
+      kWait));
+  auto feed = client_->subscribe({}, first);
+  std::size_t rows = 0;
+  std::optional<Change> gap;
+  while (auto c = feed.next(std::chrono::duration_cast<std::chrono::milliseconds>(kWait))) {
+    if (c->kind == ChangeKind::gap) {
+      gap = c;
+      break;
+    }
+    ++rows;
+  }
+  ASSERT_TRUE(gap) << "the whole replay came: " << rows << " rows";
+  EXPECT_GT(rows, 0u);
+  EXPECT_LT(rows, 600u);  // ~1,013 bytes a row: at most ~520 fit in 512 KiB
+  EXPECT_EQ(rows % 100, 0u) << "whole commits only";
+  EXPECT_EQ(gap->commit_seq, first + 1 + rows / 100);
+}
+
+// --feed-history counts the bytes a resume would send: each entry repeats its table's name.
+TEST_F(ChangeFeedTest, TheHistoryIsBoundedByTheBytesOfItsFrames) {
+  // ~101 KB of frames a commit (100 rows, a 1,000-byte name), ~3 KB held in memory.
+  ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "250000"}));
+  const std::string name = "t" + std::string(1000, 'x');
+  client_->execute("CREATE TABLE " + name + " (v)");
+  const auto first = client_->subscribe().last_seq();
+  std::string script;
+  for (int i = 0; i < 100; ++i) script += "INSERT INTO " + name + " VALUES (1); ";
+  for (int c = 0; c < 5; ++c) client_->executescript(script);
+  // Commits are published after their replies are out: all five, before the resume.
+  ASSERT_TRUE(eventually(
+      [&] {
+        return stat(client_->stats(), "feed_last_seq") == static_cast<std::int64_t>(first + 5);
+      },
+      kWait));
+  auto feed = client_->subscribe({}, first);
+  const auto got = take(feed, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, ChangeKind::gap) << "the history held all 5 commits (~500 KB)";
+  EXPECT_EQ(got[1].kind, ChangeKind::insert);
+  EXPECT_GT(got[1].commit_seq, first + 3) << "at most two commits of ~101 KB are held";
+}
+
 // A subscriber filtered to a table nobody writes gets progress marks (empty commit events), so
 // its resume point follows the daemon's commits: a reconnect after the history rolled over
 // resumes without a gap, as it missed nothing it wanted.
