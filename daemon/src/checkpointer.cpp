@@ -84,6 +84,7 @@ int Writer::on_wal_commit(void* self, sqlite3*, const char*, int frames) {
 
 void Writer::maintain_wal() {
   if (!config_.checkpoints_internally()) {
+    warn_unless_checkpointed();
     yield_to_checkpointer();
     return;
   }
@@ -316,6 +317,20 @@ void Writer::yield_to_checkpointer() {
               std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - now).count(),
               wal_frames_, checkpointed ? ", another program checkpoints" : "",
               written ? ": another program wrote" : "");
+}
+
+void Writer::warn_unless_checkpointed() {
+  // The WAL restarted (another program checkpointed): the next warning from --wal-limit again.
+  if (wal_frames_ < wal_warned_frames_ / 2 || wal_warned_frames_ == 0) {
+    wal_warned_frames_ = std::max(wal_limit_frames_, 1);
+  }
+  if (wal_frames_ < wal_warned_frames_) return;
+  log().warn(
+      "the WAL holds {} frames and nothing has reset it: with --checkpoint-mode external "
+      "the daemon never checkpoints, so it grows until the program that does (Litestream) runs "
+      "(next warning at twice the size)",
+      wal_frames_);
+  wal_warned_frames_ = wal_frames_ > INT32_MAX / 2 ? INT32_MAX : wal_frames_ * 2;
 }
 
 bool Writer::checkpoint(std::string_view mode, proto::Report& report) {

@@ -373,7 +373,8 @@ int main(int argc, char** argv) {
   if (!config.checkpoints_internally() && app.count("--wal-limit") > 0) {
     log().warn(
         "--wal-limit is ignored with --checkpoint-mode external: the program that "
-        "checkpoints (Litestream) bounds the WAL");
+        "checkpoints (Litestream) bounds the WAL (past --wal-limit, and each time the WAL "
+        "doubles after, the daemon only warns that nothing checkpointed it)");
   }
   if (std::getenv("NOTIFY_SOCKET")) config.notify = sd::notify;
   if (const auto interval = sd::watchdog_interval()) config.watchdog_interval = *interval;

@@ -313,6 +313,10 @@ class Writer {
   /// just checkpointed or reset the WAL, or when the WAL is large, so the program that
   /// checkpoints can take it (see checkpointer.cpp).
   void yield_to_checkpointer();
+  // --checkpoint-mode external: warns when the WAL passes --wal-limit, and each time it doubles
+  // after, without another program resetting it (a probe's daemon grew a 2 GB WAL beside a
+  // stopped Litestream and logged nothing).
+  void warn_unless_checkpointed();
   /// What the WAL-index tells of checkpoints (checkpointer.cpp): `progress` (nBackfill,
   /// nBackfillAttempted) changes when anyone checkpoints; `running`: another connection holds
   /// the checkpoint lock. Both 0 if the WAL-index is not mapped.
@@ -479,6 +483,7 @@ class Writer {
   std::optional<std::pair<dev_t, ino_t>> wal_file_;
   std::string wal_path_;          // as SQLite names it (after the path with its symlinks resolved)
   int wal_limit_frames_ = 0;      // config_.wal_limit in WAL frames (pages)
+  int wal_warned_frames_ = 0;     // warn_unless_checkpointed()'s next threshold
   int wal_frames_ = 0;            // frames in the WAL after the last commit (on_wal_commit)
   int passive_at_frames_ = -1;    // wal_frames_ when maintain_wal() last ran a passive checkpoint
   bool passive_failing_ = false;  // the last passive checkpoint failed (logged once, maintain_wal)
