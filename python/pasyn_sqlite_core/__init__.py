@@ -5,7 +5,10 @@ process, or ``pasyn-writerd``); reads run directly on ``Connection``. Every bloc
 releases the GIL.
 """
 
+import ast as _ast
 import builtins as _builtins
+import inspect as _inspect
+import re as _re
 import sqlite3 as _sqlite3
 
 from . import _core
@@ -53,8 +56,10 @@ class PoolClosedError(PoolError):
     """The pool has been closed."""
 
 
-class ConnectionClosedError(PoolError):
-    """The connection, client or pool was closed by its owner (or the server is stopping)."""
+class ConnectionClosedError(PoolError, _sqlite3.ProgrammingError):
+    """The connection, client or pool was closed by its owner (or the server is stopping).
+
+    Also ``sqlite3.ProgrammingError``, which ``sqlite3`` raises for a closed connection."""
 
 
 class TransactionError(PoolError):
@@ -185,6 +190,91 @@ memory_highwater = _core.memory_highwater
 def multiplexed_client(socket_path, **options):
     """The same as ``MultiplexedClient(socket_path)``."""
     return MultiplexedClient(socket_path, **options)
+
+
+# inspect.signature() does not understand nanobind's functions (it raises ValueError; probe30),
+# which carry their signature as text in __nb_signature__ instead, and cannot be given a
+# __signature__. So each public function and method is published as a thin Python function
+# that carries one (built from that text) and calls the binding; a class carries the signature
+# of its constructor. The cost is one Python call per call (~0.1 us).
+def _signature_of(f):
+    """The inspect.Signature of nanobind function `f` (its first overload), or None."""
+    try:
+        text, _doc, defaults = f.__nb_signature__[0]
+        tree = _ast.parse(_re.sub(r"\\(\d+)", r"_pasyn_default_\1", text) + ": pass").body[0]
+    except (AttributeError, IndexError, TypeError, ValueError, SyntaxError):
+        return None
+    P = _inspect.Parameter
+    a = tree.args
+
+    def annotation(node):
+        return P.empty if node is None else _ast.unparse(node)
+
+    def default(node):
+        if node is None:
+            return P.empty
+        if isinstance(node, _ast.Name) and node.id.startswith("_pasyn_default_"):
+            return defaults[int(node.id[len("_pasyn_default_"):])]
+        return _ast.literal_eval(node)
+
+    try:
+        params = []
+        positional = a.posonlyargs + a.args
+        firsts = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+        for i, (arg, d) in enumerate(zip(positional, firsts)):
+            kind = P.POSITIONAL_ONLY if i < len(a.posonlyargs) else P.POSITIONAL_OR_KEYWORD
+            params.append(P(arg.arg, kind, default=default(d), annotation=annotation(arg.annotation)))
+        if a.vararg:
+            params.append(P(a.vararg.arg, P.VAR_POSITIONAL, annotation=annotation(a.vararg.annotation)))
+        for arg, d in zip(a.kwonlyargs, a.kw_defaults):
+            params.append(P(arg.arg, P.KEYWORD_ONLY, default=default(d),
+                            annotation=annotation(arg.annotation)))
+        if a.kwarg:
+            params.append(P(a.kwarg.arg, P.VAR_KEYWORD, annotation=annotation(a.kwarg.annotation)))
+        return _inspect.Signature(params, return_annotation=annotation(tree.returns))
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
+def _with_signature(f, owner=None):
+    signature = _signature_of(f)
+    if signature is None:
+        return f
+
+    def call(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    call.__signature__ = signature
+    call.__name__ = f.__name__
+    call.__qualname__ = f"{owner.__name__}.{f.__name__}" if owner else f.__name__
+    call.__doc__ = f.__doc__
+    call.__module__ = __name__
+    return call
+
+
+def _publish_signatures():
+    function, method = type(_core.connect), type(_core.MultiplexedClient.execute)
+    kinds = (function, method)
+    for cls in (Connection, Cursor, OpenFlags, MultiplexedClient, Transaction, ChangeFeed,
+                WriterServerHandle, ReadPool):
+        for name, member in list(vars(cls).items()):
+            if name.startswith("_") or type(member) not in kinds:
+                continue
+            published = _with_signature(member, cls)
+            # A static method of the binding is a plain function in the class: so is its stand-in.
+            setattr(cls, name, staticmethod(published) if type(member) is function else published)
+        init = vars(cls).get("__init__")
+        if type(init) in kinds and (signature := _signature_of(init)) is not None:
+            params = list(signature.parameters.values())[1:]  # without self
+            cls.__signature__ = signature.replace(parameters=params,
+                                                  return_annotation=_inspect.Signature.empty)
+    names = ("connect", "start_writer_server", "default_socket_path", "sqlite_version",
+             "sqlite_version_number", "sqlite_threadsafe", "memory_used", "memory_highwater")
+    for name in names:
+        globals()[name] = _with_signature(globals()[name])
+
+
+_publish_signatures()
 
 
 __all__ = [

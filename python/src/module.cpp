@@ -279,7 +279,21 @@ NB_MODULE(_core, m) {
   nb::class_<WriterServerHandle>(m, "WriterServerHandle")
       .def_prop_ro("socket_path", [](WriterServerHandle& h) { return h.socket_path(); })
       .def("shutdown", &WriterServerHandle::shutdown)
-      .def("join", &WriterServerHandle::join, nb::call_guard<nb::gil_scoped_release>())
+      .def("join",
+           [](WriterServerHandle& h) {
+             // In slices, so that Ctrl-C (a signal the interpreter handles between them)
+             // interrupts the wait (probe30: it ignored SIGINT); join() then rethrows how the
+             // server stopped.
+             while (h.running()) {
+               {
+                 nb::gil_scoped_release release;
+                 std::this_thread::sleep_for(std::chrono::milliseconds(20));
+               }
+               if (PyErr_CheckSignals() != 0) throw nb::python_error();
+             }
+             nb::gil_scoped_release release;
+             h.join();
+           })
       .def("stop", &WriterServerHandle::stop, nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("running", &WriterServerHandle::running)
       .def("__enter__", [](nb::object self) { return self; })

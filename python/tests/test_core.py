@@ -4,6 +4,7 @@ Over 600 lines: one test or more per name of the document, in one file so that a
 a test shows; the async layer, the change feed, timeouts and the pasyn_sqlite package have
 files of their own.
 """
+import inspect
 import os
 import signal
 import sqlite3
@@ -216,10 +217,70 @@ def test_exceptions_are_sqlite_error_and_sqlite3_classes(client):
         assert issubclass(getattr(core, name), Exception)
 
 
+def test_every_public_callable_has_a_signature():
+    # inspect.signature() raised ValueError on every nanobind function (probe30).
+    for name in core.__all__:
+        obj = getattr(core, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            continue
+        if callable(obj) and not isinstance(obj, type):
+            inspect.signature(obj)
+        for member_name, member in vars(obj).items() if isinstance(obj, type) else ():
+            if not member_name.startswith("_") and callable(member):
+                inspect.signature(getattr(obj, member_name))
+    params = inspect.signature(core.MultiplexedClient.execute).parameters
+    assert list(params) == ["self", "sql", "params", "timeout"]
+    assert params["params"].default is None
+    assert params["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert list(inspect.signature(core.connect).parameters) == ["path", "flags"]
+    for cls in (core.Connection, core.MultiplexedClient, core.ReadPool):  # the constructible
+        assert list(inspect.signature(cls).parameters)[0] in ("path", "socket_path")
+    assert list(inspect.signature(core.MultiplexedClient).parameters)[0] == "socket_path"
+    assert list(inspect.signature(core.start_writer_server).parameters)[:2] == [
+        "database_path", "socket_path"]
+    assert core.OpenFlags.readonly().bits == core.OpenFlags.readonly().bits  # still static
+
+
+def test_join_returns_when_the_server_stops(db_path):
+    # join() waits in slices (Ctrl-C is seen between them), and returns once the server stopped.
+    server = core.start_writer_server(db_path)
+    stopper = threading.Timer(0.2, server.shutdown)
+    stopper.start()
+    started = time.monotonic()
+    server.join()
+    assert 0.15 < time.monotonic() - started < 10
+    assert not server.running
+    stopper.join()
+
+
+def test_join_is_interrupted_by_a_signal(db_path):
+    server = core.start_writer_server(db_path)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    guard = threading.Timer(5, server.shutdown)  # without the slices join() would never return
+    guard.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            server.join()
+        assert server.running
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        guard.cancel()
+        server.stop()
+
+
 def test_closed_client_raises_connection_closed(server):
     c = core.MultiplexedClient(server.socket_path)
     c.close()
     with pytest.raises(core.ConnectionClosedError):
+        c.execute("SELECT 1")
+    # As sqlite3 raises for a closed connection (probe30: `except sqlite3.Error` missed it).
+    with pytest.raises(sqlite3.ProgrammingError):
         c.execute("SELECT 1")
 
 
