@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
@@ -50,6 +51,9 @@ class Server::Impl {
   void shed_unread_replies();
 
   Config config_;
+  /// I/O thread (read by STATS): the bytes of frames in progress over all connections
+  /// (Session::note_partial_frame).
+  std::atomic<std::size_t> partial_bytes_{0};
   /// Queued request and unsent reply bytes of every connection (--max-total-bytes). Declared
   /// before the writer, whose queued requests return their bytes here when destroyed.
   MemoryBudget budget_{config_.max_total_bytes,

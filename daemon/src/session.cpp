@@ -122,7 +122,7 @@ void Session::close_now() {
   const auto self = std::move(paused_hold_);  // released when this returns, not before
   closed_ = true;
   alive_.store(false, std::memory_order_release);
-  charge_buffered(0);  // what the decoder holds goes with the connection
+  note_partial_frame(0, false);  // what the decoder holds goes with the connection
   if (subscribed_) server_.feed_.unsubscribe(this);
   if (hello_done_) {
     // Lets the writer roll back this connection's transaction at once (PROTOCOL.md §6.2).
@@ -165,8 +165,9 @@ void Session::check_access() {
 void Session::resume_reading() {
   if (!read_paused_.load() || closing_ || closed_) return;
   read_paused_.store(false);
-  last_read_ = std::chrono::steady_clock::now();  // a frame's stall is counted from here
-  const auto self = std::move(paused_hold_);      // alive through pump(), which may pause again
+  // The time the daemon did not read is not the frame's: its deadline moves by as much.
+  if (partial_ > 0) frame_deadline_ += std::chrono::steady_clock::now() - paused_at_;
+  const auto self = std::move(paused_hold_);  // alive through pump(), which may pause again
   pump();
 }
 
@@ -189,34 +190,39 @@ bool Session::reading_blocked(std::size_t parsed) const {
   return !server_.writer_.holds_transaction(this);
 }
 
-void Session::charge_buffered(std::size_t held) {
-  if (held > buffered_charged_) {
-    const std::size_t more = held - buffered_charged_;
-    queued_bytes_.fetch_add(more);
-    server_.budget_.add(more, false);
-  } else if (held < buffered_charged_) {
-    const std::size_t less = buffered_charged_ - held;
-    queued_bytes_.fetch_sub(less);
-    server_.budget_.release(less, false);
+void Session::note_partial_frame(std::size_t held, bool parsed) {
+  if (held > 0 && (partial_ == 0 || parsed)) {  // a frame began since the last look
+    frame_deadline_ = std::chrono::steady_clock::now() + server_.config_.handshake_timeout;
   }
-  buffered_charged_ = held;
+  if (held >= partial_) {
+    server_.partial_bytes_.fetch_add(held - partial_, std::memory_order_relaxed);
+  } else {
+    server_.partial_bytes_.fetch_sub(partial_ - held, std::memory_order_relaxed);
+  }
+  partial_ = held;
   if (held > 0 && !partial_watched_ && !closing_ && !closed_) watch_partial_frame();
 }
 
 void Session::watch_partial_frame() {
   partial_watched_ = true;
-  handshake_timer_.expires_at(last_read_ + server_.config_.handshake_timeout);
+  handshake_timer_.expires_at(frame_deadline_);
   handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
     self->partial_watched_ = false;
-    if (ec || self->closing_ || self->closed_ || self->buffered_charged_ == 0) return;
+    if (ec || self->closing_ || self->closed_ || self->partial_ == 0 || self->peer_done_.load()) {
+      return;
+    }
     const auto now = std::chrono::steady_clock::now();
-    if (self->read_paused_.load()) self->last_read_ = now;  // the daemon's backpressure
-    if (now < self->last_read_ + self->server_.config_.handshake_timeout) {
+    if (self->read_paused_.load()) {  // the daemon does not read: not the frame's time
+      self->frame_deadline_ =
+          std::max(self->frame_deadline_, now + self->server_.config_.handshake_timeout);
+    }
+    if (now < self->frame_deadline_) {
       self->watch_partial_frame();
       return;
     }
-    self->protocol_error("a frame stalled: no byte of it for the handshake timeout (" +
-                         std::to_string(self->server_.config_.handshake_timeout.count()) + " ms)");
+    self->protocol_error("a frame was not complete within the handshake timeout (" +
+                         std::to_string(self->server_.config_.handshake_timeout.count()) +
+                         " ms) of its first byte");
   });
 }
 
@@ -245,6 +251,7 @@ void Session::on_read(error_code ec, std::size_t n) {
       // closed fully makes the send fail, which closes at once.) A partial frame left in the
       // decoder is not a request: it is dropped with the connection.
       peer_done_.store(true);
+      note_partial_frame(0, false);  // dropped with the connection, not waited for
       finish_sent();
       return;
     }
@@ -256,7 +263,6 @@ void Session::on_read(error_code ec, std::size_t n) {
   }
   decoder_.commit(n);
   busy_reads_ = n == offered_;
-  if (hello_done_) last_read_ = std::chrono::steady_clock::now();
   pump();
 }
 
@@ -280,9 +286,9 @@ bool Session::pump_once() {
       if (requests.capacity() > Writer::kKeptRequests) std::vector<Request>().swap(requests);
     }
   } clear{requests};
-  charge_buffered(0);  // the frames parsed now are charged as requests
   proto::FrameView frame;
   bool limited = false;  // the limits stopped the parsing (the decoder may hold more frames)
+  bool parsed = false;   // a frame was taken
   for (;;) {
     if (reading_blocked(requests.size())) {
       limited = true;
@@ -294,6 +300,7 @@ bool Session::pump_once() {
       protocol_error(hello_done_ ? decoder_.error() : "before the handshake: " + decoder_.error());
       break;
     }
+    parsed = true;
     const std::size_t before = requests.size();
     const bool go_on = handle_frame(frame, requests);
     // Counted from now until the writer has answered and dropped the request.
@@ -313,9 +320,10 @@ bool Session::pump_once() {
     }
   }
   if (closing_ || closed_) return false;
-  charge_buffered(hello_done_ ? decoder_.buffered() : 0);
+  note_partial_frame(hello_done_ ? decoder_.buffered() : 0, parsed);
   if (reading_blocked()) {
     // Paused first, then checked again: a release from now on sees the flag and wakes us.
+    paused_at_ = std::chrono::steady_clock::now();
     read_paused_.store(true);
     if (server_.budget_.full()) server_.budget_.wait_for_room();
     if (reading_blocked()) {

@@ -88,14 +88,16 @@ class Session : public ReplySink,
 
   ByteCharge charge(std::size_t n);
 
-  // The bytes of frames in progress (and of complete ones not parsed yet) that the decoder
-  // holds after HELLO count against --max-queued-bytes and --max-total-bytes like a queued
-  // request's (probe31: 60 connections each holding a 16 MiB frame minus one byte, counted
-  // nowhere, took the daemon to 1 GB). pump_once() charges them before it reads or pauses, and
-  // takes the charge back before it parses (the requests parsed are charged on their own).
-  void charge_buffered(std::size_t held);
-  // A frame in progress must progress: no byte of it for --handshake-timeout (while the daemon
-  // reads from the connection) is a protocol error that closes it. One timer wait per timeout.
+  // A frame in progress after HELLO (the decoder holds `held` bytes of it, or of frames not
+  // parsed yet; `parsed`: a frame was taken since the last look) must be complete within
+  // --handshake-timeout of its first byte, the time the daemon does not read from the
+  // connection not counted: else a protocol error closes the connection (probe31: connections
+  // holding a frame of 16 MiB minus a byte were kept for ever, 1 GB for 60 of them). Its bytes
+  // are not counted in the byte limits: a connection always finishes the frame it began
+  // (counted, they paused connections mid-frame, which could then never release them:
+  // review20), so they are at most --max-frame a connection, for that long (STATS
+  // partial_frame_bytes). One timer wait per timeout (watch_partial_frame).
+  void note_partial_frame(std::size_t held, bool parsed);
   void watch_partial_frame();
 
   void do_read();
@@ -160,11 +162,12 @@ class Session : public ReplySink,
   // connection's flush grace (close_after_flush).
   asio::steady_timer handshake_timer_;
   proto::FrameDecoder decoder_;
-  std::size_t offered_ = 0;                            // bytes the read in flight may fill
-  bool busy_reads_ = false;                            // the last read filled what it was offered
-  std::size_t buffered_charged_ = 0;                   // charge_buffered()
-  std::chrono::steady_clock::time_point last_read_{};  // bytes last arrived (after HELLO)
-  bool partial_watched_ = false;                       // watch_partial_frame() is waiting
+  std::size_t offered_ = 0;  // bytes the read in flight may fill
+  bool busy_reads_ = false;  // the last read filled what it was offered
+  std::size_t partial_ = 0;  // note_partial_frame(): the bytes Server::Impl::partial_bytes_ counts
+  std::chrono::steady_clock::time_point frame_deadline_{};  // of the frame in progress
+  std::chrono::steady_clock::time_point paused_at_{};       // the last pause of reading
+  bool partial_watched_ = false;                            // watch_partial_frame() waits
   std::uint64_t id_;
   std::string peer_;
   std::atomic<bool> alive_{true};

@@ -224,6 +224,9 @@ bool Session::subscribe(const proto::FrameView& f, bool parsed_requests) {
     return true;
   }
   subscribed_ = true;
+  // A replay cut at the subscriber's bound leaves it behind: the writer tells it the gap
+  // (flush_due), also when no commit or request comes to wake it (review20).
+  server_.writer_.nudge();
   log().info("connection {} subscribed to the change feed ({} tables)", id_, m.tables.size());
   return true;
 }

@@ -236,6 +236,11 @@ bool Writer::submit(std::vector<Request>& requests, PayloadBuffers* spare) {
   return true;
 }
 
+void Writer::nudge() {
+  { std::lock_guard lk(mu_); }  // a wait that began before this sees the notification
+  cv_.notify_one();
+}
+
 void Writer::stop() {
   {
     std::lock_guard lk(mu_);

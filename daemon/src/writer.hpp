@@ -226,6 +226,9 @@ class Writer {
   /// Finish what is queued, then checkpoint (--checkpoint-mode internal), close, and call
   /// on_drained. Thread-safe.
   void stop();
+  /// Makes a sleeping writer look again when it must next wake (a new subscriber may be behind:
+  /// FeedHub::next_flush). Thread-safe.
+  void nudge();
   /// Interrupt the statement running now and fail what is still queued (drain timeout).
   /// Thread-safe.
   void abort();

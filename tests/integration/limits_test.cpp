@@ -224,6 +224,61 @@ TEST_F(LimitTest, AllConnectionsRepliesInABatchStayUnderMaxTotalBytes) {
   expect_still_served();
 }
 
+// A connection finishes the frame it began: the bytes of a frame in progress are not counted in
+// the byte limits. (review20: counted, they paused a client mid-frame behind its own unread
+// reply, which it reads only after writing its next request whole: each waited for the other
+// for ever; and several clients uploading at once filled --max-total-bytes with frames none of
+// them could finish, so nobody was served again.)
+TEST_F(LimitTest, AFrameInProgressIsAlwaysReadToItsEnd) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_with_probe({"--max-frame", "1048576", "--max-queued-bytes", "1048576", "--max-output",
+                        "1048576", "--max-total-bytes", "1048576"}));
+  const auto insert = [](std::uint64_t id) {
+    return statement_frame(kExecute, id, "INSERT INTO probe (v) VALUES (?)",
+                           {pasyn::Blob(900000, 'z')});
+  };
+  {
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.handshake());
+    ASSERT_TRUE(peer.send(statement_frame(static_cast<std::uint8_t>(proto::MsgType::kExecuteFetch),
+                                          1, "SELECT zeroblob(700000)")));
+    std::this_thread::sleep_for(100ms);  // its reply waits, unread
+    auto sent = std::async(std::launch::async, [&] { return peer.send(insert(2)); });
+    const bool whole = sent.wait_for(kReplyTimeout) == std::future_status::ready;
+    EXPECT_TRUE(whole) << "the daemon stopped reading in the middle of the frame";
+    if (!whole) peer.shutdown_send();  // ends the blocked send
+    EXPECT_TRUE(sent.get());
+    for (int i = 0; i < 2 && whole; ++i) {
+      const auto reply = peer.read_frame(kReplyTimeout);
+      ASSERT_TRUE(reply) << "reply " << i + 1 << " did not come";
+      EXPECT_EQ(reply->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+    }
+  }
+  // Three uploads at once, each nearly --max-total-bytes.
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  std::vector<std::future<bool>> sends;
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    peers.push_back(std::make_unique<RawPeer>(sock_));
+    ASSERT_TRUE(peers.back()->handshake());
+  }
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    sends.push_back(
+        std::async(std::launch::async, [&, i] { return peers[i]->send(insert(10 + i)); }));
+  }
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    const bool whole = sends[i].wait_for(kReplyTimeout) == std::future_status::ready;
+    EXPECT_TRUE(whole) << "upload " << i << " was not read whole";
+    if (!whole) peers[i]->shutdown_send();
+    EXPECT_TRUE(sends[i].get());
+    if (!whole) continue;
+    const auto reply = peers[i]->read_frame(kReplyTimeout);
+    ASSERT_TRUE(reply) << "upload " << i << " was not answered";
+    EXPECT_EQ(reply->type, static_cast<std::uint8_t>(proto::MsgType::kResult));
+  }
+  EXPECT_EQ(query_int("SELECT count(*) FROM probe WHERE length(v) = 900000"), 4);
+  expect_still_served();
+}
+
 // A connection whose reading pauses because --max-total-bytes is reached (by other connections'
 // requests waiting behind a transaction) while it has nothing in the writer stays open, and is
 // read again once the bytes are released: it is neither closed unannounced nor lost from the
