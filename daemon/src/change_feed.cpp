@@ -504,7 +504,9 @@ std::optional<std::string> FeedHub::subscribe(const std::shared_ptr<FeedSink>& s
     encode(held);
     lk.lock();
     held.clear();  // (frees the commits gone from the history meanwhile)
-    if (last_seq_ > taken_up_to) {
+    // (Not once the replay was cut: the subscriber's gap, from the commit that did not fit,
+    // covers these too, and comes first; review20.)
+    if (last_seq_ > taken_up_to && !s.missed_from) {
       take_held_after(s, taken_up_to, frames, held);
       encode(held);
       held.clear();
