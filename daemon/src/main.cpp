@@ -363,9 +363,20 @@ int main(int argc, char** argv) {
 
   // One descriptor per client: take every descriptor the hard limit allows (--max-connections
   // is the real bound).
-  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
-    files.rlim_cur = files.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &files);
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    if (files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &files);
+    }
+    // Past it a connection waits unanswered in the backlog, not refused with LIMIT as past
+    // --max-connections (probe31: 71 of 120 peers got nothing under `ulimit -n 64`).
+    constexpr rlim_t kOwnFiles = 32;  // the database, its WAL and -shm, the socket, logs, ...
+    if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur < config.max_connections + kOwnFiles) {
+      log().warn(
+          "pasyn-writerd may open {} files (ulimit -n, LimitNOFILE=), fewer than --max-connections "
+          "({}) and {} of its own: past that, new connections wait unanswered until others close",
+          static_cast<unsigned long long>(files.rlim_cur), config.max_connections, kOwnFiles);
+    }
   }
 
   namespace sd = pasyn::server::systemd;

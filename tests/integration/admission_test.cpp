@@ -479,6 +479,8 @@ TEST_F(AdmissionTest, OutOfDescriptorsTheAcceptLoopBacksOffAndRecovers) {
   const pid_t pid = daemon_.pid();
   const std::size_t used = open_fds(pid);
   ASSERT_LT(used, 48u);
+  // Told at the start (probe31: nothing said that --max-connections could not be reached).
+  EXPECT_TRUE(wait_for_file_content(log_, "fewer than --max-connections", kReplyTimeout));
 
   std::vector<std::unique_ptr<RawPeer>> peers;
   for (std::size_t i = 0; i < 48 - used + 16; ++i) {  // 16 more than the daemon can accept

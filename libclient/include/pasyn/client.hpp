@@ -136,7 +136,8 @@ class PASYN_EXPORT MultiplexedClient {
   MultiplexedClient& operator=(const MultiplexedClient&) = delete;
   ~MultiplexedClient();
 
-  /// Runs exactly one statement; returns the number of rows it changed.
+  /// Runs one statement (more is ProgrammingError; SQL that is only whitespace or comments runs
+  /// nothing and returns 0); returns the number of rows it changed.
   std::int64_t execute(std::string_view sql, const Params& params = {});
   /// Runs exactly one statement; returns the rowid of the row *this* request inserted
   /// (0 if it inserted none), never another client's.
