@@ -318,30 +318,25 @@ Writer::Lost Writer::run_batched(Request& r, Outcome& out) {
   // All connections' replies in one batch stay under --max-total-bytes the same way (probe31:
   // 20 connections each under --max-output made one batch of 1.5 GB of replies).
   const std::size_t reply_bytes = replies_.size() - out.offset;
-  if (ok && attempt_reply_bytes_ + reply_bytes > config_.max_total_bytes) {
+  const auto within = [&](std::size_t held, std::size_t bound, const char* whose,
+                          const char* flag) {
+    if (held + reply_bytes <= bound) return true;
     set_failure(proto::PasynCode::kTooLarge,
-                "the replies to all connections' requests in one batch would pass "
-                "--max-total-bytes (" +
-                    std::to_string(config_.max_total_bytes) +
+                std::string("the replies to ") + whose + " requests in one batch would pass " +
+                    flag + " (" + std::to_string(bound) +
                     " bytes): nothing of this one was written; send fewer large queries at once");
-    ok = false;
-  }
+    return false;
+  };
+  ok = ok && within(attempt_reply_bytes_, config_.max_total_bytes, "all connections'",
+                    "--max-total-bytes");
   if (ok && r.sink) {
     ReplySink& sink = *r.sink;
     if (sink.attempt_of_ != attempt_) {
       sink.attempt_of_ = attempt_;
       sink.attempt_reply_bytes_ = 0;
     }
-    if (sink.attempt_reply_bytes_ + reply_bytes > config_.max_output) {
-      set_failure(proto::PasynCode::kTooLarge,
-                  "the replies to this connection's requests in one batch would pass "
-                  "--max-output (" +
-                      std::to_string(config_.max_output) +
-                      " bytes): nothing of this one was written; send fewer large queries at once");
-      ok = false;
-    } else {
-      sink.attempt_reply_bytes_ += reply_bytes;
-    }
+    ok = within(sink.attempt_reply_bytes_, config_.max_output, "this connection's", "--max-output");
+    if (ok) sink.attempt_reply_bytes_ += reply_bytes;
   }
   if (ok) attempt_reply_bytes_ += reply_bytes;
   // The key is written in the same transaction as the request's effects: both or neither.

@@ -165,8 +165,6 @@ void Session::check_access() {
 void Session::resume_reading() {
   if (!read_paused_.load() || closing_ || closed_) return;
   read_paused_.store(false);
-  // The time the daemon did not read is not the frame's: its deadline moves by as much.
-  if (partial_ > 0) frame_deadline_ += std::chrono::steady_clock::now() - paused_at_;
   const auto self = std::move(paused_hold_);  // alive through pump(), which may pause again
   pump();
 }
@@ -208,15 +206,12 @@ void Session::watch_partial_frame() {
   handshake_timer_.expires_at(frame_deadline_);
   handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
     self->partial_watched_ = false;
-    if (ec || self->closing_ || self->closed_ || self->partial_ == 0 || self->peer_done_.load()) {
+    // (Complete frames waiting behind the limits are not late: the daemon holds them back.)
+    if (ec || self->closing_ || self->closed_ || self->partial_ == 0 || self->peer_done_.load() ||
+        self->decoder_.frame_ready()) {
       return;
     }
-    const auto now = std::chrono::steady_clock::now();
-    if (self->read_paused_.load()) {  // the daemon does not read: not the frame's time
-      self->frame_deadline_ =
-          std::max(self->frame_deadline_, now + self->server_.config_.handshake_timeout);
-    }
-    if (now < self->frame_deadline_) {
+    if (std::chrono::steady_clock::now() < self->frame_deadline_) {  // a later frame's
       self->watch_partial_frame();
       return;
     }
@@ -321,9 +316,13 @@ bool Session::pump_once() {
   }
   if (closing_ || closed_) return false;
   note_partial_frame(hello_done_ ? decoder_.buffered() : 0, parsed);
-  if (reading_blocked()) {
+  // A connection finishes the frame it began: with only part of one in the decoder (no complete
+  // frame waiting to be parsed), it is read on, whatever the limits say, for at most the
+  // frame's deadline. (Paused mid-frame, a client that writes its request whole before reading
+  // its replies waited for the daemon, which waited for it to read, for ever; review21.)
+  const bool in_frame = partial_ > 0 && !decoder_.frame_ready();
+  if (!in_frame && reading_blocked()) {
     // Paused first, then checked again: a release from now on sees the flag and wakes us.
-    paused_at_ = std::chrono::steady_clock::now();
     read_paused_.store(true);
     if (server_.budget_.full()) server_.budget_.wait_for_room();
     if (reading_blocked()) {
@@ -337,7 +336,7 @@ bool Session::pump_once() {
   // does: the frames still in the decoder are parsed before any more bytes are read (they would
   // otherwise wait for bytes that may never come, and be dropped at the end of the stream: a
   // probe pipelining 3,000 requests got 616 replies).
-  if (limited) return true;
+  if (limited && !in_frame) return true;
   do_read();
   return false;
 }

@@ -90,13 +90,13 @@ class Session : public ReplySink,
 
   // A frame in progress after HELLO (the decoder holds `held` bytes of it, or of frames not
   // parsed yet; `parsed`: a frame was taken since the last look) must be complete within
-  // --handshake-timeout of its first byte, the time the daemon does not read from the
-  // connection not counted: else a protocol error closes the connection (probe31: connections
-  // holding a frame of 16 MiB minus a byte were kept for ever, 1 GB for 60 of them). Its bytes
-  // are not counted in the byte limits: a connection always finishes the frame it began
-  // (counted, they paused connections mid-frame, which could then never release them:
-  // review20), so they are at most --max-frame a connection, for that long (STATS
-  // partial_frame_bytes). One timer wait per timeout (watch_partial_frame).
+  // --handshake-timeout of its first byte: else a protocol error closes the connection
+  // (probe31: connections holding a frame of 16 MiB minus a byte were kept for ever, 1 GB for
+  // 60 of them). Its bytes are not counted in the byte limits, and a connection is read until
+  // it finishes the frame it began (pump_once; counted, they paused connections mid-frame, which
+  // could then never release them: review20), so they are at most --max-frame a connection,
+  // for at most that long (STATS partial_frame_bytes). One timer wait per timeout
+  // (watch_partial_frame).
   void note_partial_frame(std::size_t held, bool parsed);
   void watch_partial_frame();
 
@@ -166,7 +166,6 @@ class Session : public ReplySink,
   bool busy_reads_ = false;  // the last read filled what it was offered
   std::size_t partial_ = 0;  // note_partial_frame(): the bytes Server::Impl::partial_bytes_ counts
   std::chrono::steady_clock::time_point frame_deadline_{};  // of the frame in progress
-  std::chrono::steady_clock::time_point paused_at_{};       // the last pause of reading
   bool partial_watched_ = false;                            // watch_partial_frame() waits
   std::uint64_t id_;
   std::string peer_;

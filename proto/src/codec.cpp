@@ -151,6 +151,15 @@ void FrameDecoder::feed(std::span<const std::uint8_t> bytes) {
   commit(bytes.size());
 }
 
+bool FrameDecoder::frame_ready() const noexcept {
+  if (!error_.empty()) return true;
+  const std::size_t avail = end_ - begin_;
+  if (avail < kLengthFieldSize) return false;
+  const std::uint32_t length = load<std::uint32_t>(buf_.get() + begin_);
+  return length < kMinLength || std::uint64_t{length} + kLengthFieldSize > max_frame_ ||
+         avail >= kLengthFieldSize + length;
+}
+
 FrameDecoder::Status FrameDecoder::next(FrameView& out) {
   frame_alone_ = false;
   if (!error_.empty()) return Status::kError;

@@ -431,6 +431,10 @@ TEST_F(AdmissionTest, WhenNonReadersFillTheTotalBudgetTheLargestIsDisconnectedFi
   ASSERT_TRUE(send_all(small.fd, burst));
   auto honest = connect_client();
   honest.ping();
+  // Small's replies first, in a batch of their own: one batch's replies are held under
+  // --max-total-bytes, so sharing large's they would leave the total under it.
+  ASSERT_TRUE(
+      eventually([&] { return stat_int(honest, "unsent_bytes") >= 700'000; }, kReplyTimeout));
   burst.clear();
   for (std::uint64_t id = 1; id <= 60; ++id) {
     const auto f = fetch_frame(id, "SELECT randomblob(200000)");

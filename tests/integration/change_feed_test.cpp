@@ -69,6 +69,21 @@ class ChangeFeedTest : public DaemonTest {
     return -1;
   }
 
+  // `commits` commits of 100 rows each into a table whose name is 1,000 bytes long (~101 KB of
+  // CHANGE frames a commit), all published (they are after their replies) before it returns
+  // the last commit before them.
+  std::uint64_t commit_rows_of_a_long_named_table(int commits) {
+    const std::string name = "t" + std::string(1000, 'x');
+    client_->execute("CREATE TABLE " + name + " (v)");
+    const auto first = client_->subscribe().last_seq();
+    std::string script;  // one commit of 100 rows
+    for (int i = 0; i < 100; ++i) script += "INSERT INTO " + name + " VALUES (1); ";
+    for (int c = 0; c < commits; ++c) client_->executescript(script);
+    const auto last = static_cast<std::int64_t>(first) + commits;
+    EXPECT_TRUE(eventually([&] { return stat(client_->stats(), "feed_last_seq") == last; }, kWait));
+    return first;
+  }
+
   std::optional<pasyn::MultiplexedClient> client_;
 };
 
@@ -504,18 +519,8 @@ TEST_F(ChangeFeedTest, AReplayLargerThanTheSubscribersBoundEndsWithAGap) {
   // 512 KiB a subscriber; a history that would hold all 10 commits (~1 MB of frames).
   ASSERT_NO_FATAL_FAILURE(start_with_table(
       {"--max-frame", "262144", "--max-output", "1048576", "--feed-history", "4194304"}));
-  const std::string name = "t" + std::string(1000, 'x');
-  client_->execute("CREATE TABLE " + name + " (v)");
-  const auto first = client_->subscribe().last_seq();
-  std::string script;  // one commit of 100 rows
-  for (int i = 0; i < 100; ++i) script += "INSERT INTO " + name + " VALUES (1); ";
-  for (int c = 0; c < 10; ++c) client_->executescript(script);
-  // Commits are published after their replies are out: all ten, before the resume.
-  ASSERT_TRUE(eventually(
-      [&] {
-        return stat(client_->stats(), "feed_last_seq") == static_cast<std::int64_t>(first + 10);
-      },
-      kWait));
+  const std::uint64_t first = commit_rows_of_a_long_named_table(10);
+  ASSERT_FALSE(HasFailure());
   // A raw peer, which sends nothing after SUBSCRIBE (the library's feed pings an idle daemon,
   // which wakes its writer): the gap must come on its own once the replay is read (review20:
   // it came only with the next commit or request).
@@ -550,18 +555,8 @@ TEST_F(ChangeFeedTest, AReplayLargerThanTheSubscribersBoundEndsWithAGap) {
 TEST_F(ChangeFeedTest, TheHistoryIsBoundedByTheBytesOfItsFrames) {
   // ~101 KB of frames a commit (100 rows, a 1,000-byte name), ~3 KB held in memory.
   ASSERT_NO_FATAL_FAILURE(start_with_table({"--feed-history", "250000"}));
-  const std::string name = "t" + std::string(1000, 'x');
-  client_->execute("CREATE TABLE " + name + " (v)");
-  const auto first = client_->subscribe().last_seq();
-  std::string script;
-  for (int i = 0; i < 100; ++i) script += "INSERT INTO " + name + " VALUES (1); ";
-  for (int c = 0; c < 5; ++c) client_->executescript(script);
-  // Commits are published after their replies are out: all five, before the resume.
-  ASSERT_TRUE(eventually(
-      [&] {
-        return stat(client_->stats(), "feed_last_seq") == static_cast<std::int64_t>(first + 5);
-      },
-      kWait));
+  const std::uint64_t first = commit_rows_of_a_long_named_table(5);
+  ASSERT_FALSE(HasFailure());
   auto feed = client_->subscribe({}, first);
   const auto got = take(feed, 2);
   ASSERT_EQ(got.size(), 2u);

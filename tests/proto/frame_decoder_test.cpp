@@ -39,16 +39,24 @@ TEST(FrameDecoder, NeedsMoreUntilTheLastByteArrivesOneByteAtATime) {
   FrameView view;
   for (std::size_t i = 0; i + 1 < wire.size(); ++i) {
     decoder.feed(std::span(&wire[i], 1));
+    ASSERT_FALSE(decoder.frame_ready()) << "after byte " << i;
     ASSERT_EQ(decoder.next(view), Status::kNeedMore) << "after byte " << i;
     ASSERT_EQ(decoder.buffered(), i + 1);
   }
   decoder.feed(std::span(&wire.back(), 1));
+  ASSERT_TRUE(decoder.frame_ready());
   ASSERT_EQ(decoder.next(view), Status::kFrame);
   EXPECT_EQ(view.type, byte(MsgType::kExecuteFetch));
   EXPECT_EQ(view.request_id, 0xABCDEFu);
   EXPECT_EQ(hex(view.payload), hex(payload_of(wire)));
   EXPECT_EQ(decoder.buffered(), 0u);
+  EXPECT_FALSE(decoder.frame_ready());
   EXPECT_EQ(decoder.next(view), Status::kNeedMore);
+  // A length that next() refuses is ready too: next() has its error to tell.
+  const Bytes bad = {0xFF, 0xFF, 0xFF, 0xFF};
+  decoder.feed(bad);
+  EXPECT_TRUE(decoder.frame_ready());
+  EXPECT_EQ(decoder.next(view), Status::kError);
 }
 
 TEST(FrameDecoder, ReturnsEveryFrameOfOneFeedInOrder) {

@@ -159,6 +159,8 @@ class FrameDecoder {
   void trim() noexcept;
   /// Takes the next complete frame, if any.
   Status next(FrameView& out);
+  /// Whether next() would now return something other than kNeedMore (a frame, or an error).
+  bool frame_ready() const noexcept;
 
   /// A buffer of the decoder's: from malloc, freed with std::free.
   struct Free {
