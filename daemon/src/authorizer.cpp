@@ -151,6 +151,11 @@ constexpr Decision deny(const char* message, PasynCode code = PasynCode::kPermis
   return Decision{SQLITE_DENY, code, message};
 }
 
+// A transaction command out of place: MISUSE, which the client raises as TransactionCommandError.
+constexpr Decision deny_transaction_command(const char* message) {
+  return Decision{SQLITE_DENY, PasynCode::kMisuse, message, proto::kMisuseTransactionCommand};
+}
+
 }  // namespace
 
 Mode client_mode(Role role, bool in_transaction) {
@@ -245,7 +250,7 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
       return main_db(arg3) && arg1 && pragma_allowed(mode, arg1, arg2) ? kAllow
                                                                        : deny(kPragmaMessage);
     case SQLITE_TRANSACTION:
-      return deny(kTransactionSqlMessage, PasynCode::kMisuse);
+      return deny_transaction_command(kTransactionSqlMessage);
     case SQLITE_ATTACH:
     case SQLITE_DETACH:
       return deny(kAttachMessage);
@@ -299,7 +304,7 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
       if (reserved(arg2)) return deny(kReservedMessage);
       return main_db(arg1) ? kAllow : deny(kTempMessage);
     case SQLITE_SAVEPOINT:  // arg1 "BEGIN", "RELEASE" or "ROLLBACK"; arg2 the name
-      if (!in_transaction(mode)) return deny(kSavepointSqlMessage, PasynCode::kMisuse);
+      if (!in_transaction(mode)) return deny_transaction_command(kSavepointSqlMessage);
       // Compared as SQLite compares savepoint names.
       if (arg2 && sqlite3_stricmp(arg2, kInternalSavepoint) == 0) {
         return deny(kInternalSavepointMessage, PasynCode::kMisuse);

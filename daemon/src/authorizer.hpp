@@ -52,6 +52,7 @@ struct Decision {
   int rc = SQLITE_OK;                                     // SQLITE_OK or SQLITE_DENY
   proto::PasynCode code = proto::PasynCode::kPermission;  // when denied
   const char* message = nullptr;                          // when denied: why (static text)
+  std::int32_t extended = 0;  // when denied: ERROR's extended code (0: `code` again)
   bool allowed() const { return rc == SQLITE_OK; }
 };
 

@@ -72,9 +72,9 @@ void Writer::capture_sqlite_error() {
   failure_ = {proto::ErrorDomain::kSqlite, ext & 0xff, ext, sqlite3_errmsg(db_)};
 }
 
-void Writer::set_failure(proto::PasynCode code, std::string_view message) {
+void Writer::set_failure(proto::PasynCode code, std::string_view message, std::int32_t extended) {
   failure_ = {proto::ErrorDomain::kPasyn, static_cast<std::int32_t>(code),
-              static_cast<std::int32_t>(code), std::string(message)};
+              extended != 0 ? extended : static_cast<std::int32_t>(code), std::string(message)};
 }
 
 bool Writer::run_request(Request& r) {
@@ -119,7 +119,8 @@ bool Writer::run_request(Request& r) {
   const auto& denied = authorizer_.denial();
   if (!ok && denied && failure_.domain == proto::ErrorDomain::kSqlite &&
       failure_.code == SQLITE_AUTH) {
-    set_failure(denied->code, denied->message);  // refused while running (VACUUM INTO's attach)
+    set_failure(denied->code, denied->message,
+                denied->extended);  // refused while running (VACUUM INTO's attach)
   }
   if (!ok && timed_out_) {
     r.timed_out = true;  // a rerun of its batch answers this at once
@@ -229,7 +230,7 @@ bool Writer::several_statements() {
 
 void Writer::capture_failure() {
   if (const auto& denied = authorizer_.denial()) {
-    set_failure(denied->code, denied->message);
+    set_failure(denied->code, denied->message, denied->extended);
   } else {
     capture_sqlite_error();
   }

@@ -401,7 +401,7 @@ class Writer {
   /// True (with failure_ set) when the statement just run ended the batch or client
   /// transaction, so the request must stop before its next statement.
   bool transaction_lost_midway();
-  void set_failure(proto::PasynCode code, std::string_view message);
+  void set_failure(proto::PasynCode code, std::string_view message, std::int32_t extended = 0);
   void deliver(std::vector<Request>& batch, const std::vector<Outcome>& outcomes);
   void finish_pending_with(std::vector<Request>& batch, proto::PasynCode code,
                            std::string_view message);

@@ -99,6 +99,7 @@
 
 #include "deadline.hpp"
 #include "handshake.hpp"
+#include "interrupt.hpp"
 #include "outbox.hpp"
 #include "process.hpp"
 #include "reply.hpp"
@@ -261,25 +262,48 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// reply or the role. If `bound`'s deadline (see bound_of) passes first, the role is handed
   /// on and the request is left to discard its reply (the waiter is about to go) unless that
   /// reply is being delivered right now, which is then taken.
+  /// The calling thread's InterruptScope, if any, cuts the wait into slices and is asked at the
+  /// end of each whether to give up (as at the deadline, but InterruptedError).
   template <typename T>
   T wait(detail::Waiter<T>& waiter, const Sent& sent, const CallBound& bound) {
     const auto* deadline = unbounded(bound.timeout) ? nullptr : &bound.deadline;
+    const InterruptScope* scope = InterruptAccess::current();
+    std::chrono::steady_clock::time_point slice;
+    bool sliced = false, interrupted = false;
     bool reading = sent.lead;
     for (;;) {
+      const auto* until = detail::next_wake(deadline, scope, slice, sliced);
+      bool woke_at_until = false;
       if (reading) {
-        const Turn turn = lead(waiter, deadline);
+        const Turn turn = lead(waiter, until);
         if (turn == Turn::kDone) return waiter.get();
-        if (turn == Turn::kDeadline) break;
-        reading = false;  // kLetGo: the connection is gone, and so is the role
-        continue;
+        if (turn == Turn::kLetGo) {
+          reading = false;  // the connection is gone, and so is the role
+          continue;
+        }
+        woke_at_until = true;  // kDeadline: still the reader (give_up() hands the role on)
+      } else {
+        const std::uint32_t event = waiter.wait_event(until);
+        if (event & detail::Baton::kDone) return waiter.get();
+        if (event) {
+          waiter.baton.clear_lead();
+          reading = true;
+          continue;
+        }
+        woke_at_until = true;
       }
-      const std::uint32_t event = waiter.wait_event(deadline);
-      if (event & detail::Baton::kDone) return waiter.get();
-      if (!event) break;  // the deadline
-      waiter.baton.clear_lead();
-      reading = true;
+      if (woke_at_until && !sliced) break;  // the deadline
+      if (InterruptAccess::fire(*scope)) {
+        interrupted = true;
+        break;
+      }
     }
     if (give_up(waiter, sent.id)) {
+      if (interrupted) {
+        throw InterruptedError(
+            "the wait for pasyn-writerd's reply was interrupted; the request may still be "
+            "executed");
+      }
       throw TimeoutError("no reply from pasyn-writerd within " +
                          std::to_string(bound.timeout.count()) +
                          " ms; the request may still be executed");
@@ -292,10 +316,30 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   /// Waits for the reply to BEGIN. If `bound`'s deadline (see bound_of) passes first, the BEGIN
   /// is marked abandoned: should the daemon grant it later, the thread that reads the grant
   /// rolls it back at once (see deliver), so no transaction is ever left without an owner.
+  /// The calling thread's InterruptScope, if any, is asked as in wait().
   void wait_begin(std::future<void> f, std::atomic<int>& claim, const CallBound& bound) {
-    if (!unbounded(bound.timeout) && f.wait_until(bound.deadline) == std::future_status::timeout) {
+    const auto* deadline = unbounded(bound.timeout) ? nullptr : &bound.deadline;
+    const InterruptScope* scope = InterruptAccess::current();
+    std::chrono::steady_clock::time_point slice;
+    bool sliced = false, interrupted = false, gave_up = false;
+    for (;;) {
+      const auto* until = detail::next_wake(deadline, scope, slice, sliced);
+      if (until == nullptr) break;  // no bound, no scope: f.get() waits
+      if (f.wait_until(*until) == std::future_status::ready) break;
+      if (!sliced || InterruptAccess::fire(*scope)) {
+        interrupted = sliced;
+        gave_up = true;
+        break;
+      }
+    }
+    if (gave_up) {
       int expected = detail::Completion::kWaiting;
       if (claim.compare_exchange_strong(expected, detail::Completion::kAbandoned)) {
+        if (interrupted) {
+          throw InterruptedError(
+              "the wait for pasyn-writerd's reply to BEGIN was interrupted; if the daemon grants "
+              "it later, it is rolled back at once");
+        }
         throw TimeoutError("no reply to BEGIN from pasyn-writerd within " +
                            std::to_string(bound.timeout.count()) +
                            " ms; if the daemon grants it later, it is rolled back at once");

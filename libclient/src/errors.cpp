@@ -25,12 +25,21 @@ PASYN_DEFINE_SQLITE_ERROR(InternalError);
 PASYN_DEFINE_SQLITE_ERROR(NotSupportedError);
 #undef PASYN_DEFINE_SQLITE_ERROR
 
+TransactionError::TransactionError(const std::string& message, int code, int extended_code)
+    : ProgrammingError(message, code, extended_code) {}
+TransactionError::~TransactionError() = default;
+TransactionCommandError::TransactionCommandError(const std::string& message, int code,
+                                                 int extended_code)
+    : TransactionError(message, code, extended_code) {}
+TransactionCommandError::~TransactionCommandError() = default;
+
 #define PASYN_DEFINE_ERROR(Name, Base)                      \
   Name::Name(const std::string& message) : Base(message) {} \
   Name::~Name() = default
 PASYN_DEFINE_ERROR(ConnectionClosedError, Error);
 PASYN_DEFINE_ERROR(ConnectionLostError, Error);
 PASYN_DEFINE_ERROR(TimeoutError, Error);
+PASYN_DEFINE_ERROR(InterruptedError, Error);
 PASYN_DEFINE_ERROR(ProtocolError, Error);
 PASYN_DEFINE_ERROR(PoolError, Error);
 PASYN_DEFINE_ERROR(PoolClosedError, PoolError);

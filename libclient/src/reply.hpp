@@ -35,6 +35,9 @@ inline std::exception_ptr error_from_reply(const proto::ErrorReply& e) {
       case proto::PasynCode::kProtocol:
         throw ProtocolError("pasyn-writerd reported a protocol error: " + e.message);
       case proto::PasynCode::kMisuse:
+        if (e.extended_code == proto::kMisuseTransactionCommand) {
+          throw TransactionCommandError(e.message, SQLITE_MISUSE, SQLITE_MISUSE);
+        }
         throw ProgrammingError(e.message, SQLITE_MISUSE, SQLITE_MISUSE);
       case proto::PasynCode::kShuttingDown:
         throw OperationalError(e.message, SQLITE_ABORT, SQLITE_ABORT);

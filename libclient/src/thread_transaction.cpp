@@ -44,8 +44,8 @@ struct ThreadTransactions::Impl {
   Transaction& mine_or_throw(const char* what) const {
     Transaction* tx = mine();
     if (tx == nullptr) {
-      throw ProgrammingError(std::string(what) + ": this thread has no open transaction",
-                             SQLITE_MISUSE, SQLITE_MISUSE);
+      throw TransactionCommandError(std::string(what) + ": this thread has no open transaction",
+                                    SQLITE_MISUSE, SQLITE_MISUSE);
     }
     return *tx;
   }
@@ -69,7 +69,7 @@ struct ThreadTransactions::Impl {
   void open_mine(Begin begin) {
     if (Transaction* tx = mine()) {
       if (!tx->finished()) {
-        throw ProgrammingError(
+        throw TransactionCommandError(
             "this thread already has an open transaction: commit() or rollback() it first (also "
             "one the daemon may have ended meanwhile, which only a call through it learns)",
             SQLITE_MISUSE, SQLITE_MISUSE);

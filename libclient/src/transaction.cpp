@@ -62,7 +62,7 @@ MultiplexedClient::Impl& Transaction::open() const {
     throw ProgrammingError("the transaction was moved from", SQLITE_MISUSE, SQLITE_MISUSE);
   if (impl_->finished) {
     if (impl_->ended) std::rethrow_exception(impl_->ended);  // the daemon ended it: say why
-    throw ProgrammingError("the transaction is already finished (committed or rolled back)",
+    throw TransactionError("the transaction is already finished (committed or rolled back)",
                            SQLITE_MISUSE, SQLITE_MISUSE);
   }
   return *impl_->client;

@@ -62,12 +62,16 @@ class ConnectionClosedError(PoolError, _sqlite3.ProgrammingError):
     Also ``sqlite3.ProgrammingError``, which ``sqlite3`` raises for a closed connection."""
 
 
-class TransactionError(PoolError):
-    """A transaction could not be used as asked."""
+class TransactionError(PoolError, ProgrammingError):
+    """A transaction used out of place: a call through one already committed or rolled back.
+
+    Also ``ProgrammingError`` (``sqlite3.ProgrammingError``), with SQLite's code SQLITE_MISUSE."""
 
 
 class TransactionCommandError(TransactionError):
-    """A transaction command (begin/commit/rollback) was used out of place."""
+    """A transaction command out of place: ``begin()`` on a thread that has a transaction open,
+    ``commit()`` or ``rollback()`` on one that has none, or ``BEGIN``/``COMMIT``/``ROLLBACK``/
+    ``END`` sent as SQL (``SAVEPOINT`` outside a transaction), which the writer refuses."""
 
 
 class ConnectionLostError(OperationalError):
@@ -154,6 +158,8 @@ _CLASSES = {
     "ProtocolError": ProtocolError,
     "PoolError": PoolError,
     "PoolClosedError": PoolClosedError,
+    "TransactionError": TransactionError,
+    "TransactionCommandError": TransactionCommandError,
 }
 
 

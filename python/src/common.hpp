@@ -9,6 +9,7 @@
 #include <exception>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -21,11 +22,53 @@ namespace nb = nanobind;
 /// The Python exception instance for a C++ exception (module.cpp). REQUIRES: the GIL.
 nb::object make_error(std::exception_ptr error);
 
-/// Runs `f` without the GIL.
+/// Lets a signal (Ctrl-C) end a blocking call made on the interpreter's main thread, where
+/// Python runs its signal handlers: while a SignalWatch lives there, the library's waits
+/// (pasyn::InterruptScope) take the GIL every 50 ms to run the handlers. When one raises
+/// (KeyboardInterrupt), the call gives up, its outcome unknown as after a timeout, and that
+/// exception is what the caller sees: restored here, in place of the library's InterruptedError.
+/// Elsewhere it does nothing. REQUIRES: the GIL at construction, raise_pending() and destruction.
+class SignalWatch {
+ public:
+  SignalWatch();
+  /// Sets the exception kept, if any and if none is set (the call is ending with a C++
+  /// exception: the translator then leaves it, see module.cpp).
+  ~SignalWatch();
+  SignalWatch(const SignalWatch&) = delete;
+  SignalWatch& operator=(const SignalWatch&) = delete;
+  /// Throws nb::python_error for the exception kept, if any (the call returned all the same:
+  /// its reply was being delivered when the handler raised).
+  void raise_pending();
+
+ private:
+  static bool check(void* self);
+  std::optional<InterruptScope> scope_;
+  PyObject* type_ = nullptr;
+  PyObject* value_ = nullptr;
+  PyObject* trace_ = nullptr;
+};
+
+/// Records the interpreter's main thread (module init).
+void note_main_thread();
+
+/// Runs `f` without the GIL (and, on the main thread, interruptible by a signal: SignalWatch).
 template <typename F>
 auto unlocked(F&& f) {
-  nb::gil_scoped_release release;
-  return f();
+  SignalWatch watch;
+  if constexpr (std::is_void_v<decltype(f())>) {
+    {
+      nb::gil_scoped_release release;
+      f();
+    }
+    watch.raise_pending();
+  } else {
+    auto result = [&] {
+      nb::gil_scoped_release release;
+      return f();
+    }();
+    watch.raise_pending();
+    return result;
+  }
 }
 
 /// Seconds (None: 0) as milliseconds, rounded to the nearest, at most ten years; ValueError when

@@ -46,6 +46,46 @@ nb::object& error_factory() {
 
 }  // namespace
 
+namespace {
+unsigned long main_thread_ident = 0;  // NOLINT: set once at import, under the GIL
+}  // namespace
+
+void note_main_thread() {
+  main_thread_ident = nb::cast<unsigned long>(
+      nb::module_::import_("threading").attr("main_thread")().attr("ident"));
+}
+
+SignalWatch::SignalWatch() {
+  if (PyThread_get_thread_ident() == main_thread_ident) {
+    scope_.emplace(&SignalWatch::check, this, std::chrono::milliseconds(50));
+  }
+}
+
+SignalWatch::~SignalWatch() {
+  if (type_ == nullptr) return;
+  if (PyErr_Occurred() == nullptr) {
+    PyErr_Restore(type_, value_, trace_);
+  } else {
+    Py_XDECREF(type_), Py_XDECREF(value_), Py_XDECREF(trace_);
+  }
+}
+
+void SignalWatch::raise_pending() {
+  if (type_ == nullptr) return;
+  PyErr_Restore(type_, value_, trace_);
+  type_ = value_ = trace_ = nullptr;
+  throw nb::python_error();
+}
+
+// Called by the library's wait, without the GIL, on the thread that made the watch.
+bool SignalWatch::check(void* self) {
+  auto* watch = static_cast<SignalWatch*>(self);
+  nb::gil_scoped_acquire gil;
+  if (watch->type_ != nullptr || PyErr_CheckSignals() == 0) return watch->type_ != nullptr;
+  PyErr_Fetch(&watch->type_, &watch->value_, &watch->trace_);
+  return true;
+}
+
 // The Python exception instance for the C++ exception in flight. REQUIRES: the GIL.
 nb::object make_error(std::exception_ptr error) {
   const char* kind = "Error";
@@ -61,6 +101,10 @@ nb::object make_error(std::exception_ptr error) {
       kind = "IntegrityError";
     else if (dynamic_cast<const OperationalError*>(&e))
       kind = "OperationalError";
+    else if (dynamic_cast<const TransactionCommandError*>(&e))
+      kind = "TransactionCommandError";
+    else if (dynamic_cast<const TransactionError*>(&e))
+      kind = "TransactionError";
     else if (dynamic_cast<const ProgrammingError*>(&e))
       kind = "ProgrammingError";
     else if (dynamic_cast<const DataError*>(&e))
@@ -248,7 +292,9 @@ NB_MODULE(_core, m) {
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
-    } catch (const pasyn::Error&) {
+    } catch (const pasyn::Error& e) {
+      // A signal handler raised during the wait (SignalWatch): its exception is set already.
+      if (dynamic_cast<const pasyn::InterruptedError*>(&e) && PyErr_Occurred() != nullptr) return;
       try {
         raise(make_error(p));
       } catch (nb::python_error& e) {
@@ -260,6 +306,7 @@ NB_MODULE(_core, m) {
     }
   });
 
+  note_main_thread();
   m.def("_set_error_factory", [](nb::object f) { error_factory() = std::move(f); });
   m.def("_set_completion_hook",
         [](nb::object hook) { Dispatcher::set_batch_hook(std::move(hook)); });

@@ -49,10 +49,10 @@ struct PyTransaction {
   }
   // A finished transaction is handed on all the same: its calls throw what finished it, the
   // cause again when the daemon or the connection ended it (so every later call says why, and
-  // not "already finished" as if the program had committed), else ProgrammingError.
+  // not "already finished" as if the program had committed), else TransactionError.
   Transaction& get() {
     if (!tx) {
-      throw ProgrammingError("the transaction is already finished (committed or rolled back)",
+      throw TransactionError("the transaction is already finished (committed or rolled back)",
                              SQLITE_MISUSE, SQLITE_MISUSE);
     }
     if (tx->finished()) uncount();

@@ -324,6 +324,37 @@ def test_begin_exclusive_transaction(client, db_path):
     t3.rollback()
     with pytest.raises(core.ProgrammingError, match="already finished"):
         t3.commit()
+    # The seed's TransactionError, and still sqlite3's ProgrammingError.
+    with pytest.raises(core.TransactionError, match="already finished") as raised:
+        t3.execute("INSERT INTO t VALUES (8)")
+    assert isinstance(raised.value, sqlite3.ProgrammingError)
+    assert not isinstance(raised.value, core.TransactionCommandError)
+    assert raised.value.sqlite_errorcode == sqlite3.SQLITE_MISUSE
+
+
+def test_transaction_commands_out_of_place_raise_transaction_command_error(client):
+    client.executescript("CREATE TABLE t (x)")
+    for sql in ["BEGIN", "BEGIN IMMEDIATE", "COMMIT", "END", "ROLLBACK", "SAVEPOINT s"]:
+        with pytest.raises(core.TransactionCommandError, match="begin") as raised:
+            client.execute(sql)
+        assert isinstance(raised.value, core.TransactionError)
+        assert isinstance(raised.value, core.PoolError)
+        assert isinstance(raised.value, sqlite3.ProgrammingError)
+    with pytest.raises(core.TransactionCommandError):
+        client.executescript("INSERT INTO t VALUES (1); COMMIT")
+    with pytest.raises(core.TransactionCommandError, match="no open transaction"):
+        client.commit()
+    with pytest.raises(core.TransactionCommandError, match="no open transaction"):
+        client.rollback()
+    client.begin()
+    with pytest.raises(core.TransactionCommandError, match="already has an open transaction"):
+        client.begin()
+    client.rollback()
+    # Other misuse stays a plain ProgrammingError.
+    with pytest.raises(core.ProgrammingError) as raised:
+        client.execute("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")
+    assert not isinstance(raised.value, core.TransactionError)
+    assert client.execute_fetchone("SELECT count(*) FROM t") == (0,)
 
 
 def test_begin_exclusive_contention_waits(client, server):
@@ -565,6 +596,45 @@ def test_other_errors_of_the_library_are_sqlite3_errors(tmpdir_path, server):
     # missed.
     with pytest.raises(sqlite3.Error):
         core.start_writer_server(os.path.join(tmpdir_path, "other.db"), server.socket_path)
+
+
+def test_ctrl_c_ends_a_blocking_write_or_begin_at_once(tmpdir_path):
+    # A write waiting behind another client's transaction, and a begin_exclusive() waiting for
+    # it: Ctrl-C ends each within its 50 ms check, long before the 30 s lock wait would. Before,
+    # the signal was seen only when the call returned (here: TimeoutError after 30 s).
+    script = """
+import os, signal, sys, threading, time
+import pasyn_sqlite_core as core
+with core.start_writer_server(sys.argv[1], lock_wait=30.0) as server:
+    holder = core.MultiplexedClient(server.socket_path)
+    holder.executescript("CREATE TABLE t (x)")
+    tx = holder.begin_exclusive()
+    c = core.MultiplexedClient(server.socket_path)
+    for call in (lambda: c.execute("INSERT INTO t VALUES (1)"), c.begin_exclusive):
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        try:
+            call()
+            print("returned")
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", "before the lock wait" if time.monotonic() - started < 15
+                  else "after the lock wait")
+        except BaseException as e:
+            print(type(e).__name__, e)
+    tx.execute("INSERT INTO t VALUES (2)")  # the holder's transaction is untouched
+    tx.commit()
+    print(c.execute("INSERT INTO t VALUES (3)"))  # the interrupted client goes on
+    # The interrupted INSERT's outcome was unknown: it ran once the transaction ended.
+    print(holder.execute_fetchall("SELECT x FROM t ORDER BY rowid"))
+"""
+    out = subprocess.run([sys.executable, "-c", script, os.path.join(tmpdir_path, "c.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == [
+        "KeyboardInterrupt before the lock wait",
+        "KeyboardInterrupt before the lock wait",
+        "1",
+        "[(2,), (1,), (3,)]",
+    ], out.stdout + out.stderr
 
 
 def test_ctrl_c_during_a_call_that_fails_raises_keyboard_interrupt(tmpdir_path):

@@ -165,8 +165,20 @@ TEST_F(DaemonTest, BadSqlIsATypedErrorAndTheDaemonKeepsServing) {
   EXPECT_THROW(client.execute("INSERT INTO nowhere VALUES (1)"), pasyn::OperationalError);
   EXPECT_THROW(client.execute("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"),
                pasyn::ProgrammingError);
-  EXPECT_THROW(client.execute("BEGIN"), pasyn::ProgrammingError);
-  EXPECT_THROW(client.execute("COMMIT"), pasyn::ProgrammingError);
+  // Transaction commands as SQL: the seed's TransactionCommandError, a ProgrammingError.
+  EXPECT_THROW(client.execute("BEGIN"), pasyn::TransactionCommandError);
+  EXPECT_THROW(client.execute("COMMIT"), pasyn::TransactionCommandError);
+  EXPECT_THROW(client.executescript("INSERT INTO t VALUES (1); END"),
+               pasyn::TransactionCommandError);
+  EXPECT_THROW(client.execute("SAVEPOINT s"), pasyn::TransactionCommandError);
+  EXPECT_THROW(client.execute("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"),
+               pasyn::ProgrammingError);
+  try {
+    client.execute("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)");
+  } catch (const pasyn::TransactionError&) {
+    ADD_FAILURE() << "several statements are a ProgrammingError, not a TransactionError";
+  } catch (const pasyn::ProgrammingError&) {
+  }
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), 0);
   EXPECT_TRUE(client.ping());
   EXPECT_EQ(client.execute("INSERT INTO t VALUES (3)"), 1);

@@ -277,12 +277,13 @@ TEST_F(WriterTest, ThreadTransactionsBelongToTheCallingThread) {
   pasyn::ThreadTransactions txs(client_);
   txs.begin();
   EXPECT_TRUE(txs.in_transaction());
-  EXPECT_THROW(txs.begin(), pasyn::ProgrammingError);
+  // Out of place: the seed's TransactionCommandError, still a ProgrammingError.
+  EXPECT_THROW(txs.begin(), pasyn::TransactionCommandError);
   txs.execute("INSERT INTO t VALUES (1)");
   std::atomic<bool> other_done{false};
   std::thread other([&] {
     EXPECT_FALSE(txs.in_transaction());
-    EXPECT_THROW(txs.commit(), pasyn::ProgrammingError);
+    EXPECT_THROW(txs.commit(), pasyn::TransactionCommandError);
     txs.execute("INSERT INTO t VALUES (2)");  // waits for the owner's transaction
     other_done = true;
   });
@@ -296,7 +297,7 @@ TEST_F(WriterTest, ThreadTransactionsBelongToTheCallingThread) {
   auto rows = client_.execute_fetchall("SELECT x FROM t");
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(as_int(rows[0][0]), 2);
-  EXPECT_THROW(txs.rollback(), pasyn::ProgrammingError);
+  EXPECT_THROW(txs.rollback(), pasyn::TransactionCommandError);
 }
 
 // A probe found a thread stuck: after the daemon ended its transaction, begin() said it already

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -108,9 +109,10 @@ TEST_F(TransactionTest, UsingAFinishedTransactionIsAProgrammingError) {
   pasyn::MultiplexedClient client(server.socket_path());
   auto tx = client.begin();
   tx.commit();
-  EXPECT_THROW(tx.commit(), pasyn::ProgrammingError);
+  // The seed's TransactionError, which is a ProgrammingError.
+  EXPECT_THROW(tx.commit(), pasyn::TransactionError);
   EXPECT_THROW(tx.rollback(), pasyn::ProgrammingError);
-  EXPECT_THROW(tx.execute("INSERT INTO t (x) VALUES (1)"), pasyn::ProgrammingError);
+  EXPECT_THROW(tx.execute("INSERT INTO t (x) VALUES (1)"), pasyn::TransactionError);
   auto moved = client.begin();
   auto other = std::move(moved);
   EXPECT_THROW(moved.execute("SELECT 1"),
@@ -179,6 +181,61 @@ TEST_F(TransactionTest, AWriterWaitingLongerThanTheLockWaitTimesOutAndDoesNotRun
   tx.commit();
   EXPECT_EQ(count("x = 2"), 0);
   EXPECT_EQ(count("x = 1"), 1);
+}
+
+// InterruptScope: a blocking call whose wait the thread's check ends gives up as at a timeout
+// (InterruptedError, outcome unknown), whether it reads the socket itself or waits to be woken,
+// and a BEGIN given up so is rolled back when the daemon grants it. Without a scope, or with a
+// check that says no, the calls wait on.
+TEST_F(TransactionTest, AnInterruptScopeEndsABlockingWait) {
+  auto server = start(30s);
+  pasyn::MultiplexedClient owner(server.socket_path());
+  pasyn::MultiplexedClient other(server.socket_path());
+  auto tx = owner.begin();
+  std::atomic<int> asked{0};
+  std::atomic<bool> stop{false};
+  struct Flags {
+    std::atomic<int>* asked;
+    std::atomic<bool>* stop;
+  } flags{&asked, &stop};
+  const auto check = [](void* p) {
+    auto* f = static_cast<Flags*>(p);
+    ++*f->asked;
+    return f->stop->load();
+  };
+  std::thread later([&] {
+    std::this_thread::sleep_for(300ms);
+    stop = true;
+  });
+  const auto start_time = Clock::now();
+  {
+    pasyn::InterruptScope scope(check, &flags, 20ms);
+    EXPECT_THROW(other.execute("INSERT INTO t (x) VALUES (2)"), pasyn::InterruptedError);
+  }
+  later.join();
+  EXPECT_GE(Clock::now() - start_time, 250ms);
+  EXPECT_LT(Clock::now() - start_time, 10s);  // not the 30 s lock wait
+  EXPECT_GE(asked.load(), 5);
+  {
+    pasyn::InterruptScope scope(check, &flags, 20ms);  // says yes at once
+    EXPECT_THROW((void)other.begin(), pasyn::InterruptedError);
+    stop = false;
+    // A scope whose check says no: the call waits as without one.
+    auto waiting = std::async(std::launch::async, [&] {
+      pasyn::InterruptScope inner(check, &flags, 5ms);
+      return other.execute("INSERT INTO t (x) VALUES (3)");
+    });
+    EXPECT_EQ(waiting.wait_for(200ms), std::future_status::timeout);
+    tx.execute("INSERT INTO t (x) VALUES (1)");
+    tx.commit();
+    EXPECT_EQ(waiting.get(), 1);
+  }
+  // The interrupted INSERT may have run (its outcome was unknown); the abandoned BEGIN was
+  // rolled back when granted, so the client's next calls run.
+  EXPECT_EQ(other.execute("INSERT INTO t (x) VALUES (4)"), 1);
+  auto next = owner.begin();
+  next.rollback();
+  EXPECT_EQ(count("x IN (1, 3, 4)"), 3);
 }
 
 TEST_F(TransactionTest, ALockWaitOfZeroFailsAtOnce) {

@@ -80,6 +80,34 @@ class Timeout {
   std::chrono::milliseconds bound_;
 };
 
+/// While alive, the blocking calls of MultiplexedClient and Transaction made on this thread
+/// (`execute*`, `executescript`, `begin`, `commit`, `rollback`, `ping`, ...) call `check(context)`
+/// about every `every` while they wait for their reply. When it returns true, the call gives up
+/// as at its Timeout and throws InterruptedError: the request's outcome is unknown (it may still
+/// run and commit; it is never re-sent), and a BEGIN given up is rolled back as soon as the
+/// daemon grants it. Waits for room to send or for a reconnect are not interrupted (each is
+/// bounded by `connect_timeout` or the call's own Timeout). Made for language bindings that
+/// must let a signal (Ctrl-C) end a blocking call: pasyn_sqlite_core checks Python's signals.
+///
+/// `check` runs on the calling thread, without any lock of the library; it must not call the
+/// client. Thread-safety: a scope belongs to the thread that made it, and must end there, in
+/// reverse order of creation (the innermost applies). Not copyable or movable.
+class PASYN_EXPORT InterruptScope {
+ public:
+  InterruptScope(bool (*check)(void* context), void* context,
+                 std::chrono::milliseconds every = std::chrono::milliseconds(50)) noexcept;
+  ~InterruptScope();
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+
+ private:
+  bool (*check_)(void*);
+  void* context_;
+  std::chrono::milliseconds every_;
+  const InterruptScope* outer_;
+  friend struct InterruptAccess;
+};
+
 /// Rows of a query run through the writer, with the names SQLite gives their columns (`AS`
 /// aliases included), in order. `columns` is empty for a statement that returns no columns.
 struct ResultSet {

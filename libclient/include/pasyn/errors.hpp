@@ -8,7 +8,10 @@
 //   │   ├── OperationalError   the database could not do it now (BUSY, LOCKED, IOERR, FULL, ...)
 //   │   │                      and most SQL errors (SQLITE_ERROR: no such table, syntax error)
 //   │   ├── ProgrammingError   misuse of the API or of SQL (wrong number of statements,
-//   │   │                      raw BEGIN/COMMIT, SQLITE_MISUSE, SQLITE_RANGE)
+//   │   │   │                  SQLITE_MISUSE, SQLITE_RANGE)
+//   │   │   └── TransactionError         a transaction used when it is finished
+//   │   │       └── TransactionCommandError  a transaction command out of place: raw
+//   │   │                                    BEGIN/COMMIT as SQL, commit() with none open
 //   │   ├── DataError          a value too big or out of range (SQLITE_TOOBIG)
 //   │   ├── InternalError      SQLITE_INTERNAL, SQLITE_NOTFOUND
 //   │   └── NotSupportedError  an operation this build or server does not support
@@ -16,6 +19,7 @@
 //   ├── ConnectionLostError    the daemon could not be reached or the connection dropped;
 //   │                          the outcome of a write in flight is unknown
 //   ├── TimeoutError           a call or a wait inside the daemon ran out of time
+//   ├── InterruptedError       a blocking call given up at its thread's InterruptScope's word
 //   ├── ProtocolError          the peer sent something that breaks proto/PROTOCOL.md
 //   └── PoolError
 //       └── PoolClosedError
@@ -68,6 +72,25 @@ PASYN_DECLARE_SQLITE_ERROR(InternalError);
 PASYN_DECLARE_SQLITE_ERROR(NotSupportedError);
 #undef PASYN_DECLARE_SQLITE_ERROR
 
+/// A transaction used out of place (SQLITE_MISUSE): a call through a `Transaction` that is
+/// already committed or rolled back. The seed's `TransactionError`; in Python also
+/// `sqlite3.ProgrammingError`.
+class PASYN_EXPORT TransactionError : public ProgrammingError {
+ public:
+  TransactionError(const std::string& message, int code, int extended_code);
+  ~TransactionError() override;
+};
+
+/// A transaction command out of place (SQLITE_MISUSE): `BEGIN`, `COMMIT`, `ROLLBACK` or `END`
+/// sent as SQL, or `SAVEPOINT`/`RELEASE`/`ROLLBACK TO` outside a transaction (the daemon refuses
+/// them, PROTOCOL.md §5 `MISUSE`); `ThreadTransactions::begin()` on a thread that has one open,
+/// `commit()` or `rollback()` on a thread that has none. The seed's `TransactionCommandError`.
+class PASYN_EXPORT TransactionCommandError : public TransactionError {
+ public:
+  TransactionCommandError(const std::string& message, int code, int extended_code);
+  ~TransactionCommandError() override;
+};
+
 #define PASYN_DECLARE_ERROR(Name, Base)        \
   class PASYN_EXPORT Name : public Base {      \
    public:                                     \
@@ -77,6 +100,9 @@ PASYN_DECLARE_SQLITE_ERROR(NotSupportedError);
 PASYN_DECLARE_ERROR(ConnectionClosedError, Error);
 PASYN_DECLARE_ERROR(ConnectionLostError, Error);
 PASYN_DECLARE_ERROR(TimeoutError, Error);
+/// A blocking call given up because its thread's InterruptScope said so: as at a timeout, the
+/// request's outcome is unknown.
+PASYN_DECLARE_ERROR(InterruptedError, Error);
 PASYN_DECLARE_ERROR(ProtocolError, Error);
 PASYN_DECLARE_ERROR(PoolError, Error);
 PASYN_DECLARE_ERROR(PoolClosedError, PoolError);

@@ -122,6 +122,11 @@ enum class PasynCode : std::int32_t {
   kPermission = 8,
 };
 
+/// The extended code of a MISUSE that is a transaction command out of place (`BEGIN`/`COMMIT`
+/// sent as SQL, a `SAVEPOINT` outside a transaction): MISUSE | 1 << 8. Every other pasyn error
+/// carries its code again as its extended code (PROTOCOL.md §5, ERROR).
+inline constexpr std::int32_t kMisuseTransactionCommand = 2 | (1 << 8);
+
 /// One complete frame; `payload` points into the decoder's buffer and stays valid until the
 /// next call of any non-const FrameDecoder method.
 struct FrameView {

@@ -1,0 +1,22 @@
+// InterruptScope (client.hpp): a thread-local stack of the calling thread's scopes.
+#include "interrupt.hpp"
+
+namespace pasyn {
+namespace {
+thread_local const InterruptScope* t_innermost = nullptr;
+}  // namespace
+
+InterruptScope::InterruptScope(bool (*check)(void*), void* context,
+                               std::chrono::milliseconds every) noexcept
+    : check_(check),
+      context_(context),
+      every_(every.count() > 0 ? every : std::chrono::milliseconds(1)),
+      outer_(t_innermost) {
+  t_innermost = this;
+}
+
+InterruptScope::~InterruptScope() { t_innermost = outer_; }
+
+const InterruptScope* InterruptAccess::current() noexcept { return t_innermost; }
+
+}  // namespace pasyn
