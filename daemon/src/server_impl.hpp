@@ -100,9 +100,9 @@ class Server::Impl {
   bool stopping_ = false;
   struct stat socket_stat_ {};
 
-  /// At most `burst` warnings per second for one kind of event, so that a local client sending
-  /// malformed frames in a loop cannot flood the log; how many were left out is logged with the
-  /// next one admitted. I/O thread only.
+  /// At most `burst` lines per second for one kind of event, so that a local client sending
+  /// malformed frames or opening connections in a loop cannot flood the log; how many were left
+  /// out is logged (a warning) with the next one admitted. I/O thread only.
   class LogLimiter {
    public:
     explicit LogLimiter(const char* what, int burst = 10) : what_(what), burst_(burst) {}
@@ -130,6 +130,8 @@ class Server::Impl {
     std::uint64_t suppressed_ = 0;
   };
   LogLimiter protocol_errors_{"protocol errors"};
+  LogLimiter connection_lines_{"connections opened", 50};
+  LogLimiter connection_errors_{"failed reads or writes of connections"};
   LogLimiter refusals_{"refused connections"};
   LogLimiter accept_errors_{"accept errors", 1};
 

@@ -38,7 +38,10 @@ Session::Session(Server::Impl& server, local::socket socket, std::uint64_t id)
 
 void Session::start() {
   describe_peer();
-  log().info("connection {} opened{}", id_, peer_);
+  // At most 50 connections a second are logged (a flood of connections does not flood the
+  // log); "closed" only for those whose "opened" was.
+  logged_ = server_.connection_lines_.admit(Clock::now());
+  if (logged_) log().info("connection {} opened{}", id_, peer_);
   check_access();
   handshake_timer_.expires_after(server_.config_.handshake_timeout);
   handshake_timer_.async_wait([self = shared_from_this()](error_code ec) {
@@ -139,7 +142,7 @@ void Session::close_now() {
     socket_.shutdown(local::socket::shutdown_both, ignored);
     socket_.close(ignored);
   }
-  log().info("connection {} closed", id_);
+  if (logged_) log().info("connection {} closed", id_);
   server_.on_session_closed(id_);
 }
 
@@ -250,7 +253,8 @@ void Session::on_read(error_code ec, std::size_t n) {
       finish_sent();
       return;
     }
-    if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+    if (ec != asio::error::eof && ec != asio::error::connection_reset &&
+        server_.connection_errors_.admit(Clock::now())) {
       log().warn("connection {}: read failed: {}", id_, ec.message());
     }
     close_now();
@@ -397,7 +401,9 @@ void Session::do_write() {
   asio::async_write(socket_, asio::buffer(writing_buf_),
                     [self = shared_from_this()](error_code ec, std::size_t written) {
                       if (ec && !self->closed_) {
-                        log().info("connection {}: write failed: {}", self->id_, ec.message());
+                        if (self->server_.connection_errors_.admit(Clock::now())) {
+                          log().info("connection {}: write failed: {}", self->id_, ec.message());
+                        }
                         self->close_now();
                       }
                       if (ec) return;

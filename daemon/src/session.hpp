@@ -169,6 +169,7 @@ class Session : public ReplySink,
   bool partial_watched_ = false;                            // watch_partial_frame() waits
   std::uint64_t id_;
   std::string peer_;
+  bool logged_ = false;  // I/O thread: "opened" was logged (then so is "closed"; LogLimiter)
   std::atomic<bool> alive_{true};
   ucred cred_{};                          // the peer's pid, uid and gid (SO_PEERCRED)
   Role role_ = Role::kWriter;             // set by check_access() when the session starts

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,6 +71,18 @@ TEST_F(BadInputTest, AbsurdFrameLengthIsRefusedBeforeTheBodyArrives) {
   expect_still_serving();
 }
 
+// The sum of the counts in the daemon's "N more WHAT in the last second were not logged" lines.
+int left_out_count(const std::string& log, const std::string& what) {
+  const std::string left_out = " more " + what + " in the last second were not logged";
+  int counted = 0;
+  for (std::size_t at = 0; (at = log.find(left_out, at)) != std::string::npos; ++at) {
+    std::size_t digits = at;
+    while (digits > 0 && std::isdigit(static_cast<unsigned char>(log[digits - 1]))) --digits;
+    counted += std::stoi(log.substr(digits, at - digits));
+  }
+  return counted;
+}
+
 TEST_F(BadInputTest, AFloodOfProtocolErrorsIsLoggedAtMostTenTimesASecond) {
   constexpr int kPeers = 40;
   const auto flood_from = Clock::now();
@@ -92,13 +105,7 @@ TEST_F(BadInputTest, AFloodOfProtocolErrorsIsLoggedAtMostTenTimesASecond) {
   for (std::size_t at = 0; (at = log.find("protocol error:", at)) != std::string::npos; ++at) {
     ++logged;
   }
-  const std::string left_out = " more protocol errors in the last second were not logged";
-  int counted = 0;
-  for (std::size_t at = 0; (at = log.find(left_out, at)) != std::string::npos; ++at) {
-    std::size_t digits = at;
-    while (digits > 0 && std::isdigit(static_cast<unsigned char>(log[digits - 1]))) --digits;
-    counted += std::stoi(log.substr(digits, at - digits));
-  }
+  const int counted = left_out_count(log, "protocol errors");
   // Every error is either logged or counted, however long the flood took on this machine; the
   // flood's first second logs ten, and each one-second window it spans at most ten more.
   EXPECT_EQ(logged + counted, kPeers + 1) << log;
@@ -106,6 +113,42 @@ TEST_F(BadInputTest, AFloodOfProtocolErrorsIsLoggedAtMostTenTimesASecond) {
   const auto windows = static_cast<int>(flood_span / 1s) + 1;
   EXPECT_LE(logged, std::min(kPeers, 10 * windows) + 1) << windows << " one-second windows\n"
                                                         << log;
+}
+
+// A peer opening and closing connections in a loop must not flood the log (at info, every
+// connection was two lines): at most 50 connections a second are logged, "closed" only for
+// those whose "opened" was, and how many were left out is logged.
+TEST_F(DaemonTest, AFloodOfConnectionsIsLoggedAtMostFiftyTimesASecond) {
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--log-level", "info"}));
+  constexpr int kPeers = 300;
+  const auto flood_from = Clock::now();
+  for (int i = 0; i < kPeers; ++i) {
+    RawPeer peer(sock_);
+    ASSERT_TRUE(peer.connected());
+  }
+  const auto flood_span = Clock::now() - flood_from;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto client = connect_client();  // logged, after the count of those left out
+  EXPECT_TRUE(client.ping());
+  client.close();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // its "closed" line
+
+  const std::string log = read_file(log_);
+  const auto count = [&](const char* pattern) {
+    const std::regex re(pattern);
+    return static_cast<int>(
+        std::distance(std::sregex_iterator(log.begin(), log.end(), re), std::sregex_iterator()));
+  };
+  const int counted = left_out_count(log, "connections opened");
+  const int opened = count("connection [0-9]+ opened");
+  // The daemon's own connections in the fixture's start (its readiness ping) are logged too.
+  const int before = opened + counted - (kPeers + 1);
+  EXPECT_GE(before, 0) << log;
+  EXPECT_LE(before, 2) << log;
+  EXPECT_EQ(count("connection [0-9]+ closed"), opened) << log;
+  EXPECT_GT(counted, 0) << log;
+  const auto windows = static_cast<int>(flood_span / 1s) + 1;
+  EXPECT_LE(opened, 50 * windows + 1 + before) << windows << " one-second windows\n" << log;
 }
 
 TEST_F(BadInputTest, AbsurdFrameLengthInsteadOfHelloIsRefusedToo) {
