@@ -195,9 +195,10 @@ void Session::note_partial_frame(std::size_t held, bool parsed) {
   if (held > 0 && (partial_ == 0 || parsed)) {  // a frame began since the last look
     frame_deadline_ = std::chrono::steady_clock::now() + server_.config_.handshake_timeout;
   }
-  if (held >= partial_) {
+  // Most reads end between frames (0 before and after): no atomic write then.
+  if (held > partial_) {
     server_.partial_bytes_.fetch_add(held - partial_, std::memory_order_relaxed);
-  } else {
+  } else if (held < partial_) {
     server_.partial_bytes_.fetch_sub(partial_ - held, std::memory_order_relaxed);
   }
   partial_ = held;

@@ -279,8 +279,7 @@ std::optional<std::pair<proto::PasynCode, std::string>> Session::refuse_over_lim
 void Session::refuse(std::vector<Request>& requests) {
   std::vector<std::uint8_t> replies;
   for (const auto& r : requests) {
-    proto::encode_pasyn_error(replies, r.id, proto::PasynCode::kShuttingDown,
-                              "pasyn-writerd is shutting down; the request was not executed");
+    proto::encode_pasyn_error(replies, r.id, proto::PasynCode::kShuttingDown, Writer::kNotExecuted);
   }
   send(replies);
 }

@@ -256,10 +256,12 @@ class Writer {
 
   static constexpr std::size_t kCommitWindow = 1024;
 
- private:
-  // The reply to what a shutdown's drain timeout kept from running.
+  /// The reply to a request not run because the daemon is stopping (the drain timeout, or a
+  /// request read after the stop began: Session::refuse).
   static constexpr const char* kNotExecuted =
       "pasyn-writerd is shutting down; the request was not executed";
+
+ private:
   struct Cached {
     sqlite3_stmt* stmt = nullptr;
     bool several = false;  // the SQL holds more than one statement

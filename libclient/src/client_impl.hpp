@@ -293,10 +293,12 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
         woke_at_until = true;
       }
       if (woke_at_until && !sliced) break;  // the deadline
+      step_aside(waiter);
       if (InterruptAccess::fire(*scope)) {
         interrupted = true;
         break;
       }
+      reading = step_back(waiter, sent.id);
     }
     if (give_up(waiter, sent.id)) {
       if (interrupted) {
@@ -507,6 +509,15 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   // The reader lets go of the role: to the first follower, or to the I/O thread when only
   // asynchronous completions are pending, or to nobody. REQUIRES: mu_ held.
   PASYN_INTERNAL void hand_on();
+
+  // Around an InterruptScope's check (wait()): the caller of `self` steps out of the reader
+  // role and the followers while the check runs, since it may call this client itself (a
+  // Python signal handler may do anything), and that call must be served by whoever reads
+  // meanwhile, not wait for this caller. step_back() puts it back among the followers if its
+  // request `id` still waits for its reply (else the reply is being delivered: kDone comes),
+  // or makes it the reader if nobody reads (true). REQUIRES: mu_ not held.
+  PASYN_INTERNAL void step_aside(detail::WaitNode& self);
+  PASYN_INTERNAL bool step_back(detail::WaitNode& self, std::uint64_t id);
 
   // On a connection nobody reads and nothing is pending: if anything came (the daemon's
   // request-id-0 error, end of stream), reads it as the reader and returns true (the state may

@@ -162,6 +162,28 @@ bool MultiplexedClient::Impl::give_up(detail::WaitNode& self, std::uint64_t id) 
   return true;
 }
 
+void MultiplexedClient::Impl::step_aside(detail::WaitNode& self) {
+  std::lock_guard lk(mu_);
+  if (reader_ == &self) {
+    hand_on();  // also when handed the role just now (its kLead is cleared below)
+  } else {
+    unlist(self);
+  }
+  self.baton.clear_lead();
+}
+
+bool MultiplexedClient::Impl::step_back(detail::WaitNode& self, std::uint64_t id) {
+  std::lock_guard lk(mu_);
+  if (state_ != State::kOpen || pending_.find(id) == pending_.end()) return false;
+  if (reader_ == nullptr) {
+    reader_ = &self;
+    io_watch_ = false;
+    return true;
+  }
+  enlist(self);
+  return false;
+}
+
 // The reader lets go of the role. REQUIRES: mu_ held.
 void MultiplexedClient::Impl::hand_on() {
   reader_ = nullptr;

@@ -12,8 +12,14 @@ struct InterruptAccess {
   /// The innermost scope of the calling thread, or null.
   static const InterruptScope* current() noexcept;
   static std::chrono::milliseconds every(const InterruptScope& s) noexcept { return s.every_; }
-  /// Asks the scope's check; true: give up.
-  static bool fire(const InterruptScope& s) { return s.check_(s.context_); }
+  /// Asks the scope's check; true: give up (also when the check throws, which it must not).
+  static bool fire(const InterruptScope& s) noexcept {
+    try {
+      return s.check_(s.context_);
+    } catch (...) {
+      return true;
+    }
+  }
 };
 
 namespace detail {

@@ -637,6 +637,33 @@ with core.start_writer_server(sys.argv[1], lock_wait=30.0) as server:
     ], out.stdout + out.stderr
 
 
+def test_a_signal_handler_may_use_the_client_its_thread_waits_on(tmpdir_path):
+    # Handlers now run while the call waits (to see Ctrl-C): one that uses the same client must
+    # be served, not wait for the call it interrupted (which held the reader role).
+    script = """
+import os, signal, sys, threading
+import pasyn_sqlite_core as core
+with core.start_writer_server(sys.argv[1], lock_wait=30.0) as server:
+    holder = core.MultiplexedClient(server.socket_path)
+    holder.executescript("CREATE TABLE t (x)")
+    tx = holder.begin_exclusive()
+    c = core.MultiplexedClient(server.socket_path)
+    pings = []
+    signal.signal(signal.SIGALRM, lambda *args: pings.append(c.ping()))
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    try:
+        c.execute("INSERT INTO t VALUES (1)")
+        print("returned")
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", pings)
+    tx.rollback()
+"""
+    out = subprocess.run([sys.executable, "-c", script, os.path.join(tmpdir_path, "h.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "KeyboardInterrupt [True]", out.stdout + out.stderr
+
+
 def test_ctrl_c_during_a_call_that_fails_raises_keyboard_interrupt(tmpdir_path):
     # The failed call's exception was built by Python code while the signal was pending:
     # KeyboardInterrupt came out as a RuntimeError holding its traceback.

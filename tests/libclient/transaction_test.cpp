@@ -238,6 +238,49 @@ TEST_F(TransactionTest, AnInterruptScopeEndsABlockingWait) {
   EXPECT_EQ(count("x IN (1, 3, 4)"), 3);
 }
 
+// The check may call the client it interrupts (a Python signal handler may): the waiting
+// caller steps out of the reader role while the check runs, so that call is served instead of
+// waiting for the caller that runs it.
+TEST_F(TransactionTest, AnInterruptCheckMayCallTheClientItsThreadWaitsOn) {
+  auto server = start(30s);
+  pasyn::MultiplexedClient owner(server.socket_path());
+  pasyn::MultiplexedClient other(server.socket_path());
+  auto tx = owner.begin();
+  struct Context {
+    pasyn::MultiplexedClient* client;
+    int pings = 0;
+    bool inside = false;
+  } context{&other};
+  const auto check = [](void* p) {
+    auto* c = static_cast<Context*>(p);
+    if (c->inside) return false;  // the ping's own wait asks too: it must end by its reply
+    if (c->pings == 3) return true;
+    ++c->pings;
+    c->inside = true;
+    c->client->ping();  // answered without the writer, which the transaction holds
+    c->inside = false;
+    return false;
+  };
+  {
+    pasyn::InterruptScope scope(check, &context, 10ms);
+    EXPECT_THROW(other.execute("INSERT INTO t (x) VALUES (2)"), pasyn::InterruptedError);
+  }
+  EXPECT_EQ(context.pings, 3);
+  // Another thread of the same client, reading meanwhile, is not disturbed either.
+  auto waiting =
+      std::async(std::launch::async, [&] { return other.execute("INSERT INTO t (x) VALUES (3)"); });
+  context.pings = 0;
+  {
+    pasyn::InterruptScope scope(check, &context, 10ms);
+    EXPECT_THROW(other.execute("INSERT INTO t (x) VALUES (4)"), pasyn::InterruptedError);
+  }
+  EXPECT_EQ(waiting.wait_for(100ms), std::future_status::timeout);
+  tx.commit();
+  EXPECT_EQ(waiting.get(), 1);
+  EXPECT_EQ(other.execute("INSERT INTO t (x) VALUES (5)"), 1);
+  EXPECT_EQ(count("x IN (3, 5)"), 2);
+}
+
 TEST_F(TransactionTest, ALockWaitOfZeroFailsAtOnce) {
   auto server = start(0ms);
   pasyn::MultiplexedClient owner(server.socket_path());
