@@ -114,6 +114,7 @@ void Writer::process(RequestQueue& work) {
       work.clear();
       std::erase_if(batch, [](const Request& r) { return r.disconnect; });
       finish_pending_with(batch, proto::PasynCode::kShuttingDown, kNotExecuted);
+      work_count_.store(0, std::memory_order_relaxed);
       return;
     }
     Request r = work.take_front();
@@ -183,7 +184,10 @@ void Writer::process(RequestQueue& work) {
         if (batch_bytes + bytes > kMaxBatchBytes) flush();  // r starts the next batch
         batch_bytes += bytes;
         batch.push_back(std::move(r));
-        if (batch.size() >= kMaxBatch || batch_bytes >= kMaxBatchBytes) flush();
+        if (batch.size() >= kMaxBatch || batch_bytes >= kMaxBatchBytes) {
+          flush();
+          work_count_.store(work.size(), std::memory_order_relaxed);  // backlog(), fair share
+        }
       }
     } catch (const std::exception& e) {
       // An allocation failure outside a batch (which has its own barrier): this request's
@@ -194,6 +198,7 @@ void Writer::process(RequestQueue& work) {
     }
   }
   flush();
+  work_count_.store(0, std::memory_order_relaxed);
 }
 
 void Writer::recycle_payloads(std::vector<Request>& batch) noexcept {

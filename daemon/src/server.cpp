@@ -322,6 +322,7 @@ proto::Report Server::Impl::stats() const {
   report.emplace_back("held_bytes", i64(budget_.used()));
   report.emplace_back("unsent_bytes", i64(budget_.unsent()));
   report.emplace_back("partial_frame_bytes", i64(partial_bytes_.load(std::memory_order_relaxed)));
+  report.emplace_back("writer_backlog", i64(writer_.backlog()));
   report.emplace_back("feed_subscribers", i64(feed_.subscribers()));
   report.emplace_back("feed_last_seq", i64(feed_.last_seq()));
   // In decimal, as a string: epochs use all 64 bits (and `pasyn watch --json` prints it so).

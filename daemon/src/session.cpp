@@ -187,7 +187,11 @@ bool Session::reading_blocked(std::size_t parsed) const {
   // statement from being read). Its own --max-queued-bytes still bounds it. (Set before
   // BEGIN's reply, whose request's release wakes a connection paused meanwhile.)
   if (queued_bytes_.load() >= c.max_queued_bytes) return true;
-  if (inflight_.load() + parsed < c.max_inflight && !server_.budget_.full()) return false;
+  const std::size_t mine = inflight_.load() + parsed;
+  if (mine < c.max_inflight && !server_.budget_.full() &&
+      (mine < Writer::kFairShare || server_.writer_.backlog() < Writer::kFairBacklog)) {
+    return false;
+  }
   return !server_.writer_.holds_transaction(this);
 }
 

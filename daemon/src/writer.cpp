@@ -228,6 +228,7 @@ bool Writer::submit(std::vector<Request>& requests, PayloadBuffers* spare) {
       for (auto& r : requests) queue_.push_back(std::move(r));
     }
     wake = waiting_ && queue_.size() >= wake_at_;
+    queued_count_.store(queue_.size(), std::memory_order_relaxed);
     queued_.store(true, std::memory_order_release);
     if (spare && spare->empty()) spare->swap(free_payloads_);
   }
@@ -386,7 +387,7 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
     }
     {
       std::unique_lock lk(mu_);
-      while (queue_.empty() && !stopping_) {
+      while (queue_.empty() && work.empty() && !stopping_) {
         auto deadline = next_deadline();
         if (const auto flush = feed_ ? feed_->next_flush() : std::nullopt) {
           if (!deadline || *flush < *deadline) deadline = flush;
@@ -400,6 +401,7 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
         if (timed_out) break;
       }
       incoming.swap(queue_);
+      queued_count_.store(0, std::memory_order_relaxed);
       if (free_payloads_.empty()) {
         free_payloads_.swap(spent_payloads_);
       } else {  // the I/O thread has not taken the last ones yet: add to them, within capacity
@@ -409,8 +411,8 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
         }
       }
       spent_payloads_.clear();
-      if (!stopping_) fill_batch(lk, incoming);
-      queued_.store(false, std::memory_order_relaxed);  // queue_ is empty now
+      if (!stopping_ && work.empty()) fill_batch(lk, incoming);  // not with batches left to run
+      queued_.store(false, std::memory_order_relaxed);           // queue_ is empty now
       const bool lone = incoming.size() == 1 && !incoming.front().disconnect;
       lone_streak_ = lone ? std::min(lone_streak_ + 1, kLoneStreak) : 0;  // saturates: no overflow
       stopping = stopping_;
@@ -426,6 +428,7 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
       }
     }
     work.append(incoming);
+    work_count_.store(work.size(), std::memory_order_relaxed);
     if (incoming.capacity() > kKeptRequests) std::vector<Request>().swap(incoming);  // a burst
     expire(Clock::now(), work);
     if (stopping && tx_) end_transaction(work, "the daemon is shutting down");
@@ -434,6 +437,7 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
                                 std::make_move_iterator(work.end()));
       for (auto& r : deferred_) rest.push_back(std::move(r));
       work.clear();
+      work_count_.store(0, std::memory_order_relaxed);
       deferred_.clear();
       std::erase_if(rest, [](const Request& r) { return r.disconnect; });
       finish_pending_with(rest, proto::PasynCode::kShuttingDown, kNotExecuted);

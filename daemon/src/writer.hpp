@@ -240,6 +240,24 @@ class Writer {
 
   /// Thread-safe: whether `sink`'s connection holds the open client transaction (BEGIN
   /// answered, not ended yet). Exact once every request of that connection has been answered.
+  /// Requests waiting for the writer: queued by submit() and not yet taken, plus taken and not
+  /// yet run (the work list), as the writer last published them (gauges set, never added to:
+  /// they cannot drift). Read by the I/O thread for the fair share (Session::reading_blocked).
+  /// Thread-safe.
+  std::size_t backlog() const noexcept {
+    return queued_count_.load(std::memory_order_relaxed) +
+           work_count_.load(std::memory_order_relaxed);
+  }
+  /// Fair share under load: while the backlog is at least kFairBacklog requests, a connection
+  /// with kFairShare or more of them in the writer is read no further until its own fall below
+  /// that (its replies wake it). A connection that sent a few requests then waits behind at
+  /// most about kFairBacklog others, not behind all that flooding connections queued (200
+  /// connections pipelining 1,024 requests each held another client's write ~0.9 s at p99;
+  /// probe31). 16,384: four full batches, so the writer always has full batches to run; no
+  /// benchmark row reaches it (one connection keeps at most 1,000 in flight there).
+  static constexpr std::size_t kFairBacklog = 4 * 4096;
+  static constexpr std::size_t kFairShare = 64;
+
   bool holds_transaction(const ReplySink* sink) const noexcept {
     return tx_owner_.load(std::memory_order_acquire) == sink;
   }
@@ -554,6 +572,10 @@ class Writer {
   // Set by submit() (under mu_) and cleared when serve() takes the queue: what the writer
   // watches, without the lock, while it spins after a lone request (serve()).
   std::atomic<bool> queued_{false};
+  // backlog(): queue_.size(), set under mu_ by submit() and when serve() takes the queue; the
+  // work list's size, set by the writer thread when it changes by a batch.
+  std::atomic<std::size_t> queued_count_{0};
+  std::atomic<std::size_t> work_count_{0};
   int lone_streak_ = 0;  // writer thread: how many batches in a row held one request
   std::atomic<bool> aborted_{false};
   std::optional<StorageFailure> storage_failure_;  // GUARDED_BY(mu_)
