@@ -105,11 +105,16 @@ class Server::Impl {
   /// out is logged (a warning) with the next one admitted. I/O thread only.
   class LogLimiter {
    public:
-    explicit LogLimiter(const char* what, int burst = 10) : what_(what), burst_(burst) {}
+    /// `level`: the level of the lines it limits (and of its count of those left out). At a
+    /// --log-level that drops them, admit() says no and counts nothing.
+    explicit LogLimiter(const char* what, int burst = 10,
+                        spdlog::level::level_enum level = spdlog::level::warn)
+        : what_(what), burst_(burst), level_(level) {}
     bool admit(Clock::time_point now) {
+      if (!log().should_log(level_)) return false;
       if (now - window_ >= std::chrono::seconds(1)) {
         if (suppressed_ > 0) {
-          log().warn("{} more {} in the last second were not logged", suppressed_, what_);
+          log().log(level_, "{} more {} in the last second were not logged", suppressed_, what_);
         }
         window_ = now;
         in_window_ = suppressed_ = 0;
@@ -125,15 +130,17 @@ class Server::Impl {
    private:
     const char* what_;
     int burst_;
+    spdlog::level::level_enum level_;
     Clock::time_point window_{};
     int in_window_ = 0;
     std::uint64_t suppressed_ = 0;
   };
   LogLimiter protocol_errors_{"protocol errors"};
-  LogLimiter connection_lines_{"connections opened", 50};
-  LogLimiter connection_errors_{"failed reads or writes of connections"};
+  LogLimiter connection_lines_{"connections opened", 50, spdlog::level::info};
+  LogLimiter read_errors_{"failed reads of connections"};
+  LogLimiter write_errors_{"failed writes to connections", 10, spdlog::level::info};
   LogLimiter refusals_{"refused connections"};
-  LogLimiter accept_errors_{"accept errors", 1};
+  LogLimiter accept_errors_{"accept errors", 1, spdlog::level::err};
 
   /// STATS: the server's and the writer's figures (PROTOCOL.md §5).
   proto::Report stats() const;

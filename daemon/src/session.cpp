@@ -259,7 +259,7 @@ void Session::on_read(error_code ec, std::size_t n) {
       return;
     }
     if (ec != asio::error::eof && ec != asio::error::connection_reset &&
-        server_.connection_errors_.admit(Clock::now())) {
+        server_.read_errors_.admit(Clock::now())) {
       log().warn("connection {}: read failed: {}", id_, ec.message());
     }
     close_now();
@@ -406,7 +406,7 @@ void Session::do_write() {
   asio::async_write(socket_, asio::buffer(writing_buf_),
                     [self = shared_from_this()](error_code ec, std::size_t written) {
                       if (ec && !self->closed_) {
-                        if (self->server_.connection_errors_.admit(Clock::now())) {
+                        if (self->server_.write_errors_.admit(Clock::now())) {
                           log().info("connection {}: write failed: {}", self->id_, ec.message());
                         }
                         self->close_now();

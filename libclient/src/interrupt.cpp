@@ -1,6 +1,8 @@
 // InterruptScope (client.hpp): a thread-local stack of the calling thread's scopes.
 #include "interrupt.hpp"
 
+#include <algorithm>
+
 namespace pasyn {
 namespace {
 thread_local const InterruptScope* t_innermost = nullptr;
@@ -10,7 +12,9 @@ InterruptScope::InterruptScope(bool (*check)(void*), void* context,
                                std::chrono::milliseconds every) noexcept
     : check_(check),
       context_(context),
-      every_(every.count() > 0 ? every : std::chrono::milliseconds(1)),
+      // At least 1 ms, at most a day (now() + every must not overflow the clock).
+      every_(std::clamp(every, std::chrono::milliseconds(1),
+                        std::chrono::milliseconds(std::chrono::hours(24)))),
       outer_(t_innermost) {
   t_innermost = this;
 }

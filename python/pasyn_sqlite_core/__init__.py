@@ -8,6 +8,7 @@ releases the GIL.
 import ast as _ast
 import builtins as _builtins
 import inspect as _inspect
+import os as _os
 import re as _re
 import sqlite3 as _sqlite3
 
@@ -173,6 +174,9 @@ def _make_error(kind, message, code, extended):
 
 
 _core._set_error_factory(_make_error)
+# Ctrl-C ends a blocking call on the main thread only (where Python runs signal handlers); in a
+# child forked from another thread, that thread is the main one. (After threading's own hook.)
+_os.register_at_fork(after_in_child=_core._note_main_thread)
 
 Connection = _core.Connection
 Cursor = _core.Cursor

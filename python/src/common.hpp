@@ -9,7 +9,6 @@
 #include <exception>
 #include <optional>
 #include <string>
-#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -22,53 +21,38 @@ namespace nb = nanobind;
 /// The Python exception instance for a C++ exception (module.cpp). REQUIRES: the GIL.
 nb::object make_error(std::exception_ptr error);
 
-/// Lets a signal (Ctrl-C) end a blocking call made on the interpreter's main thread, where
-/// Python runs its signal handlers: while a SignalWatch lives there, the library's waits
-/// (pasyn::InterruptScope) take the GIL every 50 ms to run the handlers. When one raises
-/// (KeyboardInterrupt), the call gives up, its outcome unknown as after a timeout, and that
-/// exception is what the caller sees: restored here, in place of the library's InterruptedError.
-/// Elsewhere it does nothing. REQUIRES: the GIL at construction, raise_pending() and destruction.
+/// Lets Ctrl-C end a blocking call made on the interpreter's main thread, where Python runs its
+/// signal handlers: while a SignalWatch lives there, the library's waits (pasyn::InterruptScope)
+/// take the GIL every 50 ms to ask whether SIGINT came (PyOS_InterruptOccurred, which reads the
+/// flag Python's own C handler sets, then sets it again: PyErr_SetInterrupt). No Python code runs
+/// inside the wait: the call gives up (InterruptedError, outcome unknown as after a timeout) and
+/// the handler runs once the call has unwound, in the exception translator (module.cpp), whose
+/// exception (KeyboardInterrupt) is then the call's. If the reply was being delivered as the
+/// signal came, the call completes and the handler runs right after it, at the interpreter's
+/// next instruction. Other signals, and SIGINT set to SIG_IGN/SIG_DFL, never end a wait (their
+/// handlers run after the call, as before). Elsewhere it does nothing. REQUIRES: the GIL at
+/// construction and destruction.
 class SignalWatch {
  public:
   SignalWatch();
-  /// Sets the exception kept, if any and if none is set (the call is ending with a C++
-  /// exception: the translator then leaves it, see module.cpp).
-  ~SignalWatch();
   SignalWatch(const SignalWatch&) = delete;
   SignalWatch& operator=(const SignalWatch&) = delete;
-  /// Throws nb::python_error for the exception kept, if any (the call returned all the same:
-  /// its reply was being delivered when the handler raised).
-  void raise_pending();
 
  private:
   static bool check(void* self);
   std::optional<InterruptScope> scope_;
-  PyObject* type_ = nullptr;
-  PyObject* value_ = nullptr;
-  PyObject* trace_ = nullptr;
 };
 
-/// Records the interpreter's main thread (module init).
+/// Records the interpreter's main thread (module init, and in a forked child: the forking
+/// thread is its main thread).
 void note_main_thread();
 
-/// Runs `f` without the GIL (and, on the main thread, interruptible by a signal: SignalWatch).
+/// Runs `f` without the GIL (and, on the main thread, interruptible by Ctrl-C: SignalWatch).
 template <typename F>
 auto unlocked(F&& f) {
   SignalWatch watch;
-  if constexpr (std::is_void_v<decltype(f())>) {
-    {
-      nb::gil_scoped_release release;
-      f();
-    }
-    watch.raise_pending();
-  } else {
-    auto result = [&] {
-      nb::gil_scoped_release release;
-      return f();
-    }();
-    watch.raise_pending();
-    return result;
-  }
+  nb::gil_scoped_release release;
+  return f();
 }
 
 /// Seconds (None: 0) as milliseconds, rounded to the nearest, at most ten years; ValueError when

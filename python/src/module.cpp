@@ -61,28 +61,11 @@ SignalWatch::SignalWatch() {
   }
 }
 
-SignalWatch::~SignalWatch() {
-  if (type_ == nullptr) return;
-  if (PyErr_Occurred() == nullptr) {
-    PyErr_Restore(type_, value_, trace_);
-  } else {
-    Py_XDECREF(type_), Py_XDECREF(value_), Py_XDECREF(trace_);
-  }
-}
-
-void SignalWatch::raise_pending() {
-  if (type_ == nullptr) return;
-  PyErr_Restore(type_, value_, trace_);
-  type_ = value_ = trace_ = nullptr;
-  throw nb::python_error();
-}
-
-// Called by the library's wait, without the GIL, on the thread that made the watch.
-bool SignalWatch::check(void* self) {
-  auto* watch = static_cast<SignalWatch*>(self);
+// Called by the library's wait, without the GIL, on the main thread. Runs no Python code.
+bool SignalWatch::check(void*) {
   nb::gil_scoped_acquire gil;
-  if (watch->type_ != nullptr || PyErr_CheckSignals() == 0) return watch->type_ != nullptr;
-  PyErr_Fetch(&watch->type_, &watch->value_, &watch->trace_);
+  if (PyOS_InterruptOccurred() == 0) return false;
+  PyErr_SetInterrupt();  // the handler still runs, once the call has unwound (translator)
   return true;
 }
 
@@ -293,8 +276,10 @@ NB_MODULE(_core, m) {
     try {
       std::rethrow_exception(p);
     } catch (const pasyn::Error& e) {
-      // A signal handler raised during the wait (SignalWatch): its exception is set already.
-      if (dynamic_cast<const pasyn::InterruptedError*>(&e) && PyErr_Occurred() != nullptr) return;
+      // Ctrl-C ended the wait (SignalWatch): the call has unwound, so Python's handlers run
+      // now; what the SIGINT handler raises (KeyboardInterrupt) is the call's exception. A
+      // handler that does not raise leaves the library's InterruptedError (outcome unknown).
+      if (dynamic_cast<const pasyn::InterruptedError*>(&e) && PyErr_CheckSignals() != 0) return;
       try {
         raise(make_error(p));
       } catch (nb::python_error& e) {
@@ -308,6 +293,7 @@ NB_MODULE(_core, m) {
 
   note_main_thread();
   m.def("_set_error_factory", [](nb::object f) { error_factory() = std::move(f); });
+  m.def("_note_main_thread", &note_main_thread);
   m.def("_set_completion_hook",
         [](nb::object hook) { Dispatcher::set_batch_hook(std::move(hook)); });
 

@@ -89,11 +89,13 @@ class Timeout {
 /// bounded by `connect_timeout` or the call's own Timeout). Made for language bindings that
 /// must let a signal (Ctrl-C) end a blocking call: pasyn_sqlite_core checks Python's signals.
 ///
-/// `check` runs on the calling thread, without any lock of the library, and may call the
-/// client itself (the waiting call steps out of the reader role meanwhile, so such a call is
-/// served); it should not throw (an exception counts as true). Thread-safety: a scope belongs
-/// to the thread that made it, and must end there, in reverse order of creation (the innermost
-/// applies). Not copyable or movable.
+/// `check` runs on the calling thread, without any lock of the library. It may make calls of
+/// its own on the client (the waiting call steps out of the reader role meanwhile, so they are
+/// served), but must not close the client or end a transaction that a call of this thread is
+/// running in (the waiting call still uses them). It should not throw (an exception counts as
+/// true). `every` is taken between 1 ms and a day. Thread-safety: a scope belongs to the thread
+/// that made it, and must end there, in reverse order of creation (the innermost applies). Not
+/// copyable or movable.
 class PASYN_EXPORT InterruptScope {
  public:
   InterruptScope(bool (*check)(void* context), void* context,
