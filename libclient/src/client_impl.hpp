@@ -511,9 +511,9 @@ class MultiplexedClient::Impl : public std::enable_shared_from_this<Impl> {
   PASYN_INTERNAL void hand_on();
 
   // Around an InterruptScope's check (wait()): the caller of `self` steps out of the reader
-  // role and the followers while the check runs, since it may call this client itself (a
-  // Python signal handler may do anything), and that call must be served by whoever reads
-  // meanwhile, not wait for this caller. step_back() puts it back among the followers if its
+  // role and the followers while the check runs, since the check may make calls of its own on
+  // this client (client.hpp allows it), and they must be served by whoever reads meanwhile,
+  // not wait for this caller. step_back() puts it back among the followers if its
   // request `id` still waits for its reply (else the reply is being delivered: kDone comes),
   // or makes it the reader if nobody reads (true). REQUIRES: mu_ not held.
   PASYN_INTERNAL void step_aside(detail::WaitNode& self);
