@@ -401,6 +401,8 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
         if (timed_out) break;
       }
       incoming.swap(queue_);
+      // What the queue held now counts as work (set first: backlog() never reads it low).
+      work_count_.store(work.size() + incoming.size(), std::memory_order_relaxed);
       queued_count_.store(0, std::memory_order_relaxed);
       if (free_payloads_.empty()) {
         free_payloads_.swap(spent_payloads_);
