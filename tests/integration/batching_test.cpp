@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "../sanitizers.hpp"
 #include "daemon_fixture.hpp"
 
 namespace pasyn::itest {
@@ -220,6 +221,11 @@ TEST_F(BatchingTest, RepliesStayInOrderWhenASlowReaderForcesTheFallbackToTheIoTh
 // that backlog, not behind all that the pipelining ones sent (here 48 × 1,000). Measured by
 // rowids: how many rows were committed between the quiet request's send and its own row.
 TEST_F(BatchingTest, AQuietConnectionWaitsBehindTheFairShareNotBehindEveryPipeliner) {
+#if PASYN_TEST_TSAN
+  // Rows committed while the quiet request waits measure TSan's slowed I/O thread there, not
+  // the share (two CI runs: 36,541 and 45,306 rows ahead). ASan and Release runs measure it.
+  GTEST_SKIP() << "timing of the I/O thread under TSan";
+#endif
   constexpr int kPipeliners = 48;
   constexpr std::size_t kWindow = 1000;  // each one's requests in flight (--max-inflight 1,024)
   constexpr std::int64_t kFairBacklog = 4 * 4096;
