@@ -30,8 +30,8 @@ nb::object make_error(std::exception_ptr error);
 /// exception (KeyboardInterrupt) is then the call's. If the reply was being delivered as the
 /// signal came, the call completes and the handler runs right after it, at the interpreter's
 /// next instruction. Other signals, and SIGINT set to SIG_IGN/SIG_DFL, never end a wait (their
-/// handlers run after the call, as before). Elsewhere it does nothing. REQUIRES: the GIL at
-/// construction and destruction.
+/// handlers run after the call, as before). Elsewhere it does nothing. Neither construction nor
+/// destruction needs the GIL (the check takes it); one lives on the calling thread's stack.
 class SignalWatch {
  public:
   SignalWatch();

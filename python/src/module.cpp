@@ -7,6 +7,9 @@
 // extended code).
 // The writer side (Transaction, MultiplexedClient) is bound in writer.cpp, the asyncio
 // completion thread lives in dispatcher.{hpp,cpp}, value conversions in values.{hpp,cpp}.
+// Over 600 lines: the module's errors and Ctrl-C handling, which every binding file uses, and
+// the read side's classes (server handle, OpenFlags, Cursor, Connection, ReadPool), each
+// short, with the NB_MODULE that registers them all.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>

@@ -2,6 +2,8 @@
 // limits, backpressure (--max-inflight, --max-total-bytes), the output bounds (--max-output) and
 // the statement timeout (PROTOCOL.md §7; README "Daemon flags"). Every test also shows that a
 // client connected before the limit was hit is still served.
+// Over 600 lines: PROTOCOL.md §7 has many limits, and every test here uses the LimitTest
+// fixture and the hardening helpers (hardening_fixture.hpp); each test is short.
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
