@@ -33,6 +33,9 @@ constexpr const char* kTokenizerMessage =
 constexpr const char* kStmtTableMessage =
     "sqlite_stmt is not readable through pasyn-writerd: the connection is shared, and it lists "
     "every client's statements with their text";
+constexpr const char* kDbstatMessage =
+    "dbstat is not available through pasyn-writerd: it describes every table's pages, the "
+    "daemon's own (pasyn_*) too; read it on a direct read-only connection";
 constexpr const char* kPragmaMessage =
     "this pragma is not on pasyn-writerd's allow-list for this connection (SECURITY.md \"SQL "
     "allow-list\"): connection settings are the daemon's flags, and read-only peers may only "
@@ -245,6 +248,10 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
       // connection, which are every client's (and their literal values, a password in a rolled
       // back INSERT too).
       if (arg1 && sqlite3_stricmp(arg1, "sqlite_stmt") == 0) return deny(kStmtTableMessage);
+      // SQLITE_ENABLE_DBSTAT_VTAB: the pages, cells and payload bytes of every b-tree, the
+      // daemon's own tables' too (probe40: how many idempotency keys every uid has used). A
+      // table of the dbstat module under another name cannot be made (SQLITE_CREATE_VTABLE).
+      if (arg1 && sqlite3_stricmp(arg1, "dbstat") == 0) return deny(kDbstatMessage);
       return kAllow;
     case SQLITE_PRAGMA:  // arg1 name, arg2 value or argument (nullptr: the query), arg3 db
       return main_db(arg3) && arg1 && pragma_allowed(mode, arg1, arg2) ? kAllow
@@ -298,6 +305,9 @@ Decision decide(Mode mode, int action, const char* arg1, const char* arg2, const
       if (reserved(arg1) ||
           (action != SQLITE_CREATE_VTABLE && action != SQLITE_DROP_VTABLE && reserved(arg2))) {
         return deny(kReservedMessage);
+      }
+      if (action == SQLITE_CREATE_VTABLE && arg2 && sqlite3_stricmp(arg2, "dbstat") == 0) {
+        return deny(kDbstatMessage);
       }
       return main_db(arg3) ? kAllow : deny(kTempMessage);
     case SQLITE_ALTER_TABLE:  // arg1 db, arg2 table

@@ -214,6 +214,37 @@ int create_beneath(int dir, const char* name, mode_t mode) {
   return ::openat(dir, name, flags, mode);
 }
 
+/// Opens the directory `path` (relative to `dir`, or absolute) following no symlink in any of
+/// its components: openat2 with RESOLVE_NO_SYMLINKS, else (no openat2) O_NOFOLLOW, which checks
+/// the last component only. -1 with errno ELOOP when a symlink was in the way.
+int open_directory_following_no_symlink(int dir, const char* path) {
+  const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags);
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd = ::syscall(SYS_openat2, dir, path, &how, sizeof how);
+  if (fd < 0 && (errno == ENOSYS || errno == EPERM)) fd = ::openat(dir, path, flags);
+  if (fd < 0 && errno == ENOTDIR) {  // what O_NOFOLLOW|O_DIRECTORY says of a symlink
+    struct stat entry {};
+    if (::fstatat(dir, path, &entry, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(entry.st_mode)) {
+      errno = ELOOP;
+    } else {
+      errno = ENOTDIR;
+    }
+  }
+  return static_cast<int>(fd);
+}
+
+/// The backup directory's path with its symlinks resolved (the parts that exist), as the
+/// operator's configuration names it at start; the path as given if that fails.
+std::string resolve_at_start(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::path resolved = std::filesystem::weakly_canonical(dir, ec);
+  if (ec) resolved = std::filesystem::absolute(dir, ec).lexically_normal();
+  if (resolved.filename().empty()) resolved = resolved.parent_path();  // a trailing '/'
+  return resolved.string();
+}
+
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 struct BackupError {
@@ -314,7 +345,10 @@ void refuse_backup_directory_of_database(const Config& config) {
   }
 }
 
-BackupRunner::BackupRunner(const Config& config) : config_(config) { register_fd_vfs(); }
+BackupRunner::BackupRunner(const Config& config)
+    : config_(config), resolved_dir_(resolve_at_start(backup_directory(config))) {
+  register_fd_vfs();
+}
 
 BackupRunner::~BackupRunner() {
   cancel();
@@ -364,13 +398,32 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     if (auto why = invalid_backup_name(name)) {
       return pasyn_error(proto::PasynCode::kMisuse, *why);
     }
-    // The directory: created 0750 if missing (one level; its parent must exist).
-    if (::mkdir(dir_path.c_str(), 0750) != 0 && errno != EEXIST) {
+    // The directory: created 0750 if missing (one level; its parent must exist), and opened
+    // through its path as resolved at start, following no symlink: one that is there now was
+    // put there since, by someone who could write where the backups go (probe40: a backups/
+    // swapped for a symlink redirected every later copy).
+    const auto symlink_error = [&] {
+      return pasyn_error(proto::PasynCode::kPermission,
+                         "the backup directory " + dir_path + " (" + resolved_dir_ +
+                             " when the daemon started) is now reached through a symlink: a "
+                             "backup follows none; restore the directory or restart the daemon");
+    };
+    const std::filesystem::path resolved(resolved_dir_);
+    const Fd parent(open_directory_following_no_symlink(AT_FDCWD, resolved.parent_path().c_str()));
+    if (parent.fd < 0) {
+      if (errno == ELOOP) return symlink_error();
+      return pasyn_error(proto::PasynCode::kMisuse,
+                         errno_text("cannot open the backup directory's parent " +
+                                    resolved.parent_path().string()));
+    }
+    const std::string leaf = resolved.filename().string();
+    if (::mkdirat(parent.fd, leaf.c_str(), 0750) != 0 && errno != EEXIST) {
       return pasyn_error(proto::PasynCode::kMisuse,
                          errno_text("cannot create the backup directory " + dir_path));
     }
-    dir.fd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    dir.fd = open_directory_following_no_symlink(parent.fd, leaf.c_str());
     if (dir.fd < 0) {
+      if (errno == ELOOP) return symlink_error();
       return pasyn_error(proto::PasynCode::kMisuse,
                          errno_text("cannot open the backup directory " + dir_path));
     }

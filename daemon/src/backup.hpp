@@ -81,6 +81,9 @@ class BackupRunner {
   void run(const std::string& name, const Done& done);
 
   const Config& config_;
+  // backup_directory(config_) with the symlinks of its path resolved when the daemon started:
+  // each backup opens it following none, so one put there later is refused.
+  const std::string resolved_dir_;
   std::mutex mu_;
   std::thread thread_;    // GUARDED_BY(mu_)
   bool running_ = false;  // GUARDED_BY(mu_)

@@ -349,6 +349,37 @@ TEST_F(AdminTest, TheTemporaryFilesOfBackupsWhoseDaemonDiedAreRemoved) {
   EXPECT_EQ(query_text(backup_file("copy.sqlite"), "SELECT count(*) FROM t"), "0");
 }
 
+// The backup directory's path is resolved when the daemon starts (a --backup-dir that is a
+// symlink then is the operator's choice) and each backup follows no symlink on it: a directory
+// swapped for a symlink later is refused, and nothing is written where it points (probe40).
+TEST_F(AdminTest, ABackupDirectorySwappedForASymlinkAfterStartIsRefused) {
+  const std::string real = dir_.file("real-backups");
+  const std::string configured = dir_.file("configured-backups");
+  ASSERT_EQ(::mkdir(real.c_str(), 0750), 0);
+  ASSERT_EQ(::symlink(real.c_str(), configured.c_str()), 0);
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--backup-dir", configured}));
+  create_table();
+  auto client = connect_client();
+  EXPECT_EQ(outcome_of([&] { client.backup("first.sqlite"); }), "ok");
+  EXPECT_EQ(query_text(real + "/first.sqlite", "PRAGMA integrity_check"), "ok");
+
+  const std::string elsewhere = dir_.file("elsewhere");
+  const std::string moved = dir_.file("real-backups.moved");
+  ASSERT_EQ(::mkdir(elsewhere.c_str(), 0750), 0);
+  ASSERT_EQ(::rename(real.c_str(), moved.c_str()), 0);
+  ASSERT_EQ(::symlink(elsewhere.c_str(), real.c_str()), 0);
+  const std::string got = outcome_of([&] { client.backup("second.sqlite"); });
+  EXPECT_TRUE(got.starts_with(kRefusedPermission)) << got;
+  EXPECT_TRUE(contains(got, "now reached through a symlink")) << got;
+  EXPECT_TRUE(tree(elsewhere).empty());
+  EXPECT_FALSE(path_exists(moved + "/second.sqlite"));
+
+  ASSERT_EQ(::unlink(real.c_str()), 0);  // put back: backups work again
+  ASSERT_EQ(::rename(moved.c_str(), real.c_str()), 0);
+  EXPECT_EQ(outcome_of([&] { client.backup("second.sqlite"); }), "ok");
+  EXPECT_EQ(query_text(real + "/second.sqlite", "PRAGMA integrity_check"), "ok");
+}
+
 TEST_F(AdminTest, ASymlinkedBackupDirectoryEntryToTheDatabaseCannotOverwriteIt) {
   // A name that is a symlink to the live database: replaced, the database untouched.
   ASSERT_NO_FATAL_FAILURE(start_daemon());

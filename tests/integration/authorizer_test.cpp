@@ -337,6 +337,23 @@ TEST_F(AllowListTest, OtherClientsStatementsCannotBeReadThroughSqliteStmt) {
   expect_still_served();
 }
 
+// dbstat (SQLITE_ENABLE_DBSTAT_VTAB, in Debian's SQLite) reports every b-tree's pages, cells and
+// payload bytes, the daemon's pasyn_idempotency too: how many keys every uid has used (probe40).
+// Refused by name, also as a table-valued function, and no table of its module can be made under
+// another name.
+TEST_F(AllowListTest, DbstatCannotDescribeTheDaemonsTables) {
+  ASSERT_NO_FATAL_FAILURE(start_with_probe());
+  for (const char* sql : {"SELECT name, ncell FROM dbstat WHERE name LIKE 'pasyn%'",
+                          "SELECT count(*) FROM main.DBSTAT",
+                          "SELECT * FROM dbstat('main') WHERE name = 'pasyn_idempotency'",
+                          "CREATE VIRTUAL TABLE pages USING dbstat(main)"}) {
+    const std::string outcome = outcome_of([&] { before_->execute_fetchall(sql); });
+    EXPECT_TRUE(outcome.starts_with(kRefusedPermission)) << sql << ": " << outcome;
+    EXPECT_TRUE(contains(outcome, "dbstat is not available")) << outcome;
+  }
+  expect_still_served();
+}
+
 // VACUUM INTO takes an expression, whose reads SQLite authorizes when it prepares the statement:
 // they are the client's, not VACUUM's own (review19: prepared in VACUUM's mode, a subquery there
 // read sqlite_stmt and the daemon's tables, one bit per request). VACUUM itself still runs, and
