@@ -15,11 +15,13 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <pasyn/pasyn.hpp>
 #include <stdexcept>
@@ -61,6 +63,9 @@ struct OutcomeUnknown : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 constexpr int kExitOutcomeUnknown = 75;
+// --timeout's upper bound, about 24 days: CLI11's PositiveNumber printed its own (DBL_MAX) in
+// full in the message for a bad value.
+constexpr std::int64_t kMaxTimeoutMs = std::numeric_limits<std::int32_t>::max();
 
 // ---- Output ------------------------------------------------------------------------------------
 
@@ -597,7 +602,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "print JSON instead of text");
   app.add_option("--timeout", o.timeout_ms,
                  "milliseconds to connect and handshake, and again for each request")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(std::int64_t{1}, kMaxTimeoutMs))
       ->capture_default_str();
   app.require_subcommand(1);
 
@@ -659,7 +664,7 @@ int main(int argc, char** argv) {
       ->add_option(
           "--count", o.count,
           "exit after this many lines, changes and gap/reset markers alike (default: never)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(std::int64_t{1}, std::numeric_limits<std::int64_t>::max()));
 
   try {
     app.parse(argc, argv);

@@ -192,6 +192,18 @@ TEST_F(CliTest, WatchResumesInTheEpochOfAJsonLineOnly) {
   r = cli_on_daemon({"watch", "--epoch", epoch, "--count", "1"});
   EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
   EXPECT_NE(r.err.find("--after"), std::string::npos) << show(r);
+
+  // Out-of-range numbers: bad usage, with the range in a line of readable length (probe40:
+  // the bound of --timeout was DBL_MAX written out, over 300 digits).
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"--timeout", "0", "ping"},
+                                              {"--timeout", "abc", "ping"},
+                                              {"watch", "--count", "0"}}) {
+    r = cli_on_daemon(bad);
+    EXPECT_TRUE(exited_with(r.status, 2)) << show(r);
+    EXPECT_NE(r.err.find(bad[0] == "watch" ? "--count" : "--timeout"), std::string::npos)
+        << show(r);
+    EXPECT_LT(r.err.find('\n'), 120u) << show(r);
+  }
 }
 
 TEST_F(CliTest, QueryPrintsRowsAsTabSeparatedTextAndAsJson) {
