@@ -57,10 +57,11 @@ class PoolClosedError(PoolError):
     """The pool has been closed."""
 
 
-class ConnectionClosedError(PoolError, _sqlite3.ProgrammingError):
+class ConnectionClosedError(PoolError, ProgrammingError):
     """The connection, client or pool was closed by its owner (or the server is stopping).
 
-    Also ``sqlite3.ProgrammingError``, which ``sqlite3`` raises for a closed connection."""
+    Also ``ProgrammingError`` (so ``SqliteError`` and ``sqlite3.ProgrammingError``, which
+    ``sqlite3`` raises for a closed connection)."""
 
 
 class TransactionError(PoolError, ProgrammingError):

@@ -377,6 +377,12 @@ NB_MODULE(_core, m) {
       .def("shared_cache", &OpenFlags::shared_cache)
       .def("__or__", [](const OpenFlags& a, const OpenFlags& b) { return a | b; })
       .def("__eq__", [](const OpenFlags& a, const OpenFlags& b) { return a.bits() == b.bits(); })
+      // Anything else: not equal, as Python's own types answer (probe41: `flags == None` raised
+      // TypeError). NotImplemented lets the other operand answer, then `is` decides.
+      .def(
+          "__eq__",
+          [](const OpenFlags&, nb::handle) { return nb::borrow<nb::object>(Py_NotImplemented); },
+          "other"_a.none())
       .def("__hash__", [](const OpenFlags& a) { return a.bits(); })
       .def_prop_ro("bits", &OpenFlags::bits)
       .def("__repr__",

@@ -109,10 +109,10 @@ struct PyClient {
     if (!client) throw ConnectionClosedError("client is closed");
     return *client;
   }
-  ThreadTransactions& tx() {
-    if (!threads) throw ConnectionClosedError("client is closed");
-    return *threads;
-  }
+  // Lives as long as the client object: close() leaves it (its calls then fail as the closed
+  // client's do), since another thread may be inside a call on its transaction (probe41:
+  // close() destroyed it under such a call, a use-after-free under valgrind).
+  ThreadTransactions& tx() { return *threads; }
   Dispatcher& async() {
     std::lock_guard lk(dispatcher_mu);
     forget_parents_dispatcher();
@@ -125,7 +125,6 @@ struct PyClient {
   void close() {
     {
       nb::gil_scoped_release release;
-      threads.reset();
       // The calls still waiting fail now (ConnectionLostError: their outcome is unknown), so
       // the completion thread below hands them to their loops and ends at once, instead of
       // waiting for their replies while the loop that called close() is blocked.
@@ -489,7 +488,16 @@ void bind_writer(nb::module_& m) {
           "begin_exclusive",
           [](nb::object self, std::optional<double> timeout) {
             const auto bound = to_timeout(timeout);
-            auto& c = nb::cast<PyClient&>(self).get();
+            auto& client = nb::cast<PyClient&>(self);
+            auto& c = client.get();
+            // The daemon would queue this BEGIN behind the thread's own transaction, which only
+            // this thread can end: it waited for itself until --lock-wait (probe41).
+            if (client.tx().in_transaction()) {
+              throw TransactionCommandError(
+                  "this thread already has an open transaction (client.begin()): "
+                  "begin_exclusive() would wait for it; commit() or rollback() it first",
+                  SQLITE_MISUSE, SQLITE_MISUSE);
+            }
             auto tx = unlocked(
                 [&] { return timed(bound, [&](auto... own) { return c.begin(own...); }); });
             auto* t = new PyTransaction();

@@ -136,6 +136,8 @@ def test_open_flags():
     assert (f | core.OpenFlags.readonly().uri()) == f.uri()
     both = core.OpenFlags.readwrite() | core.OpenFlags.create()
     assert both.memory().shared_cache() != both
+    # Other types compare unequal, as Python's own do (probe41: a TypeError).
+    assert f != None and not (f == 1) and f in [None, f]  # noqa: E711
     with pytest.raises(core.ProgrammingError):
         core.connect(":memory:", core.OpenFlags.readonly() | core.OpenFlags.create())
 
@@ -258,9 +260,11 @@ def test_closed_client_raises_connection_closed(server):
     c.close()
     with pytest.raises(core.ConnectionClosedError):
         c.execute("SELECT 1")
-    # As sqlite3 raises for a closed connection (probe30: `except sqlite3.Error` missed it).
-    with pytest.raises(sqlite3.ProgrammingError):
-        c.execute("SELECT 1")
+    # As sqlite3 raises for a closed connection (probe30: `except sqlite3.Error` missed it),
+    # and the module's own SqliteError and ProgrammingError (probe41: neither caught it).
+    for kind in (sqlite3.ProgrammingError, core.ProgrammingError, core.SqliteError):
+        with pytest.raises(kind):
+            c.execute("SELECT 1")
 
 
 def test_lost_writer_raises_connection_lost(db_path, tmpdir_path):
@@ -328,6 +332,9 @@ def test_transaction_commands_out_of_place_raise_transaction_command_error(clien
     client.begin()
     with pytest.raises(core.TransactionCommandError, match="already has an open transaction"):
         client.begin()
+    # Its BEGIN would wait behind the thread's own transaction (probe41: 5 s, then TimeoutError).
+    with pytest.raises(core.TransactionCommandError, match="already has an open transaction"):
+        client.begin_exclusive()
     client.rollback()
     # Other misuse stays a plain ProgrammingError.
     with pytest.raises(core.ProgrammingError) as raised:
@@ -370,6 +377,41 @@ def test_a_thread_whose_transaction_the_daemon_ended_may_begin_again(client):
     client.execute("INSERT INTO u VALUES (3)")
     client.commit()
     assert client.execute_fetchall("SELECT x FROM u ORDER BY x") == [(1,), (3,)]
+
+
+def test_closing_the_client_while_a_thread_runs_in_its_transaction_is_safe(client, server):
+    # probe41: close() destroyed the thread's transaction under that thread's running call (a
+    # use-after-free under valgrind and scripts/python-sanitize.sh). The call fails as on a
+    # closed client, and the daemon rolls the transaction back.
+    c = core.MultiplexedClient(server.socket_path)
+    c.executescript("CREATE TABLE t (x)")
+    began, seen = threading.Event(), []
+
+    def worker():
+        c.begin()
+        began.set()
+        for call in (lambda: c.execute(
+                "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                "SELECT i + 1 FROM n WHERE i < 3000000) SELECT i FROM n)"),
+                lambda: c.execute("INSERT INTO t VALUES (1)"), c.rollback, c.begin):
+            try:
+                call()
+                seen.append("returned")
+            except core.SqliteError as e:
+                seen.append(type(e).__name__)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    assert began.wait(10)
+    time.sleep(0.2)  # inside the INSERT (about a second of the daemon's time)
+    c.close()
+    th.join(30)
+    assert not th.is_alive()
+    # The call in flight and the thread's next write say what ended its transaction; rollback()
+    # returns the thread to plain writes, and begin() finds the client closed.
+    assert seen[0] in ("ConnectionLostError", "ConnectionClosedError"), seen
+    assert seen[1:] == [seen[0], "returned", "ConnectionClosedError"], seen
+    assert client.execute_fetchall("SELECT count(*) FROM t") == [(0,)]
 
 
 def test_client_level_transaction_belongs_to_the_calling_thread(client):
