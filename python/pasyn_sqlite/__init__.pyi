@@ -10,7 +10,8 @@ from sqlite3 import (
     ProgrammingError as ProgrammingError,
     Warning as Warning,
 )
-from typing import Any, List, Optional
+import os
+from typing import Any, List, Optional, Union
 
 from pasyn_sqlite_core import (
     Connection,
@@ -28,7 +29,9 @@ from pasyn_sqlite_core import (
 __version__: str
 
 class ReadPool:
-    def __init__(self, path: str, size: int = 4, flags: Optional[OpenFlags] = None) -> None: ...
+    def __init__(
+        self, path: Union[str, os.PathLike[str]], size: int = 4, flags: Optional[OpenFlags] = None
+    ) -> None: ...
     def acquire(self, timeout: Optional[float] = None) -> Connection: ...
     def connection(self, timeout: Optional[float] = None) -> Connection: ...
     def execute_fetchall(self, sql: str, params: Params = None) -> List[Row]: ...

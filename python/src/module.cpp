@@ -11,6 +11,7 @@
 // the read side's classes (server handle, OpenFlags, Cursor, Connection, ReadPool), each
 // short, with the NB_MODULE that registers them all.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -309,7 +310,12 @@ NB_MODULE(_core, m) {
       "memory_highwater",
       [](bool reset) { return static_cast<std::int64_t>(sqlite3_memory_highwater(reset ? 1 : 0)); },
       "reset"_a = false);
-  m.def("default_socket_path", &pasyn::default_socket_path, "database_path"_a);
+  m.def(
+      "default_socket_path",
+      [](const std::filesystem::path& database_path) {
+        return pasyn::default_socket_path(database_path.string());
+      },
+      "database_path"_a);
 
   // -- writer server
   nb::class_<WriterServerHandle>(m, "WriterServerHandle")
@@ -341,11 +347,12 @@ NB_MODULE(_core, m) {
 
   m.def(
       "start_writer_server",
-      [](const std::string& database_path, std::optional<std::string> socket_path,
-         std::optional<double> lock_wait, std::optional<double> transaction_idle_timeout,
-         std::optional<std::string> synchronous, std::optional<double> busy_timeout) {
+      [](const std::filesystem::path& database_path,
+         std::optional<std::filesystem::path> socket_path, std::optional<double> lock_wait,
+         std::optional<double> transaction_idle_timeout, std::optional<std::string> synchronous,
+         std::optional<double> busy_timeout) {
         ServerOptions options;
-        if (socket_path) options.socket_path = *socket_path;
+        if (socket_path) options.socket_path = socket_path->string();
         if (lock_wait) options.lock_wait = to_ms(lock_wait);
         if (transaction_idle_timeout) {
           options.transaction_idle_timeout = to_ms(transaction_idle_timeout);
@@ -361,7 +368,7 @@ NB_MODULE(_core, m) {
           }
         }
         nb::gil_scoped_release release;
-        return start_writer_server(database_path, options);
+        return start_writer_server(database_path.string(), options);
       },
       "database_path"_a, "socket_path"_a = nb::none(), nb::kw_only(), "lock_wait"_a = nb::none(),
       "transaction_idle_timeout"_a = nb::none(), "synchronous"_a = nb::none(),
@@ -448,9 +455,11 @@ NB_MODULE(_core, m) {
   nb::class_<PyConnection>(m, "Connection")
       .def(
           "__init__",
-          [](PyConnection* self, const std::string& path, std::optional<OpenFlags> flags) {
+          [](PyConnection* self, const std::filesystem::path& path,
+             std::optional<OpenFlags> flags) {
             auto c = unlocked([&] {
-              return connect(path, flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
+              return connect(path.string(),
+                             flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
             });
             new (self) PyConnection();
             self->owned = std::make_unique<Connection>(std::move(c));
@@ -584,9 +593,10 @@ NB_MODULE(_core, m) {
 
   m.def(
       "connect",
-      [](const std::string& path, std::optional<OpenFlags> flags) {
+      [](const std::filesystem::path& path, std::optional<OpenFlags> flags) {
         auto c = unlocked([&] {
-          return connect(path, flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
+          return connect(path.string(),
+                         flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
         });
         return make_connection(std::move(c));
       },
@@ -596,9 +606,9 @@ NB_MODULE(_core, m) {
   nb::class_<ReadPool>(m, "ReadPool")
       .def(
           "__init__",
-          [](ReadPool* self, const std::string& path, std::size_t size,
+          [](ReadPool* self, const std::filesystem::path& path, std::size_t size,
              std::optional<OpenFlags> flags) {
-            new (self) ReadPool(path, size, flags.value_or(OpenFlags::readonly()));
+            new (self) ReadPool(path.string(), size, flags.value_or(OpenFlags::readonly()));
           },
           "path"_a, "size"_a = 4, "flags"_a = nb::none())
       .def(

@@ -4,6 +4,7 @@
 // The blocking and asynchronous statement calls the two classes share are defined once
 // (def_statement_calls, def_async_statement_calls).
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -442,13 +443,13 @@ void bind_writer(nb::module_& m) {
   client
       .def(
           "__init__",
-          [](PyClient* self, const std::string& socket_path, std::optional<double> connect_timeout,
-             std::optional<double> timeout) {
+          [](PyClient* self, const std::filesystem::path& socket_path,
+             std::optional<double> connect_timeout, std::optional<double> timeout) {
             ClientOptions options;
             if (connect_timeout) options.connect_timeout = to_ms(connect_timeout);
             if (timeout) options.request_timeout = to_ms(timeout);
-            auto client =
-                unlocked([&] { return std::make_unique<MultiplexedClient>(socket_path, options); });
+            auto client = unlocked(
+                [&] { return std::make_unique<MultiplexedClient>(socket_path.string(), options); });
             new (self) PyClient();
             self->client = std::move(client);
             self->threads = std::make_unique<ThreadTransactions>(*self->client);

@@ -6,6 +6,7 @@ pasyn_sqlite package have files of their own.
 """
 import inspect
 import os
+import pathlib
 import signal
 import sqlite3
 import subprocess
@@ -253,6 +254,22 @@ def test_join_returns_when_the_server_stops(db_path):
     assert 0.15 < time.monotonic() - started < 10
     assert not server.running
     stopper.join()
+
+
+def test_paths_may_be_path_objects(tmpdir_path):
+    # As sqlite3.connect takes them (probe41: a TypeError).
+    db = pathlib.Path(tmpdir_path) / "p.db"
+    with core.start_writer_server(db, pathlib.Path(tmpdir_path) / "p.sock") as server:
+        assert server.socket_path == str(pathlib.Path(tmpdir_path) / "p.sock")
+        with core.MultiplexedClient(pathlib.Path(server.socket_path)) as c:
+            c.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        with core.connect(db, core.OpenFlags.readonly()) as conn:
+            assert conn.execute_fetchone("SELECT x FROM t") == (1,)
+        pool = core.ReadPool(db, 1)
+        with pool.acquire() as conn:
+            assert conn.execute_fetchone("SELECT count(*) FROM t") == (1,)
+        pool.close()
+    assert core.default_socket_path(db) == core.default_socket_path(str(db))
 
 
 def test_closed_client_raises_connection_closed(server):
