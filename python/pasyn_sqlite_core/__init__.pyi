@@ -11,9 +11,8 @@ Params = Union[None, Sequence[Value], Mapping[str, Value], Value]
 _StrPath = Union[str, os.PathLike[str]]
 
 class SqliteError(Exception):
-    # None when SQLite gave no code (ConnectionLostError, TimeoutError, ConnectionClosedError)
-    sqlite_errorcode: Optional[int]
-    sqlite_errorname: Optional[str]
+    sqlite_errorcode: int  # as sqlite3.Error's (typeshed): set when SQLite gave a code
+    sqlite_errorname: str
 
 class IntegrityError(SqliteError, sqlite3.IntegrityError): ...
 class OperationalError(SqliteError, sqlite3.OperationalError): ...
