@@ -214,35 +214,54 @@ int create_beneath(int dir, const char* name, mode_t mode) {
   return ::openat(dir, name, flags, mode);
 }
 
-/// Opens the directory `path` (relative to `dir`, or absolute) following no symlink in any of
-/// its components: openat2 with RESOLVE_NO_SYMLINKS, else (no openat2) O_NOFOLLOW, which checks
-/// the last component only. -1 with errno ELOOP when a symlink was in the way.
-int open_directory_following_no_symlink(int dir, const char* path) {
-  const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-  open_how how{};
-  how.flags = static_cast<std::uint64_t>(flags);
-  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = ::syscall(SYS_openat2, dir, path, &how, sizeof how);
-  if (fd < 0 && (errno == ENOSYS || errno == EPERM)) fd = ::openat(dir, path, flags);
-  if (fd < 0 && errno == ENOTDIR) {  // what O_NOFOLLOW|O_DIRECTORY says of a symlink
-    struct stat entry {};
-    if (::fstatat(dir, path, &entry, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(entry.st_mode)) {
-      errno = ELOOP;
-    } else {
-      errno = ENOTDIR;
-    }
+/// Opens the directory at `path` (absolute) one component at a time, each with O_NOFOLLOW, the
+/// ones above it with O_PATH (search permission is all they need), creating the last one (0750,
+/// one level) when it is missing. -1 with errno ELOOP when a component is a symlink. Walked by
+/// hand rather than with openat2's RESOLVE_NO_SYMLINKS: the same on every kernel.
+int open_directory_following_no_symlink(const std::filesystem::path& path) {
+  std::vector<std::string> parts;
+  for (const auto& part : path.relative_path()) {
+    if (!part.empty() && part != ".") parts.push_back(part.string());
   }
-  return static_cast<int>(fd);
+  if (parts.empty()) return ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  Fd dir(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (dir.fd < 0) return -1;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const bool last = i + 1 == parts.size();
+    const char* name = parts[i].c_str();
+    if (last && ::mkdirat(dir.fd, name, 0750) != 0 && errno != EEXIST) return -1;
+    const int next =
+        ::openat(dir.fd, name, (last ? O_RDONLY : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) {
+      const int error = errno;
+      struct stat entry {};
+      const bool link = (error == ENOTDIR || error == ELOOP) &&
+                        ::fstatat(dir.fd, name, &entry, AT_SYMLINK_NOFOLLOW) == 0 &&
+                        S_ISLNK(entry.st_mode);  // O_NOFOLLOW|O_DIRECTORY on a link: ENOTDIR
+      errno = link ? ELOOP : error;
+      return -1;
+    }
+    if (last) return next;
+    ::close(dir.fd);
+    dir.fd = next;
+  }
+  return -1;  // not reached
 }
 
-/// The backup directory's path with its symlinks resolved (the parts that exist), as the
-/// operator's configuration names it at start; the path as given if that fails.
+/// The backup directory's path as the operator's configuration names it at start: absolute,
+/// its symlinks resolved (a --backup-dir that is a symlink to a directory still to be made, too),
+/// `.` and `..` gone. Each backup then opens it following no symlink.
 std::string resolve_at_start(const std::string& dir) {
   std::error_code ec;
-  std::filesystem::path resolved = std::filesystem::weakly_canonical(dir, ec);
-  if (ec) resolved = std::filesystem::absolute(dir, ec).lexically_normal();
-  if (resolved.filename().empty()) resolved = resolved.parent_path();  // a trailing '/'
-  return resolved.string();
+  std::filesystem::path path = std::filesystem::absolute(dir, ec);
+  if (ec) path = dir;
+  for (int hops = 0; hops < 40 && std::filesystem::is_symlink(path, ec); ++hops) {
+    const auto target = std::filesystem::read_symlink(path, ec);
+    if (ec) break;
+    path = (path.parent_path() / target).lexically_normal();
+  }
+  const auto resolved = std::filesystem::weakly_canonical(path, ec);
+  return (ec ? path.lexically_normal() : resolved).string();
 }
 
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
@@ -401,31 +420,19 @@ void BackupRunner::run(const std::string& name, const Done& done) {
     // The directory: created 0750 if missing (one level; its parent must exist), and opened
     // through its path as resolved at start, following no symlink: one that is there now was
     // put there since, by someone who could write where the backups go (probe40: a backups/
-    // swapped for a symlink redirected every later copy).
+    // swapped for a symlink redirected every later copy). A --backup-dir symlink retargeted
+    // after start takes effect at the next start.
     const auto symlink_error = [&] {
       return pasyn_error(proto::PasynCode::kPermission,
                          "the backup directory " + dir_path + " (" + resolved_dir_ +
                              " when the daemon started) is now reached through a symlink: a "
                              "backup follows none; restore the directory or restart the daemon");
     };
-    const std::filesystem::path resolved(resolved_dir_);
-    const Fd parent(open_directory_following_no_symlink(AT_FDCWD, resolved.parent_path().c_str()));
-    if (parent.fd < 0) {
-      if (errno == ELOOP) return symlink_error();
-      return pasyn_error(proto::PasynCode::kMisuse,
-                         errno_text("cannot open the backup directory's parent " +
-                                    resolved.parent_path().string()));
-    }
-    const std::string leaf = resolved.filename().string();
-    if (::mkdirat(parent.fd, leaf.c_str(), 0750) != 0 && errno != EEXIST) {
-      return pasyn_error(proto::PasynCode::kMisuse,
-                         errno_text("cannot create the backup directory " + dir_path));
-    }
-    dir.fd = open_directory_following_no_symlink(parent.fd, leaf.c_str());
+    dir.fd = open_directory_following_no_symlink(resolved_dir_);
     if (dir.fd < 0) {
       if (errno == ELOOP) return symlink_error();
       return pasyn_error(proto::PasynCode::kMisuse,
-                         errno_text("cannot open the backup directory " + dir_path));
+                         errno_text("cannot create or open the backup directory " + dir_path));
     }
     struct stat dir_st {
     }, db_dir{}, db{};

@@ -129,6 +129,14 @@ Writer::Writer(const Config& config) : config_(config) {
   // SQL functions and virtual tables in the schema (triggers, views, defaults) are limited to
   // the innocuous ones: a schema written by one client cannot run dangerous code for another.
   sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  // The virtual table modules clients may use, an allow-list: full-text search, R*Trees, the
+  // JSON table functions, and sqlite_stmt (refused by the authorizer with a message of its own;
+  // it cannot be created under another name). Not dbstat, which describes every table's pages,
+  // the daemon's own too (probe40), also through a table of its module made before.
+  const char* modules[] = {"fts3",      "fts4",      "fts4aux",     "fts3tokenize",
+                           "fts5",      "fts5vocab", "rtree",       "rtree_i32",
+                           "json_each", "json_tree", "sqlite_stmt", nullptr};
+  sqlite3_drop_modules(db_, modules);  // (its parameter is not const, though SQLite only reads it)
   // --foreign-keys: clients cannot set it (it is connection state, shared by all of them).
   int fk = -1;
   sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_FKEY, config_.foreign_keys ? 1 : 0, &fk);

@@ -81,6 +81,7 @@ struct PyClient {
   std::unique_ptr<Dispatcher> dispatcher;  // created by the first asynchronous call
   pid_t dispatcher_pid = 0;                // the process whose thread it runs
   std::mutex dispatcher_mu;
+  std::atomic<bool> closed{false};  // close() was called: the thread-transaction calls refuse
 
   PyClient() = default;
   PyClient(const PyClient&) = delete;
@@ -110,10 +111,13 @@ struct PyClient {
     if (!client) throw ConnectionClosedError("client is closed");
     return *client;
   }
-  // Lives as long as the client object: close() leaves it (its calls then fail as the closed
-  // client's do), since another thread may be inside a call on its transaction (probe41:
-  // close() destroyed it under such a call, a use-after-free under valgrind).
-  ThreadTransactions& tx() { return *threads; }
+  // `threads` lives as long as the client object: close() leaves it, since another thread may be
+  // inside a call on its transaction (probe41: close() destroyed it under such a call, a
+  // use-after-free under valgrind); its calls are refused from then on.
+  ThreadTransactions& tx() {
+    if (closed.load(std::memory_order_acquire)) throw ConnectionClosedError("client is closed");
+    return *threads;
+  }
   Dispatcher& async() {
     std::lock_guard lk(dispatcher_mu);
     forget_parents_dispatcher();
@@ -126,6 +130,7 @@ struct PyClient {
   void close() {
     {
       nb::gil_scoped_release release;
+      closed.store(true, std::memory_order_release);
       // The calls still waiting fail now (ConnectionLostError: their outcome is unknown), so
       // the completion thread below hands them to their loops and ends at once, instead of
       // waiting for their replies while the loop that called close() is blocked.

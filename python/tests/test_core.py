@@ -424,10 +424,11 @@ def test_closing_the_client_while_a_thread_runs_in_its_transaction_is_safe(clien
     c.close()
     th.join(30)
     assert not th.is_alive()
-    # The call in flight and the thread's next write say what ended its transaction; rollback()
-    # returns the thread to plain writes, and begin() finds the client closed.
     assert seen[0] in ("ConnectionLostError", "ConnectionClosedError"), seen
-    assert seen[1:] == [seen[0], "returned", "ConnectionClosedError"], seen
+    assert seen[1:] == ["ConnectionClosedError"] * 3, seen
+    for call in (lambda: c.in_transaction, c.commit, c.begin_exclusive):
+        with pytest.raises(core.ConnectionClosedError):
+            call()
     assert client.execute_fetchall("SELECT count(*) FROM t") == [(0,)]
 
 

@@ -380,6 +380,20 @@ TEST_F(AdminTest, ABackupDirectorySwappedForASymlinkAfterStartIsRefused) {
   EXPECT_EQ(query_text(real + "/second.sqlite", "PRAGMA integrity_check"), "ok");
 }
 
+// A --backup-dir symlink to a directory still to be made is resolved at start too: the first
+// backup makes the directory it names (review23: every backup was refused as "now reached
+// through a symlink").
+TEST_F(AdminTest, ABackupDirSymlinkToADirectoryStillToBeMadeIsFollowedFromTheStart) {
+  const std::string target = dir_.file("later-backups");
+  const std::string configured = dir_.file("backups-link");
+  ASSERT_EQ(::symlink(target.c_str(), configured.c_str()), 0);
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--backup-dir", configured}));
+  create_table();
+  auto client = connect_client();
+  EXPECT_EQ(outcome_of([&] { client.backup("copy.sqlite"); }), "ok");
+  EXPECT_EQ(query_text(target + "/copy.sqlite", "PRAGMA integrity_check"), "ok");
+}
+
 TEST_F(AdminTest, ASymlinkedBackupDirectoryEntryToTheDatabaseCannotOverwriteIt) {
   // A name that is a symlink to the live database: replaced, the database untouched.
   ASSERT_NO_FATAL_FAILURE(start_daemon());
