@@ -248,22 +248,6 @@ int open_directory_following_no_symlink(const std::filesystem::path& path) {
   return -1;  // not reached
 }
 
-/// The backup directory's path as the operator's configuration names it at start: absolute,
-/// its symlinks resolved (a --backup-dir that is a symlink to a directory still to be made, too),
-/// `.` and `..` gone. Each backup then opens it following no symlink.
-std::string resolve_at_start(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::path path = std::filesystem::absolute(dir, ec);
-  if (ec) path = dir;
-  for (int hops = 0; hops < 40 && std::filesystem::is_symlink(path, ec); ++hops) {
-    const auto target = std::filesystem::read_symlink(path, ec);
-    if (ec) break;
-    path = (path.parent_path() / target).lexically_normal();
-  }
-  const auto resolved = std::filesystem::weakly_canonical(path, ec);
-  return (ec ? path.lexically_normal() : resolved).string();
-}
-
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 struct BackupError {
@@ -365,7 +349,7 @@ void refuse_backup_directory_of_database(const Config& config) {
 }
 
 BackupRunner::BackupRunner(const Config& config)
-    : config_(config), resolved_dir_(resolve_at_start(backup_directory(config))) {
+    : config_(config), resolved_dir_(resolve_symlinks(backup_directory(config))) {
   register_fd_vfs();
 }
 

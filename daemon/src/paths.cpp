@@ -165,21 +165,23 @@ LockFile::LockFile(const std::string& database_path, bool lock_database_file)
 
 // (probe25: the database file deleted under a running daemon, then a restart: the acknowledged
 // rows still in the WAL were gone.) Checked before the lock file's open creates the database.
+std::string resolve_symlinks(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path resolved = std::filesystem::absolute(path, ec);
+  if (ec) resolved = path;
+  for (int hops = 0; hops < 40 && std::filesystem::is_symlink(resolved, ec); ++hops) {
+    const auto target = std::filesystem::read_symlink(resolved, ec);
+    if (ec) break;
+    resolved = (resolved.parent_path() / target).lexically_normal();  // an absolute target wins
+  }
+  const auto canonical = std::filesystem::weakly_canonical(resolved, ec);
+  return (ec || canonical.empty() ? resolved.lexically_normal() : canonical).string();
+}
+
 void refuse_wal_without_database(const std::string& database_path) {
   // SQLite names the WAL after the path with its symlinks resolved, a dangling one too (its
   // target is the file it creates), so that is where to look.
-  std::string resolved = database_path;
-  for (int hops = 0; hops < 40; ++hops) {
-    struct stat link {};
-    if (::lstat(resolved.c_str(), &link) != 0 || !S_ISLNK(link.st_mode)) break;
-    std::error_code ec;
-    const auto target = std::filesystem::read_symlink(resolved, ec);
-    if (ec) break;
-    resolved = target.is_absolute()
-                   ? target.string()
-                   : (std::filesystem::path(resolved).parent_path() / target).string();
-  }
-  resolved = canonical_database_path(resolved);
+  const std::string resolved = resolve_symlinks(database_path);
   struct stat db {};
   struct stat wal {};
   const bool no_database =

@@ -27,6 +27,11 @@ std::string default_socket_path(const std::string& database_path);
 /// or replace a socket there.
 std::string private_socket_dir();
 
+/// `path` made absolute with its symlinks resolved as far as its components exist, a last one
+/// that is a dangling symlink too (followed to what it names, which may be made later); `path`
+/// normalized where that fails.
+std::string resolve_symlinks(const std::string& path);
+
 /// Throws StartError(kDatabase) when `database_path` is missing or empty while its WAL holds
 /// commits: SQLite would take the file for a new database and delete the WAL.
 void refuse_wal_without_database(const std::string& database_path);
