@@ -78,9 +78,18 @@ void Writer::fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& 
   }
   const auto wait = std::min<Clock::duration>(last_commit_ / kBatchWaitDivisor, kMaxBatchWait);
   wake_at_ = expected;
-  waiting_ = true;
-  cv_.wait_for(lk, wait, [&] { return queue_.size() >= wake_at_ || stopping_; });
-  waiting_ = false;
+  if (drives_io()) {  // the expected requests come from handlers this thread runs
+    const auto until = Clock::now() + wait;
+    while (queue_.size() < wake_at_ && !stopping_ && !io_ended_ && Clock::now() < until) {
+      lk.unlock();
+      io_ended_ = !baton_->writer_run(true, until);
+      lk.lock();
+    }
+  } else {
+    waiting_ = true;
+    cv_.wait_for(lk, wait, [&] { return queue_.size() >= wake_at_ || stopping_; });
+    waiting_ = false;
+  }
   wake_at_ = 1;
   for (auto& r : queue_) incoming.push_back(std::move(r));
   queue_.clear();

@@ -23,6 +23,14 @@ struct Config {
   bool batch_wait_enabled() const {
     return batch_wait == BatchWait::kOn || (batch_wait == BatchWait::kAuto && synchronous_full);
   }
+  /// --writer-io: the writer thread runs the connections' I/O while it has no batch to run,
+  /// and the I/O thread takes it only while the writer is busy for long (io_baton.hpp). kAuto:
+  /// at synchronous=normal only (measured: bench/RESULTS.md, twenty-second session).
+  enum class WriterIo { kAuto, kOn, kOff };
+  WriterIo writer_io = WriterIo::kAuto;
+  bool writer_runs_io() const {
+    return writer_io == WriterIo::kOn || (writer_io == WriterIo::kAuto && !synchronous_full);
+  }
   /// --foreign-keys: the writer connection enforces foreign keys (SQLite's default: off).
   /// Clients cannot change it (PRAGMA foreign_keys is query-only for them).
   bool foreign_keys = false;

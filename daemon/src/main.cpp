@@ -76,6 +76,18 @@ std::vector<std::uint32_t> ids(const std::vector<std::string>& names, bool group
   return out;
 }
 
+// A flag that takes auto, on or off (--batch-wait, --writer-io), and its value as the Config enum.
+CLI::Option* add_auto_on_off(CLI::App& app, const std::string& name, std::string& value,
+                             const std::string& help) {
+  return app.add_option(name, value, help)
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+}
+template <typename Setting>
+Setting auto_on_off(const std::string& value) {
+  return value == "on" ? Setting::kOn : value == "off" ? Setting::kOff : Setting::kAuto;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,12 +160,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"full", "normal"}))
       ->capture_default_str();
   std::string batch_wait = "off";
-  app.add_option("--batch-wait", batch_wait,
-                 "before a batch, wait briefly (at most half a COMMIT, at most 1 ms) for the "
-                 "connections of the last batch: auto: at synchronous=full only; on: at both "
-                 "settings; off: never")
-      ->check(CLI::IsMember({"auto", "on", "off"}))
-      ->capture_default_str();
+  add_auto_on_off(app, "--batch-wait", batch_wait,
+                  "before a batch, wait briefly (at most half a COMMIT, at most 1 ms) for the "
+                  "connections of the last batch: auto: at synchronous=full only; on: at both "
+                  "settings; off: never");
+  std::string writer_io = "auto";
+  add_auto_on_off(app, "--writer-io", writer_io,
+                  "the writer thread reads and answers the connections itself while it has no "
+                  "batch to run (the I/O thread takes over only while it is busy for over 2 ms): "
+                  "auto: at synchronous=normal only; on: at both settings; off: never");
   std::string foreign_keys = "off";
   app.add_option("--foreign-keys", foreign_keys,
                  "on: the writer connection enforces foreign key constraints (clients cannot "
@@ -320,9 +335,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   config.synchronous_full = synchronous == "full";
-  config.batch_wait = batch_wait == "on"    ? pasyn::server::Config::BatchWait::kOn
-                      : batch_wait == "off" ? pasyn::server::Config::BatchWait::kOff
-                                            : pasyn::server::Config::BatchWait::kAuto;
+  config.batch_wait = auto_on_off<pasyn::server::Config::BatchWait>(batch_wait);
+  config.writer_io = auto_on_off<pasyn::server::Config::WriterIo>(writer_io);
   config.foreign_keys = foreign_keys == "on";
   config.checkpoint_mode = checkpoint_mode == "external"
                                ? pasyn::server::Config::CheckpointMode::kExternal

@@ -16,6 +16,12 @@
 //   that choice, the output queue and the descriptor (close_now closes it under out_mu_), so a
 //   direct send never races an async_write or a close. The rest of Session (but its atomic
 //   counters and flags) is the I/O thread's.
+// * With --writer-io (io_baton.hpp; by default at synchronous=normal) the writer thread runs the
+//   io_context itself while it has no batch to run, and the I/O thread stands by in
+//   IoBaton::standby(), running it only while the writer is busy for over IoBaton::kStall and,
+//   at the end, after the writer finished. Exactly one of the two runs handlers at any time, and
+//   each hand-over goes through the baton's mutex, so everything above that says "the I/O
+//   thread's" means "whichever thread runs the io_context" there.
 // * request_stop() may come from any thread (a handle, a signal, the writer after SHUTDOWN): it
 //   posts to the io_context. Shutdown order: stop accepting and refuse new requests, let the
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
@@ -125,6 +131,7 @@ bool Server::Impl::check_before_lock() {
 }
 
 void Server::Impl::run() {
+  if (config_.writer_runs_io()) writer_.drive(&baton_);
   writer_.start([this] { request_stop(); },
                 [this] { asio::post(io_, [this] { on_writer_drained(); }); });
   log().info("serving {} on {} (synchronous={})", config_.database_path, config_.socket_path,
@@ -142,6 +149,9 @@ void Server::Impl::run() {
     }
   }
   if (signals_) wait_for_signal();
+  // With --writer-io the writer thread runs the io_context; this thread stands by, and runs it
+  // only while the writer is stuck in its work, then from the writer's end on.
+  if (config_.writer_runs_io()) baton_.standby();
   for (;;) {
     try {
       io_.run();

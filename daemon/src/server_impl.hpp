@@ -86,6 +86,8 @@ class Server::Impl {
     payload.assign(f.begin(), f.end());
   }
   asio::io_context io_{1};
+  // Which thread runs io_ when the writer drives the I/O (--writer-io; io_baton.hpp).
+  IoBaton baton_{io_};
   local::acceptor acceptor_{io_};
   asio::steady_timer accept_timer_{io_};  // the back-off after a failed accept (EMFILE, ...)
   std::optional<asio::signal_set> signals_;

@@ -219,7 +219,10 @@ int Writer::on_progress(void* self) {
 void Writer::start(std::function<void()> on_shutdown_request, std::function<void()> on_drained) {
   on_shutdown_request_ = std::move(on_shutdown_request);
   on_drained_ = std::move(on_drained);
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    run();
+    if (baton_) baton_->writer_done();  // the I/O thread runs the rest of the shutdown
+  });
 }
 
 bool Writer::submit(std::vector<Request>& requests, PayloadBuffers* spare) {
@@ -387,7 +390,11 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
     // kLoneStreak lone batches in a row: after a batch of several requests, or a lone one among
     // them (a pipelining client), the CPU it would burn is the clients' and the I/O thread's
     // (spinning after every lone batch cost inflight1000 a fifth of its throughput on 2 cores).
-    if (lone_streak_ >= kLoneStreak) {
+    if (drives_io()) {
+      // Every read that is ready first: its requests join this batch. (No watching for a lone
+      // caller's next request: that was to spare the I/O thread's wake-up of the writer.)
+      io_ended_ = !baton_->writer_run(false, std::nullopt);
+    } else if (lone_streak_ >= kLoneStreak) {
       const auto until = Clock::now() + kLoneSpin;
       while (!queued_.load(std::memory_order_acquire) && Clock::now() < until) {
         cpu_relax();
@@ -401,10 +408,18 @@ void Writer::serve(RequestQueue& work, std::vector<Request>& incoming) {
           if (!deadline || *flush < *deadline) deadline = flush;
         }
         idle_.store(true, std::memory_order_relaxed);
-        waiting_ = true;
-        const bool timed_out = deadline ? cv_.wait_until(lk, *deadline) == std::cv_status::timeout
-                                        : (cv_.wait(lk), false);
-        waiting_ = false;
+        bool timed_out = false;
+        if (drives_io()) {  // the requests come from handlers this thread runs (io_baton.hpp)
+          lk.unlock();
+          io_ended_ = !baton_->writer_run(true, deadline);
+          lk.lock();
+          timed_out = !io_ended_ && deadline && Clock::now() >= *deadline;
+        } else {
+          waiting_ = true;
+          timed_out = deadline ? cv_.wait_until(lk, *deadline) == std::cv_status::timeout
+                               : (cv_.wait(lk), false);
+          waiting_ = false;
+        }
         idle_.store(false, std::memory_order_relaxed);
         if (timed_out) break;
       }

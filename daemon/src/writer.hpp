@@ -2,7 +2,10 @@
 //
 // Design (LevelDB's BuildBatchGroup, adapted to a dedicated thread):
 //  * Sessions on the I/O thread parse requests and submit() them; the queue is the only state
-//    shared between the I/O thread and the writer thread, guarded by mu_.
+//    shared between the I/O thread and the writer thread, guarded by mu_. With --writer-io
+//    (drive(), io_baton.hpp) the writer thread runs those sessions' handlers itself between
+//    batches: it waits for requests in the io_context instead of on cv_, so they reach the
+//    queue through the same submit(), from its own thread.
 //  * The writer thread takes everything queued (up to 4,096 requests and 1 MiB of request
 //    payload, after a brief bounded wait for the connections of the previous batch: fill_batch
 //    in batching.cpp), opens one `BEGIN IMMEDIATE` transaction, and runs the requests one
@@ -77,6 +80,7 @@
 #include "fifo.hpp"
 #include "histogram.hpp"
 #include "idempotency.hpp"
+#include "io_baton.hpp"
 #include "memory_budget.hpp"
 #include "sqlite_util.hpp"
 
@@ -233,6 +237,9 @@ class Writer {
   /// Thread-safe.
   void abort();
   void join();
+  /// Before start(): the writer thread runs the server's I/O while it has no batch to run
+  /// (--writer-io; io_baton.hpp). Without it the writer sleeps on its condition variable.
+  void drive(IoBaton* baton) { baton_ = baton; }
 
   /// Publishes every commit's changes to `hub` (the change feed). Before start(); `hub` must
   /// outlive the writer thread.
@@ -558,6 +565,11 @@ class Writer {
   std::function<void()> on_shutdown_request_;
   std::function<void()> on_drained_;
   std::thread thread_;
+  // Set by drive(): the writer waits for requests in the io_context (writer thread only, once
+  // set). io_ended_: that io_context stopped, so the writer waits on cv_ from then on.
+  IoBaton* baton_ = nullptr;
+  bool io_ended_ = false;
+  bool drives_io() const { return baton_ && !io_ended_; }
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

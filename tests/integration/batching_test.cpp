@@ -8,6 +8,7 @@
 // transaction, the requests of the batch queue behind it, and the holder's COMMIT releases them
 // at once.
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <future>
 #include <optional>
@@ -284,6 +285,31 @@ TEST_F(BatchingTest, AQuietConnectionWaitsBehindTheFairShareNotBehindEveryPipeli
   // (16,385-18,305 in four runs; TSan saw 36,541 before a read's parsed requests counted).
   EXPECT_LE(worst, 2 * kFairBacklog) << "rows committed ahead of a quiet request";
   EXPECT_EQ(query_int("SELECT count(*) FROM t WHERE who = 'q'"), 5);
+}
+
+// --writer-io (io_baton.hpp): the writer thread runs the connections' I/O between batches; while
+// it runs a long statement, the I/O thread takes them over, so that another connection's PING and
+// a new connection's handshake are answered before that statement ends (without the take-over,
+// they waited for it: here, for its --statement-timeout).
+TEST_F(BatchingTest, WhileTheWriterRunsALongStatementOtherConnectionsAreAnswered) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_daemon({"--synchronous", "normal", "--writer-io", "on", "--statement-timeout", "4s"}));
+  auto busy = connect_client();
+  busy.execute("CREATE TABLE t (n INTEGER)");
+  auto other = connect_client();
+  auto endless = busy.execute_async(
+      "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+      "SELECT x + 1 FROM c) SELECT x FROM c)");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the writer is in it by now
+  EXPECT_TRUE(other.ping());
+  auto late = connect_client();  // accepted and greeted by the I/O thread
+  EXPECT_TRUE(late.ping());
+  EXPECT_EQ(endless.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "the PING was answered only after the long statement ended";
+  EXPECT_THROW(endless.get(), TimeoutError);
+  // And the writer drives the I/O again afterwards: requests are answered as before.
+  EXPECT_EQ(other.execute("INSERT INTO t VALUES (1)"), 1);
+  EXPECT_EQ(late.execute("INSERT INTO t VALUES (2)"), 1);
 }
 
 }  // namespace
