@@ -95,7 +95,9 @@ bool IoBaton::writer_run(bool wait, std::optional<Clock::time_point> until) {
 }
 
 void IoBaton::mark_busy() {
-  busy_since_ns_.store(now_ns());
+  const std::int64_t now = now_ns();
+  last_busy_ns_.store(now, std::memory_order_relaxed);
+  busy_since_ns_.store(now);
   if (standby_asleep_.load()) {
     std::lock_guard lk(mu_);
     standby_asleep_.store(false);
@@ -132,7 +134,15 @@ void IoBaton::standby() {
         return;
       }
       const std::int64_t since = busy_since_ns_.load();
-      if (since == 0) {  // the writer is in the io_context: sleep until it leaves for work
+      if (since == 0 && now_ns() - last_busy_ns_.load(std::memory_order_relaxed) < kQuiet) {
+        // The writer is in the io_context, but was at work lately: look again in kStall, rather
+        // than be woken by its next mark_busy() (a futex wake for every batch of a lone caller
+        // cost the idle round trip ~20 us).
+        cv_.wait_for(lk, kStall);
+        continue;
+      }
+      if (since == 0) {  // the writer has been waiting for requests for kQuiet: sleep until it
+                         // leaves for work (mark_busy() wakes us)
         standby_asleep_.store(true);
         if (busy_since_ns_.load() != 0) {  // it left meanwhile: its mark_busy() may not see us
           standby_asleep_.store(false);

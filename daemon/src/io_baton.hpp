@@ -46,6 +46,10 @@ class IoBaton {
   using Clock = std::chrono::steady_clock;
   /// How long the writer may be away from the io_context before the I/O thread takes it over.
   static constexpr auto kStall = std::chrono::milliseconds(2);
+  /// The I/O thread looks at the writer every kStall while the writer has worked in the last
+  /// kQuiet (nanoseconds), and sleeps until the writer's next batch after that: an idle daemon
+  /// does not wake every kStall.
+  static constexpr std::int64_t kQuiet = 1'000'000'000;
 
   explicit IoBaton(boost::asio::io_context& io) : io_(io) {}
 
@@ -85,6 +89,7 @@ class IoBaton {
   // wakes it when it leaves for work (mark_busy), so that a stall is noticed. Both flags are
   // stored then the other loaded, seq_cst: at least one side sees the other's store.
   std::atomic<bool> standby_asleep_{false};
+  std::atomic<std::int64_t> last_busy_ns_{0};  // when the writer last left for work
   // Where the no-op that take_back() posts lives (SlotAllocator, in io_baton.cpp).
   alignas(std::max_align_t) unsigned char slot_[128];
   std::atomic<bool> slot_used_{false};
