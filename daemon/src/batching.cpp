@@ -78,11 +78,13 @@ void Writer::fill_batch(std::unique_lock<std::mutex>& lk, std::vector<Request>& 
   }
   const auto wait = std::min<Clock::duration>(last_commit_ / kBatchWaitDivisor, kMaxBatchWait);
   wake_at_ = expected;
-  if (drives_io()) {  // the expected requests come from handlers this thread runs
+  if (drives_io()) {
+    // The expected requests come from handlers this thread runs. It polls for them rather than
+    // wait in epoll_wait, whose timeout is whole milliseconds (this wait is tens of µs).
     const auto until = Clock::now() + wait;
     while (queue_.size() < wake_at_ && !stopping_ && !io_ended_ && Clock::now() < until) {
       lk.unlock();
-      io_ended_ = !baton_->writer_run(true, until);
+      io_ended_ = !baton_->writer_run(false, std::nullopt);
       lk.lock();
     }
   } else {

@@ -17,23 +17,28 @@ std::int64_t now_ns() {
       .count();
 }
 
-// One handler (or none, when the io_context stopped or `until` passed), then every ready one. A
-// handler's exception is a bug, not input: logged, and the others keep being served (as
+// One handler (or none, when the io_context stopped or `until` passed), then the ready ones, at
+// most kMaxHandlers in all: io_context::poll() would go on for as long as a connection keeps
+// sending (its reads complete at once, speculatively), and a client flooding PINGs, which are
+// answered without the writer, would keep the writer from its batches for as long (review24).
+// A handler's exception is a bug, not input: logged, and the others keep being served (as
 // Server::run does around io_context::run).
+constexpr std::size_t kMaxHandlers = 256;
+
 std::size_t run_handlers(boost::asio::io_context& io, bool wait,
                          std::optional<IoBaton::Clock::time_point> until) {
   std::size_t ran = 0;
   for (;;) {
     try {
       if (wait) {
-        ran += until ? io.run_one_until(*until) : io.run_one();
         wait = false;
+        ran += until ? io.run_one_until(*until) : io.run_one();
       }
-      ran += io.poll();
+      while (ran < kMaxHandlers && io.poll_one() != 0) ++ran;
       return ran;
     } catch (const std::exception& e) {
       log().error("unexpected exception in an I/O handler: {}", e.what());
-      wait = false;
+      ++ran;
     }
   }
 }

@@ -4,12 +4,13 @@
 // Design. With the I/O on its own thread, every request crosses two threads on its way in (the
 // I/O thread reads and parses it, then wakes the writer) and a batch's replies go out from the
 // writer. Driving the I/O, the writer thread waits for requests in the io_context's own
-// epoll_wait instead of on its condition variable, and between batches runs every ready
-// handler itself (reads, parsing, accepts, timers), so that a request reaches SQLite and its
-// reply leaves on the thread that read it: no hand-off, no wake-up of a second thread (the
-// single-threaded group commit of pasyn-bench's groupcommit16 is this layout). The price is that
-// while the writer runs a batch, nobody reads; so the I/O thread stands by, and takes the
-// io_context over once the writer has been busy for kStall (a long statement, a checkpoint's
+// epoll_wait instead of on its condition variable, and between batches runs the ready handlers
+// itself (reads, parsing, accepts, timers; at most 256 before each batch, so that a connection
+// that never stops sending, e.g. PINGs, cannot hold the batches back), so that a request reaches
+// SQLite and its reply leaves on the thread that read it: no hand-off, no wake-up of a second
+// thread (the single-threaded group commit of pasyn-bench's groupcommit16 is this layout). The
+// price is that while the writer runs a batch, nobody reads; so the I/O thread stands by, and takes
+// the io_context over once the writer has been busy for kStall (a long statement, a checkpoint's
 // fsyncs, a slow disk, a BEGIN waiting for another process's lock), so that accepts, PING,
 // STATS, the watchdog and the drain timer never wait longer than that. When the writer comes
 // back from its work it takes the io_context back (it posts a no-op to end the I/O thread's

@@ -131,9 +131,16 @@ bool Server::Impl::check_before_lock() {
 }
 
 void Server::Impl::run() {
-  if (config_.writer_runs_io()) writer_.drive(&baton_);
-  writer_.start([this] { request_stop(); },
-                [this] { asio::post(io_, [this] { on_writer_drained(); }); });
+  const bool writer_io = config_.writer_runs_io();
+  auto start_writer = [this] {
+    writer_.start([this] { request_stop(); },
+                  [this] { asio::post(io_, [this] { on_writer_drained(); }); });
+  };
+  if (writer_io) {
+    writer_.drive(&baton_);  // started below, once nothing more here can throw
+  } else {
+    start_writer();
+  }
   log().info("serving {} on {} (synchronous={})", config_.database_path, config_.socket_path,
              config_.synchronous_full ? "full" : "normal");
   do_accept();
@@ -151,7 +158,10 @@ void Server::Impl::run() {
   if (signals_) wait_for_signal();
   // With --writer-io the writer thread runs the io_context; this thread stands by, and runs it
   // only while the writer is stuck in its work, then from the writer's end on.
-  if (config_.writer_runs_io()) baton_.standby();
+  if (writer_io) {
+    start_writer();
+    baton_.standby();
+  }
   for (;;) {
     try {
       io_.run();

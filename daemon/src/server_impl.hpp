@@ -85,9 +85,10 @@ class Server::Impl {
     }
     payload.assign(f.begin(), f.end());
   }
-  asio::io_context io_{1};
-  // Which thread runs io_ when the writer drives the I/O (--writer-io; io_baton.hpp).
+  // Which thread runs io_ when the writer drives the I/O (--writer-io; io_baton.hpp). Declared
+  // before io_, whose destruction frees a hand-back's no-op still queued into the baton's slot.
   IoBaton baton_{io_};
+  asio::io_context io_{1};
   local::acceptor acceptor_{io_};
   asio::steady_timer accept_timer_{io_};  // the back-off after a failed accept (EMFILE, ...)
   std::optional<asio::signal_set> signals_;

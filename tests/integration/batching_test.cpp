@@ -312,5 +312,48 @@ TEST_F(BatchingTest, WhileTheWriterRunsALongStatementOtherConnectionsAreAnswered
   EXPECT_EQ(late.execute("INSERT INTO t VALUES (2)"), 1);
 }
 
+// With --writer-io the writer runs a bounded number of I/O handlers before each batch: a client
+// flooding PINGs (answered without the writer) does not keep another connection's write from
+// running (review24: io_context::poll() went on for as long as the flood did).
+TEST_F(BatchingTest, APingFloodDoesNotKeepTheWriterFromItsBatches) {
+  constexpr int kFlooders = 4;
+  ASSERT_NO_FATAL_FAILURE(start_daemon({"--synchronous", "normal", "--writer-io", "on"}));
+  auto client = connect_client();
+  client.execute("CREATE TABLE t (n INTEGER)");
+  std::vector<std::uint8_t> pings;
+  for (std::uint64_t id = 1; id <= 4096; ++id) {
+    const auto frame = empty_frame(proto::MsgType::kPing, id);
+    pings.insert(pings.end(), frame.begin(), frame.end());
+  }
+  std::deque<RawPeer> flooders;
+  std::atomic<bool> stop_sending{false}, stop_reading{false};
+  std::atomic<std::uint64_t> pongs{0};
+  std::vector<std::thread> senders, readers;
+  for (int i = 0; i < kFlooders; ++i) {
+    auto& peer = flooders.emplace_back(sock_);
+    ASSERT_TRUE(peer.handshake());
+  }
+  for (auto& peer : flooders) {
+    senders.emplace_back([&] {
+      while (!stop_sending && peer.send(pings)) {
+      }
+    });
+    readers.emplace_back([&] {
+      while (!stop_reading) {
+        if (peer.read_frame(std::chrono::milliseconds(100))) ++pongs;
+      }
+    });
+  }
+  while (pongs < 20000) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // flooding
+  auto insert = client.execute_async("INSERT INTO t VALUES (1)");
+  const auto status = insert.wait_for(std::chrono::seconds(20));
+  stop_sending = true;
+  for (auto& t : senders) t.join();  // their last sends complete: the readers still read
+  stop_reading = true;
+  for (auto& t : readers) t.join();
+  ASSERT_EQ(status, std::future_status::ready) << "the write waited for the PING flood to end";
+  EXPECT_EQ(insert.get(), 1);
+}
+
 }  // namespace
 }  // namespace pasyn::itest
