@@ -206,6 +206,8 @@ class SoakTest : public DaemonTest {
   /// time: the WAL stays below the default --wal-limit. (When the checkpoints ran only between
   /// batches outside a transaction they never ran here: the WAL grew by ~12 MB/s, and with it
   /// the daemon's RSS, through its mapping of the -shm file.)
+  void run_mixed_soak(const std::vector<std::string>& extra);
+
   void check_wal(const std::vector<Sample>& samples) {
     std::int64_t largest = 0;
     for (const auto& s : samples) largest = std::max(largest, s.wal);
@@ -214,7 +216,8 @@ class SoakTest : public DaemonTest {
   }
 };
 
-TEST_F(SoakTest, ThousandConnectionsMixingWritesTransactionsDisconnectsAndBadFrames) {
+// The soak of the test below, with the daemon's `extra` flags.
+void SoakTest::run_mixed_soak(const std::vector<std::string>& extra) {
   const int seconds = int_from_env("PASYN_SOAK_SECONDS", 20);
   if (seconds <= 0) GTEST_SKIP() << "PASYN_SOAK_SECONDS is not positive";
   const std::uint64_t seed = seed_from_env();
@@ -223,8 +226,10 @@ TEST_F(SoakTest, ThousandConnectionsMixingWritesTransactionsDisconnectsAndBadFra
             << " repeats its random choices)\n";
   // A lock wait shorter than the idle timeout: while process 0 stalls the daemon with an idle
   // transaction, the writes waiting behind it fail with TimeoutError before it is rolled back.
-  ASSERT_NO_FATAL_FAILURE(start_daemon(
-      {"--max-connections", "2000", "--lock-wait", "1s", "--transaction-idle-timeout", "2s"}));
+  std::vector<std::string> flags{"--max-connections",          "2000", "--lock-wait", "1s",
+                                 "--transaction-idle-timeout", "2s"};
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  ASSERT_NO_FATAL_FAILURE(start_daemon(flags));
   auto observer = connect_client();
   observer.execute(
       "CREATE TABLE acks (proc INTEGER NOT NULL, conn INTEGER NOT NULL, seq INTEGER NOT NULL, "
@@ -325,6 +330,16 @@ TEST_F(SoakTest, ThousandConnectionsMixingWritesTransactionsDisconnectsAndBadFra
   ASSERT_NO_FATAL_FAILURE(check_rows(ledgers));
   check_rss(rss, std::chrono::seconds(seconds));
   check_wal(rss);
+}
+
+TEST_F(SoakTest, ThousandConnectionsMixingWritesTransactionsDisconnectsAndBadFrames) {
+  run_mixed_soak({});
+}
+
+// The same at synchronous=normal, where the writer thread runs the connections' I/O between its
+// batches and the I/O thread takes them over during long ones (--writer-io auto; io_baton.hpp).
+TEST_F(SoakTest, ThousandConnectionsWhileTheWriterThreadRunsTheIo) {
+  run_mixed_soak({"--synchronous", "normal"});
 }
 
 // The adversarial soak (SPEC §4, issue 10): honest soak clients beside peers that try to hurt
