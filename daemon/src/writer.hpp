@@ -1,4 +1,7 @@
 // The writer: owns the database's only read-write connection and group-commits queued requests.
+// (Over 600 lines: the design below and the class's state, each member with what guards it, are
+// read together; the code is split by concept across writer.cpp, batching.cpp, group_commit.cpp,
+// client_transactions.cpp, statement_runner.cpp, checkpointer.cpp and io_baton.hpp.)
 //
 // Design (LevelDB's BuildBatchGroup, adapted to a dedicated thread):
 //  * Sessions on the I/O thread parse requests and submit() them; the queue is the only state
