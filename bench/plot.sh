@@ -4,7 +4,8 @@
 # SQLite connections, synchronous=full and normal, with this machine's limits for the same
 # clients: the bare epoll echo (ceiling_ipc, no SQLite at all) and the single-threaded group-commit
 # echo server (groupcommit); and the batching policy's effect: pasyn waiting for the last batch's
-# connections before each batch (--batch-wait on; the default is off). The sweep's CSV is kept
+# connections before each batch (--batch-wait on; the default is off); and the I/O layout's: the
+# other --writer-io than the mode's default (on at full, off at normal). The sweep's CSV is kept
 # as bench/throughput.csv.
 #
 # Usage: bench/plot.sh [PASYN_BENCH_BINARY [pasyn-bench flags, e.g. --sweep-seconds 5]]
@@ -77,6 +78,8 @@ plot "$work/full.csv" using 1:3 with linespoints lw 2 pt 7 lc rgb "#1f77b4" titl
      "$work/normal.csv" using 1:5 with linespoints lw 1 pt 2 dt 3 lc rgb "#d62728" title "groupcommit (minimal program), normal", \\
      "$work/full.csv" using 1:7 with linespoints lw 1 pt 6 dt 4 lc rgb "#1f77b4" title "pasyn, full, --batch-wait on", \\
      "$work/normal.csv" using 1:7 with linespoints lw 1 pt 6 dt 4 lc rgb "#d62728" title "pasyn, normal, --batch-wait on", \\
+     "$work/full.csv" using 1:8 with linespoints lw 1 pt 4 dt 5 lc rgb "#1f77b4" title "pasyn, full, --writer-io on", \\
+     "$work/normal.csv" using 1:8 with linespoints lw 1 pt 4 dt 5 lc rgb "#d62728" title "pasyn, normal, --writer-io off", \\
      "$work/full.csv" using 1:6 with linespoints lw 2 pt 1 lc rgb "black" title "ceiling: bare echo (no SQLite)"
 EOF
 echo "plot.sh: wrote $png" >&2

@@ -144,7 +144,7 @@ std::vector<RowResult> run_row(Context& ctx, const Settings& s, const std::strin
 void run_sweep(Context& ctx, const Settings& s) {
   std::printf(
       "writers,mode,pasyn_rows_s,direct_rows_s,groupcommit_rows_s,ceiling_ipc_s,"
-      "pasyn_batch_wait_on_rows_s\n");
+      "pasyn_batch_wait_on_rows_s,pasyn_other_writer_io_rows_s\n");
   std::fflush(stdout);
   for (const int writers : {1, 2, 4, 8, 16, 32, 64}) {
     const int procs = writers >= kProcesses ? kProcesses : 1;
@@ -163,9 +163,13 @@ void run_sweep(Context& ctx, const Settings& s) {
       // batch before each batch (--batch-wait on; the default is off).
       const Throughput waiting =
           measure_writers(ctx, true, procs, threads, full, s.sweep_seconds, {"--batch-wait", "on"});
-      std::printf("%d,%s,%.0f,%.0f,%.0f,%.0f,%.0f\n", writers, full ? "full" : "normal",
+      // The I/O layout's effect: the same daemon with the other --writer-io than its default
+      // for this mode (auto: on at normal, off at full).
+      const Throughput other_io = measure_writers(ctx, true, procs, threads, full, s.sweep_seconds,
+                                                  {"--writer-io", full ? "on" : "off"});
+      std::printf("%d,%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n", writers, full ? "full" : "normal",
                   via.per_second, direct.per_second, group.clients.per_second, ipc,
-                  waiting.per_second);
+                  waiting.per_second, other_io.per_second);
       std::fflush(stdout);
     }
   }
