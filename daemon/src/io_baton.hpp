@@ -21,11 +21,12 @@
 //
 // At synchronous=full (auto: off) the I/O thread keeps the io_context, as without the baton:
 // there a commit waits ~0.1 ms for an fsync, during which the I/O thread reads and parses the
-// next batch, and measured with 16 writers the single thread lost ~10% (bench/RESULTS.md,
-// twenty-second session).
+// next requests; measured, the single thread gained with many writers and lost 8-10% for one
+// pipelining connection (inflight1000; bench/RESULTS.md, twenty-second session).
 //
 // Thread-safety: writer_*() are called by the writer thread only, standby() by the I/O thread
-// only (the one that called Server::run), both of them from the start of the server.
+// only (the one that called Server::run, once the server is set up; the writer thread starts
+// just before it).
 #pragma once
 
 #include <atomic>
