@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <cstring>
 #include <random>
@@ -49,10 +50,6 @@ constexpr std::size_t kHeldEntryBytes = sizeof(CommittedChanges::Entry);
 constexpr std::size_t kHeldCommitBytes = 64;
 // Entries of capacity the open transaction's log keeps between transactions.
 constexpr std::size_t kKeptCapacity = 4096;
-// take_commit() reuses a spare commit whose capacity is at most twice what it needs plus this;
-// publish() hands back only commits of at most kSpareMaxEntries (a large one is freed).
-constexpr std::size_t kSpareSlack = 8;
-constexpr std::size_t kSpareMaxEntries = 1024;
 // A subscriber's frames are pushed once this many bytes wait, or this long after the oldest.
 constexpr std::size_t kFlushBytes = 64 * 1024;
 constexpr auto kFlushDelay = std::chrono::milliseconds(1);
@@ -192,7 +189,28 @@ void ChangeLog::rollback() noexcept {
   open_ = false;
 }
 
-std::shared_ptr<CommittedChanges> ChangeLog::take_commit(std::shared_ptr<CommittedChanges>& spare) {
+std::shared_ptr<CommittedChanges> SpareCommits::take(std::size_t capacity) noexcept {
+  for (auto it = pool_.rbegin(); it != pool_.rend(); ++it) {
+    if ((*it)->entries.capacity() == capacity) {
+      auto c = std::move(*it);
+      pool_.erase(std::next(it).base());
+      return c;
+    }
+  }
+  return nullptr;
+}
+
+void SpareCommits::give(std::shared_ptr<CommittedChanges> c) noexcept {
+  if (pool_.size() == kSpares) pool_.erase(pool_.begin());  // the oldest: sizes have moved on
+  pool_.push_back(std::move(c));                            // within the reserved capacity
+}
+
+std::size_t ChangeLog::capacity_for(std::size_t entries) noexcept {
+  if (entries > kMaxSpareEntries) return entries;
+  return std::bit_ceil(std::max(entries, kMinEntries));
+}
+
+std::shared_ptr<CommittedChanges> ChangeLog::take_commit(SpareCommits& spares) {
   const bool uncertain = uncertain_ || stray_;
   open_ = false;
   uncertain_ = stray_ = false;
@@ -203,22 +221,23 @@ std::shared_ptr<CommittedChanges> ChangeLog::take_commit(std::shared_ptr<Committ
     return nullptr;
   }
   // Copied, not moved: the history's byte bound counts the capacity it holds, and the log's
-  // vector may have the capacity of a much larger transaction (rolled back since); for the same
-  // reason `spare` is used only if it is not much larger than these changes need.
-  const std::size_t need = uncertain ? 0 : current_.entries.size();
-  std::shared_ptr<CommittedChanges> c;
-  if (spare && spare->entries.capacity() <= 2 * need + kSpareSlack) {
-    c = std::move(spare);
+  // vector may have the capacity of a much larger transaction (rolled back since); a spare is
+  // taken only of these changes' own capacity class.
+  const std::size_t capacity = capacity_for(uncertain ? 0 : current_.entries.size());
+  std::shared_ptr<CommittedChanges> c = spares.take(capacity);
+  if (c) {
     c->entries.clear();
-    c->tables.clear();
+    c->encoded_bytes = 0;
   } else {
-    spare.reset();  // too large for commits like this one: the next one the hub hands back
     c = std::make_shared<CommittedChanges>();
+    c->entries.reserve(capacity);
   }
   c->uncertain = uncertain;
-  if (!uncertain) {
+  if (uncertain) {
+    c->tables.clear();
+  } else {
     c->entries.assign(current_.entries.begin(), current_.entries.end());
-    c->tables = current_.tables;
+    c->tables = current_.tables;  // element by element: a spare's strings keep their buffers
   }
   current_.entries.clear();
   current_.tables.clear();
@@ -317,11 +336,10 @@ void FeedHub::note_sent(Subscriber& s, bool advanced, std::uint64_t seq,
   }
 }
 
-std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChanges> c) noexcept {
+void FeedHub::publish(std::shared_ptr<CommittedChanges> c, SpareCommits* spares) noexcept {
   std::lock_guard lk(mu_);
   const std::uint64_t seq = ++last_seq_;
   const CommittedChanges* held = nullptr;
-  std::shared_ptr<CommittedChanges> spare;
   try {
     std::size_t bytes = kHeldCommitBytes + c->entries.capacity() * kHeldEntryBytes;
     for (const auto& t : c->tables) bytes += t.capacity() + sizeof(std::string);
@@ -336,9 +354,9 @@ std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChan
       history_size_ -= oldest.bytes;
       // Nobody else holds it (a resume copies references under mu_, which is held here), and
       // it was made non-const by take_commit(): the writer may fill it again.
-      if (!spare && oldest.changes.use_count() == 1 &&
-          oldest.changes->entries.capacity() <= kSpareMaxEntries) {
-        spare = std::const_pointer_cast<CommittedChanges>(std::move(oldest.changes));
+      if (spares && oldest.changes.use_count() == 1 &&
+          oldest.changes->entries.capacity() <= ChangeLog::kMaxSpareEntries) {
+        spares->give(std::const_pointer_cast<CommittedChanges>(std::move(oldest.changes)));
       }
       history_.pop_front();
     }
@@ -347,7 +365,7 @@ std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChan
     for (auto& s : subs_) {
       if (!s.missed_from) s.missed_from = seq;
     }
-    return spare;
+    return;
   }
   const auto now = std::chrono::steady_clock::now();
   for (auto& s : subs_) {
@@ -378,7 +396,6 @@ std::shared_ptr<CommittedChanges> FeedHub::publish(std::shared_ptr<CommittedChan
     }
   }
   if (frames_.capacity() > kFlushBytes) std::vector<std::uint8_t>().swap(frames_);
-  return spare;
 }
 
 void FeedHub::push_queued(Subscriber& s) noexcept {

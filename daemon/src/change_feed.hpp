@@ -59,6 +59,27 @@ struct CommittedChanges {
   std::size_t encoded_bytes = 0;
 };
 
+/// Emptied commits that the feed's history let go, for ChangeLog::take_commit() to fill again
+/// instead of allocating: the daemon allocates nothing per request in its steady state
+/// (DaemonAllocTest). A few, not one: as batch sizes vary the history lets go of none, one or
+/// several commits per publish. A commit's entries have a capacity class (a power of two, at
+/// least kMinEntries; ChangeLog::capacity_for), so commits of 1 to 8 rows all fit one spare, and a
+/// spare is taken only for its own class (never a much larger one, which the history's byte bound
+/// would count). Thread-safety: the writer thread only. Ownership: holds the spares.
+class SpareCommits {
+ public:
+  static constexpr std::size_t kSpares = 64;
+  SpareCommits() { pool_.reserve(kSpares); }
+  /// A spare whose entries have capacity `capacity`, or null.
+  std::shared_ptr<CommittedChanges> take(std::size_t capacity) noexcept;
+  /// Keeps `c` (nobody else holds it), in place of the oldest spare when kSpares are kept.
+  void give(std::shared_ptr<CommittedChanges> c) noexcept;
+  std::size_t size() const noexcept { return pool_.size(); }
+
+ private:
+  std::vector<std::shared_ptr<CommittedChanges>> pool_;  // capacity kSpares, reserved
+};
+
 /// The open transaction's changes. Thread-safety: the writer thread only (the hook runs
 /// on it, inside sqlite3_step). Ownership: plain values.
 class ChangeLog {
@@ -80,10 +101,15 @@ class ChangeLog {
   void unknown() noexcept;
   /// After a successful COMMIT: the transaction's changes, or null if it changed no row the
   /// feed reports (and was not uncertain). Leaves the log closed and empty. They are written
-  /// into `spare` (a commit FeedHub::publish() handed back) if it is given and its capacity
-  /// fits them (then `spare` is moved from), so that publishing costs no allocation in the
-  /// steady state.
-  std::shared_ptr<CommittedChanges> take_commit(std::shared_ptr<CommittedChanges>& spare);
+  /// into a spare of their capacity class if `spares` holds one (a commit FeedHub::publish()
+  /// let go), so that publishing costs no allocation in the steady state.
+  std::shared_ptr<CommittedChanges> take_commit(SpareCommits& spares);
+  /// The capacity class of a commit of `entries` changes: the power of two at or above it, at
+  /// least kMinEntries; `entries` itself above kMaxSpareEntries (such commits are not kept as
+  /// spares, so they hold no more than they need).
+  static std::size_t capacity_for(std::size_t entries) noexcept;
+  static constexpr std::size_t kMinEntries = 8;
+  static constexpr std::size_t kMaxSpareEntries = 1024;
 
  private:
   static void on_preupdate(void* self, sqlite3* db, int op, const char* schema, const char* table,
@@ -125,9 +151,9 @@ class FeedHub {
   /// frames are pushed to its connection once kFlushBytes wait, or by flush_due() kFlushDelay
   /// after the oldest: one wake-up of a subscriber per many small commits, not one per commit
   /// (measured: pushing every commit to 2 subscribers halved 16 acked writers at full).
-  /// Returns, for the next take_commit(), a commit the history no longer holds and nobody else
-  /// does (a small one, emptied), or null.
-  std::shared_ptr<CommittedChanges> publish(std::shared_ptr<CommittedChanges> c) noexcept;
+  /// The commits the history lets go of that nobody else holds and that are not larger than
+  /// ChangeLog::kMaxSpareEntries go to `spares`, if given, for the next take_commit().
+  void publish(std::shared_ptr<CommittedChanges> c, SpareCommits* spares = nullptr) noexcept;
 
   /// Writer thread: pushes the frames that have waited kFlushDelay (all of them if `all`), and,
   /// every kBehindPoll while a subscriber is behind, tells one that has read its output down

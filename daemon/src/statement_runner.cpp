@@ -391,7 +391,7 @@ bool Writer::exec_internal(sqlite3_stmt* stmt) {
       changes_.rollback();
     } else if (stmt == commit_.get()) {
       publish_committed();  // (the previous commit's, had a path not published it yet)
-      committed_ = changes_.take_commit(feed_spare_);
+      committed_ = changes_.take_commit(feed_spares_);
     }
     return true;
   }
@@ -473,9 +473,8 @@ bool Writer::run_statement(sqlite3_stmt* stmt, const proto::ParamsView& params,
 
 void Writer::publish_committed() {
   if (!committed_) return;
-  auto spare = feed_ ? feed_->publish(std::move(committed_)) : nullptr;
+  if (feed_) feed_->publish(std::move(committed_), &feed_spares_);
   committed_.reset();
-  if (!feed_spare_) feed_spare_ = std::move(spare);
 }
 
 void Writer::note_client_statement(sqlite3_stmt* stmt) {

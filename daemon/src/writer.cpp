@@ -533,7 +533,7 @@ void Writer::run_alone(Request& r) {
   if (ok && vacuum) changes_.unknown();
   if (changes_.stray()) {
     publish_committed();
-    committed_ = changes_.take_commit(feed_spare_);
+    committed_ = changes_.take_commit(feed_spares_);
     publish_committed();
   }
 }

@@ -477,10 +477,10 @@ class Writer {
   // rollback_all), published to feed_ after each COMMIT. Writer thread.
   ChangeLog changes_;
   FeedHub* feed_ = nullptr;
-  // The last COMMIT's changes until its replies are out (publish_committed), and a spent
-  // commit the hub handed back for the next one.
+  // The last COMMIT's changes until its replies are out (publish_committed), and the spent
+  // commits the hub let go, for the next ones.
   std::shared_ptr<CommittedChanges> committed_;
-  std::shared_ptr<CommittedChanges> feed_spare_;
+  SpareCommits feed_spares_;
   std::optional<IdempotencyStore> keys_;
   std::int64_t reserved_names_ = 0;  // count_reserved_names() at open, or before a request
   bool recount_reserved_ = false;    // reserved_names_ may be stale: count before the next request

@@ -157,4 +157,68 @@ TEST(FeedHubTest, ResumesWhilePublishingMissNothingAndRepeatNothing) {
   }
 }
 
+// The commits the history lets go come back for later ones (SpareCommits): a commit reuses a
+// spare of its own size class only, the hub gives back every one it lets go (not one per
+// publish), and the oldest spare goes first when kSpares are kept.
+std::shared_ptr<CommittedChanges> commit_with(std::size_t rows) {
+  auto c = std::make_shared<CommittedChanges>();
+  c->tables.emplace_back("t");
+  c->entries.reserve(server::ChangeLog::capacity_for(rows));
+  for (std::size_t i = 0; i < rows; ++i) {
+    c->entries.push_back({0, proto::ChangeOp::kInsert, static_cast<std::int64_t>(i)});
+  }
+  return c;
+}
+
+TEST(SpareCommitsTest, CapacityClassesArePowersOfTwoFromEightUpToTheSpareLimit) {
+  using server::ChangeLog;
+  EXPECT_EQ(ChangeLog::capacity_for(0), 8u);
+  EXPECT_EQ(ChangeLog::capacity_for(1), 8u);
+  EXPECT_EQ(ChangeLog::capacity_for(8), 8u);
+  EXPECT_EQ(ChangeLog::capacity_for(9), 16u);
+  EXPECT_EQ(ChangeLog::capacity_for(1000), 1024u);
+  EXPECT_EQ(ChangeLog::capacity_for(1025), 1025u);  // not kept as a spare: no more than needed
+}
+
+TEST(SpareCommitsTest, ASpareIsTakenOnlyForItsOwnClass) {
+  server::SpareCommits spares;
+  spares.give(commit_with(16));
+  EXPECT_EQ(spares.take(8), nullptr);
+  const auto c = spares.take(16);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->entries.capacity(), 16u);
+  EXPECT_EQ(spares.size(), 0u);
+}
+
+TEST(SpareCommitsTest, TheOldestSpareGoesFirstWhenThePoolIsFull) {
+  server::SpareCommits spares;
+  spares.give(commit_with(16));
+  for (std::size_t i = 1; i < server::SpareCommits::kSpares; ++i) spares.give(commit_with(1));
+  EXPECT_EQ(spares.size(), server::SpareCommits::kSpares);
+  spares.give(commit_with(1));
+  EXPECT_EQ(spares.size(), server::SpareCommits::kSpares);
+  EXPECT_EQ(spares.take(16), nullptr);  // the class-16 one was the oldest
+}
+
+TEST(SpareCommitsTest, TheHubGivesBackEveryCommitItLetsGo) {
+  FeedHub hub(1000, 1u << 20);  // bytes: a few one-row commits, less than one of 100 rows
+  server::SpareCommits spares;
+  std::size_t published = 0;
+  while (spares.size() == 0 && published < 100) {
+    hub.publish(commit_with(1), &spares);
+    ++published;
+  }
+  ASSERT_EQ(spares.size(), 1u) << "the history never let go of a one-row commit";
+  const std::size_t held = published - 1;
+  ASSERT_GE(held, 2u);
+  hub.publish(commit_with(100), &spares);  // larger than the bound: every other one goes
+  EXPECT_EQ(spares.size(), 1 + held);
+  // One that someone else still holds (a subscriber's resume, here the test) is not given back.
+  const auto shared = commit_with(1);
+  hub.publish(shared, &spares);            // lets the 100-row commit go: given back
+  hub.publish(commit_with(100), &spares);  // lets `shared` go: not given back
+  EXPECT_EQ(spares.size(), 2 + held);
+  EXPECT_NE(spares.take(128), nullptr);
+}
+
 }  // namespace

@@ -47,6 +47,36 @@ class DaemonAllocTest : public DaemonTest {
     return 0;
   }
 
+  // Several callers at once: batches of one to kCallers requests from as many connections
+  // alternate, so the feed's commits vary in size and its history lets go of none, one or
+  // several per commit (SpareCommits, change_feed.hpp).
+  void expect_no_allocation_from_several_callers() {
+    constexpr int kCallers = 8;
+    constexpr int kWarmUp = 1500;  // per caller
+    constexpr int kCalls = 1000;   // per caller
+    connect_client().execute("CREATE TABLE t(x INTEGER, s TEXT)");
+    // Connected before counting: a connection costs allocations (its session and buffers).
+    std::vector<MultiplexedClient> clients;
+    for (int c = 0; c < kCallers; ++c) clients.push_back(connect_client());
+    const Params params{Value{std::int64_t{7}}, Value{std::string(40, 'p')}};
+    auto insert = [&](int calls) {
+      std::vector<std::thread> threads;
+      for (auto& client : clients) {
+        threads.emplace_back([&client, &params, calls] {
+          for (int i = 0; i < calls; ++i) client.execute("INSERT INTO t VALUES (?, ?)", params);
+        });
+      }
+      for (auto& t : threads) t.join();
+    };
+    insert(kWarmUp);
+    const auto before = daemon_allocations();
+    insert(kCalls);
+    const auto after = daemon_allocations();
+    EXPECT_EQ(after - before, 0u) << "operator new calls in pasyn-writerd across " << kCallers
+                                  << " x " << kCalls << " synchronous execute() calls";
+    EXPECT_EQ(query_int("SELECT count(*) FROM t"), kCallers * (kWarmUp + kCalls));
+  }
+
   std::string count_file_ = dir_.file("allocations");
 };
 
@@ -64,6 +94,18 @@ TEST_F(DaemonAllocTest, ASynchronousExecuteCostsTheDaemonNoAllocation) {
   EXPECT_EQ(after - before, 0u) << "operator new calls in pasyn-writerd across " << kCalls
                                 << " synchronous execute() calls";
   EXPECT_EQ(query_int("SELECT count(*) FROM t"), kWarmUp + kCalls);
+}
+
+// At synchronous=normal the writer thread runs the I/O (--writer-io auto).
+TEST_F(DaemonAllocTest, SeveralCallersCostTheDaemonNoAllocation) {
+  expect_no_allocation_from_several_callers();
+}
+
+// The I/O thread reads and parses, the writer commits and answers (the layout at full).
+TEST_F(DaemonAllocTest, SeveralCallersCostTheDaemonNoAllocationWithoutWriterIo) {
+  stop_daemon();
+  start_daemon({"--synchronous", "normal", "--feed-history", "65536", "--writer-io", "off"});
+  expect_no_allocation_from_several_callers();
 }
 
 // The feed refills a commit its history let go only if it is not much larger than the next
