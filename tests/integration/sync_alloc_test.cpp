@@ -12,6 +12,7 @@
 #include <new>
 #include <optional>
 #include <pasyn/pasyn.hpp>
+#include <thread>
 #include <vector>
 
 #include "../replaced_new.hpp"
@@ -87,6 +88,42 @@ TEST_F(SyncAllocTest, ExecuteReturningRowidAllocatesNothingInTheSteadyState) {
   });
   EXPECT_EQ(last, kWarmUp + kCalls);
   EXPECT_EQ(n, 0u) << "allocations across " << kCalls << " execute_returning_rowid() calls";
+}
+
+// Several threads calling through one client at once (as an application's worker threads do):
+// the callers take turns reading the replies (leader/follower, client_impl.hpp), one waits
+// while another sends, and none of it allocates once each thread has made its first calls.
+TEST_F(SyncAllocTest, SeveralThreadsSharingTheClientAllocateNothingInTheSteadyState) {
+  constexpr int kThreads = 4;
+  std::atomic<int> phase{0};  // 1: warm up, 2: counted calls, 3: done
+  std::atomic<int> done{0};
+  std::atomic<std::int64_t> changed{0};
+  std::vector<std::thread> threads;  // started before counting: a thread allocates its state
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int round = 1; round <= 2; ++round) {
+        while (phase.load() != round) std::this_thread::yield();
+        std::int64_t n = 0;
+        for (int i = 0; i < (round == 1 ? kWarmUp : kCalls); ++i) {
+          n += client_->execute("INSERT INTO t(x) VALUES (?)", params_);
+        }
+        if (round == 2) changed += n;
+        done.fetch_add(1);
+      }
+    });
+  }
+  auto run_round = [&](int round) {
+    phase.store(round);
+    while (done.load() != kThreads * round) std::this_thread::yield();
+  };
+  run_round(1);
+  const auto n = allocations_during([&] { run_round(2); });
+  phase.store(3);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(changed.load(), kThreads * kCalls);
+  EXPECT_EQ(n, 0u) << "allocations across " << kThreads << " x " << kCalls
+                   << " synchronous execute() calls sharing one client";
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), kThreads * (kWarmUp + kCalls));
 }
 
 // A call with a Timeout of its own waits with a deadline (a futex wait with a timeout): still
