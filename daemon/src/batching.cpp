@@ -182,10 +182,10 @@ void Writer::process(RequestQueue& work) {
         flush();
         run_admin(r);
       } else if (r.type != proto::MsgType::kShutdown && r.type != proto::MsgType::kExecuteMany &&
-                 must_run_alone(r.sql) && is_single_statement(r.sql)) {
+                 r.must_run_alone && is_single_statement(r.sql)) {
         flush();
         run_alone(r);
-      } else if (r.type == proto::MsgType::kExecuteMany && must_run_alone(r.sql)) {
+      } else if (r.type == proto::MsgType::kExecuteMany && r.must_run_alone) {
         flush();  // answered after the requests before it
         reply_error(r, proto::PasynCode::kMisuse,
                     "VACUUM and pragmas such as journal_mode run alone, outside any transaction: "

@@ -71,7 +71,7 @@ void Writer::run_in_transaction(Request& r, RequestQueue& work) {
     publish_committed();
     return;
   }
-  if (must_run_alone(r.sql)) {
+  if (r.must_run_alone) {
     reply_error(r, proto::PasynCode::kMisuse,
                 "this statement cannot run inside a transaction; send it outside one");
     return;

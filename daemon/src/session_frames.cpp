@@ -7,6 +7,7 @@
 #include "admission.hpp"
 #include "log.hpp"
 #include "session.hpp"
+#include "statement_kind.hpp"
 
 namespace pasyn::server {
 namespace {
@@ -157,6 +158,11 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
       return protocol_error("unknown message type " + hex(f.type));
   }
   if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
+  // Judged here, off the writer thread (the writer's busiest path; ~80 instructions a request).
+  r.must_run_alone = r.type != MsgType::kShutdown && r.type != MsgType::kBegin &&
+                     r.type != MsgType::kCommit && r.type != MsgType::kRollback &&
+                     r.type != MsgType::kCheckpoint && r.type != MsgType::kBackup &&
+                     must_run_alone(r.sql);
   auto refusal = refuse_by_role(r);
   if (!refusal) refusal = refuse_over_limits(r);
   if (refusal) {  // answered here; the connection goes on

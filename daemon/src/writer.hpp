@@ -162,6 +162,9 @@ struct Request {
   /// The bytes of the request's payload, or of the buffer that holds it.
   std::size_t bytes() const noexcept { return payload.size() + frame_bytes; }
   std::string_view sql;
+  // must_run_alone(sql), for the statements (EXECUTE*, EXECUTE_MANY, EXECUTE_SCRIPT): judged by
+  // the session that parsed it, off the writer thread.
+  bool must_run_alone = false;
   std::string_view key;      // idempotency key; empty: none (PROTOCOL.md §6.3)
   proto::ParamsView params;  // EXECUTE, EXECUTE_ROWID, EXECUTE_FETCH
   proto::ManyView many;      // EXECUTE_MANY
