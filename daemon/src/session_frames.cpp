@@ -159,10 +159,10 @@ bool Session::handle_frame(const proto::FrameView& f, std::vector<Request>& out)
   }
   if (!ok) return protocol_error(std::string("bad ") + proto::to_string(r.type) + ": " + why);
   // Judged here, off the writer thread (the writer's busiest path; ~80 instructions a request).
-  r.must_run_alone = r.type != MsgType::kShutdown && r.type != MsgType::kBegin &&
-                     r.type != MsgType::kCommit && r.type != MsgType::kRollback &&
-                     r.type != MsgType::kCheckpoint && r.type != MsgType::kBackup &&
-                     must_run_alone(r.sql);
+  const bool statement = r.type == MsgType::kExecute || r.type == MsgType::kExecuteRowid ||
+                         r.type == MsgType::kExecuteFetch || r.type == MsgType::kExecuteMany ||
+                         r.type == MsgType::kExecuteScript;
+  r.must_run_alone = statement && must_run_alone(r.sql);
   auto refusal = refuse_by_role(r);
   if (!refusal) refusal = refuse_over_limits(r);
   if (refusal) {  // answered here; the connection goes on
