@@ -2,8 +2,9 @@
 // allocation of its own in the steady state. The request's payload goes into a buffer the
 // writer handed back (Writer::submit), it crosses to the writer and back through reused
 // vectors (the queue, Fifo, the batch, per-connection reply buffers), and the change feed
-// fills a commit its history let go (FeedHub::publish). Counted with an LD_PRELOAD library
-// (alloc_count.cpp) in the real daemon: its operator new calls, not SQLite's mallocs.
+// fills again the commits its history let go (SpareCommits, FeedHub::publish). Counted with an
+// LD_PRELOAD library (alloc_count.cpp) in the real daemon: its operator new calls, not SQLite's
+// mallocs.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -27,10 +28,12 @@ class DaemonAllocTest : public DaemonTest {
 #endif
     daemon_env_ = {std::string("LD_PRELOAD=") + PASYN_ALLOC_COUNT,
                    "PASYN_ALLOC_COUNT_FILE=" + count_file_};
-    // A small history, so that the feed reaches its steady state (it lets go of a commit for
-    // each one it takes) within the warm-up.
-    start_daemon({"--synchronous", "normal", "--feed-history", "65536"});
+    start_daemon(daemon_args_);
   }
+
+  // A small history, so that the feed reaches its steady state (it lets go of a commit for each
+  // one it takes) within the warm-up.
+  const std::vector<std::string> daemon_args_{"--synchronous", "normal", "--feed-history", "65536"};
 
   // The daemon's operator new calls so far (bounded wait for its signal handler).
   std::uint64_t daemon_allocations() {
@@ -104,13 +107,15 @@ TEST_F(DaemonAllocTest, SeveralCallersCostTheDaemonNoAllocation) {
 // The I/O thread reads and parses, the writer commits and answers (the layout at full).
 TEST_F(DaemonAllocTest, SeveralCallersCostTheDaemonNoAllocationWithoutWriterIo) {
   stop_daemon();
-  start_daemon({"--synchronous", "normal", "--feed-history", "65536", "--writer-io", "off"});
+  auto args = daemon_args_;
+  args.insert(args.end(), {"--writer-io", "off"});
+  start_daemon(args);
   expect_no_allocation_from_several_callers();
 }
 
-// The feed refills a commit its history let go only if it is not much larger than the next
-// commit needs: one larger commit (a batch of 50 rows here) once let go must not leave every
-// later small commit allocating its own.
+// The feed refills a commit its history let go only for a commit of the same capacity class
+// (ChangeLog::capacity_for): one larger commit (a batch of 50 rows here) once let go must not
+// leave every later small commit allocating its own.
 TEST_F(DaemonAllocTest, ALargerCommitLeavesTheFeedAllocatingNothingAfterward) {
   constexpr int kCalls = 2000;
   auto client = connect_client();
