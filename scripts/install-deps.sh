@@ -24,6 +24,7 @@ packages=(
   lintian          # checks the .debs
   abigail-tools    # abidiff: scripts/abi-check.sh
   clang-format     # scripts/format-check.sh
+  gdb              # the stacks of a process a test kills for hanging (daemon_fixture.cpp)
   ca-certificates
 )
 

@@ -141,8 +141,51 @@ std::optional<int> Process::wait_exit(Clock::duration timeout) {
   }
 }
 
+namespace {
+
+// Every thread's stack of a process that is about to be killed for not exiting in time, on
+// stderr (the test's output), so that a hang seen once (CI's TSan run at stop 38: a daemon that
+// did not exit within 20 s of SIGTERM) can be understood from the log. gdb, when installed
+// (scripts/install-deps.sh installs it); bounded, so a stuck gdb never holds the test up.
+void print_stacks(pid_t pid) {
+  static constexpr const char* kGdb = "/usr/bin/gdb";
+  if (::access(kGdb, X_OK) != 0) {
+    std::cerr << "(no " << kGdb << ": no stacks of pid " << pid << ")\n";
+    return;
+  }
+  // Its signals first (pending, blocked, ignored, caught; the process's and each thread's): a
+  // process that did not stop on SIGTERM may never have received it.
+  std::cerr << "---- signals of pid " << pid << " before SIGKILL ----\n";
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream status(read_file(task.path() / "status"));
+    std::cerr << "thread " << task.path().filename().string() << ":";
+    for (std::string line; std::getline(status, line);) {
+      if (line.starts_with("Sig") || line.starts_with("ShdPnd")) std::cerr << " " << line;
+    }
+    std::cerr << "\n";
+  }
+  std::cerr << "---- stacks of pid " << pid << " before SIGKILL (gdb) ----" << std::endl;
+  const std::string target = std::to_string(pid);
+  const pid_t gdb = ::fork();
+  if (gdb < 0) return;
+  if (gdb == 0) {  // only async-signal-safe calls until exec; stdout to our stderr
+    ::dup2(2, 1);
+    ::execl(kGdb, "gdb", "-nx", "-batch", "-p", target.c_str(), "-ex", "thread apply all bt",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  Process waiter;
+  waiter.adopt(gdb);
+  if (!waiter.wait_exit(60s)) std::cerr << "(gdb did not finish in 60 s)\n";
+  std::cerr << "-----------------" << std::endl;
+}
+
+}  // namespace
+
 std::pair<int, bool> Process::wait_or_kill(Clock::duration timeout) {
   if (auto status = wait_exit(timeout)) return {*status, false};
+  print_stacks(pid_);
   signal(SIGKILL);
   return {wait_exit(kStopTimeout).value_or(-1), true};
 }

@@ -80,6 +80,9 @@ class Process {
   void spawn(const std::vector<std::string>& args, const std::string& out_path,
              const std::string& err_path, const std::vector<std::string>& env = {});
 
+  /// Takes over a child this process forked itself: waited for, or killed by the destructor.
+  void adopt(pid_t pid) { pid_ = pid; }
+
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   void signal(int signo) const;
@@ -88,8 +91,8 @@ class Process {
   /// `timeout`.
   std::optional<int> wait_exit(Clock::duration timeout);
 
-  /// wait_exit(timeout), then SIGKILL as a last resort; returns the status and whether it had
-  /// to be killed.
+  /// wait_exit(timeout), then SIGKILL as a last resort (after printing every thread's stack to
+  /// stderr, with gdb when installed); returns the status and whether it had to be killed.
   std::pair<int, bool> wait_or_kill(Clock::duration timeout);
 
  private:
