@@ -25,10 +25,15 @@
 // * request_stop() may come from any thread (a handle, a signal, the writer after SHUTDOWN): it
 //   posts to the io_context. Shutdown order: stop accepting and refuse new requests, let the
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
+// * Signals (SIGTERM, SIGINT, SIGHUP) reach the I/O thread only: it unblocks them when the
+//   server is made, and the writer thread (and every thread it starts) is started with them
+//   blocked (SignalsBlocked below), so Asio's handler always runs on one thread.
 // Files: server_impl.hpp (Server::Impl, the I/O thread's state), session.{hpp,cpp} (one client
 // connection: reads, parsing, replies), this file (accept, budgets, stop, STATS, systemd).
 #include "server.hpp"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +65,30 @@ Config with_absolute_database(Config config) {
   return config;
 }
 
+// The signals pasyn-writerd handles: SIGTERM and SIGINT stop it, SIGHUP is logged.
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (const int signo : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, signo);
+  return set;
+}
+
+// Blocks the handled signals on the calling thread for its lifetime (the threads it starts
+// meanwhile inherit the mask), then restores the mask.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() {
+    const sigset_t set = handled_signals();
+    ::pthread_sigmask(SIG_BLOCK, &set, &saved_);
+  }
+  ~SignalsBlocked() { ::pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  SignalsBlocked(const SignalsBlocked&) = delete;
+  SignalsBlocked& operator=(const SignalsBlocked&) = delete;
+
+ private:
+  sigset_t saved_;
+};
+
 }  // namespace
 
 Server::Impl::Impl(Config config)
@@ -67,8 +96,15 @@ Server::Impl::Impl(Config config)
       lock_(std::in_place, config_.database_path, config_.lock_database_file),
       writer_(config_) {
   writer_.attach_feed(feed_);
-  // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind.
-  if (config_.handle_signals) signals_.emplace(io_, SIGTERM, SIGINT, SIGHUP);
+  // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind. On this
+  // thread, the one that runs run(): unblocked, since a daemon started with them blocked (by a
+  // thread of a program that takes its signals with sigwait, say) would leave SIGTERM pending
+  // for ever; the writer thread takes none of them (run()).
+  if (config_.handle_signals) {
+    const sigset_t set = handled_signals();
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    signals_.emplace(io_, SIGTERM, SIGINT, SIGHUP);
+  }
   error_code ec;
   if (config_.listen_fd >= 0) {  // socket activation: systemd bound and listens already
     const int fd = std::exchange(config_.listen_fd, -1);
@@ -133,6 +169,9 @@ bool Server::Impl::check_before_lock() {
 void Server::Impl::run() {
   const bool writer_io = config_.writer_runs_io();
   auto start_writer = [this] {
+    // Not on the writer thread, nor on the backup threads it starts: Asio installs its handler
+    // without SA_RESTART, so one run there would interrupt a system call of SQLite's.
+    const SignalsBlocked blocked;
     writer_.start([this] { request_stop(); },
                   [this] { asio::post(io_, [this] { on_writer_drained(); }); });
   };

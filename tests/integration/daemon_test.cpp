@@ -12,11 +12,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -342,6 +344,61 @@ TEST_F(SigtermTest, WorkQueuedInTheDaemonIsFinishedBeforeItExits) {
   ASSERT_NO_FATAL_FAILURE(start_daemon({"--max-inflight", std::to_string(kRequests + 10)}));
   const auto out = submit_then_sigterm(true);
   EXPECT_EQ(out.acked.size(), std::size_t{kRequests});
+}
+
+// The stop signals (SIGTERM, SIGINT, SIGHUP) blocked in each thread of `pid`, by thread id.
+std::vector<std::pair<pid_t, bool>> stop_signals_blocked(pid_t pid) {
+  std::vector<std::pair<pid_t, bool>> out;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream status(read_file(task.path() / "status"));
+    for (std::string line; std::getline(status, line);) {
+      if (!line.starts_with("SigBlk:")) continue;
+      const auto mask = std::stoull(line.substr(line.find_first_not_of(" \t", 7)), nullptr, 16);
+      const auto bit = [&](int signo) { return (mask >> (signo - 1)) & 1; };
+      EXPECT_TRUE(bit(SIGTERM) == bit(SIGINT) && bit(SIGINT) == bit(SIGHUP)) << line;
+      out.emplace_back(std::stoi(task.path().filename().string()), bit(SIGTERM));
+    }
+  }
+  return out;
+}
+
+// The stop signals reach the thread that runs the I/O loop and never the writer's, in both
+// layouts: Asio installs its handler without SA_RESTART, so a signal the writer thread took
+// would interrupt the system call of SQLite's it lands in.
+TEST_F(DaemonTest, OnlyTheMainThreadTakesTheStopSignals) {
+  for (const char* writer_io : {"off", "on"}) {
+    SCOPED_TRACE(std::string("--writer-io ") + writer_io);
+    ASSERT_NO_FATAL_FAILURE(start_daemon({"--writer-io", writer_io}));
+    const pid_t pid = daemon_.pid();
+    // The listening socket comes before the writer thread with --writer-io on.
+    ASSERT_TRUE(eventually([&] { return stop_signals_blocked(pid).size() >= 2; }, kReplyTimeout));
+    for (const auto& [tid, blocked] : stop_signals_blocked(pid)) {
+      EXPECT_EQ(blocked, tid != pid) << "thread " << tid << " of " << pid;
+    }
+    auto client = connect_client();
+    EXPECT_TRUE(client.ping());
+    client.close();
+    stop_daemon();
+  }
+}
+
+// A daemon started with the stop signals blocked (by a thread of a program that takes its own
+// signals with sigwait, say) would leave SIGTERM pending for ever: it unblocks them.
+TEST_F(DaemonTest, ADaemonStartedWithTheStopSignalsBlockedStillStopsOnSigterm) {
+  sigset_t set, saved;
+  sigemptyset(&set);
+  for (const int signo : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, signo);
+  ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &set, &saved), 0);
+  start_daemon();  // the child inherits this thread's mask
+  ASSERT_EQ(::pthread_sigmask(SIG_SETMASK, &saved, nullptr), 0);
+  ASSERT_FALSE(HasFatalFailure());
+  auto client = connect_client();
+  client.execute("CREATE TABLE t (x)");
+  client.close();
+  stop_daemon();  // exit status 0 within the stop timeout
+  EXPECT_EQ(query_int("SELECT count(*) FROM t"), 0);
 }
 
 TEST_F(DaemonTest, ShutdownServerMakesTheDaemonExitCleanlyAndRemoveItsSocket) {
