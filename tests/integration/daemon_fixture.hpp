@@ -178,6 +178,8 @@ class RawPeer {
   RawPeer& operator=(const RawPeer&) = delete;
 
   bool connected() const { return fd_ >= 0; }
+  /// The daemon closed the connection (EOF or reset seen by a read).
+  bool closed() const { return closed_; }
   bool send(const std::vector<std::uint8_t>& bytes);
   /// Shuts the sending side only (shutdown(SHUT_WR)): the daemon reads EOF, we can still read.
   void shutdown_send();
