@@ -356,7 +356,7 @@ std::vector<std::pair<pid_t, bool>> stop_signals_blocked(pid_t pid) {
     for (std::string line; std::getline(status, line);) {
       if (!line.starts_with("SigBlk:")) continue;
       const auto mask = std::stoull(line.substr(line.find_first_not_of(" \t", 7)), nullptr, 16);
-      const auto bit = [&](int signo) { return (mask >> (signo - 1)) & 1; };
+      const auto bit = [&](int signo) { return ((mask >> (signo - 1)) & 1) != 0; };
       EXPECT_TRUE(bit(SIGTERM) == bit(SIGINT) && bit(SIGINT) == bit(SIGHUP)) << line;
       out.emplace_back(std::stoi(task.path().filename().string()), bit(SIGTERM));
     }
