@@ -25,9 +25,11 @@
 // * request_stop() may come from any thread (a handle, a signal, the writer after SHUTDOWN): it
 //   posts to the io_context. Shutdown order: stop accepting and refuse new requests, let the
 //   writer drain its queue and checkpoint, flush every session's replies, remove the socket.
-// * Signals (SIGTERM, SIGINT, SIGHUP) reach the I/O thread only: it unblocks them when the
-//   server is made, and the writer thread (and every thread it starts) is started with them
-//   blocked (SignalsBlocked below), so Asio's handler always runs on one thread.
+// * Signals (SIGTERM, SIGINT, SIGHUP) reach the thread that calls Server::run() only (the I/O
+//   thread, or with --writer-io the one standing by): it unblocks them when the server is made,
+//   and the writer thread (and every thread it starts) is started with them blocked
+//   (SignalsBlocked below). Asio's handler only writes to a pipe, which whichever thread runs
+//   the io_context reads.
 // Files: server_impl.hpp (Server::Impl, the I/O thread's state), session.{hpp,cpp} (one client
 // connection: reads, parsing, replies), this file (accept, budgets, stop, STATS, systemd).
 #include "server.hpp"
@@ -96,14 +98,16 @@ Server::Impl::Impl(Config config)
       lock_(std::in_place, config_.database_path, config_.lock_database_file),
       writer_(config_) {
   writer_.attach_feed(feed_);
-  // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind. On this
-  // thread, the one that runs run(): unblocked, since a daemon started with them blocked (by a
+  // Catch SIGTERM before anyone can connect, so a stop never leaves the socket behind. Then
+  // unblocked on this thread, the one that runs run(): a daemon started with them blocked (by a
   // thread of a program that takes its signals with sigwait, say) would leave SIGTERM pending
-  // for ever; the writer thread takes none of them (run()).
+  // for ever. In this order, a SIGTERM that came while they were blocked (during --lock-wait,
+  // say) finds Asio's handler, and stops the daemon as any other does. The writer thread takes
+  // none of them (run()).
   if (config_.handle_signals) {
+    signals_.emplace(io_, SIGTERM, SIGINT, SIGHUP);
     const sigset_t set = handled_signals();
     ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
-    signals_.emplace(io_, SIGTERM, SIGINT, SIGHUP);
   }
   error_code ec;
   if (config_.listen_fd >= 0) {  // socket activation: systemd bound and listens already

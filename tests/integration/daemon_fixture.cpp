@@ -143,18 +143,13 @@ std::optional<int> Process::wait_exit(Clock::duration timeout) {
 
 namespace {
 
-// Every thread's stack of a process that is about to be killed for not exiting in time, on
-// stderr (the test's output), so that a hang seen once (CI's TSan run at stop 38: a daemon that
-// did not exit within 20 s of SIGTERM) can be understood from the log. gdb, when installed
-// (scripts/install-deps.sh installs it); bounded, so a stuck gdb never holds the test up.
-void print_stacks(pid_t pid) {
-  static constexpr const char* kGdb = "/usr/bin/gdb";
-  if (::access(kGdb, X_OK) != 0) {
-    std::cerr << "(no " << kGdb << ": no stacks of pid " << pid << ")\n";
-    return;
-  }
-  // Its signals first (pending, blocked, ignored, caught; the process's and each thread's): a
-  // process that did not stop on SIGTERM may never have received it.
+// The signals (pending, blocked, ignored, caught; each thread's) and every thread's stack of a
+// process that is about to be killed for not exiting in time, on stderr (the test's output), so
+// that a hang seen once can be understood from the log (CI's TSan run at stop 38: a daemon that
+// did not exit within 20 s of SIGTERM, which it had been sent and had lost). The stacks with
+// gdb, when installed (scripts/install-deps.sh installs it), bounded so that a stuck gdb never
+// holds the test up.
+void print_signals_and_stacks(pid_t pid) {
   std::cerr << "---- signals of pid " << pid << " before SIGKILL ----\n";
   std::error_code ec;
   for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
@@ -165,14 +160,19 @@ void print_stacks(pid_t pid) {
     }
     std::cerr << "\n";
   }
+  static constexpr const char* kGdb = "/usr/bin/gdb";
+  if (::access(kGdb, X_OK) != 0) {
+    std::cerr << "(no " << kGdb << ": no stacks)" << std::endl;
+    return;
+  }
   std::cerr << "---- stacks of pid " << pid << " before SIGKILL (gdb) ----" << std::endl;
   const std::string target = std::to_string(pid);
   const pid_t gdb = ::fork();
   if (gdb < 0) return;
   if (gdb == 0) {  // only async-signal-safe calls until exec; stdout to our stderr
     ::dup2(2, 1);
-    ::execl(kGdb, "gdb", "-nx", "-batch", "-p", target.c_str(), "-ex", "thread apply all bt",
-            static_cast<char*>(nullptr));
+    ::execl(kGdb, "gdb", "-nx", "-batch", "-iex", "set debuginfod enabled off", "-p",
+            target.c_str(), "-ex", "thread apply all bt", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   Process waiter;
@@ -185,7 +185,7 @@ void print_stacks(pid_t pid) {
 
 std::pair<int, bool> Process::wait_or_kill(Clock::duration timeout) {
   if (auto status = wait_exit(timeout)) return {*status, false};
-  print_stacks(pid_);
+  if (pid_ > 0) print_signals_and_stacks(pid_);
   signal(SIGKILL);
   return {wait_exit(kStopTimeout).value_or(-1), true};
 }
@@ -634,17 +634,16 @@ void DaemonTest::start_daemon(const std::vector<std::string>& extra) {
   ASSERT_TRUE(wait_until_serving(daemon_, sock_));
 }
 
-::testing::AssertionResult DaemonTest::wait_until_serving(Process& daemon,
-                                                          const std::string& socket) {
+::testing::AssertionResult wait_until_serving(Process& daemon, const std::string& socket) {
   const auto deadline = Clock::now() + kStartTimeout;
   while (Clock::now() < deadline) {
     // A HELLO answered (HELLO_OK, or the refusal of a peer the daemon does not admit): its I/O
-    // loop runs. connect() alone succeeds once the socket listens, before the
-    // daemon has started its writer thread and its loop, and under ThreadSanitizer a SIGTERM sent
-    // in that first moment was lost now and then (CI at stop 38: a test that stopped the daemon
-    // right after a start saw it never exit; by hand 5 of 650 starts signalled after connect(),
-    // 0 of 400 signalled after an answer; 0 of 490 in the Release build, with 30 ms pauses at
-    // each step of the start or without).
+    // loop runs. connect() alone succeeds once the socket listens, before the daemon has started
+    // its writer thread and its loop, and under ThreadSanitizer a SIGTERM sent in that first
+    // moment was lost now and then (CI at stop 38: a test that stopped the daemon right after a
+    // start saw it never exit; by hand 5 of 650 starts signalled after connect(), 0 of 400
+    // signalled after an answer; 0 of 490 in the Release build, with 30 ms pauses at each step
+    // of the start or without).
     RawPeer peer(socket);
     if (peer.connected()) {
       std::vector<std::uint8_t> hello;

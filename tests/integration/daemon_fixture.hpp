@@ -91,8 +91,9 @@ class Process {
   /// `timeout`.
   std::optional<int> wait_exit(Clock::duration timeout);
 
-  /// wait_exit(timeout), then SIGKILL as a last resort (after printing every thread's stack to
-  /// stderr, with gdb when installed); returns the status and whether it had to be killed.
+  /// wait_exit(timeout), then SIGKILL as a last resort (after printing each thread's signal
+  /// masks, and its stack with gdb when installed, to stderr); returns the status and whether
+  /// it had to be killed.
   std::pair<int, bool> wait_or_kill(Clock::duration timeout);
 
  private:
@@ -300,6 +301,10 @@ AsUser run_as(uid_t uid, gid_t gid, const std::function<void(StepLog&)>& script)
 
 // ---- The daemon fixture -----------------------------------------------------------------------
 
+/// Waits (bounded by kStartTimeout) until the daemon on `socket` answers a HELLO (HELLO_OK, or
+/// the refusal of a peer it does not admit), failing early if `daemon` exits.
+::testing::AssertionResult wait_until_serving(Process& daemon, const std::string& socket);
+
 /// Starts pasyn-writerd on a fresh database and socket in a temporary directory, and stops it
 /// with SIGTERM after the test, expecting a clean exit.
 class DaemonTest : public ::testing::Test {
@@ -311,11 +316,8 @@ class DaemonTest : public ::testing::Test {
   std::vector<std::string> daemon_args(const std::vector<std::string>& extra,
                                        const std::string& socket) const;
 
-  /// Starts the daemon and waits (bounded) until its socket accepts connections.
+  /// Starts the daemon and waits (bounded) until it answers on its socket.
   void start_daemon(const std::vector<std::string>& extra = {});
-
-  /// Waits (bounded) until `socket` accepts connections, failing early if `daemon` exits.
-  static ::testing::AssertionResult wait_until_serving(Process& daemon, const std::string& socket);
 
   /// SIGTERM, a bounded wait, SIGKILL as a last resort; expects exit status 0.
   void stop_daemon();

@@ -51,20 +51,9 @@ class ReadersTest : public ::testing::Test {
   }
 
   ::testing::AssertionResult wait_until_serving() {
-    const auto deadline = Clock::now() + kStartTimeout;
-    while (Clock::now() < deadline) {
-      if (const int fd = connect_unix(sock_); fd >= 0) {
-        ::close(fd);
-        return ::testing::AssertionSuccess();
-      }
-      if (auto status = daemon_.wait_exit(0s)) {
-        return ::testing::AssertionFailure()
-               << "pasyn-writerd exited: " << describe_status(*status) << "\n"
-               << read_file(log_);
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    return ::testing::AssertionFailure() << "no socket after 10 s\n" << read_file(log_);
+    auto answered = pasyn::itest::wait_until_serving(daemon_, sock_);
+    if (!answered) answered << "\n" << read_file(log_);
+    return answered;
   }
 
   void stop_daemon() {
