@@ -7,8 +7,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 Value = Union[None, bool, int, float, str, bytes, bytearray, memoryview]
 Row = Tuple[Any, ...]
 Params = Union[None, Sequence[Value], Mapping[str, Value], Value]
-# A path as the functions that take one accept it (as sqlite3.connect): str or os.PathLike.
-_StrPath = Union[str, os.PathLike[str]]
+# A path as the functions that take one accept it (as sqlite3.connect): str, bytes (the file
+# system's encoding) or os.PathLike of either.
+_StrPath = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 class SqliteError(Exception):
     sqlite_errorcode: int  # as sqlite3.Error's (typeshed): set when SQLite gave a code

@@ -6,6 +6,7 @@
 #include <pasyn/client.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <string>
@@ -78,7 +79,9 @@ void bind_writer(nb::module_& m);
 void bind_feed(nb::module_& m);
 /// MultiplexedClient.subscribe(): a ChangeFeed object (feed.cpp); with `epoch`, resuming after
 /// `after_seq` of that daemon run only (ValueError without `after_seq`).
-nb::object subscribe(MultiplexedClient& client, std::vector<std::string> tables,
-                     std::optional<std::uint64_t> after_seq, std::optional<std::uint64_t> epoch);
+/// `tables`: None (every table) or an iterable of str; the integers as to_u64 takes them.
+nb::object subscribe(MultiplexedClient& client, nb::handle tables,
+                     const std::optional<nb::int_>& after_seq,
+                     const std::optional<nb::int_>& epoch);
 
 }  // namespace pasyn::python

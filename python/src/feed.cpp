@@ -72,8 +72,24 @@ struct PyFeed {
 
 }  // namespace
 
-nb::object subscribe(MultiplexedClient& client, std::vector<std::string> tables,
-                     std::optional<std::uint64_t> after_seq, std::optional<std::uint64_t> epoch) {
+nb::object subscribe(MultiplexedClient& client, nb::handle tables_arg,
+                     const std::optional<nb::int_>& after_seq_arg,
+                     const std::optional<nb::int_>& epoch_arg) {
+  std::vector<std::string> tables;
+  if (!tables_arg.is_none()) {
+    if (nb::isinstance<nb::str>(tables_arg)) {
+      throw nb::type_error("subscribe(): tables is a list of table names, not one str");
+    }
+    for (nb::handle t : nb::iter(tables_arg)) {
+      if (!nb::isinstance<nb::str>(t)) throw nb::type_error("subscribe(): a table name is a str");
+      tables.emplace_back(utf8(nb::borrow<nb::str>(t)));
+    }
+  }
+  const auto u64 = [](const std::optional<nb::int_>& v) -> std::optional<std::uint64_t> {
+    if (!v) return std::nullopt;
+    return to_u64(*v);
+  };
+  const std::optional<std::uint64_t> after_seq = u64(after_seq_arg), epoch = u64(epoch_arg);
   // An epoch names the run an after_seq belongs to: alone it names no resume point.
   if (epoch && !after_seq)
     throw nb::value_error("subscribe(): epoch needs after_seq (a commit of that epoch)");

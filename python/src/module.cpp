@@ -11,7 +11,6 @@
 // the read side's classes (server handle, OpenFlags, Cursor, Connection, ReadPool), each
 // short, with the NB_MODULE that registers them all.
 #include <nanobind/nanobind.h>
-#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -24,8 +23,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <future>
 #include <memory>
@@ -312,9 +313,7 @@ NB_MODULE(_core, m) {
       "reset"_a = false);
   m.def(
       "default_socket_path",
-      [](const std::filesystem::path& database_path) {
-        return pasyn::default_socket_path(database_path.string());
-      },
+      [](nb::handle database_path) { return pasyn::default_socket_path(fs_path(database_path)); },
       "database_path"_a);
 
   // -- writer server
@@ -347,12 +346,12 @@ NB_MODULE(_core, m) {
 
   m.def(
       "start_writer_server",
-      [](const std::filesystem::path& database_path,
-         std::optional<std::filesystem::path> socket_path, std::optional<double> lock_wait,
+      [](nb::handle database_path, nb::handle socket_path, std::optional<double> lock_wait,
          std::optional<double> transaction_idle_timeout, std::optional<std::string> synchronous,
          std::optional<double> busy_timeout) {
         ServerOptions options;
-        if (socket_path) options.socket_path = socket_path->string();
+        const std::string database = fs_path(database_path);
+        if (!socket_path.is_none()) options.socket_path = fs_path(socket_path);
         if (lock_wait) options.lock_wait = to_ms(lock_wait);
         if (transaction_idle_timeout) {
           options.transaction_idle_timeout = to_ms(transaction_idle_timeout);
@@ -368,11 +367,11 @@ NB_MODULE(_core, m) {
           }
         }
         nb::gil_scoped_release release;
-        return start_writer_server(database_path.string(), options);
+        return start_writer_server(database, options);
       },
-      "database_path"_a, "socket_path"_a = nb::none(), nb::kw_only(), "lock_wait"_a = nb::none(),
-      "transaction_idle_timeout"_a = nb::none(), "synchronous"_a = nb::none(),
-      "busy_timeout"_a = nb::none());
+      "database_path"_a, "socket_path"_a.none() = nb::none(), nb::kw_only(),
+      "lock_wait"_a = nb::none(), "transaction_idle_timeout"_a = nb::none(),
+      "synchronous"_a = nb::none(), "busy_timeout"_a = nb::none());
 
   // -- OpenFlags
   nb::class_<OpenFlags>(m, "OpenFlags")
@@ -413,9 +412,9 @@ NB_MODULE(_core, m) {
            })
       .def(
           "fetchmany",
-          [](PyCursor& c, std::optional<std::int64_t> size) {
-            const auto n =
-                static_cast<std::size_t>(std::max<std::int64_t>(0, size.value_or(c.arraysize)));
+          [](PyCursor& c, std::optional<nb::int_> size) {
+            const std::int64_t want = size ? to_int(*size, INT64_MIN, INT64_MAX) : c.arraysize;
+            const auto n = static_cast<std::size_t>(std::max<std::int64_t>(0, want));
             auto rows = c.with([&](Cursor& cur) { return cur.fetchmany(n); });
             return to_python(rows);
           },
@@ -425,7 +424,9 @@ NB_MODULE(_core, m) {
              auto rows = c.with([](Cursor& cur) { return cur.fetchall(); });
              return to_python(rows);
            })
-      .def_rw("arraysize", &PyCursor::arraysize)
+      .def_prop_rw(
+          "arraysize", [](PyCursor& c) { return c.arraysize; },
+          [](PyCursor& c, const nb::int_& n) { c.arraysize = to_int(n, INT64_MIN, INT64_MAX); })
       .def_prop_ro("description",
                    [](PyCursor& c) -> nb::object {
                      const auto names = c.with([](Cursor& cur) { return cur.column_names(); });
@@ -455,11 +456,10 @@ NB_MODULE(_core, m) {
   nb::class_<PyConnection>(m, "Connection")
       .def(
           "__init__",
-          [](PyConnection* self, const std::filesystem::path& path,
-             std::optional<OpenFlags> flags) {
+          [](PyConnection* self, nb::handle path_arg, std::optional<OpenFlags> flags) {
+            const std::string path = fs_path(path_arg);
             auto c = unlocked([&] {
-              return connect(path.string(),
-                             flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
+              return connect(path, flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
             });
             new (self) PyConnection();
             self->owned = std::make_unique<Connection>(std::move(c));
@@ -471,11 +471,14 @@ NB_MODULE(_core, m) {
           nb::rv_policy::take_ownership)
       .def_static(
           "shared_memory",
-          [](const std::string& name) { return make_connection(Connection::shared_memory(name)); },
+          [](const nb::str& name) {
+            return make_connection(Connection::shared_memory(std::string(utf8(name))));
+          },
           "name"_a, nb::rv_policy::take_ownership)
       .def(
           "execute",
-          [](PyConnection& self, std::string_view sql, nb::handle params) {
+          [](PyConnection& self, const nb::str& sql_arg, nb::handle params) {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             return self.with([&](Connection& c) {
               return dispatch(
@@ -486,7 +489,8 @@ NB_MODULE(_core, m) {
           "sql"_a, "params"_a.none() = nb::none())
       .def(
           "execute_fetchall",
-          [](PyConnection& self, std::string_view sql, nb::handle params) {
+          [](PyConnection& self, const nb::str& sql_arg, nb::handle params) {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             auto rows = self.with([&](Connection& c) {
               return dispatch(
@@ -498,7 +502,8 @@ NB_MODULE(_core, m) {
           "sql"_a, "params"_a.none() = nb::none())
       .def(
           "execute_fetchone",
-          [](PyConnection& self, std::string_view sql, nb::handle params) -> nb::object {
+          [](PyConnection& self, const nb::str& sql_arg, nb::handle params) -> nb::object {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             auto row = self.with([&](Connection& c) {
               return dispatch(
@@ -511,7 +516,8 @@ NB_MODULE(_core, m) {
           "sql"_a, "params"_a.none() = nb::none())
       .def(
           "executescript",
-          [](PyConnection& self, std::string_view sql) {
+          [](PyConnection& self, const nb::str& sql_arg) {
+            const std::string_view sql = utf8(sql_arg);
             self.with([&](Connection& c) {
               c.executescript(sql);
               return 0;
@@ -520,7 +526,8 @@ NB_MODULE(_core, m) {
           "sql"_a)
       .def(
           "cursor",
-          [](nb::object self, std::string_view sql, nb::handle params) {
+          [](nb::object self, const nb::str& sql_arg, nb::handle params) {
+            const std::string_view sql = utf8(sql_arg);
             auto& conn = nb::cast<PyConnection&>(self);
             AnyParams p = to_params(params);
             auto cursor = conn.with([&](Connection& c) {
@@ -554,7 +561,8 @@ NB_MODULE(_core, m) {
            })
       .def(
           "set_busy_timeout",
-          [](PyConnection& self, int ms) {
+          [](PyConnection& self, const nb::int_& ms_arg) {
+            const int ms = static_cast<int>(to_int(ms_arg, INT_MIN, INT_MAX));
             self.with([&](Connection& c) {
               c.set_busy_timeout(ms);
               return 0;
@@ -564,7 +572,8 @@ NB_MODULE(_core, m) {
       .def("interrupt", [](PyConnection& self) { self.interrupt(); })
       .def(
           "get_column_names",
-          [](PyConnection& self, std::string_view sql) {
+          [](PyConnection& self, const nb::str& sql_arg) {
+            const std::string_view sql = utf8(sql_arg);
             return self.with([&](Connection& c) { return c.column_names(sql); });
           },
           "sql"_a)
@@ -593,10 +602,10 @@ NB_MODULE(_core, m) {
 
   m.def(
       "connect",
-      [](const std::filesystem::path& path, std::optional<OpenFlags> flags) {
+      [](nb::handle path_arg, std::optional<OpenFlags> flags) {
+        const std::string path = fs_path(path_arg);
         auto c = unlocked([&] {
-          return connect(path.string(),
-                         flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
+          return connect(path, flags.value_or(OpenFlags::readwrite() | OpenFlags::create()));
         });
         return make_connection(std::move(c));
       },
@@ -606,9 +615,10 @@ NB_MODULE(_core, m) {
   nb::class_<ReadPool>(m, "ReadPool")
       .def(
           "__init__",
-          [](ReadPool* self, const std::filesystem::path& path, std::size_t size,
+          [](ReadPool* self, nb::handle path, const nb::int_& size,
              std::optional<OpenFlags> flags) {
-            new (self) ReadPool(path.string(), size, flags.value_or(OpenFlags::readonly()));
+            const auto n = static_cast<std::size_t>(to_int(size, 0, INT64_MAX));
+            new (self) ReadPool(fs_path(path), n, flags.value_or(OpenFlags::readonly()));
           },
           "path"_a, "size"_a = 4, "flags"_a = nb::none())
       .def(

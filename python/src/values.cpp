@@ -154,4 +154,37 @@ nb::list to_python(const std::vector<Row>& rows) {
   return result;
 }
 
+std::string_view utf8(const nb::str& s) {
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(s.ptr(), &size);
+  if (data == nullptr) throw nb::python_error();
+  return {data, static_cast<std::size_t>(size)};
+}
+
+std::string fs_path(nb::handle path) {
+  PyObject* bytes = nullptr;
+  if (PyUnicode_FSConverter(path.ptr(), &bytes) == 0) throw nb::python_error();
+  const nb::object owner = nb::steal(bytes);
+  return {PyBytes_AS_STRING(bytes), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes))};
+}
+
+std::int64_t to_int(const nb::int_& value, std::int64_t lo, std::int64_t hi) {
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+  if (overflow != 0 || v < lo || v > hi) {
+    const std::string message =
+        "int out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    PyErr_SetString(PyExc_OverflowError, message.c_str());
+    throw nb::python_error();
+  }
+  return v;
+}
+
+std::uint64_t to_u64(const nb::int_& value) {
+  const unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
+  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw nb::python_error();
+  return v;
+}
+
 }  // namespace pasyn::python

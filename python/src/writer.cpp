@@ -4,7 +4,6 @@
 // The blocking and asynchronous statement calls the two classes share are defined once
 // (def_statement_calls, def_async_statement_calls).
 #include <nanobind/nanobind.h>
-#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -200,7 +199,8 @@ template <typename Py, auto Get>
 void def_async_statement_calls(nb::class_<Py>& cls) {
   cls.def(
          "_execute_async",
-         [](Py& self, std::string_view sql, nb::handle params, bool rowid, nb::object callback) {
+         [](Py& self, const nb::str& sql_arg, nb::handle params, bool rowid, nb::object callback) {
+           const std::string_view sql = utf8(sql_arg);
            AnyParams p = to_params(params);
            auto& c = (self.*Get)();
            auto future = unlocked([&] {
@@ -219,7 +219,8 @@ void def_async_statement_calls(nb::class_<Py>& cls) {
          "sql"_a, "params"_a.none(), "rowid"_a, "callback"_a)
       .def(
           "_execute_fetchall_async",
-          [](Py& self, std::string_view sql, nb::handle params, nb::object callback) {
+          [](Py& self, const nb::str& sql_arg, nb::handle params, nb::object callback) {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             auto& c = (self.*Get)();
             auto future = unlocked([&] {
@@ -232,7 +233,8 @@ void def_async_statement_calls(nb::class_<Py>& cls) {
           "sql"_a, "params"_a.none(), "callback"_a)
       .def(
           "_executescript_async",
-          [](Py& self, std::string_view sql, nb::object callback) {
+          [](Py& self, const nb::str& sql_arg, nb::object callback) {
+            const std::string_view sql = utf8(sql_arg);
             auto& c = (self.*Get)();
             auto future = unlocked([&] { return c.executescript_async(sql); });
             submit_in(self, std::move(future), &none_result, std::move(callback));
@@ -247,7 +249,8 @@ template <typename Py, auto Get>
 void def_statement_calls(nb::class_<Py>& cls) {
   cls.def(
          "execute",
-         [](Py& self, std::string_view sql, nb::handle params, std::optional<double> timeout) {
+         [](Py& self, const nb::str& sql_arg, nb::handle params, std::optional<double> timeout) {
+           const std::string_view sql = utf8(sql_arg);
            AnyParams p = to_params(params);
            const auto bound = to_timeout(timeout);
            auto& c = (self.*Get)();
@@ -262,7 +265,8 @@ void def_statement_calls(nb::class_<Py>& cls) {
          "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_returning_rowid",
-          [](Py& self, std::string_view sql, nb::handle params, std::optional<double> timeout) {
+          [](Py& self, const nb::str& sql_arg, nb::handle params, std::optional<double> timeout) {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
@@ -279,7 +283,8 @@ void def_statement_calls(nb::class_<Py>& cls) {
           "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_many",
-          [](Py& self, std::string_view sql, nb::handle batch, std::optional<double> timeout) {
+          [](Py& self, const nb::str& sql_arg, nb::handle batch, std::optional<double> timeout) {
+            const std::string_view sql = utf8(sql_arg);
             auto b = to_params_batch(batch);
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
@@ -295,7 +300,8 @@ void def_statement_calls(nb::class_<Py>& cls) {
           "sql"_a, "params_batch"_a, nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "executescript",
-          [](Py& self, std::string_view sql, std::optional<double> timeout) {
+          [](Py& self, const nb::str& sql_arg, std::optional<double> timeout) {
+            const std::string_view sql = utf8(sql_arg);
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
             unlocked([&] {
@@ -306,7 +312,8 @@ void def_statement_calls(nb::class_<Py>& cls) {
           "sql"_a, nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_fetchall",
-          [](Py& self, std::string_view sql, nb::handle params, std::optional<double> timeout) {
+          [](Py& self, const nb::str& sql_arg, nb::handle params, std::optional<double> timeout) {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
@@ -322,8 +329,9 @@ void def_statement_calls(nb::class_<Py>& cls) {
           "sql"_a, "params"_a.none() = nb::none(), nb::kw_only(), "timeout"_a.none() = nb::none())
       .def(
           "execute_fetchone",
-          [](Py& self, std::string_view sql, nb::handle params,
+          [](Py& self, const nb::str& sql_arg, nb::handle params,
              std::optional<double> timeout) -> nb::object {
+            const std::string_view sql = utf8(sql_arg);
             AnyParams p = to_params(params);
             const auto bound = to_timeout(timeout);
             auto& c = (self.*Get)();
@@ -375,7 +383,8 @@ void bind_writer(nb::module_& m) {
       // The rest of the asynchronous forms (see def_async_statement_calls).
       .def(
           "_execute_many_async",
-          [](PyTransaction& t, std::string_view sql, nb::handle batch, nb::object callback) {
+          [](PyTransaction& t, const nb::str& sql_arg, nb::handle batch, nb::object callback) {
+            const std::string_view sql = utf8(sql_arg);
             auto b = to_params_batch(batch);
             Transaction& tx = t.get();
             auto future = unlocked([&] {
@@ -448,13 +457,14 @@ void bind_writer(nb::module_& m) {
   client
       .def(
           "__init__",
-          [](PyClient* self, const std::filesystem::path& socket_path,
-             std::optional<double> connect_timeout, std::optional<double> timeout) {
+          [](PyClient* self, nb::handle socket_path_arg, std::optional<double> connect_timeout,
+             std::optional<double> timeout) {
+            const std::string socket_path = fs_path(socket_path_arg);
             ClientOptions options;
             if (connect_timeout) options.connect_timeout = to_ms(connect_timeout);
             if (timeout) options.request_timeout = to_ms(timeout);
-            auto client = unlocked(
-                [&] { return std::make_unique<MultiplexedClient>(socket_path.string(), options); });
+            auto client =
+                unlocked([&] { return std::make_unique<MultiplexedClient>(socket_path, options); });
             new (self) PyClient();
             self->client = std::move(client);
             self->threads = std::make_unique<ThreadTransactions>(*self->client);
@@ -523,12 +533,11 @@ void bind_writer(nb::module_& m) {
            })
       .def(
           "subscribe",
-          [](PyClient& self, std::optional<std::vector<std::string>> tables,
-             std::optional<std::uint64_t> after_seq, std::optional<std::uint64_t> epoch) {
-            return subscribe(self.get(), tables.value_or(std::vector<std::string>{}), after_seq,
-                             epoch);
+          [](PyClient& self, nb::handle tables, std::optional<nb::int_> after_seq,
+             std::optional<nb::int_> epoch) {
+            return subscribe(self.get(), tables, after_seq, epoch);
           },
-          "tables"_a = nb::none(), nb::kw_only(), "after_seq"_a = nb::none(),
+          "tables"_a.none() = nb::none(), nb::kw_only(), "after_seq"_a = nb::none(),
           "epoch"_a = nb::none())
       .def_prop_ro("socket_path", [](PyClient& self) { return self.get().socket_path(); })
       .def("close", &PyClient::close)
@@ -541,7 +550,8 @@ void bind_writer(nb::module_& m) {
       // The rest of the asynchronous forms (see def_async_statement_calls).
       .def(
           "_execute_many_async",
-          [](PyClient& self, std::string_view sql, nb::handle batch, nb::object callback) {
+          [](PyClient& self, const nb::str& sql_arg, nb::handle batch, nb::object callback) {
+            const std::string_view sql = utf8(sql_arg);
             auto b = to_params_batch(batch);
             auto& c = self.get();
             auto* p = std::get_if<std::vector<Params>>(&b);

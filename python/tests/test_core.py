@@ -86,6 +86,74 @@ def test_types_round_trip(client, db_path):
         client.execute("INSERT INTO t (a) VALUES (?)", [object()])
 
 
+def test_arguments_of_the_right_type_that_do_not_convert_raise_what_sqlite3_raises(
+        client, tmpdir_path):
+    # A str with a lone surrogate has no UTF-8: UnicodeEncodeError, as sqlite3 raises it, on
+    # every kind of object that takes SQL (it was a TypeError naming the signatures).
+    lone = "SELECT '\ud800'"
+    with pytest.raises(UnicodeEncodeError):
+        client.execute(lone)
+    with pytest.raises(UnicodeEncodeError):
+        client.execute_fetchall(lone)
+    with client.begin_exclusive() as tx:
+        with pytest.raises(UnicodeEncodeError):
+            tx.execute(lone)
+    with pytest.raises(UnicodeEncodeError):
+        client.execute("SELECT ?", ["\udfff"])
+    with core.Connection.memory() as conn:
+        with pytest.raises(UnicodeEncodeError):
+            conn.execute_fetchall(lone)
+        with pytest.raises(UnicodeEncodeError):
+            conn.cursor(lone)
+        # Numbers out of a C int's range: OverflowError, not TypeError.
+        with pytest.raises(OverflowError):
+            conn.set_busy_timeout(2**40)
+        with pytest.raises(TypeError):
+            conn.set_busy_timeout(1.5)
+        conn.set_busy_timeout(100)
+        cursor = conn.cursor("SELECT 1 UNION ALL SELECT 2")
+        with pytest.raises(OverflowError):
+            cursor.fetchmany(2**70)
+        with pytest.raises(OverflowError):
+            cursor.arraysize = 2**70
+        cursor.arraysize = 2
+        assert cursor.fetchmany() == [(1,), (2,)]
+    with pytest.raises(UnicodeEncodeError):
+        core.Connection.shared_memory("\ud800")
+    # Paths as sqlite3.connect takes them: ValueError for an embedded NUL, TypeError for what is
+    # not a path, bytes allowed.
+    nul = os.path.join(tmpdir_path, "a\0b.sqlite")
+    with pytest.raises(ValueError):
+        core.connect(nul)
+    with pytest.raises(ValueError):
+        core.Connection(nul)
+    with pytest.raises(ValueError):
+        core.ReadPool(nul, 1)
+    with pytest.raises(ValueError):
+        core.MultiplexedClient(nul)
+    with pytest.raises(ValueError):
+        core.start_writer_server(nul)
+    with pytest.raises(ValueError):
+        core.default_socket_path(nul)
+    with pytest.raises(TypeError):
+        core.connect(3.5)
+    with pytest.raises(OverflowError):
+        core.ReadPool(os.path.join(tmpdir_path, "p.sqlite"), -1)
+    raw = os.fsencode(os.path.join(tmpdir_path, "bytes.sqlite"))
+    with core.connect(raw) as conn:
+        assert conn.execute_fetchone("SELECT 1") == (1,)
+    assert os.path.exists(os.fsdecode(raw))
+    # The feed's arguments likewise.
+    with pytest.raises(OverflowError):
+        client.subscribe(["t"], after_seq=-1)
+    with pytest.raises(OverflowError):
+        client.subscribe(["t"], after_seq=2**64)
+    with pytest.raises(UnicodeEncodeError):
+        client.subscribe(["\ud800"])
+    with pytest.raises(TypeError):
+        client.subscribe("t")
+
+
 def test_scalar_parameter_and_named_parameters_bind_by_name(client, db_path):
     client.executescript("CREATE TABLE t (a, b)")
     client.execute("INSERT INTO t (a) VALUES (?)", 5)  # one scalar: one parameter
