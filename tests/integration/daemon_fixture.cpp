@@ -141,6 +141,21 @@ std::optional<int> Process::wait_exit(Clock::duration timeout) {
   }
 }
 
+std::vector<std::pair<pid_t, std::vector<std::string>>> thread_status(pid_t pid,
+                                                                      std::string_view prefix) {
+  std::vector<std::pair<pid_t, std::vector<std::string>>> out;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream status(read_file(task.path() / "status"));
+    auto& [tid, lines] =
+        out.emplace_back(std::stoi(task.path().filename().string()), std::vector<std::string>{});
+    for (std::string line; std::getline(status, line);) {
+      if (line.starts_with(prefix)) lines.push_back(line);
+    }
+  }
+  return out;
+}
+
 namespace {
 
 // The signals (pending, blocked, ignored, caught; each thread's) and every thread's stack of a
@@ -151,11 +166,9 @@ namespace {
 // holds the test up.
 void print_signals_and_stacks(pid_t pid) {
   std::cerr << "---- signals of pid " << pid << " before SIGKILL ----\n";
-  std::error_code ec;
-  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::istringstream status(read_file(task.path() / "status"));
-    std::cerr << "thread " << task.path().filename().string() << ":";
-    for (std::string line; std::getline(status, line);) {
+  for (const auto& [tid, lines] : thread_status(pid, "")) {
+    std::cerr << "thread " << tid << ":";
+    for (const auto& line : lines) {
       if (line.starts_with("Sig") || line.starts_with("ShdPnd")) std::cerr << " " << line;
     }
     std::cerr << "\n";

@@ -39,6 +39,10 @@ inline constexpr auto kReplyTimeout = 5s;
 
 /// The whole content of a file ("" if it cannot be read).
 std::string read_file(const std::string& path);
+/// Each thread of process `pid` (by thread id) with the lines of its /proc status that start
+/// with `prefix` ("" for all of them); empty if `pid` is gone.
+std::vector<std::pair<pid_t, std::vector<std::string>>> thread_status(pid_t pid,
+                                                                      std::string_view prefix);
 /// True if something (of any type, even a dangling link) is at `path`.
 bool path_exists(const std::string& path);
 /// "exit status 1", "killed by Killed", ... for a waitpid status.

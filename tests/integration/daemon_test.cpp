@@ -349,16 +349,12 @@ TEST_F(SigtermTest, WorkQueuedInTheDaemonIsFinishedBeforeItExits) {
 // The stop signals (SIGTERM, SIGINT, SIGHUP) blocked in each thread of `pid`, by thread id.
 std::vector<std::pair<pid_t, bool>> stop_signals_blocked(pid_t pid) {
   std::vector<std::pair<pid_t, bool>> out;
-  std::error_code ec;
-  for (const auto& task :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::istringstream status(read_file(task.path() / "status"));
-    for (std::string line; std::getline(status, line);) {
-      if (!line.starts_with("SigBlk:")) continue;
+  for (const auto& [tid, lines] : thread_status(pid, "SigBlk:")) {
+    for (const auto& line : lines) {
       const auto mask = std::stoull(line.substr(line.find_first_not_of(" \t", 7)), nullptr, 16);
       const auto bit = [&](int signo) { return ((mask >> (signo - 1)) & 1) != 0; };
       EXPECT_TRUE(bit(SIGTERM) == bit(SIGINT) && bit(SIGINT) == bit(SIGHUP)) << line;
-      out.emplace_back(std::stoi(task.path().filename().string()), bit(SIGTERM));
+      out.emplace_back(tid, bit(SIGTERM));
     }
   }
   return out;
