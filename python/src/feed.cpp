@@ -82,7 +82,7 @@ nb::object subscribe(MultiplexedClient& client, nb::handle tables_arg,
     }
     for (nb::handle t : nb::iter(tables_arg)) {
       if (!nb::isinstance<nb::str>(t)) throw nb::type_error("subscribe(): a table name is a str");
-      tables.emplace_back(utf8(nb::borrow<nb::str>(t)));
+      tables.emplace_back(utf8(t));
     }
   }
   const auto u64 = [](const std::optional<nb::int_>& v) -> std::optional<std::uint64_t> {

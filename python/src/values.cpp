@@ -25,12 +25,7 @@ Value to_value(nb::handle o) {
     return std::int64_t{v};
   }
   if (PyFloat_Check(p)) return PyFloat_AS_DOUBLE(p);
-  if (PyUnicode_Check(p)) {
-    Py_ssize_t size = 0;
-    const char* data = PyUnicode_AsUTF8AndSize(p, &size);
-    if (data == nullptr) throw nb::python_error();
-    return std::string(data, static_cast<std::size_t>(size));
-  }
+  if (PyUnicode_Check(p)) return std::string(utf8(o));
   if (PyBytes_Check(p)) {
     const auto* data = reinterpret_cast<const std::uint8_t*>(PyBytes_AS_STRING(p));
     return Blob(data, data + PyBytes_GET_SIZE(p));
@@ -62,10 +57,7 @@ AnyParams to_params(nb::handle o) {
     Py_ssize_t pos = 0;
     while (PyDict_Next(p, &pos, &key, &value)) {
       if (!PyUnicode_Check(key)) throw nb::type_error("named parameter keys must be str");
-      Py_ssize_t size = 0;
-      const char* data = PyUnicode_AsUTF8AndSize(key, &size);
-      if (data == nullptr) throw nb::python_error();
-      named.values.emplace_back(std::string(data, static_cast<std::size_t>(size)), to_value(value));
+      named.values.emplace_back(std::string(utf8(key)), to_value(value));
     }
     return named;
   }
@@ -154,9 +146,9 @@ nb::list to_python(const std::vector<Row>& rows) {
   return result;
 }
 
-std::string_view utf8(const nb::str& s) {
+std::string_view utf8(nb::handle str) {
   Py_ssize_t size = 0;
-  const char* data = PyUnicode_AsUTF8AndSize(s.ptr(), &size);
+  const char* data = PyUnicode_AsUTF8AndSize(str.ptr(), &size);
   if (data == nullptr) throw nb::python_error();
   return {data, static_cast<std::size_t>(size)};
 }

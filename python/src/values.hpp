@@ -34,9 +34,9 @@ nb::list to_python(const std::vector<Row>& rows);
 // of the right type that cannot be converted raises what Python's own sqlite3 raises for it
 // (a caster that fails makes nanobind raise a TypeError that lists the signatures instead).
 
-/// The UTF-8 of a str argument; UnicodeEncodeError for a str that has none (a lone surrogate).
-/// The view lives as long as `s` (CPython keeps the UTF-8 in the object).
-std::string_view utf8(const nb::str& s);
+/// The UTF-8 of a str (REQUIRES: `str` is one); UnicodeEncodeError for a str that has none (a
+/// lone surrogate). The view lives as long as `str` (CPython keeps the UTF-8 in the object).
+std::string_view utf8(nb::handle str);
 /// A path argument (str, bytes or os.PathLike) as os.fsencode gives it: TypeError for another
 /// type, ValueError for an embedded NUL, UnicodeEncodeError, as sqlite3.connect raises them.
 std::string fs_path(nb::handle path);
