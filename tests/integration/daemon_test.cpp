@@ -12,13 +12,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -368,8 +366,9 @@ TEST_F(DaemonTest, OnlyTheMainThreadTakesTheStopSignals) {
     SCOPED_TRACE(std::string("--writer-io ") + writer_io);
     ASSERT_NO_FATAL_FAILURE(start_daemon({"--writer-io", writer_io}));
     const pid_t pid = daemon_.pid();
-    ASSERT_GE(stop_signals_blocked(pid).size(), 2u);  // it answered: its writer thread runs
-    for (const auto& [tid, blocked] : stop_signals_blocked(pid)) {
+    const auto threads = stop_signals_blocked(pid);
+    ASSERT_GE(threads.size(), 2u);  // it answered: its writer thread runs
+    for (const auto& [tid, blocked] : threads) {
       EXPECT_EQ(blocked, tid != pid) << "thread " << tid << " of " << pid;
     }
     auto client = connect_client();
