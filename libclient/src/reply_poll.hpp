@@ -39,7 +39,7 @@ class ReplyPoll {
   /// The longest a lone caller polls before it sleeps.
   static constexpr std::chrono::microseconds kWindow{25};
   static constexpr unsigned kLoneStreak = 3;
-  static constexpr unsigned kFirstBackoff = 4;
+  static constexpr unsigned kFirstBackoff = 1;
   static constexpr unsigned kMaxBackoff = 4096;
 
   /// A call whose request is the only one pending is about to wait for its reply: true if it
