@@ -130,7 +130,7 @@ std::vector<RowResult> row_point_select(Context& ctx, const Settings& s) {
 }
 
 std::vector<RowResult> row_idle_round_trip(Context& ctx, const Settings& s) {
-  Samples via, ping, bound;
+  Samples via, ping, bound, polling;
   const std::vector<std::string> counts{"calls=" + std::to_string(s.rtt_calls),
                                         "warmup=" + std::to_string(s.rtt_warmup)};
   for (int rep = 0; rep < s.reps; ++rep) {
@@ -144,6 +144,8 @@ std::vector<RowResult> row_idle_round_trip(Context& ctx, const Settings& s) {
     create_bench_db(db);
     spec.push_back("db=" + db);  // the same ping-pong, committing a row before each reply
     bound.add(aggregate(run_workers(ctx, {spec}, 60)));
+    spec.push_back("poll=1");  // ... with both processes polling instead of sleeping
+    polling.add(aggregate(run_workers(ctx, {spec}, 60)));
     Daemon daemon(ctx, dir, db, false);
     spec = {"round_trip", "backend=pasyn", "socket=" + daemon.socket()};
     spec.insert(spec.end(), counts.begin(), counts.end());
@@ -175,7 +177,9 @@ std::vector<RowResult> row_idle_round_trip(Context& ctx, const Settings& s) {
   p50.note = note;
   const std::string bound_note =
       "; commit_pingpong: the same ping-pong, the echo process committing a one-row INSERT "
-      "(BEGIN IMMEDIATE, INSERT, COMMIT; WAL, synchronous=normal) before each reply";
+      "(BEGIN IMMEDIATE, INSERT, COMMIT; WAL, synchronous=normal) before each reply, once with "
+      "both processes sleeping in read() between messages and once polling their socket "
+      "(commit_pingpong_polling_us), the faster of the two bounding";
   RowResult p99 = p50;
   p99.name = "idle_round_trip_p99";
   p99.target = 0.2;  // SPEC §6: p99 at most 5x
@@ -184,10 +188,16 @@ std::vector<RowResult> row_idle_round_trip(Context& ctx, const Settings& s) {
   p99.baseline = p50.base_p99;
   p99.ratio = p99.baseline / p99.pasyn;
   p99.note = "p99 of the same runs";
-  p50.note += bound_note;
-  add_bound(p50, "commit_pingpong_us", median(bound.p50), true);
-  p99.note += bound_note;
-  add_bound(p99, "commit_pingpong_us", median(bound.p99), true);
+  // The bound is the faster of the sleeping and the polling program, per quantile.
+  const auto bound_of = [&](RowResult& r, const std::vector<double>& sleeping,
+                            const std::vector<double>& polled) {
+    r.note += bound_note;
+    r.extra["commit_pingpong_sleeping_us"] = median(sleeping);
+    r.extra["commit_pingpong_polling_us"] = median(polled);
+    add_bound(r, "commit_pingpong_us", std::min(median(sleeping), median(polled)), true);
+  };
+  bound_of(p50, bound.p50, polling.p50);
+  bound_of(p99, bound.p99, polling.p99);
   return {p50, p99};
 }
 

@@ -31,8 +31,9 @@ double arg_double(const Args& a, const std::string& key);
 // Client options of every pasyn client in the workers: calls bounded by kCallTimeout.
 pasyn::ClientOptions client_options();
 
-// Blocking full read/write on a stream socket; false on EOF or error.
-bool read_exact(int fd, char* buf, std::size_t n);
+// Full read/write on a stream socket; false on EOF or error. A read that is `polling` does not
+// sleep: it retries a non-blocking recv() until the bytes are there.
+bool read_exact(int fd, char* buf, std::size_t n, bool polling = false);
 bool write_all(int fd, const char* buf, std::size_t n);
 
 // Lets a worker's threads finish their setup, then starts them together.

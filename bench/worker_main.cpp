@@ -23,13 +23,14 @@ pasyn::ClientOptions client_options() {
   return o;
 }
 
-bool read_exact(int fd, char* buf, std::size_t n) {
+bool read_exact(int fd, char* buf, std::size_t n, bool polling) {
   std::size_t got = 0;
   while (got < n) {
-    const ssize_t r = ::read(fd, buf + got, n - got);
+    const ssize_t r = ::recv(fd, buf + got, n - got, polling ? MSG_DONTWAIT : 0);
     if (r > 0) {
       got += static_cast<std::size_t>(r);
-    } else if (r < 0 && errno == EINTR) {
+    } else if (r < 0 &&
+               (errno == EINTR || (polling && (errno == EAGAIN || errno == EWOULDBLOCK)))) {
       continue;
     } else {
       return false;

@@ -123,7 +123,8 @@ void worker_point_select(const Args& a) {
 // MultiplexedClient, waiting for the ack. backend=pingpong: kInsertFrameSize bytes to an echo
 // process over an AF_UNIX stream socketpair, kResultFrameSize bytes back; with db=PATH the echo
 // process commits a one-row INSERT at synchronous=normal before each reply (the minimal program
-// doing a round trip's work, the bound of idle_round_trip).
+// doing a round trip's work, the bound of idle_round_trip); with poll=1 both processes poll their
+// socket (non-blocking reads in a loop) instead of sleeping in read().
 void worker_round_trip(const Args& a) {
   const std::string backend = arg(a, "backend");
   const std::int64_t calls = arg_int(a, "calls");
@@ -131,6 +132,7 @@ void worker_round_trip(const Args& a) {
   Histogram hist;
   Clock::time_point start;  // set when "go" arrives
   if (backend == "pingpong") {
+    const bool polling = a.count("poll") && a.at("poll") == "1";
     // Fork the echo process first: this process has no thread yet.
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -146,7 +148,7 @@ void worker_round_trip(const Args& a) {
       const std::vector<std::pair<std::int64_t, std::int64_t>> one_row{{1, 1}};
       char req[kInsertFrameSize], reply[kResultFrameSize] = {};
       try {
-        while (read_exact(sv[1], req, sizeof req)) {
+        while (read_exact(sv[1], req, sizeof req, polling)) {
           if (committer) committer->commit(one_row);
           if (!write_all(sv[1], reply, sizeof reply)) break;
         }
@@ -159,7 +161,7 @@ void worker_round_trip(const Args& a) {
     ::close(sv[1]);
     char req[kInsertFrameSize] = {}, reply[kResultFrameSize];
     auto once = [&] {
-      if (!write_all(sv[0], req, sizeof req) || !read_exact(sv[0], reply, sizeof reply)) {
+      if (!write_all(sv[0], req, sizeof req) || !read_exact(sv[0], reply, sizeof reply, polling)) {
         throw std::runtime_error("echo process went away");
       }
     };
