@@ -129,7 +129,10 @@ using Report = std::vector<std::pair<std::string, Value>>;
 /// wait for another's reply before sending), coalesced into few writes, and replies are matched
 /// to callers by request id. Requests sent on one connection run in the daemon in the order
 /// they were submitted. A synchronous call that finds no other thread reading replies reads its
-/// own on the calling thread (and hands any other reply it reads to its caller). Ownership:
+/// own on the calling thread (and hands any other reply it reads to its caller); when its
+/// request has been the client's only one for a few calls, it polls the socket for up to 25 us
+/// before it sleeps, as long as the replies come within that and no other thread wants its CPU
+/// (it saves the wake-up of an idle CPU: ~25 us a call on a virtual machine). Ownership:
 /// owns the socket and one I/O thread, named pasyn-client-io (started with every signal
 /// blocked, so that signals go to the application's threads), which writes what the socket did
 /// not take at once and reads replies when only asynchronous calls wait; the destructor closes
